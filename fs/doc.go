@@ -1,0 +1,8 @@
+// Package fs translates FUSE requests into calls on a tiering.Store and
+// back. It holds no state of its own beyond each node's last known name
+// (parent and name, updated under the Store's namespace lock by the commit
+// callbacks of Rename and Unlink) and never touches a backing file itself.
+//
+// No handle here offers kernel passthrough or returns fuse.ReadResultFd:
+// the backing of an open file can be swapped by a move at any time.
+package fs

@@ -1,0 +1,424 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/tierfs/tierfs/tiering"
+)
+
+// FS is what every node of one mount shares.
+type FS struct {
+	Store *tiering.Store
+	Log   zerolog.Logger
+}
+
+// Node is a file or directory of the mount.
+type Node struct {
+	gofs.Inode
+	fs *FS
+	// at is the node's last known name; nil for the root and for a node
+	// whose name was removed.
+	at atomic.Pointer[nodeName]
+}
+
+type nodeName struct {
+	parent *Node
+	name   string
+}
+
+var (
+	_ gofs.InodeEmbedder = (*Node)(nil)
+	_ tiering.Path       = (*Node)(nil)
+
+	_ gofs.NodeLookuper       = (*Node)(nil)
+	_ gofs.NodeGetattrer      = (*Node)(nil)
+	_ gofs.NodeSetattrer      = (*Node)(nil)
+	_ gofs.NodeOpener         = (*Node)(nil)
+	_ gofs.NodeCreater        = (*Node)(nil)
+	_ gofs.NodeMkdirer        = (*Node)(nil)
+	_ gofs.NodeMknoder        = (*Node)(nil)
+	_ gofs.NodeSymlinker      = (*Node)(nil)
+	_ gofs.NodeLinker         = (*Node)(nil)
+	_ gofs.NodeReadlinker     = (*Node)(nil)
+	_ gofs.NodeUnlinker       = (*Node)(nil)
+	_ gofs.NodeRmdirer        = (*Node)(nil)
+	_ gofs.NodeRenamer        = (*Node)(nil)
+	_ gofs.NodeStatfser       = (*Node)(nil)
+	_ gofs.NodeGetxattrer     = (*Node)(nil)
+	_ gofs.NodeSetxattrer     = (*Node)(nil)
+	_ gofs.NodeListxattrer    = (*Node)(nil)
+	_ gofs.NodeRemovexattrer  = (*Node)(nil)
+	_ gofs.NodeOpendirHandler = (*Node)(nil)
+	_ gofs.NodeIoctler        = (*Node)(nil)
+)
+
+// NewRoot makes the root node of a mount of store.
+func NewRoot(store *tiering.Store, log zerolog.Logger) *Node {
+	return &Node{fs: &FS{Store: store, Log: log}}
+}
+
+// Components implements tiering.Path: the node's names from the root. It
+// is called under the Store's namespace lock.
+func (n *Node) Components() ([]string, bool) {
+	var rev []string
+	cur := n
+	for depth := 0; ; depth++ {
+		if depth > 4096 {
+			return nil, false
+		}
+		if cur.IsRoot() {
+			break
+		}
+		at := cur.at.Load()
+		if at == nil {
+			// Our name was removed; go-fuse may know another (a hard link).
+			name, p := cur.Inode.Parent()
+			if p == nil {
+				return nil, false
+			}
+			pn, ok := p.Operations().(*Node)
+			if !ok {
+				return nil, false
+			}
+			at = &nodeName{parent: pn, name: name}
+		}
+		rev = append(rev, at.name)
+		cur = at.parent
+	}
+	out := make([]string, len(rev))
+	for i := range rev {
+		out[len(rev)-1-i] = rev[i]
+	}
+	return out, true
+}
+
+func (n *Node) errno(op string, err error) syscall.Errno { return toErrno(n.fs.Log, op, err) }
+
+func owner(ctx context.Context) tiering.Owner {
+	if c, ok := fuse.FromContext(ctx); ok {
+		return tiering.Owner{UID: c.Uid, GID: c.Gid}
+	}
+	return tiering.Owner{}
+}
+
+// fillAttr converts a core attribute to FUSE's.
+func fillAttr(a *tiering.Attr, out *fuse.Attr) {
+	st := &a.Stat_t
+	out.Ino = st.Ino
+	out.Size = uint64(st.Size)
+	out.Blocks = uint64(st.Blocks)
+	out.Atime = uint64(st.Atim.Sec)
+	out.Atimensec = uint32(st.Atim.Nsec)
+	out.Mtime = uint64(st.Mtim.Sec)
+	out.Mtimensec = uint32(st.Mtim.Nsec)
+	out.Ctime = uint64(st.Ctim.Sec)
+	out.Ctimensec = uint32(st.Ctim.Nsec)
+	out.Mode = st.Mode
+	out.Nlink = uint32(st.Nlink)
+	out.Uid = st.Uid
+	out.Gid = st.Gid
+	out.Rdev = uint32(st.Rdev)
+	out.Blksize = uint32(st.Blksize)
+}
+
+// child makes (or finds) the inode for dir n's entry name.
+func (n *Node) child(ctx context.Context, name string, a *tiering.Attr, out *fuse.EntryOut) *gofs.Inode {
+	fillAttr(a, &out.Attr)
+	node := &Node{fs: n.fs}
+	node.at.Store(&nodeName{parent: n, name: name})
+	ch := n.NewInode(ctx, node, gofs.StableAttr{Mode: a.Mode & unix.S_IFMT, Ino: a.Ino})
+	if existing, ok := ch.Operations().(*Node); ok && existing != node && existing.at.Load() == nil {
+		existing.at.Store(&nodeName{parent: n, name: name})
+	}
+	return ch
+}
+
+func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	a, err := n.fs.Store.Lookup(n, name)
+	if err != nil {
+		return nil, n.errno("lookup", err)
+	}
+	return n.child(ctx, name, &a, out), 0
+}
+
+func (n *Node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	var a tiering.Attr
+	var err error
+	if h, ok := fh.(*fileHandle); ok {
+		a, err = h.h.Stat()
+	} else {
+		a, err = n.fs.Store.Getattr(n)
+		if d, ok := fh.(*dirHandle); ok && errors.Is(err, syscall.ENOENT) {
+			// fstat of an open directory that was removed or renamed over.
+			a, err = d.attr, nil
+			a.Nlink = 0
+		}
+	}
+	if err != nil {
+		return n.errno("getattr", err)
+	}
+	if n.IsRoot() {
+		a.Ino = tiering.RootIno
+	}
+	fillAttr(&a, &out.Attr)
+	return 0
+}
+
+func (n *Node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	var sa tiering.SetAttr
+	if m, ok := in.GetMode(); ok {
+		sa.Mode = &m
+	}
+	if u, ok := in.GetUID(); ok {
+		sa.UID = &u
+	}
+	if g, ok := in.GetGID(); ok {
+		sa.GID = &g
+	}
+	if sz, ok := in.GetSize(); ok {
+		s := int64(sz)
+		sa.Size = &s
+	}
+	if in.Valid&fuse.FATTR_ATIME_NOW != 0 {
+		sa.Atime = &unix.Timespec{Nsec: unix.UTIME_NOW}
+	} else if t, ok := in.GetATime(); ok {
+		ts := unix.NsecToTimespec(t.UnixNano())
+		sa.Atime = &ts
+	}
+	if in.Valid&fuse.FATTR_MTIME_NOW != 0 {
+		sa.Mtime = &unix.Timespec{Nsec: unix.UTIME_NOW}
+	} else if t, ok := in.GetMTime(); ok {
+		ts := unix.NsecToTimespec(t.UnixNano())
+		sa.Mtime = &ts
+	}
+	var a tiering.Attr
+	var err error
+	if h, ok := fh.(*fileHandle); ok {
+		a, err = h.h.Setattr(sa)
+	} else {
+		a, err = n.fs.Store.Setattr(n, sa)
+	}
+	if err != nil {
+		return n.errno("setattr", err)
+	}
+	if n.IsRoot() {
+		a.Ino = tiering.RootIno
+	}
+	fillAttr(&a, &out.Attr)
+	return 0
+}
+
+func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	h, err := n.fs.Store.Open(n, int(flags))
+	if err != nil {
+		return nil, 0, n.errno("open", err)
+	}
+	// The backing is written only through us, so the kernel's page cache
+	// stays valid across opens and moves.
+	return &fileHandle{h: h, node: n}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	h, a, err := n.fs.Store.Create(n, name, int(flags), mode, owner(ctx))
+	if err != nil {
+		return nil, nil, 0, n.errno("create", err)
+	}
+	ch := n.child(ctx, name, &a, out)
+	return ch, &fileHandle{h: h, node: ch.Operations().(*Node)}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	a, err := n.fs.Store.Mkdir(n, name, mode, owner(ctx))
+	if err != nil {
+		return nil, n.errno("mkdir", err)
+	}
+	return n.child(ctx, name, &a, out), 0
+}
+
+func (n *Node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	a, err := n.fs.Store.Mknod(n, name, mode, uint64(dev), owner(ctx))
+	if err != nil {
+		return nil, n.errno("mknod", err)
+	}
+	return n.child(ctx, name, &a, out), 0
+}
+
+func (n *Node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	a, err := n.fs.Store.Symlink(n, name, target, owner(ctx))
+	if err != nil {
+		return nil, n.errno("symlink", err)
+	}
+	return n.child(ctx, name, &a, out), 0
+}
+
+func (n *Node) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	t, ok := target.(*Node)
+	if !ok {
+		return nil, syscall.EXDEV
+	}
+	a, err := n.fs.Store.Link(t, n, name)
+	if err != nil {
+		return nil, n.errno("link", err)
+	}
+	return n.child(ctx, name, &a, out), 0
+}
+
+func (n *Node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	s, err := n.fs.Store.Readlink(n)
+	if err != nil {
+		return nil, n.errno("readlink", err)
+	}
+	return []byte(s), 0
+}
+
+// forget clears the name of n's child once it is gone, under the Store's
+// namespace lock.
+func (n *Node) forget(name string) func() {
+	return func() {
+		if ch := n.GetChild(name); ch != nil {
+			if cn, ok := ch.Operations().(*Node); ok {
+				if at := cn.at.Load(); at != nil && at.parent == n && at.name == name {
+					cn.at.Store(nil)
+				}
+			}
+		}
+	}
+}
+
+func (n *Node) Unlink(ctx context.Context, name string) syscall.Errno {
+	return n.errno("unlink", n.fs.Store.Unlink(n, name, n.forget(name)))
+}
+
+func (n *Node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	return n.errno("rmdir", n.fs.Store.Rmdir(n, name, n.forget(name)))
+}
+
+func (n *Node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	np, ok := newParent.(*Node)
+	if !ok {
+		return syscall.EXDEV
+	}
+	commit := func() {
+		src := n.GetChild(name)
+		dst := np.GetChild(newName)
+		var sn, dn *Node
+		if src != nil {
+			sn, _ = src.Operations().(*Node)
+		}
+		if dst != nil {
+			dn, _ = dst.Operations().(*Node)
+		}
+		if flags&tiering.RenameExchange != 0 {
+			if dn != nil {
+				dn.at.Store(&nodeName{parent: n, name: name})
+			}
+		} else if dn != nil && dn != sn {
+			dn.at.Store(nil)
+		}
+		if sn != nil {
+			sn.at.Store(&nodeName{parent: np, name: newName})
+		}
+	}
+	return n.errno("rename", n.fs.Store.Rename(n, name, np, newName, flags, commit))
+}
+
+func (n *Node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	st, err := n.fs.Store.Statfs()
+	if err != nil {
+		return n.errno("statfs", err)
+	}
+	out.Blocks = st.Blocks
+	out.Bfree = st.Bfree
+	out.Bavail = st.Bavail
+	out.Files = st.Files
+	out.Ffree = st.Ffree
+	out.Bsize = st.Bsize
+	out.Frsize = st.Bsize
+	out.NameLen = st.NameLen
+	return 0
+}
+
+func (n *Node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	sz, err := n.fs.Store.Getxattr(n, attr, dest)
+	if err != nil {
+		return 0, n.errno("getxattr", err)
+	}
+	return uint32(sz), 0
+}
+
+func (n *Node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
+	return n.errno("setxattr", n.fs.Store.Setxattr(n, attr, data, int(flags)))
+}
+
+func (n *Node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
+	sz, err := n.fs.Store.Listxattr(n, dest)
+	if err != nil {
+		return 0, n.errno("listxattr", err)
+	}
+	return uint32(sz), 0
+}
+
+func (n *Node) Removexattr(ctx context.Context, attr string) syscall.Errno {
+	return n.errno("removexattr", n.fs.Store.Removexattr(n, attr))
+}
+
+// Ioctl is refused: an ioctl may carry the caller's fds or pointers,
+// which mean nothing in the daemon.
+func (n *Node) Ioctl(ctx context.Context, f gofs.FileHandle, cmd uint32, arg uint64, input []byte, output []byte) (int32, syscall.Errno) {
+	return 0, syscall.ENOTTY
+}
+
+func (n *Node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	d := &dirHandle{node: n}
+	a, err := n.fs.Store.Getattr(n)
+	if err != nil {
+		return nil, 0, n.errno("opendir", err)
+	}
+	d.attr = a
+	if errno := d.load(); errno != 0 {
+		return nil, 0, errno
+	}
+	return d, 0, 0
+}
+
+// Options are the mount's settings.
+type Options struct {
+	AllowOther bool
+	Debug      bool
+}
+
+// Mount serves the store at mountpoint; the caller waits on the server.
+func Mount(root *Node, mountpoint string, o Options) (*fuse.Server, error) {
+	sec := time.Second
+	mo := fuse.MountOptions{
+		FsName:      "tierfs",
+		Name:        "tierfs",
+		AllowOther:  o.AllowOther,
+		MaxWrite:    1 << 20,
+		Debug:       o.Debug,
+		DirectMount: true,
+		// Locks stay with the kernel (Kafka's .lock is a POSIX lock).
+		EnableLocks: false,
+	}
+	if o.AllowOther {
+		mo.Options = append(mo.Options, "default_permissions")
+	}
+	opts := &gofs.Options{
+		MountOptions:    mo,
+		EntryTimeout:    &sec,
+		AttrTimeout:     &sec,
+		NegativeTimeout: &sec,
+		RootStableAttr:  &gofs.StableAttr{Ino: tiering.RootIno},
+		NullPermissions: true,
+	}
+	return gofs.Mount(mountpoint, root, opts)
+}

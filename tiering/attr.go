@@ -1,0 +1,318 @@
+package tiering
+
+import (
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// SetAttr lists the attributes to change; nil fields stay.
+type SetAttr struct {
+	Mode         *uint32
+	UID, GID     *uint32
+	Size         *int64
+	Atime, Mtime *unix.Timespec // Nsec may be unix.UTIME_NOW
+}
+
+func (in *SetAttr) times() []unix.Timespec {
+	ts := []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_OMIT}}
+	if in.Atime != nil {
+		ts[0] = *in.Atime
+	}
+	if in.Mtime != nil {
+		ts[1] = *in.Mtime
+	}
+	return ts
+}
+
+func ownerArgs(in *SetAttr) (int, int) {
+	uid, gid := -1, -1
+	if in.UID != nil {
+		uid = int(*in.UID)
+	}
+	if in.GID != nil {
+		gid = int(*in.GID)
+	}
+	return uid, gid
+}
+
+// SetattrHandle changes attributes through an open handle.
+func (h *Handle) Setattr(in SetAttr) (Attr, error) {
+	f := h.f
+	f.mu.RLock()
+	err := f.setattrFd(&in)
+	f.mu.RUnlock()
+	if err != nil {
+		return Attr{}, err
+	}
+	return h.Stat()
+}
+
+func (f *File) setattrFd(in *SetAttr) error {
+	if in.Size != nil {
+		if err := f.truncateLocked(*in.Size); err != nil {
+			return err
+		}
+	}
+	if in.Mode != nil {
+		if err := unix.Fchmod(f.fd, *in.Mode&0o7777); err != nil {
+			return err
+		}
+	}
+	if in.UID != nil || in.GID != nil {
+		uid, gid := ownerArgs(in)
+		if err := unix.Fchown(f.fd, uid, gid); err != nil {
+			return err
+		}
+	}
+	if in.Atime != nil || in.Mtime != nil {
+		if err := setTimesFd(f.fd, in.times()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Setattr changes attributes by name; a directory's copies on every tier
+// change together.
+func (s *Store) Setattr(p Path, in SetAttr) (Attr, error) {
+	s.ns.RLock()
+	defer s.ns.RUnlock()
+	c, err := s.comps(p)
+	if err != nil {
+		return Attr{}, err
+	}
+	ls, err := s.locatePath(c)
+	if err != nil {
+		return Attr{}, err
+	}
+	defer ls.close()
+	if ls[0].st.Mode&unix.S_IFMT == unix.S_IFREG {
+		a, err := s.attrOf(&ls[0])
+		if err != nil {
+			return Attr{}, err
+		}
+		h, err := s.openLoc(&ls[0], a.Ino, p, unix.O_RDWR)
+		if err == nil {
+			defer h.Release()
+			return h.Setattr(in)
+		}
+		if in.Size != nil {
+			return Attr{}, err
+		}
+	}
+	if in.Size != nil {
+		return Attr{}, unix.EISDIR
+	}
+	for i := range ls {
+		if err := setattrAt(&ls[i], &in); err != nil {
+			return Attr{}, err
+		}
+		_ = unix.Fstatat(ls[i].dirfd, ls[i].name, &ls[i].st, unix.AT_SYMLINK_NOFOLLOW)
+	}
+	return s.attrOf(&ls[0])
+}
+
+func setattrAt(l *loc, in *SetAttr) error {
+	isLink := l.st.Mode&unix.S_IFMT == unix.S_IFLNK
+	if in.Mode != nil && !isLink {
+		if err := unix.Fchmodat(l.dirfd, l.name, *in.Mode&0o7777, 0); err != nil {
+			return err
+		}
+	}
+	if in.UID != nil || in.GID != nil {
+		uid, gid := ownerArgs(in)
+		if err := unix.Fchownat(l.dirfd, l.name, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return err
+		}
+	}
+	if in.Atime != nil || in.Mtime != nil {
+		if err := unix.UtimesNanoAt(l.dirfd, l.name, in.times(), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func reserved(name string) bool { return strings.HasPrefix(name, xattrPrefix) }
+
+// Getxattr reads an extended attribute; XattrTier names the file's tier
+// (for a directory, the tiers that hold a copy, comma separated).
+func (s *Store) Getxattr(p Path, name string, dest []byte) (int, error) {
+	s.ns.RLock()
+	defer s.ns.RUnlock()
+	c, err := s.comps(p)
+	if err != nil {
+		return 0, err
+	}
+	ls, err := s.locatePath(c)
+	if err != nil {
+		return 0, err
+	}
+	defer ls.close()
+	if name == XattrTier {
+		var names []string
+		for i := range ls {
+			names = append(names, ls[i].tier.Name)
+		}
+		if !isDir(&ls[0].st) {
+			names = names[:1]
+		}
+		v := strings.Join(names, ",")
+		if len(dest) == 0 {
+			return len(v), nil
+		}
+		if len(dest) < len(v) {
+			return 0, unix.ERANGE
+		}
+		return copy(dest, v), nil
+	}
+	if reserved(name) {
+		return 0, unix.ENODATA
+	}
+	return unix.Lgetxattr(procPath(ls[0].dirfd, ls[0].name), name, dest)
+}
+
+// Listxattr lists the file's own extended attributes (none of tierfs's).
+func (s *Store) Listxattr(p Path, dest []byte) (int, error) {
+	s.ns.RLock()
+	defer s.ns.RUnlock()
+	c, err := s.comps(p)
+	if err != nil {
+		return 0, err
+	}
+	ls, err := s.locatePath(c)
+	if err != nil {
+		return 0, err
+	}
+	defer ls.close()
+	pp := procPath(ls[0].dirfd, ls[0].name)
+	sz, err := unix.Llistxattr(pp, nil)
+	if err != nil {
+		return 0, err
+	}
+	buf := make([]byte, sz+1024)
+	n, err := unix.Llistxattr(pp, buf)
+	if err != nil {
+		return 0, err
+	}
+	var out []byte
+	for _, a := range strings.Split(string(buf[:n]), "\x00") {
+		if a == "" || reserved(a) {
+			continue
+		}
+		out = append(out, a...)
+		out = append(out, 0)
+	}
+	if len(dest) == 0 {
+		return len(out), nil
+	}
+	if len(dest) < len(out) {
+		return 0, unix.ERANGE
+	}
+	return copy(dest, out), nil
+}
+
+// Setxattr sets an extended attribute (on every copy of a directory).
+func (s *Store) Setxattr(p Path, name string, data []byte, flags int) error {
+	if reserved(name) {
+		return unix.EPERM
+	}
+	return s.eachCopy(p, func(l *loc) error {
+		return unix.Lsetxattr(procPath(l.dirfd, l.name), name, data, flags)
+	})
+}
+
+// Removexattr removes an extended attribute (from every copy).
+func (s *Store) Removexattr(p Path, name string) error {
+	if reserved(name) {
+		return unix.EPERM
+	}
+	return s.eachCopy(p, func(l *loc) error {
+		return unix.Lremovexattr(procPath(l.dirfd, l.name), name)
+	})
+}
+
+func (s *Store) eachCopy(p Path, fn func(*loc) error) error {
+	s.ns.RLock()
+	defer s.ns.RUnlock()
+	c, err := s.comps(p)
+	if err != nil {
+		return err
+	}
+	ls, err := s.locatePath(c)
+	if err != nil {
+		return err
+	}
+	defer ls.close()
+	if !isDir(&ls[0].st) {
+		ls = ls[:1]
+	}
+	for i := range ls {
+		if err := fn(&ls[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// StatFS is the sum of the tiers.
+type StatFS struct {
+	Bsize                 uint32
+	Blocks, Bfree, Bavail uint64
+	Files, Ffree          uint64
+	NameLen               uint32
+}
+
+// Statfs reports the tiers' capacity and free space added up.
+func (s *Store) Statfs() (StatFS, error) {
+	const bs = 4096
+	out := StatFS{Bsize: bs, NameLen: 255}
+	for _, t := range s.tiers {
+		var st unix.Statfs_t
+		if err := unix.Fstatfs(t.root, &st); err != nil {
+			return out, err
+		}
+		capb := uint64(t.Capacity()) / bs
+		free := uint64(t.Free()) / bs
+		out.Blocks += capb
+		out.Bfree += free
+		out.Bavail += free
+		out.Files += st.Files
+		out.Ffree += st.Ffree
+	}
+	return out, nil
+}
+
+// Fsyncdir makes a directory durable on every tier that has a copy.
+func (s *Store) Fsyncdir(p Path) error {
+	s.ns.RLock()
+	defer s.ns.RUnlock()
+	c, err := s.comps(p)
+	if err != nil {
+		return err
+	}
+	found := false
+	for _, t := range s.tiers {
+		fd, err := t.walk(c, nil)
+		if err != nil {
+			continue
+		}
+		found = true
+		err = fsyncDirAt(fd)
+		unix.Close(fd)
+		if err != nil {
+			return err
+		}
+	}
+	if !found {
+		return unix.ENOENT
+	}
+	return nil
+}
+
+// setTimesFd is futimens(2): utimensat on the fd's /proc link.
+func setTimesFd(fd int, ts []unix.Timespec) error {
+	return unix.UtimesNanoAt(unix.AT_FDCWD, "/proc/self/fd/"+strconv.Itoa(fd), ts, 0)
+}

@@ -1,0 +1,190 @@
+package tiering
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tierfs/tierfs/tiering/units"
+)
+
+// cfgTierNameRE is what a tier name may be made of: it appears in paths,
+// metrics and the control protocol.
+var cfgTierNameRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+// cfgTierKey names a key of the i-th [[tier]] table (0-based, in file order).
+func cfgTierKey(i int, key string) string { return fmt.Sprintf("tier[%d].%s", i, key) }
+
+// cfgValidTierType reports whether t is one of the known tier types.
+func cfgValidTierType(t string) bool {
+	switch t {
+	case TypePMem, TypeNVMe, TypeSSD, TypeHDD:
+		return true
+	}
+	return false
+}
+
+// cfgThresholdOK reports whether v is a usable migrate_threshold:
+// a fraction in (0, 1], or exactly -1 to disable moves.
+func cfgThresholdOK(v float64) bool {
+	return (v > 0 && v <= 1) || v == -1
+}
+
+// Validate checks one tier on its own; i is its index in the [[tier]] array
+// and is used to name keys in errors. It does not look at other tiers.
+func (t TierConfig) Validate(i int) error {
+	switch {
+	case t.Name == "":
+		return units.Errorf(cfgTierKey(i, "name"), "is required")
+	case !cfgTierNameRE.MatchString(t.Name):
+		return units.Errorf(cfgTierKey(i, "name"), "invalid name %q: use only letters, digits, '_' and '-'", t.Name)
+	}
+	switch {
+	case t.Type == "":
+		return units.Errorf(cfgTierKey(i, "type"), "is required (pmem, nvme, ssd or hdd)")
+	case !cfgValidTierType(t.Type):
+		return units.Errorf(cfgTierKey(i, "type"), "unknown type %q (want pmem, nvme, ssd or hdd)", t.Type)
+	}
+	if err := cfgCheckTierDir(t.Path); err != nil {
+		return units.Errorf(cfgTierKey(i, "path"), "%s", err)
+	}
+	if t.Capacity < 0 {
+		return units.Errorf(cfgTierKey(i, "capacity"), "must not be negative")
+	}
+	if t.MigrateThreshold != nil && !cfgThresholdOK(*t.MigrateThreshold) {
+		return units.Errorf(cfgTierKey(i, "migrate_threshold"),
+			"must be in (0, 1], or -1 to disable moves off this tier; got %v", *t.MigrateThreshold)
+	}
+	return nil
+}
+
+// cfgCheckTierDir checks that p is an absolute path to an existing, writable
+// directory.
+func cfgCheckTierDir(p string) error {
+	if p == "" {
+		return errors.New("is required")
+	}
+	if !filepath.IsAbs(p) {
+		return fmt.Errorf("must be an absolute path, got %q", p)
+	}
+	st, err := os.Stat(p)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%s does not exist", p)
+	case err != nil:
+		return fmt.Errorf("%s: %v", p, errors.Unwrap(err))
+	case !st.IsDir():
+		return fmt.Errorf("%s is not a directory", p)
+	}
+	if err := unix.Access(p, unix.W_OK|unix.X_OK); err != nil {
+		return fmt.Errorf("%s is not writable: %v", p, err)
+	}
+	// access(2) says yes to root everywhere but on read-only mounts, so
+	// prove it by making (and removing) a file.
+	f, err := os.CreateTemp(p, ".tierfs-probe-*")
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return fmt.Errorf("%s is not writable: %v", p, err)
+	}
+	name := f.Name()
+	f.Close()
+	if err := os.Remove(name); err != nil {
+		return fmt.Errorf("%s: removing probe file: %v", p, err)
+	}
+	return nil
+}
+
+// cfgResolvePath cleans p and resolves symlinks where it can.
+func cfgResolvePath(p string) string {
+	if abs, err := filepath.Abs(p); err == nil {
+		p = abs
+	}
+	if r, err := filepath.EvalSymlinks(p); err == nil {
+		p = r
+	}
+	return filepath.Clean(p)
+}
+
+// cfgPathWithin reports whether child is parent or lies below it. Both must be
+// clean and absolute.
+func cfgPathWithin(child, parent string) bool {
+	if child == parent || parent == "/" {
+		return true
+	}
+	return strings.HasPrefix(child, parent+string(filepath.Separator))
+}
+
+// ValidateTiers checks the [[tier]] tables: at least one; each with a unique
+// valid name, a known type, an absolute path to an existing writable
+// directory, a capacity >= 0 and a migrate_threshold that is unset, in
+// (0, 1] or -1; and no tier's directory equal to or inside another's (after
+// resolving symlinks). The error is a *units.KeyError naming the key, e.g.
+// "tier[1].path", with 0-based indexes in file order.
+func ValidateTiers(tiers []TierConfig) error {
+	if len(tiers) == 0 {
+		return units.Errorf("tier", "at least one [[tier]] is required")
+	}
+	names := make(map[string]int, len(tiers))
+	for i, t := range tiers {
+		if err := t.Validate(i); err != nil {
+			return err
+		}
+		if j, dup := names[t.Name]; dup {
+			return units.Errorf(cfgTierKey(i, "name"), "duplicate tier name %q (also tier[%d])", t.Name, j)
+		}
+		names[t.Name] = i
+	}
+	resolved := make([]string, len(tiers))
+	for i, t := range tiers {
+		resolved[i] = cfgResolvePath(t.Path)
+		for j := 0; j < i; j++ {
+			switch {
+			case resolved[i] == resolved[j]:
+				return units.Errorf(cfgTierKey(i, "path"), "%s is the same directory as tier[%d] %q (%s)",
+					t.Path, j, tiers[j].Name, tiers[j].Path)
+			case cfgPathWithin(resolved[i], resolved[j]):
+				return units.Errorf(cfgTierKey(i, "path"), "%s is inside tier[%d] %q (%s)",
+					t.Path, j, tiers[j].Name, tiers[j].Path)
+			case cfgPathWithin(resolved[j], resolved[i]):
+				return units.Errorf(cfgTierKey(i, "path"), "%s contains tier[%d] %q (%s)",
+					t.Path, j, tiers[j].Name, tiers[j].Path)
+			}
+		}
+	}
+	return nil
+}
+
+// CheckMountpoint refuses a tier directory that is the mountpoint or lies
+// inside it (tierfs would recurse into itself), and a mountpoint inside a
+// tier directory. Paths are compared cleaned and, where they can be,
+// with symlinks resolved. Errors are *units.KeyError naming "tier[i].path".
+func CheckMountpoint(tiers []TierConfig, mountpoint string) error {
+	if mountpoint == "" {
+		return units.Errorf("mountpoint", "is required")
+	}
+	mp := cfgResolvePath(mountpoint)
+	for i, t := range tiers {
+		if t.Path == "" {
+			continue
+		}
+		tp := cfgResolvePath(t.Path)
+		switch {
+		case tp == mp:
+			return units.Errorf(cfgTierKey(i, "path"), "%s is the mountpoint", t.Path)
+		case cfgPathWithin(tp, mp):
+			return units.Errorf(cfgTierKey(i, "path"), "%s is inside the mountpoint %s", t.Path, mountpoint)
+		case cfgPathWithin(mp, tp):
+			return units.Errorf(cfgTierKey(i, "path"), "the mountpoint %s is inside this tier's directory %s", mountpoint, t.Path)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,452 @@
+package tiering
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// A move, step by step (see docs/design.md for the crash analysis):
+//
+//  1. Register the file as open (so every handle shares its backing) and
+//     start recording the ranges that writers touch.
+//  2. Copy the data, sparse-aware, into .tierfs/staging/<ino> on the
+//     destination tier, without stopping I/O.
+//  3. Take the namespace lock and the file's write lock: no writer runs.
+//     Copy the recorded ranges again, set the size, copy mode, owner,
+//     times and user xattrs, fsync the copy.
+//  4. Mark the source superseded (xattr naming the destination) and fsync
+//     it; rename the copy to the file's name on the destination and fsync
+//     that directory. From here the destination is the file.
+//  5. Swap the backing of every handle to the copy, release the locks.
+//  6. Unlink the source and fsync its directory.
+//
+// Recovery at mount deletes staging files (step 2-3 crash: the source is
+// still the file), and resolves a name found on two tiers by deleting the
+// copy marked superseded (step 4-6 crash); a marker whose winner does not
+// exist is cleared (crash between marking and renaming).
+
+// dirtySet is the byte ranges written while a move copies.
+type dirtySet struct {
+	ranges    [][2]int64
+	all       bool // too many ranges: recopy everything
+	sizeDirty bool
+}
+
+const maxDirtyRanges = 4096
+
+func (f *File) recordDirty(from, to int64) {
+	if to <= from {
+		return
+	}
+	f.dmu.Lock()
+	if d := f.dirty; d != nil && !d.all {
+		if n := len(d.ranges); n > 0 && d.ranges[n-1][1] >= from && d.ranges[n-1][0] <= to {
+			d.ranges[n-1][0] = min(d.ranges[n-1][0], from)
+			d.ranges[n-1][1] = max(d.ranges[n-1][1], to)
+		} else if n >= maxDirtyRanges {
+			d.all = true
+			d.ranges = nil
+		} else {
+			d.ranges = append(d.ranges, [2]int64{from, to})
+		}
+	}
+	f.dmu.Unlock()
+}
+
+func (f *File) markSizeDirty() {
+	f.dmu.Lock()
+	if f.dirty != nil {
+		f.dirty.sizeDirty = true
+	}
+	f.dmu.Unlock()
+}
+
+// ErrBusy is returned when the file is already being moved.
+var ErrBusy = errors.New("file is being moved")
+
+// Move relocates the file at rel (relative to the mount root) to the tier
+// named to. The file may be open, mapped and written throughout.
+func (s *Store) Move(rel string, to string) error {
+	dest, err := s.TierByName(to)
+	if err != nil {
+		return err
+	}
+	f, err := s.acquire(RelPath(rel))
+	if err != nil {
+		return err
+	}
+	defer s.release(f)
+	return s.moveFile(f, dest)
+}
+
+// acquire registers the file at p as open without a handle.
+func (s *Store) acquire(p Path) (*File, error) {
+	s.ns.RLock()
+	defer s.ns.RUnlock()
+	c, err := s.comps(p)
+	if err != nil {
+		return nil, err
+	}
+	ls, err := s.locatePath(c)
+	if err != nil {
+		return nil, err
+	}
+	defer ls.close()
+	if ls[0].st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, unix.EINVAL
+	}
+	a, err := s.attrOf(&ls[0])
+	if err != nil {
+		return nil, err
+	}
+	return s.getFile(&ls[0], a.Ino, p)
+}
+
+// spill moves f off a full tier to the next one with room.
+func (s *Store) spill(f *File, full *Tier) error {
+	f.mu.RLock()
+	cur := f.tier
+	f.mu.RUnlock()
+	if cur != full {
+		return nil // someone moved it already: retry the write
+	}
+	var last error = unix.ENOSPC
+	for _, t := range s.tiers[full.Index+1:] {
+		if t.Free() <= 0 {
+			continue
+		}
+		err := s.moveFile(f, t)
+		if err == nil {
+			s.log.Info().Str("from", full.Name).Str("to", t.Name).Uint64("ino", f.ino).Msg("tier full: file moved on")
+			return nil
+		}
+		if errors.Is(err, ErrBusy) {
+			return nil
+		}
+		last = err
+		if !errors.Is(err, unix.ENOSPC) && !errors.Is(err, unix.EDQUOT) {
+			return err
+		}
+	}
+	return last
+}
+
+func (s *Store) moveFile(f *File, dest *Tier) (err error) {
+	start := time.Now()
+	if !f.moving.CompareAndSwap(false, true) {
+		return ErrBusy
+	}
+	f.mu.Lock()
+	if f.tier == dest {
+		f.mu.Unlock()
+		f.moving.Store(false)
+		return nil
+	}
+	src := f.tier
+	f.dmu.Lock()
+	f.dirty = &dirtySet{}
+	f.dmu.Unlock()
+	f.mu.Unlock()
+
+	staging := strconv.FormatUint(f.ino, 10)
+	sfd, err := unix.Openat(dest.meta, "staging", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return s.moveDone(f, src, dest, 0, start, err)
+	}
+	defer unix.Close(sfd)
+	dfd, err := unix.Openat(sfd, staging, unix.O_RDWR|unix.O_CREAT|unix.O_TRUNC|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return s.moveDone(f, src, dest, 0, start, err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			unix.Close(dfd)
+			_ = unix.Unlinkat(sfd, staging, 0)
+		}
+	}()
+
+	// Step 2: bulk copy while I/O goes on. Holding the read lock only
+	// keeps the fd from being closed; writers proceed and record ranges.
+	f.mu.RLock()
+	srcfd := f.fd
+	var st unix.Stat_t
+	err = unix.Fstat(srcfd, &st)
+	if err == nil {
+		if st.Nlink > 1 {
+			err = fmt.Errorf("file has %d names: %w", st.Nlink, unix.EMLINK)
+		} else {
+			err = copySparse(dfd, srcfd, st.Size)
+		}
+	}
+	f.mu.RUnlock()
+	if err != nil {
+		return s.moveDone(f, src, dest, 0, start, err)
+	}
+	if dest.capacity > 0 && dest.used.Load()+st.Blocks*512 > dest.capacity {
+		return s.moveDone(f, src, dest, 0, start, unix.ENOSPC)
+	}
+
+	// Step 3: quiesce.
+	s.ns.Lock()
+	defer s.ns.Unlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.dmu.Lock()
+	d := f.dirty
+	f.dirty = nil
+	f.dmu.Unlock()
+	s.openMu.Lock()
+	p, unlinked := f.path, f.unlinked
+	s.openMu.Unlock()
+	if unlinked || p == nil {
+		return s.moveDone(f, src, dest, 0, start, unix.ENOENT)
+	}
+	comps, ok := p.Components()
+	if !ok || len(comps) == 0 {
+		return s.moveDone(f, src, dest, 0, start, unix.ENOENT)
+	}
+	if err := unix.Fstat(f.fd, &st); err != nil {
+		return s.moveDone(f, src, dest, 0, start, err)
+	}
+	if d.all {
+		err = copySparse(dfd, f.fd, st.Size)
+	} else {
+		for _, r := range d.ranges {
+			if err = copyRange(dfd, f.fd, r[0], min(r[1], st.Size)); err != nil {
+				break
+			}
+		}
+	}
+	if err == nil {
+		err = unix.Ftruncate(dfd, st.Size)
+	}
+	if err == nil {
+		err = copyMeta(dfd, f.fd, &st)
+	}
+	if err == nil {
+		err = unix.Fsync(dfd)
+	}
+	if err != nil {
+		return s.moveDone(f, src, dest, 0, start, err)
+	}
+
+	// Step 4: commit. The name must still be this file on src.
+	dir, name := comps[:len(comps)-1], comps[len(comps)-1]
+	ls, err := s.locate(dir, name)
+	if err != nil {
+		return s.moveDone(f, src, dest, 0, start, err)
+	}
+	defer ls.close()
+	if len(ls) != 1 || ls[0].tier != src {
+		return s.moveDone(f, src, dest, 0, start, fmt.Errorf("name %q is not where the file is: %w", name, unix.ESTALE))
+	}
+	if ino, _ := getIno(ls[0].dirfd, name); ino != f.ino {
+		return s.moveDone(f, src, dest, 0, start, fmt.Errorf("name %q is another file now: %w", name, unix.ESTALE))
+	}
+	pfd, err := dest.walk(dir, s.dirMetaFor(dir))
+	if err != nil {
+		return s.moveDone(f, src, dest, 0, start, err)
+	}
+	defer unix.Close(pfd)
+	if err := unix.Fsetxattr(f.fd, xattrSuperseded, []byte(dest.Name), 0); err != nil {
+		return s.moveDone(f, src, dest, 0, start, err)
+	}
+	if err := unix.Fsync(f.fd); err != nil {
+		_ = unix.Fremovexattr(f.fd, xattrSuperseded)
+		return s.moveDone(f, src, dest, 0, start, err)
+	}
+	if err := unix.Renameat(sfd, staging, pfd, name); err != nil {
+		_ = unix.Fremovexattr(f.fd, xattrSuperseded)
+		return s.moveDone(f, src, dest, 0, start, err)
+	}
+	committed = true
+	if err := fsyncDirAt(pfd); err != nil {
+		// The rename may not be durable; the source still is the file
+		// after a crash, and recovery resolves either way.
+		s.log.Error().Err(err).Str("tier", dest.Name).Msg("fsync directory after move")
+	}
+	_ = fsyncDirAt(sfd)
+
+	// Step 5: swap.
+	old := f.fd
+	f.fd = dfd
+	f.tier = dest
+	f.readOnly = false
+	var nst unix.Stat_t
+	_ = unix.Fstat(dfd, &nst)
+	f.acctMu.Lock()
+	src.used.Add(-f.blocks)
+	f.blocks = nst.Blocks * 512
+	f.size = nst.Size
+	dest.used.Add(f.blocks)
+	f.acctMu.Unlock()
+	src.files.Add(-1)
+	dest.files.Add(1)
+
+	// Step 6: the source goes.
+	if err := unix.Unlinkat(ls[0].dirfd, name, 0); err != nil {
+		s.log.Error().Err(err).Str("tier", src.Name).Str("name", name).Msg("unlink moved source; recovery removes it at next mount")
+	} else {
+		_ = fsyncDirAt(ls[0].dirfd)
+	}
+	unix.Close(old)
+	return s.moveDone(f, src, dest, st.Size, start, nil)
+}
+
+// moveDone ends a move: clears the moving state, counts it, logs it.
+// Caller may hold f.mu exclusively; moveDone does not take it.
+func (s *Store) moveDone(f *File, src, dest *Tier, bytes int64, start time.Time, err error) error {
+	f.dmu.Lock()
+	f.dirty = nil
+	f.dmu.Unlock()
+	f.moving.Store(false)
+	s.statsMu.Lock()
+	if err != nil {
+		s.stats.Failed++
+		s.stats.LastError = err.Error()
+	} else {
+		s.stats.Done++
+		s.stats.BytesMoved += bytes
+	}
+	s.statsMu.Unlock()
+	ev := s.log.Debug()
+	if err != nil {
+		ev = s.log.Warn().Err(err)
+	}
+	ev.Str("from", src.Name).Str("to", dest.Name).Uint64("ino", f.ino).Int64("bytes", bytes).Dur("dur", time.Since(start)).Msg("move")
+	return err
+}
+
+// copySparse copies [0,size) of src to dst, skipping holes.
+func copySparse(dst, src int, size int64) error {
+	off := int64(0)
+	for off < size {
+		data, err := unix.Seek(src, off, unix.SEEK_DATA)
+		if err != nil {
+			if errors.Is(err, unix.ENXIO) {
+				break // only a hole is left
+			}
+			if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
+				return copyRange(dst, src, off, size)
+			}
+			return err
+		}
+		if data >= size {
+			break
+		}
+		hole, err := unix.Seek(src, data, unix.SEEK_HOLE)
+		if err != nil {
+			return err
+		}
+		if hole > size {
+			hole = size
+		}
+		if err := copyRange(dst, src, data, hole); err != nil {
+			return err
+		}
+		off = hole
+	}
+	return nil
+}
+
+// copyRange copies [from,to) at the same offsets, with copy_file_range
+// where the kernel can and a read/write loop where it cannot.
+func copyRange(dst, src int, from, to int64) error {
+	off := from
+	for off < to {
+		roff, woff := off, off
+		n, err := unix.CopyFileRange(src, &roff, dst, &woff, int(min(to-off, 1<<30)), 0)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if errors.Is(err, unix.EXDEV) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EOPNOTSUPP) {
+				return copyLoop(dst, src, off, to)
+			}
+			return err
+		}
+		if n == 0 {
+			return nil // source shorter than expected: size is set later
+		}
+		off += int64(n)
+	}
+	return nil
+}
+
+func copyLoop(dst, src int, from, to int64) error {
+	buf := make([]byte, 1<<20)
+	for off := from; off < to; {
+		n, err := unix.Pread(src, buf[:min(int64(len(buf)), to-off)], off)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+		for w := 0; w < n; {
+			m, err := unix.Pwrite(dst, buf[w:n], off+int64(w))
+			if err != nil {
+				if errors.Is(err, unix.EINTR) {
+					continue
+				}
+				return err
+			}
+			w += m
+		}
+		off += int64(n)
+	}
+	return nil
+}
+
+// copyMeta gives dst the source's mode, owner, user xattrs and times.
+func copyMeta(dst, src int, st *unix.Stat_t) error {
+	if err := unix.Fchown(dst, int(st.Uid), int(st.Gid)); err != nil {
+		return err
+	}
+	if err := unix.Fchmod(dst, st.Mode&0o7777); err != nil {
+		return err
+	}
+	sz, err := unix.Flistxattr(src, nil)
+	if err != nil && !errors.Is(err, unix.ENOTSUP) {
+		return err
+	}
+	if sz > 0 {
+		buf := make([]byte, sz)
+		n, err := unix.Flistxattr(src, buf)
+		if err != nil {
+			return err
+		}
+		start := 0
+		for i := 0; i < n; i++ {
+			if buf[i] != 0 {
+				continue
+			}
+			name := string(buf[start:i])
+			start = i + 1
+			if name == xattrSuperseded || name == "" {
+				continue
+			}
+			vsz, err := unix.Fgetxattr(src, name, nil)
+			if err != nil {
+				continue
+			}
+			v := make([]byte, vsz)
+			vn, err := unix.Fgetxattr(src, name, v)
+			if err != nil {
+				continue
+			}
+			if err := unix.Fsetxattr(dst, name, v[:vn], 0); err != nil && !errors.Is(err, unix.ENOTSUP) {
+				return err
+			}
+		}
+	}
+	return setTimesFd(dst, []unix.Timespec{st.Atim, st.Mtim})
+}

@@ -1,0 +1,720 @@
+package tiering
+
+import (
+	"errors"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// Attr is the attributes of a file as tierfs shows them: the backing's
+// stat with the tierfs inode number, and the tier that holds it.
+type Attr struct {
+	unix.Stat_t
+	Tier int
+}
+
+// loc is one tier's copy of a name.
+type loc struct {
+	tier  *Tier
+	dirfd int // the parent directory on that tier; owned by the loc
+	name  string
+	st    unix.Stat_t
+}
+
+type locs []loc
+
+func (ls locs) close() {
+	for _, l := range ls {
+		closeQuiet(l.dirfd)
+	}
+}
+
+func isDir(st *unix.Stat_t) bool { return st.Mode&unix.S_IFMT == unix.S_IFDIR }
+
+func validName(name string) error {
+	if name == "" || name == "." || name == ".." {
+		return unix.EINVAL
+	}
+	if len(name) > 255 {
+		return unix.ENAMETOOLONG
+	}
+	return nil
+}
+
+// hidden reports whether comps (a parent) + name is tierfs's own state.
+func hidden(dir []string, name string) bool { return len(dir) == 0 && name == metaDir }
+
+func (s *Store) comps(p Path) ([]string, error) {
+	c, ok := p.Components()
+	if !ok {
+		return nil, unix.ENOENT
+	}
+	for i, n := range c {
+		if hidden(c[:i], n) {
+			return nil, unix.ENOENT
+		}
+	}
+	return c, nil
+}
+
+// locate finds name in directory dir on every tier, fastest first.
+func (s *Store) locate(dir []string, name string) (locs, error) {
+	var out locs
+	for _, t := range s.tiers {
+		fd, err := t.walk(dir, nil)
+		if err != nil {
+			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+				continue
+			}
+			out.close()
+			return nil, err
+		}
+		var st unix.Stat_t
+		if err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			unix.Close(fd)
+			if errors.Is(err, unix.ENOENT) {
+				continue
+			}
+			out.close()
+			return nil, err
+		}
+		out = append(out, loc{tier: t, dirfd: fd, name: name, st: st})
+	}
+	return out, nil
+}
+
+// locatePath is locate for a full path; the root has no parent.
+func (s *Store) locatePath(c []string) (locs, error) {
+	if len(c) == 0 {
+		var out locs
+		for _, t := range s.tiers {
+			fd, err := unix.Dup(t.root)
+			if err != nil {
+				out.close()
+				return nil, err
+			}
+			var st unix.Stat_t
+			if err := unix.Fstat(t.root, &st); err != nil {
+				unix.Close(fd)
+				out.close()
+				return nil, err
+			}
+			out = append(out, loc{tier: t, dirfd: fd, name: ".", st: st})
+		}
+		return out, nil
+	}
+	ls, err := s.locate(c[:len(c)-1], c[len(c)-1])
+	if err != nil {
+		return nil, err
+	}
+	if len(ls) == 0 {
+		return nil, unix.ENOENT
+	}
+	return ls, nil
+}
+
+// primary is the copy that speaks for a name: for a directory the first
+// tier's copy, for anything else its only copy (the first, should an
+// interrupted commit have left two; recovery removes those at mount).
+func (s *Store) attrOf(l *loc) (Attr, error) {
+	a := Attr{Stat_t: l.st, Tier: l.tier.Index}
+	if l.name == "." {
+		a.Ino = RootIno
+		return a, nil
+	}
+	ino, err := s.inoOf(l.tier, l.dirfd, l.name, &l.st)
+	if err != nil {
+		return a, err
+	}
+	a.Ino = ino
+	return a, nil
+}
+
+// Lookup returns the attributes of dir/name.
+func (s *Store) Lookup(dir Path, name string) (Attr, error) {
+	s.ns.RLock()
+	defer s.ns.RUnlock()
+	d, err := s.comps(dir)
+	if err != nil {
+		return Attr{}, err
+	}
+	if hidden(d, name) {
+		return Attr{}, unix.ENOENT
+	}
+	ls, err := s.locate(d, name)
+	if err != nil {
+		return Attr{}, err
+	}
+	defer ls.close()
+	if len(ls) == 0 {
+		return Attr{}, unix.ENOENT
+	}
+	return s.attrOf(&ls[0])
+}
+
+// Getattr returns the attributes of p.
+func (s *Store) Getattr(p Path) (Attr, error) {
+	s.ns.RLock()
+	defer s.ns.RUnlock()
+	c, err := s.comps(p)
+	if err != nil {
+		return Attr{}, err
+	}
+	ls, err := s.locatePath(c)
+	if err != nil {
+		return Attr{}, err
+	}
+	defer ls.close()
+	return s.attrOf(&ls[0])
+}
+
+// DirEntry is one name in a directory listing.
+type DirEntry struct {
+	Name string
+	Mode uint32 // file type bits
+	Ino  uint64
+}
+
+// Readdir lists the union of the directory's copies on all tiers.
+func (s *Store) Readdir(p Path) ([]DirEntry, error) {
+	s.ns.RLock()
+	defer s.ns.RUnlock()
+	c, err := s.comps(p)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	var out []DirEntry
+	found := false
+	for _, t := range s.tiers {
+		fd, err := t.walk(c, nil)
+		if err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				continue
+			}
+			return nil, err
+		}
+		found = true
+		names, err := readNames(fd)
+		if err != nil {
+			unix.Close(fd)
+			return nil, err
+		}
+		for _, n := range names {
+			if seen[n] || hidden(c, n) {
+				continue
+			}
+			var st unix.Stat_t
+			if err := unix.Fstatat(fd, n, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				continue // raced with nothing we know of: skip it
+			}
+			seen[n] = true
+			ino, err := s.inoOf(t, fd, n, &st)
+			if err != nil {
+				ino = 0
+			}
+			out = append(out, DirEntry{Name: n, Mode: st.Mode & unix.S_IFMT, Ino: ino})
+		}
+		unix.Close(fd)
+	}
+	if !found {
+		return nil, unix.ENOENT
+	}
+	return out, nil
+}
+
+// readNames lists a directory fd's names, without "." and "..". The fd
+// stays open.
+func readNames(fd int) ([]string, error) {
+	d, err := unix.Dup(fd)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(d), "dir")
+	defer f.Close()
+	if _, err := unix.Seek(d, 0, 0); err != nil {
+		return nil, err
+	}
+	return f.Readdirnames(-1)
+}
+
+// placement picks the tier for a new file: the first with room for an
+// expected file, else the first with any room, else the last.
+func (s *Store) placement() []*Tier {
+	var order []*Tier
+	var rest []*Tier
+	for _, t := range s.tiers {
+		need := s.opts.MinFree
+		if t.Type == TypePMem && s.opts.SegmentSize > 0 {
+			need = s.opts.SegmentSize
+		}
+		if t.Free() >= need {
+			order = append(order, t)
+		} else {
+			rest = append(rest, t)
+		}
+	}
+	return append(order, rest...)
+}
+
+// dirMetaFor copies the metadata of directory comps[:depth+1] from the
+// first tier that has it, so that a directory made on another tier looks
+// the same.
+func (s *Store) dirMetaFor(comps []string) func(int) (dirMeta, bool) {
+	return func(depth int) (dirMeta, bool) {
+		ls, err := s.locate(comps[:depth], comps[depth])
+		if err != nil || len(ls) == 0 {
+			return dirMeta{}, false
+		}
+		defer ls.close()
+		m := dirMeta{mode: ls[0].st.Mode & 0o7777, uid: ls[0].st.Uid, gid: ls[0].st.Gid}
+		if ino, err := getIno(ls[0].dirfd, ls[0].name); err == nil {
+			m.ino = ino
+		}
+		return m, true
+	}
+}
+
+// Owner is who creates a file.
+type Owner struct{ UID, GID uint32 }
+
+func chownNew(dirfd int, name string, o Owner) error {
+	if o.UID == 0 && o.GID == 0 {
+		return nil
+	}
+	return unix.Fchownat(dirfd, name, int(o.UID), int(o.GID), unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// Create makes and opens a regular file (or opens the existing one when
+// flags lack O_EXCL and the name exists).
+func (s *Store) Create(dir Path, name string, flags int, mode uint32, o Owner) (*Handle, Attr, error) {
+	if err := validName(name); err != nil {
+		return nil, Attr{}, err
+	}
+	s.ns.Lock()
+	defer s.ns.Unlock()
+	d, err := s.comps(dir)
+	if err != nil {
+		return nil, Attr{}, err
+	}
+	if hidden(d, name) {
+		return nil, Attr{}, unix.EPERM
+	}
+	ls, err := s.locate(d, name)
+	if err != nil {
+		return nil, Attr{}, err
+	}
+	if len(ls) > 0 {
+		defer ls.close()
+		if flags&unix.O_EXCL != 0 {
+			return nil, Attr{}, unix.EEXIST
+		}
+		a, err := s.attrOf(&ls[0])
+		if err != nil {
+			return nil, Attr{}, err
+		}
+		h, err := s.openLoc(&ls[0], a.Ino, childPath{dir, name}, flags)
+		if err != nil {
+			return nil, Attr{}, err
+		}
+		return h, a, nil
+	}
+	var lastErr error = unix.ENOSPC
+	for _, t := range s.placement() {
+		pfd, err := t.walk(d, s.dirMetaFor(d))
+		if err != nil {
+			lastErr = err
+			if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
+				continue
+			}
+			return nil, Attr{}, err
+		}
+		fd, err := unix.Openat(pfd, name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, mode&0o7777)
+		if err != nil {
+			unix.Close(pfd)
+			lastErr = err
+			if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
+				continue
+			}
+			return nil, Attr{}, err
+		}
+		ino, err := s.allocIno()
+		if err == nil {
+			err = setInoFd(fd, ino)
+		}
+		if err == nil && (o.UID != 0 || o.GID != 0) {
+			err = unix.Fchown(fd, int(o.UID), int(o.GID))
+		}
+		var st unix.Stat_t
+		if err == nil {
+			err = unix.Fstat(fd, &st)
+		}
+		if err != nil {
+			unix.Close(fd)
+			_ = unix.Unlinkat(pfd, name, 0)
+			unix.Close(pfd)
+			lastErr = err
+			if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
+				continue
+			}
+			return nil, Attr{}, err
+		}
+		unix.Close(pfd)
+		t.files.Add(1)
+		st.Ino = ino
+		f := s.registerNew(ino, t, fd, childPath{dir, name}, &st)
+		h := &Handle{f: f, flags: flags}
+		return h, Attr{Stat_t: st, Tier: t.Index}, nil
+	}
+	return nil, Attr{}, lastErr
+}
+
+// childPath names dir/name; it follows dir's renames.
+type childPath struct {
+	dir  Path
+	name string
+}
+
+func (c childPath) Components() ([]string, bool) {
+	d, ok := c.dir.Components()
+	if !ok {
+		return nil, false
+	}
+	return append(append([]string(nil), d...), c.name), true
+}
+
+// Mkdir makes a directory on the first tier that takes it.
+func (s *Store) Mkdir(dir Path, name string, mode uint32, o Owner) (Attr, error) {
+	if err := validName(name); err != nil {
+		return Attr{}, err
+	}
+	s.ns.Lock()
+	defer s.ns.Unlock()
+	d, err := s.comps(dir)
+	if err != nil {
+		return Attr{}, err
+	}
+	if hidden(d, name) {
+		return Attr{}, unix.EPERM
+	}
+	ls, err := s.locate(d, name)
+	if err != nil {
+		return Attr{}, err
+	}
+	if len(ls) > 0 {
+		ls.close()
+		return Attr{}, unix.EEXIST
+	}
+	var lastErr error = unix.ENOSPC
+	for _, t := range s.tiers {
+		pfd, err := t.walk(d, s.dirMetaFor(d))
+		if err == nil {
+			err = unix.Mkdirat(pfd, name, mode&0o7777)
+			if err != nil {
+				unix.Close(pfd)
+			}
+		}
+		if err != nil {
+			lastErr = err
+			if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
+				continue
+			}
+			return Attr{}, err
+		}
+		var st unix.Stat_t
+		ino, err := s.allocIno()
+		if err == nil {
+			err = setIno(pfd, name, ino)
+		}
+		if err == nil {
+			err = chownNew(pfd, name, o)
+		}
+		if err == nil {
+			// mkdir applies the umask-free mode but drops S_ISGID etc. on
+			// some filesystems; set it exactly.
+			err = unix.Fchmodat(pfd, name, mode&0o7777, 0)
+		}
+		if err == nil {
+			err = unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+		}
+		if err != nil {
+			_ = unix.Unlinkat(pfd, name, unix.AT_REMOVEDIR)
+			unix.Close(pfd)
+			return Attr{}, err
+		}
+		unix.Close(pfd)
+		st.Ino = ino
+		return Attr{Stat_t: st, Tier: t.Index}, nil
+	}
+	return Attr{}, lastErr
+}
+
+// Symlink makes a symbolic link on the first tier that takes it; links
+// never move.
+func (s *Store) Symlink(dir Path, name, target string, o Owner) (Attr, error) {
+	return s.makeSpecial(dir, name, o, func(pfd int) error { return unix.Symlinkat(target, pfd, name) })
+}
+
+// Mknod makes a device node, fifo or socket.
+func (s *Store) Mknod(dir Path, name string, mode uint32, dev uint64, o Owner) (Attr, error) {
+	if mode&unix.S_IFMT == unix.S_IFREG || mode&unix.S_IFMT == 0 {
+		// A regular file made by mknod: give it an inode number like any.
+		h, a, err := s.Create(dir, name, unix.O_EXCL|unix.O_RDWR, mode, o)
+		if err != nil {
+			return a, err
+		}
+		h.Release()
+		return a, nil
+	}
+	return s.makeSpecial(dir, name, o, func(pfd int) error { return unix.Mknodat(pfd, name, mode, int(dev)) })
+}
+
+func (s *Store) makeSpecial(dir Path, name string, o Owner, mk func(pfd int) error) (Attr, error) {
+	if err := validName(name); err != nil {
+		return Attr{}, err
+	}
+	s.ns.Lock()
+	defer s.ns.Unlock()
+	d, err := s.comps(dir)
+	if err != nil {
+		return Attr{}, err
+	}
+	if hidden(d, name) {
+		return Attr{}, unix.EPERM
+	}
+	ls, err := s.locate(d, name)
+	if err != nil {
+		return Attr{}, err
+	}
+	if len(ls) > 0 {
+		ls.close()
+		return Attr{}, unix.EEXIST
+	}
+	var lastErr error = unix.ENOSPC
+	for _, t := range s.placement() {
+		pfd, err := t.walk(d, s.dirMetaFor(d))
+		if err == nil {
+			err = mk(pfd)
+			if err != nil {
+				unix.Close(pfd)
+			}
+		}
+		if err != nil {
+			lastErr = err
+			if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
+				continue
+			}
+			return Attr{}, err
+		}
+		defer unix.Close(pfd)
+		_ = chownNew(pfd, name, o)
+		var st unix.Stat_t
+		if err := unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return Attr{}, err
+		}
+		l := loc{tier: t, dirfd: pfd, name: name, st: st}
+		return s.attrOf(&l)
+	}
+	return Attr{}, lastErr
+}
+
+// Readlink reads a symbolic link.
+func (s *Store) Readlink(p Path) (string, error) {
+	s.ns.RLock()
+	defer s.ns.RUnlock()
+	c, err := s.comps(p)
+	if err != nil {
+		return "", err
+	}
+	ls, err := s.locatePath(c)
+	if err != nil {
+		return "", err
+	}
+	defer ls.close()
+	buf := make([]byte, 4096)
+	for {
+		n, err := unix.Readlinkat(ls[0].dirfd, ls[0].name, buf)
+		if err != nil {
+			return "", err
+		}
+		if n < len(buf) {
+			return string(buf[:n]), nil
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// Link makes a hard link on the tier that holds the target. Files with more
+// than one name never move (see docs/design.md).
+func (s *Store) Link(target Path, dir Path, name string) (Attr, error) {
+	if err := validName(name); err != nil {
+		return Attr{}, err
+	}
+	s.ns.Lock()
+	defer s.ns.Unlock()
+	tc, err := s.comps(target)
+	if err != nil {
+		return Attr{}, err
+	}
+	d, err := s.comps(dir)
+	if err != nil {
+		return Attr{}, err
+	}
+	if hidden(d, name) {
+		return Attr{}, unix.EPERM
+	}
+	src, err := s.locatePath(tc)
+	if err != nil {
+		return Attr{}, err
+	}
+	defer src.close()
+	if isDir(&src[0].st) {
+		return Attr{}, unix.EPERM
+	}
+	ex, err := s.locate(d, name)
+	if err != nil {
+		return Attr{}, err
+	}
+	if len(ex) > 0 {
+		ex.close()
+		return Attr{}, unix.EEXIST
+	}
+	t := src[0].tier
+	pfd, err := t.walk(d, s.dirMetaFor(d))
+	if err != nil {
+		return Attr{}, err
+	}
+	defer unix.Close(pfd)
+	if err := unix.Linkat(src[0].dirfd, src[0].name, pfd, name, 0); err != nil {
+		return Attr{}, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return Attr{}, err
+	}
+	l := loc{tier: t, dirfd: pfd, name: name, st: st}
+	return s.attrOf(&l)
+}
+
+// Unlink removes a name that is not a directory. commit runs under the
+// namespace lock once the name is gone, so the caller can update its view.
+func (s *Store) Unlink(dir Path, name string, commit func()) error {
+	s.ns.Lock()
+	defer s.ns.Unlock()
+	d, err := s.comps(dir)
+	if err != nil {
+		return err
+	}
+	if hidden(d, name) {
+		return unix.ENOENT
+	}
+	ls, err := s.locate(d, name)
+	if err != nil {
+		return err
+	}
+	defer ls.close()
+	if len(ls) == 0 {
+		return unix.ENOENT
+	}
+	if isDir(&ls[0].st) {
+		return unix.EISDIR
+	}
+	for i := range ls {
+		if err := s.removeFileLocked(&ls[i]); err != nil {
+			return err
+		}
+	}
+	if commit != nil {
+		commit()
+	}
+	return nil
+}
+
+// removeFileLocked unlinks one backing copy and settles the accounting.
+func (s *Store) removeFileLocked(l *loc) error {
+	var ino uint64
+	if l.st.Mode&unix.S_IFMT == unix.S_IFREG {
+		ino, _ = getIno(l.dirfd, l.name)
+	}
+	if err := unix.Unlinkat(l.dirfd, l.name, 0); err != nil {
+		return err
+	}
+	if l.st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil
+	}
+	last := l.st.Nlink <= 1
+	if last {
+		l.tier.files.Add(-1)
+	}
+	s.openMu.Lock()
+	f := s.open[ino]
+	if f != nil && f.tier == l.tier && last {
+		f.unlinked = true
+		f.path = nil
+		s.openMu.Unlock()
+		return nil // its space is freed when the last handle goes
+	}
+	s.openMu.Unlock()
+	if last {
+		l.tier.used.Add(-l.st.Blocks * 512)
+	}
+	return nil
+}
+
+// Rmdir removes an empty directory from every tier.
+func (s *Store) Rmdir(dir Path, name string, commit func()) error {
+	s.ns.Lock()
+	defer s.ns.Unlock()
+	d, err := s.comps(dir)
+	if err != nil {
+		return err
+	}
+	if hidden(d, name) {
+		return unix.EPERM
+	}
+	ls, err := s.locate(d, name)
+	if err != nil {
+		return err
+	}
+	defer ls.close()
+	if len(ls) == 0 {
+		return unix.ENOENT
+	}
+	for i := range ls {
+		if !isDir(&ls[i].st) {
+			return unix.ENOTDIR
+		}
+		empty, err := dirEmpty(ls[i].dirfd, name)
+		if err != nil {
+			return err
+		}
+		if !empty {
+			return unix.ENOTEMPTY
+		}
+	}
+	// Slowest tier first: the fastest tier's copy speaks for the directory
+	// until the last moment.
+	for i := len(ls) - 1; i >= 0; i-- {
+		if err := unix.Unlinkat(ls[i].dirfd, name, unix.AT_REMOVEDIR); err != nil {
+			return err
+		}
+	}
+	if commit != nil {
+		commit()
+	}
+	return nil
+}
+
+func dirEmpty(pfd int, name string) (bool, error) {
+	fd, err := unix.Openat(pfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false, err
+	}
+	defer unix.Close(fd)
+	names, err := readNames(fd)
+	if err != nil {
+		return false, err
+	}
+	return len(names) == 0, nil
+}

@@ -1,0 +1,332 @@
+package tiering
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// Rename flags, as renameat2(2).
+const (
+	RenameNoReplace = unix.RENAME_NOREPLACE
+	RenameExchange  = unix.RENAME_EXCHANGE
+)
+
+const renameJournal = "rename"
+
+type renameRecord struct {
+	From []string `json:"from"`
+	To   []string `json:"to"`
+}
+
+// Rename moves srcDir/srcName to dstDir/dstName. A file is renamed on its
+// tier; a name it replaces on another tier is first marked superseded and
+// removed after the rename is durable. A directory is renamed on every tier
+// that has a copy, under a journal record that recovery rolls forward.
+// commit runs under the namespace lock once the rename is done.
+func (s *Store) Rename(srcDir Path, srcName string, dstDir Path, dstName string, flags uint32, commit func()) error {
+	if err := validName(dstName); err != nil {
+		return err
+	}
+	if flags&^uint32(RenameNoReplace|RenameExchange) != 0 || flags == RenameNoReplace|RenameExchange {
+		return unix.EINVAL
+	}
+	s.ns.Lock()
+	defer s.ns.Unlock()
+	sd, err := s.comps(srcDir)
+	if err != nil {
+		return err
+	}
+	dd, err := s.comps(dstDir)
+	if err != nil {
+		return err
+	}
+	if hidden(sd, srcName) || hidden(dd, dstName) {
+		return unix.EPERM
+	}
+	src, err := s.locate(sd, srcName)
+	if err != nil {
+		return err
+	}
+	defer src.close()
+	if len(src) == 0 {
+		return unix.ENOENT
+	}
+	dst, err := s.locate(dd, dstName)
+	if err != nil {
+		return err
+	}
+	defer dst.close()
+	if flags&RenameNoReplace != 0 && len(dst) > 0 {
+		return unix.EEXIST
+	}
+	if flags&RenameExchange != 0 {
+		if len(dst) == 0 {
+			return unix.ENOENT
+		}
+		if len(src) != 1 || len(dst) != 1 || src[0].tier != dst[0].tier {
+			return unix.EINVAL // only a same-tier exchange is atomic
+		}
+		if err := unix.Renameat2(src[0].dirfd, srcName, dst[0].dirfd, dstName, unix.RENAME_EXCHANGE); err != nil {
+			return err
+		}
+		if commit != nil {
+			commit()
+		}
+		return nil
+	}
+	srcIsDir := isDir(&src[0].st)
+	if len(dst) > 0 {
+		dstIsDir := isDir(&dst[0].st)
+		switch {
+		case srcIsDir && !dstIsDir:
+			return unix.ENOTDIR
+		case !srcIsDir && dstIsDir:
+			return unix.EISDIR
+		case srcIsDir:
+			for i := range dst {
+				empty, err := dirEmpty(dst[i].dirfd, dstName)
+				if err != nil {
+					return err
+				}
+				if !empty {
+					return unix.ENOTEMPTY
+				}
+			}
+		}
+		// Same inode under both names (hard links): nothing to do.
+		if !srcIsDir && len(src) == 1 && len(dst) == 1 && src[0].tier == dst[0].tier &&
+			src[0].st.Ino == dst[0].st.Ino && src[0].st.Dev == dst[0].st.Dev {
+			if commit != nil {
+				commit()
+			}
+			return nil
+		}
+	}
+	if srcIsDir {
+		err = s.renameDirLocked(sd, srcName, dd, dstName, src, dst)
+	} else {
+		err = s.renameFileLocked(dd, dstName, &src[0], dst)
+	}
+	if err != nil {
+		return err
+	}
+	if commit != nil {
+		commit()
+	}
+	return nil
+}
+
+func (s *Store) renameFileLocked(dd []string, dstName string, src *loc, dst locs) error {
+	t := src.tier
+	pfd, err := t.walk(dd, s.dirMetaFor(dd))
+	if err != nil {
+		return err
+	}
+	defer unix.Close(pfd)
+	// Copies of the destination on other tiers lose: mark them first, so
+	// that a crash after the rename resolves the duplicate to ours.
+	var others []int
+	for i := range dst {
+		if dst[i].tier == t {
+			continue
+		}
+		others = append(others, i)
+		if err := markSuperseded(&dst[i], t.Name); err != nil {
+			return err
+		}
+	}
+	// The replaced file, if on our tier, is gone after renameat: settle
+	// its accounting first.
+	var replaced *loc
+	for i := range dst {
+		if dst[i].tier == t {
+			replaced = &dst[i]
+		}
+	}
+	var replacedIno uint64
+	if replaced != nil && replaced.st.Mode&unix.S_IFMT == unix.S_IFREG {
+		replacedIno, _ = getIno(replaced.dirfd, replaced.name)
+	}
+	if err := unix.Renameat(src.dirfd, src.name, pfd, dstName); err != nil {
+		return err
+	}
+	if replaced != nil && replaced.st.Mode&unix.S_IFMT == unix.S_IFREG {
+		s.forgetReplaced(t, replacedIno, &replaced.st)
+	}
+	if len(others) > 0 {
+		if err := fsyncDirAt(pfd); err != nil {
+			return err
+		}
+		for _, i := range others {
+			if err := s.removeFileLocked(&dst[i]); err != nil {
+				return err
+			}
+			_ = fsyncDirAt(dst[i].dirfd)
+		}
+	}
+	return nil
+}
+
+// forgetReplaced settles the accounting of a file that a rename replaced.
+func (s *Store) forgetReplaced(t *Tier, ino uint64, st *unix.Stat_t) {
+	if st.Nlink > 1 {
+		return
+	}
+	t.files.Add(-1)
+	s.openMu.Lock()
+	f := s.open[ino]
+	if f != nil && f.tier == t {
+		f.unlinked = true
+		f.path = nil
+		s.openMu.Unlock()
+		return
+	}
+	s.openMu.Unlock()
+	t.used.Add(-st.Blocks * 512)
+}
+
+func markSuperseded(l *loc, winner string) error {
+	if err := unix.Lsetxattr(procPath(l.dirfd, l.name), xattrSuperseded, []byte(winner), 0); err != nil {
+		return fmt.Errorf("mark %s superseded: %w", l.name, err)
+	}
+	fd, err := unix.Openat(l.dirfd, l.name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Fsync(fd)
+}
+
+func (s *Store) renameDirLocked(sd []string, srcName string, dd []string, dstName string, src, dst locs) error {
+	rec := renameRecord{From: append(append([]string(nil), sd...), srcName), To: append(append([]string(nil), dd...), dstName)}
+	multi := len(src) > 1 || len(dst) > 0
+	if multi {
+		if err := s.writeJournal(rec); err != nil {
+			return err
+		}
+	}
+	// Empty destination copies on tiers without a source copy would
+	// otherwise lend the renamed directory their metadata.
+	has := map[*Tier]bool{}
+	for i := range src {
+		has[src[i].tier] = true
+	}
+	for i := range dst {
+		if !has[dst[i].tier] {
+			if err := unix.Unlinkat(dst[i].dirfd, dstName, unix.AT_REMOVEDIR); err != nil {
+				return err
+			}
+		}
+	}
+	for i := range src {
+		if err := s.renameDirOnTier(src[i].tier, &src[i], rec.To); err != nil {
+			return err
+		}
+	}
+	if multi {
+		return s.clearJournal()
+	}
+	return nil
+}
+
+func (s *Store) renameDirOnTier(t *Tier, src *loc, to []string) error {
+	dd := to[:len(to)-1]
+	pfd, err := t.walk(dd, s.dirMetaFor(dd))
+	if err != nil {
+		return err
+	}
+	defer unix.Close(pfd)
+	if err := unix.Renameat(src.dirfd, src.name, pfd, to[len(to)-1]); err != nil {
+		return err
+	}
+	if err := fsyncDirAt(pfd); err != nil {
+		return err
+	}
+	return fsyncDirAt(src.dirfd)
+}
+
+func (s *Store) writeJournal(rec renameRecord) error {
+	t0 := s.tiers[0]
+	b, _ := json.Marshal(rec)
+	tmp := renameJournal + ".tmp"
+	jfd, err := unix.Openat(t0.meta, "journal", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(jfd)
+	fd, err := unix.Openat(jfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = unix.Write(fd, b)
+	if err == nil {
+		err = unix.Fsync(fd)
+	}
+	unix.Close(fd)
+	if err == nil {
+		err = unix.Renameat(jfd, tmp, jfd, renameJournal)
+	}
+	if err == nil {
+		err = fsyncDirAt(jfd)
+	}
+	return err
+}
+
+func (s *Store) clearJournal() error {
+	t0 := s.tiers[0]
+	jfd, err := unix.Openat(t0.meta, "journal", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(jfd)
+	if err := unix.Unlinkat(jfd, renameJournal, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return err
+	}
+	return fsyncDirAt(jfd)
+}
+
+// replayJournal rolls an interrupted directory rename forward.
+func (s *Store) replayJournal() error {
+	t0 := s.tiers[0]
+	jfd, err := unix.Openat(t0.meta, "journal", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(jfd)
+	fd, err := unix.Openat(jfd, renameJournal, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	n, err := unix.Read(fd, buf)
+	unix.Close(fd)
+	if err != nil {
+		return err
+	}
+	var rec renameRecord
+	if err := json.Unmarshal(buf[:n], &rec); err != nil || len(rec.From) == 0 || len(rec.To) == 0 {
+		s.log.Warn().Msg("discarding unreadable rename journal")
+		return s.clearJournal()
+	}
+	src, err := s.locate(rec.From[:len(rec.From)-1], rec.From[len(rec.From)-1])
+	if err != nil {
+		return err
+	}
+	defer src.close()
+	for i := range src {
+		if !isDir(&src[i].st) {
+			continue
+		}
+		s.log.Info().Str("tier", src[i].tier.Name).Strs("from", rec.From).Strs("to", rec.To).Msg("recovery: finishing interrupted directory rename")
+		if err := s.renameDirOnTier(src[i].tier, &src[i], rec.To); err != nil {
+			return fmt.Errorf("recovery: rename on tier %s: %w", src[i].tier.Name, err)
+		}
+	}
+	return s.clearJournal()
+}

@@ -1,0 +1,244 @@
+package tiering
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+)
+
+// RootIno is the inode number of the mount's root directory.
+const RootIno = 1
+
+// firstIno is where counted inode numbers start; below it are reserved.
+const firstIno = 1 << 20
+
+// inoChunk is how many inode numbers are reserved durably at a time.
+const inoChunk = 1 << 16
+
+// Options tune a Store beyond its tiers.
+type Options struct {
+	// SegmentSize is the size of an expected new file on a pmem tier: a
+	// file is placed on the first tier with that much room.
+	SegmentSize int64
+	// MinFree is the room a non-pmem tier needs to receive a new file.
+	MinFree int64
+	// Log receives operator-facing events (moves, recoveries, errors).
+	Log zerolog.Logger
+}
+
+// Path names a file or directory in the mount. Components is called only
+// while the Store holds its namespace lock, so an implementation that
+// follows renames (package fs's nodes) can update itself under that lock in
+// the commit callbacks that Rename and Unlink run.
+type Path interface {
+	Components() (comps []string, ok bool)
+}
+
+// RelPath is a Path given as a "/"-separated string relative to the root.
+type RelPath string
+
+// Components splits the path; "" and "." are the root.
+func (p RelPath) Components() ([]string, bool) {
+	var out []string
+	for _, c := range strings.Split(string(p), "/") {
+		if c == "" || c == "." {
+			continue
+		}
+		if c == ".." {
+			return nil, false
+		}
+		out = append(out, c)
+	}
+	return out, true
+}
+
+// Store is a mounted set of tiers.
+type Store struct {
+	tiers []*Tier
+	opts  Options
+	log   zerolog.Logger
+
+	ns sync.RWMutex
+
+	openMu sync.Mutex
+	open   map[uint64]*File
+
+	assignMu    sync.Mutex
+	inoMu       sync.Mutex
+	inoNext     uint64
+	inoReserved uint64
+
+	scanLinks map[[3]uint64]bool // hard links counted once, during recover
+
+	statsMu sync.Mutex
+	stats   MoveStats
+}
+
+// Open opens the tiers, recovers what an earlier crash left half done,
+// and counts what each tier holds.
+func Open(tiers []TierConfig, opts Options) (*Store, error) {
+	if len(tiers) == 0 {
+		return nil, errors.New("no tiers")
+	}
+	if opts.MinFree == 0 {
+		opts.MinFree = 1 << 20
+	}
+	s := &Store{opts: opts, log: opts.Log, open: map[uint64]*File{}}
+	for i, c := range tiers {
+		t, err := openTier(i, c)
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		s.tiers = append(s.tiers, t)
+	}
+	if err := s.loadInoCounter(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.recover(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close releases the tiers' directory descriptors. Open files must be
+// released first.
+func (s *Store) Close() error {
+	s.openMu.Lock()
+	for _, f := range s.open {
+		closeQuiet(f.fd)
+		f.fd = -1
+	}
+	s.open = map[uint64]*File{}
+	s.openMu.Unlock()
+	for _, t := range s.tiers {
+		t.close()
+	}
+	return nil
+}
+
+// Tiers lists the tiers, fastest first.
+func (s *Store) Tiers() []*Tier { return s.tiers }
+
+// TierByName finds a tier.
+func (s *Store) TierByName(name string) (*Tier, error) {
+	for _, t := range s.tiers {
+		if t.Name == name {
+			return t, nil
+		}
+	}
+	return nil, fmt.Errorf("no tier named %q", name)
+}
+
+const inoFile = "ino"
+
+func (s *Store) loadInoCounter() error {
+	t0 := s.tiers[0]
+	next := uint64(firstIno)
+	b := make([]byte, 32)
+	fd, err := unix.Openat(t0.meta, inoFile, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err == nil {
+		n, _ := unix.Read(fd, b)
+		unix.Close(fd)
+		if v, perr := strconv.ParseUint(strings.TrimSpace(string(b[:max(n, 0)])), 10, 64); perr == nil && v > next {
+			next = v
+		}
+	} else if !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("tier %s: read inode counter: %w", t0.Name, err)
+	}
+	s.inoNext = next
+	s.inoReserved = next
+	return nil
+}
+
+// reserveLocked makes the counter's bound durable before numbers below it
+// are handed out, so that a crash never hands out the same number twice.
+func (s *Store) reserveLocked(upTo uint64) error {
+	t0 := s.tiers[0]
+	tmp := inoFile + ".tmp"
+	fd, err := unix.Openat(t0.meta, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = unix.Write(fd, []byte(strconv.FormatUint(upTo, 10)+"\n"))
+	if err == nil {
+		err = unix.Fsync(fd)
+	}
+	unix.Close(fd)
+	if err == nil {
+		err = unix.Renameat(t0.meta, tmp, t0.meta, inoFile)
+	}
+	if err == nil {
+		err = fsyncDirAt(t0.meta)
+	}
+	if err != nil {
+		return fmt.Errorf("reserve inode numbers: %w", err)
+	}
+	s.inoReserved = upTo
+	return nil
+}
+
+func (s *Store) allocIno() (uint64, error) {
+	s.inoMu.Lock()
+	defer s.inoMu.Unlock()
+	if s.inoNext >= s.inoReserved {
+		if err := s.reserveLocked(s.inoNext + inoChunk); err != nil {
+			return 0, err
+		}
+	}
+	n := s.inoNext
+	s.inoNext++
+	return n, nil
+}
+
+// seenIno makes sure numbers found on disk are never handed out again.
+func (s *Store) seenIno(ino uint64) {
+	if ino >= 1<<62 {
+		return
+	}
+	s.inoMu.Lock()
+	if ino >= s.inoNext {
+		s.inoNext = ino + 1
+	}
+	s.inoMu.Unlock()
+}
+
+// inoOf returns the tierfs inode number of dirfd/name, assigning one if the
+// backing object has none (created outside tierfs, or a crash came between
+// create and setxattr).
+func (s *Store) inoOf(t *Tier, dirfd int, name string, st *unix.Stat_t) (uint64, error) {
+	ft := st.Mode & unix.S_IFMT
+	if ft != unix.S_IFREG && ft != unix.S_IFDIR {
+		return derivedIno(t.Index, st.Ino), nil
+	}
+	ino, err := getIno(dirfd, name)
+	if err == nil {
+		return ino, nil
+	}
+	if !errors.Is(err, unix.ENODATA) {
+		return 0, err
+	}
+	s.assignMu.Lock()
+	defer s.assignMu.Unlock()
+	if ino, err := getIno(dirfd, name); err == nil {
+		return ino, nil
+	}
+	ino, err = s.allocIno()
+	if err != nil {
+		return 0, err
+	}
+	if err := setIno(dirfd, name, ino); err != nil {
+		return 0, fmt.Errorf("tier %s: set inode number: %w", t.Name, err)
+	}
+	return ino, nil
+}
+
+var _ = os.Getpid

@@ -1,0 +1,215 @@
+package tiering
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+// metaDir is the directory at the root of every tier that holds tierfs's own
+// state; it is hidden from the mount.
+const metaDir = ".tierfs"
+
+// Names of the extended attributes tierfs keeps on backing files.
+const (
+	xattrIno        = "user.tierfs.ino"        // 8 bytes, little endian: the tierfs inode number
+	xattrSuperseded = "user.tierfs.superseded" // on the losing copy while a move or rename-over commits: the winning tier's name
+	// XattrTier is the virtual attribute that names a file's tier.
+	XattrTier = "user.tierfs.tier"
+	// xattrPrefix is reserved: never forwarded to or from the backing.
+	xattrPrefix = "user.tierfs."
+)
+
+// Tier is one backing directory.
+type Tier struct {
+	Index    int
+	Name     string
+	Type     string
+	Path     string
+	capacity int64 // configured cap; 0 = backing filesystem size
+
+	root int // O_DIRECTORY fd of Path
+	meta int // O_DIRECTORY fd of Path/.tierfs
+
+	used  atomic.Int64 // bytes allocated by files tierfs holds here
+	files atomic.Int64
+}
+
+func openTier(i int, c TierConfig) (*Tier, error) {
+	t := &Tier{Index: i, Name: c.Name, Type: c.Type, Path: c.Path, capacity: int64(c.Capacity), root: -1, meta: -1}
+	fd, err := unix.Open(c.Path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("tier %s: open %s: %w", c.Name, c.Path, err)
+	}
+	t.root = fd
+	if err := unix.Mkdirat(fd, metaDir, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+		t.close()
+		return nil, fmt.Errorf("tier %s: mkdir %s/%s: %w", c.Name, c.Path, metaDir, err)
+	}
+	m, err := unix.Openat(fd, metaDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.close()
+		return nil, fmt.Errorf("tier %s: open %s/%s: %w", c.Name, c.Path, metaDir, err)
+	}
+	t.meta = m
+	for _, d := range []string{"staging", "journal"} {
+		if err := unix.Mkdirat(m, d, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+			t.close()
+			return nil, fmt.Errorf("tier %s: mkdir %s: %w", c.Name, d, err)
+		}
+	}
+	return t, nil
+}
+
+func (t *Tier) close() {
+	if t.meta >= 0 {
+		unix.Close(t.meta)
+		t.meta = -1
+	}
+	if t.root >= 0 {
+		unix.Close(t.root)
+		t.root = -1
+	}
+}
+
+// Capacity is the configured cap, or the backing filesystem's size.
+func (t *Tier) Capacity() int64 {
+	if t.capacity > 0 {
+		return t.capacity
+	}
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(t.root, &st); err != nil {
+		return 0
+	}
+	return int64(st.Blocks) * st.Bsize
+}
+
+// Used is the space the files on this tier take.
+func (t *Tier) Used() int64 { return t.used.Load() }
+
+// Free is what can still be written here: the smaller of the room under the
+// configured cap and what the backing filesystem has available.
+func (t *Tier) Free() int64 {
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(t.root, &st); err != nil {
+		return 0
+	}
+	avail := int64(st.Bavail) * st.Bsize
+	if t.capacity > 0 {
+		if room := t.capacity - t.used.Load(); room < avail {
+			avail = room
+		}
+	}
+	if avail < 0 {
+		avail = 0
+	}
+	return avail
+}
+
+// walk opens the directory named by comps on this tier and returns its fd
+// (the caller closes it). With create, missing directories are made, copying
+// mode, owner and inode number from ref (which may be nil).
+func (t *Tier) walk(comps []string, create func(depth int) (dirMeta, bool)) (int, error) {
+	fd, err := unix.Dup(t.root)
+	if err != nil {
+		return -1, err
+	}
+	for i, c := range comps {
+		nfd, err := unix.Openat(fd, c, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if errors.Is(err, unix.ENOENT) && create != nil {
+			m, ok := create(i)
+			if !ok {
+				m = dirMeta{mode: 0o755}
+			}
+			if err = unix.Mkdirat(fd, c, m.mode&0o7777); err == nil || errors.Is(err, unix.EEXIST) {
+				nfd, err = unix.Openat(fd, c, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+				if err == nil && ok {
+					_ = unix.Fchown(nfd, int(m.uid), int(m.gid))
+					_ = unix.Fchmod(nfd, m.mode&0o7777)
+					if m.ino != 0 {
+						_ = setInoFd(nfd, m.ino)
+					}
+				}
+			}
+		}
+		unix.Close(fd)
+		if err != nil {
+			return -1, err
+		}
+		fd = nfd
+	}
+	return fd, nil
+}
+
+type dirMeta struct {
+	mode     uint32
+	uid, gid uint32
+	ino      uint64
+}
+
+func procPath(dirfd int, name string) string {
+	return "/proc/self/fd/" + strconv.Itoa(dirfd) + "/" + name
+}
+
+func getIno(dirfd int, name string) (uint64, error) {
+	var b [8]byte
+	n, err := unix.Lgetxattr(procPath(dirfd, name), xattrIno, b[:])
+	if err != nil {
+		return 0, err
+	}
+	if n != 8 {
+		return 0, unix.ENODATA
+	}
+	return binary.LittleEndian.Uint64(b[:]), nil
+}
+
+func setIno(dirfd int, name string, ino uint64) error {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], ino)
+	return unix.Lsetxattr(procPath(dirfd, name), xattrIno, b[:], 0)
+}
+
+func getInoFd(fd int) (uint64, error) {
+	var b [8]byte
+	n, err := unix.Fgetxattr(fd, xattrIno, b[:])
+	if err != nil {
+		return 0, err
+	}
+	if n != 8 {
+		return 0, unix.ENODATA
+	}
+	return binary.LittleEndian.Uint64(b[:]), nil
+}
+
+func setInoFd(fd int, ino uint64) error {
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], ino)
+	return unix.Fsetxattr(fd, xattrIno, b[:], 0)
+}
+
+// derivedIno numbers objects that cannot carry an xattr (symlinks, device
+// nodes, fifos): they never move, so tier and backing inode identify them.
+func derivedIno(tier int, backing uint64) uint64 {
+	return 1<<63 | uint64(tier)<<56 | backing&(1<<56-1)
+}
+
+func fsyncDirAt(dirfd int) error {
+	err := unix.Fsync(dirfd)
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EROFS) {
+		return nil
+	}
+	return err
+}
+
+func closeQuiet(fd int) {
+	if fd >= 0 {
+		unix.Close(fd)
+	}
+}
+
+var _ = os.ModePerm

@@ -1,9 +1,17 @@
 package fs
 
 import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -15,23 +23,119 @@ import (
 	"github.com/tierfs/tierfs/tiering/units"
 )
 
+// The mount is served by a child process (this test binary re-executed):
+// a page fault on a mapping of a FUSE file blocks its thread in the kernel
+// until the server answers, and a Go process that serves its own mapped
+// file can stop the world for GC while that thread cannot stop, so it
+// would deadlock itself. Kafka and tierfs are separate processes too.
+const serverEnv = "TIERFS_TEST_SERVER"
+
+func TestMain(m *testing.M) {
+	if cfg := os.Getenv(serverEnv); cfg != "" {
+		os.Exit(serve(cfg))
+	}
+	os.Exit(m.Run())
+}
+
+type serverConfig struct {
+	Mountpoint string               `json:"mountpoint"`
+	Tiers      []tiering.TierConfig `json:"tiers"`
+}
+
+type request struct {
+	Op   string `json:"op"`
+	Path string `json:"path,omitempty"`
+	Tier string `json:"tier,omitempty"`
+}
+
+type reply struct {
+	Err    string          `json:"err,omitempty"`
+	Errno  int             `json:"errno,omitempty"`
+	Status *tiering.Status `json:"status,omitempty"`
+}
+
+// serve is the child: mount, answer requests on stdin, unmount on EOF.
+func serve(cfgJSON string) int {
+	syscall.Umask(0)
+	var cfg serverConfig
+	if err := json.Unmarshal([]byte(cfgJSON), &cfg); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	log := zerolog.New(os.Stderr).With().Timestamp().Logger()
+	st, err := tiering.Open(cfg.Tiers, tiering.Options{Log: log})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	srv, err := Mount(NewRoot(st, log), cfg.Mountpoint, Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	if err := srv.WaitMount(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	out := json.NewEncoder(os.Stdout)
+	out.Encode(reply{})
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		var req request
+		var rep reply
+		if err := json.Unmarshal(in.Bytes(), &req); err != nil {
+			rep.Err = err.Error()
+		}
+		switch req.Op {
+		case "move":
+			if err := st.Move(req.Path, req.Tier); err != nil {
+				rep.Err = err.Error()
+				var e syscall.Errno
+				if errors.As(err, &e) {
+					rep.Errno = int(e)
+				}
+			}
+		case "status":
+			s := st.Status()
+			rep.Status = &s
+		}
+		out.Encode(rep)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		err := srv.Unmount()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			fmt.Fprintln(os.Stderr, "unmount:", err)
+			return 1
+		}
+		time.Sleep(20 * time.Millisecond) // the kernel lets go of the last file a moment after close
+	}
+	srv.Wait()
+	st.Close()
+	return 0
+}
+
 // testMount is a real tierfs mount over tiers in a temporary directory.
 type testMount struct {
-	t     *testing.T
 	mnt   string
 	tiers []string
-	store *tiering.Store
-	srv   interface {
-		Unmount() error
-		Wait()
-	}
+	cmd   *exec.Cmd
+	in    io.WriteCloser
+	out   *json.Decoder
+	mu    sync.Mutex
+	// allowErrors: the test provokes error logs on purpose.
+	allowErrors bool
 }
 
 type mountOpt struct {
 	capacities []units.ByteSize // per tier; 0 = backing size
 	tierDirs   []string         // use these backing dirs instead of fresh ones
-	names      []string
+	ntiers     int
 }
+
+var tierNames = []string{"fast", "slow", "cold", "colder"}
 
 // requireFUSE skips a test that needs to mount, saying why.
 func requireFUSE(t testing.TB) {
@@ -46,85 +150,153 @@ func requireFUSE(t testing.TB) {
 	unix.Close(fd)
 }
 
-// errorLog fails the test on any error-level log line from the store.
-type errorLog struct{ t testing.TB }
-
-func (e errorLog) Write(p []byte) (int, error) {
-	if strings.Contains(string(p), `"level":"error"`) {
-		e.t.Errorf("unexpected error log: %s", p)
-	}
-	return len(p), nil
-}
-
 func mount(t testing.TB, o mountOpt) *testMount {
 	t.Helper()
 	requireFUSE(t)
-	syscall.Umask(0)
 	base := t.TempDir()
-	n := len(o.tierDirs)
-	if n == 0 {
-		n = max(2, len(o.capacities))
-	}
-	var cfgs []tiering.TierConfig
+	n := max(2, len(o.capacities), len(o.tierDirs), o.ntiers)
+	var cfg serverConfig
 	var dirs []string
 	for i := 0; i < n; i++ {
-		d := filepath.Join(base, "tier"+string(rune('0'+i)))
-		if o.tierDirs != nil {
+		d := filepath.Join(base, "tier-"+tierNames[i])
+		if i < len(o.tierDirs) {
 			d = o.tierDirs[i]
 		} else if err := os.Mkdir(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		name := []string{"fast", "slow", "cold", "colder"}[i]
-		if o.names != nil {
-			name = o.names[i]
-		}
-		c := tiering.TierConfig{Name: name, Type: []string{"nvme", "hdd", "hdd", "hdd"}[i], Path: d}
+		c := tiering.TierConfig{Name: tierNames[i], Type: []string{"nvme", "hdd", "hdd", "hdd"}[i], Path: d}
 		if i < len(o.capacities) {
 			c.Capacity = o.capacities[i]
 		}
-		cfgs = append(cfgs, c)
+		cfg.Tiers = append(cfg.Tiers, c)
 		dirs = append(dirs, d)
 	}
-	log := zerolog.New(errorLog{t})
-	st, err := tiering.Open(cfgs, tiering.Options{Log: log})
+	cfg.Mountpoint = filepath.Join(base, "mnt")
+	if err := os.Mkdir(cfg.Mountpoint, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return startServer(t, cfg, dirs)
+}
+
+func startServer(t testing.TB, cfg serverConfig, dirs []string) *testMount {
+	t.Helper()
+	b, _ := json.Marshal(cfg)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), serverEnv+"="+string(b), "GORACE=atexit_sleep_ms=0")
+	logs := &bytes.Buffer{}
+	var logMu sync.Mutex
+	cmd.Stderr = writerFunc(func(p []byte) (int, error) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return logs.Write(p)
+	})
+	in, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
-	mnt := filepath.Join(base, "mnt")
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	srv, err := Mount(NewRoot(st, log), mnt, Options{})
+	outp, err := cmd.StdoutPipe()
 	if err != nil {
-		st.Close()
 		t.Fatal(err)
 	}
-	if err := srv.WaitMount(); err != nil {
+	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	m := &testMount{mnt: mnt, tiers: dirs, store: st, srv: srv}
-	t.Cleanup(func() { m.unmount(t) })
+	m := &testMount{mnt: cfg.Mountpoint, tiers: dirs, cmd: cmd, in: in, out: json.NewDecoder(outp)}
+	t.Cleanup(func() {
+		m.stop(t)
+		logMu.Lock()
+		defer logMu.Unlock()
+		for _, line := range strings.Split(logs.String(), "\n") {
+			if strings.Contains(line, `"level":"error"`) && !m.allowErrors {
+				t.Errorf("unexpected error log from tierfs: %s", line)
+			}
+		}
+	})
+	var ready reply
+	if err := m.out.Decode(&ready); err != nil {
+		t.Fatalf("tierfs server did not start: %v\n%s", err, logs.String())
+	}
 	return m
 }
 
-func (m *testMount) unmount(t testing.TB) {
-	if m.srv == nil {
+type writerFunc func([]byte) (int, error)
+
+func (w writerFunc) Write(p []byte) (int, error) { return w(p) }
+
+// stop unmounts (the child does, on EOF) and waits for the child.
+func (m *testMount) stop(t testing.TB) {
+	if m.cmd == nil {
 		return
 	}
-	var err error
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
-		if err = m.srv.Unmount(); err == nil {
-			break
+	m.in.Close()
+	done := make(chan error, 1)
+	go func() { done <- m.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("tierfs server: %v", err)
 		}
-		time.Sleep(20 * time.Millisecond) // the kernel lets go of the last file a moment after close
+	case <-time.After(30 * time.Second):
+		m.cmd.Process.Kill()
+		<-done
+		t.Errorf("tierfs server did not exit")
 	}
-	if err != nil {
-		t.Errorf("unmount %s: %v", m.mnt, err)
+	m.cmd = nil
+	// Whatever happened, leave no mount behind.
+	if isMounted(m.mnt) {
 		_ = unix.Unmount(m.mnt, unix.MNT_DETACH)
+		t.Errorf("mount %s left behind", m.mnt)
 	}
-	m.srv.Wait()
-	m.srv = nil
-	m.store.Close()
+}
+
+// kill is kill -9 of the daemon; the mount is detached afterwards.
+func (m *testMount) kill(t testing.TB) {
+	m.cmd.Process.Kill()
+	m.cmd.Wait()
+	m.cmd = nil
+	_ = unix.Unmount(m.mnt, unix.MNT_DETACH)
+}
+
+func isMounted(p string) bool {
+	b, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 4 && f[4] == p {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *testMount) call(t testing.TB, req request) reply {
+	t.Helper()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, _ := json.Marshal(req)
+	if _, err := m.in.Write(append(b, '\n')); err != nil {
+		t.Fatalf("tierfs server: %v", err)
+	}
+	var rep reply
+	if err := m.out.Decode(&rep); err != nil {
+		t.Fatalf("tierfs server: %v", err)
+	}
+	return rep
+}
+
+// move is tiering.Store.Move in the daemon.
+func (m *testMount) move(t testing.TB, rel, tier string) error {
+	rep := m.call(t, request{Op: "move", Path: rel, Tier: tier})
+	if rep.Err == "" {
+		return nil
+	}
+	if rep.Errno != 0 {
+		return fmt.Errorf("%s: %w", rep.Err, syscall.Errno(rep.Errno))
+	}
+	return errors.New(rep.Err)
+}
+
+func (m *testMount) status(t testing.TB) tiering.Status {
+	return *m.call(t, request{Op: "status"}).Status
 }
 
 func (m *testMount) path(rel string) string { return filepath.Join(m.mnt, rel) }

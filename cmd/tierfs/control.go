@@ -1,0 +1,456 @@
+package main
+
+// The control channel: HTTP with JSON bodies over a unix socket that the
+// daemon of one mount listens on. `tierfs status`, `tierfs ls` (and later
+// `tierfs migrate`) are its clients.
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/tierfs/tierfs/tiering"
+)
+
+// controlDir holds the daemons' control sockets.
+const controlDir = "/run/tierfs"
+
+// controlSocketPath returns the control socket of the daemon serving the
+// mount at mountpoint: /run/tierfs/<16 hex digits of the SHA-256 of the
+// absolute, clean mountpoint>.sock. The daemon and its clients both call
+// it with the mountpoint as /proc/self/mountinfo names it (symlinks
+// resolved), so that they agree.
+func controlSocketPath(mountpoint string) (string, error) {
+	abs, err := filepath.Abs(mountpoint)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256([]byte(filepath.Clean(abs)))
+	return filepath.Join(controlDir, hex.EncodeToString(sum[:])[:16]+".sock"), nil
+}
+
+// controlStore is what the control server needs of a *tiering.Store.
+type controlStore interface {
+	Status() tiering.Status
+	List(rel string, recursive bool) ([]tiering.Entry, error)
+	Move(rel, tier string) error
+}
+
+var _ controlStore = (*tiering.Store)(nil)
+
+// statusResponse is the body of GET /v1/status.
+type statusResponse struct {
+	Mountpoint string `json:"mountpoint"`
+	tiering.Status
+}
+
+// errorResponse is the body of every error reply.
+type errorResponse struct {
+	Error string `json:"error"`
+}
+
+// controlServer answers the control protocol for one mount.
+type controlServer struct {
+	store      controlStore
+	mountpoint string
+	log        zerolog.Logger
+	mux        *http.ServeMux
+}
+
+func newControlServer(store controlStore, mountpoint string, log zerolog.Logger) *controlServer {
+	s := &controlServer{store: store, mountpoint: mountpoint, log: log, mux: http.NewServeMux()}
+	s.mux.HandleFunc("GET /v1/status", s.handleStatus)
+	s.mux.HandleFunc("GET /v1/ls", s.handleLs)
+	s.mux.HandleFunc("POST /v1/move", s.handleMove)
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *controlServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// The mux answers unknown paths and wrong methods in plain text;
+	// wrap those in the protocol's JSON.
+	h, pattern := s.mux.Handler(r)
+	if pattern == "" {
+		rec := &statusRecorder{header: http.Header{}}
+		h.ServeHTTP(rec, r)
+		for k, v := range rec.header {
+			if k == "Allow" {
+				w.Header()[k] = v
+			}
+		}
+		code := rec.code
+		if code == 0 {
+			code = http.StatusNotFound
+		}
+		msg := http.StatusText(code)
+		if code == http.StatusNotFound {
+			msg = "no such endpoint: " + r.Method + " " + r.URL.Path
+		}
+		writeError(w, code, msg)
+		return
+	}
+	h.ServeHTTP(w, r)
+}
+
+// statusRecorder captures the status code and headers of the mux's own
+// error replies.
+type statusRecorder struct {
+	header http.Header
+	code   int
+}
+
+func (r *statusRecorder) Header() http.Header         { return r.header }
+func (r *statusRecorder) Write(p []byte) (int, error) { return len(p), nil }
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.code == 0 {
+		r.code = code
+	}
+}
+
+func (s *controlServer) handleStatus(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, statusResponse{Mountpoint: s.mountpoint, Status: s.store.Status()})
+}
+
+func (s *controlServer) handleLs(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	rel := q.Get("path")
+	recursive, err := parseBoolParam(q.Get("recursive"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "recursive: "+err.Error())
+		return
+	}
+	ents, err := s.store.List(rel, recursive)
+	if err != nil {
+		writeError(w, errnoStatus(err), fmt.Sprintf("ls %s: %v", displayRel(rel), err))
+		return
+	}
+	if ents == nil {
+		ents = []tiering.Entry{}
+	}
+	writeJSON(w, http.StatusOK, ents)
+}
+
+func (s *controlServer) handleMove(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	rel, tier := q.Get("path"), q.Get("tier")
+	switch {
+	case rel == "":
+		writeError(w, http.StatusBadRequest, "path is required")
+		return
+	case tier == "":
+		writeError(w, http.StatusBadRequest, "tier is required")
+		return
+	}
+	known := false
+	for _, t := range s.store.Status().Tiers {
+		if t.Name == tier {
+			known = true
+			break
+		}
+	}
+	if !known {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("no tier named %q", tier))
+		return
+	}
+	start := time.Now()
+	if err := s.store.Move(rel, tier); err != nil {
+		s.log.Warn().Err(err).Str("path", rel).Str("tier", tier).Msg("move requested over the control socket failed")
+		writeError(w, errnoStatus(err), fmt.Sprintf("move %s to %s: %v", displayRel(rel), tier, err))
+		return
+	}
+	s.log.Info().Str("path", rel).Str("tier", tier).Dur("took", time.Since(start)).Msg("moved on request")
+	writeJSON(w, http.StatusOK, map[string]string{"path": rel, "tier": tier})
+}
+
+func displayRel(rel string) string {
+	if rel == "" {
+		return "."
+	}
+	return rel
+}
+
+func parseBoolParam(v string) (bool, error) {
+	if v == "" {
+		return false, nil
+	}
+	return strconv.ParseBool(v)
+}
+
+// errnoStatus maps a store error to an HTTP status code.
+func errnoStatus(err error) int {
+	switch {
+	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENOTDIR):
+		return http.StatusNotFound
+	case errors.Is(err, tiering.ErrBusy), errors.Is(err, unix.EMLINK), errors.Is(err, unix.EBUSY):
+		return http.StatusConflict
+	case errors.Is(err, unix.EINVAL), errors.Is(err, unix.EISDIR), errors.Is(err, unix.ENAMETOOLONG):
+		return http.StatusBadRequest
+	case errors.Is(err, unix.ENOSPC), errors.Is(err, unix.EDQUOT):
+		return http.StatusInsufficientStorage
+	case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
+		return http.StatusForbidden
+	}
+	return http.StatusInternalServerError
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, "encoding the reply: "+err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	w.Write(append(b, '\n'))
+}
+
+func writeError(w http.ResponseWriter, code int, msg string) {
+	b, _ := json.Marshal(errorResponse{Error: msg})
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	w.Write(append(b, '\n'))
+}
+
+// controlListener is the daemon's listening control socket.
+type controlListener struct {
+	path string
+	ino  uint64 // of the socket file, to remove only our own
+	ln   net.Listener
+	srv  *http.Server
+	done chan error
+}
+
+// listenControl creates the control socket for mountpoint and serves h on
+// it. The socket gets mode perm and, when gid >= 0, that group; it
+// appears under its final name only once it has them, so nobody else can
+// connect in between. A socket file that nobody listens on (left by a
+// daemon that died) is replaced; a live one is an error.
+func listenControl(mountpoint string, h http.Handler, perm os.FileMode, gid int) (*controlListener, error) {
+	path, err := controlSocketPath(mountpoint)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(controlDir, 0o755); err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	if err := removeStaleSocket(path); err != nil {
+		return nil, err
+	}
+	// Bind in a private directory, set the permissions, then rename into
+	// place: the process umask is 0 in the daemon, so a socket bound at
+	// its final name would be open to all for a moment.
+	tmpDir, err := os.MkdirTemp(controlDir, ".bind-")
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	defer os.RemoveAll(tmpDir)
+	if err := os.Chmod(tmpDir, 0o700); err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	tmp := filepath.Join(tmpDir, "s")
+	ln, err := net.Listen("unix", tmp)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	fail := func(err error) (*controlListener, error) {
+		ln.Close()
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	if gid >= 0 {
+		if err := os.Lchown(tmp, -1, gid); err != nil {
+			return fail(err)
+		}
+	}
+	if err := os.Chmod(tmp, perm.Perm()); err != nil {
+		return fail(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fail(err)
+	}
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          nil,
+	}
+	c := &controlListener{path: path, ln: ln, srv: srv, done: make(chan error, 1)}
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		return fail(err)
+	}
+	c.ino = st.Ino
+	go func() { c.done <- srv.Serve(ln) }()
+	return c, nil
+}
+
+// removeStaleSocket removes the socket file at path if no process listens
+// on it.
+func removeStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("control socket: %w", err)
+	}
+	if fi.Mode().Type() != os.ModeSocket {
+		return fmt.Errorf("control socket %s exists and is not a socket; remove it", path)
+	}
+	conn, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		conn.Close()
+		return fmt.Errorf("control socket %s is in use: another tierfs serves this mountpoint", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("removing the stale control socket: %w", err)
+	}
+	return nil
+}
+
+// Close stops serving, waits (up to the context's deadline) for requests
+// in flight, and removes the socket file.
+func (c *controlListener) Close(ctx context.Context) error {
+	err := c.srv.Shutdown(ctx)
+	if err != nil {
+		c.srv.Close()
+	}
+	// Only remove the socket if it still is ours: a path reused by a
+	// newer daemon (after a lazy unmount) must not be pulled away.
+	var st unix.Stat_t
+	if unix.Lstat(c.path, &st) == nil && st.Ino == c.ino {
+		if rerr := os.Remove(c.path); rerr != nil && !errors.Is(rerr, os.ErrNotExist) && err == nil {
+			err = rerr
+		}
+	}
+	return err
+}
+
+// controlClient talks to one daemon.
+type controlClient struct {
+	mountpoint string
+	socket     string
+	http       *http.Client
+}
+
+func newControlClient(mountpoint string) (*controlClient, error) {
+	sock, err := controlSocketPath(mountpoint)
+	if err != nil {
+		return nil, err
+	}
+	return newControlClientAt(mountpoint, sock), nil
+}
+
+// newControlClientAt talks to the daemon for mountpoint on the socket at
+// sock.
+func newControlClientAt(mountpoint, sock string) *controlClient {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+		DisableKeepAlives: true,
+	}
+	return &controlClient{mountpoint: mountpoint, socket: sock, http: &http.Client{Transport: tr}}
+}
+
+// errNoDaemon says that nothing listens on the control socket.
+type errNoDaemon struct {
+	mountpoint string
+	err        error
+}
+
+func (e *errNoDaemon) Error() string {
+	return fmt.Sprintf("no tierfs daemon answers for %s (is it mounted?)", e.mountpoint)
+}
+
+func (e *errNoDaemon) Unwrap() error { return e.err }
+
+// apiError is an error reply from the daemon.
+type apiError struct {
+	Code int
+	Msg  string
+}
+
+func (e *apiError) Error() string { return e.Msg }
+
+// do sends a request and decodes the JSON reply into out.
+func (c *controlClient) do(ctx context.Context, method, path string, q url.Values, out any) error {
+	u := "http://tierfs" + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		var op *net.OpError
+		if errors.As(err, &op) && op.Op == "dial" {
+			return &errNoDaemon{mountpoint: c.mountpoint, err: err}
+		}
+		return fmt.Errorf("talking to the tierfs daemon for %s: %w", c.mountpoint, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<30))
+	if err != nil {
+		return fmt.Errorf("reading the reply of the tierfs daemon for %s: %w", c.mountpoint, err)
+	}
+	if resp.StatusCode/100 != 2 {
+		var e errorResponse
+		if json.Unmarshal(body, &e) != nil || e.Error == "" {
+			e.Error = fmt.Sprintf("%s: %s", resp.Status, bytesTrim(body))
+		}
+		return &apiError{Code: resp.StatusCode, Msg: e.Error}
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(body, out); err != nil {
+		return fmt.Errorf("bad reply from the tierfs daemon for %s: %w", c.mountpoint, err)
+	}
+	return nil
+}
+
+func bytesTrim(b []byte) string {
+	const max = 200
+	if len(b) > max {
+		b = b[:max]
+	}
+	return string(b)
+}
+
+func (c *controlClient) Status(ctx context.Context) (statusResponse, error) {
+	var st statusResponse
+	err := c.do(ctx, http.MethodGet, "/v1/status", nil, &st)
+	return st, err
+}
+
+func (c *controlClient) List(ctx context.Context, rel string, recursive bool) ([]tiering.Entry, error) {
+	q := url.Values{"path": {rel}}
+	if recursive {
+		q.Set("recursive", "1")
+	}
+	var ents []tiering.Entry
+	err := c.do(ctx, http.MethodGet, "/v1/ls", q, &ents)
+	return ents, err
+}
+
+func (c *controlClient) Move(ctx context.Context, rel, tier string) error {
+	return c.do(ctx, http.MethodPost, "/v1/move", url.Values{"path": {rel}, "tier": {tier}}, nil)
+}

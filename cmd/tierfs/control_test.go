@@ -1,0 +1,327 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/tierfs/tierfs/tiering"
+)
+
+// fakeStore is a controlStore with canned answers.
+type fakeStore struct {
+	mu    sync.Mutex
+	moves []string
+}
+
+func (f *fakeStore) Status() tiering.Status {
+	return tiering.Status{
+		Tiers: []tiering.TierStatus{
+			{Name: "fast", Type: "nvme", Path: "/t/fast", CapacityBytes: 100, UsedBytes: 40, FreeBytes: 60, Files: 2},
+			{Name: "slow", Type: "hdd", Path: "/t/slow", CapacityBytes: 1000, Files: 0},
+		},
+		OpenFiles: 1,
+		Moves:     tiering.MoveStats{Done: 3, Failed: 1, BytesMoved: 4096, LastError: "boom"},
+	}
+}
+
+func (f *fakeStore) List(rel string, recursive bool) ([]tiering.Entry, error) {
+	switch rel {
+	case "", ".":
+		out := []tiering.Entry{{Path: "a", Size: 1, Tier: "fast"}, {Path: "d", Tier: "fast", IsDir: true}}
+		if recursive {
+			out = append(out, tiering.Entry{Path: "d/b", Size: 2, Tier: "slow"})
+		}
+		return out, nil
+	case "empty":
+		return nil, nil
+	case "perm":
+		return nil, unix.EACCES
+	}
+	return nil, unix.ENOENT
+}
+
+func (f *fakeStore) Move(rel, tier string) error {
+	f.mu.Lock()
+	f.moves = append(f.moves, rel+"->"+tier)
+	f.mu.Unlock()
+	switch rel {
+	case "busy":
+		return tiering.ErrBusy
+	case "full":
+		return fmt.Errorf("copy: %w", unix.ENOSPC)
+	case "dir":
+		return unix.EINVAL
+	case "missing":
+		return unix.ENOENT
+	case "broken":
+		return errors.New("something else")
+	}
+	return nil
+}
+
+// serveFake serves a controlServer for a fakeStore on a socket in a
+// temporary directory (no root needed) and returns a client for it.
+func serveFake(t *testing.T) (*controlClient, *fakeStore) {
+	t.Helper()
+	store := &fakeStore{}
+	sock := filepath.Join(t.TempDir(), "ctl.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: newControlServer(store, "/mnt/kafka", zerolog.Nop())}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return newControlClientAt("/mnt/kafka", sock), store
+}
+
+func TestControlServer(t *testing.T) {
+	c, store := serveFake(t)
+	ctx := context.Background()
+
+	st, err := c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mountpoint != "/mnt/kafka" || !reflect.DeepEqual(st.Status, store.Status()) {
+		t.Errorf("status = %+v", st)
+	}
+
+	ents, err := c.List(ctx, "", true)
+	if err != nil || len(ents) != 3 || ents[2].Path != "d/b" || !ents[1].IsDir {
+		t.Errorf("ls -r = %+v, %v", ents, err)
+	}
+	ents, err = c.List(ctx, "", false)
+	if err != nil || len(ents) != 2 {
+		t.Errorf("ls = %+v, %v", ents, err)
+	}
+	// An empty directory is [], not null.
+	var raw []byte
+	if err := c.do(ctx, http.MethodGet, "/v1/ls", map[string][]string{"path": {"empty"}}, (*rawJSON)(&raw)); err != nil || strings.TrimSpace(string(raw)) != "[]" {
+		t.Errorf("ls of an empty directory: %q, %v", raw, err)
+	}
+
+	var ae *apiError
+	for _, tc := range []struct {
+		name string
+		err  error
+		code int
+		msg  string
+	}{
+		{"ls missing", func() error { _, err := c.List(ctx, "nope", false); return err }(), 404, "ls nope: no such file or directory"},
+		{"ls perm", func() error { _, err := c.List(ctx, "perm", false); return err }(), 403, "permission denied"},
+		{"ls bad recursive", c.do(ctx, http.MethodGet, "/v1/ls", map[string][]string{"recursive": {"maybe"}}, nil), 400, "recursive"},
+		{"move ok", c.Move(ctx, "a", "slow"), 0, ""},
+		{"move busy", c.Move(ctx, "busy", "slow"), 409, "being moved"},
+		{"move full", c.Move(ctx, "full", "slow"), 507, "no space"},
+		{"move dir", c.Move(ctx, "dir", "slow"), 400, "invalid argument"},
+		{"move missing", c.Move(ctx, "missing", "slow"), 404, "no such file"},
+		{"move broken", c.Move(ctx, "broken", "slow"), 500, "something else"},
+		{"move no tier", c.Move(ctx, "a", ""), 400, "tier is required"},
+		{"move bad tier", c.Move(ctx, "a", "tape"), 400, `no tier named "tape"`},
+		{"GET move", c.do(ctx, http.MethodGet, "/v1/move", nil, nil), 405, "Method Not Allowed"},
+		{"POST status", c.do(ctx, http.MethodPost, "/v1/status", nil, nil), 405, "Method Not Allowed"},
+		{"unknown", c.do(ctx, http.MethodGet, "/v2/status", nil, nil), 404, "no such endpoint: GET /v2/status"},
+	} {
+		if tc.code == 0 {
+			if tc.err != nil {
+				t.Errorf("%s: %v", tc.name, tc.err)
+			}
+			continue
+		}
+		if !errors.As(tc.err, &ae) || ae.Code != tc.code || !strings.Contains(ae.Msg, tc.msg) {
+			t.Errorf("%s: %v (%#v); want %d with %q", tc.name, tc.err, ae, tc.code, tc.msg)
+		}
+	}
+	// Bad tiers and missing arguments never reach the store.
+	store.mu.Lock()
+	moves := strings.Join(store.moves, " ")
+	store.mu.Unlock()
+	if want := "a->slow busy->slow full->slow dir->slow missing->slow broken->slow"; moves != want {
+		t.Errorf("moves reaching the store: %q, want %q", moves, want)
+	}
+
+	// Error bodies are JSON with an "error" field, and say so.
+	resp, err := c.http.Get("http://tierfs/v1/nope")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.Header.Get("Content-Type") != "application/json" || !strings.HasPrefix(string(body), `{"error":`) {
+		t.Errorf("error reply: %s %q", resp.Header.Get("Content-Type"), body)
+	}
+	resp, err = c.http.Get("http://tierfs/v1/move")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.Header.Get("Allow") == "" {
+		t.Errorf("405 without an Allow header")
+	}
+}
+
+// rawJSON keeps a reply's body as it is.
+type rawJSON []byte
+
+func (r *rawJSON) UnmarshalJSON(b []byte) error {
+	*r = append((*r)[:0], b...)
+	return nil
+}
+
+func TestControlClientNoDaemon(t *testing.T) {
+	c := newControlClientAt("/mnt/nothing", filepath.Join(t.TempDir(), "none.sock"))
+	_, err := c.Status(context.Background())
+	var nd *errNoDaemon
+	if !errors.As(err, &nd) || err.Error() != "no tierfs daemon answers for /mnt/nothing (is it mounted?)" {
+		t.Errorf("status without a daemon: %v", err)
+	}
+}
+
+func TestControlSocketPath(t *testing.T) {
+	a, err := controlSocketPath("/mnt/kafka")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// sha256("/mnt/kafka")
+	if want := "/run/tierfs/"; !strings.HasPrefix(a, want) || len(a) != len(want)+16+len(".sock") || !strings.HasSuffix(a, ".sock") {
+		t.Errorf("socket path %q", a)
+	}
+	for _, p := range []string{"/mnt/kafka/", "/mnt//kafka", "/mnt/x/../kafka"} {
+		if b, _ := controlSocketPath(p); b != a {
+			t.Errorf("socket path of %q = %q, want %q (same mountpoint)", p, b, a)
+		}
+	}
+	if b, _ := controlSocketPath("/mnt/kafka2"); b == a {
+		t.Errorf("two mountpoints share a socket")
+	}
+	wd, _ := os.Getwd()
+	rel, _ := controlSocketPath(".")
+	if abs, _ := controlSocketPath(wd); rel != abs {
+		t.Errorf("a relative mountpoint is not made absolute")
+	}
+}
+
+// listenControl sets the mode and group before the socket appears,
+// refuses a live socket, replaces a stale one, and removes its own.
+func TestListenControl(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: creating sockets in /run/tierfs needs root")
+	}
+	mp := filepath.Join(t.TempDir(), "mnt") // never mounted: only names the socket
+	h := newControlServer(&fakeStore{}, mp, zerolog.Nop())
+	c, err := listenControl(mp, h, 0o640, 4242)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := false
+	t.Cleanup(func() {
+		if !closed {
+			c.Close(context.Background())
+		}
+	})
+	var st unix.Stat_t
+	if err := unix.Lstat(c.path, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFSOCK || st.Mode&0o7777 != 0o640 || st.Gid != 4242 {
+		t.Errorf("socket mode %o gid %d, want socket 0640 gid 4242", st.Mode, st.Gid)
+	}
+	if left, _ := filepath.Glob(filepath.Join(controlDir, ".bind-*")); len(left) != 0 {
+		t.Errorf("temporary bind directories left: %v", left)
+	}
+	cl, _ := newControlClient(mp)
+	if s, err := cl.Status(context.Background()); err != nil || s.Mountpoint != mp {
+		t.Errorf("status over the socket: %+v, %v", s, err)
+	}
+	if _, err := listenControl(mp, h, 0o600, -1); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Errorf("a second listener on a live socket: %v", err)
+	}
+	if err := c.Close(context.Background()); err != nil {
+		t.Error(err)
+	}
+	closed = true
+	if _, err := os.Lstat(c.path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket left after Close: %v", err)
+	}
+
+	// A stale socket (its listener gone) is replaced.
+	ln, err := net.Listen("unix", c.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	ln.Close()
+	c2, err := listenControl(mp, h, 0o600, -1)
+	if err != nil {
+		t.Fatalf("replacing a stale socket: %v", err)
+	}
+	if err := unix.Lstat(c2.path, &st); err != nil || st.Mode&0o7777 != 0o600 {
+		t.Errorf("replaced socket: mode %o, %v", st.Mode, err)
+	}
+	c2.Close(context.Background())
+
+	// Something that is not a socket is left alone.
+	if err := os.WriteFile(c.path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(c.path)
+	if _, err := listenControl(mp, h, 0o600, -1); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Errorf("a regular file at the socket path: %v", err)
+	}
+}
+
+func TestParseInterspersed(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		pos  []string
+		json bool
+		r    bool
+	}{
+		{[]string{"a", "b"}, []string{"a", "b"}, false, false},
+		{[]string{"--json", "-r", "a"}, []string{"a"}, true, true},
+		{[]string{"a", "-r", "b", "--json"}, []string{"a", "b"}, true, true},
+		{[]string{"-r", "--", "-json", "a"}, []string{"-json", "a"}, false, true},
+		{[]string{"a", "--", "-r"}, []string{"a", "-r"}, false, false},
+		{nil, nil, false, false},
+	} {
+		fs := flag.NewFlagSet("t", flag.ContinueOnError)
+		j := fs.Bool("json", false, "")
+		r := fs.Bool("r", false, "")
+		pos, err := parseInterspersed(fs, tc.args)
+		if err != nil || !reflect.DeepEqual(pos, tc.pos) || *j != tc.json || *r != tc.r {
+			t.Errorf("%q: pos %q json %v r %v err %v; want %q %v %v", tc.args, pos, *j, *r, err, tc.pos, tc.json, tc.r)
+		}
+	}
+}
+
+func TestErrnoStatus(t *testing.T) {
+	for err, want := range map[error]int{
+		unix.ENOENT:                      404,
+		fmt.Errorf("x: %w", unix.ENOENT): 404,
+		tiering.ErrBusy:                  409,
+		syscall.EMLINK:                   409,
+		unix.EINVAL:                      400,
+		unix.ENOSPC:                      507,
+		errors.New("other"):              500,
+	} {
+		if got := errnoStatus(err); got != want {
+			t.Errorf("errnoStatus(%v) = %d, want %d", err, got, want)
+		}
+	}
+}

@@ -1,0 +1,222 @@
+// Command tierfs mounts a tiered filesystem for Kafka and talks to the
+// daemons of mounted ones.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"runtime/debug"
+	"strings"
+)
+
+// version is set at build time: -ldflags "-X main.version=v1.2.3".
+var version = "dev"
+
+const usageText = `tierfs: a tiered filesystem for Kafka
+
+Usage:
+  tierfs mount --config FILE [--debug] MOUNTPOINT
+        mount the tiers described in FILE on MOUNTPOINT and serve it in the
+        foreground until it is unmounted or SIGINT/SIGTERM arrives
+  tierfs check --config FILE [MOUNTPOINT]
+        validate FILE (and MOUNTPOINT) and print the effective configuration
+  tierfs status [--json] MOUNTPOINT
+        show each tier's capacity, usage and file count
+  tierfs ls [--json] [-r] PATH...
+        show which tier holds each file at or under PATH
+  tierfs version
+        print the version
+  tierfs help [COMMAND]
+        print this help, or a command's
+
+Run 'tierfs COMMAND -h' for a command's flags.
+`
+
+// command is one subcommand.
+type command struct {
+	name  string
+	args  string // positional arguments, for the usage line
+	short string
+	// setup defines the flags and returns the function that runs the
+	// command with the positional arguments; it returns the exit status.
+	setup func(fs *flag.FlagSet) func(args []string) int
+}
+
+var commands []*command
+
+func init() {
+	commands = []*command{
+		{name: "mount", args: "--config FILE [--debug] MOUNTPOINT", short: "mount and serve a tierfs in the foreground", setup: setupMount},
+		{name: "check", args: "--config FILE [MOUNTPOINT]", short: "validate a configuration and print it", setup: setupCheck},
+		{name: "status", args: "[--json] MOUNTPOINT", short: "show the tiers of a mounted tierfs", setup: setupStatus},
+		{name: "ls", args: "[--json] [-r] PATH...", short: "show which tier holds each file", setup: setupLs},
+		{name: "version", args: "", short: "print the version", setup: setupVersion},
+	}
+}
+
+func findCommand(name string) *command {
+	for _, c := range commands {
+		if c.name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// stdout and stderr are where commands write; tests of run in-process may
+// swap them.
+var stdout, stderr io.Writer = os.Stdout, os.Stderr
+
+func run(args []string, out, errw io.Writer) int {
+	stdout, stderr = out, errw
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usageText)
+		return 2
+	}
+	name := args[0]
+	switch name {
+	case "help", "-h", "-help", "--help":
+		if len(args) > 1 && name == "help" {
+			if c := findCommand(args[1]); c != nil {
+				fs := newFlagSet(c)
+				c.setup(fs)
+				fs.SetOutput(stdout)
+				fs.Usage()
+				return 0
+			}
+			fmt.Fprintf(stderr, "tierfs: unknown command %q\n\n%s", args[1], usageText)
+			return 2
+		}
+		fmt.Fprint(stdout, usageText)
+		return 0
+	case "-v", "-version", "--version":
+		name = "version"
+	}
+	c := findCommand(name)
+	if c == nil {
+		fmt.Fprintf(stderr, "tierfs: unknown command %q\n\n%s", name, usageText)
+		return 2
+	}
+	fs := newFlagSet(c)
+	runFn := c.setup(fs)
+	pos, err := parseInterspersed(fs, args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		return 2 // the FlagSet printed the error and the usage
+	}
+	return runFn(pos)
+}
+
+func newFlagSet(c *command) *flag.FlagSet {
+	fs := flag.NewFlagSet("tierfs "+c.name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		w := fs.Output()
+		fmt.Fprintf(w, "Usage: tierfs %s %s\n\n%s.\n", c.name, c.args, upperFirst(c.short))
+		n := 0
+		fs.VisitAll(func(*flag.Flag) { n++ })
+		if n > 0 {
+			fmt.Fprintf(w, "\nFlags:\n")
+			fs.PrintDefaults()
+		}
+	}
+	return fs
+}
+
+func upperFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// parseInterspersed parses flags anywhere among the arguments (the flag
+// package stops at the first positional one) and returns the positional
+// arguments in order. Everything after "--" is positional.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// usageError reports a wrong use of a command: the message, then the
+// command's usage, on stderr; the exit status is 2.
+func usageError(fs *flag.FlagSet, format string, a ...any) int {
+	fmt.Fprintf(stderr, "%s: %s\n", fs.Name(), fmt.Sprintf(format, a...))
+	fs.Usage()
+	return 2
+}
+
+// fail prints an error of a command and returns exit status 1. Each line
+// of a multi-line error (several configuration problems) gets the prefix.
+func fail(cmd string, err error) int {
+	prefix := "tierfs: "
+	if cmd != "" {
+		prefix = "tierfs " + cmd + ": "
+	}
+	for _, line := range strings.Split(strings.TrimRight(err.Error(), "\n"), "\n") {
+		fmt.Fprintf(stderr, "%s%s\n", prefix, line)
+	}
+	return 1
+}
+
+func setupVersion(fs *flag.FlagSet) func([]string) int {
+	return func(args []string) int {
+		if len(args) > 0 {
+			return usageError(fs, "unexpected arguments: %s", strings.Join(args, " "))
+		}
+		fmt.Fprintln(stdout, versionString())
+		return 0
+	}
+}
+
+func versionString() string {
+	v := version
+	extra := []string{runtime.Version(), runtime.GOOS + "/" + runtime.GOARCH}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if v == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			v = bi.Main.Version
+		}
+		var rev, modified string
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				modified = s.Value
+			}
+		}
+		if rev != "" {
+			if len(rev) > 12 {
+				rev = rev[:12]
+			}
+			if modified == "true" {
+				rev += "+dirty"
+			}
+			extra = append([]string{"commit " + rev}, extra...)
+		}
+	}
+	return fmt.Sprintf("tierfs %s (%s)", v, strings.Join(extra, ", "))
+}

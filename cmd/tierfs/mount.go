@@ -1,0 +1,216 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/tierfs/tierfs/cmd/internal/config"
+	tfs "github.com/tierfs/tierfs/fs"
+	"github.com/tierfs/tierfs/mountutil"
+	"github.com/tierfs/tierfs/tiering"
+)
+
+// controlShutdownTimeout is how long requests in flight on the control
+// socket (a move) get to finish at exit.
+const controlShutdownTimeout = 30 * time.Second
+
+func setupMount(fs *flag.FlagSet) func([]string) int {
+	cfgPath := fs.String("config", "", "the configuration `FILE` (TOML; required)")
+	debug := fs.Bool("debug", false, "log every FUSE request and set the log level to debug")
+	return func(args []string) int {
+		// The kernel applied the caller's umask to the modes FUSE
+		// passes in already; applying ours again would be wrong.
+		unix.Umask(0)
+		if *cfgPath == "" {
+			return usageError(fs, "--config is required")
+		}
+		if len(args) != 1 {
+			return usageError(fs, "want exactly one MOUNTPOINT")
+		}
+		return mount(*cfgPath, args[0], *debug)
+	}
+}
+
+func mount(cfgPath, mountpoint string, debug bool) int {
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return fail("mount", err)
+	}
+	mp, err := filepath.Abs(mountpoint)
+	if err != nil {
+		return fail("mount", err)
+	}
+	if err := cfg.CheckMountpoint(mp); err != nil {
+		return fail("mount", err)
+	}
+	if err := mountutil.Prepare(mp); err != nil {
+		return fail("mount", err)
+	}
+	// Name the mountpoint as the kernel (and so /proc/self/mountinfo,
+	// which clients search) will: symlinks resolved.
+	if resolved, err := filepath.EvalSymlinks(mp); err == nil {
+		mp = resolved
+	}
+	gid, err := cfg.Mount.ControlGID()
+	if err != nil {
+		return fail("mount", fmt.Errorf("mount.control_group: %w", err))
+	}
+
+	level := cfg.Log.Level
+	if debug {
+		level = "debug"
+	}
+	log := newLogger(os.Stderr, level)
+
+	var tierNames []string
+	for _, t := range cfg.Tiers {
+		tierNames = append(tierNames, t.Name)
+	}
+	store, err := tiering.Open(cfg.Tiers, tiering.Options{
+		SegmentSize: int64(cfg.PMem.SegmentSize),
+		Log:         log,
+	})
+	if err != nil {
+		return fail("mount", fmt.Errorf("opening the tiers: %w", err))
+	}
+
+	// From here a signal must unmount, not kill us with the mount left
+	// behind; one that arrives before the loop below waits in sigs.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
+	root := tfs.NewRoot(store, log)
+	server, err := tfs.Mount(root, mp, tfs.Options{AllowOther: cfg.Mount.AllowOther, Debug: debug})
+	if err != nil {
+		store.Close()
+		return fail("mount", fmt.Errorf("mounting on %s: %w", mp, err))
+	}
+	served := make(chan struct{})
+	go func() {
+		server.Wait()
+		close(served)
+	}()
+
+	ctl, err := listenControl(mp, newControlServer(store, mp, log), cfg.Mount.SocketMode(), gid)
+	if err != nil {
+		log.Error().Err(err).Msg("cannot start the control server; unmounting")
+		if uerr := unmountServer(server, mp, served, log); uerr != nil {
+			log.Error().Err(uerr).Msg("unmount failed")
+		} else {
+			<-served
+			store.Close()
+		}
+		return fail("mount", err)
+	}
+	log.Info().Str("mountpoint", mp).Strs("tiers", tierNames).Str("control", ctl.path).
+		Int("pid", os.Getpid()).Msg("mounted")
+
+	reason, forced := waitForExit(server, mp, served, sigs, log)
+
+	ctx, cancel := context.WithTimeout(context.Background(), controlShutdownTimeout)
+	defer cancel()
+	if err := ctl.Close(ctx); err != nil {
+		log.Warn().Err(err).Msg("closing the control socket")
+	}
+	status := 0
+	if forced {
+		// The FUSE server may still run: leave the tiers' descriptors
+		// to the exit.
+		status = 1
+	} else if err := store.Close(); err != nil {
+		log.Error().Err(err).Msg("closing the tiers")
+		status = 1
+	}
+	log.Info().Str("mountpoint", mp).Str("reason", reason).Int("status", status).Msg("exiting")
+	return status
+}
+
+// waitForExit serves until the filesystem is unmounted from outside or a
+// SIGINT or SIGTERM asks us to unmount it. It returns why it stopped, and
+// forced when the FUSE server may still be running (a second signal came
+// while files kept a lazily detached mount alive).
+func waitForExit(server interface{ Unmount() error }, mp string, served <-chan struct{}, sigs <-chan os.Signal, log zerolog.Logger) (reason string, forced bool) {
+	for {
+		select {
+		case <-served:
+			return "unmounted", false
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				log.Info().Msg("SIGHUP: reload not implemented yet")
+				continue
+			}
+			reason = "signal " + sig.String()
+			log.Info().Str("signal", sig.String()).Str("mountpoint", mp).Msg("unmounting")
+			if err := unmountServer(server, mp, served, log); err != nil {
+				log.Error().Err(err).Msg("cannot unmount; exiting anyway")
+				return reason, true
+			}
+			for {
+				select {
+				case <-served:
+					return reason, false
+				case sig := <-sigs:
+					if sig == syscall.SIGHUP {
+						continue
+					}
+					log.Warn().Str("signal", sig.String()).Msg("exiting while files are still open on the detached mount; their users will get errors")
+					return reason + ", then " + sig.String(), true
+				}
+			}
+		}
+	}
+}
+
+// unmountServer unmounts mp. When the mount is busy it is detached
+// lazily, so that the mountpoint is free at once; the server then keeps
+// serving the files still open until they are closed (served closes).
+func unmountServer(server interface{ Unmount() error }, mp string, served <-chan struct{}, log zerolog.Logger) error {
+	err := server.Unmount()
+	if err == nil {
+		return nil
+	}
+	select {
+	case <-served:
+		return nil // unmounted meanwhile
+	default:
+	}
+	log.Warn().Err(err).Str("mountpoint", mp).Msg("unmount failed (busy?); detaching lazily")
+	if err := mountutil.Unmount(mp); err != nil {
+		return err
+	}
+	select {
+	case <-served:
+	default:
+		log.Info().Str("mountpoint", mp).Msg("detached; serving the files still open until they are closed (signal again to exit now)")
+	}
+	return nil
+}
+
+// newLogger logs to w: for people on a terminal, JSON otherwise.
+func newLogger(w *os.File, level string) zerolog.Logger {
+	var out io.Writer = w
+	if isTerminal(w) {
+		out = zerolog.ConsoleWriter{Out: w, TimeFormat: time.DateTime}
+	}
+	lvl, err := zerolog.ParseLevel(level)
+	if err != nil || level == "" || lvl == zerolog.NoLevel {
+		lvl = zerolog.InfoLevel
+	}
+	return zerolog.New(out).Level(lvl).With().Timestamp().Logger()
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}

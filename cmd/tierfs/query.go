@@ -1,0 +1,192 @@
+package main
+
+// The client commands: status and ls.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tierfs/tierfs/mountutil"
+	"github.com/tierfs/tierfs/tiering"
+	"github.com/tierfs/tierfs/tiering/units"
+)
+
+// requestTimeout bounds one request to a daemon.
+const requestTimeout = 30 * time.Second
+
+// canonicalPath is path made absolute (against the working directory) and
+// clean, with symlinks resolved where that is possible.
+func canonicalPath(path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	if resolved, err := filepath.EvalSymlinks(abs); err == nil {
+		return resolved, nil
+	}
+	return abs, nil
+}
+
+// locate finds the tierfs mount holding path. It returns the mount root
+// and path relative to it ("" for the root itself, "/"-separated).
+func locate(path string) (root, rel string, err error) {
+	canon, err := canonicalPath(path)
+	if err != nil {
+		return "", "", err
+	}
+	m, err := mountutil.FindTierfsMount(canon)
+	if err != nil {
+		return "", "", err
+	}
+	r, err := filepath.Rel(m.Mountpoint, canon)
+	if err != nil || r == ".." || strings.HasPrefix(r, "../") {
+		return "", "", fmt.Errorf("%s is not inside the tierfs mount %s", canon, m.Mountpoint)
+	}
+	if r == "." {
+		r = ""
+	}
+	return m.Mountpoint, filepath.ToSlash(r), nil
+}
+
+func setupStatus(fs *flag.FlagSet) func([]string) int {
+	asJSON := fs.Bool("json", false, "print JSON instead of a table")
+	return func(args []string) int {
+		if len(args) != 1 {
+			return usageError(fs, "want exactly one MOUNTPOINT")
+		}
+		root, _, err := locate(args[0])
+		if err != nil {
+			// Not in mountinfo (another mount namespace?): the
+			// socket may still answer for the path as given.
+			if root, err = canonicalPath(args[0]); err != nil {
+				return fail("status", err)
+			}
+		}
+		c, err := newControlClient(root)
+		if err != nil {
+			return fail("status", err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+		defer cancel()
+		st, err := c.Status(ctx)
+		if err != nil {
+			return fail("status", err)
+		}
+		if *asJSON {
+			return printJSON(st)
+		}
+		printStatus(st)
+		return 0
+	}
+}
+
+func printJSON(v any) int {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fail("", err)
+	}
+	fmt.Fprintf(stdout, "%s\n", b)
+	return 0
+}
+
+func printStatus(st statusResponse) {
+	fmt.Fprintf(stdout, "Mountpoint: %s\n\n", st.Mountpoint)
+	tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIER\tTYPE\tPATH\tCAPACITY\tUSED\tUSE%\tFILES")
+	for _, t := range st.Tiers {
+		use := "-"
+		if t.CapacityBytes > 0 {
+			// Rounded up, as df does: a tier in use never shows 0%.
+			use = strconv.FormatInt((t.UsedBytes*100+t.CapacityBytes-1)/t.CapacityBytes, 10) + "%"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\n", t.Name, t.Type, t.Path,
+			units.Human(t.CapacityBytes), units.Human(t.UsedBytes), use, t.Files)
+	}
+	tw.Flush()
+	m := st.Moves
+	fmt.Fprintf(stdout, "\nOpen files: %d. Moves: %d done, %d failed, %s moved.\n",
+		st.OpenFiles, m.Done, m.Failed, units.Human(m.BytesMoved))
+	if m.LastError != "" {
+		fmt.Fprintf(stdout, "Last move error: %s\n", m.LastError)
+	}
+}
+
+// lsEntry is one file in `tierfs ls --json`.
+type lsEntry struct {
+	Path string `json:"path"`
+	Size int64  `json:"size"`
+	Tier string `json:"tier"`
+}
+
+func setupLs(fs *flag.FlagSet) func([]string) int {
+	asJSON := fs.Bool("json", false, "print a JSON array of the files instead of a table")
+	recursive := fs.Bool("r", false, "list directories recursively")
+	return func(args []string) int {
+		if len(args) == 0 {
+			args = []string{"."}
+		}
+		status := 0
+		var all []tiering.Entry
+		for _, p := range args {
+			ents, err := lsOne(p, *recursive)
+			if err != nil {
+				fmt.Fprintf(stderr, "tierfs ls: %s: %v\n", p, err)
+				status = 1
+				continue
+			}
+			all = append(all, ents...)
+		}
+		if *asJSON {
+			files := []lsEntry{}
+			for _, e := range all {
+				if !e.IsDir {
+					files = append(files, lsEntry{Path: e.Path, Size: e.Size, Tier: e.Tier})
+				}
+			}
+			if rc := printJSON(files); rc != 0 {
+				return rc
+			}
+			return status
+		}
+		if len(all) > 0 {
+			tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
+			fmt.Fprintln(tw, "TIER\tSIZE\tPATH")
+			for _, e := range all {
+				if e.IsDir {
+					fmt.Fprintf(tw, "%s\t%s\t%s/\n", e.Tier, "-", e.Path)
+				} else {
+					fmt.Fprintf(tw, "%s\t%s\t%s\n", e.Tier, units.Human(e.Size), e.Path)
+				}
+			}
+			tw.Flush()
+		}
+		return status
+	}
+}
+
+func lsOne(path string, recursive bool) ([]tiering.Entry, error) {
+	root, rel, err := locate(path)
+	if err != nil {
+		return nil, err
+	}
+	c, err := newControlClient(root)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	ents, err := c.List(ctx, rel, recursive)
+	var ae *apiError
+	if errors.As(err, &ae) && ae.Code == 404 {
+		return nil, errors.New("no such file or directory")
+	}
+	return ents, err
+}

@@ -1,0 +1,231 @@
+package fs
+
+import (
+	"bytes"
+	"errors"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tierfs/tierfs/tiering"
+	"github.com/tierfs/tierfs/tiering/units"
+)
+
+// TestMoveUnderIO moves a file back and forth between tiers while one
+// goroutine writes it through an fd, another through a shared mapping, and
+// a third reads it; every byte must come out as written.
+func TestMoveUnderIO(t *testing.T) {
+	m := mount(t, mountOpt{ntiers: 3})
+	const half = 4 << 20
+	p := m.path("seg.log")
+	fd, err := unix.Open(p, unix.O_RDWR|unix.O_CREAT, 0o644)
+	mustOK(t, err, "create")
+	defer unix.Close(fd)
+	mustOK(t, unix.Ftruncate(fd, 2*half), "size")
+	mp, err := unix.Mmap(fd, 0, 2*half, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	mustOK(t, err, "mmap")
+	defer unix.Munmap(mp)
+	var ino0 unix.Stat_t
+	mustOK(t, unix.Fstat(fd, &ino0), "fstat")
+
+	// Each writer owns one half and keeps its model.
+	modelFd := make([]byte, half)
+	modelMap := make([]byte, half)
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	wg.Add(3)
+	go func() { // pwrite into [0, half)
+		defer wg.Done()
+		r := rand.New(rand.NewSource(3))
+		for i := 0; !stop.Load() || i < 200; i++ {
+			off := r.Intn(half - 4096)
+			b := randBytes(r, 1+r.Intn(4096))
+			if _, err := unix.Pwrite(fd, b, int64(off)); err != nil {
+				errs <- err
+				return
+			}
+			copy(modelFd[off:], b)
+		}
+	}()
+	go func() { // mapping writes into [half, 2*half)
+		defer wg.Done()
+		r := rand.New(rand.NewSource(4))
+		for i := 0; !stop.Load() || i < 200; i++ {
+			off := r.Intn(half - 4096)
+			b := randBytes(r, 1+r.Intn(4096))
+			copy(mp[half+off:], b)
+			copy(modelMap[off:], b)
+			if i%50 == 0 {
+				if err := unix.Msync(mp, unix.MS_ASYNC); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}
+	}()
+	go func() { // a reader that must never fail
+		defer wg.Done()
+		buf := make([]byte, 64<<10)
+		rfd, err := unix.Open(p, unix.O_RDONLY, 0)
+		if err != nil {
+			errs <- err
+			return
+		}
+		defer unix.Close(rfd)
+		for !stop.Load() {
+			if _, err := unix.Pread(rfd, buf, int64(rand.Intn(2*half-len(buf)))); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}()
+	tiers := []string{"slow", "cold", "fast", "cold", "slow", "fast"}
+	for _, to := range tiers {
+		if err := m.move(t, "seg.log", to); err != nil {
+			stop.Store(true)
+			wg.Wait()
+			t.Fatalf("move to %s: %v", to, err)
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("I/O during moves: %v", err)
+	}
+	mustOK(t, unix.Msync(mp, unix.MS_SYNC), "msync")
+	mustOK(t, unix.Fsync(fd), "fsync")
+	want := append(append([]byte(nil), modelFd...), modelMap...)
+	got := make([]byte, 2*half)
+	n, err := unix.Pread(fd, got, 0)
+	mustOK(t, err, "pread")
+	if n != len(want) || !bytes.Equal(got, want) {
+		t.Fatalf("contents through the fd differ from the model (n=%d)", n)
+	}
+	if !bytes.Equal(mp, want) {
+		t.Fatalf("contents through the mapping differ from the model")
+	}
+	// The backing on its final tier is byte-for-byte the model.
+	if got := m.tierOf(t, "seg.log"); got != 0 {
+		t.Fatalf("on tier %d after the last move to fast", got)
+	}
+	bk, err := os.ReadFile(filepath.Join(m.tiers[0], "seg.log"))
+	mustOK(t, err, "read backing")
+	if !bytes.Equal(bk, want) {
+		t.Fatalf("backing differs from the model")
+	}
+	var ino1 unix.Stat_t
+	mustOK(t, unix.Stat(p, &ino1), "stat")
+	if ino1.Ino != ino0.Ino {
+		t.Fatalf("inode number changed across moves: %d -> %d", ino0.Ino, ino1.Ino)
+	}
+	if v := xattr(t, p, tiering.XattrTier); v != "fast" {
+		t.Fatalf("user.tierfs.tier = %q", v)
+	}
+	st := m.status(t)
+	if st.Moves.Done != int64(len(tiers)) || st.Moves.Failed != 0 {
+		t.Fatalf("move stats %+v", st.Moves)
+	}
+	for i, d := range m.tiers {
+		ents, _ := os.ReadDir(filepath.Join(d, ".tierfs", "staging"))
+		if len(ents) != 0 {
+			t.Fatalf("staging on tier %d not empty: %v", i, ents)
+		}
+	}
+}
+
+func xattr(t testing.TB, p, name string) string {
+	t.Helper()
+	buf := make([]byte, 256)
+	n, err := unix.Getxattr(p, name, buf)
+	mustOK(t, err, "getxattr "+name)
+	return string(buf[:n])
+}
+
+// TestSpillOnFull fills a small fast tier: the file moves to the next tier
+// and the writer never sees ENOSPC until every tier is full.
+func TestSpillOnFull(t *testing.T) {
+	m := mount(t, mountOpt{capacities: []units.ByteSize{4 << 20, 8 << 20}})
+	r := rand.New(rand.NewSource(5))
+	// Placement: fast has room.
+	small := randBytes(r, 1000)
+	mustOK(t, os.WriteFile(m.path("small"), small, 0o644), "write small")
+	if m.tierOf(t, "small") != 0 {
+		t.Fatalf("new file not on the fast tier")
+	}
+	// A 6 MiB write stream overflows fast (4 MiB) and lands on slow.
+	big := randBytes(r, 6<<20)
+	f, err := os.Create(m.path("big"))
+	mustOK(t, err, "create big")
+	for off := 0; off < len(big); off += 128 << 10 {
+		if _, err := f.Write(big[off : off+128<<10]); err != nil {
+			t.Fatalf("write at %d: %v", off, err)
+		}
+	}
+	mustOK(t, f.Sync(), "fsync big")
+	if m.tierOf(t, "big") != 1 {
+		t.Fatalf("big file did not spill to the slow tier")
+	}
+	mustOK(t, f.Close(), "close")
+	if b, _ := os.ReadFile(m.path("big")); !bytes.Equal(b, big) {
+		t.Fatalf("spilled file differs")
+	}
+	// Now fill everything: slow has ~2 MiB left, fast ~4 MiB.
+	f2, err := os.Create(m.path("huge"))
+	mustOK(t, err, "create huge")
+	defer f2.Close()
+	var werr error
+	written := 0
+	chunk := randBytes(r, 256<<10)
+	for i := 0; i < 64; i++ {
+		n, err := f2.Write(chunk)
+		written += n
+		if err != nil {
+			werr = err
+			break
+		}
+	}
+	if !errors.Is(werr, syscall.ENOSPC) {
+		t.Fatalf("filling every tier: got %v after %d bytes, want ENOSPC", werr, written)
+	}
+	if written < 1<<20 {
+		t.Fatalf("only %d bytes fitted before ENOSPC", written)
+	}
+	// Nothing already written was lost.
+	if b, _ := os.ReadFile(m.path("big")); !bytes.Equal(b, big) {
+		t.Fatalf("big file damaged by the full tiers")
+	}
+	if b, _ := os.ReadFile(m.path("small")); !bytes.Equal(b, small) {
+		t.Fatalf("small file damaged by the full tiers")
+	}
+}
+
+// TestPlacementSkipsFullTier: a new file goes to the first tier with room.
+func TestPlacementSkipsFullTier(t *testing.T) {
+	m := mount(t, mountOpt{capacities: []units.ByteSize{2 << 20, 0}})
+	f, err := os.Create(m.path("a"))
+	mustOK(t, err, "create a")
+	_, err = f.Write(make([]byte, 3<<20/2))
+	mustOK(t, err, "write a")
+	f.Close()
+	mustOK(t, os.WriteFile(m.path("b"), []byte("x"), 0o644), "create b")
+	if m.tierOf(t, "a") != 0 || m.tierOf(t, "b") != 1 {
+		t.Fatalf("placement: a on %d, b on %d", m.tierOf(t, "a"), m.tierOf(t, "b"))
+	}
+	var sfs unix.Statfs_t
+	mustOK(t, unix.Statfs(m.mnt, &sfs), "statfs")
+	var slow unix.Statfs_t
+	mustOK(t, unix.Statfs(m.tiers[1], &slow), "statfs slow")
+	total := uint64(sfs.Blocks) * uint64(sfs.Bsize)
+	want := uint64(2<<20) + slow.Blocks*uint64(slow.Bsize)
+	if total < want-8192 || total > want+8192 {
+		t.Fatalf("statfs total %d, want the sum of tiers %d", total, want)
+	}
+}

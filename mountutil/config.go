@@ -1,0 +1,93 @@
+// Package mountutil prepares and inspects mountpoints: detects stale or busy
+// mounts and unmounts cleanly.
+package mountutil
+
+import (
+	"fmt"
+	"os"
+	"os/user"
+	"strconv"
+	"strings"
+
+	"github.com/tierfs/tierfs/tiering/units"
+)
+
+// Config is the [mount] table.
+type Config struct {
+	// AllowOther lets users other than the one who mounted see the files
+	// (FUSE allow_other; needs user_allow_other in /etc/fuse.conf when not
+	// root).
+	AllowOther bool `toml:"allow_other"`
+	// ControlMode is the octal file mode of the control socket, "0600".
+	ControlMode string `toml:"control_mode"`
+	// ControlGroup is a group name or numeric gid given the control
+	// socket; "" leaves the mounting user's group.
+	ControlGroup string `toml:"control_group"`
+}
+
+const defaultControlMode os.FileMode = 0o600
+
+// DefaultConfig returns the [mount] defaults.
+func DefaultConfig() Config {
+	return Config{ControlMode: "0600"}
+}
+
+// parseControlMode parses an octal mode such as "0660", "660" or "0o660".
+func parseControlMode(s string) (os.FileMode, error) {
+	t := strings.TrimSpace(s)
+	t = strings.TrimPrefix(strings.TrimPrefix(t, "0o"), "0O")
+	if t == "" {
+		return 0, fmt.Errorf("empty mode (want an octal mode such as \"0600\")")
+	}
+	v, err := strconv.ParseUint(t, 8, 32)
+	if err != nil {
+		return 0, fmt.Errorf("invalid mode %q (want an octal mode such as \"0600\")", s)
+	}
+	if v > 0o777 {
+		return 0, fmt.Errorf("mode %q is above 0777 (only permission bits may be set)", s)
+	}
+	return os.FileMode(v), nil
+}
+
+// Validate checks the values; errors are *units.KeyError with keys
+// "mount.control_mode" and "mount.control_group".
+func (c Config) Validate() error {
+	if _, err := parseControlMode(c.ControlMode); err != nil {
+		return units.Errorf("mount.control_mode", "%v", err)
+	}
+	if _, err := c.ControlGID(); err != nil {
+		return units.Errorf("mount.control_group", "%v", err)
+	}
+	return nil
+}
+
+// SocketMode is the control socket's file mode; 0600 if ControlMode does
+// not parse (Validate reports that).
+func (c Config) SocketMode() os.FileMode {
+	m, err := parseControlMode(c.ControlMode)
+	if err != nil {
+		return defaultControlMode
+	}
+	return m
+}
+
+// ControlGID resolves ControlGroup to a gid: -1 when it is empty. A name
+// must exist in the group database; a number is taken as a gid as it is.
+func (c Config) ControlGID() (int, error) {
+	g := strings.TrimSpace(c.ControlGroup)
+	if g == "" {
+		return -1, nil
+	}
+	if n, err := strconv.ParseUint(g, 10, 32); err == nil {
+		return int(n), nil
+	}
+	grp, err := user.LookupGroup(g)
+	if err != nil {
+		return -1, fmt.Errorf("unknown group %q", g)
+	}
+	gid, err := strconv.Atoi(grp.Gid)
+	if err != nil {
+		return -1, fmt.Errorf("group %q has a non-numeric gid %q", g, grp.Gid)
+	}
+	return gid, nil
+}

@@ -1,0 +1,99 @@
+// Package policy plans moves of files between tiers. It is pure: it reads a
+// snapshot and returns a plan, with no I/O.
+package policy
+
+import (
+	"fmt"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/tierfs/tierfs/tiering/units"
+)
+
+// Config is the [policy] table.
+type Config struct {
+	// MigrateThreshold is the fraction of a tier's capacity above which
+	// files are moved down to the next tier; -1 disables moves. A tier
+	// may override it with its own migrate_threshold.
+	MigrateThreshold float64 `toml:"migrate_threshold"`
+	// MigrateThreads is how many moves run at once (1..64).
+	MigrateThreads int `toml:"migrate_threads"`
+	// Interval is how often a plan is made.
+	Interval units.Duration `toml:"interval"`
+	// MinAge is how long a file must be left alone (not written) before
+	// it may be moved.
+	MinAge units.Duration `toml:"min_age"`
+	// MaxRate caps the bytes per second copied by moves; 0 is unlimited.
+	MaxRate units.Rate `toml:"max_rate"`
+	// Pin lists globs, relative to the mount root, of files that never
+	// leave the first tier. Segments use path.Match syntax; "**" as a
+	// whole segment matches any number of directories.
+	Pin []string `toml:"pin"`
+}
+
+// MaxMigrateThreads is the most migrate_threads may be.
+const MaxMigrateThreads = 64
+
+// DefaultConfig returns the [policy] defaults.
+func DefaultConfig() Config {
+	return Config{
+		MigrateThreshold: 0.5,
+		MigrateThreads:   1,
+		Interval:         units.Duration(5 * time.Second),
+		MinAge:           units.Duration(30 * time.Second),
+		MaxRate:          0,
+		Pin:              []string{"__cluster_metadata-*/**"},
+	}
+}
+
+// Validate checks the values; errors are *units.KeyError with keys such as
+// "policy.migrate_threshold" ("policy.pin[2]" for the third pin glob).
+func (c Config) Validate() error {
+	if t := c.MigrateThreshold; !((t > 0 && t <= 1) || t == -1) {
+		return units.Errorf("policy.migrate_threshold", "must be in (0, 1], or -1 to disable moves; got %v", t)
+	}
+	if c.MigrateThreads < 1 || c.MigrateThreads > MaxMigrateThreads {
+		return units.Errorf("policy.migrate_threads", "must be 1 to %d, got %d", MaxMigrateThreads, c.MigrateThreads)
+	}
+	if c.Interval <= 0 {
+		return units.Errorf("policy.interval", "must be more than 0, got %v", c.Interval)
+	}
+	if c.MinAge < 0 {
+		return units.Errorf("policy.min_age", "must not be negative, got %v", c.MinAge)
+	}
+	if c.MaxRate < 0 {
+		return units.Errorf("policy.max_rate", "must not be negative (0 is unlimited)")
+	}
+	for i, g := range c.Pin {
+		if err := CheckPinGlob(g); err != nil {
+			return units.Errorf(fmt.Sprintf("policy.pin[%d]", i), "%v", err)
+		}
+	}
+	return nil
+}
+
+// CheckPinGlob checks a pin glob: a relative slash-separated path whose
+// segments are path.Match patterns or "**".
+func CheckPinGlob(g string) error {
+	if g == "" {
+		return fmt.Errorf("empty glob")
+	}
+	if strings.HasPrefix(g, "/") {
+		return fmt.Errorf("glob %q must be relative to the mount root (no leading '/')", g)
+	}
+	for _, seg := range strings.Split(g, "/") {
+		switch {
+		case seg == "":
+			return fmt.Errorf("glob %q has an empty path segment", g)
+		case seg == "**":
+		case strings.Contains(seg, "**"):
+			return fmt.Errorf("glob %q: \"**\" must be a whole path segment", g)
+		default:
+			if _, err := path.Match(seg, ""); err != nil {
+				return fmt.Errorf("glob %q: bad pattern %q", g, seg)
+			}
+		}
+	}
+	return nil
+}

@@ -40,6 +40,9 @@ func TestMain(m *testing.M) {
 type serverConfig struct {
 	Mountpoint string               `json:"mountpoint"`
 	Tiers      []tiering.TierConfig `json:"tiers"`
+	// CrashAt names a tiering.FailPoint step where the daemon kills
+	// itself (kill -9) the first time it gets there.
+	CrashAt string `json:"crash_at,omitempty"`
 }
 
 type request struct {
@@ -61,6 +64,14 @@ func serve(cfgJSON string) int {
 	if err := json.Unmarshal([]byte(cfgJSON), &cfg); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
+	}
+	if cfg.CrashAt != "" {
+		tiering.FailPoint = func(step string) {
+			if step == cfg.CrashAt {
+				syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				select {}
+			}
+		}
 	}
 	log := zerolog.New(os.Stderr).With().Timestamp().Logger()
 	st, err := tiering.Open(cfg.Tiers, tiering.Options{Log: log})
@@ -119,6 +130,7 @@ func serve(cfgJSON string) int {
 
 // testMount is a real tierfs mount over tiers in a temporary directory.
 type testMount struct {
+	cfg   serverConfig
 	mnt   string
 	tiers []string
 	cmd   *exec.Cmd
@@ -130,6 +142,7 @@ type testMount struct {
 }
 
 type mountOpt struct {
+	crashAt    string
 	capacities []units.ByteSize // per tier; 0 = backing size
 	tierDirs   []string         // use these backing dirs instead of fresh ones
 	ntiers     int
@@ -171,6 +184,7 @@ func mount(t testing.TB, o mountOpt) *testMount {
 		cfg.Tiers = append(cfg.Tiers, c)
 		dirs = append(dirs, d)
 	}
+	cfg.CrashAt = o.crashAt
 	cfg.Mountpoint = filepath.Join(base, "mnt")
 	if err := os.Mkdir(cfg.Mountpoint, 0o755); err != nil {
 		t.Fatal(err)
@@ -201,7 +215,7 @@ func startServer(t testing.TB, cfg serverConfig, dirs []string) *testMount {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	m := &testMount{mnt: cfg.Mountpoint, tiers: dirs, cmd: cmd, in: in, out: json.NewDecoder(outp)}
+	m := &testMount{cfg: cfg, mnt: cfg.Mountpoint, tiers: dirs, cmd: cmd, in: in, out: json.NewDecoder(outp)}
 	t.Cleanup(func() {
 		m.stop(t)
 		logMu.Lock()
@@ -255,6 +269,41 @@ func (m *testMount) kill(t testing.TB) {
 	m.cmd.Wait()
 	m.cmd = nil
 	_ = unix.Unmount(m.mnt, unix.MNT_DETACH)
+}
+
+// expectCrash sends req to a daemon that must die on it (at its CrashAt
+// step), then clears the dead mount.
+func (m *testMount) expectCrash(t testing.TB, req request) {
+	t.Helper()
+	b, _ := json.Marshal(req)
+	m.in.Write(append(b, '\n'))
+	var rep reply
+	if err := m.out.Decode(&rep); err == nil {
+		t.Fatalf("daemon answered %+v instead of crashing at %s", rep, m.cfg.CrashAt)
+	}
+	m.waitCrash(t)
+}
+
+// waitCrash waits for the daemon to kill itself and clears the dead mount.
+func (m *testMount) waitCrash(t testing.TB) {
+	t.Helper()
+	err := m.cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("daemon ended with %v, want SIGKILL", err)
+	}
+	m.cmd = nil
+	if err := unix.Unmount(m.mnt, unix.MNT_DETACH); err != nil {
+		t.Fatalf("detach dead mount: %v", err)
+	}
+}
+
+// restart mounts the same tiers again, without a crash point.
+func (m *testMount) restart(t testing.TB) *testMount {
+	t.Helper()
+	cfg := m.cfg
+	cfg.CrashAt = ""
+	return startServer(t, cfg, m.tiers)
 }
 
 func isMounted(p string) bool {

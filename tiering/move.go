@@ -29,6 +29,16 @@ import (
 // copy marked superseded (step 4-6 crash); a marker whose winner does not
 // exist is cleared (crash between marking and renaming).
 
+// FailPoint, when set, is called at each named step of a move or a
+// rename-over; crash tests set it to kill the process there.
+var FailPoint func(step string)
+
+func failPoint(step string) {
+	if FailPoint != nil {
+		FailPoint(step)
+	}
+}
+
 // dirtySet is the byte ranges written while a move copies.
 type dirtySet struct {
 	ranges    [][2]int64
@@ -162,6 +172,7 @@ func (s *Store) moveFile(f *File, dest *Tier) (err error) {
 	if err != nil {
 		return s.moveDone(f, src, dest, 0, start, err)
 	}
+	failPoint("move:staged")
 	committed := false
 	defer func() {
 		if !committed {
@@ -187,6 +198,7 @@ func (s *Store) moveFile(f *File, dest *Tier) (err error) {
 	if err != nil {
 		return s.moveDone(f, src, dest, 0, start, err)
 	}
+	failPoint("move:copied")
 	if dest.capacity > 0 && dest.used.Load()+st.Blocks*512 > dest.capacity {
 		return s.moveDone(f, src, dest, 0, start, unix.ENOSPC)
 	}
@@ -235,6 +247,8 @@ func (s *Store) moveFile(f *File, dest *Tier) (err error) {
 		return s.moveDone(f, src, dest, 0, start, err)
 	}
 
+	failPoint("move:synced")
+
 	// Step 4: commit. The name must still be this file on src.
 	dir, name := comps[:len(comps)-1], comps[len(comps)-1]
 	ls, err := s.locate(dir, name)
@@ -260,11 +274,13 @@ func (s *Store) moveFile(f *File, dest *Tier) (err error) {
 		_ = unix.Fremovexattr(f.fd, xattrSuperseded)
 		return s.moveDone(f, src, dest, 0, start, err)
 	}
+	failPoint("move:marked")
 	if err := unix.Renameat(sfd, staging, pfd, name); err != nil {
 		_ = unix.Fremovexattr(f.fd, xattrSuperseded)
 		return s.moveDone(f, src, dest, 0, start, err)
 	}
 	committed = true
+	failPoint("move:renamed")
 	if err := fsyncDirAt(pfd); err != nil {
 		// The rename may not be durable; the source still is the file
 		// after a crash, and recovery resolves either way.
@@ -288,12 +304,15 @@ func (s *Store) moveFile(f *File, dest *Tier) (err error) {
 	src.files.Add(-1)
 	dest.files.Add(1)
 
+	failPoint("move:swapped")
+
 	// Step 6: the source goes.
 	if err := unix.Unlinkat(ls[0].dirfd, name, 0); err != nil {
 		s.log.Error().Err(err).Str("tier", src.Name).Str("name", name).Msg("unlink moved source; recovery removes it at next mount")
 	} else {
 		_ = fsyncDirAt(ls[0].dirfd)
 	}
+	failPoint("move:unlinked")
 	unix.Close(old)
 	return s.moveDone(f, src, dest, st.Size, start, nil)
 }

@@ -150,8 +150,14 @@ func (s *Store) renameFileLocked(dd []string, dstName string, src *loc, dst locs
 	if replaced != nil && replaced.st.Mode&unix.S_IFMT == unix.S_IFREG {
 		replacedIno, _ = getIno(replaced.dirfd, replaced.name)
 	}
+	if len(others) > 0 {
+		failPoint("rename:marked")
+	}
 	if err := unix.Renameat(src.dirfd, src.name, pfd, dstName); err != nil {
 		return err
+	}
+	if len(others) > 0 {
+		failPoint("rename:renamed")
 	}
 	if replaced != nil && replaced.st.Mode&unix.S_IFMT == unix.S_IFREG {
 		s.forgetReplaced(t, replacedIno, &replaced.st)
@@ -221,9 +227,15 @@ func (s *Store) renameDirLocked(sd []string, srcName string, dd []string, dstNam
 			}
 		}
 	}
+	if multi {
+		failPoint("rename-dir:journaled")
+	}
 	for i := range src {
 		if err := s.renameDirOnTier(src[i].tier, &src[i], rec.To); err != nil {
 			return err
+		}
+		if multi {
+			failPoint("rename-dir:tier")
 		}
 	}
 	if multi {

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"bytes"
+	"errors"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -259,5 +260,50 @@ func TestRenamePartitionAcrossTiers(t *testing.T) {
 	mustOK(t, err, "readdir root")
 	if len(ents) != 0 {
 		t.Fatalf("root not empty: %v", ents)
+	}
+}
+
+// TestKafkaSmallThings: fsync on a read-only fd, names of 255 bytes,
+// fsync of the root directory, statvfs, and an fcntl lock held by another
+// process's view (the kernel's).
+func TestKafkaSmallThings(t *testing.T) {
+	m := mount(t, mountOpt{})
+	long := string(bytes.Repeat([]byte("p"), 251)) + ".log"
+	mustOK(t, os.WriteFile(m.path(long), []byte("x"), 0o644), "255-byte name")
+	if b, err := os.ReadFile(m.path(long)); err != nil || string(b) != "x" {
+		t.Fatalf("read 255-byte name: %q %v", b, err)
+	}
+	if err := os.WriteFile(m.path(long+"x"), nil, 0o644); !errors.Is(err, unix.ENAMETOOLONG) {
+		t.Fatalf("256-byte name: %v, want ENAMETOOLONG", err)
+	}
+	ro, err := unix.Open(m.path(long), unix.O_RDONLY, 0)
+	mustOK(t, err, "open read-only")
+	mustOK(t, unix.Fsync(ro), "fsync read-only fd")
+	mustOK(t, unix.Fdatasync(ro), "fdatasync read-only fd")
+	unix.Close(ro)
+	root, err := unix.Open(m.mnt, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	mustOK(t, err, "open root")
+	mustOK(t, unix.Fsync(root), "fsync root directory")
+	unix.Close(root)
+	var sfs unix.Statfs_t
+	mustOK(t, unix.Statfs(m.mnt, &sfs), "statvfs")
+	if sfs.Bavail == 0 || sfs.Namelen != 255 {
+		t.Fatalf("statvfs: %+v", sfs)
+	}
+	// .lock: a POSIX lock that a second process cannot take.
+	lk, err := os.OpenFile(m.path(".lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	mustOK(t, err, "create .lock")
+	defer lk.Close()
+	mustOK(t, unix.FcntlFlock(lk.Fd(), unix.F_SETLK, &unix.Flock_t{Type: unix.F_WRLCK}), "lock")
+	var probe unix.Flock_t
+	probe.Type = unix.F_WRLCK
+	fd2, err := unix.Open(m.path(".lock"), unix.O_RDWR, 0)
+	mustOK(t, err, "open .lock again")
+	defer unix.Close(fd2)
+	// F_OFD_GETLK asks as an open file description of its own, so the
+	// process's own POSIX lock shows up as a conflict.
+	mustOK(t, unix.FcntlFlock(uintptr(fd2), unix.F_OFD_GETLK, &probe), "getlk")
+	if probe.Type != unix.F_WRLCK {
+		t.Fatalf("lock not visible to another owner: %+v", probe)
 	}
 }

@@ -1,0 +1,158 @@
+package tiering
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/tierfs/tierfs/tiering/units"
+)
+
+func openTest(t *testing.T, tiers []TierConfig, o Options) *Store {
+	t.Helper()
+	o.Log = zerolog.Nop()
+	s, err := Open(tiers, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func twoTiers(t *testing.T, fastType string, fastCap units.ByteSize) []TierConfig {
+	base := t.TempDir()
+	var out []TierConfig
+	for i, n := range []string{"fast", "slow"} {
+		d := filepath.Join(base, n)
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		c := TierConfig{Name: n, Type: TypeHDD, Path: d}
+		if i == 0 {
+			c.Type = fastType
+			c.Capacity = fastCap
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// A pmem tier takes a new file only with room for a whole segment.
+func TestPlacementExpectsSegmentOnPMem(t *testing.T) {
+	tiers := twoTiers(t, TypePMem, 64<<20)
+	s := openTest(t, tiers, Options{SegmentSize: 128 << 20})
+	h, a, err := s.Create(RelPath(""), "00000000000000000000.log", unix.O_RDWR, 0o644, Owner{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Release()
+	if a.Tier != 1 {
+		t.Fatalf("segment placed on tier %d, want 1: the pmem tier has no room for a 128 MiB segment", a.Tier)
+	}
+	s2 := openTest(t, twoTiers(t, TypePMem, 64<<20), Options{SegmentSize: 32 << 20})
+	h, a, err = s2.Create(RelPath(""), "x.log", unix.O_RDWR, 0o644, Owner{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Release()
+	if a.Tier != 0 {
+		t.Fatalf("segment placed on tier %d, want 0", a.Tier)
+	}
+}
+
+// Inode numbers survive a restart and are never handed out twice, even
+// when the counter file is lost (a wiped fast tier).
+func TestInodeNumbersPersist(t *testing.T) {
+	tiers := twoTiers(t, TypeNVMe, 0)
+	s := openTest(t, tiers, Options{})
+	h, a, err := s.Create(RelPath(""), "a", unix.O_RDWR, 0o644, Owner{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Release()
+	if err := s.Move("a", "slow"); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	// A file made behind tierfs's back gets a number at first sight.
+	if err := os.WriteFile(filepath.Join(tiers[1].Path, "outside"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(tiers[0].Path, metaDir, inoFile)); err != nil {
+		t.Fatal(err)
+	}
+	s2 := openTest(t, tiers, Options{})
+	a2, err := s2.Getattr(RelPath("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a2.Ino != a.Ino {
+		t.Fatalf("inode %d became %d across a move and a restart", a.Ino, a2.Ino)
+	}
+	o, err := s2.Getattr(RelPath("outside"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, b, err := s2.Create(RelPath(""), "b", unix.O_RDWR, 0o644, Owner{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Release()
+	seen := map[uint64]string{a.Ino: "a", o.Ino: "outside"}
+	if prev, dup := seen[b.Ino]; dup || o.Ino == a.Ino {
+		t.Fatalf("inode number handed out twice: b=%d a=%d outside=%d (%s)", b.Ino, a.Ino, o.Ino, prev)
+	}
+	if b.Ino <= a.Ino {
+		t.Fatalf("counter went backwards: %d after %d", b.Ino, a.Ino)
+	}
+}
+
+// Recovery: a staged copy is dropped; of two copies the one marked
+// superseded goes; a lone marked copy keeps its data and loses the mark.
+func TestRecoveryResolvesLeftovers(t *testing.T) {
+	tiers := twoTiers(t, TypeNVMe, 0)
+	fast, slow := tiers[0].Path, tiers[1].Path
+	s := openTest(t, tiers, Options{})
+	s.Close()
+	write := func(p, data string) {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(filepath.Join(slow, metaDir, "staging", "1234"), "partial copy")
+	write(filepath.Join(fast, "p/dup"), "old")
+	write(filepath.Join(slow, "p/dup"), "new")
+	if err := unix.Lsetxattr(filepath.Join(fast, "p/dup"), xattrSuperseded, []byte("slow"), 0); err != nil {
+		t.Fatal(err)
+	}
+	write(filepath.Join(fast, "p/lone"), "only copy")
+	if err := unix.Lsetxattr(filepath.Join(fast, "p/lone"), xattrSuperseded, []byte("slow"), 0); err != nil {
+		t.Fatal(err)
+	}
+	s2 := openTest(t, tiers, Options{})
+	if _, err := os.Stat(filepath.Join(slow, metaDir, "staging", "1234")); !os.IsNotExist(err) {
+		t.Fatalf("staged copy survived recovery: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(fast, "p/dup")); !os.IsNotExist(err) {
+		t.Fatalf("superseded copy survived recovery: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(slow, "p/dup")); string(b) != "new" {
+		t.Fatalf("winning copy = %q", b)
+	}
+	if b, _ := os.ReadFile(filepath.Join(fast, "p/lone")); string(b) != "only copy" {
+		t.Fatalf("lone copy = %q", b)
+	}
+	if _, err := unix.Lgetxattr(filepath.Join(fast, "p/lone"), xattrSuperseded, make([]byte, 16)); err == nil {
+		t.Fatalf("lone copy still marked")
+	}
+	st := s2.Status()
+	if st.Tiers[0].Files != 1 || st.Tiers[1].Files != 1 {
+		t.Fatalf("file counts after recovery: %+v", st.Tiers)
+	}
+}

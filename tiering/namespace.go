@@ -190,7 +190,7 @@ func (s *Store) Readdir(p Path) ([]DirEntry, error) {
 	for _, t := range s.tiers {
 		fd, err := t.walk(c, nil)
 		if err != nil {
-			if errors.Is(err, unix.ENOENT) {
+			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 				continue
 			}
 			return nil, err

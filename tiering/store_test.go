@@ -156,3 +156,18 @@ func TestRecoveryResolvesLeftovers(t *testing.T) {
 		t.Fatalf("file counts after recovery: %+v", st.Tiers)
 	}
 }
+
+// Creating under a directory that no tier has fails; it does not make
+// the directory.
+func TestCreateNeedsParent(t *testing.T) {
+	tiers := twoTiers(t, TypeNVMe, 0)
+	s := openTest(t, tiers, Options{})
+	if _, _, err := s.Create(RelPath("gone"), "f", unix.O_RDWR, 0o644, Owner{}); err != unix.ENOENT {
+		t.Fatalf("create under a missing directory: %v, want ENOENT", err)
+	}
+	for _, tc := range tiers {
+		if _, err := os.Stat(filepath.Join(tc.Path, "gone")); !os.IsNotExist(err) {
+			t.Fatalf("directory made on %s: %v", tc.Name, err)
+		}
+	}
+}

@@ -124,11 +124,14 @@ func (t *Tier) walk(comps []string, create func(depth int) (dirMeta, bool)) (int
 		if errors.Is(err, unix.ENOENT) && create != nil {
 			m, ok := create(i)
 			if !ok {
-				m = dirMeta{mode: 0o755}
+				// No tier has this directory: it is not in the namespace,
+				// and a create must not bring it back.
+				unix.Close(fd)
+				return -1, unix.ENOENT
 			}
 			if err = unix.Mkdirat(fd, c, m.mode&0o7777); err == nil || errors.Is(err, unix.EEXIST) {
 				nfd, err = unix.Openat(fd, c, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-				if err == nil && ok {
+				if err == nil {
 					_ = unix.Fchown(nfd, int(m.uid), int(m.gid))
 					_ = unix.Fchmod(nfd, m.mode&0o7777)
 					if m.ino != 0 {

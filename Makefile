@@ -75,8 +75,10 @@ test: deps
 	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory fuzz
 
+# Needs root (the control socket lives in /run/tierfs). Leaves no mount
+# behind however it ends; .demo/ stays until `make clean`.
 demo: deps build
-	./examples/demo.sh
+	bash ./examples/demo.sh
 
 clean:
 	@# Never recurse into a live (or stale) demo mount.

@@ -229,3 +229,28 @@ func TestPlacementSkipsFullTier(t *testing.T) {
 		t.Fatalf("statfs total %d, want the sum of tiers %d", total, want)
 	}
 }
+
+// TestSpillPreallocated: a file grown sparse with ftruncate and then
+// filled (log.preallocate=true, mmapped indexes) spills when its writes
+// would take the tier over its capacity.
+func TestSpillPreallocated(t *testing.T) {
+	m := mount(t, mountOpt{capacities: []units.ByteSize{4 << 20, 0}})
+	f, err := os.Create(m.path("seg.log"))
+	mustOK(t, err, "create")
+	defer f.Close()
+	mustOK(t, f.Truncate(16<<20), "preallocate sparse")
+	chunk := randBytes(rand.New(rand.NewSource(6)), 256<<10)
+	for off := int64(0); off < 12<<20; off += int64(len(chunk)) {
+		if _, err := f.WriteAt(chunk, off); err != nil {
+			t.Fatalf("write at %d: %v", off, err)
+		}
+	}
+	mustOK(t, f.Sync(), "fsync")
+	if m.tierOf(t, "seg.log") != 1 {
+		t.Fatalf("preallocated file filled past the fast tier's capacity did not spill")
+	}
+	st := m.status(t)
+	if st.Tiers[0].UsedBytes > 4<<20 {
+		t.Fatalf("fast tier holds %d bytes, over its 4 MiB capacity", st.Tiers[0].UsedBytes)
+	}
+}

@@ -199,6 +199,14 @@ func Inspect(mountpoint string) (State, string, error) {
 	}
 	var st unix.Stat_t
 	statErr := unix.Stat(abs, &st)
+	if statErr == nil {
+		// stat may be answered from the kernel's attribute cache for a
+		// second after the daemon died; statfs always asks the daemon.
+		var sfs unix.Statfs_t
+		if err := unix.Statfs(abs, &sfs); isStaleErr(err) {
+			statErr = err
+		}
+	}
 	mounts, err := Mounts()
 	if err != nil {
 		return Unmounted, "", fmt.Errorf("reading %s: %w", mountinfoPath, err)

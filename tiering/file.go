@@ -243,13 +243,9 @@ func (f *File) writeLocked(p []byte, off int64) (int, error) {
 		return 0, unix.EBADF
 	}
 	t := f.tier
-	if t.capacity > 0 {
-		f.acctMu.Lock()
-		grow := off + int64(len(p)) - f.size
-		f.acctMu.Unlock()
-		if grow > 0 && t.used.Load()+grow > t.capacity {
-			return 0, unix.ENOSPC
-		}
+	if t.capacity > 0 && t.used.Load()+int64(len(p)) > t.capacity && f.allocates(off, off+int64(len(p))) {
+		// Over the configured capacity: as if the backing were full.
+		return 0, unix.ENOSPC
 	}
 	f.recordDirty(off, off+int64(len(p)))
 	n := 0
@@ -268,6 +264,23 @@ func (f *File) writeLocked(p []byte, off int64) (int, error) {
 	}
 	f.account()
 	return n, err
+}
+
+// allocates reports whether writing [from,to) needs new space: it extends
+// the file or fills a hole (Kafka preallocates sparse segments and grows
+// indexes with ftruncate). Asked only near a tier's capacity.
+func (f *File) allocates(from, to int64) bool {
+	f.acctMu.Lock()
+	size := f.size
+	f.acctMu.Unlock()
+	if to > size {
+		return true
+	}
+	hole, err := unix.Seek(f.fd, from, unix.SEEK_HOLE)
+	if err != nil {
+		return true
+	}
+	return hole < to
 }
 
 // Fsync makes the file's data (and with !dataOnly, metadata) durable.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -23,6 +24,8 @@ type File struct {
 
 	dmu   sync.Mutex
 	dirty *dirtySet // non-nil while a move copies
+
+	lastRead atomic.Int64 // unix nanoseconds of the last read that reached us
 
 	acctMu sync.Mutex
 	blocks int64 // bytes this file is counted for on tier
@@ -155,6 +158,9 @@ func (s *Store) release(f *File) {
 	if s.open[f.ino] == f {
 		delete(s.open, f.ino)
 	}
+	if r := f.lastRead.Load(); r != 0 && !f.unlinked {
+		s.reads[f.ino] = r
+	}
 	unlinked := f.unlinked
 	s.openMu.Unlock()
 	f.mu.Lock()
@@ -188,6 +194,7 @@ func (f *File) account() {
 // Read reads at off.
 func (h *Handle) Read(p []byte, off int64) (int, error) {
 	f := h.f
+	f.lastRead.Store(time.Now().UnixNano())
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	n := 0

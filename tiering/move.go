@@ -1,12 +1,14 @@
 package tiering
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
+	"golang.org/x/time/rate"
 )
 
 // A move, step by step (see docs/design.md for the crash analysis):
@@ -81,6 +83,27 @@ var ErrBusy = errors.New("file is being moved")
 // Move relocates the file at rel (relative to the mount root) to the tier
 // named to. The file may be open, mapped and written throughout.
 func (s *Store) Move(rel string, to string) error {
+	return s.MoveWith(context.Background(), rel, to, MoveOptions{})
+}
+
+// MoveOptions shape one move.
+type MoveOptions struct {
+	// Ino, when non-zero, must be the file's inode number: a planner's
+	// snapshot may be older than a rename or a replacement.
+	Ino uint64
+	// Limiter paces the bulk copy (shared by all moves for a bandwidth
+	// cap); nil is unlimited.
+	Limiter *rate.Limiter
+	// Progress, if set, is told the bytes copied so far and the total.
+	Progress func(done, total int64)
+}
+
+// ErrChanged is returned when the name no longer holds the file a move
+// was planned for.
+var ErrChanged = errors.New("file changed since it was planned")
+
+// MoveWith is Move with options; ctx cancels the bulk copy.
+func (s *Store) MoveWith(ctx context.Context, rel string, to string, o MoveOptions) error {
 	dest, err := s.TierByName(to)
 	if err != nil {
 		return err
@@ -90,7 +113,10 @@ func (s *Store) Move(rel string, to string) error {
 		return err
 	}
 	defer s.release(f)
-	return s.moveFile(f, dest)
+	if o.Ino != 0 && f.ino != o.Ino {
+		return ErrChanged
+	}
+	return s.moveFileWith(ctx, f, dest, &o)
 }
 
 // acquire registers the file at p as open without a handle.
@@ -145,7 +171,11 @@ func (s *Store) spill(f *File, full *Tier) error {
 	return last
 }
 
-func (s *Store) moveFile(f *File, dest *Tier) (err error) {
+func (s *Store) moveFile(f *File, dest *Tier) error {
+	return s.moveFileWith(context.Background(), f, dest, &MoveOptions{})
+}
+
+func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOptions) (err error) {
 	start := time.Now()
 	if !f.moving.CompareAndSwap(false, true) {
 		return ErrBusy
@@ -191,7 +221,8 @@ func (s *Store) moveFile(f *File, dest *Tier) (err error) {
 		if st.Nlink > 1 {
 			err = fmt.Errorf("file has %d names: %w", st.Nlink, unix.EMLINK)
 		} else {
-			err = copySparse(dfd, srcfd, st.Size)
+			cp := &copier{ctx: ctx, limiter: o.Limiter, progress: o.Progress, total: st.Size}
+			err = cp.sparse(dfd, srcfd, st.Size)
 		}
 	}
 	f.mu.RUnlock()
@@ -341,8 +372,29 @@ func (s *Store) moveDone(f *File, src, dest *Tier, bytes int64, start time.Time,
 	return err
 }
 
-// copySparse copies [0,size) of src to dst, skipping holes.
+// copier copies file data, paced by a limiter and cancellable; the zero
+// value copies at full speed.
+type copier struct {
+	ctx      context.Context
+	limiter  *rate.Limiter
+	progress func(done, total int64)
+	done     int64
+	total    int64
+}
+
+// chunk is the most copied between two pacing decisions.
+const chunk = 1 << 20
+
 func copySparse(dst, src int, size int64) error {
+	return (&copier{}).sparse(dst, src, size)
+}
+
+func copyRange(dst, src int, from, to int64) error {
+	return (&copier{}).rangeAt(dst, src, from, to)
+}
+
+// sparse copies [0,size) of src to dst, skipping holes.
+func (c *copier) sparse(dst, src int, size int64) error {
 	off := int64(0)
 	for off < size {
 		data, err := unix.Seek(src, off, unix.SEEK_DATA)
@@ -351,7 +403,7 @@ func copySparse(dst, src int, size int64) error {
 				break // only a hole is left
 			}
 			if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP) {
-				return copyRange(dst, src, off, size)
+				return c.rangeAt(dst, src, off, size)
 			}
 			return err
 		}
@@ -365,7 +417,7 @@ func copySparse(dst, src int, size int64) error {
 		if hole > size {
 			hole = size
 		}
-		if err := copyRange(dst, src, data, hole); err != nil {
+		if err := c.rangeAt(dst, src, data, hole); err != nil {
 			return err
 		}
 		off = hole
@@ -373,28 +425,65 @@ func copySparse(dst, src int, size int64) error {
 	return nil
 }
 
-// copyRange copies [from,to) at the same offsets, with copy_file_range
+// rangeAt copies [from,to) at the same offsets, with copy_file_range
 // where the kernel can and a read/write loop where it cannot.
-func copyRange(dst, src int, from, to int64) error {
+func (c *copier) rangeAt(dst, src int, from, to int64) error {
 	off := from
 	for off < to {
-		roff, woff := off, off
-		n, err := unix.CopyFileRange(src, &roff, dst, &woff, int(min(to-off, 1<<30)), 0)
+		n := min(to-off, chunk)
+		if c.ctx != nil {
+			if err := c.ctx.Err(); err != nil {
+				return err
+			}
+		}
+		if c.limiter != nil && c.limiter.Limit() != rate.Inf {
+			n = min(n, int64(max(c.limiter.Burst(), 1)))
+			if err := c.limiter.WaitN(ctxOr(c.ctx), int(n)); err != nil {
+				return err
+			}
+		}
+		m, err := copyChunk(dst, src, off, n)
 		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
-			if errors.Is(err, unix.EXDEV) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EOPNOTSUPP) {
-				return copyLoop(dst, src, off, to)
-			}
 			return err
 		}
-		if n == 0 {
+		if m == 0 {
 			return nil // source shorter than expected: size is set later
 		}
-		off += int64(n)
+		off += m
+		c.done += m
+		if c.progress != nil {
+			c.progress(c.done, c.total)
+		}
 	}
 	return nil
+}
+
+func ctxOr(ctx context.Context) context.Context {
+	if ctx == nil {
+		return context.Background()
+	}
+	return ctx
+}
+
+// copyChunk copies up to n bytes at off: copy_file_range, or read/write.
+func copyChunk(dst, src int, off, n int64) (int64, error) {
+	for {
+		roff, woff := off, off
+		m, err := unix.CopyFileRange(src, &roff, dst, &woff, int(n), 0)
+		if err == nil {
+			return int64(m), nil
+		}
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if errors.Is(err, unix.EXDEV) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EOPNOTSUPP) {
+			if err := copyLoop(dst, src, off, off+n); err != nil {
+				return 0, err
+			}
+			return n, nil
+		}
+		return 0, err
+	}
 }
 
 func copyLoop(dst, src int, from, to int64) error {

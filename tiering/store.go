@@ -68,6 +68,7 @@ type Store struct {
 
 	openMu sync.Mutex
 	open   map[uint64]*File
+	reads  map[uint64]int64 // last read (unix ns) of files no longer open
 
 	assignMu    sync.Mutex
 	inoMu       sync.Mutex
@@ -89,7 +90,7 @@ func Open(tiers []TierConfig, opts Options) (*Store, error) {
 	if opts.MinFree == 0 {
 		opts.MinFree = 1 << 20
 	}
-	s := &Store{opts: opts, log: opts.Log, open: map[uint64]*File{}}
+	s := &Store{opts: opts, log: opts.Log, open: map[uint64]*File{}, reads: map[uint64]int64{}}
 	for i, c := range tiers {
 		t, err := openTier(i, c)
 		if err != nil {

@@ -12,8 +12,12 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tierfs/tierfs/policy"
+	"github.com/tierfs/tierfs/tiering/units"
 )
 
 // FuzzDifferential decodes bytes into file operations (create, write,
@@ -31,7 +35,16 @@ func FuzzDifferential(f *testing.F) {
 	} {
 		f.Add(seed)
 	}
-	m := mount(f, mountOpt{ntiers: 3})
+	// The policy engine runs too, aggressively: a small fast tier, no
+	// minimum age, a plan every few milliseconds, so that its moves
+	// interleave with the operations.
+	pc := policy.DefaultConfig()
+	pc.MigrateThreshold = 0.3
+	pc.Interval = units.Duration(3 * time.Millisecond)
+	pc.MinAge = 0
+	pc.MigrateThreads = 2
+	pc.Pin = nil
+	m := mount(f, mountOpt{ntiers: 3, capacities: []units.ByteSize{256 << 10, 512 << 10, 0}, policy: &pc})
 	ref := f.TempDir()
 	var n atomic.Int64
 	f.Fuzz(func(t *testing.T, prog []byte) {
@@ -204,7 +217,8 @@ func (d *diff) run(prog []byte) {
 			err := d.m.move(t, d.rel+"/"+name, tier)
 			fi, serr := os.Lstat(filepath.Join(d.b, name))
 			switch {
-			case err == nil && serr == nil && fi.Mode().IsRegular():
+			case (err == nil || errors.Is(err, syscall.EBUSY)) && serr == nil && fi.Mode().IsRegular():
+				// EBUSY: the engine was moving the same file.
 			case errors.Is(err, syscall.ENOENT) && (os.IsNotExist(serr) || errors.Is(serr, syscall.ENOTDIR)):
 				// Move resolves names itself: a path through a file is
 				// simply not found.

@@ -3,6 +3,7 @@ package fs
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +20,8 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/tierfs/tierfs/policy"
+	"github.com/tierfs/tierfs/policy/engine"
 	"github.com/tierfs/tierfs/tiering"
 	"github.com/tierfs/tierfs/tiering/units"
 )
@@ -43,6 +46,8 @@ type serverConfig struct {
 	// CrashAt names a tiering.FailPoint step where the daemon kills
 	// itself (kill -9) the first time it gets there.
 	CrashAt string `json:"crash_at,omitempty"`
+	// Policy, when set, runs the policy engine in the daemon.
+	Policy *policy.Config `json:"policy,omitempty"`
 }
 
 type request struct {
@@ -88,6 +93,22 @@ func serve(cfgJSON string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
+	stopEngine := func() {}
+	if cfg.Policy != nil {
+		var th []float64
+		for range cfg.Tiers {
+			th = append(th, cfg.Policy.MigrateThreshold)
+		}
+		eng, err := engine.New(st, engine.Config{Policy: *cfg.Policy, Thresholds: th}, "", log)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { eng.Run(ctx); close(done) }()
+		stopEngine = func() { cancel(); <-done }
+	}
 	out := json.NewEncoder(os.Stdout)
 	out.Encode(reply{})
 	in := bufio.NewScanner(os.Stdin)
@@ -112,6 +133,14 @@ func serve(cfgJSON string) int {
 		}
 		out.Encode(rep)
 	}
+	stopEngine()
+	return unmountAndClose(srv, st)
+}
+
+func unmountAndClose(srv interface {
+	Unmount() error
+	Wait()
+}, st *tiering.Store) int {
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		err := srv.Unmount()
 		if err == nil {
@@ -143,6 +172,7 @@ type testMount struct {
 
 type mountOpt struct {
 	crashAt    string
+	policy     *policy.Config
 	capacities []units.ByteSize // per tier; 0 = backing size
 	tierDirs   []string         // use these backing dirs instead of fresh ones
 	ntiers     int
@@ -185,6 +215,7 @@ func mount(t testing.TB, o mountOpt) *testMount {
 		dirs = append(dirs, d)
 	}
 	cfg.CrashAt = o.crashAt
+	cfg.Policy = o.policy
 	cfg.Mountpoint = filepath.Join(base, "mnt")
 	if err := os.Mkdir(cfg.Mountpoint, 0o755); err != nil {
 		t.Fatal(err)
@@ -204,6 +235,13 @@ func startServer(t testing.TB, cfg serverConfig, dirs []string) *testMount {
 		defer logMu.Unlock()
 		return logs.Write(p)
 	})
+	if dir := os.Getenv("TIERFS_TEST_LOG_DIR"); dir != "" {
+		// Keep the daemon's log (and a SIGQUIT stack dump) for reading.
+		if lf, err := os.CreateTemp(dir, "tierfs-*.log"); err == nil {
+			t.Cleanup(func() { lf.Close() })
+			cmd.Stderr = io.MultiWriter(cmd.Stderr, lf)
+		}
+	}
 	in, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -78,7 +78,7 @@ func (f *File) markSizeDirty() {
 }
 
 // ErrBusy is returned when the file is already being moved.
-var ErrBusy = errors.New("file is being moved")
+var ErrBusy = fmt.Errorf("file is being moved: %w", unix.EBUSY)
 
 // Move relocates the file at rel (relative to the mount root) to the tier
 // named to. The file may be open, mapped and written throughout.
@@ -356,7 +356,9 @@ func (s *Store) moveDone(f *File, src, dest *Tier, bytes int64, start time.Time,
 	f.dmu.Unlock()
 	f.moving.Store(false)
 	s.statsMu.Lock()
-	if err != nil {
+	if errors.Is(err, context.Canceled) {
+		// Shutdown: not a failure.
+	} else if err != nil {
 		s.stats.Failed++
 		s.stats.LastError = err.Error()
 	} else {
@@ -365,7 +367,7 @@ func (s *Store) moveDone(f *File, src, dest *Tier, bytes int64, start time.Time,
 	}
 	s.statsMu.Unlock()
 	ev := s.log.Debug()
-	if err != nil {
+	if err != nil && !errors.Is(err, context.Canceled) {
 		ev = s.log.Warn().Err(err)
 	}
 	ev.Str("from", src.Name).Str("to", dest.Name).Uint64("ino", f.ino).Int64("bytes", bytes).Dur("dur", time.Since(start)).Msg("move")

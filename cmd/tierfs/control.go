@@ -1,8 +1,8 @@
 package main
 
 // The control channel: HTTP with JSON bodies over a unix socket that the
-// daemon of one mount listens on. `tierfs status`, `tierfs ls` (and later
-// `tierfs migrate`) are its clients.
+// daemon of one mount listens on. `tierfs status`, `ls`, `migrate`, `pin`,
+// `unpin` and `reload` are its clients.
 
 import (
 	"context"
@@ -18,11 +18,14 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/tierfs/tierfs/policy/engine"
 	"github.com/tierfs/tierfs/tiering"
 )
 
@@ -52,10 +55,110 @@ type controlStore interface {
 
 var _ controlStore = (*tiering.Store)(nil)
 
+// controlPolicy is what the control server needs of the policy engine
+// and the daemon's configuration.
+type controlPolicy interface {
+	Migrate(rel, tier string) (*engine.Job, error)
+	Pin(rel, tier string) (*engine.Job, error)
+	Unpin(rel string) error
+	Status() policyStatus
+	Reload() (reloadResult, error)
+}
+
+var _ controlPolicy = (*livePolicy)(nil)
+
 // statusResponse is the body of GET /v1/status.
 type statusResponse struct {
 	Mountpoint string `json:"mountpoint"`
 	tiering.Status
+	Policy *policyStatus `json:"policy,omitempty"`
+}
+
+// jobResponse is a queued move, in the replies of POST /v1/migrate,
+// POST /v1/pin and GET /v1/job.
+type jobResponse struct {
+	ID    uint64 `json:"id"`
+	Path  string `json:"path"`
+	To    string `json:"to"`
+	State string `json:"state"` // queued, moving, done or failed
+	// BytesDone is what the copy has done so far; BytesTotal the file's
+	// size.
+	BytesDone  int64  `json:"bytes_done"`
+	BytesTotal int64  `json:"bytes_total"`
+	Finished   bool   `json:"finished"`
+	Error      string `json:"error,omitempty"`
+}
+
+// Job states.
+const (
+	jobQueued = "queued"
+	jobMoving = "moving"
+	jobDone   = "done"
+	jobFailed = "failed"
+)
+
+// pinResponse is the body of POST /v1/pin.
+type pinResponse struct {
+	Path string      `json:"path"`
+	Tier string      `json:"tier"`
+	Job  jobResponse `json:"job"`
+}
+
+// jobRecord is a job the control server handed out an id for.
+type jobRecord struct {
+	id   uint64
+	job  *engine.Job
+	size int64 // the file's size when queued: the total until the copy starts
+}
+
+// maxJobRecords bounds the finished jobs remembered for GET /v1/job.
+const maxJobRecords = 4096
+
+// jobTable numbers the jobs queued over the socket.
+type jobTable struct {
+	mu    sync.Mutex
+	next  uint64
+	byID  map[uint64]*jobRecord
+	ids   map[*engine.Job]uint64
+	order []uint64
+}
+
+// add records j (once: a move already queued keeps its id).
+func (t *jobTable) add(j *engine.Job, size int64) *jobRecord {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.byID == nil {
+		t.byID, t.ids = map[uint64]*jobRecord{}, map[*engine.Job]uint64{}
+	}
+	if id, ok := t.ids[j]; ok {
+		return t.byID[id]
+	}
+	t.next++
+	r := &jobRecord{id: t.next, job: j, size: size}
+	t.byID[r.id], t.ids[j] = r, r.id
+	t.order = append(t.order, r.id)
+	if len(t.order) > maxJobRecords {
+		// Forget the oldest finished jobs.
+		keep := t.order[:0]
+		drop := len(t.order) - maxJobRecords
+		for _, id := range t.order {
+			if fin, _ := t.byID[id].job.Finished(); fin && drop > 0 {
+				delete(t.ids, t.byID[id].job)
+				delete(t.byID, id)
+				drop--
+				continue
+			}
+			keep = append(keep, id)
+		}
+		t.order = keep
+	}
+	return r
+}
+
+func (t *jobTable) get(id uint64) *jobRecord {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.byID[id]
 }
 
 // errorResponse is the body of every error reply.
@@ -66,17 +169,35 @@ type errorResponse struct {
 // controlServer answers the control protocol for one mount.
 type controlServer struct {
 	store      controlStore
+	policy     controlPolicy // nil: the policy endpoints answer 503
 	mountpoint string
 	log        zerolog.Logger
 	mux        *http.ServeMux
+	jobs       jobTable
 }
 
-func newControlServer(store controlStore, mountpoint string, log zerolog.Logger) *controlServer {
-	s := &controlServer{store: store, mountpoint: mountpoint, log: log, mux: http.NewServeMux()}
+func newControlServer(store controlStore, pol controlPolicy, mountpoint string, log zerolog.Logger) *controlServer {
+	s := &controlServer{store: store, policy: pol, mountpoint: mountpoint, log: log, mux: http.NewServeMux()}
 	s.mux.HandleFunc("GET /v1/status", s.handleStatus)
 	s.mux.HandleFunc("GET /v1/ls", s.handleLs)
 	s.mux.HandleFunc("POST /v1/move", s.handleMove)
+	s.mux.HandleFunc("POST /v1/migrate", s.withPolicy(s.handleMigrate))
+	s.mux.HandleFunc("GET /v1/job", s.withPolicy(s.handleJob))
+	s.mux.HandleFunc("POST /v1/pin", s.withPolicy(s.handlePin))
+	s.mux.HandleFunc("POST /v1/unpin", s.withPolicy(s.handleUnpin))
+	s.mux.HandleFunc("POST /v1/reload", s.withPolicy(s.handleReload))
 	return s
+}
+
+// withPolicy answers 503 when the daemon runs no policy engine.
+func (s *controlServer) withPolicy(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.policy == nil {
+			writeError(w, http.StatusServiceUnavailable, "this daemon runs no policy engine")
+			return
+		}
+		h(w, r)
+	}
 }
 
 // ServeHTTP implements http.Handler.
@@ -122,7 +243,12 @@ func (r *statusRecorder) WriteHeader(code int) {
 }
 
 func (s *controlServer) handleStatus(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, statusResponse{Mountpoint: s.mountpoint, Status: s.store.Status()})
+	st := statusResponse{Mountpoint: s.mountpoint, Status: s.store.Status()}
+	if s.policy != nil {
+		ps := s.policy.Status()
+		st.Policy = &ps
+	}
+	writeJSON(w, http.StatusOK, st)
 }
 
 func (s *controlServer) handleLs(w http.ResponseWriter, r *http.Request) {
@@ -174,6 +300,166 @@ func (s *controlServer) handleMove(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info().Str("path", rel).Str("tier", tier).Dur("took", time.Since(start)).Msg("moved on request")
 	writeJSON(w, http.StatusOK, map[string]string{"path": rel, "tier": tier})
+}
+
+// fileArgs reads and checks the path and tier parameters of migrate and
+// pin: the path must name a regular file, the tier must exist. It answers
+// the request itself when they are wrong.
+func (s *controlServer) fileArgs(w http.ResponseWriter, r *http.Request, op string) (rel, tier string, size int64, ok bool) {
+	q := r.URL.Query()
+	rel, ok = cleanRel(q.Get("path"))
+	tier = q.Get("tier")
+	switch {
+	case !ok:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("%s: bad path %q", op, q.Get("path")))
+		return "", "", 0, false
+	case rel == "":
+		writeError(w, http.StatusBadRequest, "path is required")
+		return "", "", 0, false
+	case tier == "":
+		writeError(w, http.StatusBadRequest, "tier is required")
+		return "", "", 0, false
+	}
+	if err := s.checkTier(tier); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return "", "", 0, false
+	}
+	ents, err := s.store.List(rel, false)
+	if err != nil {
+		writeError(w, errnoStatus(err), fmt.Sprintf("%s %s: %v", op, rel, err))
+		return "", "", 0, false
+	}
+	if len(ents) != 1 || ents[0].Path != rel || ents[0].IsDir {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("%s %s: is a directory (name its files)", op, rel))
+		return "", "", 0, false
+	}
+	return rel, tier, ents[0].Size, true
+}
+
+// checkTier says which tiers there are when name is not one.
+func (s *controlServer) checkTier(name string) error {
+	var names []string
+	for _, t := range s.store.Status().Tiers {
+		if t.Name == name {
+			return nil
+		}
+		names = append(names, t.Name)
+	}
+	return fmt.Errorf("no tier named %q (tiers: %s)", name, strings.Join(names, ", "))
+}
+
+// cleanRel makes a path relative to the mount root canonical, as the
+// engine names files: "a/b", "" for the root. ok is false for "..".
+func cleanRel(p string) (string, bool) {
+	c, ok := tiering.RelPath(p).Components()
+	return strings.Join(c, "/"), ok
+}
+
+func (s *controlServer) handleMigrate(w http.ResponseWriter, r *http.Request) {
+	rel, tier, size, ok := s.fileArgs(w, r, "migrate")
+	if !ok {
+		return
+	}
+	j, err := s.policy.Migrate(rel, tier)
+	if err != nil {
+		writeError(w, http.StatusConflict, fmt.Sprintf("migrate %s to %s: %v", rel, tier, err))
+		return
+	}
+	rec := s.jobs.add(j, size)
+	s.log.Info().Str("path", rel).Str("to", tier).Uint64("job", rec.id).Msg("move queued on request")
+	writeJSON(w, http.StatusOK, s.jobReply(rec))
+}
+
+func (s *controlServer) handleJob(w http.ResponseWriter, r *http.Request) {
+	v := r.URL.Query().Get("id")
+	id, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("id: want a job number, got %q", v))
+		return
+	}
+	rec := s.jobs.get(id)
+	if rec == nil {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no job %d", id))
+		return
+	}
+	writeJSON(w, http.StatusOK, s.jobReply(rec))
+}
+
+// jobReply describes a job's progress.
+func (s *controlServer) jobReply(rec *jobRecord) jobResponse {
+	j := rec.job
+	fin, err := j.Finished()
+	done, total := j.Progress()
+	if total == 0 {
+		total = rec.size
+	}
+	out := jobResponse{ID: rec.id, Path: j.Path, To: j.To, BytesDone: done, BytesTotal: total, Finished: fin}
+	switch {
+	case fin && err != nil:
+		out.State, out.Error = jobFailed, err.Error()
+	case fin:
+		out.State = jobDone
+		out.BytesDone = max(out.BytesDone, out.BytesTotal)
+	default:
+		out.State = jobQueued
+		if done > 0 {
+			out.State = jobMoving
+		} else {
+			for _, m := range s.policy.Status().InFlight {
+				if m.Path == j.Path {
+					out.State = jobMoving
+				}
+			}
+		}
+	}
+	return out
+}
+
+func (s *controlServer) handlePin(w http.ResponseWriter, r *http.Request) {
+	rel, tier, size, ok := s.fileArgs(w, r, "pin")
+	if !ok {
+		return
+	}
+	j, err := s.policy.Pin(rel, tier)
+	if err != nil {
+		writeError(w, http.StatusConflict, fmt.Sprintf("pin %s to %s: %v", rel, tier, err))
+		return
+	}
+	rec := s.jobs.add(j, size)
+	s.log.Info().Str("path", rel).Str("tier", tier).Uint64("job", rec.id).Msg("pinned on request")
+	writeJSON(w, http.StatusOK, pinResponse{Path: rel, Tier: tier, Job: s.jobReply(rec)})
+}
+
+func (s *controlServer) handleUnpin(w http.ResponseWriter, r *http.Request) {
+	rel, ok := cleanRel(r.URL.Query().Get("path"))
+	switch {
+	case !ok:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("unpin: bad path %q", r.URL.Query().Get("path")))
+		return
+	case rel == "":
+		writeError(w, http.StatusBadRequest, "path is required")
+		return
+	}
+	// The file need not exist any more: a pin outlives its file.
+	if _, pinned := s.policy.Status().Pins[rel]; !pinned {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("unpin %s: not pinned", rel))
+		return
+	}
+	if err := s.policy.Unpin(rel); err != nil {
+		writeError(w, http.StatusInternalServerError, fmt.Sprintf("unpin %s: %v", rel, err))
+		return
+	}
+	s.log.Info().Str("path", rel).Msg("unpinned on request")
+	writeJSON(w, http.StatusOK, map[string]string{"path": rel})
+}
+
+func (s *controlServer) handleReload(w http.ResponseWriter, r *http.Request) {
+	res, err := s.policy.Reload()
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
 }
 
 func displayRel(rel string) string {
@@ -453,4 +739,37 @@ func (c *controlClient) List(ctx context.Context, rel string, recursive bool) ([
 
 func (c *controlClient) Move(ctx context.Context, rel, tier string) error {
 	return c.do(ctx, http.MethodPost, "/v1/move", url.Values{"path": {rel}, "tier": {tier}}, nil)
+}
+
+// Migrate queues a move of rel to tier.
+func (c *controlClient) Migrate(ctx context.Context, rel, tier string) (jobResponse, error) {
+	var j jobResponse
+	err := c.do(ctx, http.MethodPost, "/v1/migrate", url.Values{"path": {rel}, "tier": {tier}}, &j)
+	return j, err
+}
+
+// Job reports a queued move's progress.
+func (c *controlClient) Job(ctx context.Context, id uint64) (jobResponse, error) {
+	var j jobResponse
+	err := c.do(ctx, http.MethodGet, "/v1/job", url.Values{"id": {strconv.FormatUint(id, 10)}}, &j)
+	return j, err
+}
+
+// Pin keeps rel on tier, moving it there.
+func (c *controlClient) Pin(ctx context.Context, rel, tier string) (pinResponse, error) {
+	var p pinResponse
+	err := c.do(ctx, http.MethodPost, "/v1/pin", url.Values{"path": {rel}, "tier": {tier}}, &p)
+	return p, err
+}
+
+// Unpin lets the policy move rel again.
+func (c *controlClient) Unpin(ctx context.Context, rel string) error {
+	return c.do(ctx, http.MethodPost, "/v1/unpin", url.Values{"path": {rel}}, nil)
+}
+
+// Reload makes the daemon re-read its configuration file.
+func (c *controlClient) Reload(ctx context.Context) (reloadResult, error) {
+	var r reloadResult
+	err := c.do(ctx, http.MethodPost, "/v1/reload", nil, &r)
+	return r, err
 }

@@ -51,6 +51,10 @@ func (f *fakeStore) List(rel string, recursive bool) ([]tiering.Entry, error) {
 		return nil, nil
 	case "perm":
 		return nil, unix.EACCES
+	case "a", "d/b", "big", "bad":
+		return []tiering.Entry{{Path: rel, Size: 1000, Tier: "fast"}}, nil
+	case "d":
+		return []tiering.Entry{{Path: "d/b", Size: 2, Tier: "slow"}}, nil
 	}
 	return nil, unix.ENOENT
 }
@@ -84,7 +88,7 @@ func serveFake(t *testing.T) (*controlClient, *fakeStore) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: newControlServer(store, "/mnt/kafka", zerolog.Nop())}
+	srv := &http.Server{Handler: newControlServer(store, nil, "/mnt/kafka", zerolog.Nop())}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return newControlClientAt("/mnt/kafka", sock), store
@@ -137,6 +141,7 @@ func TestControlServer(t *testing.T) {
 		{"GET move", c.do(ctx, http.MethodGet, "/v1/move", nil, nil), 405, "Method Not Allowed"},
 		{"POST status", c.do(ctx, http.MethodPost, "/v1/status", nil, nil), 405, "Method Not Allowed"},
 		{"unknown", c.do(ctx, http.MethodGet, "/v2/status", nil, nil), 404, "no such endpoint: GET /v2/status"},
+		{"migrate without an engine", func() error { _, err := c.Migrate(ctx, "a", "slow"); return err }(), 503, "no policy engine"},
 	} {
 		if tc.code == 0 {
 			if tc.err != nil {
@@ -224,7 +229,7 @@ func TestListenControl(t *testing.T) {
 		t.Skip("skipping: creating sockets in /run/tierfs needs root")
 	}
 	mp := filepath.Join(t.TempDir(), "mnt") // never mounted: only names the socket
-	h := newControlServer(&fakeStore{}, mp, zerolog.Nop())
+	h := newControlServer(&fakeStore{}, nil, mp, zerolog.Nop())
 	c, err := listenControl(mp, h, 0o640, 4242)
 	if err != nil {
 		t.Fatal(err)

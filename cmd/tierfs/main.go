@@ -25,9 +25,22 @@ Usage:
   tierfs check --config FILE [MOUNTPOINT]
         validate FILE (and MOUNTPOINT) and print the effective configuration
   tierfs status [--json] MOUNTPOINT
-        show each tier's capacity, usage and file count
+        show each tier's capacity, usage and file count, and the policy:
+        moves queued and in flight, moves done, bytes moved, last errors,
+        pins
   tierfs ls [--json] [-r] PATH...
         show which tier holds each file at or under PATH
+  tierfs migrate --to TIER [--wait] PATH...
+        move files (every file under a directory) to TIER now, ahead of the
+        policy's moves; --wait shows their progress until they end
+  tierfs pin --tier TIER [--wait] PATH...
+        keep files on TIER (moving them there), across restarts
+  tierfs unpin PATH...
+        let the policy move pinned files again
+  tierfs reload MOUNTPOINT
+        make the daemon re-read its configuration file (as SIGHUP does) and
+        apply thresholds, rates, threads, intervals, pins and the log level;
+        an invalid file is refused and the running configuration stays
   tierfs version
         print the version
   tierfs help [COMMAND]
@@ -54,6 +67,10 @@ func init() {
 		{name: "check", args: "--config FILE [MOUNTPOINT]", short: "validate a configuration and print it", setup: setupCheck},
 		{name: "status", args: "[--json] MOUNTPOINT", short: "show the tiers of a mounted tierfs", setup: setupStatus},
 		{name: "ls", args: "[--json] [-r] PATH...", short: "show which tier holds each file", setup: setupLs},
+		{name: "migrate", args: "--to TIER [--wait] PATH...", short: "move files, or every file under a directory, to a tier now", setup: setupMigrate},
+		{name: "pin", args: "--tier TIER [--wait] PATH...", short: "keep files on a tier (moving them there), across restarts", setup: setupPin},
+		{name: "unpin", args: "PATH...", short: "let the policy move pinned files again", setup: setupUnpin},
+		{name: "reload", args: "MOUNTPOINT", short: "make the daemon re-read its configuration file and apply it live", setup: setupReload},
 		{name: "version", args: "", short: "print the version", setup: setupVersion},
 	}
 }

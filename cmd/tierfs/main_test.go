@@ -185,8 +185,15 @@ func startDaemon(t *testing.T, e *env) *daemon {
 	}()
 	t.Cleanup(func() {
 		if !d.exited() {
-			d.cmd.Process.Kill()
-			<-d.done
+			// Let it unmount and remove its socket; kill it if it
+			// does not.
+			d.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-d.done:
+			case <-time.After(waitTimeout):
+				d.cmd.Process.Kill()
+				<-d.done
+			}
 		}
 		if mounted(e.mnt) {
 			if err := mountutil.Unmount(e.mnt); err != nil {
@@ -539,12 +546,12 @@ func TestMountEndToEnd(t *testing.T) {
 		t.Errorf("status without a daemon: exit %d, stderr %q", code, errOut)
 	}
 
-	// SIGHUP is logged, not fatal.
+	// SIGHUP reloads, and is not fatal.
 	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	poll(t, "the SIGHUP log line", func() (bool, error) {
-		return strings.Contains(d.stderr.String(), "reload not implemented yet"), nil
+		return strings.Contains(d.stderr.String(), "configuration reloaded"), nil
 	})
 
 	// SIGTERM unmounts and exits 0.
@@ -718,7 +725,8 @@ func TestCheck(t *testing.T) {
 // The command line: usage, help, unknown commands, missing arguments.
 func TestUsage(t *testing.T) {
 	t.Parallel()
-	if out := mustTierfs(t, "", "help"); !strings.Contains(out, "tierfs mount --config FILE") || !strings.Contains(out, "tierfs ls [--json] [-r] PATH...") {
+	if out := mustTierfs(t, "", "help"); !strings.Contains(out, "tierfs mount --config FILE") || !strings.Contains(out, "tierfs ls [--json] [-r] PATH...") ||
+		!strings.Contains(out, "tierfs migrate --to TIER [--wait] PATH...") || !strings.Contains(out, "tierfs reload MOUNTPOINT") {
 		t.Errorf("help:\n%s", out)
 	}
 	_, errOut, code := tierfs(t, "", "frobnicate")
@@ -728,7 +736,7 @@ func TestUsage(t *testing.T) {
 	if _, _, code := tierfs(t, ""); code != 2 {
 		t.Errorf("no command: exit %d, want 2", code)
 	}
-	for _, c := range []string{"mount", "check", "status", "ls", "version"} {
+	for _, c := range []string{"mount", "check", "status", "ls", "migrate", "pin", "unpin", "reload", "version"} {
 		out, errOut, code := tierfs(t, "", c, "-h")
 		if code != 0 || !strings.Contains(out+errOut, "Usage: tierfs "+c) {
 			t.Errorf("%s -h: exit %d, output %q", c, code, out+errOut)
@@ -747,6 +755,13 @@ func TestUsage(t *testing.T) {
 		{"ls", "--bogus", "/a"},                   // unknown flag
 		{"version", "extra"},                      // arguments
 		{"check", "--config", "x.toml", "a", "b"}, // two mountpoints
+		{"migrate", "/a"},                         // no --to
+		{"migrate", "--to", "slow"},               // no path
+		{"pin", "/a"},                             // no --tier
+		{"pin", "--tier", "fast"},                 // no path
+		{"unpin"},                                 // no path
+		{"reload"},                                // no mountpoint
+		{"reload", "/a", "/b"},                    // two
 	} {
 		if _, errOut, code := tierfs(t, "", args...); code != 2 || !strings.Contains(errOut, "Usage: tierfs "+args[0]) {
 			t.Errorf("tierfs %s: exit %d, stderr %q; want 2 and the usage", strings.Join(args, " "), code, errOut)

@@ -17,6 +17,7 @@ import (
 	"github.com/tierfs/tierfs/cmd/internal/config"
 	tfs "github.com/tierfs/tierfs/fs"
 	"github.com/tierfs/tierfs/mountutil"
+	"github.com/tierfs/tierfs/policy/engine"
 	"github.com/tierfs/tierfs/tiering"
 )
 
@@ -42,6 +43,10 @@ func setupMount(fs *flag.FlagSet) func([]string) int {
 }
 
 func mount(cfgPath, mountpoint string, debug bool) int {
+	// Reloads read the file again, from wherever the daemon is then.
+	if abs, err := filepath.Abs(cfgPath); err == nil {
+		cfgPath = abs
+	}
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		return fail("mount", err)
@@ -66,11 +71,8 @@ func mount(cfgPath, mountpoint string, debug bool) int {
 		return fail("mount", fmt.Errorf("mount.control_group: %w", err))
 	}
 
-	level := cfg.Log.Level
-	if debug {
-		level = "debug"
-	}
-	log := newLogger(os.Stderr, level)
+	log := newLogger(os.Stderr)
+	setLogLevel(cfg.Log.Level, debug)
 
 	var tierNames []string
 	for _, t := range cfg.Tiers {
@@ -83,6 +85,12 @@ func mount(cfgPath, mountpoint string, debug bool) int {
 	if err != nil {
 		return fail("mount", fmt.Errorf("opening the tiers: %w", err))
 	}
+	eng, err := engine.New(store, engineConfig(cfg), filepath.Join(cfg.Tiers[0].Path, ".tierfs", pinsFile), log)
+	if err != nil {
+		store.Close()
+		return fail("mount", fmt.Errorf("policy engine: %w", err))
+	}
+	pol := &livePolicy{eng: eng, cfgPath: cfgPath, mountpoint: mp, debug: debug, log: log, cfg: cfg}
 
 	// From here a signal must unmount, not kill us with the mount left
 	// behind; one that arrives before the loop below waits in sigs.
@@ -102,7 +110,7 @@ func mount(cfgPath, mountpoint string, debug bool) int {
 		close(served)
 	}()
 
-	ctl, err := listenControl(mp, newControlServer(store, mp, log), cfg.Mount.SocketMode(), gid)
+	ctl, err := listenControl(mp, newControlServer(store, pol, mp, log), cfg.Mount.SocketMode(), gid)
 	if err != nil {
 		log.Error().Err(err).Msg("cannot start the control server; unmounting")
 		if uerr := unmountServer(server, mp, served, log); uerr != nil {
@@ -113,16 +121,27 @@ func mount(cfgPath, mountpoint string, debug bool) int {
 		}
 		return fail("mount", err)
 	}
+	engCtx, stopEngine := context.WithCancel(context.Background())
+	defer stopEngine()
+	engDone := make(chan struct{})
+	go func() {
+		defer close(engDone)
+		eng.Run(engCtx)
+	}()
 	log.Info().Str("mountpoint", mp).Strs("tiers", tierNames).Str("control", ctl.path).
 		Int("pid", os.Getpid()).Msg("mounted")
 
-	reason, forced := waitForExit(server, mp, served, sigs, log)
+	reason, forced := waitForExit(server, mp, served, sigs, func() { pol.Reload() }, log)
 
 	ctx, cancel := context.WithTimeout(context.Background(), controlShutdownTimeout)
 	defer cancel()
 	if err := ctl.Close(ctx); err != nil {
 		log.Warn().Err(err).Msg("closing the control socket")
 	}
+	// Run cancels the copies under way (their sources stay the files)
+	// and returns once they have stopped; only then may the tiers close.
+	stopEngine()
+	<-engDone
 	status := 0
 	if forced {
 		// The FUSE server may still run: leave the tiers' descriptors
@@ -137,17 +156,19 @@ func mount(cfgPath, mountpoint string, debug bool) int {
 }
 
 // waitForExit serves until the filesystem is unmounted from outside or a
-// SIGINT or SIGTERM asks us to unmount it. It returns why it stopped, and
-// forced when the FUSE server may still be running (a second signal came
-// while files kept a lazily detached mount alive).
-func waitForExit(server interface{ Unmount() error }, mp string, served <-chan struct{}, sigs <-chan os.Signal, log zerolog.Logger) (reason string, forced bool) {
+// SIGINT or SIGTERM asks us to unmount it; SIGHUP calls reload. It
+// returns why it stopped, and forced when the FUSE server may still be
+// running (a second signal came while files kept a lazily detached mount
+// alive).
+func waitForExit(server interface{ Unmount() error }, mp string, served <-chan struct{}, sigs <-chan os.Signal, reload func(), log zerolog.Logger) (reason string, forced bool) {
 	for {
 		select {
 		case <-served:
 			return "unmounted", false
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				log.Info().Msg("SIGHUP: reload not implemented yet")
+				log.Info().Msg("SIGHUP: reloading the configuration")
+				reload()
 				continue
 			}
 			reason = "signal " + sig.String()
@@ -197,17 +218,14 @@ func unmountServer(server interface{ Unmount() error }, mp string, served <-chan
 	return nil
 }
 
-// newLogger logs to w: for people on a terminal, JSON otherwise.
-func newLogger(w *os.File, level string) zerolog.Logger {
+// newLogger logs to w: for people on a terminal, JSON otherwise. It lets
+// every level through: setLogLevel filters, and a reload changes it.
+func newLogger(w *os.File) zerolog.Logger {
 	var out io.Writer = w
 	if isTerminal(w) {
 		out = zerolog.ConsoleWriter{Out: w, TimeFormat: time.DateTime}
 	}
-	lvl, err := zerolog.ParseLevel(level)
-	if err != nil || level == "" || lvl == zerolog.NoLevel {
-		lvl = zerolog.InfoLevel
-	}
-	return zerolog.New(out).Level(lvl).With().Timestamp().Logger()
+	return zerolog.New(out).Level(zerolog.TraceLevel).With().Timestamp().Logger()
 }
 
 func isTerminal(f *os.File) bool {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tierfs/tierfs/mountutil"
+	"github.com/tierfs/tierfs/policy/engine"
 	"github.com/tierfs/tierfs/tiering"
 	"github.com/tierfs/tierfs/tiering/units"
 )
@@ -116,6 +117,77 @@ func printStatus(st statusResponse) {
 		st.OpenFiles, m.Done, m.Failed, units.Human(m.BytesMoved))
 	if m.LastError != "" {
 		fmt.Fprintf(stdout, "Last move error: %s\n", m.LastError)
+	}
+	if st.Policy != nil {
+		printPolicy(st)
+	}
+}
+
+// printPolicy is the "Policy:" section of `tierfs status`.
+func printPolicy(st statusResponse) {
+	p := st.Policy
+	state := "enabled"
+	if !p.Enabled {
+		state = "disabled (migrate_threshold = -1)"
+	}
+	rate := "unlimited"
+	if p.MaxRate > 0 {
+		rate = p.MaxRate.String()
+	}
+	fmt.Fprintf(stdout, "\nPolicy: %s; every %s, files idle for %s, %d thread(s), max rate %s.\n",
+		state, p.Interval, p.MinAge, p.MigrateThreads, rate)
+	var th []string
+	for _, t := range st.Tiers {
+		if v, ok := p.Thresholds[t.Name]; ok {
+			s := strconv.FormatFloat(v, 'f', -1, 64)
+			if v == -1 {
+				s = "off"
+			}
+			th = append(th, t.Name+" "+s)
+		}
+	}
+	fmt.Fprintf(stdout, "  Thresholds: %s\n", strings.Join(th, ", "))
+	if len(p.PinGlobs) > 0 {
+		fmt.Fprintf(stdout, "  Pin globs: %s\n", strings.Join(p.PinGlobs, ", "))
+	}
+	fmt.Fprintf(stdout, "  Moves: %d done, %d failed, %s moved; %d queued, %d in flight.\n",
+		p.Done, p.Failed, units.Human(p.BytesMoved), len(p.Queued), len(p.InFlight))
+	if len(p.InFlight)+len(p.Queued) > 0 {
+		tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, "  STATE\tPATH\tTO\tPROGRESS\tREASON")
+		row := func(state string, j engine.JobStatus) {
+			prog := "-"
+			if j.Total > 0 {
+				prog = fmt.Sprintf("%d%% of %s", min(j.Done*100/j.Total, 100), units.Human(j.Total))
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", state, j.Path, j.To, prog, j.Reason)
+		}
+		for _, j := range p.InFlight {
+			row("moving", j)
+		}
+		const maxQueued = 20
+		for i, j := range p.Queued {
+			if i == maxQueued {
+				fmt.Fprintf(tw, "  ...\t%d more queued\t\t\t\n", len(p.Queued)-maxQueued)
+				break
+			}
+			row("queued", j)
+		}
+		tw.Flush()
+	}
+	if len(p.LastErrors) > 0 {
+		fmt.Fprintln(stdout, "  Last errors:")
+		for _, e := range p.LastErrors {
+			fmt.Fprintf(stdout, "    %s\n", e)
+		}
+	}
+	if len(p.Pins) > 0 {
+		fmt.Fprintln(stdout, "  Pins:")
+		tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
+		for _, path := range sortedKeys(p.Pins) {
+			fmt.Fprintf(tw, "    %s\t%s\n", path, p.Pins[path])
+		}
+		tw.Flush()
 	}
 }
 

@@ -1,0 +1,457 @@
+// Package engine runs the policy: every interval it takes a snapshot of
+// the store, asks policy.Plan for moves and carries them out with a
+// bounded number of workers under a shared bandwidth cap. It also queues
+// the operator's own moves (tierfs migrate) and keeps CLI pins.
+package engine
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/time/rate"
+
+	"github.com/tierfs/tierfs/policy"
+	"github.com/tierfs/tierfs/tiering"
+	"github.com/tierfs/tierfs/tiering/units"
+)
+
+// Store is what the engine needs of the tiers; *tiering.Store has it.
+type Store interface {
+	PolicySnapshot(now time.Time) (policy.Snapshot, error)
+	MoveWith(ctx context.Context, rel, to string, o tiering.MoveOptions) error
+}
+
+// Config is the engine's share of the configuration.
+type Config struct {
+	Policy policy.Config
+	// Thresholds is each tier's effective migrate_threshold (its own, or
+	// [policy]'s), fastest first.
+	Thresholds []float64
+}
+
+// Job is one queued or running move.
+type Job struct {
+	Path   string `json:"path"`
+	Ino    uint64 `json:"ino,omitempty"`
+	To     string `json:"to"`
+	Reason string `json:"reason"`
+	Manual bool   `json:"manual,omitempty"`
+
+	done  atomic.Int64
+	total atomic.Int64
+	fin   chan struct{}
+	err   error
+}
+
+// Progress reports bytes copied and the file's size.
+func (j *Job) Progress() (done, total int64) { return j.done.Load(), j.total.Load() }
+
+// Wait blocks until the job ends and returns its error.
+func (j *Job) Wait(ctx context.Context) error {
+	select {
+	case <-j.fin:
+		return j.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Finished reports whether the job ended, and how.
+func (j *Job) Finished() (bool, error) {
+	select {
+	case <-j.fin:
+		return true, j.err
+	default:
+		return false, nil
+	}
+}
+
+// JobStatus is a job in `tierfs status`.
+type JobStatus struct {
+	Path   string `json:"path"`
+	To     string `json:"to"`
+	Reason string `json:"reason"`
+	Done   int64  `json:"bytes_done"`
+	Total  int64  `json:"bytes_total"`
+}
+
+// Status is the engine's part of `tierfs status`.
+type Status struct {
+	Enabled    bool              `json:"enabled"`
+	Queued     []JobStatus       `json:"queued"`
+	InFlight   []JobStatus       `json:"in_flight"`
+	Done       int64             `json:"moves_done"`
+	Failed     int64             `json:"moves_failed"`
+	BytesMoved int64             `json:"bytes_moved"`
+	LastErrors []string          `json:"last_errors,omitempty"`
+	LastPlan   time.Time         `json:"last_plan,omitempty"`
+	Pins       map[string]string `json:"pins,omitempty"`
+}
+
+const maxErrors = 10
+
+// Engine plans and moves.
+type Engine struct {
+	store    Store
+	log      zerolog.Logger
+	pinsPath string
+	now      func() time.Time
+
+	mu         sync.Mutex
+	cfg        Config
+	limiter    *rate.Limiter
+	pins       map[string]string // path → tier name
+	queue      []*Job
+	byPath     map[string]*Job // queued or running
+	running    map[*Job]bool
+	done       int64
+	failed     int64
+	bytes      int64
+	lastErrors []string
+	lastPlan   time.Time
+
+	wake chan struct{}
+}
+
+// New makes an engine; pinsPath is where CLI pins are kept across
+// restarts ("" keeps them in memory only).
+func New(store Store, cfg Config, pinsPath string, log zerolog.Logger) (*Engine, error) {
+	e := &Engine{
+		store: store, log: log, pinsPath: pinsPath, now: time.Now,
+		cfg: cfg, pins: map[string]string{},
+		byPath: map[string]*Job{}, running: map[*Job]bool{},
+		wake: make(chan struct{}, 1),
+	}
+	e.limiter = rate.NewLimiter(rate.Inf, 1)
+	e.applyRate(cfg.Policy.MaxRate)
+	if pinsPath != "" {
+		b, err := os.ReadFile(pinsPath)
+		switch {
+		case err == nil:
+			if err := json.Unmarshal(b, &e.pins); err != nil {
+				return nil, fmt.Errorf("pins in %s: %w", pinsPath, err)
+			}
+		case !errors.Is(err, os.ErrNotExist):
+			return nil, err
+		}
+	}
+	return e, nil
+}
+
+// applyRate sets the shared bandwidth cap (bytes per second, 0 =
+// unlimited). The burst is a tenth of a second's worth, between 64 KiB and
+// the copy chunk, so one worker never runs far ahead of the cap.
+func (e *Engine) applyRate(r units.Rate) {
+	v := int64(r)
+	if v <= 0 {
+		e.limiter.SetLimit(rate.Inf)
+		e.limiter.SetBurst(1 << 20)
+		return
+	}
+	e.limiter.SetLimit(rate.Limit(v))
+	e.limiter.SetBurst(int(min(max(v/10, 64<<10), 1<<20)))
+}
+
+// Reconfigure applies a new configuration live: thresholds, rate,
+// threads, interval and pins.
+func (e *Engine) Reconfigure(cfg Config) {
+	e.mu.Lock()
+	e.cfg = cfg
+	e.applyRate(cfg.Policy.MaxRate)
+	e.mu.Unlock()
+	e.poke()
+}
+
+func (e *Engine) poke() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run plans every interval and dispatches moves until ctx ends; then it
+// cancels running copies and waits for them.
+func (e *Engine) Run(ctx context.Context) {
+	jobCtx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	interval := func() time.Duration {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return max(time.Duration(e.cfg.Policy.Interval), 10*time.Millisecond)
+	}
+	cur := interval()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+			e.Plan()
+			cur = interval()
+			timer.Reset(cur)
+		case <-e.wake:
+			if iv := interval(); iv != cur {
+				// Reloaded: the new interval starts now.
+				cur = iv
+				if !timer.Stop() {
+					select {
+					case <-timer.C:
+					default:
+					}
+				}
+				timer.Reset(cur)
+			}
+		}
+		e.dispatch(jobCtx, &wg)
+	}
+}
+
+// Plan takes a snapshot and queues what policy.Plan says, unless moves
+// are still queued or running (a plan on a stale snapshot would repeat
+// them). It returns the number of moves queued.
+func (e *Engine) Plan() int {
+	e.mu.Lock()
+	busy := len(e.queue) > 0 || len(e.running) > 0
+	cfg := e.cfg
+	pins := make(map[string]string, len(e.pins))
+	for k, v := range e.pins {
+		pins[k] = v
+	}
+	e.mu.Unlock()
+	if busy {
+		return 0
+	}
+	snap, err := e.store.PolicySnapshot(e.now())
+	if err != nil {
+		e.recordErr(fmt.Errorf("snapshot: %w", err))
+		return 0
+	}
+	tierIdx := map[string]int{}
+	for i := range snap.Tiers {
+		tierIdx[snap.Tiers[i].Name] = i
+		if i < len(cfg.Thresholds) {
+			snap.Tiers[i].Threshold = cfg.Thresholds[i]
+		} else {
+			snap.Tiers[i].Threshold = cfg.Policy.MigrateThreshold
+		}
+	}
+	for i := range snap.Files {
+		f := &snap.Files[i]
+		for _, g := range cfg.Policy.Pin {
+			if policy.MatchGlob(g, f.Path) {
+				f.Pinned = true
+			}
+		}
+		if t, ok := pins[f.Path]; ok {
+			f.Pinned = true
+			if ti, ok := tierIdx[t]; ok {
+				f.PinTier = ti
+			}
+		}
+	}
+	moves := policy.Plan(snap, cfg.Policy)
+	n := 0
+	e.mu.Lock()
+	e.lastPlan = snap.Now
+	for _, m := range moves {
+		if _, dup := e.byPath[m.Path]; dup {
+			continue
+		}
+		j := newJob(m.Path, snap.Tiers[m.To].Name, m.Reason, false)
+		j.Ino = m.Ino
+		j.total.Store(m.Bytes)
+		e.queue = append(e.queue, j)
+		e.byPath[m.Path] = j
+		n++
+	}
+	e.mu.Unlock()
+	if n > 0 {
+		e.log.Debug().Int("moves", n).Msg("plan")
+		e.poke()
+	}
+	return n
+}
+
+func newJob(path, to, reason string, manual bool) *Job {
+	return &Job{Path: path, To: to, Reason: reason, Manual: manual, fin: make(chan struct{})}
+}
+
+func (e *Engine) dispatch(ctx context.Context, wg *sync.WaitGroup) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	threads := max(e.cfg.Policy.MigrateThreads, 1)
+	for len(e.queue) > 0 && len(e.running) < threads {
+		j := e.queue[0]
+		e.queue = e.queue[1:]
+		e.running[j] = true
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.execute(ctx, j)
+		}()
+	}
+}
+
+func (e *Engine) execute(ctx context.Context, j *Job) {
+	start := e.now()
+	err := e.store.MoveWith(ctx, j.Path, j.To, tiering.MoveOptions{
+		Ino:     j.Ino,
+		Limiter: e.limiter,
+		Progress: func(done, total int64) {
+			j.done.Store(done)
+			j.total.Store(total)
+		},
+	})
+	e.mu.Lock()
+	delete(e.running, j)
+	delete(e.byPath, j.Path)
+	if err == nil {
+		e.done++
+		e.bytes += j.total.Load()
+	} else if !errors.Is(err, context.Canceled) {
+		e.failed++
+	}
+	e.mu.Unlock()
+	if err != nil && !errors.Is(err, context.Canceled) {
+		e.recordErr(fmt.Errorf("move %s to %s: %w", j.Path, j.To, err))
+	} else if err == nil {
+		e.log.Info().Str("path", j.Path).Str("to", j.To).Str("reason", j.Reason).Int64("bytes", j.total.Load()).
+			Dur("dur", e.now().Sub(start)).Msg("moved")
+	}
+	j.err = err
+	close(j.fin)
+	e.poke()
+}
+
+func (e *Engine) recordErr(err error) {
+	e.log.Warn().Err(err).Msg("policy")
+	e.mu.Lock()
+	e.lastErrors = append(e.lastErrors, e.now().UTC().Format(time.RFC3339)+" "+err.Error())
+	if len(e.lastErrors) > maxErrors {
+		e.lastErrors = e.lastErrors[len(e.lastErrors)-maxErrors:]
+	}
+	e.mu.Unlock()
+}
+
+// Migrate queues an operator's move of rel to the named tier, ahead of
+// the policy's moves.
+func (e *Engine) Migrate(rel, tier string) (*Job, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if j, ok := e.byPath[rel]; ok {
+		if j.To == tier {
+			return j, nil
+		}
+		return nil, fmt.Errorf("%s is already queued to move to %s", rel, j.To)
+	}
+	j := newJob(rel, tier, "manual", true)
+	e.queue = append([]*Job{j}, e.queue...)
+	e.byPath[rel] = j
+	e.poke()
+	return j, nil
+}
+
+// Pin keeps rel on tier (moving it there now) across restarts.
+func (e *Engine) Pin(rel, tier string) (*Job, error) {
+	e.mu.Lock()
+	e.pins[rel] = tier
+	err := e.savePinsLocked()
+	e.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	return e.Migrate(rel, tier)
+}
+
+// Unpin lets the policy move rel again.
+func (e *Engine) Unpin(rel string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, ok := e.pins[rel]; !ok {
+		return fmt.Errorf("%s is not pinned", rel)
+	}
+	delete(e.pins, rel)
+	return e.savePinsLocked()
+}
+
+func (e *Engine) savePinsLocked() error {
+	if e.pinsPath == "" {
+		return nil
+	}
+	b, _ := json.MarshalIndent(e.pins, "", "  ")
+	tmp := e.pinsPath + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, e.pinsPath)
+	}
+	if err == nil {
+		if d, derr := os.Open(filepath.Dir(e.pinsPath)); derr == nil {
+			err = d.Sync()
+			d.Close()
+		}
+	}
+	return err
+}
+
+func (e *Engine) enabledLocked() bool {
+	if len(e.cfg.Thresholds) == 0 {
+		return e.cfg.Policy.MigrateThreshold != -1
+	}
+	for _, t := range e.cfg.Thresholds {
+		if t != -1 {
+			return true
+		}
+	}
+	return false
+}
+
+// Status reports the queue, the moves in flight and the totals.
+func (e *Engine) Status() Status {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	st := Status{
+		Enabled: e.enabledLocked(), Done: e.done, Failed: e.failed, BytesMoved: e.bytes,
+		LastErrors: append([]string(nil), e.lastErrors...), LastPlan: e.lastPlan,
+		Queued: []JobStatus{}, InFlight: []JobStatus{},
+	}
+	if len(e.pins) > 0 {
+		st.Pins = map[string]string{}
+		for k, v := range e.pins {
+			st.Pins[k] = v
+		}
+	}
+	for _, j := range e.queue {
+		d, t := j.Progress()
+		st.Queued = append(st.Queued, JobStatus{Path: j.Path, To: j.To, Reason: j.Reason, Done: d, Total: t})
+	}
+	for j := range e.running {
+		d, t := j.Progress()
+		st.InFlight = append(st.InFlight, JobStatus{Path: j.Path, To: j.To, Reason: j.Reason, Done: d, Total: t})
+	}
+	sort.Slice(st.InFlight, func(a, b int) bool { return st.InFlight[a].Path < st.InFlight[b].Path })
+	return st
+}

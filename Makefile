@@ -32,6 +32,9 @@ export CGO_ENABLED ?= 1
 
 .PHONY: all deps build test fmt-check vet unit fuzz demo clean
 
+# kafka-jars and test-kafka: a real Kafka broker on a tierfs mount.
+include integration/kafka.mk
+
 all: build
 
 deps:
@@ -64,7 +67,7 @@ vet:
 	$(GO) vet ./...
 
 unit:
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v /integration)
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDifferential$$' -fuzztime $(FUZZTIME) ./fs/
@@ -74,6 +77,7 @@ test: deps
 	$(MAKE) --no-print-directory vet
 	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory fuzz
+	$(MAKE) --no-print-directory test-kafka
 
 # Needs root (the control socket lives in /run/tierfs). Leaves no mount
 # behind however it ends; .demo/ stays until `make clean`.

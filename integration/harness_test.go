@@ -1,0 +1,57 @@
+package integration
+
+import (
+	"strings"
+	"testing"
+)
+
+// These run without Kafka: they check the harness's own parsers on lines
+// taken from Kafka 4.1 logs and tools.
+
+func TestIsProblem(t *testing.T) {
+	for _, c := range []struct {
+		line string
+		want bool
+	}{
+		{"[2026-11-23 14:31:24,496] INFO [BrokerServer id=1] shut down completed (kafka.server.BrokerServer)", false},
+		{"[2026-11-23 14:43:08,478] INFO Failed to delete log /x/comp-0/00000000000000000000.log.deleted because it does not exist. (org.apache.kafka.storage.internals.log.LogSegment)", false},
+		{"[2026-11-23 14:35:11,818] WARN [NodeToControllerChannelManager id=1 name=registration] Attempting to close NetworkClient that has already been closed. (org.apache.kafka.clients.NetworkClient)", false},
+		{"\tlog.flush.interval.ms = null", false},
+		{"[2026-11-23 14:35:11,818] ERROR Error while flushing log for perf-0 in dir /m/kafka-logs with offset 10 (org.apache.kafka.storage.internals.log.LogDirFailureChannel)", true},
+		{"[2026-11-23 14:35:11,818] WARN [ReplicaManager broker=1] Stopping serving replicas in dir /m/kafka-logs (kafka.server.ReplicaManager)", false},
+		{"[2026-11-23 14:35:11,818] WARN [ReplicaManager broker=1] Stopping serving logs in dir /m/kafka-logs (kafka.log.LogManager)", true},
+		{"[2026-11-23 14:35:11,818] FATAL Shutdown broker because all log dirs in /m/kafka-logs have failed (kafka.log.LogManager)", true},
+		{"[2026-11-23 14:35:11,818] WARN Failed to flush (kafka.log.X)", true},
+		{"[2026-11-23 14:35:11,818] INFO x org.apache.kafka.common.errors.KafkaStorageException: Error while writing", true},
+	} {
+		if got := isProblem(c.line); got != c.want {
+			t.Errorf("isProblem(%q) = %v, want %v", c.line, got, c.want)
+		}
+	}
+}
+
+func TestParseDump(t *testing.T) {
+	out := `Dumping /m/kafka-logs/perf-0/00000000000000001005.log
+Log starting offset: 1005
+baseOffset: 1005 lastOffset: 1006 count: 2 baseSequence: 0 lastSequence: 1 producerId: 0 producerEpoch: 0 partitionLeaderEpoch: 0 isTransactional: false isControl: false deleteHorizonMs: OptionalLong.empty position: 0 CreateTime: 1795444237576 size: 2130 magic: 2 compresscodec: none crc: 3961064405 isvalid: true
+| offset: 1005 CreateTime: 1795444237563 keySize: -1 valueSize: 1024 sequence: 0 headerKeys: []
+| offset: 1006 CreateTime: 1795444237576 keySize: -1 valueSize: 1024 sequence: 1 headerKeys: []
+baseOffset: 1007 lastOffset: 1007 count: 1 baseSequence: 0 lastSequence: 1 producerId: 0 producerEpoch: 0 partitionLeaderEpoch: 0 isTransactional: false isControl: false deleteHorizonMs: OptionalLong.empty position: 2130 CreateTime: 1795444237576 size: 1100 magic: 2 compresscodec: none crc: 1 isvalid: false
+| offset: 1007 CreateTime: 1795444237563 keySize: -1 valueSize: 1024 sequence: 0 headerKeys: []
+Found 12 invalid bytes at the end of 00000000000000001005.log
+Dumping /m/kafka-logs/perf-0/00000000000000002010.log
+Log starting offset: 2010
+`
+	d := parseDump([]byte(out))
+	if len(d) != 2 {
+		t.Fatalf("parsed %d files, want 2", len(d))
+	}
+	a := d[0]
+	if a.StartOffset != 1005 || a.Batches != 2 || a.Records != 3 || len(a.RecordOffsets) != 3 ||
+		len(a.InvalidBatches) != 1 || len(a.Unexpected) != 1 || !strings.HasPrefix(a.Unexpected[0], "Found 12 invalid bytes") {
+		t.Errorf("first file: %+v", a)
+	}
+	if b := d[1]; b.StartOffset != 2010 || b.Batches != 0 || len(b.Unexpected) != 0 {
+		t.Errorf("second file: %+v", b)
+	}
+}

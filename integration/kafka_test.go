@@ -1,0 +1,384 @@
+package integration
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	CleanupBuilds()
+	os.Exit(code)
+}
+
+// verifyValue is the value of record i of the verify topic: 1000 bytes
+// that say which record they belong to.
+func verifyValue(i int) string {
+	h := sha256.Sum256([]byte(strconv.Itoa(i)))
+	s := fmt.Sprintf("%08d-", i) + strings.Repeat(hex.EncodeToString(h[:]), 16)
+	return s[:1000]
+}
+
+// produceVerify writes records 0..n-1 of the verify topic with
+// ConsoleProducer (key i, value verifyValue(i), acks=all).
+func produceVerify(t *testing.T, b *Broker, dir, topic string, n int) {
+	t.Helper()
+	var in bytes.Buffer
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&in, "%d\t%s\n", i, verifyValue(i))
+	}
+	_, errOut, err := b.K.Tool(dir, 3*time.Minute, &in, "org.apache.kafka.tools.ConsoleProducer",
+		"--bootstrap-server", b.Bootstrap(), "--topic", topic,
+		"--property", "parse.key=true", "--property", "key.separator=\t",
+		"--producer-property", "acks=all", "--producer-property", "enable.idempotence=true")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, lastLines(errOut, 40))
+	}
+	// ConsoleProducer logs a failed send (ErrorLoggingCallback) and goes
+	// on; with no such line every record was acknowledged.
+	if bytes.Contains(errOut, []byte("Error when sending")) || bytes.Contains(errOut, []byte("Exception")) {
+		t.Fatalf("ConsoleProducer reported errors:\n%s", lastLines(errOut, 40))
+	}
+}
+
+// consumeVerify reads the verify topic from the beginning with
+// ConsoleConsumer and checks that it holds exactly records 0..n-1, each
+// once, each with its value.
+func consumeVerify(t *testing.T, b *Broker, dir, topic string, n int) {
+	t.Helper()
+	out := b.K.MustTool(t, dir, 3*time.Minute, nil, "org.apache.kafka.tools.consumer.ConsoleConsumer",
+		"--bootstrap-server", b.Bootstrap(), "--topic", topic, "--from-beginning",
+		"--max-messages", strconv.Itoa(n), "--timeout-ms", "60000",
+		"--property", "print.key=true", "--property", "key.separator=\t")
+	seen := make([]bool, n)
+	got, bad := 0, 0
+	for _, l := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
+		if l == "" {
+			continue
+		}
+		got++
+		k, v, ok := strings.Cut(l, "\t")
+		i, err := strconv.Atoi(k)
+		switch {
+		case !ok || err != nil || i < 0 || i >= n:
+			bad++
+			if bad <= 5 {
+				t.Errorf("consumed a record with an unexpected key: %.80q", l)
+			}
+		case seen[i]:
+			t.Errorf("record %d consumed twice", i)
+		case v != verifyValue(i):
+			bad++
+			if bad <= 5 {
+				t.Errorf("record %d has value %.60q..., want %.60q...", i, v, verifyValue(i))
+			}
+		default:
+			seen[i] = true
+		}
+	}
+	var missing []int
+	for i, s := range seen {
+		if !s {
+			missing = append(missing, i)
+		}
+	}
+	if got != n || len(missing) > 0 || bad > 0 {
+		if len(missing) > 10 {
+			missing = missing[:10]
+		}
+		t.Fatalf("consumed %d records of %d from %s: %d bad, missing e.g. %v", got, n, topic, bad, missing)
+	}
+}
+
+// checkDumps runs DumpLogSegments on every .log under the log dir and
+// checks that every batch is valid and nothing unexpected is printed. For
+// each of the topics given it checks that the partitions hold exactly the
+// offsets 0..end-1, in order, across their segments, and that the
+// records add up to want. It returns the number of .log files per
+// partition.
+func checkDumps(t *testing.T, k *Kafka, dir, logDir string, want map[string]int64) map[string]int {
+	t.Helper()
+	files := LogFiles(t, logDir)
+	var all []string
+	parts := make([]string, 0, len(files))
+	for p := range files {
+		parts = append(parts, p)
+	}
+	sort.Strings(parts)
+	for _, p := range parts {
+		all = append(all, files[p]...)
+	}
+	start := time.Now()
+	dumps := k.DumpSegments(t, dir, all)
+	t.Logf("DumpLogSegments --deep-iteration: %d segments in %v", len(dumps), time.Since(start).Round(time.Millisecond))
+	byPath := map[string]SegmentDump{}
+	batches := 0
+	for _, d := range dumps {
+		byPath[d.Path] = d
+		batches += d.Batches
+		for _, l := range d.InvalidBatches {
+			t.Errorf("%s: invalid batch: %s", d.Path, l)
+		}
+		for _, l := range d.Unexpected {
+			t.Errorf("%s: DumpLogSegments says: %s", d.Path, l)
+		}
+	}
+	counts := map[string]int{}
+	topicRecords := map[string]int64{}
+	for _, p := range parts {
+		counts[p] = len(files[p])
+		topic := p[:strings.LastIndex(p, "-")]
+		if _, ok := want[topic]; !ok {
+			continue
+		}
+		next := int64(0)
+		for _, f := range files[p] {
+			d, ok := byPath[f]
+			if !ok {
+				t.Fatalf("DumpLogSegments said nothing about %s", f)
+			}
+			base, err := strconv.ParseInt(strings.TrimSuffix(filepath.Base(f), ".log"), 10, 64)
+			if err != nil || base != next {
+				t.Errorf("%s: segment base offset %d, want %d (the previous segment's end)", f, base, next)
+			}
+			if int64(len(d.RecordOffsets)) != d.Records {
+				t.Errorf("%s: %d record lines for %d records in the batches", f, len(d.RecordOffsets), d.Records)
+			}
+			for _, o := range d.RecordOffsets {
+				if o != next {
+					t.Fatalf("%s: record offset %d, want %d (offsets must be dense and in order)", f, o, next)
+				}
+				next++
+			}
+			topicRecords[topic] += d.Records
+		}
+	}
+	for topic, n := range want {
+		if topicRecords[topic] != n {
+			t.Errorf("DumpLogSegments counted %d records in %s, want %d", topicRecords[topic], topic, n)
+		}
+	}
+	t.Logf("all %d batches in %d segments valid; records per topic: %v", batches, len(dumps), topicRecords)
+	return counts
+}
+
+// checkTierfsListing compares `tierfs status --json` and `tierfs ls --json
+// -r` with what a walk of the mount finds: every file listed, with its
+// size, on a known tier. It returns the number of .log segments per tier.
+func checkTierfsListing(t *testing.T, fs *Tierfs) map[string]int {
+	t.Helper()
+	var st StatusJSON
+	if err := json.Unmarshal(fs.CLI(t, "status", "--json", fs.Mnt), &st); err != nil {
+		t.Fatalf("tierfs status --json: %v", err)
+	}
+	tiers := map[string]bool{}
+	var files int64
+	for _, tr := range st.Tiers {
+		tiers[tr.Name] = true
+		files += tr.Files
+		t.Logf("tier %s (%s): %d files, %d of %d bytes used", tr.Name, tr.Type, tr.Files, tr.UsedBytes, tr.CapacityBytes)
+	}
+	if !tiers["fast"] || !tiers["slow"] || len(st.Tiers) != 2 {
+		t.Errorf("tierfs status lists tiers %v, want fast and slow", tiers)
+	}
+	if st.Moves.Failed > 0 || st.Moves.LastError != "" {
+		t.Errorf("tierfs status: %d failed moves, last error %q", st.Moves.Failed, st.Moves.LastError)
+	}
+
+	var ls []LsEntry
+	if err := json.Unmarshal(fs.CLI(t, "ls", "--json", "-r", fs.Mnt), &ls); err != nil {
+		t.Fatalf("tierfs ls --json -r: %v", err)
+	}
+	listed := map[string]LsEntry{}
+	perTier := map[string]int{}
+	for _, e := range ls {
+		listed[e.Path] = e
+		perTier[e.Tier]++
+		if !tiers[e.Tier] {
+			t.Errorf("tierfs ls: %s on unknown tier %q", e.Path, e.Tier)
+		}
+	}
+	walked, segs := 0, 0
+	segsPerTier := map[string]int{}
+	err := filepath.WalkDir(fs.Mnt, func(path string, d os.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		walked++
+		rel, _ := filepath.Rel(fs.Mnt, path)
+		e, ok := listed[filepath.ToSlash(rel)]
+		if !ok {
+			t.Errorf("tierfs ls -r does not list %s", rel)
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if fi.Size() != e.Size {
+			t.Errorf("tierfs ls: %s has size %d, stat says %d", rel, e.Size, fi.Size())
+		}
+		if strings.HasSuffix(rel, ".log") {
+			segs++
+			segsPerTier[e.Tier]++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("walking the mount: %v", err)
+	}
+	if len(ls) != walked {
+		t.Errorf("tierfs ls -r lists %d files, the mount has %d", len(ls), walked)
+	}
+	if files != int64(walked) {
+		t.Errorf("tierfs status counts %d files, the mount has %d", files, walked)
+	}
+	t.Logf("tierfs ls -r: %d files per tier %v; %d segments per tier %v", len(ls), perTier, segs, segsPerTier)
+	return segsPerTier
+}
+
+// checkCleanRecovery checks that the broker run that logged to logPath
+// found the clean-shutdown marker and recovered no data segment.
+func checkCleanRecovery(t *testing.T, logPath, logDir string) {
+	t.Helper()
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	const skip = "since clean shutdown file was found"
+	found := false
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "Skipping recovery of") && strings.Contains(l, logDir) && strings.Contains(l, skip) {
+			found = true
+			t.Logf("restart: %s", l[strings.Index(l, "INFO")+5:])
+		}
+		// The KRaft metadata log is always replayed from its start;
+		// a data partition is recovered only after an unclean stop.
+		if strings.Contains(l, "Recovering unflushed segment") && !strings.Contains(l, "__cluster_metadata-0") {
+			t.Errorf("log recovery after a clean shutdown: %s", l)
+		}
+		if strings.Contains(l, "unclean shutdown") || strings.Contains(l, "Found invalid") {
+			t.Errorf("restart: %s", l)
+		}
+	}
+	if !found {
+		t.Errorf("%s: no %q for %s", logPath, "Skipping recovery of N logs ... "+skip, logDir)
+	}
+}
+
+// TestKafkaProduceConsume runs a broker on tierfs, produces with
+// acks=all until many segments rolled, consumes everything back and
+// checks every record, checks every batch on disk with DumpLogSegments,
+// restarts the broker cleanly and checks again. Twice: with room for
+// everything on the fast tier, and with the fast tier capped at 24 MiB
+// (and log.preallocate=true) so that segments and their mmapped indexes
+// land on, spill to, or are moved by the policy engine to the slow tier
+// while the broker has them open.
+func TestKafkaProduceConsume(t *testing.T) {
+	k := RequireKafka(t)
+	t.Run("fast-tier-roomy", func(t *testing.T) {
+		testProduceConsume(t, k, TierfsOptions{FastSize: "256m"}, BrokerOptions{}, false)
+	})
+	t.Run("fast-tier-full-spills", func(t *testing.T) {
+		testProduceConsume(t, k, TierfsOptions{FastSize: "256m", FastCapacity: "24MiB"},
+			BrokerOptions{Extra: map[string]string{"log.preallocate": "true"}}, true)
+	})
+}
+
+func testProduceConsume(t *testing.T, k *Kafka, fo TierfsOptions, bo BrokerOptions, wantSlow bool) {
+	testStart := time.Now()
+	dir := WorkDir(t)
+	fs := MountTierfs(t, dir, fo)
+	logDir := filepath.Join(fs.Mnt, "kafka-logs")
+	bo.SegmentBytes = 1 << 20
+	b := NewBroker(t, k, dir, logDir, bo)
+	b.Start(t)
+
+	const (
+		perfTopic   = "perf"
+		verifyTopic = "verify"
+		partitions  = 3
+		perfRecords = 50000 // of 1 KiB: ~50 MiB, ~16 segments per partition
+		recordSize  = 1024
+		verifyN     = 10000 // keyed, ~1 KiB, content checked one by one
+	)
+	b.CreateTopic(t, dir, perfTopic, partitions)
+	b.CreateTopic(t, dir, verifyTopic, partitions)
+
+	start := time.Now()
+	perf := b.ProducerPerf(t, dir, perfTopic, perfRecords, recordSize)
+	t.Logf("ProducerPerformance on tierfs (%v): %s", time.Since(start).Round(time.Millisecond), perf.Line)
+
+	start = time.Now()
+	produceVerify(t, b, dir, verifyTopic, verifyN)
+	t.Logf("ConsoleProducer: %d keyed records in %v", verifyN, time.Since(start).Round(time.Millisecond))
+
+	// Every acknowledged record is in the log: the end offsets add up
+	// (the producers are idempotent: no duplicates), and a consumer
+	// gets them all back.
+	if got := Sum(b.EndOffsets(t, dir, perfTopic)); got != perfRecords {
+		t.Fatalf("%s end offsets add up to %d, want %d", perfTopic, got, perfRecords)
+	}
+	if got := Sum(b.EndOffsets(t, dir, verifyTopic)); got != verifyN {
+		t.Fatalf("%s end offsets add up to %d, want %d", verifyTopic, got, verifyN)
+	}
+	start = time.Now()
+	if got := b.ConsumerPerf(t, dir, perfTopic, perfRecords); got != perfRecords {
+		t.Fatalf("ConsumerPerformance consumed %d records of %s, want %d", got, perfTopic, perfRecords)
+	}
+	t.Logf("ConsumerPerformance: %d records in %v", perfRecords, time.Since(start).Round(time.Millisecond))
+	consumeVerify(t, b, dir, verifyTopic, verifyN)
+
+	// Stop cleanly; then look at what is on the mount.
+	b.Stop(t)
+	b.CheckBrokerLog(t)
+	if _, err := os.Stat(filepath.Join(logDir, ".kafka_cleanshutdown")); err != nil {
+		t.Errorf("no clean-shutdown marker after the broker stopped: %v", err)
+	}
+	segs := checkDumps(t, k, dir, logDir, map[string]int64{perfTopic: perfRecords, verifyTopic: verifyN})
+	for p := 0; p < partitions; p++ {
+		// 50 MiB over 3 partitions in 1 MiB segments: ~16 each.
+		name := fmt.Sprintf("%s-%d", perfTopic, p)
+		if segs[name] < 8 {
+			t.Errorf("%s has %d segments; want at least 8 (did segments roll?)", name, segs[name])
+		}
+	}
+	t.Logf("segments per partition: %v", segs)
+	perTier := checkTierfsListing(t, fs)
+	if wantSlow && perTier["slow"] == 0 {
+		t.Errorf("no segment on the slow tier, though the fast one holds only %s", fo.FastCapacity)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	// Restart: recovery must be clean and nothing lost.
+	b.Start(t)
+	checkCleanRecovery(t, b.Log, logDir)
+	if got := Sum(b.EndOffsets(t, dir, perfTopic)); got != perfRecords {
+		t.Errorf("after the restart %s end offsets add up to %d, want %d", perfTopic, got, perfRecords)
+	}
+	if got := b.ConsumerPerf(t, dir, perfTopic, perfRecords); got != perfRecords {
+		t.Errorf("after the restart ConsumerPerformance consumed %d records of %s, want %d", got, perfTopic, perfRecords)
+	}
+	consumeVerify(t, b, dir, verifyTopic, verifyN)
+	b.Stop(t)
+	b.CheckBrokerLog(t)
+	checkTierfsListing(t, fs)
+
+	fs.Stop(t)
+	if lines := fs.ErrorLines(); len(lines) > 0 {
+		t.Errorf("tierfs logged errors:\n%s", strings.Join(lines, "\n"))
+	}
+	t.Logf("done in %v", time.Since(testStart).Round(time.Millisecond))
+}

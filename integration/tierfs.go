@@ -1,0 +1,339 @@
+package integration
+
+// The tierfs side of the harness: building the binary, mounting two
+// tiers (a private tmpfs and a plain directory), the client commands.
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tierfs/tierfs/mountutil"
+)
+
+var (
+	buildMu    sync.Mutex
+	builtBin   = map[bool]string{} // race → binary, built once per test binary
+	buildDir   string
+	buildDirMu sync.Once
+)
+
+// TierfsBinary builds ./cmd/tierfs once per test process (TIERFS_BIN
+// overrides) and returns its path.
+func TierfsBinary(t *testing.T) string {
+	t.Helper()
+	if b := os.Getenv("TIERFS_BIN"); b != "" {
+		// Relative to the repository root (go test runs in integration/).
+		if !filepath.IsAbs(b) {
+			b = filepath.Join(RepoRoot(t), b)
+		}
+		if _, err := os.Stat(b); err != nil {
+			t.Fatalf("TIERFS_BIN: %v", err)
+		}
+		return b
+	}
+	race := raceDetector
+	switch os.Getenv("TIERFS_KAFKA_RACE") {
+	case "1":
+		race = true
+	case "0":
+		race = false
+	}
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if b, ok := builtBin[race]; ok {
+		return b
+	}
+	var derr error
+	buildDirMu.Do(func() { buildDir, derr = os.MkdirTemp("", "tierfs-kafka-bin-") })
+	if derr != nil {
+		t.Fatalf("%v", derr)
+	}
+	out := filepath.Join(buildDir, "tierfs")
+	args := []string{"build", "-o", out}
+	if race {
+		out += "-race"
+		args = []string{"build", "-race", "-o", out}
+	}
+	args = append(args, "./cmd/tierfs")
+	goCmd := os.Getenv("GO")
+	if goCmd == "" {
+		goCmd = "go"
+	}
+	cmd := exec.Command(goCmd, args...)
+	cmd.Dir = RepoRoot(t)
+	start := time.Now()
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, b)
+	}
+	t.Logf("built %s in %v", out, time.Since(start).Round(time.Millisecond))
+	builtBin[race] = out
+	return out
+}
+
+// CleanupBuilds removes the binaries TierfsBinary built; call it from
+// TestMain after m.Run.
+func CleanupBuilds() {
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+}
+
+// TierfsOptions shapes a two-tier mount.
+type TierfsOptions struct {
+	FastSize     string // tmpfs size= of the fast tier; default "256m"
+	FastType     string // default "nvme"
+	FastCapacity string // [[tier]] capacity of fast; default: the tmpfs size
+	SlowType     string // default "hdd"
+	// Extra is appended to the configuration (e.g. a [policy] table).
+	Extra string
+	// LogLevel of the daemon; default "info".
+	LogLevel string
+}
+
+// Tierfs is a mounted tierfs with a tmpfs fast tier and a plain-directory
+// slow tier.
+type Tierfs struct {
+	Bin    string
+	Mnt    string // the mountpoint
+	Fast   string // the fast tier's backing dir (a tmpfs)
+	Slow   string // the slow tier's backing dir
+	Config string
+	Log    string // the daemon's stderr
+
+	dir    string
+	p      *proc
+	starts int
+}
+
+// MountTierfs mounts a two-tier tierfs under dir and unmounts it (and the
+// tmpfs) in t.Cleanup.
+func MountTierfs(t *testing.T, dir string, o TierfsOptions) *Tierfs {
+	t.Helper()
+	if o.FastSize == "" {
+		o.FastSize = "256m"
+	}
+	if o.FastType == "" {
+		o.FastType = "nvme"
+	}
+	if o.SlowType == "" {
+		o.SlowType = "hdd"
+	}
+	if o.LogLevel == "" {
+		o.LogLevel = "info"
+	}
+	fs := &Tierfs{
+		Bin:    TierfsBinary(t),
+		Mnt:    filepath.Join(dir, "mnt"),
+		Fast:   filepath.Join(dir, "fast"),
+		Slow:   filepath.Join(dir, "slow"),
+		Config: filepath.Join(dir, "tierfs.toml"),
+		dir:    dir,
+	}
+	for _, d := range []string{fs.Mnt, fs.Fast, fs.Slow} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatalf("%v", err)
+		}
+	}
+
+	// The fast tier: a private tmpfs.
+	if err := unix.Mount("tierfs-fast", fs.Fast, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV,
+		"size="+o.FastSize+",mode=0755"); err != nil {
+		t.Fatalf("mount -t tmpfs -o size=%s tierfs-fast %s: %v", o.FastSize, fs.Fast, err)
+	}
+	t.Cleanup(func() { unmountTmpfs(t, fs.Fast) })
+
+	capacity := ""
+	if o.FastCapacity != "" {
+		capacity = fmt.Sprintf("capacity = %q\n", o.FastCapacity)
+	}
+	conf := fmt.Sprintf(`# written by the integration harness
+[[tier]]
+name = "fast"
+type = %q
+path = %q
+%s
+[[tier]]
+name = "slow"
+type = %q
+path = %q
+
+[log]
+level = %q
+%s`, o.FastType, fs.Fast, capacity, o.SlowType, fs.Slow, o.LogLevel, o.Extra)
+	if err := os.WriteFile(fs.Config, []byte(conf), 0o644); err != nil {
+		t.Fatalf("%v", err)
+	}
+	// Registered before the daemon starts: runs after the broker's
+	// cleanups, before the tmpfs's.
+	t.Cleanup(func() { fs.cleanup(t) })
+	fs.Start(t)
+	return fs
+}
+
+// Start runs `tierfs mount` and waits until the mount is listed in
+// /proc/self/mountinfo and the control socket answers.
+func (fs *Tierfs) Start(t *testing.T) {
+	t.Helper()
+	if fs.p != nil && !fs.p.exited() {
+		t.Fatalf("tierfs is already running")
+	}
+	fs.starts++
+	fs.Log = filepath.Join(fs.dir, fmt.Sprintf("tierfs-%d.log", fs.starts))
+	logf, err := os.Create(fs.Log)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(fs.Bin, "mount", "--config", fs.Config, fs.Mnt)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// SIGTERM on our death: tierfs unmounts itself.
+	if fs.p, err = startProc("tierfs", cmd, syscall.SIGTERM); err != nil {
+		t.Fatalf("%v", err)
+	}
+	err = waitFor(mountTimeout, "the tierfs mount on "+fs.Mnt, func() (bool, error) {
+		if fs.p.exited() {
+			return false, fmt.Errorf("tierfs exited (%v)", fs.p.err)
+		}
+		ok, typ := isMounted(fs.Mnt)
+		if ok && typ != mountutil.TierfsFSType {
+			return false, fmt.Errorf("%s is mounted with type %q, want %q", fs.Mnt, typ, mountutil.TierfsFSType)
+		}
+		return ok, nil
+	})
+	if err == nil {
+		// The control socket comes up just after the mount.
+		err = waitFor(mountTimeout, "tierfs status", func() (bool, error) {
+			if fs.p.exited() {
+				return false, fmt.Errorf("tierfs exited (%v)", fs.p.err)
+			}
+			return exec.Command(fs.Bin, "status", "--json", fs.Mnt).Run() == nil, nil
+		})
+	}
+	if err != nil {
+		t.Fatalf("%v\n--- %s:\n%s", err, fs.Log, tail(fs.Log, 40))
+	}
+	t.Logf("tierfs mounted on %s (pid %d)", fs.Mnt, fs.p.cmd.Process.Pid)
+}
+
+// Stop sends SIGTERM (tierfs unmounts itself and exits), waits, and fails
+// the test if tierfs had to be killed, exited non-zero, or left the mount.
+func (fs *Tierfs) Stop(t *testing.T) {
+	t.Helper()
+	if fs.p == nil || fs.p.exited() {
+		return
+	}
+	if !fs.p.stop(syscall.SIGTERM, tierfsStopTimeout) {
+		t.Errorf("tierfs did not exit within %v of SIGTERM; killed it", tierfsStopTimeout)
+	} else if code := fs.p.exitCode(); code != 0 {
+		t.Errorf("tierfs exited with status %d\n--- %s:\n%s", code, fs.Log, tail(fs.Log, 30))
+	}
+	if ok, _ := isMounted(fs.Mnt); ok {
+		t.Errorf("%s is still mounted after tierfs exited; unmounting it", fs.Mnt)
+		if err := mountutil.Unmount(fs.Mnt); err != nil {
+			t.Errorf("%v", err)
+		}
+	}
+}
+
+func (fs *Tierfs) cleanup(t *testing.T) {
+	fs.Stop(t)
+	if t.Failed() {
+		t.Logf("--- last lines of %s:\n%s", fs.Log, tail(fs.Log, 40))
+	}
+}
+
+// unmountTmpfs unmounts the fast tier; it retries while the mount is
+// busy (a dying daemon), then detaches it lazily and fails the test.
+func unmountTmpfs(t *testing.T, dir string) {
+	if ok, _ := isMounted(dir); !ok {
+		return
+	}
+	err := waitFor(10*time.Second, "unmounting "+dir, func() (bool, error) {
+		err := unix.Unmount(dir, 0)
+		if err == nil || errors.Is(err, unix.EINVAL) {
+			return true, nil
+		}
+		if errors.Is(err, unix.EBUSY) {
+			return false, nil
+		}
+		return false, err
+	})
+	if err != nil {
+		t.Errorf("%v; detaching it lazily", err)
+		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
+			t.Errorf("umount -l %s: %v", dir, err)
+		}
+	}
+}
+
+// StatusJSON is `tierfs status --json`.
+type StatusJSON struct {
+	Mountpoint string `json:"mountpoint"`
+	Tiers      []struct {
+		Name          string `json:"name"`
+		Type          string `json:"type"`
+		Path          string `json:"path"`
+		CapacityBytes int64  `json:"capacity_bytes"`
+		UsedBytes     int64  `json:"used_bytes"`
+		FreeBytes     int64  `json:"free_bytes"`
+		Files         int64  `json:"files"`
+	} `json:"tiers"`
+	OpenFiles int `json:"open_files"`
+	Moves     struct {
+		Done       int64  `json:"done"`
+		Failed     int64  `json:"failed"`
+		BytesMoved int64  `json:"bytes_moved"`
+		LastError  string `json:"last_error"`
+	} `json:"moves"`
+}
+
+// LsEntry is one element of `tierfs ls --json`.
+type LsEntry struct {
+	Path string `json:"path"`
+	Size int64  `json:"size"`
+	Tier string `json:"tier"`
+}
+
+// CLI runs a tierfs client command and returns its stdout.
+func (fs *Tierfs) CLI(t *testing.T, args ...string) []byte {
+	t.Helper()
+	cmd := exec.Command(fs.Bin, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("tierfs %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	return out
+}
+
+// ErrorLines returns the daemon's log lines at level error or above.
+func (fs *Tierfs) ErrorLines() []string {
+	var out []string
+	for i := 1; i <= fs.starts; i++ {
+		path := filepath.Join(fs.dir, fmt.Sprintf("tierfs-%d.log", i))
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, `"level":"error"`) || strings.Contains(l, `"level":"fatal"`) ||
+				strings.Contains(l, `"level":"panic"`) || strings.HasPrefix(l, "panic:") ||
+				strings.HasPrefix(l, "fatal error:") || strings.HasPrefix(l, "WARNING: DATA RACE") {
+				out = append(out, filepath.Base(path)+": "+l)
+			}
+		}
+	}
+	return out
+}

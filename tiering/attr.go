@@ -79,11 +79,7 @@ func (f *File) setattrFd(in *SetAttr) error {
 func (s *Store) Setattr(p Path, in SetAttr) (Attr, error) {
 	s.ns.RLock()
 	defer s.ns.RUnlock()
-	c, err := s.comps(p)
-	if err != nil {
-		return Attr{}, err
-	}
-	ls, err := s.locatePath(c)
+	ls, err := s.resolve(p)
 	if err != nil {
 		return Attr{}, err
 	}
@@ -142,11 +138,7 @@ func reserved(name string) bool { return strings.HasPrefix(name, xattrPrefix) }
 func (s *Store) Getxattr(p Path, name string, dest []byte) (int, error) {
 	s.ns.RLock()
 	defer s.ns.RUnlock()
-	c, err := s.comps(p)
-	if err != nil {
-		return 0, err
-	}
-	ls, err := s.locatePath(c)
+	ls, err := s.resolve(p)
 	if err != nil {
 		return 0, err
 	}
@@ -178,11 +170,7 @@ func (s *Store) Getxattr(p Path, name string, dest []byte) (int, error) {
 func (s *Store) Listxattr(p Path, dest []byte) (int, error) {
 	s.ns.RLock()
 	defer s.ns.RUnlock()
-	c, err := s.comps(p)
-	if err != nil {
-		return 0, err
-	}
-	ls, err := s.locatePath(c)
+	ls, err := s.resolve(p)
 	if err != nil {
 		return 0, err
 	}

@@ -127,11 +127,7 @@ func (s *Store) getFile(l *loc, ino uint64, p Path) (*File, error) {
 func (s *Store) Open(p Path, flags int) (*Handle, error) {
 	s.ns.RLock()
 	defer s.ns.RUnlock()
-	c, err := s.comps(p)
-	if err != nil {
-		return nil, err
-	}
-	ls, err := s.locatePath(c)
+	ls, err := s.resolve(p)
 	if err != nil {
 		return nil, err
 	}

@@ -123,11 +123,7 @@ func (s *Store) MoveWith(ctx context.Context, rel string, to string, o MoveOptio
 func (s *Store) acquire(p Path) (*File, error) {
 	s.ns.RLock()
 	defer s.ns.RUnlock()
-	c, err := s.comps(p)
-	if err != nil {
-		return nil, err
-	}
-	ls, err := s.locatePath(c)
+	ls, err := s.resolve(p)
 	if err != nil {
 		return nil, err
 	}

@@ -114,6 +114,15 @@ func (s *Store) locatePath(c []string) (locs, error) {
 	return ls, nil
 }
 
+// resolve finds every copy of p (the root: every tier's root).
+func (s *Store) resolve(p Path) (locs, error) {
+	c, err := s.comps(p)
+	if err != nil {
+		return nil, err
+	}
+	return s.locatePath(c)
+}
+
 // primary is the copy that speaks for a name: for a directory the first
 // tier's copy, for anything else its only copy (the first, should an
 // interrupted commit have left two; recovery removes those at mount).
@@ -157,11 +166,7 @@ func (s *Store) Lookup(dir Path, name string) (Attr, error) {
 func (s *Store) Getattr(p Path) (Attr, error) {
 	s.ns.RLock()
 	defer s.ns.RUnlock()
-	c, err := s.comps(p)
-	if err != nil {
-		return Attr{}, err
-	}
-	ls, err := s.locatePath(c)
+	ls, err := s.resolve(p)
 	if err != nil {
 		return Attr{}, err
 	}
@@ -384,6 +389,27 @@ func (c childPath) Components() ([]string, bool) {
 	return append(append([]string(nil), d...), c.name), true
 }
 
+// freeNameLocked resolves dir for a new entry name, which must exist on
+// no tier. Caller holds ns exclusively.
+func (s *Store) freeNameLocked(dir Path, name string) ([]string, error) {
+	d, err := s.comps(dir)
+	if err != nil {
+		return nil, err
+	}
+	if hidden(d, name) {
+		return nil, unix.EPERM
+	}
+	ls, err := s.locate(d, name)
+	if err != nil {
+		return nil, err
+	}
+	if len(ls) > 0 {
+		ls.close()
+		return nil, unix.EEXIST
+	}
+	return d, nil
+}
+
 // Mkdir makes a directory on the first tier that takes it.
 func (s *Store) Mkdir(dir Path, name string, mode uint32, o Owner) (Attr, error) {
 	if err := validName(name); err != nil {
@@ -391,20 +417,9 @@ func (s *Store) Mkdir(dir Path, name string, mode uint32, o Owner) (Attr, error)
 	}
 	s.ns.Lock()
 	defer s.ns.Unlock()
-	d, err := s.comps(dir)
+	d, err := s.freeNameLocked(dir, name)
 	if err != nil {
 		return Attr{}, err
-	}
-	if hidden(d, name) {
-		return Attr{}, unix.EPERM
-	}
-	ls, err := s.locate(d, name)
-	if err != nil {
-		return Attr{}, err
-	}
-	if len(ls) > 0 {
-		ls.close()
-		return Attr{}, unix.EEXIST
 	}
 	var lastErr error = unix.ENOSPC
 	for _, t := range s.tiers {
@@ -476,20 +491,9 @@ func (s *Store) makeSpecial(dir Path, name string, o Owner, mk func(pfd int) err
 	}
 	s.ns.Lock()
 	defer s.ns.Unlock()
-	d, err := s.comps(dir)
+	d, err := s.freeNameLocked(dir, name)
 	if err != nil {
 		return Attr{}, err
-	}
-	if hidden(d, name) {
-		return Attr{}, unix.EPERM
-	}
-	ls, err := s.locate(d, name)
-	if err != nil {
-		return Attr{}, err
-	}
-	if len(ls) > 0 {
-		ls.close()
-		return Attr{}, unix.EEXIST
 	}
 	var lastErr error = unix.ENOSPC
 	for _, t := range s.placement() {
@@ -523,11 +527,7 @@ func (s *Store) makeSpecial(dir Path, name string, o Owner, mk func(pfd int) err
 func (s *Store) Readlink(p Path) (string, error) {
 	s.ns.RLock()
 	defer s.ns.RUnlock()
-	c, err := s.comps(p)
-	if err != nil {
-		return "", err
-	}
-	ls, err := s.locatePath(c)
+	ls, err := s.resolve(p)
 	if err != nil {
 		return "", err
 	}

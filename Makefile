@@ -79,9 +79,12 @@ test: deps
 	$(MAKE) --no-print-directory fuzz
 	$(MAKE) --no-print-directory test-kafka
 
-# Needs root (the control socket lives in /run/tierfs). Leaves no mount
-# behind however it ends; .demo/ stays until `make clean`.
-demo: deps build
+# A Kafka broker on a two-tier tierfs under ./.demo: produce, watch the
+# policy move older segments down, consume everything back. Needs root (a
+# tmpfs mount; the control socket lives in /run/tierfs); kafka-jars installs
+# Java and Maven when missing and fetches the pinned Kafka jars. Leaves no
+# mount or process behind however it ends; .demo/ stays until `make clean`.
+demo: deps build kafka-jars
 	bash ./examples/demo.sh
 
 clean:

@@ -352,6 +352,15 @@ func (e *Engine) recordErr(err error) {
 func (e *Engine) Migrate(rel, tier string) (*Job, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	// Pinned files stay on their tier: an operator unpins first.
+	if p, ok := e.pins[rel]; ok && p != tier {
+		return nil, fmt.Errorf("%s is pinned to tier %s: unpin it first", rel, p)
+	}
+	for _, g := range e.cfg.Policy.Pin {
+		if policy.MatchGlob(g, rel) {
+			return nil, fmt.Errorf("%s is pinned by [policy] pin %q: change the configuration first", rel, g)
+		}
+	}
 	if j, ok := e.byPath[rel]; ok {
 		if j.To == tier {
 			return j, nil

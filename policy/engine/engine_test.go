@@ -221,7 +221,8 @@ func TestEngineMigrateAndPins(t *testing.T) {
 	if len(e3.Status().Pins) != 0 {
 		t.Fatalf("unpin not kept: %v", e3.Status().Pins)
 	}
-	j, err = e.Migrate("ckpt", "nowhere")
+	writeFile(t, s, "", "other", []byte("y"), time.Now())
+	j, err = e.Migrate("other", "nowhere")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,4 +257,27 @@ func TestEngineReloadedInterval(t *testing.T) {
 	first := e.Status().LastPlan
 	e.Reconfigure(defaultCfg()) // 20ms
 	waitFor(t, "a plan at the reloaded interval", func() bool { return e.Status().LastPlan.After(first) })
+}
+
+// A pinned file is not moved by hand: a glob pin or a CLI pin to another
+// tier refuses the move.
+func TestEngineMigrateRespectsPins(t *testing.T) {
+	s, _ := newStore(t, 0)
+	writeFile(t, s, "__cluster_metadata-0", "00000000000000000000.log", []byte("x"), time.Now())
+	writeFile(t, s, "", "ckpt", []byte("x"), time.Now())
+	cfg := defaultCfg()
+	cfg.Policy.Pin = []string{"__cluster_metadata-*/**"}
+	e, err := New(s, cfg, "", zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Migrate("__cluster_metadata-0/00000000000000000000.log", "slow"); err == nil {
+		t.Fatalf("glob-pinned file accepted for a manual move")
+	}
+	if _, err := e.Pin("ckpt", "fast"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Migrate("ckpt", "slow"); err == nil {
+		t.Fatalf("file pinned to fast accepted for a move to slow")
+	}
 }

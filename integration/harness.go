@@ -7,6 +7,18 @@
 // DumpLogSegments) and tears everything down in t.Cleanup, however the
 // test ends.
 //
+// The tests, each checking every acknowledged record (acks=all) and every
+// segment (DumpLogSegments --deep-iteration):
+//
+//	kafka_test.go        produce, consume, clean restart; fast tier roomy or full
+//	policy_test.go       the policy moving sealed segments down, promoting for a reader
+//	retention_test.go    retention (.deleted), topic deletion, compaction
+//	restart_test.go      broker clean restart and kill -9
+//	tierfs_kill_test.go  tierfs killed under the broker, remount, restart
+//	cluster_test.go      three brokers on three mounts, one tierfs killed
+//	bench_test.go        ProducerPerformance, tierfs against raw tmpfs
+//	                     (TIERFS_KAFKA_BENCH=1 only; make bench-kafka)
+//
 // The tests need root (mounts), /dev/fuse, Java 17+ and the Kafka jars
 // that `make kafka-jars` fetches from Maven Central into
 // .cache/kafka/<version>/libs. They run only with TIERFS_KAFKA=1 (`make
@@ -15,6 +27,7 @@
 // Environment:
 //
 //	TIERFS_KAFKA=1          run the tests
+//	TIERFS_KAFKA_BENCH=1    run the benchmark TestProducerThroughputReport
 //	TIERFS_KAFKA_LIBS=DIR   the Kafka jars (default: .cache/kafka/<pin>/libs)
 //	TIERFS_BIN=FILE         use this tierfs binary instead of building one
 //	                        (a relative path is taken from the repository root)
@@ -105,6 +118,9 @@ type Kafka struct {
 	Version string
 	Libs    string // directory of jars; the class path is Libs/*
 	Java    string
+	// ToolJVM, when not nil, replaces the tools' java options (a small
+	// heap, C1 only, the serial collector: quick to start).
+	ToolJVM []string
 }
 
 // RequireKafka skips the test unless TIERFS_KAFKA=1, and fails it when

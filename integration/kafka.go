@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -56,22 +57,12 @@ var toolJVM = []string{"-Xmx256m", "-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC"
 // under dir/tools/ for after the test.
 func (k *Kafka) Tool(dir string, timeout time.Duration, stdin io.Reader, class string, args ...string) (stdout, stderr []byte, err error) {
 	toolsDir := filepath.Join(dir, "tools")
-	if err := os.MkdirAll(toolsDir, 0o755); err != nil {
-		return nil, nil, err
-	}
-	cfg := filepath.Join(toolsDir, "log4j2.properties")
-	if _, err := os.Stat(cfg); err != nil {
-		if err := os.WriteFile(cfg, []byte(toolsLog4j2), 0o644); err != nil {
-			return nil, nil, err
-		}
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	jargs := append([]string{}, toolJVM...)
-	jargs = append(jargs, "-Dlog4j2.configurationFile="+cfg, "-cp", filepath.Join(k.Libs, "*"), class)
-	jargs = append(jargs, args...)
-	cmd := exec.CommandContext(ctx, k.Java, jargs...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd, err := k.ToolCommand(ctx, dir, class, args...)
+	if err != nil {
+		return nil, nil, err
+	}
 	cmd.Stdin = stdin
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
@@ -89,6 +80,32 @@ func (k *Kafka) Tool(dir string, timeout time.Duration, stdin io.Reader, class s
 	_ = os.WriteFile(base+".err", append([]byte(fmt.Sprintf("# %s %s\n# took %v, err=%v\n",
 		class, strings.Join(args, " "), time.Since(start).Round(time.Millisecond), err)), e.Bytes()...), 0o644)
 	return o.Bytes(), e.Bytes(), err
+}
+
+// ToolCommand returns the command that runs a Kafka command-line class
+// (as Tool does), in a process group of its own and killed if the test
+// process dies; the caller starts it, with its own stdin and stdout.
+// ctx kills it (exec.CommandContext).
+func (k *Kafka) ToolCommand(ctx context.Context, dir, class string, args ...string) (*exec.Cmd, error) {
+	toolsDir := filepath.Join(dir, "tools")
+	if err := os.MkdirAll(toolsDir, 0o755); err != nil {
+		return nil, err
+	}
+	cfg := filepath.Join(toolsDir, "log4j2.properties")
+	if _, err := os.Stat(cfg); err != nil {
+		if err := os.WriteFile(cfg, []byte(toolsLog4j2), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	jargs := append([]string{}, toolJVM...)
+	if k.ToolJVM != nil {
+		jargs = append([]string{}, k.ToolJVM...)
+	}
+	jargs = append(jargs, "-Dlog4j2.configurationFile="+cfg, "-cp", filepath.Join(k.Libs, "*"), class)
+	jargs = append(jargs, args...)
+	cmd := exec.CommandContext(ctx, k.Java, jargs...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	return cmd, nil
 }
 
 type counter struct {
@@ -159,6 +176,8 @@ type BrokerOptions struct {
 	Extra map[string]string
 	// Heap is -Xmx; default "512m".
 	Heap string
+	// JVM is more java options (e.g. "-XX:+UseSerialGC").
+	JVM []string
 }
 
 // Broker is a single Kafka node in KRaft combined mode (broker and
@@ -175,8 +194,10 @@ type Broker struct {
 	Log        string // the current run's broker log
 	BrokerLogs []string
 
-	heap string
-	p    *proc
+	heap     string
+	jvm      []string
+	p        *proc
+	launched time.Time
 }
 
 // Bootstrap is the bootstrap.servers value.
@@ -195,7 +216,7 @@ func NewBroker(t *testing.T, k *Kafka, dir, logDir string, o BrokerOptions) *Bro
 	}
 	b := &Broker{
 		K: k, NodeID: 1, Port: FreePort(t), CtrlPort: FreePort(t), ClusterID: NewClusterID(),
-		Dir: filepath.Join(dir, "broker"), LogDir: logDir, heap: o.Heap,
+		Dir: filepath.Join(dir, "broker"), LogDir: logDir, heap: o.Heap, jvm: o.JVM,
 	}
 	for b.CtrlPort == b.Port {
 		b.CtrlPort = FreePort(t)
@@ -228,28 +249,7 @@ func NewBroker(t *testing.T, k *Kafka, dir, logDir string, o BrokerOptions) *Bro
 		{"group.initial.rebalance.delay.ms", "0"},
 		{"auto.create.topics.enable", "false"},
 	}
-	var sb strings.Builder
-	sb.WriteString("# written by the tierfs integration harness\n")
-	seen := map[string]bool{}
-	for _, kv := range props {
-		v := kv[1]
-		if x, ok := o.Extra[kv[0]]; ok {
-			v = x
-		}
-		seen[kv[0]] = true
-		fmt.Fprintf(&sb, "%s=%s\n", kv[0], v)
-	}
-	for key, v := range o.Extra {
-		if !seen[key] {
-			fmt.Fprintf(&sb, "%s=%s\n", key, v)
-		}
-	}
-	if err := os.WriteFile(b.Props, []byte(sb.String()), 0o644); err != nil {
-		t.Fatalf("%v", err)
-	}
-	if err := os.WriteFile(filepath.Join(b.Dir, "log4j2.properties"), []byte(brokerLog4j2), 0o644); err != nil {
-		t.Fatalf("%v", err)
-	}
+	b.writeProps(t, props, o.Extra)
 	out := k.MustTool(t, dir, 2*time.Minute, nil, "kafka.tools.StorageTool",
 		"format", "--cluster-id", b.ClusterID, "--config", b.Props, "--standalone")
 	t.Logf("StorageTool format: %s", strings.TrimSpace(string(out)))
@@ -257,11 +257,54 @@ func NewBroker(t *testing.T, k *Kafka, dir, logDir string, o BrokerOptions) *Bro
 	return b
 }
 
+// writeProps writes server.properties (props, each overridden by extra,
+// then the rest of extra in key order) and the broker's log4j2
+// configuration.
+func (b *Broker) writeProps(t *testing.T, props [][2]string, extra map[string]string) {
+	t.Helper()
+	var sb strings.Builder
+	sb.WriteString("# written by the tierfs integration harness\n")
+	seen := map[string]bool{}
+	for _, kv := range props {
+		v := kv[1]
+		if x, ok := extra[kv[0]]; ok {
+			v = x
+		}
+		seen[kv[0]] = true
+		fmt.Fprintf(&sb, "%s=%s\n", kv[0], v)
+	}
+	keys := make([]string, 0, len(extra))
+	for key := range extra {
+		if !seen[key] {
+			keys = append(keys, key)
+		}
+	}
+	sort.Strings(keys)
+	for _, key := range keys {
+		fmt.Fprintf(&sb, "%s=%s\n", key, extra[key])
+	}
+	if err := os.WriteFile(b.Props, []byte(sb.String()), 0o644); err != nil {
+		t.Fatalf("%v", err)
+	}
+	if err := os.WriteFile(filepath.Join(b.Dir, "log4j2.properties"), []byte(brokerLog4j2), 0o644); err != nil {
+		t.Fatalf("%v", err)
+	}
+}
+
 var serverStartedRE = regexp.MustCompile(`\[KafkaRaftServer nodeId=\d+\] Kafka Server started`)
 
 // Start runs kafka.Kafka and waits until it serves: the log says "Kafka
 // Server started" and the PLAINTEXT port accepts connections.
 func (b *Broker) Start(t *testing.T) {
+	t.Helper()
+	b.Launch(t)
+	b.WaitStarted(t)
+}
+
+// Launch runs kafka.Kafka and returns at once; WaitStarted waits until it
+// serves. (The nodes of a KRaft quorum must start together: none serves
+// before a majority of the voters is up.)
+func (b *Broker) Launch(t *testing.T) {
 	t.Helper()
 	if b.p != nil && !b.p.exited() {
 		t.Fatalf("the broker is already running")
@@ -273,19 +316,26 @@ func (b *Broker) Start(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(b.K.Java,
-		"-Xmx"+b.heap, "-Xms"+b.heap,
-		"-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true",
-		"-Dlog4j2.configurationFile="+filepath.Join(b.Dir, "log4j2.properties"),
-		"-cp", filepath.Join(b.K.Libs, "*"),
-		"kafka.Kafka", b.Props)
+	args := append([]string{"-Xmx" + b.heap, "-Xms" + b.heap,
+		"-XX:+ExitOnOutOfMemoryError", "-Djava.awt.headless=true"}, b.jvm...)
+	args = append(args, "-Dlog4j2.configurationFile="+filepath.Join(b.Dir, "log4j2.properties"),
+		"-cp", filepath.Join(b.K.Libs, "*"), "kafka.Kafka", b.Props)
+	cmd := exec.Command(b.K.Java, args...)
 	cmd.Dir = b.Dir
 	cmd.Stdout, cmd.Stderr = logf, logf
-	start := time.Now()
+	b.launched = time.Now()
 	if b.p, err = startProc("kafka", cmd, syscall.SIGKILL); err != nil {
 		t.Fatalf("%v", err)
 	}
-	err = waitFor(brokerStartTimeout, "the broker to start", func() (bool, error) {
+}
+
+// WaitStarted waits until the broker Launch started serves.
+func (b *Broker) WaitStarted(t *testing.T) {
+	t.Helper()
+	if b.p == nil {
+		t.Fatalf("the broker was not launched")
+	}
+	err := waitFor(brokerStartTimeout, "the broker to start", func() (bool, error) {
 		if b.p.exited() {
 			return false, fmt.Errorf("the broker exited with status %d", b.p.exitCode())
 		}
@@ -302,7 +352,7 @@ func (b *Broker) Start(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n--- %s:\n%s", err, b.Log, tail(b.Log, 60))
 	}
-	t.Logf("broker started in %v (pid %d, %s, log %s)", time.Since(start).Round(time.Millisecond),
+	t.Logf("broker %d started in %v (pid %d, %s, log %s)", b.NodeID, time.Since(b.launched).Round(time.Millisecond),
 		b.p.cmd.Process.Pid, b.Bootstrap(), b.Log)
 }
 
@@ -352,6 +402,29 @@ func (b *Broker) Stop(t *testing.T) {
 	t.Logf("broker stopped in %v (status %d)", time.Since(start).Round(time.Millisecond), code)
 }
 
+// WaitExit waits up to timeout for the broker to exit by itself and
+// returns its exit status (128+signal for a signal); ok is false if it
+// is still running.
+func (b *Broker) WaitExit(timeout time.Duration) (code int, ok bool) {
+	if b.p == nil {
+		return 0, false
+	}
+	select {
+	case <-b.p.done:
+		return b.p.exitCode(), true
+	case <-time.After(timeout):
+		return -1, false
+	}
+}
+
+// Pid is the broker's process id (0 before the first start).
+func (b *Broker) Pid() int {
+	if b.p == nil {
+		return 0
+	}
+	return b.p.cmd.Process.Pid
+}
+
 // Kill ends the broker with SIGKILL, as a crash would.
 func (b *Broker) Kill(t *testing.T) {
 	t.Helper()
@@ -384,8 +457,13 @@ var (
 // FATAL, the WARN lines matching storageErrorRE and the lines matching
 // failedDirRE, each with the stack trace lines that follow it (up to 12).
 func (b *Broker) ProblemLines() []string {
+	return ProblemLinesIn(b.BrokerLogs...)
+}
+
+// ProblemLinesIn is ProblemLines for the given broker logs.
+func ProblemLinesIn(paths ...string) []string {
 	var out []string
-	for _, path := range b.BrokerLogs {
+	for _, path := range paths {
 		f, err := os.Open(path)
 		if err != nil {
 			continue

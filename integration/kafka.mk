@@ -6,15 +6,21 @@
 #                     .cache/kafka/<version>/libs; does nothing when they
 #                     are there already. Needs Java 17+ and Maven 3.
 #   make test-kafka   run a real Kafka broker on a tierfs mount
-#                     (integration/...: TIERFS_KAFKA=1 go test -race). Needs
-#                     root and /dev/fuse. TIERFS_KAFKA_KEEP=1 keeps each
+#                     (integration/...: TIERFS_KAFKA=1 go test -race): produce
+#                     and consume, the policy moving and promoting, retention,
+#                     topic deletion, compaction, broker restarts and kill -9,
+#                     tierfs killed under the broker, a three-broker cluster.
+#                     Needs root and /dev/fuse. TIERFS_KAFKA_KEEP=1 keeps each
 #                     test's work dir (broker, tools and tierfs logs).
+#   make bench-kafka  ProducerPerformance (1 KiB records, acks=all) with
+#                     log.dirs on tierfs and on the raw fast-tier tmpfs, in one
+#                     run; prints the medians and the ratio. Not part of CI.
 
 GO ?= go
 KAFKA_TEST_TIMEOUT ?= 20m
 KAFKA_TEST_RUN ?= .
 
-.PHONY: kafka-jars test-kafka
+.PHONY: kafka-jars test-kafka bench-kafka
 
 kafka-jars:
 	@missing=""; \
@@ -33,3 +39,6 @@ kafka-jars:
 
 test-kafka: kafka-jars build
 	TIERFS_KAFKA=1 $(GO) test -race -count=1 -timeout $(KAFKA_TEST_TIMEOUT) -run '$(KAFKA_TEST_RUN)' -v ./integration/...
+
+bench-kafka: kafka-jars build
+	TIERFS_KAFKA_BENCH=1 $(GO) test -count=1 -timeout 30m -run '^TestProducerThroughputReport$$' -v ./integration/

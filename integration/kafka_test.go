@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -33,22 +32,7 @@ func verifyValue(i int) string {
 // ConsoleProducer (key i, value verifyValue(i), acks=all).
 func produceVerify(t *testing.T, b *Broker, dir, topic string, n int) {
 	t.Helper()
-	var in bytes.Buffer
-	for i := 0; i < n; i++ {
-		fmt.Fprintf(&in, "%d\t%s\n", i, verifyValue(i))
-	}
-	_, errOut, err := b.K.Tool(dir, 3*time.Minute, &in, "org.apache.kafka.tools.ConsoleProducer",
-		"--bootstrap-server", b.Bootstrap(), "--topic", topic,
-		"--property", "parse.key=true", "--property", "key.separator=\t",
-		"--producer-property", "acks=all", "--producer-property", "enable.idempotence=true")
-	if err != nil {
-		t.Fatalf("%v\n%s", err, lastLines(errOut, 40))
-	}
-	// ConsoleProducer logs a failed send (ErrorLoggingCallback) and goes
-	// on; with no such line every record was acknowledged.
-	if bytes.Contains(errOut, []byte("Error when sending")) || bytes.Contains(errOut, []byte("Exception")) {
-		t.Fatalf("ConsoleProducer reported errors:\n%s", lastLines(errOut, 40))
-	}
+	produceRange(t, b.K, b.Bootstrap(), dir, topic, 0, n)
 }
 
 // consumeVerify reads the verify topic from the beginning with
@@ -56,48 +40,7 @@ func produceVerify(t *testing.T, b *Broker, dir, topic string, n int) {
 // once, each with its value.
 func consumeVerify(t *testing.T, b *Broker, dir, topic string, n int) {
 	t.Helper()
-	out := b.K.MustTool(t, dir, 3*time.Minute, nil, "org.apache.kafka.tools.consumer.ConsoleConsumer",
-		"--bootstrap-server", b.Bootstrap(), "--topic", topic, "--from-beginning",
-		"--max-messages", strconv.Itoa(n), "--timeout-ms", "60000",
-		"--property", "print.key=true", "--property", "key.separator=\t")
-	seen := make([]bool, n)
-	got, bad := 0, 0
-	for _, l := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
-		if l == "" {
-			continue
-		}
-		got++
-		k, v, ok := strings.Cut(l, "\t")
-		i, err := strconv.Atoi(k)
-		switch {
-		case !ok || err != nil || i < 0 || i >= n:
-			bad++
-			if bad <= 5 {
-				t.Errorf("consumed a record with an unexpected key: %.80q", l)
-			}
-		case seen[i]:
-			t.Errorf("record %d consumed twice", i)
-		case v != verifyValue(i):
-			bad++
-			if bad <= 5 {
-				t.Errorf("record %d has value %.60q..., want %.60q...", i, v, verifyValue(i))
-			}
-		default:
-			seen[i] = true
-		}
-	}
-	var missing []int
-	for i, s := range seen {
-		if !s {
-			missing = append(missing, i)
-		}
-	}
-	if got != n || len(missing) > 0 || bad > 0 {
-		if len(missing) > 10 {
-			missing = missing[:10]
-		}
-		t.Fatalf("consumed %d records of %d from %s: %d bad, missing e.g. %v", got, n, topic, bad, missing)
-	}
+	checkNumbered(t, topic, consumeAll(t, b.K, b.Bootstrap(), dir, topic, int64(n)), 0, n)
 }
 
 // checkDumps runs DumpLogSegments on every .log under the log dir and

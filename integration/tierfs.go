@@ -5,6 +5,7 @@ package integration
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -112,6 +113,7 @@ type Tierfs struct {
 	Log    string // the daemon's stderr
 
 	dir    string
+	opts   TierfsOptions
 	p      *proc
 	starts int
 }
@@ -139,6 +141,7 @@ func MountTierfs(t *testing.T, dir string, o TierfsOptions) *Tierfs {
 		Slow:   filepath.Join(dir, "slow"),
 		Config: filepath.Join(dir, "tierfs.toml"),
 		dir:    dir,
+		opts:   o,
 	}
 	for _, d := range []string{fs.Mnt, fs.Fast, fs.Slow} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -147,12 +150,30 @@ func MountTierfs(t *testing.T, dir string, o TierfsOptions) *Tierfs {
 	}
 
 	// The fast tier: a private tmpfs.
-	if err := unix.Mount("tierfs-fast", fs.Fast, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV,
-		"size="+o.FastSize+",mode=0755"); err != nil {
-		t.Fatalf("mount -t tmpfs -o size=%s tierfs-fast %s: %v", o.FastSize, fs.Fast, err)
-	}
-	t.Cleanup(func() { unmountTmpfs(t, fs.Fast) })
+	MountTmpfs(t, fs.Fast, o.FastSize)
+	fs.writeConfig(t)
+	// Registered before the daemon starts: runs after the broker's
+	// cleanups, before the tmpfs's.
+	t.Cleanup(func() { fs.cleanup(t) })
+	fs.Start(t)
+	return fs
+}
 
+// MountTmpfs mounts a private tmpfs of the given size (tmpfs's size=)
+// on dir, which must exist, and unmounts it in t.Cleanup.
+func MountTmpfs(t *testing.T, dir, size string) {
+	t.Helper()
+	if err := unix.Mount("tierfs-fast", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV,
+		"size="+size+",mode=0755"); err != nil {
+		t.Fatalf("mount -t tmpfs -o size=%s tierfs-fast %s: %v", size, dir, err)
+	}
+	t.Cleanup(func() { unmountTmpfs(t, dir) })
+}
+
+// writeConfig writes the configuration file from fs.opts.
+func (fs *Tierfs) writeConfig(t *testing.T) {
+	t.Helper()
+	o := fs.opts
 	capacity := ""
 	if o.FastCapacity != "" {
 		capacity = fmt.Sprintf("capacity = %q\n", o.FastCapacity)
@@ -174,11 +195,17 @@ level = %q
 	if err := os.WriteFile(fs.Config, []byte(conf), 0o644); err != nil {
 		t.Fatalf("%v", err)
 	}
-	// Registered before the daemon starts: runs after the broker's
-	// cleanups, before the tmpfs's.
-	t.Cleanup(func() { fs.cleanup(t) })
-	fs.Start(t)
-	return fs
+}
+
+// Reconfigure rewrites the configuration file with extra in place of
+// TierfsOptions.Extra (the [policy] table, say) and has the running
+// daemon apply it (`tierfs reload`).
+func (fs *Tierfs) Reconfigure(t *testing.T, extra string) {
+	t.Helper()
+	fs.opts.Extra = extra
+	fs.writeConfig(t)
+	out := fs.CLI(t, "reload", fs.Mnt)
+	t.Logf("tierfs reload: %s", strings.TrimSpace(string(out)))
 }
 
 // Start runs `tierfs mount` and waits until the mount is listed in
@@ -246,8 +273,59 @@ func (fs *Tierfs) Stop(t *testing.T) {
 	}
 }
 
+// Pid is the daemon's process id (0 before the first start).
+func (fs *Tierfs) Pid() int {
+	if fs.p == nil {
+		return 0
+	}
+	return fs.p.cmd.Process.Pid
+}
+
+// Running reports whether the daemon is alive.
+func (fs *Tierfs) Running() bool { return fs.p != nil && !fs.p.exited() }
+
+// Kill ends the daemon with SIGKILL, as a crash would, and waits for it.
+// The mount stays, dead: every access to it fails with ENOTCONN
+// ("Transport endpoint is not connected") until DetachDead.
+func (fs *Tierfs) Kill(t *testing.T) {
+	t.Helper()
+	if !fs.Running() {
+		t.Fatalf("tierfs is not running")
+	}
+	pid := fs.p.cmd.Process.Pid
+	fs.p.stop(syscall.SIGKILL, tierfsStopTimeout)
+	t.Logf("killed tierfs (pid %d) with SIGKILL", pid)
+}
+
+// DetachDead checks that the mount is stale (its daemon is gone) and
+// detaches it lazily (umount -l, through mountutil.PrepareForce), so that
+// tierfs can mount on the same mountpoint again.
+func (fs *Tierfs) DetachDead(t *testing.T) {
+	t.Helper()
+	if fs.Running() {
+		t.Fatalf("tierfs is still running")
+	}
+	state, typ, err := mountutil.Inspect(fs.Mnt)
+	if err != nil {
+		t.Fatalf("inspecting %s: %v", fs.Mnt, err)
+	}
+	if state != mountutil.Stale {
+		t.Fatalf("%s is %s (%s) after tierfs died, want stale", fs.Mnt, state, typ)
+	}
+	if err := mountutil.PrepareForce(fs.Mnt); err != nil {
+		t.Fatalf("detaching the dead mount: %v", err)
+	}
+	t.Logf("detached the dead mount on %s (it was %s, %s)", fs.Mnt, state, typ)
+}
+
 func (fs *Tierfs) cleanup(t *testing.T) {
 	fs.Stop(t)
+	// A daemon that was killed leaves its mount behind, dead.
+	if ok, _ := isMounted(fs.Mnt); ok {
+		if err := mountutil.Unmount(fs.Mnt); err != nil {
+			t.Errorf("%v", err)
+		}
+	}
 	if t.Failed() {
 		t.Logf("--- last lines of %s:\n%s", fs.Log, tail(fs.Log, 40))
 	}
@@ -289,13 +367,49 @@ type StatusJSON struct {
 		FreeBytes     int64  `json:"free_bytes"`
 		Files         int64  `json:"files"`
 	} `json:"tiers"`
-	OpenFiles int `json:"open_files"`
+	OpenFiles int         `json:"open_files"`
+	Policy    *PolicyJSON `json:"policy"`
 	Moves     struct {
 		Done       int64  `json:"done"`
 		Failed     int64  `json:"failed"`
 		BytesMoved int64  `json:"bytes_moved"`
 		LastError  string `json:"last_error"`
 	} `json:"moves"`
+}
+
+// PolicyJSON is the "policy" part of `tierfs status --json`.
+type PolicyJSON struct {
+	Enabled    bool              `json:"enabled"`
+	Queued     []json.RawMessage `json:"queued"`
+	InFlight   []json.RawMessage `json:"in_flight"`
+	Done       int64             `json:"moves_done"`
+	Failed     int64             `json:"moves_failed"`
+	BytesMoved int64             `json:"bytes_moved"`
+	LastErrors []string          `json:"last_errors"`
+}
+
+// Status is `tierfs status --json`.
+func (fs *Tierfs) Status(t *testing.T) StatusJSON {
+	t.Helper()
+	var st StatusJSON
+	if err := json.Unmarshal(fs.CLI(t, "status", "--json", fs.Mnt), &st); err != nil {
+		t.Fatalf("tierfs status --json: %v", err)
+	}
+	return st
+}
+
+// Ls is `tierfs ls --json -r` of the mount, by path relative to it.
+func (fs *Tierfs) Ls(t *testing.T) map[string]LsEntry {
+	t.Helper()
+	var ls []LsEntry
+	if err := json.Unmarshal(fs.CLI(t, "ls", "--json", "-r", fs.Mnt), &ls); err != nil {
+		t.Fatalf("tierfs ls --json -r: %v", err)
+	}
+	out := make(map[string]LsEntry, len(ls))
+	for _, e := range ls {
+		out[e.Path] = e
+	}
+	return out
 }
 
 // LsEntry is one element of `tierfs ls --json`.

@@ -319,14 +319,17 @@ func (e *Engine) execute(ctx context.Context, j *Job) {
 	e.mu.Lock()
 	delete(e.running, j)
 	delete(e.byPath, j.Path)
+	// A file renamed or replaced since the plan is not a failure: the
+	// next plan sees it as it is now.
+	benign := errors.Is(err, context.Canceled) || errors.Is(err, tiering.ErrChanged)
 	if err == nil {
 		e.done++
 		e.bytes += j.total.Load()
-	} else if !errors.Is(err, context.Canceled) {
+	} else if !benign {
 		e.failed++
 	}
 	e.mu.Unlock()
-	if err != nil && !errors.Is(err, context.Canceled) {
+	if err != nil && !benign {
 		e.recordErr(fmt.Errorf("move %s to %s: %w", j.Path, j.To, err))
 	} else if err == nil {
 		e.log.Info().Str("path", j.Path).Str("to", j.To).Str("reason", j.Reason).Int64("bytes", j.total.Load()).

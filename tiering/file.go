@@ -37,18 +37,12 @@ type File struct {
 	unlinked bool
 }
 
-// Ino is the file's tierfs inode number.
-func (f *File) Ino() uint64 { return f.ino }
-
 // Handle is one open of a file.
 type Handle struct {
 	f     *File
 	flags int
 	once  sync.Once
 }
-
-// File returns the handle's shared backing.
-func (h *Handle) File() *File { return h.f }
 
 func (s *Store) registerNew(ino uint64, t *Tier, fd int, p Path, st *unix.Stat_t) *File {
 	f := &File{s: s, ino: ino, fd: fd, tier: t, refs: 1, path: p, blocks: st.Blocks * 512, size: st.Size}
@@ -347,11 +341,4 @@ func (h *Handle) Stat() (Attr, error) {
 	}
 	st.Ino = f.ino
 	return Attr{Stat_t: st, Tier: f.tier.Index}, nil
-}
-
-// Tier names the tier that holds the file now.
-func (f *File) Tier() *Tier {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.tier
 }

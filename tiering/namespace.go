@@ -245,7 +245,8 @@ func readNames(fd int) ([]string, error) {
 }
 
 // placement picks the tier for a new file: the first with room for an
-// expected file, else the first with any room, else the last.
+// expected file, then the others in tier order (a write that finds one
+// full spills on).
 func (s *Store) placement() []*Tier {
 	var order []*Tier
 	var rest []*Tier

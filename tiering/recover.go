@@ -158,10 +158,8 @@ func (s *Store) resolveDuplicate(comps []string, ls locs) locs {
 		s.log.Error().Strs("path", append(append([]string(nil), comps...), keep[0].name)).Int("copies", len(keep)).
 			Msg("file exists on several tiers without a tierfs marker; serving the fastest tier's copy and leaving the others")
 	}
-	for i := range keep {
-		if i == 0 {
-			_ = unix.Lremovexattr(procPath(keep[i].dirfd, keep[i].name), xattrSuperseded)
-		}
+	if len(keep) > 0 {
+		_ = unix.Lremovexattr(procPath(keep[0].dirfd, keep[0].name), xattrSuperseded)
 	}
 	return keep
 }

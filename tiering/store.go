@@ -3,7 +3,6 @@ package tiering
 import (
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -241,5 +240,3 @@ func (s *Store) inoOf(t *Tier, dirfd int, name string, st *unix.Stat_t) (uint64,
 	}
 	return ino, nil
 }
-
-var _ = os.Getpid

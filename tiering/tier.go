@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"sync/atomic"
 
@@ -113,7 +112,8 @@ func (t *Tier) Free() int64 {
 
 // walk opens the directory named by comps on this tier and returns its fd
 // (the caller closes it). With create, missing directories are made, copying
-// mode, owner and inode number from ref (which may be nil).
+// mode, owner and inode number from what create returns for each depth;
+// a directory that create knows on no tier is ENOENT, never made.
 func (t *Tier) walk(comps []string, create func(depth int) (dirMeta, bool)) (int, error) {
 	fd, err := unix.Dup(t.root)
 	if err != nil {
@@ -214,5 +214,3 @@ func closeQuiet(fd int) {
 		unix.Close(fd)
 	}
 }
-
-var _ = os.ModePerm

@@ -96,6 +96,9 @@ type TierfsOptions struct {
 	FastType     string // default "nvme"
 	FastCapacity string // [[tier]] capacity of fast; default: the tmpfs size
 	SlowType     string // default "hdd"
+	// SlowDir, if set, is the slow tier's backing directory (an HDD's
+	// mount, say) instead of <dir>/slow.
+	SlowDir string
 	// Extra is appended to the configuration (e.g. a [policy] table).
 	Extra string
 	// LogLevel of the daemon; default "info".
@@ -142,6 +145,9 @@ func MountTierfs(t *testing.T, dir string, o TierfsOptions) *Tierfs {
 		Config: filepath.Join(dir, "tierfs.toml"),
 		dir:    dir,
 		opts:   o,
+	}
+	if o.SlowDir != "" {
+		fs.Slow = o.SlowDir
 	}
 	for _, d := range []string{fs.Mnt, fs.Fast, fs.Slow} {
 		if err := os.MkdirAll(d, 0o755); err != nil {

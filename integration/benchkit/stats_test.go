@@ -1,0 +1,76 @@
+package benchkit
+
+import (
+	"math"
+	"testing"
+)
+
+func TestMedian(t *testing.T) {
+	for _, c := range []struct {
+		xs   []float64
+		want float64
+	}{
+		{[]float64{5}, 5},
+		{[]float64{3, 1, 2}, 2},
+		{[]float64{4, 1, 3, 2}, 2.5},
+		{[]float64{10, 10, 1, 1000, 10}, 10},
+		{[]float64{-1, -3}, -2},
+	} {
+		in := append([]float64(nil), c.xs...)
+		if got := Median(c.xs); got != c.want {
+			t.Errorf("Median(%v) = %v, want %v", in, got, c.want)
+		}
+		for i := range in {
+			if in[i] != c.xs[i] {
+				t.Fatalf("Median reordered its input: %v, was %v", c.xs, in)
+			}
+		}
+	}
+	if got := Median(nil); !math.IsNaN(got) {
+		t.Errorf("Median(nil) = %v, want NaN", got)
+	}
+}
+
+func TestSpread(t *testing.T) {
+	lo, hi := Spread([]float64{3, -2, 7.5, 0})
+	if lo != -2 || hi != 7.5 {
+		t.Errorf("Spread = %v, %v, want -2, 7.5", lo, hi)
+	}
+	lo, hi = Spread([]float64{4})
+	if lo != 4 || hi != 4 {
+		t.Errorf("Spread of one = %v, %v, want 4, 4", lo, hi)
+	}
+	lo, hi = Spread(nil)
+	if !math.IsNaN(lo) || !math.IsNaN(hi) {
+		t.Errorf("Spread(nil) = %v, %v, want NaN, NaN", lo, hi)
+	}
+}
+
+func TestNumCellRatio(t *testing.T) {
+	for _, c := range []struct {
+		x    float64
+		want string
+	}{
+		{1234.6, "1235"}, {45.67, "45.7"}, {3.14159, "3.14"}, {0.81234, "0.812"},
+		{0.0012345, "0.00123"}, {0, "0"}, {math.NaN(), "n/a"}, {-12.34, "-12.3"},
+	} {
+		if got := Num(c.x); got != c.want {
+			t.Errorf("Num(%v) = %q, want %q", c.x, got, c.want)
+		}
+	}
+	if got, want := Cell([]float64{300, 100, 200}), "200 (100–300)"; got != want {
+		t.Errorf("Cell = %q, want %q", got, want)
+	}
+	if got := Cell(nil); got != "n/a" {
+		t.Errorf("Cell(nil) = %q, want n/a", got)
+	}
+	if got, want := Ratio([]float64{3, 3, 3}, []float64{2, 1, 2}), "1.50×"; got != want {
+		t.Errorf("Ratio = %q, want %q", got, want)
+	}
+	if got := Ratio([]float64{1}, []float64{0}); got != "n/a" {
+		t.Errorf("Ratio over 0 = %q, want n/a", got)
+	}
+	if got := Ratio(nil, []float64{1}); got != "n/a" {
+		t.Errorf("Ratio of nothing = %q, want n/a", got)
+	}
+}

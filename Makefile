@@ -4,6 +4,7 @@
 #   make build   build bin/tierfs
 #   make test    gofmt check, go vet, race tests, a short fuzz run
 #   make demo    mount a two-tier tierfs under ./.demo and poke at it
+#   make bench   the benchmark suite (root; sets up its own tiers) -> docs/BENCHMARKS.md
 #   make clean   remove build and demo output
 
 GO ?= go
@@ -30,7 +31,7 @@ endif
 # The race detector needs cgo.
 export CGO_ENABLED ?= 1
 
-.PHONY: all deps build test fmt-check vet unit fuzz demo clean
+.PHONY: all deps build test fmt-check vet unit fuzz demo clean bench bench-deps
 
 # kafka-jars and test-kafka: a real Kafka broker on a tierfs mount.
 include integration/kafka.mk
@@ -86,6 +87,31 @@ test: deps
 # mount or process behind however it ends; .demo/ stays until `make clean`.
 demo: deps build kafka-jars
 	bash ./examples/demo.sh
+
+# The benchmark suite (integration/bench): micro-benchmarks against the
+# raw tmpfs and mergerfs, then the Kafka scenarios; medians of
+# TIERFS_BENCH_RUNS (default 3) runs each, written to docs/bench/ and
+# assembled into docs/BENCHMARKS.md. Needs root: it mounts its own tmpfs,
+# loop-device and FUSE tiers and removes them however it ends.
+# BENCH_RUN selects tests (go test -run), e.g. BENCH_RUN=TestMicro.
+BENCH_RUN ?= .
+
+bench-deps:
+	@missing=""; \
+	command -v mergerfs >/dev/null 2>&1 || missing="$$missing mergerfs"; \
+	command -v mkfs.xfs >/dev/null 2>&1 || missing="$$missing xfsprogs"; \
+	command -v fio >/dev/null 2>&1 || missing="$$missing fio"; \
+	if [ -n "$$missing" ]; then \
+		if ! command -v apt-get >/dev/null 2>&1; then \
+			echo "bench-deps: missing packages:$$missing (no apt-get; install them by hand)" >&2; exit 1; \
+		fi; \
+		echo "==> installing$$missing"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	fi
+
+bench: bench-deps deps build kafka-jars
+	TIERFS_BENCH=1 TIERFS_KAFKA_RACE=0 $(GO) test -count=1 -timeout 150m -run '$(BENCH_RUN)' -v ./integration/bench/
 
 clean:
 	@# Never recurse into a live (or stale) demo mount.

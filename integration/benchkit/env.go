@@ -224,10 +224,12 @@ var hddSeq struct {
 // earlier run that was killed left (see ClearStaleHDDs). On error nothing
 // it made is left behind.
 func SetupHDD(work string, size, bps int64) (*HDD, error) {
-	return setupHDD(work, size, bps, os.Getpid())
+	return setupHDD(work, size, bps, os.Getpid(), true)
 }
 
-func setupHDD(work string, size, bps int64, pid int) (h *HDD, err error) {
+// setupHDD is SetupHDD for the process pid; without a watchdog (tests of
+// ClearStaleHDDs: a run whose watchdog died too).
+func setupHDD(work string, size, bps int64, pid int, watchdog bool) (h *HDD, err error) {
 	if size < 300<<20 {
 		return nil, fmt.Errorf("HDD of %d bytes: xfs needs at least 300 MiB", size)
 	}
@@ -331,6 +333,15 @@ func setupHDD(work string, size, bps int64, pid int) (h *HDD, err error) {
 	if err := setThrottle(h.majMin, bps); err != nil {
 		return nil, err
 	}
+	// Should this process die without Close (go test -timeout, SIGKILL),
+	// the watchdog resets the rules and removes the rest.
+	if watchdog {
+		wd, err := startHDDWatchdog(pid, h, minor)
+		if err != nil {
+			return nil, err
+		}
+		undo = append(undo, wd)
+	}
 	h.close = onceErr(func() error {
 		var errs []error
 		for i := len(undo) - 1; i >= 0; i-- {
@@ -341,6 +352,53 @@ func setupHDD(work string, size, bps int64, pid int) (h *HDD, err error) {
 		return errors.Join(errs...)
 	})
 	return h, nil
+}
+
+// hddWatchdog waits for the process $1 to be gone, then undoes an HDD
+// (rules on $2 reset, $3 unmounted, $4 detached if still backed by $5, $5
+// and $3 removed). SIGTERM (Close) ends it without doing anything.
+const hddWatchdog = `pid=$1 mm=$2 dir=$3 dev=$4 img=$5 minor=$6
+trap 'exit 0' TERM
+while kill -0 "$pid" 2>/dev/null; do sleep 0.5; done
+ours() { [ "$(cat /sys/block/loop$minor/loop/backing_file 2>/dev/null)" = "$img" ]; }
+if ours; then
+	echo "$mm 0" > ` + BlkioRoot + `/blkio.throttle.read_bps_device
+	echo "$mm 0" > ` + BlkioRoot + `/blkio.throttle.write_bps_device
+fi
+i=0
+while mountpoint -q "$dir" && ! umount "$dir" 2>/dev/null && [ $i -lt 20 ]; do sleep 0.5; i=$((i + 1)); done
+mountpoint -q "$dir" && umount -l "$dir"
+ours && losetup -d "$dev"
+rm -f "$img"
+rmdir "$dir" 2>/dev/null
+exit 0
+`
+
+// startHDDWatchdog starts hddWatchdog for h, in a session of its own (no
+// signal meant for this process reaches it), and returns the func that
+// stops it.
+func startHDDWatchdog(pid int, h *HDD, minor uint32) (func() error, error) {
+	cmd := exec.Command("sh", "-c", hddWatchdog, "tierfs-bench-hdd-watchdog",
+		strconv.Itoa(pid), h.majMin, h.Dir, h.Dev, h.Image, strconv.FormatUint(uint64(minor), 10))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting the HDD watchdog: %w", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+	return func() error {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		return nil
+	}, nil
 }
 
 // Close resets the throttle rules to 0, unmounts the xfs, detaches the
@@ -660,13 +718,14 @@ func MountMergerfs(mnt string, branches ...string) (unmount func() error, err er
 	}), nil
 }
 
-// MergerfsVersion is the first line of `mergerfs --version` ("" if none).
+// MergerfsVersion is the version `mergerfs --version` prints ("" if none).
 func MergerfsVersion() string {
 	out, err := exec.Command("mergerfs", "--version").CombinedOutput()
 	if err != nil && len(out) == 0 {
 		return ""
 	}
-	return strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
+	line := strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
+	return strings.TrimSpace(strings.TrimPrefix(line, "mergerfs version:"))
 }
 
 // DropCaches syncs and writes 3 to /proc/sys/vm/drop_caches (the page

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -142,12 +143,13 @@ func TestHDDStale(t *testing.T) {
 	ensureTools(t)
 	work := tempDir(t)
 	// A pid that is surely gone: a child that has exited and been reaped.
+	// The stale HDDs have no watchdog (as if it had been killed too).
 	cmd := exec.Command("true")
 	if err := cmd.Run(); err != nil {
 		t.Fatal(err)
 	}
 	dead := cmd.Process.Pid
-	stale, err := setupHDD(work, 320<<20, 10<<20, dead)
+	stale, err := setupHDD(work, 320<<20, 10<<20, dead, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +160,7 @@ func TestHDDStale(t *testing.T) {
 	// The stale one is gone without its Close.
 	checkHDDGone(t, stale)
 	// SetupHDD clears too; another stale one, then a live one.
-	stale2, err := setupHDD(work, 320<<20, 10<<20, dead)
+	stale2, err := setupHDD(work, 320<<20, 10<<20, dead, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,6 +201,47 @@ func TestHDDStale(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkHDDGone(t, live)
+}
+
+// TestHDDWatchdog: when the process that set an HDD up dies without
+// Close, the HDD's watchdog resets the rules and removes the rest.
+func TestHDDWatchdog(t *testing.T) {
+	needRoot(t)
+	ensureTools(t)
+	work := tempDir(t)
+	owner := exec.Command("sleep", "300")
+	if err := owner.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = owner.Process.Kill(); _ = owner.Wait() })
+	h, err := setupHDD(work, 320<<20, 10<<20, owner.Process.Pid, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	if r, w, _ := Throttle(h.MajMin()); r != 10<<20 || w != 10<<20 {
+		t.Fatalf("rules %d %d, want %d", r, w, 10<<20)
+	}
+	// The owner dies: the watchdog undoes the HDD.
+	if err := owner.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = owner.Wait()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r, w, _ := Throttle(h.MajMin())
+		_, imgErr := os.Stat(h.Image)
+		_, dirErr := os.Stat(h.Dir)
+		if r == 0 && w == 0 && os.IsNotExist(imgErr) && os.IsNotExist(dirErr) && !isMountpoint(h.Dir) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("30 s after its owner died the HDD is still there: rules %d %d, image %v, dir %v, mounted %v",
+				r, w, imgErr, dirErr, isMountpoint(h.Dir))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	checkHDDGone(t, h)
 }
 
 func TestMountMergerfs(t *testing.T) {

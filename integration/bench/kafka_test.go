@@ -1,0 +1,216 @@
+package bench
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tierfs/tierfs/integration"
+	"github.com/tierfs/tierfs/integration/benchkit"
+)
+
+// TestKafkaThroughput: issue #6, item 3. Kafka's ProducerPerformance and
+// ConsumerPerformance (1 KiB records) against three brokers, each with its
+// log.dirs on one target, all three on tmpfs:
+//
+//	raw       a private tmpfs directory (the limit)
+//	tierfs    tierfs whose fast tier is such a tmpfs (a plain directory as
+//	          the slow tier; the fast tier is roomy and nothing moves)
+//	mergerfs  mergerfs over the same two kinds of branch (benchkit's options)
+//
+// The brokers run side by side and take turns: after a warm-up on each,
+// every run produces R records (TIERFS_BENCH_SCALE × 300,000) into a fresh
+// topic of 4 partitions on each target in turn, rotating who goes first;
+// then ConsumerPerformance reads them back twice: warm (right after the
+// producer, what a consumer at the tail sees) and cold (after
+// drop_caches, which empties the FUSE page caches and so makes tierfs and
+// mergerfs read through their daemons; tmpfs keeps its pages). The topic is
+// deleted after each run. Medians of TIERFS_BENCH_RUNS (3) runs, spreads,
+// and ratios to raw. Writes docs/bench/kafka.md.
+func TestKafkaThroughput(t *testing.T) {
+	k := benchSetup(t, map[string]string{"mergerfs": "mergerfs"})
+	root := integration.RepoRoot(t)
+	records := max(int64(1000), int64(float64(300000)*scale(t)))
+	nRuns := runs(t)
+	const segment = 64 << 20
+	// What one run writes (about 1.07 KiB a record on disk), three times
+	// over: the topic of the run before may still be being deleted.
+	perRun := records * 1100
+	size := max(gib, (3*perRun/mib+512)*mib)
+	dir := integration.WorkDir(t)
+
+	type target struct {
+		name string
+		b    *integration.Broker
+		dir  string
+		fs   *integration.Tierfs
+	}
+	var targets []*target
+	mk := func(name, logDir string, fs *integration.Tierfs) {
+		d := filepath.Join(dir, name)
+		b := integration.NewBroker(t, k, d, logDir, integration.BrokerOptions{
+			SegmentBytes: segment, Heap: "1g", Extra: brokerProps(nil)})
+		targets = append(targets, &target{name: name, b: b, dir: d, fs: fs})
+	}
+
+	// raw
+	raw := filepath.Join(dir, "raw", "fast")
+	unmount, err := benchkit.MountTmpfs(raw, size)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.Cleanup(func() {
+		if err := unmount(); err != nil {
+			t.Errorf("%v", err)
+		}
+	})
+	mk("raw", filepath.Join(raw, "kafka-logs"), nil)
+
+	// tierfs: threshold 0.9 of a tier three runs large; nothing moves.
+	fs := integration.MountTierfs(t, filepath.Join(dir, "tierfs"), integration.TierfsOptions{
+		FastSize: fmt.Sprintf("%d", size), Extra: policyTable(0.9)})
+	mk("tierfs", filepath.Join(fs.Mnt, "kafka-logs"), fs)
+
+	// mergerfs: a tmpfs branch and a plain-directory branch.
+	mfast, mslow, mmnt := filepath.Join(dir, "mergerfs", "fast"), filepath.Join(dir, "mergerfs", "slow"), filepath.Join(dir, "mergerfs", "mnt")
+	unmountFast, err := benchkit.MountTmpfs(mfast, size)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.Cleanup(func() {
+		if err := unmountFast(); err != nil {
+			t.Errorf("%v", err)
+		}
+	})
+	if err := os.MkdirAll(mslow, 0o755); err != nil {
+		t.Fatalf("%v", err)
+	}
+	unmountM, err := benchkit.MountMergerfs(mmnt, mfast, mslow)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.Cleanup(func() {
+		if err := unmountM(); err != nil {
+			t.Errorf("%v", err)
+		}
+	})
+	mk("mergerfs", filepath.Join(mmnt, "kafka-logs"), nil)
+
+	for _, tg := range targets {
+		tg.b.Start(t)
+	}
+
+	type result struct {
+		prod, prodRec, cWarm, cCold []float64
+	}
+	res := map[string]*result{}
+	for _, tg := range targets {
+		res[tg.name] = &result{}
+	}
+	one := func(tg *target, topic string, n int64, keep bool) {
+		tg.b.CreateTopic(t, tg.dir, topic, 4)
+		p := startProducer(t, tg.b, tg.dir, topic, n, -1)
+		f := p.wait(t, 10*time.Minute)
+		warm := consumerPerf(t, tg.b, tg.dir, topic, n)
+		if err := benchkit.DropCaches(); err != nil {
+			t.Fatalf("%v", err)
+		}
+		cold := consumerPerf(t, tg.b, tg.dir, topic, n)
+		t.Logf("%-8s %-8s produce %7.1f MiB/s (%.0f records/s, avg latency %.1f ms); consume warm %7.1f MiB/s (fetch %7.1f), cold %7.1f MiB/s (fetch %7.1f)",
+			tg.name, topic, f.MiBPerSec, f.RecPerSec, f.AvgLatMs, warm.MiBPerSec, warm.FetchPerSec, cold.MiBPerSec, cold.FetchPerSec)
+		if keep {
+			r := res[tg.name]
+			r.prod = append(r.prod, f.MiBPerSec)
+			r.prodRec = append(r.prodRec, f.RecPerSec)
+			r.cWarm = append(r.cWarm, warm.FetchPerSec)
+			r.cCold = append(r.cCold, cold.FetchPerSec)
+		}
+		deleteTopic(t, tg.b, tg.dir, topic)
+	}
+	start := time.Now()
+	for _, tg := range targets {
+		one(tg, "warmup", max(1000, records/2), false)
+	}
+	for i := 0; i < nRuns; i++ {
+		for j := range targets {
+			one(targets[(i+j)%len(targets)], fmt.Sprintf("run-%d", i), records, true)
+		}
+	}
+	took := time.Since(start)
+
+	st := newStatusClient(fs.Mnt).mustStatus(t)
+	var problems []string
+	for _, tg := range targets {
+		tg.b.Stop(t)
+		for _, l := range tg.b.ProblemLines() {
+			problems = append(problems, tg.name+": "+l)
+		}
+	}
+	_, spills, tfProblems := logFacts(fs.Log)
+	for _, l := range tfProblems {
+		problems = append(problems, "tierfs log: "+l)
+	}
+
+	// The report.
+	names := []string{"raw", "tierfs", "mergerfs"}
+	var rows [][]string
+	for _, n := range names {
+		r := res[n]
+		rows = append(rows, []string{n, benchkit.Cell(r.prod), benchkit.Cell(r.prodRec), benchkit.Cell(r.cWarm), benchkit.Cell(r.cCold)})
+	}
+	ratioRow := func(a, b string) []string {
+		ra, rb := res[a], res[b]
+		return []string{a + " / " + b, benchkit.Ratio(ra.prod, rb.prod), benchkit.Ratio(ra.prodRec, rb.prodRec),
+			benchkit.Ratio(ra.cWarm, rb.cWarm), benchkit.Ratio(ra.cCold, rb.cCold)}
+	}
+	rows = append(rows, ratioRow("tierfs", "raw"), ratioRow("mergerfs", "raw"), ratioRow("tierfs", "mergerfs"))
+	ratio := func(a, b []float64) float64 { return benchkit.Median(a) / benchkit.Median(b) }
+	tr, mr := res["tierfs"], res["raw"]
+	targetsTable := benchkit.Table([]string{"target (issue #6)", "measured", "verdict"}, [][]string{
+		{"producer on tierfs ≥ 0.9× raw", fmt.Sprintf("%.2f×", ratio(tr.prod, mr.prod)), verdict(ratio(tr.prod, mr.prod), 0.9)},
+		{"consumer on tierfs ≥ 0.95× raw (warm)", fmt.Sprintf("%.2f×", ratio(tr.cWarm, mr.cWarm)), verdict(ratio(tr.cWarm, mr.cWarm), 0.95)},
+		{"consumer on tierfs ≥ 0.95× raw (cold FUSE cache)", fmt.Sprintf("%.2f×", ratio(tr.cCold, mr.cCold)), verdict(ratio(tr.cCold, mr.cCold), 0.95)},
+	})
+	fastUsed, _ := st.tier("fast")
+	slowUsed, _ := st.tier("slow")
+	var md strings.Builder
+	fmt.Fprintf(&md, "## Kafka throughput: raw tmpfs, tierfs, mergerfs\n\n")
+	fmt.Fprintf(&md, "Issue #6, item 3. `TestKafkaThroughput` (`integration/bench/kafka_test.go`): Kafka %s's own "+
+		"`ProducerPerformance` and `ConsumerPerformance`, %d records of 1 KiB a run (acks=all, idempotent, "+
+		"linger.ms=5, batch.size=64 KiB, 4 partitions, log.segment.bytes 64 MiB), against three single-node KRaft "+
+		"brokers (1 GiB heap) whose `log.dirs` are a raw tmpfs directory, tierfs over such a tmpfs (policy on, "+
+		"threshold 0.9, the fast tier %s so nothing moves), and mergerfs %s over a tmpfs branch and a plain "+
+		"directory (`%s`). The brokers take turns; each run goes to a new topic, deleted afterwards; the "+
+		"first target rotates. Medians of %d runs (min–max), after one warm-up run each.\n\n",
+		k.Version, records, mibStr(size), benchkit.MergerfsVersion(), benchkit.MergerfsOptions, nRuns)
+	md.WriteString(benchkit.Table([]string{"log.dirs on", "producer MiB/s", "producer records/s", "consumer MiB/s, warm", "consumer MiB/s, cold FUSE cache"}, rows))
+	md.WriteString("\nProducer: `ProducerPerformance`'s summary (its \"MB/sec\" is MiB/s). Consumer: " +
+		"`ConsumerPerformance`'s `fetch.MB.sec` (MiB/s, the group join left out); *warm* right after the " +
+		"producer, *cold* after `sync; echo 3 > /proc/sys/vm/drop_caches`, which leaves tmpfs's pages but " +
+		"empties the page cache of the FUSE mounts, so that tierfs and mergerfs serve every read through " +
+		"their daemons.\n\n")
+	md.WriteString(targetsTable)
+	fmt.Fprintf(&md, "\ntierfs at the end: fast tier %s used, slow tier %s used, %d policy moves, %d spills "+
+		"(both should be 0: the fast tier was roomy). Whole test: %v for the runs.\n",
+		mibStr(max(fastUsed, 0)), mibStr(max(slowUsed, 0)), policyDone(st), spills, took.Round(time.Second))
+	fmt.Fprintf(&md, "\nProblems in the brokers' and tierfs's logs:\n\n%s", codeBlock(problems))
+	fmt.Fprintf(&md, "\nRerun: `TIERFS_BENCH=1 go test -run '^TestKafkaThroughput$' -v -timeout 60m ./integration/bench/` "+
+		"(`TIERFS_BENCH_SCALE` scales the records, `TIERFS_BENCH_RUNS` the runs).\n")
+	if err := benchkit.Fragment(root, "kafka", md.String()); err != nil {
+		t.Fatalf("%v", err)
+	}
+	t.Logf("docs/bench/kafka.md:\n%s", md.String())
+	if len(problems) > 0 {
+		t.Errorf("problems in the logs:\n%s", strings.Join(problems, "\n"))
+	}
+}
+
+func policyDone(st *tfStatus) int64 {
+	if st.Policy == nil {
+		return 0
+	}
+	return st.Policy.Done
+}

@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/tierfs/tierfs/pmem"
 	"github.com/tierfs/tierfs/policy"
 	"github.com/tierfs/tierfs/policy/engine"
 	"github.com/tierfs/tierfs/tiering"
@@ -48,6 +49,8 @@ type serverConfig struct {
 	CrashAt string `json:"crash_at,omitempty"`
 	// Policy, when set, runs the policy engine in the daemon.
 	Policy *policy.Config `json:"policy,omitempty"`
+	// PMem, when set, gives pmem tiers a pool.
+	PMem *pmem.Config `json:"pmem,omitempty"`
 }
 
 type request struct {
@@ -79,7 +82,11 @@ func serve(cfgJSON string) int {
 		}
 	}
 	log := zerolog.New(os.Stderr).With().Timestamp().Logger()
-	st, err := tiering.Open(cfg.Tiers, tiering.Options{Log: log})
+	o := tiering.Options{Log: log, PMem: cfg.PMem}
+	if cfg.PMem != nil {
+		o.SegmentSize = int64(cfg.PMem.SegmentSize)
+	}
+	st, err := tiering.Open(cfg.Tiers, o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -130,6 +137,12 @@ func serve(cfgJSON string) int {
 		case "status":
 			s := st.Status()
 			rep.Status = &s
+		case "settle":
+			if err := st.SettlePools(context.Background()); err != nil {
+				rep.Err = err.Error()
+			}
+			s := st.Status()
+			rep.Status = &s
 		}
 		out.Encode(rep)
 	}
@@ -176,6 +189,7 @@ type mountOpt struct {
 	capacities []units.ByteSize // per tier; 0 = backing size
 	tierDirs   []string         // use these backing dirs instead of fresh ones
 	ntiers     int
+	pmem       *pmem.Config // the first tier is pmem with this pool
 }
 
 var tierNames = []string{"fast", "slow", "cold", "colder"}
@@ -211,11 +225,20 @@ func mount(t testing.TB, o mountOpt) *testMount {
 		if i < len(o.capacities) {
 			c.Capacity = o.capacities[i]
 		}
+		if i == 0 && o.pmem != nil {
+			c.Type = tiering.TypePMem
+			if c.Capacity == 0 {
+				// The pool is a share of the capacity: never of the
+				// disk the tests run on.
+				c.Capacity = 32 << 20
+			}
+		}
 		cfg.Tiers = append(cfg.Tiers, c)
 		dirs = append(dirs, d)
 	}
 	cfg.CrashAt = o.crashAt
 	cfg.Policy = o.policy
+	cfg.PMem = o.pmem
 	cfg.Mountpoint = filepath.Join(base, "mnt")
 	if err := os.Mkdir(cfg.Mountpoint, 0o755); err != nil {
 		t.Fatal(err)

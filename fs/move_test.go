@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tierfs/tierfs/pmem"
 	"github.com/tierfs/tierfs/tiering"
 	"github.com/tierfs/tierfs/tiering/units"
 )
@@ -21,9 +22,25 @@ import (
 // goroutine writes it through an fd, another through a shared mapping, and
 // a third reads it; every byte must come out as written.
 func TestMoveUnderIO(t *testing.T) {
-	m := mount(t, mountOpt{ntiers: 3})
+	t.Run("nvme", func(t *testing.T) { testMoveUnderIO(t, mountOpt{ntiers: 3}, "seg.log") })
+	// The file starts as a pmem pool segment (mmap-backed, 1 MiB slot
+	// grown to 8 MiB), goes down, comes back as a plain file.
+	t.Run("pmem", func(t *testing.T) { testMoveUnderIO(t, mountOpt{ntiers: 3, pmem: testPMem()}, testSegment) })
+}
+
+// testSegment is a pool-shaped name (a Kafka segment).
+const testSegment = "t-0/00000000000000000000.log"
+
+// testPMem is a pool of 1 MiB slots, half the tier.
+func testPMem() *pmem.Config {
+	return &pmem.Config{PoolRatio: 0.5, SegmentSize: 1 << 20, PoolFiles: pmem.DefaultPoolFiles}
+}
+
+func testMoveUnderIO(t *testing.T, o mountOpt, rel string) {
+	m := mount(t, o)
 	const half = 4 << 20
-	p := m.path("seg.log")
+	mustOK(t, os.MkdirAll(filepath.Dir(m.path(rel)), 0o755), "mkdir")
+	p := m.path(rel)
 	fd, err := unix.Open(p, unix.O_RDWR|unix.O_CREAT, 0o644)
 	mustOK(t, err, "create")
 	defer unix.Close(fd)
@@ -88,7 +105,7 @@ func TestMoveUnderIO(t *testing.T) {
 	}()
 	tiers := []string{"slow", "cold", "fast", "cold", "slow", "fast"}
 	for _, to := range tiers {
-		if err := m.move(t, "seg.log", to); err != nil {
+		if err := m.move(t, rel, to); err != nil {
 			stop.Store(true)
 			wg.Wait()
 			t.Fatalf("move to %s: %v", to, err)
@@ -113,10 +130,10 @@ func TestMoveUnderIO(t *testing.T) {
 		t.Fatalf("contents through the mapping differ from the model")
 	}
 	// The backing on its final tier is byte-for-byte the model.
-	if got := m.tierOf(t, "seg.log"); got != 0 {
+	if got := m.tierOf(t, rel); got != 0 {
 		t.Fatalf("on tier %d after the last move to fast", got)
 	}
-	bk, err := os.ReadFile(filepath.Join(m.tiers[0], "seg.log"))
+	bk, err := os.ReadFile(filepath.Join(m.tiers[0], rel))
 	mustOK(t, err, "read backing")
 	if !bytes.Equal(bk, want) {
 		t.Fatalf("backing differs from the model")

@@ -4,6 +4,7 @@ package pmem
 
 import (
 	"math"
+	"path"
 
 	"github.com/tierfs/tierfs/tiering/units"
 )
@@ -15,6 +16,26 @@ type Config struct {
 	PoolRatio float64 `toml:"pool_ratio"`
 	// SegmentSize is the size of one preallocated segment file.
 	SegmentSize units.ByteSize `toml:"segment_size"`
+	// PoolFiles is the shape of a file that takes a slot from the pool
+	// when it is created on a pmem tier: a path.Match pattern over its
+	// parent directory's name and its own, "dir/name". The default is a
+	// Kafka log segment in a partition directory. Files of other shapes
+	// are plain files on any tier.
+	PoolFiles string `toml:"pool_files"`
+}
+
+// DefaultPoolFiles matches Kafka log segments: <topic>-<partition>/<offset>.log.
+const DefaultPoolFiles = "*-[0-9]*/[0-9]*.log"
+
+// Matches reports whether a file named name in a directory named dir is
+// pool-shaped. A bad pattern (Validate refuses it) matches nothing.
+func (c Config) Matches(dir, name string) bool {
+	pat := c.PoolFiles
+	if pat == "" {
+		pat = DefaultPoolFiles
+	}
+	ok, err := path.Match(pat, dir+"/"+name)
+	return err == nil && ok
 }
 
 // MinSegmentSize is the smallest segment_size: one page.
@@ -22,11 +43,11 @@ const MinSegmentSize = 4 << 10
 
 // DefaultConfig returns the [pmem] defaults.
 func DefaultConfig() Config {
-	return Config{PoolRatio: 0.8, SegmentSize: 1 << 30}
+	return Config{PoolRatio: 0.8, SegmentSize: 1 << 30, PoolFiles: DefaultPoolFiles}
 }
 
 // Validate checks the values; errors are *units.KeyError with keys
-// "pmem.pool_ratio" and "pmem.segment_size".
+// "pmem.pool_ratio", "pmem.segment_size" and "pmem.pool_files".
 func (c Config) Validate() error {
 	if math.IsNaN(c.PoolRatio) || c.PoolRatio < 0 || c.PoolRatio > 1 {
 		return units.Errorf("pmem.pool_ratio", "must be in [0, 1], got %v", c.PoolRatio)
@@ -34,6 +55,9 @@ func (c Config) Validate() error {
 	if c.SegmentSize < MinSegmentSize {
 		return units.Errorf("pmem.segment_size", "must be at least %s, got %s",
 			units.ByteSize(MinSegmentSize), c.SegmentSize)
+	}
+	if _, err := path.Match(c.PoolFiles, "d/n"); err != nil {
+		return units.Errorf("pmem.pool_files", "bad pattern %q: %v", c.PoolFiles, err)
 	}
 	return nil
 }

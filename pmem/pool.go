@@ -88,6 +88,14 @@ type Pool struct {
 	closed  bool
 
 	kick chan struct{}
+	// idle is signalled (with mu) whenever pending drops.
+	idle *sync.Cond
+}
+
+// pendingDone ends one piece of pending work. Caller holds mu.
+func (p *Pool) pendingDone() {
+	p.pending--
+	p.idle.Broadcast()
 }
 
 // OpenPool opens (creating it if needed) the pool directory dir on a tier
@@ -116,6 +124,7 @@ func OpenPool(dir string, cfg Config, capacity int64, log zerolog.Logger) (*Pool
 		duty:   0.5,
 		kick:   make(chan struct{}, 1),
 	}
+	p.idle = sync.NewCond(&p.mu)
 	if err := p.scan(); err != nil {
 		unix.Close(dirfd)
 		return nil, err
@@ -305,7 +314,7 @@ func (p *Pool) work() (did bool, err error) {
 	} else if ok {
 		err := p.warm(n)
 		p.mu.Lock()
-		p.pending--
+		p.pendingDone()
 		if err == nil {
 			p.free = append(p.free, n)
 		} else {
@@ -326,7 +335,7 @@ func (p *Pool) work() (did bool, err error) {
 // settle ends a reservation; the slot is free if ok.
 func (p *Pool) settle(n int64, ok bool) {
 	p.mu.Lock()
-	p.pending--
+	p.pendingDone()
 	if ok {
 		p.free = append(p.free, n)
 	}
@@ -334,17 +343,32 @@ func (p *Pool) settle(n int64, ok bool) {
 }
 
 // Fill warms the cold slots and makes slots until the pool holds Target,
-// at full speed. It stops at the first error (ENOSPC included:
-// errors.Is(err, unix.ENOSPC)) or when ctx is done, keeping the slots made
-// so far.
+// at full speed, and returns when no slot is being made, warmed or
+// recycled elsewhere (by Run, Return) either: then the pool holds Target
+// warm free slots, or an error says why not. It stops at the first error
+// (ENOSPC included: errors.Is(err, unix.ENOSPC)) or when ctx is done,
+// keeping the slots made so far.
 func (p *Pool) Fill(ctx context.Context) error {
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		did, err := p.work()
-		if err != nil || !did {
+		if err != nil {
 			return err
+		}
+		if did {
+			continue
+		}
+		p.mu.Lock()
+		waited := false
+		for p.pending > 0 && !p.closed {
+			p.idle.Wait()
+			waited = true
+		}
+		p.mu.Unlock()
+		if !waited {
+			return nil
 		}
 	}
 }
@@ -533,7 +557,7 @@ func (p *Pool) Take(dirfd int, name string) error {
 	p.mu.Unlock()
 	err := unix.Renameat2(p.dirfd, slotName(n, cold), dirfd, name, unix.RENAME_NOREPLACE)
 	p.mu.Lock()
-	p.pending--
+	p.pendingDone()
 	switch {
 	case err != nil && cold:
 		p.cold = append(p.cold, n)
@@ -551,33 +575,52 @@ func (p *Pool) Take(dirfd int, name string) error {
 }
 
 // Return takes the file name in dirfd back (whatever its size, from the
-// pool or not): it is renamed into the pool at once, out of every
-// namespace the tier shows, then resized to SegmentSize, zeroed and
-// reallocated (ZERO_RANGE, or PUNCH_HOLE then fallocate), given a logical
-// size of 0, stripped of its other xattrs, chmod 0600 and chowned to us,
-// fsynced and renamed to a fresh cold slot, and the pool directory
-// fsynced; Run warms the slot later. A recycled slot never shows the old
-// file's data or metadata. If the pool is already at Target the file is
-// removed instead. Return takes about as long as fallocating the segment
-// (10 ms for 64 MiB on the tmpfs here): call it off any latency-critical
-// path.
+// pool or not): Detach, then Recycle. It takes about as long as
+// fallocating the segment (10 ms for 64 MiB on the tmpfs here): call it off
+// any latency-critical path, or Detach there and Recycle later.
 //
 // The caller must make sure that nothing still has the file open or mapped
-// (a File on it must be closed first): call it on the last release of an
-// unlinked segment, not at unlink, or another handle would see its data
-// vanish. A crash part-way leaves a tmp-N that OpenPool removes.
+// (a File on it must be closed first).
 func (p *Pool) Return(dirfd int, name string) error {
+	d, err := p.Detach(dirfd, name)
+	if err != nil {
+		return err
+	}
+	return d.Recycle()
+}
+
+// Detached is a file renamed into the pool and not yet recycled. A crash
+// before Recycle leaves a tmp-N that OpenPool removes.
+type Detached struct {
+	p       *Pool
+	n       int64
+	tmp     string
+	recycle bool
+	done    bool
+}
+
+// Detach renames the file name in dirfd into the pool at once, out of
+// every namespace the tier shows (the unlink of a segment, as quick as a
+// rename), and books it as returned. Files still open on it keep working:
+// call Recycle once the last of them is closed and unmapped, to resize it
+// to SegmentSize, zero and reallocate it (ZERO_RANGE, or PUNCH_HOLE then
+// fallocate), give it a logical size of 0, strip its other xattrs, chmod
+// 0600 and chown it to us, fsync it and rename it to a fresh cold slot, so
+// that a recycled slot never shows the old file's data or metadata. If the
+// pool is at Target, Recycle removes the file instead. Detach does not
+// fsync dirfd.
+func (p *Pool) Detach(dirfd int, name string) (*Detached, error) {
 	var st unix.Stat_t
 	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return fmt.Errorf("pmem: pool: return %s: %w", name, err)
+		return nil, fmt.Errorf("pmem: pool: return %s: %w", name, err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return fmt.Errorf("pmem: pool: return %s: not a regular file: %w", name, unix.EINVAL)
+		return nil, fmt.Errorf("pmem: pool: return %s: not a regular file: %w", name, unix.EINVAL)
 	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		return ErrPoolClosed
+		return nil, ErrPoolClosed
 	}
 	p.used = max(0, p.used-p.seg)
 	n := p.next
@@ -587,30 +630,42 @@ func (p *Pool) Return(dirfd int, name string) error {
 		p.pending++
 	}
 	p.mu.Unlock()
-	tmp := tmpPrefix + strconv.FormatInt(n, 10)
-	if err := unix.Renameat2(dirfd, name, p.dirfd, tmp, unix.RENAME_NOREPLACE); err != nil {
+	d := &Detached{p: p, n: n, tmp: tmpPrefix + strconv.FormatInt(n, 10), recycle: recycle}
+	if err := unix.Renameat2(dirfd, name, p.dirfd, d.tmp, unix.RENAME_NOREPLACE); err != nil {
 		if recycle {
 			p.settle(n, false)
 		}
-		return fmt.Errorf("pmem: pool: return %s: %w", name, err)
+		return nil, fmt.Errorf("pmem: pool: return %s: %w", name, err)
 	}
-	if !recycle {
-		if err := unix.Unlinkat(p.dirfd, tmp, 0); err != nil {
-			return fmt.Errorf("pmem: pool: return %s: %w", name, err)
+	return d, nil
+}
+
+// Recycle makes the detached file a cold slot (or removes it, see
+// Detach). Nothing may have the file open or mapped any more. Only the
+// first call does anything.
+func (d *Detached) Recycle() error {
+	if d.done {
+		return nil
+	}
+	d.done = true
+	p := d.p
+	if !d.recycle {
+		if err := unix.Unlinkat(p.dirfd, d.tmp, 0); err != nil {
+			return fmt.Errorf("pmem: pool: remove %s: %w", d.tmp, err)
 		}
 		return nil
 	}
-	err := p.recycle(n, tmp)
+	err := p.recycle(d.n, d.tmp)
 	p.mu.Lock()
-	p.pending--
+	p.pendingDone()
 	if err == nil {
-		p.cold = append(p.cold, n)
+		p.cold = append(p.cold, d.n)
 	}
 	p.mu.Unlock()
 	p.wake()
 	if err != nil {
-		unix.Unlinkat(p.dirfd, tmp, 0)
-		return fmt.Errorf("pmem: pool: return %s: %w", name, err)
+		unix.Unlinkat(p.dirfd, d.tmp, 0)
+		return fmt.Errorf("pmem: pool: recycle %s: %w", d.tmp, err)
 	}
 	return nil
 }

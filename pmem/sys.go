@@ -43,6 +43,27 @@ func getSizeXattr(fd int) (size int64, ok bool, err error) {
 	return int64(v), true, nil
 }
 
+// SizeOf reads the logical size of the file open as fd: ok is false for a
+// file without SizeXattr, whose logical size is its st_size.
+func SizeOf(fd int) (size int64, ok bool, err error) { return getSizeXattr(fd) }
+
+// SizeAt reads the logical size of the file at path (not following a
+// final symlink): ok is false for a file without SizeXattr, whose logical
+// size is its st_size.
+func SizeAt(path string) (size int64, ok bool, err error) {
+	var b [8]byte
+	n, err := unix.Lgetxattr(path, SizeXattr, b[:])
+	switch {
+	case errors.Is(err, unix.ENODATA), errors.Is(err, unix.ENOTSUP):
+		return 0, false, nil
+	case err != nil:
+		return 0, false, fmt.Errorf("pmem: getxattr %s: %w", SizeXattr, err)
+	case n != 8:
+		return 0, false, fmt.Errorf("pmem: %s is %d bytes, want 8", SizeXattr, n)
+	}
+	return int64(binary.LittleEndian.Uint64(b[:]) & (1<<62 - 1)), true, nil
+}
+
 // setSizeXattr writes SizeXattr on fd (not durable until an fsync).
 func setSizeXattr(fd int, size int64) error {
 	var b [8]byte

@@ -2,10 +2,13 @@ package tiering
 
 import (
 	"errors"
+	"io"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/tierfs/tierfs/pmem"
 	"golang.org/x/sys/unix"
 )
 
@@ -21,6 +24,10 @@ type File struct {
 	tier     *Tier       // where fd lives
 	readOnly bool        // fd could only be opened O_RDONLY
 	moving   atomic.Bool // a move is copying this file
+	// pm, when non-nil, is the mmap backing of a pmem file (one that
+	// carries a logical size, see package pmem): data goes through it,
+	// and fd is its backing. Swapped with fd.
+	pm *pmem.File
 
 	dmu   sync.Mutex
 	dirty *dirtySet // non-nil while a move copies
@@ -35,6 +42,9 @@ type File struct {
 	refs     int
 	path     Path // last known name; nil once unlinked
 	unlinked bool
+	// detached is the pool's hold on a pmem file unlinked while open:
+	// recycled into the pool on the last release.
+	detached *pmem.Detached
 }
 
 // Handle is one open of a file.
@@ -44,8 +54,8 @@ type Handle struct {
 	once  sync.Once
 }
 
-func (s *Store) registerNew(ino uint64, t *Tier, fd int, p Path, st *unix.Stat_t) *File {
-	f := &File{s: s, ino: ino, fd: fd, tier: t, refs: 1, path: p, blocks: st.Blocks * 512, size: st.Size}
+func (s *Store) registerNew(ino uint64, t *Tier, fd int, pm *pmem.File, p Path, st *unix.Stat_t) *File {
+	f := &File{s: s, ino: ino, fd: fd, pm: pm, tier: t, refs: 1, path: p, blocks: st.Blocks * 512, size: st.Size}
 	t.used.Add(f.blocks)
 	s.openMu.Lock()
 	s.open[ino] = f
@@ -105,16 +115,55 @@ func (s *Store) getFile(l *loc, ino uint64, p Path) (*File, error) {
 		unix.Close(fd)
 		return nil, err
 	}
+	var pm *pmem.File
+	if mayBePMem(&st) {
+		if pm, err = openPMem(fd); err != nil {
+			unix.Close(fd)
+			return nil, err
+		}
+		if pm != nil {
+			st.Size = pm.Size()
+		}
+	}
 	s.openMu.Lock()
 	defer s.openMu.Unlock()
 	if f := s.open[ino]; f != nil { // lost a race with another open
+		if pm != nil {
+			pm.Close()
+		}
 		unix.Close(fd)
 		f.refs++
 		return f, nil
 	}
-	f := &File{s: s, ino: ino, fd: fd, tier: l.tier, readOnly: readOnly, refs: 1, path: p, blocks: st.Blocks * 512, size: st.Size}
+	f := &File{s: s, ino: ino, fd: fd, pm: pm, tier: l.tier, readOnly: readOnly, refs: 1, path: p, blocks: st.Blocks * 512, size: st.Size}
 	s.open[ino] = f
 	return f, nil
+}
+
+// mayBePMem tells from a stat whether a file can be a pmem file (one with
+// a logical size apart from st_size): those are whole pages long, from
+// the pool or grown by pmem. Others are not asked for the attribute.
+func mayBePMem(st *unix.Stat_t) bool {
+	return st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size > 0 && st.Size%4096 == 0
+}
+
+// openPMem maps fd if the file carries a logical size, on whatever tier it
+// is (the tier's type may have changed since it was written); nil for a
+// plain file.
+func openPMem(fd int) (*pmem.File, error) {
+	if _, ok, err := pmem.SizeOf(fd); err != nil || !ok {
+		return nil, err
+	}
+	return pmem.OpenFile(fd)
+}
+
+// liveSize is the logical size of an open pmem file, which may be ahead
+// of the durable one in its attribute. Caller holds f.mu (either mode).
+func (f *File) liveSize() (int64, bool) {
+	if f.pm == nil {
+		return 0, false
+	}
+	return f.pm.Size(), true
 }
 
 // Open opens an existing regular file.
@@ -140,6 +189,21 @@ func (h *Handle) Release() {
 
 func (s *Store) release(f *File) {
 	s.openMu.Lock()
+	if f.refs == 1 && !f.unlinked {
+		s.openMu.Unlock()
+		// The last one: a pmem file's logical size lives in memory
+		// until a sync, so make it durable while the file is still
+		// registered; an open that comes meanwhile shares this File,
+		// one that comes after reads the synced size.
+		f.mu.RLock()
+		if f.pm != nil {
+			if err := f.pm.Sync(); err != nil {
+				s.log.Error().Err(err).Uint64("ino", f.ino).Msg("pmem file: sync at close failed")
+			}
+		}
+		f.mu.RUnlock()
+		s.openMu.Lock()
+	}
 	f.refs--
 	if f.refs > 0 {
 		s.openMu.Unlock()
@@ -152,8 +216,16 @@ func (s *Store) release(f *File) {
 		s.reads[f.ino] = r
 	}
 	unlinked := f.unlinked
+	detached := f.detached
+	f.detached = nil
 	s.openMu.Unlock()
 	f.mu.Lock()
+	if f.pm != nil {
+		if err := f.pm.Close(); err != nil && !unlinked {
+			s.log.Error().Err(err).Uint64("ino", f.ino).Msg("pmem file: close failed")
+		}
+		f.pm = nil
+	}
 	closeQuiet(f.fd)
 	f.fd = -1
 	t := f.tier
@@ -164,6 +236,9 @@ func (s *Store) release(f *File) {
 		f.blocks = 0
 		f.acctMu.Unlock()
 	}
+	if detached != nil {
+		s.recycle(t, detached)
+	}
 }
 
 // account refreshes the file's share of its tier after a change of size or
@@ -173,11 +248,15 @@ func (f *File) account() {
 	if unix.Fstat(f.fd, &st) != nil {
 		return
 	}
+	size := st.Size
+	if f.pm != nil {
+		size = f.pm.Size()
+	}
 	f.acctMu.Lock()
 	b := st.Blocks * 512
 	f.tier.used.Add(b - f.blocks)
 	f.blocks = b
-	f.size = st.Size
+	f.size = size
 	f.acctMu.Unlock()
 }
 
@@ -187,6 +266,13 @@ func (h *Handle) Read(p []byte, off int64) (int, error) {
 	f.lastRead.Store(time.Now().UnixNano())
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	if f.pm != nil {
+		n, err := f.pm.ReadAt(p, off)
+		if err == io.EOF {
+			err = nil
+		}
+		return n, pmErr(err)
+	}
 	n := 0
 	for n < len(p) {
 		m, err := unix.Pread(f.fd, p[n:], off+int64(n))
@@ -245,6 +331,9 @@ func (f *File) writeLocked(p []byte, off int64) (int, error) {
 		return 0, unix.ENOSPC
 	}
 	f.recordDirty(off, off+int64(len(p)))
+	if f.pm != nil {
+		return f.writePMem(p, off)
+	}
 	n := 0
 	var err error
 	for n < len(p) {
@@ -267,6 +356,9 @@ func (f *File) writeLocked(p []byte, off int64) (int, error) {
 // the file or fills a hole (Kafka preallocates sparse segments and grows
 // indexes with ftruncate). Asked only near a tier's capacity.
 func (f *File) allocates(from, to int64) bool {
+	if f.pm != nil {
+		return to > f.pm.Allocated()
+	}
 	f.acctMu.Lock()
 	size := f.size
 	f.acctMu.Unlock()
@@ -285,6 +377,11 @@ func (h *Handle) Fsync(dataOnly bool) error {
 	f := h.f
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	if f.pm != nil {
+		// The logical size is metadata that even fdatasync must keep:
+		// Sync writes it.
+		return pmErr(f.pm.Sync())
+	}
 	if dataOnly {
 		return unix.Fdatasync(f.fd)
 	}
@@ -305,7 +402,12 @@ func (f *File) truncateLocked(size int64) error {
 	f.acctMu.Unlock()
 	f.recordDirty(min(old, size), max(old, size))
 	f.markSizeDirty()
-	err := unix.Ftruncate(f.fd, size)
+	var err error
+	if f.pm != nil {
+		err = pmErr(f.pm.Truncate(size))
+	} else {
+		err = unix.Ftruncate(f.fd, size)
+	}
 	f.account()
 	return err
 }
@@ -317,7 +419,12 @@ func (h *Handle) Allocate(off, length int64, mode uint32) error {
 	defer f.mu.RUnlock()
 	f.recordDirty(off, off+length)
 	f.markSizeDirty()
-	err := unix.Fallocate(f.fd, mode, off, length)
+	var err error
+	if f.pm != nil {
+		err = f.allocatePMem(off, length, mode)
+	} else {
+		err = unix.Fallocate(f.fd, mode, off, length)
+	}
 	f.account()
 	return err
 }
@@ -327,6 +434,20 @@ func (h *Handle) Lseek(off int64, whence int) (int64, error) {
 	f := h.f
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	if size, ok := f.liveSize(); ok && (whence == unix.SEEK_DATA || whence == unix.SEEK_HOLE) {
+		// All data below the logical size (a slot is fully allocated),
+		// one hole from there on.
+		switch {
+		case off < 0:
+			return 0, unix.EINVAL
+		case off >= size:
+			return 0, unix.ENXIO
+		case whence == unix.SEEK_DATA:
+			return off, nil
+		default:
+			return size, nil
+		}
+	}
 	return unix.Seek(f.fd, off, whence)
 }
 
@@ -339,6 +460,77 @@ func (h *Handle) Stat() (Attr, error) {
 	if err := unix.Fstat(f.fd, &st); err != nil {
 		return Attr{}, err
 	}
+	if size, ok := f.liveSize(); ok {
+		st.Size = size
+	}
 	st.Ino = f.ino
 	return Attr{Stat_t: st, Tier: f.tier.Index}, nil
+}
+
+// writePMem copies p into the mapping of a pmem file. The accounting
+// changes only when the backing grows: the rest of a slot is allocated
+// already. Caller holds f.mu (either mode) and has recorded the range.
+func (f *File) writePMem(p []byte, off int64) (int, error) {
+	before := f.pm.Allocated()
+	n, err := f.pm.WriteAt(p, off)
+	if f.pm.Allocated() != before {
+		f.account()
+	} else {
+		f.acctMu.Lock()
+		f.size = f.pm.Size()
+		f.acctMu.Unlock()
+	}
+	return n, pmErr(err)
+}
+
+// allocatePMem is fallocate(2) on a pmem file, in terms of its logical
+// size: the slot is allocated already, so plain allocation only extends
+// the size (mode 0) or does nothing (KEEP_SIZE); punching or zeroing a
+// range writes zeros below the logical size. Other modes are refused.
+func (f *File) allocatePMem(off, length int64, mode uint32) error {
+	if off < 0 || length <= 0 {
+		return unix.EINVAL
+	}
+	end := off + length
+	size := f.pm.Size()
+	switch mode {
+	case 0:
+		if end > size {
+			return pmErr(f.pm.Truncate(end))
+		}
+		return nil
+	case unix.FALLOC_FL_KEEP_SIZE:
+		return nil
+	case unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE, unix.FALLOC_FL_ZERO_RANGE, unix.FALLOC_FL_ZERO_RANGE | unix.FALLOC_FL_KEEP_SIZE:
+		if mode == unix.FALLOC_FL_ZERO_RANGE && end > size {
+			if err := f.pm.Truncate(end); err != nil { // zeros past the old size
+				return pmErr(err)
+			}
+		}
+		zeros := make([]byte, min(length, 1<<20))
+		for o := off; o < min(end, size); {
+			n := min(int64(len(zeros)), min(end, size)-o)
+			if _, err := f.pm.WriteAt(zeros[:n], o); err != nil {
+				return pmErr(err)
+			}
+			o += n
+		}
+		return nil
+	}
+	return unix.EOPNOTSUPP
+}
+
+// pmErr turns the errors of package pmem into errnos.
+func pmErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	var e unix.Errno
+	if errors.As(err, &e) {
+		return err
+	}
+	if errors.Is(err, os.ErrClosed) {
+		return unix.EBADF
+	}
+	return errors.Join(err, unix.EIO)
 }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tierfs/tierfs/pmem"
 	"golang.org/x/sys/unix"
 	"golang.org/x/time/rate"
 )
@@ -214,6 +215,9 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	var st unix.Stat_t
 	err = unix.Fstat(srcfd, &st)
 	if err == nil {
+		if size, ok := f.liveSize(); ok {
+			st.Size = size // a pmem file: the logical size only
+		}
 		if st.Nlink > 1 {
 			err = fmt.Errorf("file has %d names: %w", st.Nlink, unix.EMLINK)
 		} else {
@@ -251,6 +255,9 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	}
 	if err := unix.Fstat(f.fd, &st); err != nil {
 		return s.moveDone(f, src, dest, 0, start, err)
+	}
+	if size, ok := f.liveSize(); ok {
+		st.Size = size
 	}
 	if d.all {
 		err = copySparse(dfd, f.fd, st.Size)
@@ -316,8 +323,8 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	_ = fsyncDirAt(sfd)
 
 	// Step 5: swap.
-	old := f.fd
-	f.fd = dfd
+	old, oldPM := f.fd, f.pm
+	f.fd, f.pm = dfd, nil
 	f.tier = dest
 	f.readOnly = false
 	var nst unix.Stat_t
@@ -333,14 +340,30 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 
 	failPoint("move:swapped")
 
-	// Step 6: the source goes.
-	if err := unix.Unlinkat(ls[0].dirfd, name, 0); err != nil {
+	// Step 6: the source goes (a pool file back into its pool).
+	var detached *pmem.Detached
+	if oldPM != nil {
+		oldPM.Close()
+		if src.pool != nil {
+			var derr error
+			if detached, derr = src.detach(ls[0].dirfd, name); derr != nil {
+				detached = nil
+			}
+		}
+	}
+	if detached != nil {
+		_ = fsyncDirAt(ls[0].dirfd)
+	} else if err := unix.Unlinkat(ls[0].dirfd, name, 0); err != nil {
 		s.log.Error().Err(err).Str("tier", src.Name).Str("name", name).Msg("unlink moved source; recovery removes it at next mount")
 	} else {
 		_ = fsyncDirAt(ls[0].dirfd)
 	}
 	failPoint("move:unlinked")
 	unix.Close(old)
+	if detached != nil {
+		s.recycle(src, detached)
+	}
+	src.retarget()
 	return s.moveDone(f, src, dest, st.Size, start, nil)
 }
 
@@ -537,7 +560,7 @@ func copyMeta(dst, src int, st *unix.Stat_t) error {
 			}
 			name := string(buf[start:i])
 			start = i + 1
-			if name == xattrSuperseded || name == "" {
+			if name == xattrSuperseded || name == pmem.SizeXattr || name == "" {
 				continue
 			}
 			vsz, err := unix.Fgetxattr(src, name, nil)

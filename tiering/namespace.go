@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 
+	"github.com/tierfs/tierfs/pmem"
 	"golang.org/x/sys/unix"
 )
 
@@ -137,6 +138,29 @@ func (s *Store) attrOf(l *loc) (Attr, error) {
 		return a, err
 	}
 	a.Ino = ino
+	if mayBePMem(&l.st) {
+		// A pmem file shows its logical size: the live one while open,
+		// else the durable one.
+		s.openMu.Lock()
+		f := s.open[ino]
+		s.openMu.Unlock()
+		live := false
+		if f != nil {
+			f.mu.RLock()
+			if f.tier == l.tier {
+				var size int64
+				if size, live = f.liveSize(); live {
+					a.Size = size
+				}
+			}
+			f.mu.RUnlock()
+		}
+		if !live {
+			if size, ok := pmemSizeAt(l.dirfd, l.name, &l.st); ok {
+				a.Size = size
+			}
+		}
+	}
 	return a, nil
 }
 
@@ -336,6 +360,30 @@ func (s *Store) Create(dir Path, name string, flags int, mode uint32, o Owner) (
 			}
 			return nil, Attr{}, err
 		}
+		ino, err := s.allocIno()
+		if err != nil {
+			unix.Close(pfd)
+			return nil, Attr{}, err
+		}
+		if fd, pm, ok, err := s.takeSlot(t, pfd, d, name, mode, o, ino); ok || err != nil {
+			if err != nil {
+				unix.Close(pfd)
+				return nil, Attr{}, err
+			}
+			var st unix.Stat_t
+			err = unix.Fstat(fd, &st)
+			unix.Close(pfd)
+			if err != nil {
+				pm.Close()
+				unix.Close(fd)
+				return nil, Attr{}, err
+			}
+			t.files.Add(1)
+			st.Ino, st.Size = ino, pm.Size()
+			f := s.registerNew(ino, t, fd, pm, childPath{dir, name}, &st)
+			t.retarget()
+			return &Handle{f: f, flags: flags}, Attr{Stat_t: st, Tier: t.Index}, nil
+		}
 		fd, err := unix.Openat(pfd, name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, mode&0o7777)
 		if err != nil {
 			unix.Close(pfd)
@@ -345,10 +393,7 @@ func (s *Store) Create(dir Path, name string, flags int, mode uint32, o Owner) (
 			}
 			return nil, Attr{}, err
 		}
-		ino, err := s.allocIno()
-		if err == nil {
-			err = setInoFd(fd, ino)
-		}
+		err = setInoFd(fd, ino)
 		if err == nil && (o.UID != 0 || o.GID != 0) {
 			err = unix.Fchown(fd, int(o.UID), int(o.GID))
 		}
@@ -369,7 +414,7 @@ func (s *Store) Create(dir Path, name string, flags int, mode uint32, o Owner) (
 		unix.Close(pfd)
 		t.files.Add(1)
 		st.Ino = ino
-		f := s.registerNew(ino, t, fd, childPath{dir, name}, &st)
+		f := s.registerNew(ino, t, fd, nil, childPath{dir, name}, &st)
 		h := &Handle{f: f, flags: flags}
 		return h, Attr{Stat_t: st, Tier: t.Index}, nil
 	}
@@ -638,8 +683,20 @@ func (s *Store) removeFileLocked(l *loc) error {
 	if l.st.Mode&unix.S_IFMT == unix.S_IFREG {
 		ino, _ = getIno(l.dirfd, l.name)
 	}
-	if err := unix.Unlinkat(l.dirfd, l.name, 0); err != nil {
-		return err
+	// A pool file goes back to the pool (a rename), to be recycled
+	// once nothing has it open.
+	var detached *pmem.Detached
+	if l.st.Mode&unix.S_IFMT == unix.S_IFREG && l.tier.isPoolFile(l.dirfd, l.name, &l.st) {
+		d, err := l.tier.detach(l.dirfd, l.name)
+		if err != nil && !errors.Is(err, pmem.ErrPoolClosed) {
+			return err
+		}
+		detached = d
+	}
+	if detached == nil {
+		if err := unix.Unlinkat(l.dirfd, l.name, 0); err != nil {
+			return err
+		}
 	}
 	if l.st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return nil
@@ -653,12 +710,16 @@ func (s *Store) removeFileLocked(l *loc) error {
 	if f != nil && f.tier == l.tier && last {
 		f.unlinked = true
 		f.path = nil
+		f.detached = detached
 		s.openMu.Unlock()
 		return nil // its space is freed when the last handle goes
 	}
 	s.openMu.Unlock()
 	if last {
 		l.tier.used.Add(-l.st.Blocks * 512)
+	}
+	if detached != nil {
+		s.recycle(l.tier, detached)
 	}
 	return nil
 }

@@ -16,6 +16,19 @@ type TierStatus struct {
 	UsedBytes     int64  `json:"used_bytes"`
 	FreeBytes     int64  `json:"free_bytes"`
 	Files         int64  `json:"files"`
+	// Pool is the pmem pool of the tier; nil on tiers without one.
+	Pool *PoolStatus `json:"pool,omitempty"`
+}
+
+// PoolStatus is a pmem pool's state: free slots (bytes) ready for new
+// segments, the target it keeps filled, and the bytes of slots taken by
+// files since the mount.
+type PoolStatus struct {
+	SegmentBytes int64 `json:"segment_bytes"`
+	FreeSlots    int64 `json:"free_slots"`
+	FreeBytes    int64 `json:"free_bytes"`
+	TargetSlots  int   `json:"target_slots"`
+	UsedBytes    int64 `json:"used_bytes"`
 }
 
 // Status is what `tierfs status` shows.
@@ -45,10 +58,15 @@ type Entry struct {
 func (s *Store) Status() Status {
 	var out Status
 	for _, t := range s.tiers {
-		out.Tiers = append(out.Tiers, TierStatus{
+		ts := TierStatus{
 			Name: t.Name, Type: t.Type, Path: t.Path,
 			CapacityBytes: t.Capacity(), UsedBytes: t.Used(), FreeBytes: t.Free(), Files: t.files.Load(),
-		})
+		}
+		if p := t.pool; p != nil {
+			slots, free, used := p.Stats()
+			ts.Pool = &PoolStatus{SegmentBytes: p.SegmentSize(), FreeSlots: slots, FreeBytes: free, TargetSlots: p.Target(), UsedBytes: used}
+		}
+		out.Tiers = append(out.Tiers, ts)
 	}
 	s.openMu.Lock()
 	out.OpenFiles = len(s.open)

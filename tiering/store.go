@@ -1,6 +1,7 @@
 package tiering
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -8,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/rs/zerolog"
+	"github.com/tierfs/tierfs/pmem"
 	"golang.org/x/sys/unix"
 )
 
@@ -29,6 +31,9 @@ type Options struct {
 	MinFree int64
 	// Log receives operator-facing events (moves, recoveries, errors).
 	Log zerolog.Logger
+	// PMem, when set, gives every pmem tier a pool of preallocated
+	// segment files (pool.go); nil: pmem tiers hold plain files.
+	PMem *pmem.Config
 }
 
 // Path names a file or directory in the mount. Components is called only
@@ -78,6 +83,10 @@ type Store struct {
 
 	statsMu sync.Mutex
 	stats   MoveStats
+
+	poolCancel context.CancelFunc
+	poolWG     sync.WaitGroup // pool fills
+	recycleWG  inflight       // returned pool files being recycled
 }
 
 // Open opens the tiers, recovers what an earlier crash left half done,
@@ -106,6 +115,10 @@ func Open(tiers []TierConfig, opts Options) (*Store, error) {
 		s.Close()
 		return nil, err
 	}
+	if err := s.openPools(); err != nil {
+		s.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -114,11 +127,18 @@ func Open(tiers []TierConfig, opts Options) (*Store, error) {
 func (s *Store) Close() error {
 	s.openMu.Lock()
 	for _, f := range s.open {
+		f.mu.Lock()
+		if f.pm != nil {
+			f.pm.Close()
+			f.pm = nil
+		}
 		closeQuiet(f.fd)
 		f.fd = -1
+		f.mu.Unlock()
 	}
 	s.open = map[uint64]*File{}
 	s.openMu.Unlock()
+	s.closePools()
 	for _, t := range s.tiers {
 		t.close()
 	}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync/atomic"
 
+	"github.com/tierfs/tierfs/pmem"
 	"golang.org/x/sys/unix"
 )
 
@@ -37,6 +38,12 @@ type Tier struct {
 
 	used  atomic.Int64 // bytes allocated by files tierfs holds here
 	files atomic.Int64
+
+	// pool holds free preallocated segments on a pmem tier (pool.go);
+	// nil elsewhere.
+	pool    *pmem.Pool
+	poolCfg pmem.Config
+	minFree int64
 }
 
 func openTier(i int, c TierConfig) (*Tier, error) {
@@ -92,13 +99,14 @@ func (t *Tier) Capacity() int64 {
 func (t *Tier) Used() int64 { return t.used.Load() }
 
 // Free is what can still be written here: the smaller of the room under the
-// configured cap and what the backing filesystem has available.
+// configured cap and what the backing filesystem has available, free pool
+// slots included (they are room for segments).
 func (t *Tier) Free() int64 {
 	var st unix.Statfs_t
 	if err := unix.Fstatfs(t.root, &st); err != nil {
 		return 0
 	}
-	avail := int64(st.Bavail) * st.Bsize
+	avail := int64(st.Bavail)*st.Bsize + t.poolFree()
 	if t.capacity > 0 {
 		if room := t.capacity - t.used.Load(); room < avail {
 			avail = room

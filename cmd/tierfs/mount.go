@@ -80,6 +80,7 @@ func mount(cfgPath, mountpoint string, debug bool) int {
 	}
 	store, err := tiering.Open(cfg.Tiers, tiering.Options{
 		SegmentSize: int64(cfg.PMem.SegmentSize),
+		PMem:        &cfg.PMem,
 		Log:         log,
 	})
 	if err != nil {

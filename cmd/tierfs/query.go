@@ -112,6 +112,12 @@ func printStatus(st statusResponse) {
 			units.Human(t.CapacityBytes), units.Human(t.UsedBytes), use, t.Files)
 	}
 	tw.Flush()
+	for _, t := range st.Tiers {
+		if p := t.Pool; p != nil {
+			fmt.Fprintf(stdout, "PMem pool on %s: %d free slots of %s (%s free, target %d slots), %s taken by segments since mount.\n",
+				t.Name, p.FreeSlots, units.Human(p.SegmentBytes), units.Human(p.FreeBytes), p.TargetSlots, units.Human(p.UsedBytes))
+		}
+	}
 	m := st.Moves
 	fmt.Fprintf(stdout, "\nOpen files: %d. Moves: %d done, %d failed, %s moved.\n",
 		st.OpenFiles, m.Done, m.Failed, units.Human(m.BytesMoved))

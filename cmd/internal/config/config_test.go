@@ -295,6 +295,8 @@ func TestErrors(t *testing.T) {
 			"tierfs.toml:12: pmem.pool_ratio: ", "[0, 1]"},
 		{"segment_size too small", base + "[pmem]\nsegment_size = \"1KiB\"\n",
 			"tierfs.toml:12: pmem.segment_size: ", "at least 4KiB"},
+		{"pool_files bad pattern", base + "[pmem]\npool_files = \"[a-\"\n",
+			"tierfs.toml:12: pmem.pool_files: ", "bad pattern"},
 		{"segment_size bad", base + "[pmem]\nsegment_size = \"big\"\n",
 			"tierfs.toml:12: pmem.segment_size: ", "invalid size"},
 		{"log level", base + "[log]\nlevel = \"loud\"\n",

@@ -1,0 +1,303 @@
+package tiering
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tierfs/tierfs/pmem"
+	"github.com/tierfs/tierfs/tiering/units"
+)
+
+const testSeg = 256 << 10
+
+// openPool opens a store whose first tier is pmem with a pool of
+// testSeg slots (ratio of a fastCap tier), and fills the pool.
+func openPool(t *testing.T, fastCap units.ByteSize, ratio float64) (*Store, []TierConfig) {
+	t.Helper()
+	tiers := twoTiers(t, TypePMem, fastCap)
+	cfg := pmem.Config{PoolRatio: ratio, SegmentSize: testSeg, PoolFiles: pmem.DefaultPoolFiles}
+	s := openTest(t, tiers, Options{SegmentSize: testSeg, PMem: &cfg})
+	if err := s.tiers[0].pool.Fill(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s, tiers
+}
+
+func backingStat(t *testing.T, path string) (unix.Stat_t, int64, bool) {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Lstat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	size, ok, err := pmem.SizeAt(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, size, ok
+}
+
+func readAll(t *testing.T, h *Handle) []byte {
+	t.Helper()
+	var out []byte
+	buf := make([]byte, 64<<10)
+	for off := int64(0); ; {
+		n, err := h.Read(buf, off)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return out
+		}
+		out = append(out, buf[:n]...)
+		off += int64(n)
+	}
+}
+
+// A segment-shaped file on a pmem tier takes a pool slot and shows its
+// logical size; other files are plain; the size survives a remount.
+func TestPoolSegmentTakesSlot(t *testing.T) {
+	s, tiers := openPool(t, 8*testSeg, 0.5)
+	if st := s.Status().Tiers[0].Pool; st == nil || st.FreeSlots != 4 || st.TargetSlots != 4 {
+		t.Fatalf("pool status %+v, want 4 free slots of a target of 4", st)
+	}
+	if _, err := s.Mkdir(RelPath(""), "topic-0", 0o755, Owner{}); err != nil {
+		t.Fatal(err)
+	}
+	h, a, err := s.Create(RelPath("topic-0"), "00000000000000000000.log", unix.O_RDWR, 0o640, Owner{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Tier != 0 || a.Size != 0 || a.Mode&0o7777 != 0o640 {
+		t.Fatalf("new segment: tier %d size %d mode %o, want tier 0, size 0, mode 640", a.Tier, a.Size, a.Mode&0o7777)
+	}
+	back := filepath.Join(tiers[0].Path, "topic-0", "00000000000000000000.log")
+	st, _, ok := backingStat(t, back)
+	if !ok || st.Size != testSeg {
+		t.Fatalf("backing: size %d, logical size attribute %v; want a %d-byte pool slot with one", st.Size, ok, testSeg)
+	}
+	if p := s.Status().Tiers[0].Pool; p.UsedBytes != testSeg {
+		t.Fatalf("pool used %d bytes, want %d", p.UsedBytes, testSeg)
+	}
+	data := bytes.Repeat([]byte("kafka record "), 1000)
+	if n, err := h.Write(data, 0); err != nil || n != len(data) {
+		t.Fatalf("write: %d, %v", n, err)
+	}
+	if ga, err := s.Getattr(RelPath("topic-0/00000000000000000000.log")); err != nil || ga.Size != int64(len(data)) || ga.Ino != a.Ino {
+		t.Fatalf("getattr while open: %+v, %v; want size %d ino %d", ga.Size, err, len(data), a.Ino)
+	}
+	if got := readAll(t, h); !bytes.Equal(got, data) {
+		t.Fatalf("read back %d bytes, want %d", len(got), len(data))
+	}
+	if off, err := h.Lseek(0, unix.SEEK_HOLE); err != nil || off != int64(len(data)) {
+		t.Fatalf("SEEK_HOLE: %d, %v; want the logical size %d", off, err, len(data))
+	}
+	if err := h.Fsync(true); err != nil {
+		t.Fatal(err)
+	}
+	h.Release()
+
+	// Other shapes: plain files.
+	for _, name := range []string{"topic-0/00000000000000000000.index", "notes.log"} {
+		dir, base := filepath.Split(name)
+		h, _, err := s.Create(RelPath(dir), base, unix.O_RDWR, 0o644, Owner{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.Release()
+		if st, _, ok := backingStat(t, filepath.Join(tiers[0].Path, name)); ok || st.Size != 0 {
+			t.Fatalf("%s: size %d, pmem attribute %v; want a plain empty file", name, st.Size, ok)
+		}
+	}
+
+	// Closed, reopened, remounted: the logical size holds.
+	s.Close()
+	s2 := openTest(t, tiers, Options{SegmentSize: testSeg, PMem: &pmem.Config{PoolRatio: 0.5, SegmentSize: testSeg}})
+	ga, err := s2.Getattr(RelPath("topic-0/00000000000000000000.log"))
+	if err != nil || ga.Size != int64(len(data)) || ga.Ino != a.Ino {
+		t.Fatalf("after remount: size %d ino %d (%v), want %d and %d", ga.Size, ga.Ino, err, len(data), a.Ino)
+	}
+	h, err = s2.Open(RelPath("topic-0/00000000000000000000.log"), unix.O_RDONLY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Release()
+	if got := readAll(t, h); !bytes.Equal(got, data) {
+		t.Fatalf("after remount read %d bytes, want %d", len(got), len(data))
+	}
+}
+
+// No byte of a deleted segment ever shows in a later one, through reads
+// past the end, a truncate up or the backing itself, and deleted segments
+// go back to the pool.
+func TestPoolRecycledSlotShowsNoOldData(t *testing.T) {
+	s, tiers := openPool(t, 16*testSeg, 0.25) // 4 slots
+	if _, err := s.Mkdir(RelPath(""), "t-1", 0o755, Owner{}); err != nil {
+		t.Fatal(err)
+	}
+	secret := bytes.Repeat([]byte{0xA5}, testSeg)
+	names := []string{"00000000000000000000.log", "00000000000000000100.log", "00000000000000000200.log"}
+	var open *Handle
+	for i, n := range names {
+		h, _, err := s.Create(RelPath("t-1"), n, unix.O_RDWR, 0o644, Owner{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.Write(secret, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Fsync(false); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			open = h // unlinked while open: recycled on release
+		} else {
+			h.Release()
+		}
+	}
+	for _, n := range names {
+		if err := s.Unlink(RelPath("t-1"), n, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The open one still reads its data.
+	if got := readAll(t, open); !bytes.Equal(got, secret) {
+		t.Fatalf("unlinked open segment reads %d bytes, want its %d", len(got), len(secret))
+	}
+	open.Release()
+	s.recycleWG.Wait()
+	if p := s.Status().Tiers[0].Pool; p.UsedBytes != 0 {
+		t.Fatalf("pool used %d bytes after every segment went, want 0", p.UsedBytes)
+	}
+	if err := s.tiers[0].pool.Fill(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Take every slot there is, then some.
+	for i := 0; i < 6; i++ {
+		n := []string{"00000000000000001000.log", "00000000000000002000.log", "00000000000000003000.log",
+			"00000000000000004000.log", "00000000000000005000.log", "00000000000000006000.log"}[i]
+		h, _, err := s.Create(RelPath("t-1"), n, unix.O_RDWR, 0o644, Owner{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.Write([]byte("new"), 0); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 4096)
+		if n, err := h.Read(buf, 3); err != nil || n != 0 {
+			t.Fatalf("read past the end: %d bytes (%v), want 0", n, err)
+		}
+		if err := h.Truncate(testSeg / 2); err != nil {
+			t.Fatal(err)
+		}
+		got := readAll(t, h)
+		if len(got) != testSeg/2 || !bytes.Equal(got[:3], []byte("new")) || bytes.ContainsFunc(got[3:], func(r rune) bool { return r != 0 }) {
+			t.Fatalf("after truncate up: %d bytes, want %q then zeros up to %d", len(got), "new", testSeg/2)
+		}
+		h.Release()
+	}
+	// Nothing on the tier holds the secret: not the files, not the pool.
+	filepath.WalkDir(tiers[0].Path, func(p string, e os.DirEntry, err error) error {
+		if err != nil || e.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(b, secret[:64]) {
+			t.Errorf("%s holds a deleted segment's bytes", p)
+		}
+		return nil
+	})
+}
+
+// A pool file outgrows its slot and keeps working.
+func TestPoolFileGrowsPastSlot(t *testing.T) {
+	s, tiers := openPool(t, 64*testSeg, 0.1)
+	if _, err := s.Mkdir(RelPath(""), "t-0", 0o755, Owner{}); err != nil {
+		t.Fatal(err)
+	}
+	h, _, err := s.Create(RelPath("t-0"), "00000000000000000000.log", unix.O_RDWR, 0o644, Owner{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []byte
+	for i := 0; len(want) < 3*testSeg+777; i++ {
+		rec := bytes.Repeat([]byte{byte(i)}, 16<<10+i%7)
+		if _, err := h.Write(rec, int64(len(want))); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, rec...)
+	}
+	if err := h.Fsync(false); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, h); !bytes.Equal(got, want) {
+		t.Fatalf("read %d bytes, want %d", len(got), len(want))
+	}
+	h.Release()
+	st, size, ok := backingStat(t, filepath.Join(tiers[0].Path, "t-0", "00000000000000000000.log"))
+	if !ok || size != int64(len(want)) || st.Size < size {
+		t.Fatalf("backing %d bytes with logical size %d (%v), want logical %d", st.Size, size, ok, len(want))
+	}
+	if a, err := s.Getattr(RelPath("t-0/00000000000000000000.log")); err != nil || a.Size != int64(len(want)) {
+		t.Fatalf("getattr size %d (%v), want %d", a.Size, err, len(want))
+	}
+}
+
+// A pool file moves down with a handle open (the copy has the logical size
+// and no pmem attribute; the slot goes back), and up again as a plain file.
+func TestPoolFileMovesWithOpenHandle(t *testing.T) {
+	s, tiers := openPool(t, 16*testSeg, 0.25)
+	if _, err := s.Mkdir(RelPath(""), "t-0", 0o755, Owner{}); err != nil {
+		t.Fatal(err)
+	}
+	const rel = "t-0/00000000000000000000.log"
+	h, a, err := s.Create(RelPath("t-0"), "00000000000000000000.log", unix.O_RDWR, 0o644, Owner{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Release()
+	want := bytes.Repeat([]byte("0123456789abcdef"), 5000)
+	if _, err := h.Write(want, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Move(rel, "slow"); err != nil {
+		t.Fatal(err)
+	}
+	s.recycleWG.Wait()
+	st, _, ok := backingStat(t, filepath.Join(tiers[1].Path, rel))
+	if ok || st.Size != int64(len(want)) {
+		t.Fatalf("moved copy: %d bytes, pmem attribute %v; want a plain %d-byte file", st.Size, ok, len(want))
+	}
+	if _, err := os.Lstat(filepath.Join(tiers[0].Path, rel)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("source still on the pmem tier: %v", err)
+	}
+	if p := s.Status().Tiers[0].Pool; p.UsedBytes != 0 {
+		t.Fatalf("pool used %d bytes after the move, want 0", p.UsedBytes)
+	}
+	if got := readAll(t, h); !bytes.Equal(got, want) {
+		t.Fatalf("read through the old handle: %d bytes, want %d", len(got), len(want))
+	}
+	more := []byte("appended after the move")
+	if _, err := h.Write(more, int64(len(want))); err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, more...)
+	if err := s.Move(rel, "fast"); err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, h); !bytes.Equal(got, want) {
+		t.Fatalf("after moving back: %d bytes, want %d", len(got), len(want))
+	}
+	ga, err := s.Getattr(RelPath(rel))
+	if err != nil || ga.Tier != 0 || ga.Size != int64(len(want)) || ga.Ino != a.Ino {
+		t.Fatalf("after moving back: %+v (%v)", ga, err)
+	}
+}

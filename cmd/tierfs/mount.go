@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -73,6 +75,15 @@ func mount(cfgPath, mountpoint string, debug bool) int {
 
 	log := newLogger(os.Stderr)
 	setLogLevel(cfg.Log.Level, debug)
+	if addr := os.Getenv("TIERFS_PPROF"); addr != "" {
+		// Profiling for performance work: go tool pprof http://ADDR/debug/pprof/profile
+		go func() {
+			if err := http.ListenAndServe(addr, nil); err != nil {
+				log.Warn().Err(err).Str("addr", addr).Msg("TIERFS_PPROF: pprof server failed")
+			}
+		}()
+		log.Info().Str("addr", addr).Msg("pprof server on (TIERFS_PPROF)")
+	}
 
 	var tierNames []string
 	for _, t := range cfg.Tiers {

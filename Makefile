@@ -67,8 +67,10 @@ fmt-check:
 vet:
 	$(GO) vet ./...
 
+# Everything but the real-Kafka tests (test-kafka) and the benchmarks
+# (bench); the benchmark kit's own tests run here.
 unit:
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v /integration)
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v -e '/integration$$' -e '/integration/bench$$')
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDifferential$$' -fuzztime $(FUZZTIME) ./fs/

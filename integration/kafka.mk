@@ -38,7 +38,7 @@ kafka-jars:
 	bash ./integration/kafka/fetch.sh
 
 test-kafka: kafka-jars build
-	TIERFS_KAFKA=1 $(GO) test -race -count=1 -timeout $(KAFKA_TEST_TIMEOUT) -run '$(KAFKA_TEST_RUN)' -v ./integration/...
+	TIERFS_KAFKA=1 $(GO) test -race -count=1 -timeout $(KAFKA_TEST_TIMEOUT) -run '$(KAFKA_TEST_RUN)' -v ./integration/
 
 bench-kafka: kafka-jars build
 	TIERFS_KAFKA_BENCH=1 $(GO) test -count=1 -timeout 30m -run '^TestProducerThroughputReport$$' -v ./integration/

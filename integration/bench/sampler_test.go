@@ -777,6 +777,38 @@ func nearest(ss []sample, x float64) int {
 func logBytes(s sample) int64   { return s.LogBytes }
 func movedBytes(s sample) int64 { return s.Moved }
 
+// slowEventRE: KRaft's controller logs at ERROR any event that took over
+// a second (its metadata log fsyncs on a slow disk). A measurement, not a
+// failure: counted apart.
+var slowEventRE = regexp.MustCompile(`Exceptionally slow controller event .* took (\d+) ms`)
+
+// brokerProblems splits a broker's problem lines into real problems and
+// a summary of its slow controller events ("" when none).
+func brokerProblems(b *integration.Broker) (problems []string, slow string) {
+	n, worst, real := 0, 0, false
+	for _, l := range b.ProblemLines() {
+		if strings.HasPrefix(l, "    ") { // a stack trace line of the line before
+			if real {
+				problems = append(problems, l)
+			}
+			continue
+		}
+		if m := slowEventRE.FindStringSubmatch(l); m != nil {
+			n++
+			ms, _ := strconv.Atoi(m[1])
+			worst = max(worst, ms)
+			real = false
+			continue
+		}
+		real = true
+		problems = append(problems, l)
+	}
+	if n > 0 {
+		slow = fmt.Sprintf("%d slow controller events (KRaft: an event over 1 s), the slowest %d ms", n, worst)
+	}
+	return problems, slow
+}
+
 // ---------------------------------------------------------------------------
 // tierfs's log
 

@@ -164,11 +164,18 @@ func TestSteady(t *testing.T) {
 	bt.Stop(t)
 	bh.Stop(t)
 	var problems []string
-	for _, l := range bt.ProblemLines() {
+	tbad, tslow := brokerProblems(bt)
+	hbad, hslow := brokerProblems(bh)
+	for _, l := range tbad {
 		problems = append(problems, "tierfs broker: "+l)
 	}
-	for _, l := range bh.ProblemLines() {
+	for _, l := range hbad {
 		problems = append(problems, "HDD broker: "+l)
+	}
+	for _, l := range []string{tslow, hslow} {
+		if l != "" {
+			problems = append(problems, l)
+		}
 	}
 	_, spills, tfProblems := logFacts(fs.Log)
 	for _, l := range tfProblems {
@@ -249,7 +256,7 @@ func TestSteady(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 	t.Logf("docs/bench/steady.md:\n%s", md.String())
-	if len(bt.ProblemLines())+len(bh.ProblemLines()) > 0 {
+	if len(tbad)+len(hbad) > 0 {
 		t.Errorf("problems in the broker logs:\n%s", strings.Join(problems, "\n"))
 	}
 }

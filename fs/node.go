@@ -348,6 +348,16 @@ func (n *Node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
 }
 
 func (n *Node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
+	// An open file answers from its backing fd: the kernel asks for
+	// security.capability before every write.
+	if !n.IsRoot() {
+		if sz, ok, err := n.fs.Store.GetxattrOpen(n.StableAttr().Ino, attr, dest); ok {
+			if err != nil {
+				return 0, n.errno("getxattr", err)
+			}
+			return uint32(sz), 0
+		}
+	}
 	sz, err := n.fs.Store.Getxattr(n, attr, dest)
 	if err != nil {
 		return 0, n.errno("getxattr", err)

@@ -166,6 +166,44 @@ func (s *Store) Getxattr(p Path, name string, dest []byte) (int, error) {
 	return unix.Lgetxattr(procPath(ls[0].dirfd, ls[0].name), name, dest)
 }
 
+// GetxattrOpen answers Getxattr for inode ino from its open backing, if
+// it is open: no path walk. The kernel asks for security.capability before
+// every write (FUSE clears SB_NOSEC), so this is on the write path. ok is
+// false when ino is not open (or was released meanwhile): ask Getxattr.
+// The fd is read under the file's read lock, so a move that swapped the
+// backing is seen at once.
+func (s *Store) GetxattrOpen(ino uint64, name string, dest []byte) (n int, ok bool, err error) {
+	s.openMu.Lock()
+	f := s.open[ino]
+	s.openMu.Unlock()
+	if f == nil {
+		return 0, false, nil
+	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.fd < 0 {
+		return 0, false, nil
+	}
+	if name == XattrTier {
+		return xattrValue(f.tier.Name, dest)
+	}
+	if reserved(name) {
+		return 0, true, unix.ENODATA
+	}
+	n, err = unix.Fgetxattr(f.fd, name, dest)
+	return n, true, err
+}
+
+func xattrValue(v string, dest []byte) (int, bool, error) {
+	if len(dest) == 0 {
+		return len(v), true, nil
+	}
+	if len(dest) < len(v) {
+		return 0, true, unix.ERANGE
+	}
+	return copy(dest, v), true, nil
+}
+
 // Listxattr lists the file's own extended attributes (none of tierfs's).
 func (s *Store) Listxattr(p Path, dest []byte) (int, error) {
 	s.ns.RLock()

@@ -51,6 +51,8 @@ type serverConfig struct {
 	Policy *policy.Config `json:"policy,omitempty"`
 	// PMem, when set, gives pmem tiers a pool.
 	PMem *pmem.Config `json:"pmem,omitempty"`
+	// AllowOther mounts with allow_other: other users may use the mount.
+	AllowOther bool `json:"allow_other,omitempty"`
 }
 
 type request struct {
@@ -91,7 +93,7 @@ func serve(cfgJSON string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	srv, err := Mount(NewRoot(st, log), cfg.Mountpoint, Options{})
+	srv, err := Mount(NewRoot(st, log), cfg.Mountpoint, Options{AllowOther: cfg.AllowOther})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -190,6 +192,7 @@ type mountOpt struct {
 	tierDirs   []string         // use these backing dirs instead of fresh ones
 	ntiers     int
 	pmem       *pmem.Config // the first tier is pmem with this pool
+	allowOther bool         // mount with allow_other (and default_permissions)
 }
 
 var tierNames = []string{"fast", "slow", "cold", "colder"}
@@ -239,6 +242,7 @@ func mount(t testing.TB, o mountOpt) *testMount {
 	cfg.CrashAt = o.crashAt
 	cfg.Policy = o.policy
 	cfg.PMem = o.pmem
+	cfg.AllowOther = o.allowOther
 	cfg.Mountpoint = filepath.Join(base, "mnt")
 	if err := os.Mkdir(cfg.Mountpoint, 0o755); err != nil {
 		t.Fatal(err)

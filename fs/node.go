@@ -418,6 +418,9 @@ func Mount(root *Node, mountpoint string, o Options) (*fuse.Server, error) {
 		DirectMount: true,
 		// Locks stay with the kernel (Kafka's .lock is a POSIX lock).
 		EnableLocks: false,
+		// The daemon clears suid/sgid on writes (killprivFS), so the
+		// kernel stops asking security.capability before every write.
+		ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2,
 	}
 	if o.AllowOther {
 		mo.Options = append(mo.Options, "default_permissions")
@@ -430,5 +433,14 @@ func Mount(root *Node, mountpoint string, o Options) (*fuse.Server, error) {
 		RootStableAttr:  &gofs.StableAttr{Ino: tiering.RootIno},
 		NullPermissions: true,
 	}
-	return gofs.Mount(mountpoint, root, opts)
+	// gofs.Mount, with the node bridge wrapped in killprivFS.
+	srv, err := fuse.NewServer(killprivFS{gofs.NewNodeFS(root, opts)}, mountpoint, &opts.MountOptions)
+	if err != nil {
+		return nil, err
+	}
+	go srv.Serve()
+	if err := srv.WaitMount(); err != nil {
+		return nil, err
+	}
+	return srv, nil
 }

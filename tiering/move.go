@@ -17,7 +17,7 @@ import (
 //  1. Register the file as open (so every handle shares its backing) and
 //     start recording the ranges that writers touch.
 //  2. Copy the data, sparse-aware, into .tierfs/staging/<ino> on the
-//     destination tier, without stopping I/O.
+//     destination tier, without stopping I/O, and fdatasync it.
 //  3. Take the namespace lock and the file's write lock: no writer runs.
 //     Copy the recorded ranges again, set the size, copy mode, owner,
 //     times and user xattrs, fsync the copy.
@@ -226,6 +226,13 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 		}
 	}
 	f.mu.RUnlock()
+	if err == nil {
+		// Flush the bulk of the copy now, without any lock: under the
+		// locks of step 3 (which stop every operation on the mount) only
+		// the ranges written meanwhile remain to be flushed. On a slow
+		// tier this fsync takes the copy's size over its bandwidth.
+		err = unix.Fdatasync(dfd)
+	}
 	if err != nil {
 		return s.moveDone(f, src, dest, 0, start, err)
 	}

@@ -53,6 +53,8 @@ type serverConfig struct {
 	PMem *pmem.Config `json:"pmem,omitempty"`
 	// AllowOther mounts with allow_other: other users may use the mount.
 	AllowOther bool `json:"allow_other,omitempty"`
+	// Writeback mounts with the kernel's write-back cache.
+	Writeback bool `json:"writeback,omitempty"`
 }
 
 type request struct {
@@ -93,7 +95,7 @@ func serve(cfgJSON string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	srv, err := Mount(NewRoot(st, log), cfg.Mountpoint, Options{AllowOther: cfg.AllowOther})
+	srv, err := Mount(NewRoot(st, log), cfg.Mountpoint, Options{AllowOther: cfg.AllowOther, WritebackCache: cfg.Writeback})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -193,6 +195,7 @@ type mountOpt struct {
 	ntiers     int
 	pmem       *pmem.Config // the first tier is pmem with this pool
 	allowOther bool         // mount with allow_other (and default_permissions)
+	writeback  bool         // mount with the kernel's write-back cache
 }
 
 var tierNames = []string{"fast", "slow", "cold", "colder"}
@@ -243,6 +246,7 @@ func mount(t testing.TB, o mountOpt) *testMount {
 	cfg.Policy = o.policy
 	cfg.PMem = o.pmem
 	cfg.AllowOther = o.allowOther
+	cfg.Writeback = o.writeback || os.Getenv("TIERFS_TEST_WRITEBACK") == "1"
 	cfg.Mountpoint = filepath.Join(base, "mnt")
 	if err := os.Mkdir(cfg.Mountpoint, 0o755); err != nil {
 		t.Fatal(err)

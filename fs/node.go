@@ -404,6 +404,12 @@ func (n *Node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle
 type Options struct {
 	AllowOther bool
 	Debug      bool
+	// WritebackCache lets the kernel gather writes in its page cache and
+	// send them in large batches (FUSE_WRITEBACK_CACHE): much faster
+	// small writes, but data written and not yet fsynced lives only in
+	// the kernel until write-back, and is lost if the daemon dies
+	// (kill -9): without it, a write that returned is in the backing.
+	WritebackCache bool
 }
 
 // Mount serves the store at mountpoint; the caller waits on the server.
@@ -424,6 +430,9 @@ func Mount(root *Node, mountpoint string, o Options) (*fuse.Server, error) {
 	}
 	if o.AllowOther {
 		mo.Options = append(mo.Options, "default_permissions")
+	}
+	if o.WritebackCache {
+		mo.ExtraCapabilities |= fuse.CAP_WRITEBACK_CACHE
 	}
 	opts := &gofs.Options{
 		MountOptions:    mo,

@@ -18,7 +18,14 @@ var posixSkips = map[string]string{
 	"FcntlFlockLocksFile": "POSIX locks are per process: the same test fails on tmpfs and ext4; tierfs leaves locks to the kernel",
 }
 
-func TestPosix(t *testing.T) {
+func TestPosix(t *testing.T) { testPosix(t, mountOpt{}) }
+
+// TestPosixWriteback: the same with the kernel's write-back cache
+// (fs.Options.WritebackCache, off by default). TIERFS_TEST_WRITEBACK=1
+// runs every test of the package with it.
+func TestPosixWriteback(t *testing.T) { testPosix(t, mountOpt{writeback: true}) }
+
+func testPosix(t *testing.T, o mountOpt) {
 	names := make([]string, 0, len(posixtest.All))
 	for n := range posixtest.All {
 		names = append(names, n)
@@ -30,7 +37,7 @@ func TestPosix(t *testing.T) {
 			if why, ok := posixSkips[name]; ok {
 				t.Skip(why)
 			}
-			m := mount(t, mountOpt{})
+			m := mount(t, o)
 			fn(t, m.mnt)
 		})
 	}

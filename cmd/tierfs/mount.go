@@ -30,6 +30,8 @@ const controlShutdownTimeout = 30 * time.Second
 func setupMount(fs *flag.FlagSet) func([]string) int {
 	cfgPath := fs.String("config", "", "the configuration `FILE` (TOML; required)")
 	debug := fs.Bool("debug", false, "log every FUSE request and set the log level to debug")
+	writeback := fs.Bool("writeback-cache", false, "let the kernel cache writes and send them in batches: faster small writes, "+
+		"but written data not yet fsynced is lost if the daemon dies")
 	return func(args []string) int {
 		// The kernel applied the caller's umask to the modes FUSE
 		// passes in already; applying ours again would be wrong.
@@ -40,11 +42,11 @@ func setupMount(fs *flag.FlagSet) func([]string) int {
 		if len(args) != 1 {
 			return usageError(fs, "want exactly one MOUNTPOINT")
 		}
-		return mount(*cfgPath, args[0], *debug)
+		return mount(*cfgPath, args[0], *debug, *writeback)
 	}
 }
 
-func mount(cfgPath, mountpoint string, debug bool) int {
+func mount(cfgPath, mountpoint string, debug, writeback bool) int {
 	// Reloads read the file again, from wherever the daemon is then.
 	if abs, err := filepath.Abs(cfgPath); err == nil {
 		cfgPath = abs
@@ -111,7 +113,7 @@ func mount(cfgPath, mountpoint string, debug bool) int {
 	defer signal.Stop(sigs)
 
 	root := tfs.NewRoot(store, log)
-	server, err := tfs.Mount(root, mp, tfs.Options{AllowOther: cfg.Mount.AllowOther, Debug: debug})
+	server, err := tfs.Mount(root, mp, tfs.Options{AllowOther: cfg.Mount.AllowOther, Debug: debug, WritebackCache: writeback})
 	if err != nil {
 		store.Close()
 		return fail("mount", fmt.Errorf("mounting on %s: %w", mp, err))

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tierfs/tierfs/pmem"
 )
 
 func TestMain(m *testing.M) {
@@ -236,6 +238,14 @@ func TestKafkaProduceConsume(t *testing.T) {
 		testProduceConsume(t, k, TierfsOptions{FastSize: "256m", FastCapacity: "24MiB"},
 			BrokerOptions{Extra: map[string]string{"log.preallocate": "true"}}, true)
 	})
+	// The fast tier a pmem tier with a pool of 1 MiB slots (the
+	// segment size): segments take slots and are written through a
+	// mapping; with 24 MiB they also spill and move down, giving slots
+	// back.
+	t.Run("pmem-pool", func(t *testing.T) {
+		testProduceConsume(t, k, TierfsOptions{FastSize: "256m", FastCapacity: "24MiB", FastType: "pmem",
+			Extra: "\n[pmem]\npool_ratio = 0.5\nsegment_size = \"1MiB\"\n"}, BrokerOptions{}, true)
+	})
 }
 
 func testProduceConsume(t *testing.T, k *Kafka, fo TierfsOptions, bo BrokerOptions, wantSlow bool) {
@@ -298,6 +308,13 @@ func testProduceConsume(t *testing.T, k *Kafka, fo TierfsOptions, bo BrokerOptio
 	}
 	t.Logf("segments per partition: %v", segs)
 	perTier := checkTierfsListing(t, fs)
+	if fo.FastType == "pmem" {
+		if n := poolSegments(t, fs.Fast); n == 0 {
+			t.Errorf("no segment on the pmem tier is a pool file (user.tierfs.size)")
+		} else {
+			t.Logf("%d segments on the pmem tier are pool files", n)
+		}
+	}
 	if wantSlow && perTier["slow"] == 0 {
 		t.Errorf("no segment on the slow tier, though the fast one holds only %s", fo.FastCapacity)
 	}
@@ -324,4 +341,21 @@ func testProduceConsume(t *testing.T, k *Kafka, fo TierfsOptions, bo BrokerOptio
 		t.Errorf("tierfs logged errors:\n%s", strings.Join(lines, "\n"))
 	}
 	t.Logf("done in %v", time.Since(testStart).Round(time.Millisecond))
+}
+
+// poolSegments counts the .log files under root that are pmem pool files
+// (they carry a logical size).
+func poolSegments(t *testing.T, root string) int {
+	t.Helper()
+	n := 0
+	filepath.WalkDir(root, func(p string, e os.DirEntry, err error) error {
+		if err != nil || e.IsDir() || !strings.HasSuffix(p, ".log") {
+			return nil
+		}
+		if _, ok, err := pmem.SizeAt(p); err == nil && ok {
+			n++
+		}
+		return nil
+	})
+	return n
 }

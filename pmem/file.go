@@ -48,6 +48,7 @@ type File struct {
 	// populated for writing (see populate). Guarded by extMu, reset
 	// under mu held exclusively.
 	populated  int64
+	window     int64 // the next populate's look-ahead; grows to populateWindow
 	noPopulate bool
 
 	dmu              sync.Mutex
@@ -388,8 +389,14 @@ func (f *File) growLocked(need int64) error {
 	return nil
 }
 
-// populateWindow is how far ahead of an appending write populate maps.
-var populateWindow int64 = 4 << 20
+// populateWindow is how far ahead of an appending write populate maps at
+// most; the look-ahead starts at firstWindow and doubles with every
+// populate, as readahead does, so that a new file that gets one small
+// write (a segment roll) does not pay for mapping megabytes.
+var (
+	populateWindow int64 = 4 << 20
+	firstWindow    int64 = 128 << 10
+)
 
 // populate makes sure the page tables of the mapping are populated for
 // writing from off to populateWindow past end, with one
@@ -406,8 +413,12 @@ func (f *File) populate(off, end int64) {
 	if f.noPopulate || end <= f.populated {
 		return
 	}
+	if f.window == 0 {
+		f.window = min(firstWindow, populateWindow)
+	}
 	lo := max(f.populated, off) / pageSize * pageSize
-	hi := min(int64(len(f.m)), (end+populateWindow+pageSize-1)/pageSize*pageSize)
+	hi := min(int64(len(f.m)), (end+f.window+pageSize-1)/pageSize*pageSize)
+	f.window = min(2*f.window, populateWindow)
 	if hi <= lo {
 		return
 	}

@@ -434,10 +434,25 @@ func (p *Pool) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-p.kick:
+			// A segment was just taken: its writer (and the broker's
+			// other files of the roll) come first; refilling at once
+			// would compete with them for CPU and memory bandwidth.
+			t := time.NewTimer(RefillDelay)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			case <-t.C:
+			}
 		case <-tick.C:
 		}
 	}
 }
+
+// RefillDelay is how long Run waits after a Take (or a Return) before it
+// makes slots again: rolls are rare and the pool holds many slots, so the
+// refill never needs to compete with the roll that woke it.
+var RefillDelay = 100 * time.Millisecond
 
 func (p *Pool) wake() {
 	select {

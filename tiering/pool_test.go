@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -299,5 +300,69 @@ func TestPoolFileMovesWithOpenHandle(t *testing.T) {
 	ga, err := s.Getattr(RelPath(rel))
 	if err != nil || ga.Tier != 0 || ga.Size != int64(len(want)) || ga.Ino != a.Ino {
 		t.Fatalf("after moving back: %+v (%v)", ga, err)
+	}
+}
+
+// BenchmarkSegmentRoll: create a segment, append 16 KiB, fsync, close, on
+// a pmem tier with a full, idle pool against a plain tier, on a tmpfs when
+// root (else the test directory's filesystem). The pool's refill after
+// each roll is not timed (it runs between rolls in the background).
+//
+//	go test -run '^$' -bench SegmentRoll ./tiering/
+func BenchmarkSegmentRoll(b *testing.B) {
+	for _, typ := range []string{TypePMem, TypeNVMe} {
+		b.Run(typ, func(b *testing.B) {
+			base := b.TempDir()
+			if os.Geteuid() == 0 {
+				if err := unix.Mount("bench", base, "tmpfs", 0, "size=4g"); err == nil {
+					b.Cleanup(func() { unix.Unmount(base, unix.MNT_DETACH) })
+				}
+			}
+			var tiers []TierConfig
+			for _, n := range []string{"fast", "slow"} {
+				d := filepath.Join(base, n)
+				if err := os.Mkdir(d, 0o755); err != nil {
+					b.Fatal(err)
+				}
+				tiers = append(tiers, TierConfig{Name: n, Type: TypeHDD, Path: d})
+			}
+			tiers[0].Type, tiers[0].Capacity = typ, 2<<30
+			cfg := pmem.Config{PoolRatio: 0.8, SegmentSize: 16 << 20}
+			s, err := Open(tiers, Options{SegmentSize: 16 << 20, PMem: &cfg})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			if _, err := s.Mkdir(RelPath(""), "t-0", 0o755, Owner{}); err != nil {
+				b.Fatal(err)
+			}
+			buf := make([]byte, 16<<10)
+			for i := 0; i < b.N; i++ {
+				// Rolls are seconds apart in a broker: the pool is full
+				// and idle at each one.
+				b.StopTimer()
+				if err := s.SettlePools(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				name := fmt.Sprintf("%020d.log", i)
+				h, _, err := s.Create(RelPath("t-0"), name, unix.O_RDWR, 0o644, Owner{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := h.Write(buf, 0); err != nil {
+					b.Fatal(err)
+				}
+				if err := h.Fsync(false); err != nil {
+					b.Fatal(err)
+				}
+				h.Release()
+				b.StopTimer()
+				if err := s.Unlink(RelPath("t-0"), name, nil); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+		})
 	}
 }

@@ -211,7 +211,8 @@ func Assemble(repoRoot string) error {
 	b.WriteString("can be rerun alone, e.g. `make bench BENCH_RUN=TestMicro`, after which this file is rebuilt\n")
 	b.WriteString("from all the sections in `docs/bench/`: each says when it was measured.\n\n")
 	b.WriteString("Figures are medians of several runs (3 unless a section says otherwise) with their spread\n")
-	b.WriteString("(min–max); ratios are ratios of medians taken in the same run.\n\n")
+	b.WriteString("(min–max); ratios are ratios of medians taken in the same run. The changes made to the data\n")
+	b.WriteString("path, each with its before/after figures, are in [perf.md](perf.md).\n\n")
 	b.WriteString(Table([]string{"", ""}, [][]string{
 		{"command", "`make bench`"},
 		{"date", time.Now().UTC().Format("2006-01-02 15:04 UTC")},

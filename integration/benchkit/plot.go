@@ -13,6 +13,7 @@ import (
 	"html"
 	"math"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -315,6 +316,10 @@ func (p *Plot) SVG() ([]byte, error) {
 func (p *Plot) WriteFile(path string) error {
 	b, err := p.SVG()
 	if err != nil {
+		return err
+	}
+	// The first plot of a fresh checkout comes before any fragment.
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
 	return os.WriteFile(path, b, 0o644)

@@ -341,7 +341,7 @@ func TestPlotErrors(t *testing.T) {
 }
 
 func TestPlotWriteFile(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "p.svg")
+	path := filepath.Join(t.TempDir(), "bench", "p.svg") // its directory is made
 	p := &Plot{Series: []Series{{Name: "one", X: []float64{5}, Y: []float64{5}}}}
 	if err := p.WriteFile(path); err != nil {
 		t.Fatal(err)

@@ -782,10 +782,14 @@ func movedBytes(s sample) int64 { return s.Moved }
 // failure: counted apart.
 var slowEventRE = regexp.MustCompile(`Exceptionally slow controller event .* took (\d+) ms`)
 
+// snapshotFlushRE: Kafka's WARN when a producer-state snapshot it was
+// about to flush is gone.
+var snapshotFlushRE = regexp.MustCompile(`WARN Failed to flush file \S+\.snapshot `)
+
 // brokerProblems splits a broker's problem lines into real problems and
 // a summary of its slow controller events ("" when none).
 func brokerProblems(b *integration.Broker) (problems []string, slow string) {
-	n, worst, real := 0, 0, false
+	n, worst, real, raced := 0, 0, false, 0
 	for _, l := range b.ProblemLines() {
 		if strings.HasPrefix(l, "    ") { // a stack trace line of the line before
 			if real {
@@ -804,11 +808,26 @@ func brokerProblems(b *integration.Broker) (problems []string, slow string) {
 			real = false // a checkpoint of a topic the benchmark deleted
 			continue
 		}
+		if snapshotFlushRE.MatchString(l) {
+			// Kafka flushes a producer-state snapshot asynchronously
+			// after a roll; with retention this aggressive the snapshot
+			// can be deleted first. Kafka catches NoSuchFileException
+			// and logs this WARN (Utils.flushFileIfExists): its own race.
+			raced++
+			real = false
+			continue
+		}
 		real = true
 		problems = append(problems, l)
 	}
 	if n > 0 {
 		slow = fmt.Sprintf("%d slow controller events (KRaft: an event over 1 s), the slowest %d ms", n, worst)
+	}
+	if raced > 0 {
+		if slow != "" {
+			slow += "; "
+		}
+		slow += fmt.Sprintf("%d producer-state snapshots deleted by retention before Kafka's asynchronous flush (its WARN \"Failed to flush file\", NoSuchFileException)", raced)
 	}
 	return problems, slow
 }

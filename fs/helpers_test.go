@@ -95,7 +95,7 @@ func serve(cfgJSON string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	srv, err := Mount(NewRoot(st, log), cfg.Mountpoint, Options{AllowOther: cfg.AllowOther, WritebackCache: cfg.Writeback})
+	srv, err := Mount(NewRoot(st, log), cfg.Mountpoint, Options{AllowOther: cfg.AllowOther, WritebackCache: cfg.Writeback, ReadAheadKB: testReadAheadKB})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -436,3 +436,6 @@ func (m *testMount) tierOf(t testing.TB, rel string) int {
 	}
 	return found
 }
+
+// testReadAheadKB is the read-ahead the test daemons set on their mounts.
+const testReadAheadKB = 1024

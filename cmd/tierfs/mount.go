@@ -113,7 +113,7 @@ func mount(cfgPath, mountpoint string, debug, writeback bool) int {
 	defer signal.Stop(sigs)
 
 	root := tfs.NewRoot(store, log)
-	server, err := tfs.Mount(root, mp, tfs.Options{AllowOther: cfg.Mount.AllowOther, Debug: debug, WritebackCache: writeback})
+	server, err := tfs.Mount(root, mp, tfs.Options{AllowOther: cfg.Mount.AllowOther, Debug: debug, WritebackCache: writeback, ReadAheadKB: 1024})
 	if err != nil {
 		store.Close()
 		return fail("mount", fmt.Errorf("mounting on %s: %w", mp, err))

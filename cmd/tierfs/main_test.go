@@ -792,3 +792,45 @@ func TestMountExternalUnmount(t *testing.T) {
 		t.Errorf("the exit log line does not say why:\n%s", d.stderr.String())
 	}
 }
+
+// A pmem tier has a pool that fills at mount; status shows it, and a
+// segment created through the mount takes a slot.
+func TestStatusShowsPMemPool(t *testing.T) {
+	requireFUSE(t)
+	t.Parallel()
+	e := newEnv(t)
+	conf, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf = []byte(strings.Replace(string(conf), `type = "nvme"`, `type = "pmem"`, 1) +
+		"\n[pmem]\npool_ratio = 0.5\nsegment_size = \"4MiB\"\n")
+	writeFile(t, e.config, string(conf))
+	startDaemon(t, e)
+	// 0.5 of the 64 MiB tier in 4 MiB slots, filled in the background.
+	poll(t, "the pool to fill", func() (bool, error) {
+		_, tiers := statusJSON(t, e.mnt)
+		p := tiers["fast"].Pool
+		if p == nil {
+			return false, fmt.Errorf("no pool in status: %+v", tiers["fast"])
+		}
+		return p.TargetSlots == 8 && p.FreeSlots == 8, fmt.Errorf("pool %+v", *p)
+	})
+	if err := os.Mkdir(filepath.Join(e.mnt, "topic-0"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.mnt, "topic-0", "00000000000000000000.log"), []byte("records"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, tiers := statusJSON(t, e.mnt)
+	if p := tiers["fast"].Pool; p.UsedBytes != 4<<20 {
+		t.Errorf("pool after a segment was created: %+v, want 4 MiB taken", *p)
+	}
+	if fi, err := os.Stat(filepath.Join(e.mnt, "topic-0", "00000000000000000000.log")); err != nil || fi.Size() != 7 {
+		t.Errorf("segment through the mount: %v, %v; want 7 bytes", fi, err)
+	}
+	human := mustTierfs(t, "", "status", e.mnt)
+	if !strings.Contains(human, "PMem pool on fast: ") || !strings.Contains(human, "4.0 MiB taken by segments since mount") {
+		t.Errorf("status output lacks the pool line:\n%s", human)
+	}
+}

@@ -37,19 +37,7 @@ import (
 //
 //	TIERFS_BENCH=1 go test -count=1 -v -run TestMicro ./integration/bench/
 func TestMicro(t *testing.T) {
-	if os.Getenv("TIERFS_BENCH") != "1" {
-		t.Skip("a benchmark: set TIERFS_BENCH=1 (make bench)")
-	}
-	// Asked to run, it must not pass by doing nothing.
-	if os.Geteuid() != 0 {
-		t.Fatalf("the benchmarks need root (they mount tmpfs, tierfs and mergerfs)")
-	}
-	if os.Getenv("TIERFS_KAFKA_RACE") == "" && os.Getenv("TIERFS_BIN") == "" {
-		t.Setenv("TIERFS_KAFKA_RACE", "0")
-	}
-	if err := benchkit.EnsurePackages(map[string]string{"mergerfs": "mergerfs"}); err != nil {
-		t.Fatal(err)
-	}
+	fsBenchSetup(t, map[string]string{"mergerfs": "mergerfs"})
 	runs := microEnvInt(t, "TIERFS_BENCH_RUNS", 3)
 	scale := microEnvFloat(t, "TIERFS_BENCH_SCALE", 1)
 	mib := func(n float64) int64 { return max(1, int64(math.Round(n*scale))) << 20 }

@@ -38,15 +38,7 @@ import (
 //
 //	TIERFS_BENCH=1 go test -count=1 -v -run TestPMem ./integration/bench/
 func TestPMem(t *testing.T) {
-	if os.Getenv("TIERFS_BENCH") != "1" {
-		t.Skip("a benchmark: set TIERFS_BENCH=1 (make bench)")
-	}
-	if os.Geteuid() != 0 {
-		t.Fatalf("the benchmarks need root (they mount tmpfs and tierfs)")
-	}
-	if os.Getenv("TIERFS_KAFKA_RACE") == "" && os.Getenv("TIERFS_BIN") == "" {
-		t.Setenv("TIERFS_KAFKA_RACE", "0")
-	}
+	fsBenchSetup(t, nil)
 	runs := microEnvInt(t, "TIERFS_BENCH_RUNS", 3)
 	scale := microEnvFloat(t, "TIERFS_BENCH_SCALE", 1)
 	seg := max(int64(float64(64<<20)*scale)>>20, 4) << 20

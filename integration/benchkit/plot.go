@@ -143,10 +143,21 @@ func (p *Plot) SVG() ([]byte, error) {
 	ylt := axisTicks(yl, p.YMin, p.YMax)
 	yrt := axisTicks(yr, p.Y2Min, p.Y2Max)
 
-	// Legend rows under the title: as many entries per row as fit.
+	// Legend rows under the title: entries flow left to right, each as
+	// wide as its label, and wrap when the next one would pass the plot.
 	legend := p.Series
-	perRow := max(1, (w-marginLeft-marginRight)/190)
-	rows := (len(legend) + perRow - 1) / perRow
+	names := make([]string, len(legend))
+	for i, s := range legend {
+		names[i] = s.Name
+		if hasRight {
+			if s.Right {
+				names[i] += " (right)"
+			} else {
+				names[i] += " (left)"
+			}
+		}
+	}
+	pos, rows := legendLayout(names, w-marginLeft-marginRight)
 	top := marginTop + rows*legendRow
 	plotW := float64(w - marginLeft - marginRight)
 	plotH := float64(h - top - marginBottom)
@@ -171,6 +182,12 @@ func (p *Plot) SVG() ([]byte, error) {
 
 	// Bands first, under everything.
 	clampX := func(x float64) float64 { return math.Max(x0, math.Min(x1, x)) }
+	// Band labels go on the first of three lines where they overlap no
+	// label before them (10 px text: about 6 px a character).
+	var labelEnds [3]float64
+	for i := range labelEnds {
+		labelEnds[i] = math.Inf(-1)
+	}
 	for _, bd := range p.Bands {
 		if !finite(bd.X0) || !finite(bd.X1) || bd.X1 <= bd.X0 {
 			continue
@@ -179,8 +196,14 @@ func (p *Plot) SVG() ([]byte, error) {
 		fmt.Fprintf(&b, `<rect class="band" x="%s" y="%d" width="%s" height="%s" fill="#000000" fill-opacity="0.07"/>`+"\n",
 			f2(a), top, f2(c-a), f2(plotH))
 		if bd.Label != "" {
+			half := 3 * float64(len([]rune(bd.Label)))
+			line := 0
+			for line < len(labelEnds)-1 && (a+c)/2-half < labelEnds[line]+4 {
+				line++
+			}
+			labelEnds[line] = (a+c)/2 + half
 			fmt.Fprintf(&b, `<text class="band-label" x="%s" y="%d" text-anchor="middle" font-size="10" fill="#555555">%s</text>`+"\n",
-				f2((a+c)/2), top+11, esc(bd.Label))
+				f2((a+c)/2), top+11+12*line, esc(bd.Label))
 		}
 	}
 
@@ -289,21 +312,13 @@ func (p *Plot) SVG() ([]byte, error) {
 		if col == "" {
 			col = Palette[i%len(Palette)]
 		}
-		r, c := i/perRow, i%perRow
-		lx := marginLeft + c*190
-		ly := marginTop + r*legendRow - 4
+		lx := marginLeft + pos[i][0]
+		ly := marginTop + pos[i][1]*legendRow - 4
 		dash := ""
 		if s.Dashed {
 			dash = ` stroke-dasharray="6,4"`
 		}
-		name := s.Name
-		if hasRight {
-			if s.Right {
-				name += " (right)"
-			} else {
-				name += " (left)"
-			}
-		}
+		name := names[i]
 		fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="%s" stroke-width="2"%s/>`+"\n", lx, ly, lx+22, ly, esc(col), dash)
 		fmt.Fprintf(&b, `<text class="legend-entry" x="%d" y="%d">%s</text>`+"\n", lx+28, ly+4, esc(name))
 	}
@@ -440,3 +455,26 @@ func finite(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
 func f2(v float64) string { return strconv.FormatFloat(v, 'f', 2, 64) }
 
 func esc(s string) string { return html.EscapeString(s) }
+
+// legendCharW is the width allowed per character of a 12 px sans-serif
+// legend label (an over-estimate: labels must not overlap).
+const legendCharW = 7
+
+// legendLayout places legend entries (a 22 px line, a gap, the label)
+// left to right in rows of at most avail pixels: pos[i] is entry i's x
+// offset and row; rows is the number of rows.
+func legendLayout(names []string, avail int) (pos [][2]int, rows int) {
+	x, row := 0, 0
+	for _, n := range names {
+		wEntry := 28 + legendCharW*len([]rune(n)) + 18
+		if x > 0 && x+wEntry > avail {
+			x, row = 0, row+1
+		}
+		pos = append(pos, [2]int{x, row})
+		x += wEntry
+	}
+	if len(names) > 0 {
+		rows = row + 1
+	}
+	return pos, rows
+}

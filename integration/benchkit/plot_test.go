@@ -403,3 +403,22 @@ func TestTicks(t *testing.T) {
 func near(a, b float64) bool {
 	return math.Abs(a-b) <= 1e-9*math.Max(1, math.Max(math.Abs(a), math.Abs(b)))
 }
+
+// Legend entries of a row never overlap, however long their labels, and
+// no row is wider than the plot.
+func TestLegendLayoutNoOverlap(t *testing.T) {
+	names := []string{"tierfs: producers (log growth) (left)", "tierfs: moves down (left)", "HDD alone: producers (left)", "x", "tierfs: fast tier used (right)"}
+	pos, rows := legendLayout(names, 700)
+	if rows < 2 {
+		t.Fatalf("%d rows for %d long labels in 700 px, want a wrap", rows, len(names))
+	}
+	width := func(i int) int { return 28 + legendCharW*len(names[i]) + 18 }
+	for i := range names {
+		if pos[i][0] > 0 && pos[i][0]+width(i) > 700 {
+			t.Errorf("entry %d (%q) ends at %d, past 700", i, names[i], pos[i][0]+width(i))
+		}
+		if i > 0 && pos[i][1] == pos[i-1][1] && pos[i][0] < pos[i-1][0]+width(i-1) {
+			t.Errorf("entry %d starts at %d, inside entry %d (ends %d)", i, pos[i][0], i-1, pos[i-1][0]+width(i-1))
+		}
+	}
+}

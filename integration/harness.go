@@ -10,14 +10,15 @@
 // The tests, each checking every acknowledged record (acks=all) and every
 // segment (DumpLogSegments --deep-iteration):
 //
-//	kafka_test.go        produce, consume, clean restart; fast tier roomy or full
+//	kafka_test.go        produce, consume, clean restart; fast tier roomy, full, or pmem with a pool
 //	policy_test.go       the policy moving sealed segments down, promoting for a reader
 //	retention_test.go    retention (.deleted), topic deletion, compaction
 //	restart_test.go      broker clean restart and kill -9
 //	tierfs_kill_test.go  tierfs killed under the broker, remount, restart
 //	cluster_test.go      three brokers on three mounts, one tierfs killed
-//	bench_test.go        ProducerPerformance, tierfs against raw tmpfs
-//	                     (TIERFS_KAFKA_BENCH=1 only; make bench-kafka)
+//
+// The benchmarks (Kafka throughput among them) are in integration/bench
+// (make bench).
 //
 // The tests need root (mounts), /dev/fuse, Java 17+ and the Kafka jars
 // that `make kafka-jars` fetches from Maven Central into
@@ -27,7 +28,6 @@
 // Environment:
 //
 //	TIERFS_KAFKA=1          run the tests
-//	TIERFS_KAFKA_BENCH=1    run the benchmark TestProducerThroughputReport
 //	TIERFS_KAFKA_LIBS=DIR   the Kafka jars (default: .cache/kafka/<pin>/libs)
 //	TIERFS_BIN=FILE         use this tierfs binary instead of building one
 //	                        (a relative path is taken from the repository root)

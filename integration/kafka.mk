@@ -12,15 +12,13 @@
 #                     tierfs killed under the broker, a three-broker cluster.
 #                     Needs root and /dev/fuse. TIERFS_KAFKA_KEEP=1 keeps each
 #                     test's work dir (broker, tools and tierfs logs).
-#   make bench-kafka  ProducerPerformance (1 KiB records, acks=all) with
-#                     log.dirs on tierfs and on the raw fast-tier tmpfs, in one
-#                     run; prints the medians and the ratio. Not part of CI.
+#   (the Kafka benchmarks are in integration/bench: make bench)
 
 GO ?= go
 KAFKA_TEST_TIMEOUT ?= 20m
 KAFKA_TEST_RUN ?= .
 
-.PHONY: kafka-jars test-kafka bench-kafka
+.PHONY: kafka-jars test-kafka
 
 kafka-jars:
 	@missing=""; \
@@ -39,6 +37,3 @@ kafka-jars:
 
 test-kafka: kafka-jars build
 	TIERFS_KAFKA=1 $(GO) test -race -count=1 -timeout $(KAFKA_TEST_TIMEOUT) -run '$(KAFKA_TEST_RUN)' -v ./integration/
-
-bench-kafka: kafka-jars build
-	TIERFS_KAFKA_BENCH=1 $(GO) test -count=1 -timeout 30m -run '^TestProducerThroughputReport$$' -v ./integration/

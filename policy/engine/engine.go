@@ -22,6 +22,7 @@ import (
 	"github.com/tierfs/tierfs/policy"
 	"github.com/tierfs/tierfs/tiering"
 	"github.com/tierfs/tierfs/tiering/units"
+	"golang.org/x/sys/unix"
 )
 
 // Store is what the engine needs of the tiers; *tiering.Store has it.
@@ -319,9 +320,11 @@ func (e *Engine) execute(ctx context.Context, j *Job) {
 	e.mu.Lock()
 	delete(e.running, j)
 	delete(e.byPath, j.Path)
-	// A file renamed or replaced since the plan is not a failure: the
-	// next plan sees it as it is now.
-	benign := errors.Is(err, context.Canceled) || errors.Is(err, tiering.ErrChanged)
+	// A file renamed, replaced or deleted since the plan (Kafka replaces
+	// its checkpoints and deletes segments at any time) is not a
+	// failure: the next plan sees the directory as it is now.
+	benign := errors.Is(err, context.Canceled) || errors.Is(err, tiering.ErrChanged) ||
+		(!j.Manual && (errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESTALE)))
 	if err == nil {
 		e.done++
 		e.bytes += j.total.Load()

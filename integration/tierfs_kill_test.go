@@ -15,6 +15,9 @@ import (
 var (
 	logDirFailedRE = regexp.MustCompile(`ERROR Error while .* in dir .* \(org\.apache\.kafka\.storage\.internals\.log\.LogDirFailureChannel\)|Stopping serving (replicas|logs) in dir .* because the log directory has failed|Shutdown broker because (all log dirs in .* have failed|the metadata log dir .* has failed)`)
 	brokerEndsRE   = regexp.MustCompile(`Shutdown broker because|Encountered fatal fault`)
+	// deadMountIORE is the I/O error of a read or write on a mount whose
+	// daemon died.
+	deadMountIORE = regexp.MustCompile(`IOException: (Software caused connection abort|Transport endpoint is not connected)`)
 )
 
 // TestKafkaTierfsKilled: tierfs is killed with SIGKILL under a running

@@ -55,7 +55,7 @@ type Handle struct {
 }
 
 func (s *Store) registerNew(ino uint64, t *Tier, fd int, pm *pmem.File, p Path, st *unix.Stat_t) *File {
-	f := &File{s: s, ino: ino, fd: fd, pm: pm, tier: t, refs: 1, path: p, blocks: st.Blocks * 512, size: st.Size}
+	f := &File{s: s, ino: ino, fd: fd, pm: pm, tier: t, refs: 1, path: p, blocks: usedBytes(st), size: st.Size}
 	t.used.Add(f.blocks)
 	s.openMu.Lock()
 	s.open[ino] = f
@@ -115,6 +115,7 @@ func (s *Store) getFile(l *loc, ino uint64, p Path) (*File, error) {
 		unix.Close(fd)
 		return nil, err
 	}
+	counted := usedBytes(&st) // before st.Size becomes a logical size
 	var pm *pmem.File
 	if mayBePMem(&st) {
 		if pm, err = openPMem(fd); err != nil {
@@ -135,9 +136,20 @@ func (s *Store) getFile(l *loc, ino uint64, p Path) (*File, error) {
 		f.refs++
 		return f, nil
 	}
-	f := &File{s: s, ino: ino, fd: fd, pm: pm, tier: l.tier, readOnly: readOnly, refs: 1, path: p, blocks: st.Blocks * 512, size: st.Size}
+	f := &File{s: s, ino: ino, fd: fd, pm: pm, tier: l.tier, readOnly: readOnly, refs: 1, path: p, blocks: counted, size: st.Size}
 	s.open[ino] = f
 	return f, nil
+}
+
+// usedBytes is what a file counts for on its tier: its allocated blocks,
+// but none past its end. Some filesystems allocate ahead of an appending
+// writer and count it in st_blocks while the file is open (xfs's
+// speculative preallocation: a 4 MiB file showed 8 MiB), then give it
+// back at close or later; counted at a write and subtracted at an unlink,
+// the difference would leak. A preallocated file (a pool slot, Kafka's
+// sparse segments filled in) has its size, so it still counts whole.
+func usedBytes(st *unix.Stat_t) int64 {
+	return min(st.Blocks*512, (st.Size+4095)&^4095)
 }
 
 // mayBePMem tells from a stat whether a file can be a pmem file (one with
@@ -253,7 +265,7 @@ func (f *File) account() {
 		size = f.pm.Size()
 	}
 	f.acctMu.Lock()
-	b := st.Blocks * 512
+	b := usedBytes(&st)
 	f.tier.used.Add(b - f.blocks)
 	f.blocks = b
 	f.size = size

@@ -338,7 +338,7 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	_ = unix.Fstat(dfd, &nst)
 	f.acctMu.Lock()
 	src.used.Add(-f.blocks)
-	f.blocks = nst.Blocks * 512
+	f.blocks = usedBytes(&nst)
 	f.size = nst.Size
 	dest.used.Add(f.blocks)
 	f.acctMu.Unlock()

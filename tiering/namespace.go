@@ -379,8 +379,9 @@ func (s *Store) Create(dir Path, name string, flags int, mode uint32, o Owner) (
 				return nil, Attr{}, err
 			}
 			t.files.Add(1)
-			st.Ino, st.Size = ino, pm.Size()
+			st.Ino = ino
 			f := s.registerNew(ino, t, fd, pm, childPath{dir, name}, &st)
+			st.Size = pm.Size()
 			t.retarget()
 			return &Handle{f: f, flags: flags}, Attr{Stat_t: st, Tier: t.Index}, nil
 		}
@@ -716,7 +717,7 @@ func (s *Store) removeFileLocked(l *loc) error {
 	}
 	s.openMu.Unlock()
 	if last {
-		l.tier.used.Add(-l.st.Blocks * 512)
+		l.tier.used.Add(-usedBytes(&l.st))
 	}
 	if detached != nil {
 		s.recycle(l.tier, detached)

@@ -116,7 +116,7 @@ func (s *Store) scanDir(comps []string, maxIno *uint64) error {
 					}
 					s.scanLinks[k] = true
 				}
-				ls[i].tier.used.Add(st.Blocks * 512)
+				ls[i].tier.used.Add(usedBytes(st))
 				ls[i].tier.files.Add(1)
 			}
 		}

@@ -191,7 +191,7 @@ func (s *Store) forgetReplaced(t *Tier, ino uint64, st *unix.Stat_t) {
 		return
 	}
 	s.openMu.Unlock()
-	t.used.Add(-st.Blocks * 512)
+	t.used.Add(-usedBytes(st))
 }
 
 func markSuperseded(l *loc, winner string) error {

@@ -171,3 +171,45 @@ func TestCreateNeedsParent(t *testing.T) {
 		}
 	}
 }
+
+// Blocks a filesystem allocates past a file's end while it is open (xfs's
+// speculative preallocation) and gives back later must not leak into the
+// tier's usage: counted at a write, they are gone at the unlink.
+func TestUsageIgnoresBlocksPastEOF(t *testing.T) {
+	tiers := twoTiers(t, TypeNVMe, 0)
+	s := openTest(t, tiers, Options{})
+	base := s.tiers[0].Used()
+	h, _, err := s.Create(RelPath(""), "seg.log", unix.O_RDWR, 0o644, Owner{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Write(make([]byte, 8192), 0); err != nil {
+		t.Fatal(err)
+	}
+	// The filesystem's own look-ahead, as xfs does it.
+	fd, err := unix.Open(filepath.Join(tiers[0].Path, "seg.log"), unix.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Fallocate(fd, unix.FALLOC_FL_KEEP_SIZE, 8192, 4<<20); err != nil {
+		t.Skipf("the test directory's filesystem cannot allocate past EOF: %v", err)
+	}
+	if _, err := h.Write(make([]byte, 4096), 8192); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.tiers[0].Used() - base; got > 64<<10 {
+		t.Fatalf("a 12 KiB file counts %d bytes: blocks past its end were counted", got)
+	}
+	h.Release()
+	// The look-ahead given back, then the file removed.
+	if err := unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, 12288, 4<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Unlink(RelPath(""), "seg.log", nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.tiers[0].Used(); got != base {
+		t.Fatalf("tier usage %d after the file went, want %d: %d bytes leaked", got, base, got-base)
+	}
+}

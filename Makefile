@@ -1,6 +1,7 @@
 # tierfs — build, test and demo.
 #
-#   make deps    install what the tests need (fuse3; gcc for -race) via apt-get
+#   make deps    install what the tests need (fuse3, attr, mergerfs and xfsprogs for the
+#                benchmark kit's tests; gcc for -race) via apt-get
 #   make build   build bin/tierfs
 #   make test    gofmt check, go vet, race tests, a short fuzz run
 #   make demo    mount a two-tier tierfs under ./.demo and poke at it
@@ -43,6 +44,8 @@ deps:
 	command -v fusermount3 >/dev/null 2>&1 || missing="$$missing fuse3"; \
 	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc libc6-dev"; \
 	command -v getfattr >/dev/null 2>&1 || missing="$$missing attr"; \
+	command -v mergerfs >/dev/null 2>&1 || missing="$$missing mergerfs"; \
+	command -v mkfs.xfs >/dev/null 2>&1 || missing="$$missing xfsprogs"; \
 	if [ -n "$$missing" ]; then \
 		if ! command -v apt-get >/dev/null 2>&1; then \
 			echo "deps: missing packages:$$missing (no apt-get; install them by hand)" >&2; exit 1; \

@@ -353,7 +353,7 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 		oldPM.Close()
 		if src.pool != nil {
 			var derr error
-			if detached, derr = src.detach(ls[0].dirfd, name); derr != nil {
+			if detached, derr = src.pool.Detach(ls[0].dirfd, name); derr != nil {
 				detached = nil
 			}
 		}
@@ -370,7 +370,7 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	if detached != nil {
 		s.recycle(src, detached)
 	}
-	src.retarget()
+	s.retargetLater(src)
 	return s.moveDone(f, src, dest, st.Size, start, nil)
 }
 

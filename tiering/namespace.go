@@ -382,7 +382,7 @@ func (s *Store) Create(dir Path, name string, flags int, mode uint32, o Owner) (
 			st.Ino = ino
 			f := s.registerNew(ino, t, fd, pm, childPath{dir, name}, &st)
 			st.Size = pm.Size()
-			t.retarget()
+			s.retargetLater(t)
 			return &Handle{f: f, flags: flags}, Attr{Stat_t: st, Tier: t.Index}, nil
 		}
 		fd, err := unix.Openat(pfd, name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, mode&0o7777)
@@ -688,7 +688,7 @@ func (s *Store) removeFileLocked(l *loc) error {
 	// once nothing has it open.
 	var detached *pmem.Detached
 	if l.st.Mode&unix.S_IFMT == unix.S_IFREG && l.tier.isPoolFile(l.dirfd, l.name, &l.st) {
-		d, err := l.tier.detach(l.dirfd, l.name)
+		d, err := l.tier.pool.Detach(l.dirfd, l.name)
 		if err != nil && !errors.Is(err, pmem.ErrPoolClosed) {
 			return err
 		}

@@ -162,20 +162,28 @@ func (s *Store) takeSlot(t *Tier, pfd int, dir []string, name string, mode uint3
 	return fd, pm, true, nil
 }
 
-// detach takes a pool file off its name into t's pool (instead of an
-// unlink). Caller holds ns exclusively.
-func (t *Tier) detach(dirfd int, name string) (*pmem.Detached, error) {
-	return t.pool.Detach(dirfd, name)
-}
-
 // isPoolFile reports whether dirfd/name is a pmem file t's pool can take
 // back.
 func (t *Tier) isPoolFile(dirfd int, name string, st *unix.Stat_t) bool {
-	if t.pool == nil || !mayBePMem(st) || st.Nlink > 1 {
+	if t.pool == nil || st.Nlink > 1 {
 		return false
 	}
-	_, ok, err := pmem.SizeAt(procPath(dirfd, name))
-	return err == nil && ok
+	_, ok := pmemSizeAt(dirfd, name, st)
+	return ok
+}
+
+// retargetLater has the pool's target set again in the background: the
+// trim it may do (unlinking slots of up to segment_size) is no work for
+// a caller that holds the namespace lock.
+func (s *Store) retargetLater(t *Tier) {
+	if t.pool == nil {
+		return
+	}
+	s.recycleWG.Add(1)
+	go func() {
+		defer s.recycleWG.Done()
+		t.retarget()
+	}()
 }
 
 // recycle zeroes a detached pool file in the background and gives it back

@@ -86,7 +86,7 @@ type Store struct {
 
 	poolCancel context.CancelFunc
 	poolWG     sync.WaitGroup // pool fills
-	recycleWG  inflight       // returned pool files being recycled
+	recycleWG  inflight       // pool work in the background: recycling, retargets
 }
 
 // Open opens the tiers, recovers what an earlier crash left half done,

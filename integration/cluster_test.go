@@ -80,9 +80,10 @@ var peerDownREs = []*regexp.Regexp{
 	// All three voters stopping at once: the last ones cannot finish the
 	// raft client's graceful shutdown without a quorum.
 	regexp.MustCompile(`ERROR \[RaftManager id=\d\] Graceful shutdown of RaftClient failed`),
-	// A broker's heartbeat that reaches a controller in the middle of the
-	// failover (NotControllerException).
-	regexp.MustCompile(`ERROR \[ControllerApis nodeId=\d\] Unexpected error handling request RequestHeader\(apiKey=BROKER_HEARTBEAT,`),
+	// A broker's heartbeat, or a controller's registration at start-up,
+	// that reaches a controller in the middle of an election or a
+	// failover (NotControllerException); the sender retries.
+	regexp.MustCompile(`ERROR \[ControllerApis nodeId=\d\] Unexpected error handling request RequestHeader\(apiKey=(BROKER_HEARTBEAT|CONTROLLER_REGISTRATION),`),
 }
 
 // TestKafkaThreeBrokers: three KRaft nodes in combined mode, each on its

@@ -419,6 +419,12 @@ type Options struct {
 	// up) pay a round trip to the daemon per 128 KiB; reads are never
 	// larger than MaxWrite (1 MiB) anyway.
 	ReadAheadKB int
+	// IOUring serves requests over FUSE-over-io_uring, one queue per CPU,
+	// each served by a thread bound to that CPU, so a request and its
+	// reply never cross CPUs (see fs/uring.go). Needs the kernel's
+	// CONFIG_FUSE_IO_URING and /sys/module/fuse/parameters/enable_uring
+	// set to Y; without them the mount stays on /dev/fuse, with a warning.
+	IOUring bool
 }
 
 // Mount serves the store at mountpoint; the caller waits on the server.

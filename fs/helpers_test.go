@@ -55,6 +55,8 @@ type serverConfig struct {
 	AllowOther bool `json:"allow_other,omitempty"`
 	// Writeback mounts with the kernel's write-back cache.
 	Writeback bool `json:"writeback,omitempty"`
+	// IOUring serves requests over FUSE-over-io_uring.
+	IOUring bool `json:"io_uring,omitempty"`
 }
 
 type request struct {
@@ -67,6 +69,14 @@ type reply struct {
 	Err    string          `json:"err,omitempty"`
 	Errno  int             `json:"errno,omitempty"`
 	Status *tiering.Status `json:"status,omitempty"`
+	// URing answers "uring": whether requests come over io_uring, and
+	// how many did.
+	URing *uringInfo `json:"uring,omitempty"`
+}
+
+type uringInfo struct {
+	Active bool   `json:"active"`
+	Served uint64 `json:"served"`
 }
 
 // serve is the child: mount, answer requests on stdin, unmount on EOF.
@@ -95,13 +105,18 @@ func serve(cfgJSON string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	srv, err := Mount(NewRoot(st, log), cfg.Mountpoint, Options{AllowOther: cfg.AllowOther, WritebackCache: cfg.Writeback, ReadAheadKB: testReadAheadKB})
+	srv, err := Mount(NewRoot(st, log), cfg.Mountpoint, Options{AllowOther: cfg.AllowOther, WritebackCache: cfg.Writeback, IOUring: cfg.IOUring, ReadAheadKB: testReadAheadKB})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
 	if err := srv.WaitMount(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	if cfg.IOUring && !srv.IOUring() {
+		// A test run asked for io_uring must not pass over /dev/fuse.
+		fmt.Fprintln(os.Stderr, "io_uring was asked for and requests come through /dev/fuse")
 		return 2
 	}
 	stopEngine := func() {}
@@ -141,6 +156,8 @@ func serve(cfgJSON string) int {
 		case "status":
 			s := st.Status()
 			rep.Status = &s
+		case "uring":
+			rep.URing = &uringInfo{Active: srv.IOUring(), Served: srv.URingServed()}
 		case "settle":
 			if err := st.SettlePools(context.Background()); err != nil {
 				rep.Err = err.Error()
@@ -196,6 +213,7 @@ type mountOpt struct {
 	pmem       *pmem.Config // the first tier is pmem with this pool
 	allowOther bool         // mount with allow_other (and default_permissions)
 	writeback  bool         // mount with the kernel's write-back cache
+	iouring    bool         // serve over FUSE-over-io_uring
 }
 
 var tierNames = []string{"fast", "slow", "cold", "colder"}
@@ -247,6 +265,7 @@ func mount(t testing.TB, o mountOpt) *testMount {
 	cfg.PMem = o.pmem
 	cfg.AllowOther = o.allowOther
 	cfg.Writeback = o.writeback || os.Getenv("TIERFS_TEST_WRITEBACK") == "1"
+	cfg.IOUring = o.iouring || os.Getenv("TIERFS_TEST_IOURING") == "1"
 	cfg.Mountpoint = filepath.Join(base, "mnt")
 	if err := os.Mkdir(cfg.Mountpoint, 0o755); err != nil {
 		t.Fatal(err)

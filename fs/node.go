@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -427,8 +428,58 @@ type Options struct {
 	IOUring bool
 }
 
+// Server is a mounted tierfs: go-fuse's server, and the io_uring queues
+// when they serve.
+type Server struct {
+	*fuse.Server
+	mountpoint string
+	uring      *uringServer // nil unless requests come over io_uring
+	ownMount   bool         // mounted here, by descriptor, not by go-fuse
+}
+
+// IOUring reports whether requests are served over io_uring.
+func (s *Server) IOUring() bool { return s.uring != nil }
+
+// URingServed counts the requests answered over io_uring.
+func (s *Server) URingServed() uint64 {
+	if s.uring == nil {
+		return 0
+	}
+	return s.uring.served.Load()
+}
+
+// Unmount unmounts the filesystem and waits for the serving to end.
+func (s *Server) Unmount() error {
+	if !s.ownMount {
+		return s.Server.Unmount()
+	}
+	var err error
+	for try, delay := 0, time.Duration(0); try < 5; try++ {
+		if err = unix.Unmount(s.mountpoint, 0); err == nil || errors.Is(err, unix.EINVAL) {
+			err = nil
+			break
+		}
+		// The kernel lets go of the last file a moment after close.
+		delay = 2*delay + 5*time.Millisecond
+		time.Sleep(delay)
+	}
+	if err != nil {
+		return err
+	}
+	s.Wait()
+	return nil
+}
+
+// Wait waits until the filesystem is unmounted and every request served.
+func (s *Server) Wait() {
+	s.Server.Wait()
+	if s.uring != nil {
+		s.uring.wait()
+	}
+}
+
 // Mount serves the store at mountpoint; the caller waits on the server.
-func Mount(root *Node, mountpoint string, o Options) (*fuse.Server, error) {
+func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 	sec := time.Second
 	mo := fuse.MountOptions{
 		FsName:      "tierfs",
@@ -458,9 +509,52 @@ func Mount(root *Node, mountpoint string, o Options) (*fuse.Server, error) {
 		NullPermissions: true,
 	}
 	// gofs.Mount, with the node bridge wrapped in killprivFS.
-	srv, err := fuse.NewServer(killprivFS{gofs.NewNodeFS(root, opts)}, mountpoint, &opts.MountOptions)
+	rawFS := killprivFS{gofs.NewNodeFS(root, opts)}
+	s := &Server{mountpoint: mountpoint}
+	target := mountpoint
+	devFd := -1
+	if o.IOUring {
+		u, fd, err := mountForURing(mountpoint, &opts.MountOptions, root.fs.Log)
+		if err != nil {
+			return nil, err
+		}
+		if fd >= 0 {
+			s.ownMount, devFd, s.uring = true, fd, u
+			target = fmt.Sprintf("/dev/fd/%d", fd)
+			// go-fuse would mount on /dev/fd/N itself (on /dev/fuse):
+			// it only takes the descriptor when not mounting directly.
+			opts.MountOptions.DirectMount = false
+			if u != nil {
+				opts.MountOptions.ExtraCapabilities |= fuse.CAP_OVER_IO_URING
+			}
+		}
+	}
+	srv, err := fuse.NewServer(rawFS, target, &opts.MountOptions)
 	if err != nil {
+		if s.ownMount {
+			unix.Unmount(mountpoint, unix.MNT_DETACH)
+			if s.uring != nil {
+				s.uring.close()
+			}
+		}
 		return nil, err
+	}
+	s.Server = srv
+	if s.uring != nil {
+		// INIT is answered: serve over io_uring if the kernel agreed.
+		if k := srv.KernelSettings(); k.Flags64()&fuse.CAP_OVER_IO_URING == 0 {
+			root.fs.Log.Warn().Msg("the kernel did not offer FUSE over io_uring at INIT; serving through /dev/fuse")
+			s.uring.close()
+			s.uring = nil
+		} else if err := s.uring.start(devFd, rawFS, &opts.MountOptions, k); err != nil {
+			// The kernel waits for registrations that will not come:
+			// nothing can be served.
+			s.uring.close()
+			s.uring = nil
+			unix.Unmount(mountpoint, unix.MNT_DETACH)
+			go srv.Serve()
+			return nil, fmt.Errorf("io_uring: %w", err)
+		}
 	}
 	go srv.Serve()
 	if err := srv.WaitMount(); err != nil {
@@ -471,7 +565,60 @@ func Mount(root *Node, mountpoint string, o Options) (*fuse.Server, error) {
 			root.fs.Log.Warn().Err(err).Msg("cannot set the mount's read-ahead; the kernel's default stays")
 		}
 	}
-	return srv, nil
+	return s, nil
+}
+
+// mountForURing mounts mountpoint by hand, as go-fuse's direct mount
+// does, so that the daemon holds the /dev/fuse descriptor the io_uring
+// commands name; and sets up the rings before INIT can ask for them. It
+// returns fd -1 (and go-fuse mounts as usual) when io_uring cannot be had,
+// after a warning; u nil with fd >= 0 when the mount is done but the
+// rings are not.
+func mountForURing(mountpoint string, mo *fuse.MountOptions, log zerolog.Logger) (u *uringServer, fd int, err error) {
+	if os.Geteuid() != 0 {
+		log.Warn().Msg("FUSE over io_uring needs a direct mount (root); serving through /dev/fuse")
+		return nil, -1, nil
+	}
+	u, err = newURingServer(mo.MaxWrite, log)
+	if err != nil {
+		log.Warn().Err(err).Msg("cannot serve over io_uring; serving through /dev/fuse")
+		return nil, -1, nil
+	}
+	fd, err = mountDevFuse(mountpoint, mo)
+	if err != nil {
+		u.close()
+		return nil, -1, err
+	}
+	return u, fd, nil
+}
+
+// mountDevFuse opens /dev/fuse and mounts it at mountpoint with the
+// options go-fuse's direct mount would pass.
+func mountDevFuse(mountpoint string, mo *fuse.MountOptions) (int, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(mountpoint, &st); err != nil {
+		return -1, err
+	}
+	fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	data := []string{
+		fmt.Sprintf("fd=%d", fd),
+		fmt.Sprintf("rootmode=%o", st.Mode&unix.S_IFMT),
+		fmt.Sprintf("user_id=%d", os.Geteuid()),
+		fmt.Sprintf("group_id=%d", os.Getegid()),
+		fmt.Sprintf("max_read=%d", mo.MaxWrite),
+	}
+	data = append(data, mo.Options...)
+	if mo.AllowOther {
+		data = append(data, "allow_other")
+	}
+	if err := unix.Mount(mo.FsName, mountpoint, "fuse."+mo.Name, unix.MS_NOSUID|unix.MS_NODEV, strings.Join(data, ",")); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("mount %s: %w", mountpoint, err)
+	}
+	return fd, nil
 }
 
 // setReadAhead writes the read-ahead of the mount's backing device info

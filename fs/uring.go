@@ -1,0 +1,453 @@
+package fs
+
+// FUSE over io_uring (Linux 6.14+, CONFIG_FUSE_IO_URING, module parameter
+// fuse.enable_uring=Y).
+//
+// Why: on these machines a FUSE request costs far more in wake-ups than in
+// work. With /dev/fuse, a writer on CPU 0 queues its request and sleeps; a
+// daemon thread, sleeping on whichever CPU, is woken (an IPI, and on a VM
+// whose idle vCPUs halt, a trip through the host), answers, and wakes the
+// writer back across CPUs. Pinning the writer and the daemon to one CPU
+// doubled 16 KiB appends here (docs/perf.md). FUSE over io_uring does that
+// pinning properly: the kernel keeps one queue per CPU and hands a request
+// to the queue of the CPU its caller runs on, so a daemon thread bound to
+// that CPU takes it, answers and wakes the caller without leaving the CPU.
+//
+// How: every queue (one per possible CPU) gets uringThreadsPerQueue
+// threads. Each is a goroutine locked to its OS thread, bound to the
+// queue's CPU, with its own small io_uring and one ring entry: a header
+// buffer and a payload buffer in memory of its own (mmap, never moved by
+// the garbage collector). It registers the entry (FUSE_IO_URING_CMD_REGISTER)
+// and then loops: the completion says a request is in the buffers; go-fuse's
+// ProtocolServer decodes it and calls the same node bridge as the /dev/fuse
+// server; the reply goes back into the buffers and one
+// FUSE_IO_URING_CMD_COMMIT_AND_FETCH both commits it and waits for the next
+// request, one system call per request. Several threads per queue keep a
+// slow request (an fsync on the HDD tier) from holding up the other callers
+// on that CPU: the kernel gives a new request to whichever entry of the
+// queue is free.
+//
+// The /dev/fuse server still runs beside the rings: INIT, FORGET and
+// INTERRUPT always come that way. (An INTERRUPT for a request the ring is
+// answering is not found by the /dev/fuse server, which answers EAGAIN and
+// gets it again until the request ends; tierfs's requests are short.)
+//
+// Once the kernel and the daemon agree on io_uring at INIT, every request
+// waits until each queue has an entry registered, and a failed
+// registration switches the connection back to /dev/fuse. So the rings
+// are set up before mounting (if that fails the daemon does not ask for
+// io_uring at all), and a thread whose entry fails in an unexpected way
+// registers a fresh one instead of leaving its queue short.
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	ioringSetupSQE128   = 1 << 10
+	ioringFeatSingleMmp = 1 << 0
+	ioringOpUringCmd    = 46
+	ioringEnterGetEvent = 1 << 0
+	ioringOffSQRing     = 0
+	ioringOffCQRing     = 0x8000000
+	ioringOffSQEs       = 0x10000000
+	sqe128Size          = 128
+	cqeSize             = 16
+
+	fuseURingCmdRegister       = 1
+	fuseURingCmdCommitAndFetch = 2
+
+	// struct fuse_uring_req_header: in_out[128], op_in[128], then
+	// struct fuse_uring_ent_in_out {flags, commit_id u64; payload_sz,
+	// padding u32; reserved u64}.
+	uringOpIn        = 128
+	uringEntInOut    = 256
+	uringCommitID    = uringEntInOut + 8
+	uringPayloadSz   = uringEntInOut + 16
+	uringHeaderBytes = uringEntInOut + 32
+	// The entry's page: the header, then the iovec pair that points at
+	// the header and the payload.
+	uringIovecOff = 512
+
+	inHeaderSize  = int(unsafe.Sizeof(fuse.InHeader{}))
+	outHeaderSize = int(unsafe.Sizeof(fuse.OutHeader{}))
+	opWrite       = 16
+	opInit        = 26
+)
+
+// EnableURingParam is the kernel's switch for FUSE over io_uring.
+const EnableURingParam = "/sys/module/fuse/parameters/enable_uring"
+
+// uringThreadsPerQueue: how many requests from one CPU may be in the
+// daemon at once.
+func uringThreadsPerQueue() int {
+	if runtime.NumCPU() <= 4 {
+		return 4
+	}
+	return 2
+}
+
+type uringParams struct {
+	sqEntries, cqEntries, flags, sqThreadCPU, sqThreadIdle, features, wqFd uint32
+	resv                                                                   [3]uint32
+	sqOff                                                                  struct {
+		head, tail, ringMask, ringEntries, flags, dropped, array, resv1 uint32
+		userAddr                                                        uint64
+	}
+	cqOff struct {
+		head, tail, ringMask, ringEntries, overflow, cqes, flags, resv1 uint32
+		userAddr                                                        uint64
+	}
+}
+
+// uring is a minimal io_uring: one submission at a time, by one thread.
+type uring struct {
+	fd      int
+	ringMem []byte
+	cqMem   []byte // nil when the kernel maps both rings at once
+	sqeMem  []byte
+
+	sqHead, sqTail, sqMask *uint32
+	sqArray                unsafe.Pointer
+	cqHead, cqTail, cqMask *uint32
+	cqes                   unsafe.Pointer
+}
+
+func newURing(entries uint32) (*uring, error) {
+	var p uringParams
+	p.flags = ioringSetupSQE128
+	fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, uintptr(entries), uintptr(unsafe.Pointer(&p)), 0)
+	if errno != 0 {
+		return nil, fmt.Errorf("io_uring_setup: %w", errno)
+	}
+	r := &uring{fd: int(fd)}
+	unix.CloseOnExec(r.fd)
+	sqSize := int(p.sqOff.array + p.sqEntries*4)
+	cqSize := int(p.cqOff.cqes + p.cqEntries*cqeSize)
+	single := p.features&ioringFeatSingleMmp != 0
+	if single {
+		sqSize = max(sqSize, cqSize)
+	}
+	var err error
+	if r.ringMem, err = unix.Mmap(r.fd, ioringOffSQRing, sqSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE); err != nil {
+		r.close()
+		return nil, fmt.Errorf("io_uring: mapping the rings: %w", err)
+	}
+	cq := r.ringMem
+	if !single {
+		if r.cqMem, err = unix.Mmap(r.fd, ioringOffCQRing, cqSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE); err != nil {
+			r.close()
+			return nil, fmt.Errorf("io_uring: mapping the completion ring: %w", err)
+		}
+		cq = r.cqMem
+	}
+	if r.sqeMem, err = unix.Mmap(r.fd, ioringOffSQEs, int(p.sqEntries)*sqe128Size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE); err != nil {
+		r.close()
+		return nil, fmt.Errorf("io_uring: mapping the submission entries: %w", err)
+	}
+	at := func(b []byte, off uint32) *uint32 { return (*uint32)(unsafe.Pointer(&b[off])) }
+	r.sqHead, r.sqTail, r.sqMask = at(r.ringMem, p.sqOff.head), at(r.ringMem, p.sqOff.tail), at(r.ringMem, p.sqOff.ringMask)
+	r.sqArray = unsafe.Pointer(&r.ringMem[p.sqOff.array])
+	r.cqHead, r.cqTail, r.cqMask = at(cq, p.cqOff.head), at(cq, p.cqOff.tail), at(cq, p.cqOff.ringMask)
+	r.cqes = unsafe.Pointer(&cq[p.cqOff.cqes])
+	return r, nil
+}
+
+func (r *uring) close() {
+	for _, m := range [][]byte{r.sqeMem, r.cqMem, r.ringMem} {
+		if m != nil {
+			unix.Munmap(m)
+		}
+	}
+	r.sqeMem, r.cqMem, r.ringMem = nil, nil, nil
+	if r.fd >= 0 {
+		unix.Close(r.fd)
+		r.fd = -1
+	}
+}
+
+// submitFuseCmd queues one IORING_OP_URING_CMD for the FUSE device.
+func (r *uring) submitFuseCmd(devFd int, cmdOp uint32, iov uintptr, commitID uint64, qid uint16) {
+	tail := *r.sqTail
+	idx := tail & *r.sqMask
+	sqe := r.sqeMem[int(idx)*sqe128Size : int(idx+1)*sqe128Size]
+	clear(sqe)
+	sqe[0] = ioringOpUringCmd
+	binary.LittleEndian.PutUint32(sqe[4:], uint32(devFd))
+	binary.LittleEndian.PutUint32(sqe[8:], cmdOp) // cmd_op
+	binary.LittleEndian.PutUint64(sqe[16:], uint64(iov))
+	if iov != 0 {
+		binary.LittleEndian.PutUint32(sqe[24:], 2) // header and payload
+	}
+	binary.LittleEndian.PutUint64(sqe[32:], uint64(cmdOp)) // user_data
+	// struct fuse_uring_cmd_req, in the SQE's command area.
+	binary.LittleEndian.PutUint64(sqe[48:], 0)
+	binary.LittleEndian.PutUint64(sqe[56:], commitID)
+	binary.LittleEndian.PutUint16(sqe[64:], qid)
+	*(*uint32)(unsafe.Add(r.sqArray, 4*uintptr(idx))) = idx
+	atomic.StoreUint32(r.sqTail, tail+1)
+}
+
+// wait submits what is queued and waits for one completion, which it
+// consumes: its result (a negative errno on failure).
+func (r *uring) wait() (int32, error) {
+	for {
+		head := *r.cqHead
+		if head != atomic.LoadUint32(r.cqTail) {
+			cqe := unsafe.Add(r.cqes, uintptr(head&*r.cqMask)*cqeSize)
+			res := *(*int32)(unsafe.Add(cqe, 8))
+			atomic.StoreUint32(r.cqHead, head+1)
+			return res, nil
+		}
+		toSubmit := *r.sqTail - atomic.LoadUint32(r.sqHead)
+		_, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(toSubmit), 1, ioringEnterGetEvent, 0, 0)
+		if errno != 0 && errno != unix.EINTR && errno != unix.EAGAIN && errno != unix.EBUSY {
+			return 0, fmt.Errorf("io_uring_enter: %w", errno)
+		}
+	}
+}
+
+// uringEntry is one serving thread's ring, buffers and queue.
+type uringEntry struct {
+	ring    *uring
+	qid     uint16
+	mem     []byte // the entry's page, then the payload
+	hdr     []byte
+	payload []byte
+	scratch []byte // request payloads other than write data, copied out
+	iov     uintptr
+}
+
+func newURingEntry(qid uint16, payloadSize int) (*uringEntry, error) {
+	r, err := newURing(2)
+	if err != nil {
+		return nil, err
+	}
+	page := os.Getpagesize()
+	mem, err := unix.Mmap(-1, 0, page+payloadSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		r.close()
+		return nil, fmt.Errorf("io_uring entry buffers: %w", err)
+	}
+	e := &uringEntry{ring: r, qid: qid, mem: mem, hdr: mem[:uringHeaderBytes], payload: mem[page:]}
+	iov := (*[2]unix.Iovec)(unsafe.Pointer(&mem[uringIovecOff]))
+	iov[0].Base, iov[0].Len = &e.hdr[0], uint64(len(e.hdr))
+	iov[1].Base, iov[1].Len = &e.payload[0], uint64(len(e.payload))
+	e.iov = uintptr(unsafe.Pointer(iov))
+	return e, nil
+}
+
+func (e *uringEntry) close() {
+	e.ring.close()
+	if e.mem != nil {
+		unix.Munmap(e.mem)
+		e.mem, e.hdr, e.payload = nil, nil, nil
+	}
+}
+
+// uringServer serves a mount's requests over io_uring.
+type uringServer struct {
+	devFd   int // our own dup of the mount's /dev/fuse descriptor
+	entries []*uringEntry
+	ps      *fuse.ProtocolServer
+	log     zerolog.Logger
+	wg      sync.WaitGroup
+	served  atomic.Uint64
+}
+
+// uringAvailable says whether the kernel would take FUSE over io_uring.
+func uringAvailable() error {
+	b, err := os.ReadFile(EnableURingParam)
+	if errors.Is(err, os.ErrNotExist) {
+		return errors.New("this kernel has no FUSE over io_uring (CONFIG_FUSE_IO_URING)")
+	}
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(string(b)) != "Y" {
+		return fmt.Errorf("FUSE over io_uring is off: write Y to %s", EnableURingParam)
+	}
+	return nil
+}
+
+// newURingServer sets up the rings and buffers of every queue, before the
+// mount asks the kernel for io_uring.
+func newURingServer(payloadSize int, log zerolog.Logger) (*uringServer, error) {
+	if err := uringAvailable(); err != nil {
+		return nil, err
+	}
+	ncpu, err := possibleCPUs()
+	if err != nil {
+		return nil, err
+	}
+	u := &uringServer{devFd: -1, log: log}
+	for q := 0; q < ncpu; q++ {
+		for range uringThreadsPerQueue() {
+			e, err := newURingEntry(uint16(q), payloadSize)
+			if err != nil {
+				u.close()
+				return nil, err
+			}
+			u.entries = append(u.entries, e)
+		}
+	}
+	return u, nil
+}
+
+// possibleCPUs is the kernel's num_possible_cpus(): the number of queues
+// it expects.
+func possibleCPUs() (int, error) {
+	b, err := os.ReadFile("/sys/devices/system/cpu/possible")
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, r := range strings.Split(strings.TrimSpace(string(b)), ",") {
+		var lo, hi int
+		if _, err := fmt.Sscanf(r, "%d-%d", &lo, &hi); err != nil {
+			if _, err := fmt.Sscanf(r, "%d", &lo); err != nil {
+				return 0, fmt.Errorf("parsing /sys/devices/system/cpu/possible %q: %w", b, err)
+			}
+			hi = lo
+		}
+		n = max(n, hi+1)
+	}
+	return n, nil
+}
+
+func (u *uringServer) close() {
+	for _, e := range u.entries {
+		e.close()
+	}
+	u.entries = nil
+	if u.devFd >= 0 {
+		unix.Close(u.devFd)
+		u.devFd = -1
+	}
+}
+
+// start begins serving: the kernel answered INIT (kernel) and agreed on
+// io_uring. devFd is the mount's /dev/fuse descriptor; rawFS the bridge
+// the /dev/fuse server serves.
+func (u *uringServer) start(devFd int, rawFS fuse.RawFileSystem, mo *fuse.MountOptions, kernel *fuse.InitIn) error {
+	fd, err := unix.FcntlInt(uintptr(devFd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	u.devFd = fd
+	u.ps = fuse.NewProtocolServer(rawFS, mo)
+	// The protocol server learns the kernel's version and flags from an
+	// INIT of its own; it decodes requests by them.
+	init := make([]byte, inHeaderSize+int(unsafe.Sizeof(fuse.InitIn{})))
+	h := (*fuse.InHeader)(unsafe.Pointer(&init[0]))
+	h.Length, h.Opcode, h.Unique = uint32(len(init)), opInit, 1
+	*(*fuse.InitIn)(unsafe.Pointer(&init[inHeaderSize])) = *kernel
+	out := make([]byte, 4096)
+	if _, st := u.ps.HandleRequest([][]byte{init}, [][]byte{out}); !st.Ok() {
+		return fmt.Errorf("io_uring: protocol server init: %v", st)
+	}
+	for _, e := range u.entries {
+		u.wg.Add(1)
+		go u.serve(e)
+	}
+	return nil
+}
+
+// wait returns when every serving thread has stopped (after unmount).
+func (u *uringServer) wait() {
+	u.wg.Wait()
+	u.close()
+}
+
+func (u *uringServer) serve(e *uringEntry) {
+	defer u.wg.Done()
+	// The thread keeps its CPU binding to the end: it dies with the
+	// goroutine instead of going back to the runtime's pool.
+	runtime.LockOSThread()
+	var set unix.CPUSet
+	set.Set(int(e.qid))
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		u.log.Debug().Err(err).Uint16("queue", e.qid).Msg("io_uring: cannot bind the thread to its queue's CPU")
+	}
+	cmd, commitID, backoff := uint32(fuseURingCmdRegister), uint64(0), time.Millisecond
+	for {
+		iov := uintptr(0)
+		if cmd == fuseURingCmdRegister {
+			iov = e.iov
+		}
+		e.ring.submitFuseCmd(u.devFd, cmd, iov, commitID, e.qid)
+		res, err := e.ring.wait()
+		if err != nil {
+			u.log.Error().Err(err).Uint16("queue", e.qid).Msg("io_uring: serving thread stops")
+			return
+		}
+		switch errno := syscall.Errno(-res); {
+		case res == 0:
+		case errno == unix.ENOTCONN || errno == unix.ECANCELED || errno == unix.ENODEV || errno == unix.ECONNABORTED:
+			return // unmounted
+		default:
+			// The entry is lost (a commit the kernel did not
+			// recognise, a registration refused): register afresh, so
+			// that the queue keeps its threads.
+			u.log.Warn().Err(errno).Uint16("queue", e.qid).Uint32("cmd", cmd).Msg("io_uring: entry failed; registering a new one")
+			time.Sleep(backoff)
+			backoff = min(2*backoff, time.Second)
+			cmd, commitID = fuseURingCmdRegister, 0
+			continue
+		}
+		backoff = time.Millisecond
+		commitID = binary.LittleEndian.Uint64(e.hdr[uringCommitID:])
+		u.handle(e)
+		cmd = fuseURingCmdCommitAndFetch
+	}
+}
+
+// handle answers the request in e's buffers, in place.
+func (u *uringServer) handle(e *uringEntry) {
+	h := *(*fuse.InHeader)(unsafe.Pointer(&e.hdr[0]))
+	psz := int(binary.LittleEndian.Uint32(e.hdr[uringPayloadSz:]))
+	opsz := int(h.Length) - inHeaderSize - psz
+	n, st := 0, fuse.EIO
+	if opsz >= 0 && opsz <= uringEntInOut-uringOpIn && psz <= len(e.payload) {
+		in := [][]byte{e.hdr[:inHeaderSize], e.hdr[uringOpIn : uringOpIn+opsz]}
+		if psz > 0 {
+			p := e.payload[:psz]
+			if h.Opcode != opWrite {
+				// Names and values are small; the reply may be written
+				// over the payload buffer while they are being read.
+				if cap(e.scratch) < psz {
+					e.scratch = make([]byte, psz)
+				}
+				p = e.scratch[:copy(e.scratch[:psz], p)]
+			}
+			in = append(in, p)
+		}
+		n, st = u.ps.HandleRequest(in, [][]byte{e.hdr[:outHeaderSize], e.payload})
+	}
+	if n < outHeaderSize {
+		// Decoding failed, or a reply was suppressed (no such request
+		// comes this way): the kernel still waits for an answer.
+		if st.Ok() {
+			st = fuse.EIO
+		}
+		oh := (*fuse.OutHeader)(unsafe.Pointer(&e.hdr[0]))
+		*oh = fuse.OutHeader{Length: uint32(outHeaderSize), Status: -int32(st), Unique: h.Unique}
+		n = outHeaderSize
+	}
+	binary.LittleEndian.PutUint32(e.hdr[uringPayloadSz:], uint32(n-outHeaderSize))
+	u.served.Add(1)
+}

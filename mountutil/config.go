@@ -23,13 +23,33 @@ type Config struct {
 	// ControlGroup is a group name or numeric gid given the control
 	// socket; "" leaves the mounting user's group.
 	ControlGroup string `toml:"control_group"`
+	// WritebackCache lets the kernel gather writes in its page cache and
+	// send them in batches (FUSE_WRITEBACK_CACHE): faster small writes,
+	// but a write not yet fsynced is lost if the daemon dies. `tierfs
+	// mount --writeback-cache` overrides it.
+	WritebackCache bool `toml:"writeback_cache"`
+	// ReadAheadKB is the read-ahead, in KiB, set on the mount once it is
+	// up; 0 leaves the kernel's default (128 KiB).
+	ReadAheadKB int `toml:"read_ahead_kb"`
+	// IOUring serves FUSE requests over io_uring where the kernel offers
+	// it (else over /dev/fuse, with a warning). `tierfs mount --io-uring`
+	// overrides it.
+	IOUring bool `toml:"io_uring"`
 }
 
 const defaultControlMode os.FileMode = 0o600
 
+// DefaultReadAheadKB is read_ahead_kb's default: a sequential reader (a
+// consumer catching up) pays a round trip to the daemon per read-ahead
+// window, and 1 MiB is the most one FUSE read carries.
+const DefaultReadAheadKB = 1024
+
+// MaxReadAheadKB is the largest read_ahead_kb accepted (64 MiB).
+const MaxReadAheadKB = 65536
+
 // DefaultConfig returns the [mount] defaults.
 func DefaultConfig() Config {
-	return Config{ControlMode: "0600"}
+	return Config{ControlMode: "0600", ReadAheadKB: DefaultReadAheadKB}
 }
 
 // parseControlMode parses an octal mode such as "0660", "660" or "0o660".
@@ -50,13 +70,17 @@ func parseControlMode(s string) (os.FileMode, error) {
 }
 
 // Validate checks the values; errors are *units.KeyError with keys
-// "mount.control_mode" and "mount.control_group".
+// "mount.control_mode", "mount.control_group" and "mount.read_ahead_kb".
 func (c Config) Validate() error {
 	if _, err := parseControlMode(c.ControlMode); err != nil {
 		return units.Errorf("mount.control_mode", "%v", err)
 	}
 	if _, err := c.ControlGID(); err != nil {
 		return units.Errorf("mount.control_group", "%v", err)
+	}
+	if c.ReadAheadKB < 0 || c.ReadAheadKB > MaxReadAheadKB {
+		return units.Errorf("mount.read_ahead_kb", "must be between 0 and %d (KiB; 0 leaves the kernel's default), got %d",
+			MaxReadAheadKB, c.ReadAheadKB)
 	}
 	return nil
 }

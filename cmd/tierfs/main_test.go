@@ -167,13 +167,14 @@ type daemon struct {
 	err    error // of Wait, once done is closed
 }
 
-// startDaemon runs `tierfs mount` and waits until the mount is up and the
-// control socket answers. Cleanup kills it and unmounts, whatever
-// happened.
-func startDaemon(t *testing.T, e *env) *daemon {
+// startDaemon runs `tierfs mount` (with flags, if any) and waits until
+// the mount is up and the control socket answers. Cleanup kills it and
+// unmounts, whatever happened.
+func startDaemon(t *testing.T, e *env, flags ...string) *daemon {
 	t.Helper()
 	d := &daemon{mnt: e.mnt, stderr: &syncBuffer{}, done: make(chan struct{})}
-	d.cmd = exec.Command(tierfsBin, "mount", "--config", e.config, e.mnt)
+	args := append(append([]string{"mount", "--config", e.config}, flags...), e.mnt)
+	d.cmd = exec.Command(tierfsBin, args...)
 	d.cmd.Stdout = d.stderr
 	d.cmd.Stderr = d.stderr
 	if err := d.cmd.Start(); err != nil {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -30,8 +31,9 @@ const controlShutdownTimeout = 30 * time.Second
 func setupMount(fs *flag.FlagSet) func([]string) int {
 	cfgPath := fs.String("config", "", "the configuration `FILE` (TOML; required)")
 	debug := fs.Bool("debug", false, "log every FUSE request and set the log level to debug")
-	writeback := fs.Bool("writeback-cache", false, "let the kernel cache writes and send them in batches: faster small writes, "+
-		"but written data not yet fsynced is lost if the daemon dies")
+	fs.Bool("writeback-cache", false, "let the kernel cache writes and send them in batches: faster small writes, "+
+		"but written data not yet fsynced is lost if the daemon dies (overrides [mount] writeback_cache)")
+	fs.Bool("io-uring", false, "serve FUSE requests over io_uring where the kernel offers it (overrides [mount] io_uring)")
 	return func(args []string) int {
 		// The kernel applied the caller's umask to the modes FUSE
 		// passes in already; applying ours again would be wrong.
@@ -42,11 +44,77 @@ func setupMount(fs *flag.FlagSet) func([]string) int {
 		if len(args) != 1 {
 			return usageError(fs, "want exactly one MOUNTPOINT")
 		}
-		return mount(*cfgPath, args[0], *debug, *writeback)
+		return mount(*cfgPath, args[0], *debug, mountFlagOverrides(fs))
 	}
 }
 
-func mount(cfgPath, mountpoint string, debug, writeback bool) int {
+// mountFlags are the flags of `tierfs mount` that stand for a [mount]
+// key: given, either way (--writeback-cache=false too), the flag wins
+// over the file.
+var mountFlags = []struct{ flag, key string }{
+	{"writeback-cache", "writeback_cache"},
+	{"io-uring", "io_uring"},
+}
+
+// mountOverrides maps the [mount] keys whose flag was given to the
+// flag's value.
+type mountOverrides map[string]bool
+
+// mountFlagOverrides collects the [mount] flags given on fs's command
+// line (flag.Visit: only those that were set).
+func mountFlagOverrides(fs *flag.FlagSet) mountOverrides {
+	o := mountOverrides{}
+	fs.Visit(func(f *flag.Flag) {
+		for _, m := range mountFlags {
+			if f.Name != m.flag {
+				continue
+			}
+			if g, ok := f.Value.(flag.Getter); ok {
+				if v, ok := g.Get().(bool); ok {
+					o[m.key] = v
+				}
+			}
+		}
+	})
+	return o
+}
+
+// apply returns m with the overridden keys set from the flags.
+func (o mountOverrides) apply(m mountutil.Config) mountutil.Config {
+	if v, ok := o["writeback_cache"]; ok {
+		m.WritebackCache = v
+	}
+	if v, ok := o["io_uring"]; ok {
+		m.IOUring = v
+	}
+	return m
+}
+
+// note marks a reload's "mount.KEY: OLD -> NEW" change of a key that a
+// flag overrides: the file's new value does not apply to this daemon,
+// nor to a next mount given the same flag.
+func (o mountOverrides) note(change string) string {
+	for _, m := range mountFlags {
+		if _, ok := o[m.key]; ok && strings.HasPrefix(change, "mount."+m.key+":") {
+			return change + " (--" + m.flag + " on the command line overrides it)"
+		}
+	}
+	return change
+}
+
+// fsOptions are the FUSE mount's settings for the effective [mount]
+// table (flags applied).
+func fsOptions(m mountutil.Config, debug bool) tfs.Options {
+	return tfs.Options{
+		AllowOther:     m.AllowOther,
+		Debug:          debug,
+		WritebackCache: m.WritebackCache,
+		ReadAheadKB:    m.ReadAheadKB,
+		IOUring:        m.IOUring,
+	}
+}
+
+func mount(cfgPath, mountpoint string, debug bool, flags mountOverrides) int {
 	// Reloads read the file again, from wherever the daemon is then.
 	if abs, err := filepath.Abs(cfgPath); err == nil {
 		cfgPath = abs
@@ -104,7 +172,7 @@ func mount(cfgPath, mountpoint string, debug, writeback bool) int {
 		store.Close()
 		return fail("mount", fmt.Errorf("policy engine: %w", err))
 	}
-	pol := &livePolicy{eng: eng, cfgPath: cfgPath, mountpoint: mp, debug: debug, log: log, cfg: cfg}
+	pol := &livePolicy{eng: eng, cfgPath: cfgPath, mountpoint: mp, debug: debug, mountFlags: flags, log: log, cfg: cfg}
 
 	// From here a signal must unmount, not kill us with the mount left
 	// behind; one that arrives before the loop below waits in sigs.
@@ -113,7 +181,8 @@ func mount(cfgPath, mountpoint string, debug, writeback bool) int {
 	defer signal.Stop(sigs)
 
 	root := tfs.NewRoot(store, log)
-	server, err := tfs.Mount(root, mp, tfs.Options{AllowOther: cfg.Mount.AllowOther, Debug: debug, WritebackCache: writeback, ReadAheadKB: 1024})
+	mcfg := flags.apply(cfg.Mount)
+	server, err := tfs.Mount(root, mp, fsOptions(mcfg, debug))
 	if err != nil {
 		store.Close()
 		return fail("mount", fmt.Errorf("mounting on %s: %w", mp, err))
@@ -143,6 +212,7 @@ func mount(cfgPath, mountpoint string, debug, writeback bool) int {
 		eng.Run(engCtx)
 	}()
 	log.Info().Str("mountpoint", mp).Strs("tiers", tierNames).Str("control", ctl.path).
+		Bool("writeback_cache", mcfg.WritebackCache).Int("read_ahead_kb", mcfg.ReadAheadKB).Bool("io_uring", mcfg.IOUring).
 		Int("pid", os.Getpid()).Msg("mounted")
 
 	reason, forced := waitForExit(server, mp, served, sigs, func() { pol.Reload() }, log)

@@ -61,6 +61,8 @@ type livePolicy struct {
 	cfgPath    string // absolute: the daemon may not stay in its directory
 	mountpoint string
 	debug      bool // --debug: the log level stays debug
+	// mountFlags are the [mount] keys the command line overrides.
+	mountFlags mountOverrides
 	log        zerolog.Logger
 
 	mu  sync.Mutex // serialises reloads; guards cfg
@@ -115,7 +117,10 @@ func (p *livePolicy) Reload() (reloadResult, error) {
 	res.Changes = append(res.Changes, thresholdChanges(p.cfg, nc)...)
 	res.Changes = append(res.Changes, structChanges("policy", p.cfg.Policy, nc.Policy)...)
 	res.Changes = append(res.Changes, structChanges("log", p.cfg.Log, nc.Log)...)
-	res.Restart = append(structChanges("pmem", p.cfg.PMem, nc.PMem), structChanges("mount", p.cfg.Mount, nc.Mount)...)
+	res.Restart = structChanges("pmem", p.cfg.PMem, nc.PMem)
+	for _, ch := range structChanges("mount", p.cfg.Mount, nc.Mount) {
+		res.Restart = append(res.Restart, p.mountFlags.note(ch))
+	}
 
 	run := *nc
 	run.PMem, run.Mount = p.cfg.PMem, p.cfg.Mount // applied at the next mount

@@ -65,7 +65,8 @@ func TestParseValid(t *testing.T) {
 	if c.PMem != d.PMem || c.PMem.PoolRatio != 0.8 || c.PMem.SegmentSize != 1<<30 {
 		t.Errorf("pmem = %+v, want defaults", c.PMem)
 	}
-	if c.Mount != d.Mount || c.Mount.SocketMode() != 0o600 || c.Mount.AllowOther {
+	if c.Mount != d.Mount || c.Mount.SocketMode() != 0o600 || c.Mount.AllowOther ||
+		c.Mount.WritebackCache || c.Mount.ReadAheadKB != 1024 || c.Mount.IOUring {
 		t.Errorf("mount = %+v, want defaults", c.Mount)
 	}
 	if c.Log.Level != "info" {
@@ -96,6 +97,9 @@ segment_size = "256MiB"
 allow_other = true
 control_mode = "0660"
 control_group = "0"
+writeback_cache = true
+read_ahead_kb = 0
+io_uring = true
 
 [log]
 level = "debug"
@@ -111,7 +115,7 @@ level = "debug"
 	if c.PMem.PoolRatio != 0.5 || c.PMem.SegmentSize != 256<<20 {
 		t.Errorf("pmem = %+v", c.PMem)
 	}
-	if !c.Mount.AllowOther || c.Mount.SocketMode() != 0o660 {
+	if !c.Mount.AllowOther || c.Mount.SocketMode() != 0o660 || !c.Mount.WritebackCache || c.Mount.ReadAheadKB != 0 || !c.Mount.IOUring {
 		t.Errorf("mount = %+v (mode %v)", c.Mount, c.Mount.SocketMode())
 	}
 	if gid, err := c.Mount.ControlGID(); gid != 0 || err != nil {
@@ -309,6 +313,18 @@ func TestErrors(t *testing.T) {
 			"tierfs.toml:12: mount.control_mode: ", "wrong type"},
 		{"control_group unknown", base + "[mount]\ncontrol_group = \"no-such-group-tierfs\"\n",
 			"tierfs.toml:12: mount.control_group: ", "unknown group"},
+		{"read_ahead_kb negative", base + "[mount]\nallow_other = true\nread_ahead_kb = -1\n",
+			"tierfs.toml:13: mount.read_ahead_kb: ", "between 0 and 65536"},
+		{"read_ahead_kb too big", base + "[mount]\nread_ahead_kb = 65537\n",
+			"tierfs.toml:12: mount.read_ahead_kb: ", "got 65537"},
+		{"read_ahead_kb largest", base + "[mount]\nread_ahead_kb = 65536\n",
+			"", ""},
+		{"read_ahead_kb string", base + "[mount]\nread_ahead_kb = \"1MiB\"\n",
+			"tierfs.toml:12: mount.read_ahead_kb: ", "wrong type"},
+		{"writeback_cache string", base + "[mount]\nwriteback_cache = \"yes\"\n",
+			"tierfs.toml:12: mount.writeback_cache: ", "wrong type: want true or false"},
+		{"io_uring number", base + "[mount]\nio_uring = 1\n",
+			"tierfs.toml:12: mount.io_uring: ", "wrong type: want true or false"},
 		{"line after multi-line string", base + "[log]\n# \"\"\" not a string\nlevel = '''\nx = 1\n'''\n",
 			"tierfs.toml:13: log.level: ", "unknown level"},
 		{"default key reported at its table", base + "[pmem]\n# nothing\n",

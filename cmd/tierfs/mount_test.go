@@ -1,0 +1,131 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tierfs/tierfs/mountutil"
+)
+
+// A [mount] flag given on the command line wins over the file, either
+// way; a flag not given leaves the file's value.
+func TestMountFlagsOverrideFile(t *testing.T) {
+	tests := []struct {
+		file      string // writeback_cache and io_uring in the file
+		args      []string
+		wb, uring bool
+	}{
+		{"off", nil, false, false},
+		{"on", nil, true, true},
+		{"off", []string{"--writeback-cache"}, true, false},
+		{"on", []string{"--writeback-cache=false"}, false, true},
+		{"off", []string{"--io-uring"}, false, true},
+		{"on", []string{"--io-uring=false", "--writeback-cache=true"}, true, false},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("file %s %s", tt.file, strings.Join(tt.args, " ")), func(t *testing.T) {
+			fs := flag.NewFlagSet("tierfs mount", flag.ContinueOnError)
+			fs.SetOutput(io.Discard)
+			setupMount(fs)
+			if err := fs.Parse(append(append([]string{"--config", "x.toml"}, tt.args...), "/mnt")); err != nil {
+				t.Fatal(err)
+			}
+			file := mountutil.DefaultConfig()
+			file.WritebackCache, file.IOUring = tt.file == "on", tt.file == "on"
+			file.ReadAheadKB, file.AllowOther = 256, true
+			o := fsOptions(mountFlagOverrides(fs).apply(file), true)
+			if o.WritebackCache != tt.wb || o.IOUring != tt.uring {
+				t.Errorf("writeback %v, io_uring %v; want %v, %v", o.WritebackCache, o.IOUring, tt.wb, tt.uring)
+			}
+			if o.ReadAheadKB != 256 || !o.AllowOther || !o.Debug {
+				t.Errorf("options %+v: want read-ahead 256, allow_other and debug from the file and --debug", o)
+			}
+		})
+	}
+
+	o := mountOverrides{"writeback_cache": false}
+	if got, want := o.note("mount.writeback_cache: false -> true"),
+		"mount.writeback_cache: false -> true (--writeback-cache on the command line overrides it)"; got != want {
+		t.Errorf("note = %q, want %q", got, want)
+	}
+	for _, ch := range []string{"mount.io_uring: false -> true", "mount.read_ahead_kb: 1024 -> 512"} {
+		if got := o.note(ch); got != ch {
+			t.Errorf("note(%q) = %q: no flag overrides that key", ch, got)
+		}
+	}
+}
+
+// The mount takes its read-ahead and write-back setting from [mount],
+// --writeback-cache=false overrides the file, and a reload reports
+// [mount] changes as waiting for the next mount without applying them.
+func TestMountSettingsFromConfig(t *testing.T) {
+	requireFUSE(t)
+	t.Parallel()
+	e := newEnv(t)
+	e.setConfig(t, "", idlePolicy+"\n[mount]\nwriteback_cache = true\nread_ahead_kb = 256\n")
+	d := startDaemon(t, e, "--writeback-cache=false")
+
+	if got := mountReadAhead(t, e.mnt); got != "256" {
+		t.Errorf("read_ahead_kb of the mount = %s, want 256 from the file", got)
+	}
+	var mounted struct {
+		Message        string `json:"message"`
+		WritebackCache *bool  `json:"writeback_cache"`
+		ReadAheadKB    *int   `json:"read_ahead_kb"`
+		IOUring        *bool  `json:"io_uring"`
+	}
+	sc := bufio.NewScanner(strings.NewReader(d.stderr.String()))
+	for sc.Scan() {
+		if json.Unmarshal(sc.Bytes(), &mounted) == nil && mounted.Message == "mounted" {
+			break
+		}
+		mounted.Message = ""
+	}
+	if mounted.Message != "mounted" || mounted.WritebackCache == nil || *mounted.WritebackCache ||
+		mounted.ReadAheadKB == nil || *mounted.ReadAheadKB != 256 || mounted.IOUring == nil || *mounted.IOUring {
+		t.Errorf("the 'mounted' log line: %+v; want writeback_cache false (the flag), read_ahead_kb 256, io_uring false", mounted)
+	}
+
+	e.setConfig(t, "", idlePolicy+"\n[mount]\nwriteback_cache = false\nread_ahead_kb = 512\n")
+	out := mustTierfs(t, "", "reload", e.mnt)
+	for _, want := range []string{
+		"not applied until the next mount: mount.read_ahead_kb: 256 -> 512",
+		"not applied until the next mount: mount.writeback_cache: true -> false (--writeback-cache on the command line overrides it)",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("reload printed (want %q):\n%s", want, out)
+		}
+	}
+	if got := mountReadAhead(t, e.mnt); got != "256" {
+		t.Errorf("read_ahead_kb of the mount after the reload = %s, want 256 still", got)
+	}
+	// An invalid value is refused with its line, like any key.
+	text := e.setConfig(t, "", idlePolicy+"\n[mount]\nread_ahead_kb = 100000\n")
+	_, errOut, code := tierfs(t, "", "reload", e.mnt)
+	want := fmt.Sprintf("%s:%d: mount.read_ahead_kb: must be between 0 and 65536", e.config, lineOf(t, text, "read_ahead_kb = 100000"))
+	if code != 1 || !strings.Contains(errOut, want) {
+		t.Errorf("reload of an invalid read_ahead_kb: exit %d, stderr %q; want 1 and %q", code, errOut, want)
+	}
+}
+
+// mountReadAhead is the read_ahead_kb of the mount on mnt (its bdi).
+func mountReadAhead(t *testing.T, mnt string) string {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(mnt, &st); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}

@@ -20,7 +20,9 @@
 //	              backing fd (move, spill, reopen for writing).
 //	File.dmu      Mutex for the dirty ranges recorded while a move copies.
 //	File.acctMu   Mutex for the file's share of its tier's usage.
-//	Store.openMu  Mutex for the table of open files and their ref counts;
-//	              a leaf: nothing is taken while holding it.
+//	Store.openMu  Mutex for the table of open files and their ref counts,
+//	              and for what getattr remembers of plain files
+//	              (Store.plain, plain.go); a leaf: nothing is taken while
+//	              holding it.
 //	Store.inoMu   Mutex for the inode counter; a leaf.
 package tiering

@@ -59,6 +59,7 @@ func (s *Store) registerNew(ino uint64, t *Tier, fd int, pm *pmem.File, p Path, 
 	t.used.Add(f.blocks)
 	s.openMu.Lock()
 	s.open[ino] = f
+	s.forgetPlainLocked(ino)
 	s.openMu.Unlock()
 	return f
 }
@@ -138,6 +139,9 @@ func (s *Store) getFile(l *loc, ino uint64, p Path) (*File, error) {
 	}
 	f := &File{s: s, ino: ino, fd: fd, pm: pm, tier: l.tier, readOnly: readOnly, refs: 1, path: p, blocks: counted, size: st.Size}
 	s.open[ino] = f
+	if pm != nil {
+		s.forgetPlainLocked(ino)
+	}
 	return f, nil
 }
 
@@ -232,6 +236,7 @@ func (s *Store) release(f *File) {
 	f.detached = nil
 	s.openMu.Unlock()
 	f.mu.Lock()
+	hadPM := f.pm != nil
 	if f.pm != nil {
 		if err := f.pm.Close(); err != nil && !unlinked {
 			s.log.Error().Err(err).Uint64("ino", f.ino).Msg("pmem file: close failed")
@@ -242,6 +247,10 @@ func (s *Store) release(f *File) {
 	f.fd = -1
 	t := f.tier
 	f.mu.Unlock()
+	if hadPM {
+		// Its size attribute was just written.
+		s.forgetPlain(f.ino)
+	}
 	if unlinked {
 		f.acctMu.Lock()
 		t.used.Add(-f.blocks)

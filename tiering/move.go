@@ -334,6 +334,7 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	f.fd, f.pm = dfd, nil
 	f.tier = dest
 	f.readOnly = false
+	s.forgetPlain(f.ino) // another backing
 	var nst unix.Stat_t
 	_ = unix.Fstat(dfd, &nst)
 	f.acctMu.Lock()

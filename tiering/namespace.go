@@ -141,25 +141,7 @@ func (s *Store) attrOf(l *loc) (Attr, error) {
 	if mayBePMem(&l.st) {
 		// A pmem file shows its logical size: the live one while open,
 		// else the durable one.
-		s.openMu.Lock()
-		f := s.open[ino]
-		s.openMu.Unlock()
-		live := false
-		if f != nil {
-			f.mu.RLock()
-			if f.tier == l.tier {
-				var size int64
-				if size, live = f.liveSize(); live {
-					a.Size = size
-				}
-			}
-			f.mu.RUnlock()
-		}
-		if !live {
-			if size, ok := pmemSizeAt(l.dirfd, l.name, &l.st); ok {
-				a.Size = size
-			}
-		}
+		a.Size = s.pmemAttrSize(l, ino)
 	}
 	return a, nil
 }
@@ -683,6 +665,7 @@ func (s *Store) removeFileLocked(l *loc) error {
 	var ino uint64
 	if l.st.Mode&unix.S_IFMT == unix.S_IFREG {
 		ino, _ = getIno(l.dirfd, l.name)
+		s.forgetPlain(ino)
 	}
 	// A pool file goes back to the pool (a rename), to be recycled
 	// once nothing has it open.

@@ -120,6 +120,8 @@ func (s *Store) takeSlot(t *Tier, pfd int, dir []string, name string, mode uint3
 		}
 		return -1, nil, false, err
 	}
+	// The name is a pool file now, with the size attribute.
+	s.forgetPlain(ino)
 	undo := func(err error) (int, *pmem.File, bool, error) {
 		if pm != nil {
 			pm.Close()

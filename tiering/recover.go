@@ -25,6 +25,12 @@ func (s *Store) recover() error {
 		return err
 	}
 	s.seenIno(maxIno)
+	// Nothing is known of plain files before recovery; say so, should
+	// anything have learnt something meanwhile.
+	s.openMu.Lock()
+	s.plain = map[uint64]plainKey{}
+	s.plainGen++
+	s.openMu.Unlock()
 	return nil
 }
 

@@ -69,6 +69,8 @@ func (s *Store) Rename(srcDir Path, srcName string, dstDir Path, dstName string,
 		if len(src) != 1 || len(dst) != 1 || src[0].tier != dst[0].tier {
 			return unix.EINVAL // only a same-tier exchange is atomic
 		}
+		s.forgetPlainAt(&src[0])
+		s.forgetPlainAt(&dst[0])
 		if err := unix.Renameat2(src[0].dirfd, srcName, dst[0].dirfd, dstName, unix.RENAME_EXCHANGE); err != nil {
 			return err
 		}
@@ -121,6 +123,9 @@ func (s *Store) Rename(srcDir Path, srcName string, dstDir Path, dstName string,
 
 func (s *Store) renameFileLocked(dd []string, dstName string, src *loc, dst locs) error {
 	t := src.tier
+	// The file keeps its inode and attributes under its new name, but
+	// what is known of it goes, as of every file a rename touches.
+	s.forgetPlainAt(src)
 	pfd, err := t.walk(dd, s.dirMetaFor(dd))
 	if err != nil {
 		return err
@@ -178,6 +183,7 @@ func (s *Store) renameFileLocked(dd []string, dstName string, src *loc, dst locs
 
 // forgetReplaced settles the accounting of a file that a rename replaced.
 func (s *Store) forgetReplaced(t *Tier, ino uint64, st *unix.Stat_t) {
+	s.forgetPlain(ino)
 	if st.Nlink > 1 {
 		return
 	}

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/rs/zerolog"
 	"github.com/tierfs/tierfs/pmem"
@@ -73,6 +74,18 @@ type Store struct {
 	openMu sync.Mutex
 	open   map[uint64]*File
 	reads  map[uint64]int64 // last read (unix ns) of files no longer open
+	// plain remembers, by inode number, regular files whose backing is
+	// known to carry no pmem logical size (pmem.SizeXattr), so that a
+	// getattr of a file whose size is whole pages need not ask for it
+	// every time (attrOf). An entry is good only for the backing it was
+	// learnt on; see plainKey and forgetPlain for when it goes. Guarded
+	// by openMu, with plainGen.
+	plain    map[uint64]plainKey
+	plainGen uint64 // bumped by every forgetPlain
+
+	// sizeXattrReads counts the reads of the pmem size attribute that
+	// attrOf makes (tests).
+	sizeXattrReads atomic.Int64
 
 	assignMu    sync.Mutex
 	inoMu       sync.Mutex
@@ -98,7 +111,7 @@ func Open(tiers []TierConfig, opts Options) (*Store, error) {
 	if opts.MinFree == 0 {
 		opts.MinFree = 1 << 20
 	}
-	s := &Store{opts: opts, log: opts.Log, open: map[uint64]*File{}, reads: map[uint64]int64{}}
+	s := &Store{opts: opts, log: opts.Log, open: map[uint64]*File{}, reads: map[uint64]int64{}, plain: map[uint64]plainKey{}}
 	for i, c := range tiers {
 		t, err := openTier(i, c)
 		if err != nil {

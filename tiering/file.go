@@ -56,7 +56,7 @@ type Handle struct {
 
 func (s *Store) registerNew(ino uint64, t *Tier, fd int, pm *pmem.File, p Path, st *unix.Stat_t) *File {
 	f := &File{s: s, ino: ino, fd: fd, pm: pm, tier: t, refs: 1, path: p, blocks: usedBytes(st), size: st.Size}
-	t.used.Add(f.blocks)
+	t.addUsed(f.blocks)
 	s.openMu.Lock()
 	s.open[ino] = f
 	s.forgetPlainLocked(ino)
@@ -253,7 +253,7 @@ func (s *Store) release(f *File) {
 	}
 	if unlinked {
 		f.acctMu.Lock()
-		t.used.Add(-f.blocks)
+		t.addUsed(-f.blocks)
 		f.blocks = 0
 		f.acctMu.Unlock()
 	}
@@ -275,7 +275,7 @@ func (f *File) account() {
 	}
 	f.acctMu.Lock()
 	b := usedBytes(&st)
-	f.tier.used.Add(b - f.blocks)
+	f.tier.addUsed(b - f.blocks)
 	f.blocks = b
 	f.size = size
 	f.acctMu.Unlock()

@@ -338,10 +338,10 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	var nst unix.Stat_t
 	_ = unix.Fstat(dfd, &nst)
 	f.acctMu.Lock()
-	src.used.Add(-f.blocks)
+	src.addUsed(-f.blocks)
 	f.blocks = usedBytes(&nst)
 	f.size = nst.Size
-	dest.used.Add(f.blocks)
+	dest.addUsed(f.blocks)
 	f.acctMu.Unlock()
 	src.files.Add(-1)
 	dest.files.Add(1)
@@ -371,7 +371,6 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	if detached != nil {
 		s.recycle(src, detached)
 	}
-	s.retargetLater(src)
 	return s.moveDone(f, src, dest, st.Size, start, nil)
 }
 

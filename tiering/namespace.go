@@ -364,7 +364,6 @@ func (s *Store) Create(dir Path, name string, flags int, mode uint32, o Owner) (
 			st.Ino = ino
 			f := s.registerNew(ino, t, fd, pm, childPath{dir, name}, &st)
 			st.Size = pm.Size()
-			s.retargetLater(t)
 			return &Handle{f: f, flags: flags}, Attr{Stat_t: st, Tier: t.Index}, nil
 		}
 		fd, err := unix.Openat(pfd, name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, mode&0o7777)
@@ -700,7 +699,7 @@ func (s *Store) removeFileLocked(l *loc) error {
 	}
 	s.openMu.Unlock()
 	if last {
-		l.tier.used.Add(-usedBytes(&l.st))
+		l.tier.addUsed(-usedBytes(&l.st))
 	}
 	if detached != nil {
 		s.recycle(l.tier, detached)

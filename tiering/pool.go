@@ -5,6 +5,7 @@ import (
 	"errors"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/tierfs/tierfs/pmem"
 	"golang.org/x/sys/unix"
@@ -22,7 +23,12 @@ import (
 // free slots are not used space but room, so Free adds them. The pool
 // aims at PoolRatio of the capacity in free slots, but never more than the
 // capacity leaves beside the files (retarget), so that files and free
-// slots together fit.
+// slots together fit. The target follows the tier's usage: every change
+// of it (Tier.addUsed: a write, a truncate, a create, an unlink, a move
+// in or out) wakes the tier's retargeter (runRetarget), which sets the
+// target again in the background, and it also does so every
+// retargetEvery for what tierfs does not see (other files on the backing
+// filesystem).
 
 const poolDir = "pool"
 
@@ -43,13 +49,18 @@ func (s *Store) openPools() error {
 			return err
 		}
 		t.pool, t.poolCfg, t.minFree = p, *cfg, s.opts.MinFree
+		t.kick = make(chan struct{}, 1)
 		t.retarget()
-		s.poolWG.Add(1)
+		s.poolWG.Add(2)
 		go func() {
 			defer s.poolWG.Done()
 			if err := p.Run(ctx); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, pmem.ErrPoolClosed) {
 				s.log.Error().Err(err).Str("tier", t.Name).Msg("pmem pool stopped")
 			}
+		}()
+		go func() {
+			defer s.poolWG.Done()
+			t.runRetarget(ctx)
 		}()
 	}
 	return nil
@@ -174,18 +185,57 @@ func (t *Tier) isPoolFile(dirfd int, name string, st *unix.Stat_t) bool {
 	return ok
 }
 
-// retargetLater has the pool's target set again in the background: the
-// trim it may do (unlinking slots of up to segment_size) is no work for
-// a caller that holds the namespace lock.
-func (s *Store) retargetLater(t *Tier) {
-	if t.pool == nil {
-		return
-	}
-	s.recycleWG.Add(1)
-	go func() {
-		defer s.recycleWG.Done()
+// How the tier's retargeter paces itself: after setting the target it
+// waits retargetSpacing before it answers another wake-up (a burst of
+// writes wakes it at every one), and with none it sets the target every
+// retargetEvery anyway.
+const (
+	retargetSpacing = 50 * time.Millisecond
+	retargetEvery   = 5 * time.Second
+)
+
+// runRetarget sets the pool's target whenever the tier's usage changed
+// (retargetSoon), and every retargetEvery, until ctx ends. The trim a
+// retarget may do (unlinking slots of up to segment_size) is thus no
+// work for a writer, or for a caller that holds the namespace lock.
+func (t *Tier) runRetarget(ctx context.Context) {
+	every := time.NewTicker(retargetEvery)
+	defer every.Stop()
+	spacing := time.NewTimer(retargetSpacing)
+	spacing.Stop()
+	defer spacing.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.kick:
+		case <-every.C:
+		}
 		t.retarget()
-	}()
+		spacing.Reset(retargetSpacing)
+		select {
+		case <-ctx.Done():
+			return
+		case <-spacing.C:
+		}
+	}
+}
+
+// retargetSoon wakes the tier's retargeter, if it has a pool; it never
+// blocks, and wake-ups that come while one is pending are one.
+func (t *Tier) retargetSoon() {
+	select {
+	case t.kick <- struct{}{}: // a nil kick (no pool) is never ready
+	default:
+	}
+}
+
+// addUsed changes the tier's usage by d bytes; the pool's target follows.
+func (t *Tier) addUsed(d int64) {
+	t.used.Add(d)
+	if d != 0 {
+		t.retargetSoon()
+	}
 }
 
 // recycle zeroes a detached pool file in the background and gives it back

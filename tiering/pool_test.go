@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -301,6 +302,85 @@ func TestPoolFileMovesWithOpenHandle(t *testing.T) {
 	if err != nil || ga.Tier != 0 || ga.Size != int64(len(want)) || ga.Ino != a.Ino {
 		t.Fatalf("after moving back: %+v (%v)", ga, err)
 	}
+}
+
+// waitPool polls the pmem tier's pool until cond holds.
+func waitPool(t *testing.T, s *Store, what string, cond func(target int, slots int64) bool) {
+	t.Helper()
+	p := s.tiers[0].pool
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		slots, _, _ := p.Stats()
+		if cond(p.Target(), slots) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s: target %d, %d free slots", what, p.Target(), slots)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// The pool gives way as the tier's files grow (target and free slots
+// shrink to what the capacity leaves) and grows back as files leave,
+// with no policy snapshot or anything else reading the store.
+func TestPoolFollowsUsage(t *testing.T) {
+	s, _ := openPool(t, 8*testSeg, 0.5)
+	waitPool(t, s, "the pool to fill", func(target int, slots int64) bool { return target == 4 && slots == 4 })
+	// A plain file (not segment-shaped) on the pmem tier.
+	h, a, err := s.Create(RelPath(""), "big.bin", unix.O_RDWR, 0o644, Owner{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Tier != 0 {
+		t.Fatalf("big.bin on tier %d, want the pmem tier", a.Tier)
+	}
+	chunk := bytes.Repeat([]byte{1}, testSeg)
+	for i := 0; i < 6; i++ {
+		if _, err := h.Write(chunk, int64(i)*testSeg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 6 of 8 segments used: room for 2 slots.
+	waitPool(t, s, "the pool to shrink", func(target int, slots int64) bool { return target == 2 && slots <= 2 })
+	if err := h.Truncate(testSeg); err != nil {
+		t.Fatal(err)
+	}
+	h.Release()
+	waitPool(t, s, "the pool to grow back after a truncate", func(target int, slots int64) bool { return target == 4 && slots == 4 })
+	h, err = s.Open(RelPath("big.bin"), unix.O_RDWR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i < 7; i++ {
+		if _, err := h.Write(chunk, int64(i)*testSeg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.Release()
+	waitPool(t, s, "the pool to shrink again", func(target int, slots int64) bool { return target == 1 && slots <= 1 })
+	if err := s.Unlink(RelPath(""), "big.bin", nil); err != nil {
+		t.Fatal(err)
+	}
+	waitPool(t, s, "the pool to grow back after an unlink", func(target int, slots int64) bool { return target == 4 && slots == 4 })
+	// A move onto the tier fills it too, and one off it empties it.
+	h, _, err = s.Create(RelPath(""), "moved.bin", unix.O_RDWR, 0o644, Owner{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Write(bytes.Repeat([]byte{2}, 5*testSeg), 0); err != nil {
+		t.Fatal(err)
+	}
+	h.Release()
+	waitPool(t, s, "the pool to shrink for moved.bin", func(target int, slots int64) bool { return target == 3 && slots <= 3 })
+	if err := s.Move("moved.bin", "slow"); err != nil {
+		t.Fatal(err)
+	}
+	waitPool(t, s, "the pool to grow back after a move off", func(target int, slots int64) bool { return target == 4 && slots == 4 })
+	if err := s.Move("moved.bin", "fast"); err != nil {
+		t.Fatal(err)
+	}
+	waitPool(t, s, "the pool to shrink after a move onto the tier", func(target int, slots int64) bool { return target == 3 && slots <= 3 })
 }
 
 // BenchmarkSegmentRoll: create a segment, append 16 KiB, fsync, close, on

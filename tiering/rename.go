@@ -197,7 +197,7 @@ func (s *Store) forgetReplaced(t *Tier, ino uint64, st *unix.Stat_t) {
 		return
 	}
 	s.openMu.Unlock()
-	t.used.Add(-usedBytes(st))
+	t.addUsed(-usedBytes(st))
 }
 
 func markSuperseded(l *loc, winner string) error {

@@ -12,9 +12,6 @@ import (
 // PolicySnapshot describes every regular file and every tier for the
 // planner. Thresholds and pins are the engine's to fill in.
 func (s *Store) PolicySnapshot(now time.Time) (policy.Snapshot, error) {
-	for _, t := range s.tiers {
-		t.retarget() // the files' usage changes with every write
-	}
 	snap := policy.Snapshot{Now: now}
 	for _, t := range s.tiers {
 		snap.Tiers = append(snap.Tiers, policy.Tier{Name: t.Name, Capacity: t.Capacity(), Used: t.Used()})

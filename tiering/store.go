@@ -98,8 +98,8 @@ type Store struct {
 	stats   MoveStats
 
 	poolCancel context.CancelFunc
-	poolWG     sync.WaitGroup // pool fills
-	recycleWG  inflight       // pool work in the background: recycling, retargets
+	poolWG     sync.WaitGroup // pool fills and retargeters
+	recycleWG  inflight       // pool work in the background: recycling
 }
 
 // Open opens the tiers, recovers what an earlier crash left half done,

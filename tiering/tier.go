@@ -44,6 +44,8 @@ type Tier struct {
 	pool    *pmem.Pool
 	poolCfg pmem.Config
 	minFree int64
+	// kick wakes the pool's retargeter (pool.go); nil without a pool.
+	kick chan struct{}
 }
 
 func openTier(i int, c TierConfig) (*Tier, error) {

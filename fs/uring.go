@@ -352,13 +352,15 @@ func (u *uringServer) start(devFd int, rawFS fuse.RawFileSystem, mo *fuse.MountO
 	u.ps = fuse.NewProtocolServer(rawFS, mo)
 	// The protocol server learns the kernel's version and flags from an
 	// INIT of its own; it decodes requests by them.
-	init := make([]byte, inHeaderSize+int(unsafe.Sizeof(fuse.InitIn{})))
-	h := (*fuse.InHeader)(unsafe.Pointer(&init[0]))
-	h.Length, h.Opcode, h.Unique = uint32(len(init)), opInit, 1
-	*(*fuse.InitIn)(unsafe.Pointer(&init[inHeaderSize])) = *kernel
+	init := *kernel // go-fuse's InitIn starts with its InHeader
+	init.InHeader = fuse.InHeader{Length: uint32(unsafe.Sizeof(init)), Opcode: opInit, Unique: 1}
+	initBytes := unsafe.Slice((*byte)(unsafe.Pointer(&init)), unsafe.Sizeof(init))
 	out := make([]byte, 4096)
-	if _, st := u.ps.HandleRequest([][]byte{init}, [][]byte{out}); !st.Ok() {
-		return fmt.Errorf("io_uring: protocol server init: %v", st)
+	if _, st := u.ps.HandleRequest([][]byte{initBytes}, [][]byte{out}); !st.Ok() {
+		return fmt.Errorf("protocol server init: %v", st)
+	}
+	if oh := (*fuse.OutHeader)(unsafe.Pointer(&out[0])); oh.Status != 0 {
+		return fmt.Errorf("protocol server init: %v", syscall.Errno(-oh.Status))
 	}
 	for _, e := range u.entries {
 		u.wg.Add(1)

@@ -448,6 +448,15 @@ func (s *Server) URingServed() uint64 {
 	return s.uring.served.Load()
 }
 
+// URingQueues says how the io_uring transport is laid out: queues (one
+// per possible CPU) and serving threads per queue; zeros without it.
+func (s *Server) URingQueues() (queues, threadsPerQueue int) {
+	if s.uring == nil {
+		return 0, 0
+	}
+	return s.uring.queues, s.uring.perQueue
+}
+
 // Unmount unmounts the filesystem and waits for the serving to end.
 func (s *Server) Unmount() error {
 	if !s.ownMount {

@@ -267,6 +267,9 @@ type uringServer struct {
 	log     zerolog.Logger
 	wg      sync.WaitGroup
 	served  atomic.Uint64
+
+	queues, perQueue int
+	closeOnce        sync.Once
 }
 
 // uringAvailable says whether the kernel would take FUSE over io_uring.
@@ -294,9 +297,9 @@ func newURingServer(payloadSize int, log zerolog.Logger) (*uringServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	u := &uringServer{devFd: -1, log: log}
+	u := &uringServer{devFd: -1, log: log, queues: ncpu, perQueue: uringThreadsPerQueue()}
 	for q := 0; q < ncpu; q++ {
-		for range uringThreadsPerQueue() {
+		for range u.perQueue {
 			e, err := newURingEntry(uint16(q), payloadSize)
 			if err != nil {
 				u.close()
@@ -329,15 +332,16 @@ func possibleCPUs() (int, error) {
 	return n, nil
 }
 
+// close frees the rings and buffers, once; only when no thread serves.
 func (u *uringServer) close() {
-	for _, e := range u.entries {
-		e.close()
-	}
-	u.entries = nil
-	if u.devFd >= 0 {
-		unix.Close(u.devFd)
-		u.devFd = -1
-	}
+	u.closeOnce.Do(func() {
+		for _, e := range u.entries {
+			e.close()
+		}
+		if u.devFd >= 0 {
+			unix.Close(u.devFd)
+		}
+	})
 }
 
 // start begins serving: the kernel answered INIT (kernel) and agreed on

@@ -103,6 +103,9 @@ type TierfsOptions struct {
 	Extra string
 	// LogLevel of the daemon; default "info".
 	LogLevel string
+	// IOUring mounts with --io-uring (FUSE over io_uring); so does every
+	// mount when TIERFS_TEST_IOURING=1.
+	IOUring bool
 }
 
 // Tierfs is a mounted tierfs with a tmpfs fast tier and a plain-directory
@@ -228,7 +231,11 @@ func (fs *Tierfs) Start(t *testing.T) {
 		t.Fatalf("%v", err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(fs.Bin, "mount", "--config", fs.Config, fs.Mnt)
+	args := []string{"mount", "--config", fs.Config}
+	if fs.opts.IOUring || os.Getenv("TIERFS_TEST_IOURING") == "1" {
+		args = append(args, "--io-uring")
+	}
+	cmd := exec.Command(fs.Bin, append(args, fs.Mnt)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// SIGTERM on our death: tierfs unmounts itself.
 	if fs.p, err = startProc("tierfs", cmd, syscall.SIGTERM); err != nil {

@@ -72,6 +72,19 @@ type statusResponse struct {
 	Mountpoint string `json:"mountpoint"`
 	tiering.Status
 	Policy *policyStatus `json:"policy,omitempty"`
+	// Requests says how the kernel's requests reach the daemon.
+	Requests *requestsStatus `json:"requests,omitempty"`
+}
+
+// requestsStatus is the FUSE transport of the mount.
+type requestsStatus struct {
+	// Transport is "io_uring" or "/dev/fuse".
+	Transport string `json:"transport"`
+	// Queues and ThreadsPerQueue: io_uring only, one queue per CPU.
+	Queues          int `json:"queues,omitempty"`
+	ThreadsPerQueue int `json:"threads_per_queue,omitempty"`
+	// ServedIOUring counts the requests answered over io_uring.
+	ServedIOUring uint64 `json:"served_io_uring,omitempty"`
 }
 
 // jobResponse is a queued move, in the replies of POST /v1/migrate,
@@ -174,6 +187,8 @@ type controlServer struct {
 	log        zerolog.Logger
 	mux        *http.ServeMux
 	jobs       jobTable
+	// requests, when set, reports the mount's FUSE transport.
+	requests func() *requestsStatus
 }
 
 func newControlServer(store controlStore, pol controlPolicy, mountpoint string, log zerolog.Logger) *controlServer {
@@ -247,6 +262,9 @@ func (s *controlServer) handleStatus(w http.ResponseWriter, r *http.Request) {
 	if s.policy != nil {
 		ps := s.policy.Status()
 		st.Policy = &ps
+	}
+	if s.requests != nil {
+		st.Requests = s.requests()
 	}
 	writeJSON(w, http.StatusOK, st)
 }

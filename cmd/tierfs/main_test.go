@@ -225,6 +225,10 @@ func startDaemon(t *testing.T, e *env, flags ...string) *daemon {
 		_, err := c.Status(context.Background())
 		return err == nil, err
 	})
+	// The daemon logs "mounted" just after its control socket answers.
+	poll(t, "the 'mounted' log line", func() (bool, error) {
+		return strings.Contains(d.stderr.String(), `"message":"mounted"`), nil
+	})
 	return d
 }
 

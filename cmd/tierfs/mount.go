@@ -193,7 +193,15 @@ func mount(cfgPath, mountpoint string, debug bool, flags mountOverrides) int {
 		close(served)
 	}()
 
-	ctl, err := listenControl(mp, newControlServer(store, pol, mp, log), cfg.Mount.SocketMode(), gid)
+	cs := newControlServer(store, pol, mp, log)
+	cs.requests = func() *requestsStatus {
+		if !server.IOUring() {
+			return &requestsStatus{Transport: "/dev/fuse"}
+		}
+		q, k := server.URingQueues()
+		return &requestsStatus{Transport: "io_uring", Queues: q, ThreadsPerQueue: k, ServedIOUring: server.URingServed()}
+	}
+	ctl, err := listenControl(mp, cs, cfg.Mount.SocketMode(), gid)
 	if err != nil {
 		log.Error().Err(err).Msg("cannot start the control server; unmounting")
 		if uerr := unmountServer(server, mp, served, log); uerr != nil {
@@ -212,7 +220,7 @@ func mount(cfgPath, mountpoint string, debug bool, flags mountOverrides) int {
 		eng.Run(engCtx)
 	}()
 	log.Info().Str("mountpoint", mp).Strs("tiers", tierNames).Str("control", ctl.path).
-		Bool("writeback_cache", mcfg.WritebackCache).Int("read_ahead_kb", mcfg.ReadAheadKB).Bool("io_uring", mcfg.IOUring).
+		Bool("writeback_cache", mcfg.WritebackCache).Int("read_ahead_kb", mcfg.ReadAheadKB).Bool("io_uring", mcfg.IOUring).Str("requests", cs.requests().Transport).
 		Int("pid", os.Getpid()).Msg("mounted")
 
 	reason, forced := waitForExit(server, mp, served, sigs, func() { pol.Reload() }, log)

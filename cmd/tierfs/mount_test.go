@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
+	tfs "github.com/tierfs/tierfs/fs"
 	"github.com/tierfs/tierfs/mountutil"
 )
 
@@ -128,4 +130,57 @@ func mountReadAhead(t *testing.T, mnt string) string {
 		t.Fatal(err)
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// `tierfs status` says how requests reach the daemon: through /dev/fuse
+// by default, over io_uring (queues, threads, a count that grows) with
+// [mount] io_uring where the kernel allows it.
+func TestStatusShowsTransport(t *testing.T) {
+	requireFUSE(t)
+	b, err := os.ReadFile(tfs.EnableURingParam)
+	if err != nil {
+		t.Skipf("this kernel has no FUSE over io_uring: %v", err)
+	}
+	if strings.TrimSpace(string(b)) != "Y" {
+		// Only lets daemons ask for it; other mounts are unchanged.
+		if err := os.WriteFile(tfs.EnableURingParam, []byte("Y"), 0o644); err != nil {
+			t.Fatalf("enabling FUSE over io_uring: %v", err)
+		}
+		t.Cleanup(func() { os.WriteFile(tfs.EnableURingParam, b, 0o644) })
+	}
+	for _, uring := range []bool{false, true} {
+		t.Run(fmt.Sprintf("io_uring=%v", uring), func(t *testing.T) {
+			e := newEnv(t)
+			e.setConfig(t, "", idlePolicy+fmt.Sprintf("\n[mount]\nio_uring = %v\n", uring))
+			startDaemon(t, e)
+			st, _ := statusJSON(t, e.mnt)
+			r := st.Requests
+			if r == nil {
+				t.Fatal("status has no requests section")
+			}
+			if !uring {
+				if r.Transport != "/dev/fuse" || r.Queues != 0 {
+					t.Fatalf("requests %+v, want /dev/fuse", r)
+				}
+				if out := mustTierfs(t, "", "status", e.mnt); !strings.Contains(out, "Requests: through /dev/fuse.") {
+					t.Errorf("status output:\n%s", out)
+				}
+				return
+			}
+			if r.Transport != "io_uring" || r.Queues < 1 || r.ThreadsPerQueue < 1 {
+				t.Fatalf("requests %+v, want io_uring with queues and threads", r)
+			}
+			if err := os.WriteFile(filepath.Join(e.mnt, "f"), []byte("x"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			st2, _ := statusJSON(t, e.mnt)
+			if st2.Requests.ServedIOUring <= r.ServedIOUring {
+				t.Errorf("answered over io_uring: %d, then %d after a create and a write", r.ServedIOUring, st2.Requests.ServedIOUring)
+			}
+			out := mustTierfs(t, "", "status", e.mnt)
+			if !strings.Contains(out, fmt.Sprintf("Requests: over io_uring, %d queues (one per CPU) of %d threads, ", r.Queues, r.ThreadsPerQueue)) {
+				t.Errorf("status output:\n%s", out)
+			}
+		})
+	}
 }

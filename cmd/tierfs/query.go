@@ -118,6 +118,14 @@ func printStatus(st statusResponse) {
 				t.Name, p.FreeSlots, units.Human(p.SegmentBytes), units.Human(p.FreeBytes), p.TargetSlots, units.Human(p.UsedBytes))
 		}
 	}
+	if r := st.Requests; r != nil {
+		if r.Transport == "io_uring" {
+			fmt.Fprintf(stdout, "Requests: over io_uring, %d queues (one per CPU) of %d threads, %d answered.\n",
+				r.Queues, r.ThreadsPerQueue, r.ServedIOUring)
+		} else {
+			fmt.Fprintf(stdout, "Requests: through %s.\n", r.Transport)
+		}
+	}
 	m := st.Moves
 	fmt.Fprintf(stdout, "\nOpen files: %d. Moves: %d done, %d failed, %s moved.\n",
 		st.OpenFiles, m.Done, m.Failed, units.Human(m.BytesMoved))

@@ -3,7 +3,8 @@
 #   make deps    install what the tests need (fuse3, attr, mergerfs and xfsprogs for the
 #                benchmark kit's tests; gcc for -race) via apt-get
 #   make build   build bin/tierfs
-#   make test    gofmt check, go vet, race tests, a short fuzz run
+#   make test    gofmt check, go vet, race tests, a short fuzz run, the Kafka drills,
+#                and the fs tests and main drills again over FUSE over io_uring
 #   make demo    mount a two-tier tierfs under ./.demo and poke at it
 #   make bench   the benchmark suite (root; sets up its own tiers) -> docs/BENCHMARKS.md
 #   make clean   remove build and demo output
@@ -32,7 +33,7 @@ endif
 # The race detector needs cgo.
 export CGO_ENABLED ?= 1
 
-.PHONY: all deps build test fmt-check vet unit fuzz demo clean bench bench-deps
+.PHONY: all deps build test fmt-check vet unit fuzz test-iouring demo clean bench bench-deps
 
 # kafka-jars and test-kafka: a real Kafka broker on a tierfs mount.
 include integration/kafka.mk
@@ -84,6 +85,23 @@ test: deps
 	$(MAKE) --no-print-directory unit
 	$(MAKE) --no-print-directory fuzz
 	$(MAKE) --no-print-directory test-kafka
+	$(MAKE) --no-print-directory test-iouring
+
+# The fs tests and the Kafka drills that move, spill and kill, again with
+# every mount served over FUSE over io_uring ([mount] io_uring). The
+# kernel's switch (root) only lets daemons ask for it; it is turned on for
+# the run and put back after.
+IOURING_PARAM := /sys/module/fuse/parameters/enable_uring
+IOURING_KAFKA_RUN := ^(TestKafkaProduceConsume|TestKafkaPolicyMoves|TestKafkaTierfsKilled)$$
+test-iouring: build kafka-jars
+	@if [ ! -e $(IOURING_PARAM) ]; then \
+		echo "test-iouring: this kernel has no FUSE over io_uring (CONFIG_FUSE_IO_URING); nothing to run" >&2; exit 0; \
+	fi; \
+	old=$$(cat $(IOURING_PARAM)); \
+	trap 'echo "$$old" > $(IOURING_PARAM)' EXIT; \
+	echo Y > $(IOURING_PARAM); \
+	TIERFS_TEST_IOURING=1 $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./fs/; \
+	TIERFS_TEST_IOURING=1 $(MAKE) --no-print-directory test-kafka KAFKA_TEST_RUN='$(IOURING_KAFKA_RUN)'
 
 # A Kafka broker on a two-tier tierfs under ./.demo: produce, watch the
 # policy move older segments down, consume everything back. Needs root (a

@@ -29,8 +29,10 @@ package fs
 //
 // The /dev/fuse server still runs beside the rings: INIT, FORGET and
 // INTERRUPT always come that way. (An INTERRUPT for a request the ring is
-// answering is not found by the /dev/fuse server, which answers EAGAIN and
-// gets it again until the request ends; tierfs's requests are short.)
+// answering is not found by the /dev/fuse server, which answers EAGAIN;
+// the kernel looks for that request among the /dev/fuse ones, does not
+// find it either, and drops the answer: the request runs to its end, as
+// tierfs's requests do anyway, since none of them waits on its caller.)
 //
 // Once the kernel and the daemon agree on io_uring at INIT, every request
 // waits until each queue has an entry registered, and a failed

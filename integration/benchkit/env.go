@@ -739,3 +739,79 @@ func DropCaches() error {
 	}
 	return nil
 }
+
+// ---------------------------------------------------------------------------
+// FUSE over io_uring
+
+// URingParam is the kernel's switch for FUSE over io_uring (Linux 6.14+
+// built with CONFIG_FUSE_IO_URING; the same file as fs.EnableURingParam).
+// While it is N the kernel refuses a daemon that asks for io_uring, and
+// `tierfs mount --io-uring` fails; Y only lets daemons ask for it: the
+// mounts that do not ask (tierfs without --io-uring, mergerfs) are
+// unchanged.
+const URingParam = "/sys/module/fuse/parameters/enable_uring"
+
+// EnableFUSEURing turns the kernel's switch for FUSE over io_uring
+// (URingParam) on, for a benchmark that mounts tierfs with --io-uring,
+// and returns the func that puts the old value back (nothing to put back
+// when it was on already; it may be called more than once). Register it
+// with t.Cleanup before mounting, so that it runs after the unmount. It
+// fails, saying why, when the kernel has no such switch or it cannot be
+// turned on (not root).
+func EnableFUSEURing() (restore func() error, err error) {
+	if _, err := os.Stat(URingParam); errors.Is(err, os.ErrNotExist) {
+		// The fuse module may not be loaded yet: opening /dev/fuse loads it.
+		if _, serr := os.Stat("/sys/module/fuse"); errors.Is(serr, os.ErrNotExist) {
+			if f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0); err == nil {
+				f.Close()
+			}
+		}
+	}
+	return enableURing(URingParam)
+}
+
+// enableURing is EnableFUSEURing for the switch at param.
+func enableURing(param string) (restore func() error, err error) {
+	b, err := os.ReadFile(param)
+	if errors.Is(err, os.ErrNotExist) {
+		kernel := "this kernel"
+		if r := kernelRelease(); r != "" {
+			kernel += " (" + r + ")"
+		}
+		return nil, fmt.Errorf("%s has no FUSE over io_uring: no %s "+
+			"(it needs Linux 6.14 or later built with CONFIG_FUSE_IO_URING, and the fuse module loaded)", kernel, param)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the FUSE-over-io_uring switch: %w", err)
+	}
+	old := strings.TrimSpace(string(b))
+	if old == "Y" {
+		return func() error { return nil }, nil
+	}
+	if err := os.WriteFile(param, []byte("Y\n"), 0); err != nil {
+		return nil, fmt.Errorf("turning FUSE over io_uring on (echo Y > %s): %w", param, err)
+	}
+	b, err = os.ReadFile(param)
+	if err == nil && strings.TrimSpace(string(b)) != "Y" {
+		err = fmt.Errorf("it reads %q after echo Y", strings.TrimSpace(string(b)))
+	}
+	if err != nil {
+		_ = os.WriteFile(param, []byte(old+"\n"), 0)
+		return nil, fmt.Errorf("turning FUSE over io_uring on (echo Y > %s): %w", param, err)
+	}
+	return onceErr(func() error {
+		if err := os.WriteFile(param, []byte(old+"\n"), 0); err != nil {
+			return fmt.Errorf("putting FUSE over io_uring back to %s (echo %s > %s): %w", old, old, param, err)
+		}
+		return nil
+	}), nil
+}
+
+// kernelRelease is uname -r ("" if it cannot say).
+func kernelRelease() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}

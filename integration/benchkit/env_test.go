@@ -1,6 +1,7 @@
 package benchkit
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -287,5 +288,92 @@ func TestEnsurePackagesPresent(t *testing.T) {
 	// Commands that are there: nothing to install, no apt-get run.
 	if err := EnsurePackages(map[string]string{"sh": "dash"}); err != nil {
 		t.Errorf("EnsurePackages of a present command: %v", err)
+	}
+}
+
+// TestEnableURing: the switch is turned on and put back to what it was;
+// one that is on already stays on; a kernel without it is said so. On a
+// file standing in for the kernel's switch.
+func TestEnableURing(t *testing.T) {
+	param := filepath.Join(t.TempDir(), "enable_uring")
+	read := func() string {
+		t.Helper()
+		b, err := os.ReadFile(param)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+
+	// Off: on, then back off (twice is fine).
+	if err := os.WriteFile(param, []byte("N\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	restore, err := enableURing(param)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := read(); v != "Y" {
+		t.Errorf("after enableURing the switch reads %q, want Y", v)
+	}
+	if err := restore(); err != nil {
+		t.Fatal(err)
+	}
+	if v := read(); v != "N" {
+		t.Errorf("after restore the switch reads %q, want N", v)
+	}
+	if err := os.WriteFile(param, []byte("Y\n"), 0o644); err != nil { // someone else's
+		t.Fatal(err)
+	}
+	if err := restore(); err != nil || read() != "Y" {
+		t.Errorf("a second restore: %v, the switch reads %q: want nothing done", err, read())
+	}
+
+	// On already: stays on, restore leaves it on.
+	restore, err = enableURing(param)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := restore(); err != nil {
+		t.Fatal(err)
+	}
+	if v := read(); v != "Y" {
+		t.Errorf("a switch that was on reads %q after restore, want Y", v)
+	}
+
+	// No switch: a kernel without FUSE over io_uring.
+	_, err = enableURing(filepath.Join(t.TempDir(), "missing"))
+	if err == nil || !strings.Contains(err.Error(), "no FUSE over io_uring") || !strings.Contains(err.Error(), "CONFIG_FUSE_IO_URING") {
+		t.Errorf("enableURing without the switch: %v, want an error saying the kernel has no FUSE over io_uring", err)
+	}
+}
+
+// TestEnableFUSEURing: the kernel's own switch, where there is one: on
+// while the benchmark runs, as it was afterwards.
+func TestEnableFUSEURing(t *testing.T) {
+	needRoot(t)
+	before, err := os.ReadFile(URingParam)
+	if errors.Is(err, os.ErrNotExist) {
+		if _, err := EnableFUSEURing(); err == nil || !strings.Contains(err.Error(), "no FUSE over io_uring") {
+			t.Errorf("EnableFUSEURing on a kernel without the switch: %v, want an error saying so", err)
+		}
+		t.Skipf("this kernel has no %s", URingParam)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	restore, err := EnableFUSEURing()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = restore() })
+	if b, _ := os.ReadFile(URingParam); strings.TrimSpace(string(b)) != "Y" {
+		t.Errorf("%s reads %q after EnableFUSEURing, want Y", URingParam, strings.TrimSpace(string(b)))
+	}
+	if err := restore(); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(URingParam); strings.TrimSpace(string(b)) != strings.TrimSpace(string(before)) {
+		t.Errorf("%s reads %q after restore, want %q as before", URingParam, strings.TrimSpace(string(b)), strings.TrimSpace(string(before)))
 	}
 }

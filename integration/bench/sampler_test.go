@@ -534,6 +534,25 @@ type tfStatus struct {
 		BytesMoved int64             `json:"bytes_moved"`
 		LastErrors []string          `json:"last_errors"`
 	} `json:"policy"`
+	Requests *tfRequests `json:"requests"`
+}
+
+// tfRequests is how the kernel's requests reach the daemon.
+type tfRequests struct {
+	Transport       string `json:"transport"` // "io_uring" or "/dev/fuse"
+	Queues          int    `json:"queues"`
+	ThreadsPerQueue int    `json:"threads_per_queue"`
+	ServedIOUring   uint64 `json:"served_io_uring"`
+}
+
+func (r *tfRequests) describe() string {
+	if r == nil {
+		return "status says nothing of the transport"
+	}
+	if r.Transport != "io_uring" {
+		return r.Transport
+	}
+	return fmt.Sprintf("io_uring: %d queues of %d threads, %d requests answered over io_uring so far", r.Queues, r.ThreadsPerQueue, r.ServedIOUring)
 }
 
 func (s *tfStatus) tier(name string) (used, capacity int64) {

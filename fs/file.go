@@ -34,6 +34,7 @@ func (f *fileHandle) errno(op string, err error) syscall.Errno {
 }
 
 func (f *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	f.node.fs.Reads.Add(1)
 	n, err := f.h.Read(dest, off)
 	if err != nil {
 		return nil, f.errno("read", err)

@@ -72,6 +72,8 @@ type reply struct {
 	// URing answers "uring": whether requests come over io_uring, and
 	// how many did.
 	URing *uringInfo `json:"uring,omitempty"`
+	// Reads answers "reads": READ requests that reached the daemon.
+	Reads uint64 `json:"reads,omitempty"`
 }
 
 type uringInfo struct {
@@ -105,7 +107,8 @@ func serve(cfgJSON string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	srv, err := Mount(NewRoot(st, log), cfg.Mountpoint, Options{AllowOther: cfg.AllowOther, WritebackCache: cfg.Writeback, IOUring: cfg.IOUring, ReadAheadKB: testReadAheadKB})
+	root := NewRoot(st, log)
+	srv, err := Mount(root, cfg.Mountpoint, Options{AllowOther: cfg.AllowOther, WritebackCache: cfg.Writeback, IOUring: cfg.IOUring, ReadAheadKB: testReadAheadKB})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -156,6 +159,8 @@ func serve(cfgJSON string) int {
 		case "status":
 			s := st.Status()
 			rep.Status = &s
+		case "reads":
+			rep.Reads = root.fs.Reads.Load()
 		case "uring":
 			rep.URing = &uringInfo{Active: srv.IOUring(), Served: srv.URingServed()}
 		case "settle":

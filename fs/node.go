@@ -23,6 +23,9 @@ import (
 type FS struct {
 	Store *tiering.Store
 	Log   zerolog.Logger
+	// Reads counts the READ requests that reached the daemon (those the
+	// kernel's page cache did not answer).
+	Reads atomic.Uint64
 }
 
 // Node is a file or directory of the mount.
@@ -502,6 +505,15 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 		// The daemon clears suid/sgid on writes (killprivFS), so the
 		// kernel stops asking security.capability before every write.
 		ExtraCapabilities: fuse.CAP_HANDLE_KILLPRIV_V2,
+		// Every change to a file's data comes through this mount (a
+		// move copies the same bytes; nobody writes the backing), so
+		// the kernel's page cache is never stale. FUSE_AUTO_INVAL_DATA
+		// (go-fuse asks for it by default) made the kernel drop a file's
+		// whole cache whenever a getattr showed a new mtime, that is, on
+		// the first read after every write: a Kafka consumer reading
+		// what the producer had just written got it from the daemon
+		// instead of the page cache.
+		DisabledCapabilities: fuse.CAP_AUTO_INVAL_DATA,
 	}
 	if o.AllowOther {
 		mo.Options = append(mo.Options, "default_permissions")

@@ -424,10 +424,10 @@ type Options struct {
 	// larger than MaxWrite (1 MiB) anyway.
 	ReadAheadKB int
 	// IOUring serves requests over FUSE-over-io_uring, one queue per CPU,
-	// each served by a thread bound to that CPU, so a request and its
+	// each served by threads bound to that CPU, so a request and its
 	// reply never cross CPUs (see fs/uring.go). Needs the kernel's
 	// CONFIG_FUSE_IO_URING and /sys/module/fuse/parameters/enable_uring
-	// set to Y; without them the mount stays on /dev/fuse, with a warning.
+	// set to Y; without them the mount stays on /dev/fuse.
 	IOUring bool
 }
 
@@ -596,6 +596,12 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 // after a warning; u nil with fd >= 0 when the mount is done but the
 // rings are not.
 func mountForURing(mountpoint string, mo *fuse.MountOptions, log zerolog.Logger) (u *uringServer, fd int, err error) {
+	if err := uringAvailable(); err != nil {
+		// The kernel's switch is off by default: the usual case, not
+		// a problem.
+		log.Info().Str("reason", err.Error()).Msg("FUSE over io_uring unavailable; serving through /dev/fuse")
+		return nil, -1, nil
+	}
 	if os.Geteuid() != 0 {
 		log.Warn().Msg("FUSE over io_uring needs a direct mount (root); serving through /dev/fuse")
 		return nil, -1, nil

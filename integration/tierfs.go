@@ -104,7 +104,8 @@ type TierfsOptions struct {
 	// LogLevel of the daemon; default "info".
 	LogLevel string
 	// IOUring mounts with --io-uring (FUSE over io_uring); so does every
-	// mount when TIERFS_TEST_IOURING=1.
+	// mount when TIERFS_TEST_IOURING=1. Otherwise --io-uring=false: the
+	// mount is served through /dev/fuse whatever the kernel allows.
 	IOUring bool
 }
 
@@ -234,6 +235,10 @@ func (fs *Tierfs) Start(t *testing.T) {
 	args := []string{"mount", "--config", fs.Config}
 	if fs.opts.IOUring || os.Getenv("TIERFS_TEST_IOURING") == "1" {
 		args = append(args, "--io-uring")
+	} else {
+		// The default is io_uring where the kernel allows it: say
+		// which transport the test measures.
+		args = append(args, "--io-uring=false")
 	}
 	cmd := exec.Command(fs.Bin, append(args, fs.Mnt)...)
 	cmd.Stdout, cmd.Stderr = logf, logf

@@ -31,9 +31,10 @@ type Config struct {
 	// ReadAheadKB is the read-ahead, in KiB, set on the mount once it is
 	// up; 0 leaves the kernel's default (128 KiB).
 	ReadAheadKB int `toml:"read_ahead_kb"`
-	// IOUring serves FUSE requests over io_uring where the kernel offers
-	// it (else over /dev/fuse, with a warning). `tierfs mount --io-uring`
-	// overrides it.
+	// IOUring serves FUSE requests over io_uring where the kernel allows
+	// it (Linux 6.14+ with fuse.enable_uring=Y), else over /dev/fuse.
+	// Default true; false always uses /dev/fuse. `tierfs mount
+	// --io-uring[=false]` overrides it.
 	IOUring bool `toml:"io_uring"`
 }
 
@@ -49,7 +50,7 @@ const MaxReadAheadKB = 65536
 
 // DefaultConfig returns the [mount] defaults.
 func DefaultConfig() Config {
-	return Config{ControlMode: "0600", ReadAheadKB: DefaultReadAheadKB}
+	return Config{ControlMode: "0600", ReadAheadKB: DefaultReadAheadKB, IOUring: true}
 }
 
 // parseControlMode parses an octal mode such as "0660", "660" or "0o660".

@@ -33,7 +33,7 @@ func setupMount(fs *flag.FlagSet) func([]string) int {
 	debug := fs.Bool("debug", false, "log every FUSE request and set the log level to debug")
 	fs.Bool("writeback-cache", false, "let the kernel cache writes and send them in batches: faster small writes, "+
 		"but written data not yet fsynced is lost if the daemon dies (overrides [mount] writeback_cache)")
-	fs.Bool("io-uring", false, "serve FUSE requests over io_uring where the kernel offers it (overrides [mount] io_uring)")
+	fs.Bool("io-uring", true, "serve FUSE requests over io_uring where the kernel allows it (overrides [mount] io_uring, default true)")
 	return func(args []string) int {
 		// The kernel applied the caller's umask to the modes FUSE
 		// passes in already; applying ours again would be wrong.

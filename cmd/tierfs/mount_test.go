@@ -92,8 +92,8 @@ func TestMountSettingsFromConfig(t *testing.T) {
 		mounted.Message = ""
 	}
 	if mounted.Message != "mounted" || mounted.WritebackCache == nil || *mounted.WritebackCache ||
-		mounted.ReadAheadKB == nil || *mounted.ReadAheadKB != 256 || mounted.IOUring == nil || *mounted.IOUring {
-		t.Errorf("the 'mounted' log line: %+v; want writeback_cache false (the flag), read_ahead_kb 256, io_uring false", mounted)
+		mounted.ReadAheadKB == nil || *mounted.ReadAheadKB != 256 || mounted.IOUring == nil || !*mounted.IOUring {
+		t.Errorf("the 'mounted' log line: %+v; want writeback_cache false (the flag), read_ahead_kb 256, io_uring true (the default)", mounted)
 	}
 
 	e.setConfig(t, "", idlePolicy+"\n[mount]\nwriteback_cache = false\nread_ahead_kb = 512\n")
@@ -132,22 +132,41 @@ func mountReadAhead(t *testing.T, mnt string) string {
 	return strings.TrimSpace(string(b))
 }
 
-// `tierfs status` says how requests reach the daemon: through /dev/fuse
-// by default, over io_uring (queues, threads, a count that grows) with
-// [mount] io_uring where the kernel allows it.
+// `tierfs status` says how requests reach the daemon: over io_uring
+// (queues, threads, a count that grows) by default where the kernel
+// allows it, through /dev/fuse with [mount] io_uring = false or where the
+// kernel's switch is off (an info line then, not a warning).
 func TestStatusShowsTransport(t *testing.T) {
 	requireFUSE(t)
 	b, err := os.ReadFile(tfs.EnableURingParam)
 	if err != nil {
 		t.Skipf("this kernel has no FUSE over io_uring: %v", err)
 	}
-	if strings.TrimSpace(string(b)) != "Y" {
-		// Only lets daemons ask for it; other mounts are unchanged.
-		if err := os.WriteFile(tfs.EnableURingParam, []byte("Y"), 0o644); err != nil {
-			t.Fatalf("enabling FUSE over io_uring: %v", err)
+	set := func(v string) {
+		t.Helper()
+		if err := os.WriteFile(tfs.EnableURingParam, []byte(v), 0o644); err != nil {
+			t.Fatalf("setting %s to %s: %v", tfs.EnableURingParam, v, err)
 		}
-		t.Cleanup(func() { os.WriteFile(tfs.EnableURingParam, b, 0o644) })
 	}
+	// The switch only lets daemons ask for io_uring; mounts that have it
+	// keep it when it goes off.
+	t.Cleanup(func() { os.WriteFile(tfs.EnableURingParam, b, 0o644) })
+
+	t.Run("switch off", func(t *testing.T) {
+		set("N")
+		e := newEnv(t)
+		e.setConfig(t, "", idlePolicy)
+		d := startDaemon(t, e)
+		st, _ := statusJSON(t, e.mnt)
+		if st.Requests == nil || st.Requests.Transport != "/dev/fuse" {
+			t.Fatalf("requests %+v, want /dev/fuse", st.Requests)
+		}
+		out := d.stderr.String()
+		if !strings.Contains(out, "FUSE over io_uring unavailable; serving through /dev/fuse") || strings.Contains(out, `"level":"warn"`) {
+			t.Errorf("want an info line on the fallback and no warning:\n%s", out)
+		}
+	})
+	set("Y")
 	for _, uring := range []bool{false, true} {
 		t.Run(fmt.Sprintf("io_uring=%v", uring), func(t *testing.T) {
 			e := newEnv(t)

@@ -62,6 +62,12 @@ func TestMigration(t *testing.T) {
 	segment := min(64*mib, max(8*mib, capacity/32/mib*mib))
 	n := int64(0.4*float64(capacity)) / recordSize
 	nRuns := runs(t)
+	// TIERFS_BENCH_MIGRATE_THREADS: [policy] migrate_threads (default 2: one
+	// move copies while another commits; 1 left the disk idle 20% of the time).
+	threads := microEnvInt(t, "TIERFS_BENCH_MIGRATE_THREADS", 2)
+	pol := func(threshold float64) string {
+		return policyTable(threshold, fmt.Sprintf("migrate_threads = %d", threads))
+	}
 	dir := integration.WorkDir(t)
 	hdd := setupHDD(t, dir, max(16*gib, 8*capacity)) // sparse
 	bw := hddWriteBandwidth(t, hdd.Dir, min(512*mib, max(128*mib, capacity/4)))
@@ -69,7 +75,7 @@ func TestMigration(t *testing.T) {
 
 	fs := integration.MountTierfs(t, filepath.Join(dir, "tierfs"), integration.TierfsOptions{
 		FastSize: fmt.Sprintf("%d", capacity+64*mib), FastCapacity: fmt.Sprintf("%d", capacity),
-		SlowDir: filepath.Join(hdd.Dir, "tierfs-slow"), Extra: policyTable(-1)})
+		SlowDir: filepath.Join(hdd.Dir, "tierfs-slow"), Extra: pol(-1)})
 	status := newStatusClient(fs.Mnt)
 	tdir := filepath.Join(dir, "tierfs")
 	b := integration.NewBroker(t, k, tdir, filepath.Join(fs.Mnt, "kafka-logs"),
@@ -110,14 +116,14 @@ func TestMigration(t *testing.T) {
 	for i := 0; i < nRuns; i++ {
 		topic := fmt.Sprintf("mig-%d", i)
 		var it iteration
-		fs.Reconfigure(t, policyTable(-1))
+		fs.Reconfigure(t, pol(-1))
 		b.CreateTopic(t, tdir, topic, partitions)
 		p := startProducer(t, b, tdir, topic, n, -1)
 		it.P0 = p.wait(t, 10*time.Minute).MiBPerSec
 
 		// Moves on, no producer, until half of what it wrote has moved:
 		// the moves alone.
-		fs.Reconfigure(t, policyTable(moveOn))
+		fs.Reconfigure(t, pol(moveOn))
 		a0 := smp.Now()
 		m0 := smp.Last().Moved
 		for deadline := time.Now().Add(10 * time.Minute); smp.Last().Moved-m0 < n*recordSize/2; time.Sleep(100 * time.Millisecond) {
@@ -197,14 +203,14 @@ func TestMigration(t *testing.T) {
 	fmt.Fprintf(&md, "## Migration speed\n\n")
 	fmt.Fprintf(&md, "Issue #6, item 6. `TestMigration` (`integration/bench/migration_test.go`). One Kafka %s broker "+
 		"(1 GiB heap, log.segment.bytes %s, %d partitions) on tierfs: fast tier a tmpfs of capacity C = %s, slow tier "+
-		"the HDD (%s/s, at most %s dirty; see the burst section); policy interval 1 s, min_age 5 s, 1 thread, no rate cap. "+
+		"the HDD (%s/s, at most %s dirty; see the burst section); policy interval 1 s, min_age 5 s, %d migrate thread(s), no rate cap. "+
 		"Each iteration: with moves off (`migrate_threshold = -1`) `ProducerPerformance` writes %s at full speed; then "+
 		"`tierfs reload` with `migrate_threshold = %.2f` (every sealed segment must go down), no producer, until half of "+
 		"that has moved (the moves alone); then the producer writes %s more while the rest moves, and the moves go on "+
 		"until nothing movable is left on the fast tier. Rates of the moves are bytes moved over the time a move was in "+
 		"flight (sampled every 250 ms). %d iterations, medians (min–max).\n\n",
 		k.Version, mibStr(segment), partitions, mibStr(capacity), mibStr(hdd.BPS),
-		mibStr(envBytes(t, "TIERFS_BENCH_HDD_DIRTY", 64*mib, true)), mibStr(n*recordSize), moveOn, mibStr(n*recordSize), nRuns)
+		mibStr(envBytes(t, "TIERFS_BENCH_HDD_DIRTY", 64*mib, true)), threads, mibStr(n*recordSize), moveOn, mibStr(n*recordSize), nRuns)
 	md.WriteString(benchkit.Table([]string{"", "MiB/s"}, [][]string{
 		{"HDD write bandwidth (1 MiB writes, then fsync; median of 3)", benchkit.Num(W)},
 		{"moves alone (no producer)", benchkit.Cell(m0)},

@@ -603,7 +603,7 @@ func mountForURing(mountpoint string, mo *fuse.MountOptions, log zerolog.Logger)
 		return nil, -1, nil
 	}
 	if os.Geteuid() != 0 {
-		log.Warn().Msg("FUSE over io_uring needs a direct mount (root); serving through /dev/fuse")
+		log.Info().Msg("FUSE over io_uring needs a direct mount (root); serving through /dev/fuse")
 		return nil, -1, nil
 	}
 	u, err = newURingServer(mo.MaxWrite, log)

@@ -539,15 +539,13 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
-		if fd >= 0 {
+		if u != nil {
 			s.ownMount, devFd, s.uring = true, fd, u
 			target = fmt.Sprintf("/dev/fd/%d", fd)
 			// go-fuse would mount on /dev/fd/N itself (on /dev/fuse):
 			// it only takes the descriptor when not mounting directly.
 			opts.MountOptions.DirectMount = false
-			if u != nil {
-				opts.MountOptions.ExtraCapabilities |= fuse.CAP_OVER_IO_URING
-			}
+			opts.MountOptions.ExtraCapabilities |= fuse.CAP_OVER_IO_URING
 		}
 	}
 	srv, err := fuse.NewServer(rawFS, target, &opts.MountOptions)
@@ -589,12 +587,11 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 	return s, nil
 }
 
-// mountForURing mounts mountpoint by hand, as go-fuse's direct mount
-// does, so that the daemon holds the /dev/fuse descriptor the io_uring
-// commands name; and sets up the rings before INIT can ask for them. It
-// returns fd -1 (and go-fuse mounts as usual) when io_uring cannot be had,
-// after a warning; u nil with fd >= 0 when the mount is done but the
-// rings are not.
+// mountForURing sets up the rings, then mounts mountpoint by hand, as
+// go-fuse's direct mount does, so that the daemon holds the /dev/fuse
+// descriptor the io_uring commands name: the rings exist before INIT can
+// ask for them. When io_uring cannot be had it says why in the log and
+// returns u nil and fd -1, and go-fuse mounts as usual.
 func mountForURing(mountpoint string, mo *fuse.MountOptions, log zerolog.Logger) (u *uringServer, fd int, err error) {
 	if err := uringAvailable(); err != nil {
 		// The kernel's switch is off by default: the usual case, not

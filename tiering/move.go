@@ -561,7 +561,7 @@ func copySplice(dst, src int, off, n int64) (int64, error) {
 				if errors.Is(err, unix.EINTR) {
 					continue
 				}
-				if done == 0 && woff == off && (errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP)) {
+				if done == 0 && (errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP)) {
 					return 0, errNoSplice
 				}
 				return done, err

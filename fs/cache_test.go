@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // What was written through the mount is read back from the kernel's page
@@ -47,5 +49,47 @@ func TestPageCacheSurvivesWrites(t *testing.T) {
 		if n := m.call(t, request{Op: "reads"}).Reads - before; n != 0 {
 			t.Errorf("round %d: %d READ requests reached the daemon for data written through the mount", round, n)
 		}
+	}
+}
+
+// Reads the daemon answers go back to the kernel with one writev. go-fuse
+// used to try splice(2) first on every READ reply that was not a vector:
+// it took a pipe, grew it, wrote the header into it, found no fd to splice
+// from and emptied the pipe again, three wasted system calls a READ; a
+// 1 MiB READ (header and payload over the pipe's 1 MiB limit) logged
+// "trySplice: ... max pipe size" each time.
+func TestReadsDoNotSplice(t *testing.T) {
+	m := mount(t, mountOpt{})
+	p := filepath.Join(m.mnt, "00000000000000000000.log")
+	want := pattern(11, 3<<20)
+	if err := os.WriteFile(p, want, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// Out of the kernel's cache, so that the reads reach the daemon.
+	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	before := m.call(t, request{Op: "reads"}).Reads
+	got := make([]byte, len(want))
+	// One read of 1 MiB and small ones, at odd offsets.
+	for _, r := range [][2]int{{0, 1 << 20}, {1 << 20, 4096}, {1<<20 + 4096, 10000}, {1<<20 + 14096, 2<<20 - 14096}} {
+		if _, err := f.ReadAt(got[r[0]:r[0]+r[1]], int64(r[0])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("read back differs")
+	}
+	rep := m.call(t, request{Op: "reads"})
+	if rep.Reads == before {
+		t.Fatal("no READ reached the daemon; the test reads nothing it means to")
+	}
+	if rep.Pipes != 0 {
+		t.Errorf("go-fuse made %d splice pipes for %d READs", rep.Pipes, rep.Reads-before)
 	}
 }

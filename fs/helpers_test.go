@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hanwen/go-fuse/v2/splice"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
@@ -74,6 +75,8 @@ type reply struct {
 	URing *uringInfo `json:"uring,omitempty"`
 	// Reads answers "reads": READ requests that reached the daemon.
 	Reads uint64 `json:"reads,omitempty"`
+	// Pipes answers "reads" too: the splice pipes go-fuse has made.
+	Pipes int `json:"pipes,omitempty"`
 }
 
 type uringInfo struct {
@@ -161,6 +164,7 @@ func serve(cfgJSON string) int {
 			rep.Status = &s
 		case "reads":
 			rep.Reads = root.fs.Reads.Load()
+			rep.Pipes = splice.Total()
 		case "uring":
 			rep.URing = &uringInfo{Active: srv.IOUring(), Served: srv.URingServed()}
 		case "settle":

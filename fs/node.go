@@ -514,6 +514,11 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 		// what the producer had just written got it from the daemon
 		// instead of the page cache.
 		DisabledCapabilities: fuse.CAP_AUTO_INVAL_DATA,
+		// No READ is answered from an fd (the backing can move), so
+		// there is nothing to splice. Without this go-fuse tried anyway
+		// on every READ reply: a pipe grown, the header written into
+		// it, then emptied again, three system calls for nothing.
+		DisableSplice: true,
 	}
 	if o.AllowOther {
 		mo.Options = append(mo.Options, "default_permissions")

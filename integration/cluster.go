@@ -82,7 +82,7 @@ func NewCluster(t *testing.T, k *Kafka, dir string, logDirs []string, o BrokerOp
 	minISR := strconv.Itoa(min(n, 2))
 	for _, b := range c.Brokers {
 		if err := os.MkdirAll(b.Dir, 0o755); err != nil {
-			t.Fatalf("%v", err)
+			fatalf(t, "%v", err)
 		}
 		props := [][2]string{
 			{"process.roles", "broker,controller"},
@@ -159,9 +159,9 @@ func (c *Cluster) Stop(t *testing.T) {
 		b := <-done
 		code := b.p.exitCode()
 		if code != 0 && code != 128+int(syscall.SIGTERM) {
-			t.Errorf("node %d exited with status %d\n--- %s:\n%s", b.NodeID, code, b.Log, tail(b.Log, 40))
+			errorf(t, "node %d exited with status %d\n--- %s:\n%s", b.NodeID, code, b.Log, tail(b.Log, 40))
 		} else if !fileMatches(b.Log, shutdownCompleteRE) {
-			t.Errorf("node %d: the broker log has no %q\n--- %s:\n%s", b.NodeID, shutdownCompleteRE, b.Log, tail(b.Log, 40))
+			errorf(t, "node %d: the broker log has no %q\n--- %s:\n%s", b.NodeID, shutdownCompleteRE, b.Log, tail(b.Log, 40))
 		}
 	}
 }

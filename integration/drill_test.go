@@ -70,7 +70,7 @@ func waitPolicySettled(t *testing.T, fs *Tierfs, threshold float64, timeout time
 	})
 	if err != nil {
 		used, capacity := tierUsage(st, "fast")
-		t.Fatalf("%v: fast tier %d of %d bytes used, policy %+v", err, used, capacity, st.Policy)
+		fatalf(t, "%v: fast tier %d of %d bytes used, policy %+v", err, used, capacity, st.Policy)
 	}
 	return st
 }
@@ -85,7 +85,7 @@ var benignMoveErrRE = regexp.MustCompile(`: file changed since it was planned$`)
 func checkPolicyHealthy(t *testing.T, st StatusJSON) {
 	t.Helper()
 	if st.Policy == nil {
-		t.Errorf("tierfs status has no policy section")
+		errorf(t, "tierfs status has no policy section")
 		return
 	}
 	var bad []string
@@ -95,7 +95,7 @@ func checkPolicyHealthy(t *testing.T, st StatusJSON) {
 		}
 	}
 	if len(bad) > 0 || st.Policy.Failed > int64(len(st.Policy.LastErrors)) {
-		t.Errorf("policy: %d moves failed; last errors:\n%s", st.Policy.Failed, strings.Join(st.Policy.LastErrors, "\n"))
+		errorf(t, "policy: %d moves failed; last errors:\n%s", st.Policy.Failed, strings.Join(st.Policy.LastErrors, "\n"))
 	} else if st.Policy.Failed > 0 {
 		t.Logf("policy: %d moves given up because the file changed since planned: %s", st.Policy.Failed, st.Policy.LastErrors[0])
 	}
@@ -185,12 +185,12 @@ func consoleProduce(t *testing.T, k *Kafka, bootstrap, dir, topic string, in io.
 		"--producer-property", "delivery.timeout.ms=120000",
 		"--producer-property", "linger.ms=5", "--producer-property", "batch.size=65536")
 	if err != nil {
-		t.Fatalf("%v\n%s", err, lastLines(errOut, 40))
+		fatalf(t, "%v\n%s", err, lastLines(errOut, 40))
 	}
 	// ConsoleProducer logs a failed send (ErrorLoggingCallback) and goes
 	// on; with no such line every record was acknowledged.
 	if bytes.Contains(errOut, []byte("Error when sending")) || bytes.Contains(errOut, []byte("Exception")) {
-		t.Fatalf("ConsoleProducer reported errors:\n%s", lastLines(errOut, 40))
+		fatalf(t, "ConsoleProducer reported errors:\n%s", lastLines(errOut, 40))
 	}
 }
 
@@ -215,7 +215,7 @@ func consumeAll(t *testing.T, k *Kafka, bootstrap, dir, topic string, n int64, e
 	out := k.MustTool(t, dir, 3*time.Minute, nil, "org.apache.kafka.tools.consumer.ConsoleConsumer", args...)
 	recs, err := parseRecords(out)
 	if err != nil {
-		t.Fatalf("ConsoleConsumer output: %v", err)
+		fatalf(t, "ConsoleConsumer output: %v", err)
 	}
 	return recs
 }
@@ -254,15 +254,15 @@ func checkNumbered(t *testing.T, topic string, recs []Record, from, to int) {
 		case err != nil || i < from || i >= to:
 			bad++
 			if bad <= 5 {
-				t.Errorf("%s: consumed a record with an unexpected key at %d/%d: %.80q", topic, r.Partition, r.Offset, r.Key)
+				errorf(t, "%s: consumed a record with an unexpected key at %d/%d: %.80q", topic, r.Partition, r.Offset, r.Key)
 			}
 		case seen[i]:
 			bad++
-			t.Errorf("%s: record %d consumed twice (again at %d/%d)", topic, i, r.Partition, r.Offset)
+			errorf(t, "%s: record %d consumed twice (again at %d/%d)", topic, i, r.Partition, r.Offset)
 		case r.Value != verifyValue(i):
 			bad++
 			if bad <= 5 {
-				t.Errorf("%s: record %d at %d/%d has value %.60q..., want %.60q...", topic, i, r.Partition, r.Offset, r.Value, verifyValue(i))
+				errorf(t, "%s: record %d at %d/%d has value %.60q..., want %.60q...", topic, i, r.Partition, r.Offset, r.Value, verifyValue(i))
 			}
 		default:
 			seen[i] = true
@@ -279,7 +279,7 @@ func checkNumbered(t *testing.T, topic string, recs []Record, from, to int) {
 		if n > 10 {
 			missing = missing[:10]
 		}
-		t.Fatalf("%s: consumed %d records; %d bad; %d of records %d..%d missing, e.g. %v", topic, len(recs), bad, n, from, to-1, missing)
+		fatalf(t, "%s: consumed %d records; %d bad; %d of records %d..%d missing, e.g. %v", topic, len(recs), bad, n, from, to-1, missing)
 	}
 	t.Logf("%s: all %d records %d..%d consumed, each once, content verified", topic, to-from, from, to-1)
 }
@@ -316,11 +316,11 @@ func startAckedProducer(t *testing.T, k *Kafka, dir, bootstrap, topic string, ra
 	t.Helper()
 	cfg := filepath.Join(dir, "tools", "acked-producer-"+topic+".properties")
 	if err := os.MkdirAll(filepath.Dir(cfg), 0o755); err != nil {
-		t.Fatalf("%v", err)
+		fatalf(t, "%v", err)
 	}
 	if err := os.WriteFile(cfg, []byte("enable.idempotence=true\nacks=all\nlinger.ms=5\nbatch.size=65536\n"+
 		"max.in.flight.requests.per.connection=5\nretries=2147483647\n"), 0o644); err != nil {
-		t.Fatalf("%v", err)
+		fatalf(t, "%v", err)
 	}
 	p := &ackedProducer{prefix: ackedPrefix, done: make(chan struct{}), acked: map[int64]ackedRec{},
 		path: filepath.Join(dir, "tools", "acked-producer-"+topic+".out")}
@@ -328,20 +328,20 @@ func startAckedProducer(t *testing.T, k *Kafka, dir, bootstrap, topic string, ra
 		"--bootstrap-server", bootstrap, "--topic", topic, "--acks", "-1",
 		"--throughput", strconv.Itoa(rate), "--producer.config", cfg, "--value-prefix", p.prefix)
 	if err != nil {
-		t.Fatalf("%v", err)
+		fatalf(t, "%v", err)
 	}
 	p.cmd = cmd
 	p.cmd.Stderr = &p.stderr
 	out, err := p.cmd.StdoutPipe()
 	if err != nil {
-		t.Fatalf("%v", err)
+		fatalf(t, "%v", err)
 	}
 	save, err := os.Create(p.path)
 	if err != nil {
-		t.Fatalf("%v", err)
+		fatalf(t, "%v", err)
 	}
 	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("starting VerifiableProducer: %v", err)
+		fatalf(t, "starting VerifiableProducer: %v", err)
 	}
 	go func() {
 		defer close(p.done)
@@ -400,7 +400,7 @@ func (p *ackedProducer) waitAcked(t *testing.T, n int, timeout time.Duration) {
 		return p.Acked() >= n, nil
 	})
 	if err != nil {
-		t.Fatalf("%v", err)
+		fatalf(t, "%v", err)
 	}
 }
 
@@ -437,13 +437,13 @@ func checkAcked(t *testing.T, topic string, recs []Record, p *ackedProducer) {
 		if !ok || err != nil || n < 0 {
 			bad++
 			if bad <= 5 {
-				t.Errorf("%s: record at %d/%d has a value that VerifiableProducer did not send: %.80q", topic, r.Partition, r.Offset, r.Value)
+				errorf(t, "%s: record at %d/%d has a value that VerifiableProducer did not send: %.80q", topic, r.Partition, r.Offset, r.Value)
 			}
 			continue
 		}
 		if seen[n] {
 			bad++
-			t.Errorf("%s: record %d is in the log twice (again at %d/%d)", topic, n, r.Partition, r.Offset)
+			errorf(t, "%s: record %d is in the log twice (again at %d/%d)", topic, n, r.Partition, r.Offset)
 			continue
 		}
 		seen[n] = true
@@ -454,7 +454,7 @@ func checkAcked(t *testing.T, topic string, recs []Record, p *ackedProducer) {
 		case a.Partition != r.Partition || a.Offset != r.Offset:
 			bad++
 			if bad <= 5 {
-				t.Errorf("%s: record %d was acknowledged at %d/%d, found at %d/%d", topic, n, a.Partition, a.Offset, r.Partition, r.Offset)
+				errorf(t, "%s: record %d was acknowledged at %d/%d, found at %d/%d", topic, n, a.Partition, a.Offset, r.Partition, r.Offset)
 			}
 		}
 	}
@@ -470,7 +470,7 @@ func checkAcked(t *testing.T, topic string, recs []Record, p *ackedProducer) {
 		if nl > 10 {
 			lost = lost[:10]
 		}
-		t.Fatalf("%s: %d acknowledged records lost (e.g. %v), %d bad records, of %d acknowledged and %d consumed", topic, nl, lost, bad, len(acked), len(recs))
+		fatalf(t, "%s: %d acknowledged records lost (e.g. %v), %d bad records, of %d acknowledged and %d consumed", topic, nl, lost, bad, len(acked), len(recs))
 	}
 	p.mu.Lock()
 	sendErrors := p.errors
@@ -519,7 +519,7 @@ func offsets(t *testing.T, k *Kafka, dir, bootstrap, topic string, time_ string)
 		return len(res) > 0, nil
 	})
 	if err != nil {
-		t.Fatalf("%v (last: %s)", err, last)
+		fatalf(t, "%v (last: %s)", err, last)
 	}
 	return res
 }
@@ -572,10 +572,10 @@ func checkSegments(t *testing.T, k *Kafka, dir, logDir string, specs map[string]
 		byPath[d.Path] = d
 		batches += d.Batches
 		for _, l := range d.InvalidBatches {
-			t.Errorf("%s: invalid batch: %s", d.Path, l)
+			errorf(t, "%s: invalid batch: %s", d.Path, l)
 		}
 		for _, l := range d.Unexpected {
-			t.Errorf("%s: DumpLogSegments says: %s", d.Path, l)
+			errorf(t, "%s: DumpLogSegments says: %s", d.Path, l)
 		}
 	}
 	counts := map[string]int{}
@@ -596,25 +596,25 @@ func checkSegments(t *testing.T, k *Kafka, dir, logDir string, specs map[string]
 		for _, f := range files[p] {
 			d, ok := byPath[f]
 			if !ok {
-				t.Fatalf("DumpLogSegments said nothing about %s", f)
+				fatalf(t, "DumpLogSegments said nothing about %s", f)
 			}
 			base, err := strconv.ParseInt(strings.TrimSuffix(filepath.Base(f), ".log"), 10, 64)
 			if err != nil {
-				t.Errorf("%s: not a segment name", f)
+				errorf(t, "%s: not a segment name", f)
 				continue
 			}
 			if spec.Dense && next >= 0 && base != next {
-				t.Errorf("%s: segment base offset %d, want %d (the previous segment's end)", f, base, next)
+				errorf(t, "%s: segment base offset %d, want %d (the previous segment's end)", f, base, next)
 			}
 			if next < 0 {
 				next = base
 			}
 			if int64(len(d.RecordOffsets)) != d.Records {
-				t.Errorf("%s: %d record lines for %d records in the batches", f, len(d.RecordOffsets), d.Records)
+				errorf(t, "%s: %d record lines for %d records in the batches", f, len(d.RecordOffsets), d.Records)
 			}
 			for _, o := range d.RecordOffsets {
 				if (spec.Dense && o != next) || o < next || o < base {
-					t.Fatalf("%s: record offset %d, want %s%d", f, o, map[bool]string{true: "", false: "at least "}[spec.Dense], next)
+					fatalf(t, "%s: record offset %d, want %s%d", f, o, map[bool]string{true: "", false: "at least "}[spec.Dense], next)
 				}
 				next = o + 1
 			}
@@ -623,7 +623,7 @@ func checkSegments(t *testing.T, k *Kafka, dir, logDir string, specs map[string]
 	}
 	for topic, spec := range specs {
 		if spec.Records >= 0 && records[topic] != spec.Records {
-			t.Errorf("DumpLogSegments counted %d records in %s, want %d", records[topic], topic, spec.Records)
+			errorf(t, "DumpLogSegments counted %d records in %s, want %d", records[topic], topic, spec.Records)
 		}
 	}
 	t.Logf("DumpLogSegments --deep-iteration: all %d batches in %d segments valid (%v); records per topic checked: %v",
@@ -640,12 +640,12 @@ func evictPageCache(t *testing.T, paths []string) {
 	for _, p := range paths {
 		fd, err := unix.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
-			t.Fatalf("open %s: %v", p, err)
+			fatalf(t, "open %s: %v", p, err)
 		}
 		err = unix.Fadvise(fd, 0, 0, unix.FADV_DONTNEED)
 		unix.Close(fd)
 		if err != nil {
-			t.Fatalf("fadvise %s: %v", p, err)
+			fatalf(t, "fadvise %s: %v", p, err)
 		}
 	}
 }
@@ -677,7 +677,7 @@ func tracesOf(t *testing.T, name string, roots ...string) []string {
 			return nil
 		})
 		if err != nil {
-			t.Fatalf("walking %s: %v", root, err)
+			fatalf(t, "walking %s: %v", root, err)
 		}
 	}
 	return out
@@ -704,7 +704,7 @@ func checkBacking(t *testing.T, fs *Tierfs) {
 		return nil
 	})
 	if err != nil {
-		t.Fatalf("walking the mount: %v", err)
+		fatalf(t, "walking the mount: %v", err)
 	}
 	copies := map[string][]string{}
 	for _, tier := range []struct{ name, root string }{{"fast", fs.Fast}, {"slow", fs.Slow}} {
@@ -725,23 +725,23 @@ func checkBacking(t *testing.T, fs *Tierfs) {
 			}
 			copies[rel] = append(copies[rel], tier.name)
 			if size, ok := onMount[rel]; !ok {
-				t.Errorf("%s: %s is on the %s tier but not on the mount", tier.root, rel, tier.name)
+				errorf(t, "%s: %s is on the %s tier but not on the mount", tier.root, rel, tier.name)
 			} else if fi.Size() != size {
-				t.Errorf("%s: %s has %d bytes on the %s tier, %d on the mount", tier.root, rel, fi.Size(), tier.name, size)
+				errorf(t, "%s: %s has %d bytes on the %s tier, %d on the mount", tier.root, rel, fi.Size(), tier.name, size)
 			}
 			return nil
 		})
 		if err != nil {
-			t.Fatalf("walking %s: %v", tier.root, err)
+			fatalf(t, "walking %s: %v", tier.root, err)
 		}
 	}
 	for rel := range onMount {
 		switch c := copies[rel]; len(c) {
 		case 1:
 		case 0:
-			t.Errorf("%s is on the mount but on no tier", rel)
+			errorf(t, "%s is on the mount but on no tier", rel)
 		default:
-			t.Errorf("%s is on several tiers: %v", rel, c)
+			errorf(t, "%s is on several tiers: %v", rel, c)
 		}
 	}
 	t.Logf("backing directories: each of the %d files on the mount is on exactly one tier", len(onMount))
@@ -780,7 +780,7 @@ func waitLogLines(t *testing.T, b *Broker, re *regexp.Regexp, n int, timeout tim
 		return len(lines) >= n, nil
 	})
 	if err != nil {
-		t.Fatalf("%v (%d of %d lines matching %q)", err, len(lines), n, re)
+		fatalf(t, "%v (%d of %d lines matching %q)", err, len(lines), n, re)
 	}
 	return lines
 }
@@ -818,7 +818,7 @@ func checkNoProblems(t *testing.T, allowed []*regexp.Regexp, paths ...string) {
 		if len(p) > 100 {
 			p = append(p[:100], fmt.Sprintf("... and %d more lines", len(p)-100))
 		}
-		t.Errorf("the broker logged %d problem lines (a filesystem bug?):\n%s", len(p), strings.Join(p, "\n"))
+		errorf(t, "the broker logged %d problem lines (a filesystem bug?):\n%s", len(p), strings.Join(p, "\n"))
 	}
 }
 
@@ -826,6 +826,6 @@ func checkNoProblems(t *testing.T, allowed []*regexp.Regexp, paths ...string) {
 func checkTierfsErrors(t *testing.T, fs *Tierfs) {
 	t.Helper()
 	if lines := fs.ErrorLines(); len(lines) > 0 {
-		t.Errorf("tierfs logged errors:\n%s", strings.Join(lines, "\n"))
+		errorf(t, "tierfs logged errors:\n%s", strings.Join(lines, "\n"))
 	}
 }

@@ -47,7 +47,7 @@ func (k *Kafka) DumpSegments(t *testing.T, dir string, files []string) []Segment
 			"--deep-iteration", "--files", strings.Join(files[i:j], ","))
 		got := parseDump(out)
 		if len(got) != j-i {
-			t.Fatalf("DumpLogSegments dumped %d files of %d:\n%s", len(got), j-i, lastLines(out, 20))
+			fatalf(t, "DumpLogSegments dumped %d files of %d:\n%s", len(got), j-i, lastLines(out, 20))
 		}
 		dumps = append(dumps, got...)
 	}
@@ -120,7 +120,7 @@ func LogFiles(t *testing.T, root string) map[string][]string {
 		return nil
 	})
 	if err != nil {
-		t.Fatalf("walking %s: %v", root, err)
+		fatalf(t, "walking %s: %v", root, err)
 	}
 	return out
 }

@@ -51,6 +51,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -82,7 +83,7 @@ func RepoRoot(t testing.TB) string {
 	t.Helper()
 	dir, err := os.Getwd()
 	if err != nil {
-		t.Fatalf("getwd: %v", err)
+		fatalf(t, "getwd: %v", err)
 	}
 	for {
 		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil &&
@@ -91,7 +92,7 @@ func RepoRoot(t testing.TB) string {
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			t.Fatalf("no go.mod of github.com/tierfs/tierfs above the working directory")
+			fatalf(t, "no go.mod of github.com/tierfs/tierfs above the working directory")
 		}
 		dir = parent
 	}
@@ -132,33 +133,109 @@ func RequireKafka(t *testing.T) *Kafka {
 		t.Skip(SkipMessage)
 	}
 	if os.Geteuid() != 0 {
-		t.Fatalf("the Kafka tests need root (they mount a tmpfs and tierfs)")
+		fatalf(t, "the Kafka tests need root (they mount a tmpfs and tierfs)")
 	}
 	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Fatalf("/dev/fuse: %v (modprobe fuse?)", err)
+		fatalf(t, "/dev/fuse: %v (modprobe fuse?)", err)
 	}
 	root := RepoRoot(t)
 	version, err := PinnedKafkaVersion(root)
 	if err != nil {
-		t.Fatalf("%v", err)
+		fatalf(t, "%v", err)
 	}
 	libs := os.Getenv("TIERFS_KAFKA_LIBS")
 	if libs == "" {
 		libs = filepath.Join(root, ".cache", "kafka", version, "libs")
 		if _, err := os.Stat(filepath.Join(libs, ".complete")); err != nil {
-			t.Fatalf("the Kafka %s jars are not in %s: run `make kafka-jars` (or `make test-kafka`)", version, libs)
+			fatalf(t, "the Kafka %s jars are not in %s: run `make kafka-jars` (or `make test-kafka`)", version, libs)
 		}
 	} else if m, _ := filepath.Glob(filepath.Join(libs, "kafka_2.13-*.jar")); len(m) == 0 {
-		t.Fatalf("TIERFS_KAFKA_LIBS=%s holds no kafka_2.13-*.jar", libs)
+		fatalf(t, "TIERFS_KAFKA_LIBS=%s holds no kafka_2.13-*.jar", libs)
 	}
 	java := os.Getenv("JAVA")
 	if java == "" {
 		java = "java"
 	}
 	if java, err = exec.LookPath(java); err != nil {
-		t.Fatalf("java: %v (install Java 17+: apt-get install openjdk-17-jre-headless)", err)
+		fatalf(t, "java: %v (install Java 17+: apt-get install openjdk-17-jre-headless)", err)
 	}
 	return &Kafka{Version: version, Libs: libs, Java: java}
+}
+
+// ---------------------------------------------------------------------------
+// Failures, repeated at the end
+
+// failures holds each test's failure messages (*testing.T -> *failureLog).
+// A failed test's cleanups print the last lines of every broker's and
+// tierfs's log; WorkDir's cleanup, the last to run, then says again why
+// the test failed, so that the reason is at the end of the output, where
+// a CI excerpt shows it.
+var failures sync.Map
+
+type failureLog struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func noteFailure(t testing.TB, msg string) {
+	v, _ := failures.LoadOrStore(t, &failureLog{})
+	l := v.(*failureLog)
+	l.mu.Lock()
+	l.msgs = append(l.msgs, msg)
+	l.mu.Unlock()
+}
+
+// takeFailures returns the messages noted for t and forgets them.
+func takeFailures(t *testing.T) []string {
+	v, ok := failures.LoadAndDelete(t)
+	if !ok {
+		return nil
+	}
+	l := v.(*failureLog)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.msgs
+}
+
+// errorf is t.Errorf, and the message is noted for the summary.
+func errorf(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	noteFailure(t, msg)
+	t.Error(msg)
+}
+
+// fatalf is t.Fatalf, and the message is noted for the summary.
+func fatalf(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	noteFailure(t, msg)
+	t.Fatal(msg)
+}
+
+// summarizeFailures repeats, as the last lines of a failed test, the
+// head of each failure message noted for it.
+func summarizeFailures(t *testing.T) {
+	msgs := takeFailures(t)
+	if len(msgs) == 0 {
+		return
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s failed (%d failures, each printed in full above):", t.Name(), len(msgs))
+	for i, m := range msgs {
+		fmt.Fprintf(&b, "\n  %d. %s", i+1, strings.ReplaceAll(firstLines(m, 6), "\n", "\n     "))
+	}
+	t.Log(b.String())
+}
+
+// firstLines cuts msg to its first n lines (a message may carry a log's
+// tail; the summary repeats only its head).
+func firstLines(msg string, n int) string {
+	lines := strings.SplitAfter(msg, "\n")
+	if len(lines) <= n {
+		return msg
+	}
+	return strings.Join(lines[:n], "") + fmt.Sprintf("[... %d more lines above]", len(lines)-n)
 }
 
 // ---------------------------------------------------------------------------
@@ -171,7 +248,7 @@ func WorkDir(t *testing.T) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "tierfs-kafka-")
 	if err != nil {
-		t.Fatalf("work dir: %v", err)
+		fatalf(t, "work dir: %v", err)
 	}
 	// Symlinks resolved, as mountinfo names mountpoints.
 	if r, err := filepath.EvalSymlinks(dir); err == nil {
@@ -181,13 +258,14 @@ func WorkDir(t *testing.T) string {
 	wd, err := startWatchdog(dir)
 	if err != nil {
 		os.Remove(dir)
-		t.Fatalf("%v", err)
+		fatalf(t, "%v", err)
 	}
 	// Registered first, so it runs after every other cleanup (LIFO).
 	t.Cleanup(func() {
+		defer summarizeFailures(t)
 		wd.stop(syscall.SIGTERM, 5*time.Second)
 		if left := mountsUnder(dir); len(left) > 0 {
-			t.Errorf("mounts left under %s, not removing it: %v", dir, left)
+			errorf(t, "mounts left under %s, not removing it: %v", dir, left)
 			return
 		}
 		switch {
@@ -197,7 +275,7 @@ func WorkDir(t *testing.T) string {
 			t.Logf("the test failed: keeping the work dir %s (logs of the broker, the tools and tierfs; the tiers)", dir)
 		default:
 			if err := os.RemoveAll(dir); err != nil {
-				t.Errorf("removing the work dir: %v", err)
+				errorf(t, "removing the work dir: %v", err)
 			}
 		}
 	})

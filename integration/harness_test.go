@@ -1,6 +1,9 @@
 package integration
 
 import (
+	"fmt"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 )
@@ -25,7 +28,7 @@ func TestIsProblem(t *testing.T) {
 		{"[2026-11-23 14:35:11,818] INFO x org.apache.kafka.common.errors.KafkaStorageException: Error while writing", true},
 	} {
 		if got := isProblem(c.line); got != c.want {
-			t.Errorf("isProblem(%q) = %v, want %v", c.line, got, c.want)
+			errorf(t, "isProblem(%q) = %v, want %v", c.line, got, c.want)
 		}
 	}
 }
@@ -44,14 +47,49 @@ Log starting offset: 2010
 `
 	d := parseDump([]byte(out))
 	if len(d) != 2 {
-		t.Fatalf("parsed %d files, want 2", len(d))
+		fatalf(t, "parsed %d files, want 2", len(d))
 	}
 	a := d[0]
 	if a.StartOffset != 1005 || a.Batches != 2 || a.Records != 3 || len(a.RecordOffsets) != 3 ||
 		len(a.InvalidBatches) != 1 || len(a.Unexpected) != 1 || !strings.HasPrefix(a.Unexpected[0], "Found 12 invalid bytes") {
-		t.Errorf("first file: %+v", a)
+		errorf(t, "first file: %+v", a)
 	}
 	if b := d[1]; b.StartOffset != 2010 || b.Batches != 0 || len(b.Unexpected) != 0 {
-		t.Errorf("second file: %+v", b)
+		errorf(t, "second file: %+v", b)
+	}
+}
+
+func TestFailureSummary(t *testing.T) {
+	if got := firstLines("a\nb\nc", 6); got != "a\nb\nc" {
+		t.Errorf("firstLines kept %q", got)
+	}
+	if got := firstLines("1\n2\n3\n4", 2); got != "1\n2\n[... 2 more lines above]" {
+		t.Errorf("firstLines cut to %q", got)
+	}
+	sub := &testing.T{}
+	noteFailure(sub, "one")
+	noteFailure(sub, "two")
+	if got := takeFailures(sub); len(got) != 2 || got[0] != "one" || got[1] != "two" {
+		t.Errorf("takeFailures = %q, want [one two]", got)
+	}
+	if got := takeFailures(sub); got != nil {
+		t.Errorf("takeFailures again = %q, want nothing", got)
+	}
+}
+
+func TestProcessReport(t *testing.T) {
+	r := processReport(os.Getpid())
+	if !strings.Contains(r, fmt.Sprintf("pid %d: ", os.Getpid())) || !strings.Contains(r, " threads: ") {
+		t.Errorf("processReport(self) = %q", r)
+	}
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if r := processReport(cmd.Process.Pid); !strings.Contains(r, "gone") {
+		t.Errorf("processReport(a reaped child) = %q, want gone", r)
+	}
+	if r := fuseConnReport("/nonexistent/mnt"); !strings.HasPrefix(r, "nothing mounted") {
+		t.Errorf("fuseConnReport(nothing) = %q", r)
 	}
 }

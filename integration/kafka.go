@@ -127,7 +127,7 @@ func (k *Kafka) MustTool(t *testing.T, dir string, timeout time.Duration, stdin 
 	t.Helper()
 	out, errOut, err := k.Tool(dir, timeout, stdin, class, args...)
 	if err != nil {
-		t.Fatalf("%v\n--- stderr:\n%s\n--- stdout (tail):\n%s", err, lastLines(errOut, 40), lastLines(out, 20))
+		fatalf(t, "%v\n--- stderr:\n%s\n--- stdout (tail):\n%s", err, lastLines(errOut, 40), lastLines(out, 20))
 	}
 	return out
 }
@@ -145,7 +145,7 @@ func FreePort(t *testing.T) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("%v", err)
+		fatalf(t, "%v", err)
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
@@ -223,7 +223,7 @@ func NewBroker(t *testing.T, k *Kafka, dir, logDir string, o BrokerOptions) *Bro
 	}
 	b.Props = filepath.Join(b.Dir, "server.properties")
 	if err := os.MkdirAll(b.Dir, 0o755); err != nil {
-		t.Fatalf("%v", err)
+		fatalf(t, "%v", err)
 	}
 	props := [][2]string{
 		{"process.roles", "broker,controller"},
@@ -284,10 +284,10 @@ func (b *Broker) writeProps(t *testing.T, props [][2]string, extra map[string]st
 		fmt.Fprintf(&sb, "%s=%s\n", key, extra[key])
 	}
 	if err := os.WriteFile(b.Props, []byte(sb.String()), 0o644); err != nil {
-		t.Fatalf("%v", err)
+		fatalf(t, "%v", err)
 	}
 	if err := os.WriteFile(filepath.Join(b.Dir, "log4j2.properties"), []byte(brokerLog4j2), 0o644); err != nil {
-		t.Fatalf("%v", err)
+		fatalf(t, "%v", err)
 	}
 }
 
@@ -307,13 +307,13 @@ func (b *Broker) Start(t *testing.T) {
 func (b *Broker) Launch(t *testing.T) {
 	t.Helper()
 	if b.p != nil && !b.p.exited() {
-		t.Fatalf("the broker is already running")
+		fatalf(t, "the broker is already running")
 	}
 	b.Log = filepath.Join(b.Dir, fmt.Sprintf("broker-%d.log", len(b.BrokerLogs)+1))
 	b.BrokerLogs = append(b.BrokerLogs, b.Log)
 	logf, err := os.Create(b.Log)
 	if err != nil {
-		t.Fatalf("%v", err)
+		fatalf(t, "%v", err)
 	}
 	defer logf.Close()
 	args := append([]string{"-Xmx" + b.heap, "-Xms" + b.heap,
@@ -325,7 +325,7 @@ func (b *Broker) Launch(t *testing.T) {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	b.launched = time.Now()
 	if b.p, err = startProc("kafka", cmd, syscall.SIGKILL); err != nil {
-		t.Fatalf("%v", err)
+		fatalf(t, "%v", err)
 	}
 }
 
@@ -333,7 +333,7 @@ func (b *Broker) Launch(t *testing.T) {
 func (b *Broker) WaitStarted(t *testing.T) {
 	t.Helper()
 	if b.p == nil {
-		t.Fatalf("the broker was not launched")
+		fatalf(t, "the broker was not launched")
 	}
 	err := waitFor(brokerStartTimeout, "the broker to start", func() (bool, error) {
 		if b.p.exited() {
@@ -350,7 +350,7 @@ func (b *Broker) WaitStarted(t *testing.T) {
 		return true, nil
 	})
 	if err != nil {
-		t.Fatalf("%v\n--- %s:\n%s", err, b.Log, tail(b.Log, 60))
+		fatalf(t, "%v\n--- %s:\n%s", err, b.Log, tail(b.Log, 60))
 	}
 	t.Logf("broker %d started in %v (pid %d, %s, log %s)", b.NodeID, time.Since(b.launched).Round(time.Millisecond),
 		b.p.cmd.Process.Pid, b.Bootstrap(), b.Log)
@@ -388,16 +388,16 @@ func (b *Broker) Stop(t *testing.T) {
 	}
 	start := time.Now()
 	if !b.p.stop(syscall.SIGTERM, brokerStopTimeout) {
-		t.Errorf("the broker did not exit within %v of SIGTERM; killed it\n--- %s:\n%s",
+		errorf(t, "the broker did not exit within %v of SIGTERM; killed it\n--- %s:\n%s",
 			brokerStopTimeout, b.Log, tail(b.Log, 40))
 		return
 	}
 	code := b.p.exitCode()
 	if code != 0 && code != 128+int(syscall.SIGTERM) {
-		t.Errorf("the broker exited with status %d", code)
+		errorf(t, "the broker exited with status %d", code)
 	}
 	if !fileMatches(b.Log, shutdownCompleteRE) {
-		t.Errorf("the broker log has no %q\n--- %s:\n%s", shutdownCompleteRE, b.Log, tail(b.Log, 40))
+		errorf(t, "the broker log has no %q\n--- %s:\n%s", shutdownCompleteRE, b.Log, tail(b.Log, 40))
 	}
 	t.Logf("broker stopped in %v (status %d)", time.Since(start).Round(time.Millisecond), code)
 }
@@ -519,7 +519,7 @@ func (b *Broker) CheckBrokerLog(t *testing.T) {
 		if len(p) > 200 {
 			p = append(p[:200], fmt.Sprintf("... and %d more lines", len(p)-200))
 		}
-		t.Errorf("the broker logged %d problem lines (a filesystem bug?):\n%s", len(p), strings.Join(p, "\n"))
+		errorf(t, "the broker logged %d problem lines (a filesystem bug?):\n%s", len(p), strings.Join(p, "\n"))
 	}
 }
 
@@ -558,14 +558,14 @@ func (b *Broker) ProducerPerf(t *testing.T, dir, topic string, records, recordSi
 	args = append(args, extraProps...)
 	out, errOut, err := b.K.Tool(dir, 5*time.Minute, nil, "org.apache.kafka.tools.ProducerPerformance", args...)
 	if err != nil {
-		t.Fatalf("%v\n--- stderr:\n%s\n--- stdout:\n%s", err, lastLines(errOut, 40), lastLines(out, 10))
+		fatalf(t, "%v\n--- stderr:\n%s\n--- stdout:\n%s", err, lastLines(errOut, 40), lastLines(out, 10))
 	}
 	if bytes.Contains(errOut, []byte("Exception")) || bytes.Contains(out, []byte("Exception")) {
-		t.Fatalf("ProducerPerformance reported exceptions:\n%s\n%s", lastLines(errOut, 40), lastLines(out, 10))
+		fatalf(t, "ProducerPerformance reported exceptions:\n%s\n%s", lastLines(errOut, 40), lastLines(out, 10))
 	}
 	ms := perfSentRE.FindAllSubmatch(out, -1)
 	if len(ms) == 0 {
-		t.Fatalf("no summary in ProducerPerformance's output:\n%s", lastLines(out, 10))
+		fatalf(t, "no summary in ProducerPerformance's output:\n%s", lastLines(out, 10))
 	}
 	m := ms[len(ms)-1]
 	r := PerfResult{Line: string(m[0])}
@@ -573,7 +573,7 @@ func (b *Broker) ProducerPerf(t *testing.T, dir, topic string, records, recordSi
 	r.RecordsPerSec, _ = strconv.ParseFloat(string(m[2]), 64)
 	r.MBPerSec, _ = strconv.ParseFloat(string(m[3]), 64)
 	if r.Records != int64(records) {
-		t.Fatalf("ProducerPerformance sent %d records, want %d: %s", r.Records, records, r.Line)
+		fatalf(t, "ProducerPerformance sent %d records, want %d: %s", r.Records, records, r.Line)
 	}
 	return r
 }
@@ -598,13 +598,13 @@ func (b *Broker) ConsumerPerf(t *testing.T, dir, topic string, n int64) int64 {
 			if strings.TrimSpace(h) == "data.consumed.in.nMsg" && j < len(val) {
 				v, err := strconv.ParseInt(strings.TrimSpace(val[j]), 10, 64)
 				if err != nil {
-					t.Fatalf("ConsumerPerformance: %v in %q", err, lines[i+1])
+					fatalf(t, "ConsumerPerformance: %v in %q", err, lines[i+1])
 				}
 				return v
 			}
 		}
 	}
-	t.Fatalf("no data.consumed.in.nMsg in ConsumerPerformance's output:\n%s", out)
+	fatalf(t, "no data.consumed.in.nMsg in ConsumerPerformance's output:\n%s", out)
 	return 0
 }
 
@@ -637,7 +637,7 @@ func (b *Broker) EndOffsets(t *testing.T, dir, topic string) map[string]int64 {
 		return len(res) > 0, nil
 	})
 	if err != nil {
-		t.Fatalf("%v (last: %s)", err, last)
+		fatalf(t, "%v (last: %s)", err, last)
 	}
 	return res
 }

@@ -72,10 +72,10 @@ func checkDumps(t *testing.T, k *Kafka, dir, logDir string, want map[string]int6
 		byPath[d.Path] = d
 		batches += d.Batches
 		for _, l := range d.InvalidBatches {
-			t.Errorf("%s: invalid batch: %s", d.Path, l)
+			errorf(t, "%s: invalid batch: %s", d.Path, l)
 		}
 		for _, l := range d.Unexpected {
-			t.Errorf("%s: DumpLogSegments says: %s", d.Path, l)
+			errorf(t, "%s: DumpLogSegments says: %s", d.Path, l)
 		}
 	}
 	counts := map[string]int{}
@@ -90,18 +90,18 @@ func checkDumps(t *testing.T, k *Kafka, dir, logDir string, want map[string]int6
 		for _, f := range files[p] {
 			d, ok := byPath[f]
 			if !ok {
-				t.Fatalf("DumpLogSegments said nothing about %s", f)
+				fatalf(t, "DumpLogSegments said nothing about %s", f)
 			}
 			base, err := strconv.ParseInt(strings.TrimSuffix(filepath.Base(f), ".log"), 10, 64)
 			if err != nil || base != next {
-				t.Errorf("%s: segment base offset %d, want %d (the previous segment's end)", f, base, next)
+				errorf(t, "%s: segment base offset %d, want %d (the previous segment's end)", f, base, next)
 			}
 			if int64(len(d.RecordOffsets)) != d.Records {
-				t.Errorf("%s: %d record lines for %d records in the batches", f, len(d.RecordOffsets), d.Records)
+				errorf(t, "%s: %d record lines for %d records in the batches", f, len(d.RecordOffsets), d.Records)
 			}
 			for _, o := range d.RecordOffsets {
 				if o != next {
-					t.Fatalf("%s: record offset %d, want %d (offsets must be dense and in order)", f, o, next)
+					fatalf(t, "%s: record offset %d, want %d (offsets must be dense and in order)", f, o, next)
 				}
 				next++
 			}
@@ -110,7 +110,7 @@ func checkDumps(t *testing.T, k *Kafka, dir, logDir string, want map[string]int6
 	}
 	for topic, n := range want {
 		if topicRecords[topic] != n {
-			t.Errorf("DumpLogSegments counted %d records in %s, want %d", topicRecords[topic], topic, n)
+			errorf(t, "DumpLogSegments counted %d records in %s, want %d", topicRecords[topic], topic, n)
 		}
 	}
 	t.Logf("all %d batches in %d segments valid; records per topic: %v", batches, len(dumps), topicRecords)
@@ -124,7 +124,7 @@ func checkTierfsListing(t *testing.T, fs *Tierfs) map[string]int {
 	t.Helper()
 	var st StatusJSON
 	if err := json.Unmarshal(fs.CLI(t, "status", "--json", fs.Mnt), &st); err != nil {
-		t.Fatalf("tierfs status --json: %v", err)
+		fatalf(t, "tierfs status --json: %v", err)
 	}
 	tiers := map[string]bool{}
 	var files int64
@@ -134,15 +134,15 @@ func checkTierfsListing(t *testing.T, fs *Tierfs) map[string]int {
 		t.Logf("tier %s (%s): %d files, %d of %d bytes used", tr.Name, tr.Type, tr.Files, tr.UsedBytes, tr.CapacityBytes)
 	}
 	if !tiers["fast"] || !tiers["slow"] || len(st.Tiers) != 2 {
-		t.Errorf("tierfs status lists tiers %v, want fast and slow", tiers)
+		errorf(t, "tierfs status lists tiers %v, want fast and slow", tiers)
 	}
 	if st.Moves.Failed > 0 || st.Moves.LastError != "" {
-		t.Errorf("tierfs status: %d failed moves, last error %q", st.Moves.Failed, st.Moves.LastError)
+		errorf(t, "tierfs status: %d failed moves, last error %q", st.Moves.Failed, st.Moves.LastError)
 	}
 
 	var ls []LsEntry
 	if err := json.Unmarshal(fs.CLI(t, "ls", "--json", "-r", fs.Mnt), &ls); err != nil {
-		t.Fatalf("tierfs ls --json -r: %v", err)
+		fatalf(t, "tierfs ls --json -r: %v", err)
 	}
 	listed := map[string]LsEntry{}
 	perTier := map[string]int{}
@@ -150,7 +150,7 @@ func checkTierfsListing(t *testing.T, fs *Tierfs) map[string]int {
 		listed[e.Path] = e
 		perTier[e.Tier]++
 		if !tiers[e.Tier] {
-			t.Errorf("tierfs ls: %s on unknown tier %q", e.Path, e.Tier)
+			errorf(t, "tierfs ls: %s on unknown tier %q", e.Path, e.Tier)
 		}
 	}
 	walked, segs := 0, 0
@@ -163,7 +163,7 @@ func checkTierfsListing(t *testing.T, fs *Tierfs) map[string]int {
 		rel, _ := filepath.Rel(fs.Mnt, path)
 		e, ok := listed[filepath.ToSlash(rel)]
 		if !ok {
-			t.Errorf("tierfs ls -r does not list %s", rel)
+			errorf(t, "tierfs ls -r does not list %s", rel)
 			return nil
 		}
 		fi, err := d.Info()
@@ -171,7 +171,7 @@ func checkTierfsListing(t *testing.T, fs *Tierfs) map[string]int {
 			return err
 		}
 		if fi.Size() != e.Size {
-			t.Errorf("tierfs ls: %s has size %d, stat says %d", rel, e.Size, fi.Size())
+			errorf(t, "tierfs ls: %s has size %d, stat says %d", rel, e.Size, fi.Size())
 		}
 		if strings.HasSuffix(rel, ".log") {
 			segs++
@@ -180,13 +180,13 @@ func checkTierfsListing(t *testing.T, fs *Tierfs) map[string]int {
 		return nil
 	})
 	if err != nil {
-		t.Fatalf("walking the mount: %v", err)
+		fatalf(t, "walking the mount: %v", err)
 	}
 	if len(ls) != walked {
-		t.Errorf("tierfs ls -r lists %d files, the mount has %d", len(ls), walked)
+		errorf(t, "tierfs ls -r lists %d files, the mount has %d", len(ls), walked)
 	}
 	if files != int64(walked) {
-		t.Errorf("tierfs status counts %d files, the mount has %d", files, walked)
+		errorf(t, "tierfs status counts %d files, the mount has %d", files, walked)
 	}
 	t.Logf("tierfs ls -r: %d files per tier %v; %d segments per tier %v", len(ls), perTier, segs, segsPerTier)
 	return segsPerTier
@@ -198,7 +198,7 @@ func checkCleanRecovery(t *testing.T, logPath, logDir string) {
 	t.Helper()
 	b, err := os.ReadFile(logPath)
 	if err != nil {
-		t.Fatalf("%v", err)
+		fatalf(t, "%v", err)
 	}
 	const skip = "since clean shutdown file was found"
 	found := false
@@ -210,14 +210,14 @@ func checkCleanRecovery(t *testing.T, logPath, logDir string) {
 		// The KRaft metadata log is always replayed from its start;
 		// a data partition is recovered only after an unclean stop.
 		if strings.Contains(l, "Recovering unflushed segment") && !strings.Contains(l, "__cluster_metadata-0") {
-			t.Errorf("log recovery after a clean shutdown: %s", l)
+			errorf(t, "log recovery after a clean shutdown: %s", l)
 		}
 		if strings.Contains(l, "unclean shutdown") || strings.Contains(l, "Found invalid") {
-			t.Errorf("restart: %s", l)
+			errorf(t, "restart: %s", l)
 		}
 	}
 	if !found {
-		t.Errorf("%s: no %q for %s", logPath, "Skipping recovery of N logs ... "+skip, logDir)
+		errorf(t, "%s: no %q for %s", logPath, "Skipping recovery of N logs ... "+skip, logDir)
 	}
 }
 
@@ -280,14 +280,14 @@ func testProduceConsume(t *testing.T, k *Kafka, fo TierfsOptions, bo BrokerOptio
 	// (the producers are idempotent: no duplicates), and a consumer
 	// gets them all back.
 	if got := Sum(b.EndOffsets(t, dir, perfTopic)); got != perfRecords {
-		t.Fatalf("%s end offsets add up to %d, want %d", perfTopic, got, perfRecords)
+		fatalf(t, "%s end offsets add up to %d, want %d", perfTopic, got, perfRecords)
 	}
 	if got := Sum(b.EndOffsets(t, dir, verifyTopic)); got != verifyN {
-		t.Fatalf("%s end offsets add up to %d, want %d", verifyTopic, got, verifyN)
+		fatalf(t, "%s end offsets add up to %d, want %d", verifyTopic, got, verifyN)
 	}
 	start = time.Now()
 	if got := b.ConsumerPerf(t, dir, perfTopic, perfRecords); got != perfRecords {
-		t.Fatalf("ConsumerPerformance consumed %d records of %s, want %d", got, perfTopic, perfRecords)
+		fatalf(t, "ConsumerPerformance consumed %d records of %s, want %d", got, perfTopic, perfRecords)
 	}
 	t.Logf("ConsumerPerformance: %d records in %v", perfRecords, time.Since(start).Round(time.Millisecond))
 	consumeVerify(t, b, dir, verifyTopic, verifyN)
@@ -296,27 +296,27 @@ func testProduceConsume(t *testing.T, k *Kafka, fo TierfsOptions, bo BrokerOptio
 	b.Stop(t)
 	b.CheckBrokerLog(t)
 	if _, err := os.Stat(filepath.Join(logDir, ".kafka_cleanshutdown")); err != nil {
-		t.Errorf("no clean-shutdown marker after the broker stopped: %v", err)
+		errorf(t, "no clean-shutdown marker after the broker stopped: %v", err)
 	}
 	segs := checkDumps(t, k, dir, logDir, map[string]int64{perfTopic: perfRecords, verifyTopic: verifyN})
 	for p := 0; p < partitions; p++ {
 		// 50 MiB over 3 partitions in 1 MiB segments: ~16 each.
 		name := fmt.Sprintf("%s-%d", perfTopic, p)
 		if segs[name] < 8 {
-			t.Errorf("%s has %d segments; want at least 8 (did segments roll?)", name, segs[name])
+			errorf(t, "%s has %d segments; want at least 8 (did segments roll?)", name, segs[name])
 		}
 	}
 	t.Logf("segments per partition: %v", segs)
 	perTier := checkTierfsListing(t, fs)
 	if fo.FastType == "pmem" {
 		if n := poolSegments(t, fs.Fast); n == 0 {
-			t.Errorf("no segment on the pmem tier is a pool file (user.tierfs.size)")
+			errorf(t, "no segment on the pmem tier is a pool file (user.tierfs.size)")
 		} else {
 			t.Logf("%d segments on the pmem tier are pool files", n)
 		}
 	}
 	if wantSlow && perTier["slow"] == 0 {
-		t.Errorf("no segment on the slow tier, though the fast one holds only %s", fo.FastCapacity)
+		errorf(t, "no segment on the slow tier, though the fast one holds only %s", fo.FastCapacity)
 	}
 	if t.Failed() {
 		t.FailNow()
@@ -326,10 +326,10 @@ func testProduceConsume(t *testing.T, k *Kafka, fo TierfsOptions, bo BrokerOptio
 	b.Start(t)
 	checkCleanRecovery(t, b.Log, logDir)
 	if got := Sum(b.EndOffsets(t, dir, perfTopic)); got != perfRecords {
-		t.Errorf("after the restart %s end offsets add up to %d, want %d", perfTopic, got, perfRecords)
+		errorf(t, "after the restart %s end offsets add up to %d, want %d", perfTopic, got, perfRecords)
 	}
 	if got := b.ConsumerPerf(t, dir, perfTopic, perfRecords); got != perfRecords {
-		t.Errorf("after the restart ConsumerPerformance consumed %d records of %s, want %d", got, perfTopic, perfRecords)
+		errorf(t, "after the restart ConsumerPerformance consumed %d records of %s, want %d", got, perfTopic, perfRecords)
 	}
 	consumeVerify(t, b, dir, verifyTopic, verifyN)
 	b.Stop(t)
@@ -338,7 +338,7 @@ func testProduceConsume(t *testing.T, k *Kafka, fo TierfsOptions, bo BrokerOptio
 
 	fs.Stop(t)
 	if lines := fs.ErrorLines(); len(lines) > 0 {
-		t.Errorf("tierfs logged errors:\n%s", strings.Join(lines, "\n"))
+		errorf(t, "tierfs logged errors:\n%s", strings.Join(lines, "\n"))
 	}
 	t.Logf("done in %v", time.Since(testStart).Round(time.Millisecond))
 }

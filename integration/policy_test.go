@@ -57,18 +57,18 @@ func TestKafkaPolicyMoves(t *testing.T) {
 		used, capacity, capacity/2, st.Policy.Done, st.Policy.BytesMoved)
 	checkPolicyHealthy(t, st)
 	if st.Policy.Done == 0 {
-		t.Fatalf("the policy moved nothing")
+		fatalf(t, "the policy moved nothing")
 	}
 	ls := fs.Ls(t)
 	onSlow := segmentsOn(ls, topic, "slow")
 	t.Logf("%d segments of %s on the slow tier, %d on the fast one", len(onSlow), topic, len(segmentsOn(ls, topic, "fast")))
 	if len(onSlow) == 0 {
-		t.Fatalf("no segment of %s on the slow tier", topic)
+		fatalf(t, "no segment of %s on the slow tier", topic)
 	}
 	demoted := movedLines(fs, "demote:")
 	for _, p := range onSlow {
 		if _, ok := demoted[p]; !ok {
-			t.Errorf("%s is on the slow tier but the policy did not demote it", p)
+			errorf(t, "%s is on the slow tier but the policy did not demote it", p)
 		}
 	}
 
@@ -91,17 +91,17 @@ func TestKafkaPolicyMoves(t *testing.T) {
 		"--property", "print.key=true", "--property", "print.partition=true",
 		"--property", "print.offset=true", "--property", "key.separator=\t")
 	if err != nil {
-		t.Fatalf("%v", err)
+		fatalf(t, "%v", err)
 	}
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	pipe, err := cmd.StdoutPipe()
 	if err != nil {
-		t.Fatalf("%v", err)
+		fatalf(t, "%v", err)
 	}
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("%v", err)
+		fatalf(t, "%v", err)
 	}
 	first := make(chan struct{})
 	var out bytes.Buffer
@@ -128,12 +128,12 @@ func TestKafkaPolicyMoves(t *testing.T) {
 	err = cmd.Wait()
 	_ = os.WriteFile(filepath.Join(dir, "tools", "slow-reader.err"), stderr.Bytes(), 0o644)
 	if err != nil {
-		t.Fatalf("ConsoleConsumer: %v\n%s", err, lastLines(stderr.Bytes(), 30))
+		fatalf(t, "ConsoleConsumer: %v\n%s", err, lastLines(stderr.Bytes(), 30))
 	}
 	t.Logf("the throttled consumer read %d bytes in %v", out.Len(), time.Since(start).Round(time.Millisecond))
 	recs, err := parseRecords(out.Bytes())
 	if err != nil {
-		t.Fatalf("%v", err)
+		fatalf(t, "%v", err)
 	}
 	checkNumbered(t, topic, recs, 0, n)
 
@@ -145,7 +145,7 @@ func TestKafkaPolicyMoves(t *testing.T) {
 		}
 	}
 	if len(readUp) == 0 {
-		t.Errorf("no segment of %s was promoted for the reader; promotions: %v", topic, movedLines(fs, "promote:"))
+		errorf(t, "no segment of %s was promoted for the reader; promotions: %v", topic, movedLines(fs, "promote:"))
 	} else {
 		t.Logf("%d segments promoted for the reader, e.g. %s", len(readUp), readUp[0])
 	}
@@ -158,7 +158,7 @@ func TestKafkaPolicyMoves(t *testing.T) {
 	}
 	t.Logf("%d of the %d segments that were on the slow tier are on the fast tier again", back, len(onSlow))
 	if back == 0 {
-		t.Errorf("no segment of %s came back to the fast tier", topic)
+		errorf(t, "no segment of %s came back to the fast tier", topic)
 	}
 
 	b.Stop(t)

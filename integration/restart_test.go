@@ -42,7 +42,7 @@ func TestKafkaBrokerRestarts(t *testing.T) {
 	produceRange(t, k, b.Bootstrap(), dir, verify, 0, verifyN)
 	ends := offsets(t, k, dir, b.Bootstrap(), verify, "-1")
 	if got := sumInts(ends); got != verifyN {
-		t.Fatalf("%s end offsets add up to %d, want %d", verify, got, verifyN)
+		fatalf(t, "%s end offsets add up to %d, want %d", verify, got, verifyN)
 	}
 
 	// 1. Clean restart: the broker finds its clean-shutdown marker and
@@ -51,7 +51,7 @@ func TestKafkaBrokerRestarts(t *testing.T) {
 	b.Start(t)
 	checkCleanRecovery(t, b.Log, logDir)
 	if again := offsets(t, k, dir, b.Bootstrap(), verify, "-1"); !equalOffsets(ends, again) {
-		t.Fatalf("after a clean restart the end offsets of %s are %v, were %v", verify, again, ends)
+		fatalf(t, "after a clean restart the end offsets of %s are %v, were %v", verify, again, ends)
 	}
 
 	// 2. kill -9 while a producer writes with acks=all.
@@ -67,7 +67,7 @@ func TestKafkaBrokerRestarts(t *testing.T) {
 
 	recovered := logLinesMatching(regexp.MustCompile(`Recovering unflushed segment|recover(ed|ing) .* after unclean shutdown|unclean shutdown`), b.Log)
 	if len(recovered) == 0 {
-		t.Errorf("no log recovery after the kill -9 in %s", b.Log)
+		errorf(t, "no log recovery after the kill -9 in %s", b.Log)
 	}
 	for i, l := range recovered {
 		if i < 6 {
@@ -83,7 +83,7 @@ func TestKafkaBrokerRestarts(t *testing.T) {
 	ackedEnds := offsets(t, k, dir, b.Bootstrap(), acked, "-1")
 	n := sumInts(ackedEnds)
 	if n < int64(len(acks)) {
-		t.Fatalf("%s holds %d records; %d were acknowledged", acked, n, len(acks))
+		fatalf(t, "%s holds %d records; %d were acknowledged", acked, n, len(acks))
 	}
 	checkAcked(t, acked, consumeAll(t, k, b.Bootstrap(), dir, acked, n), p)
 
@@ -96,7 +96,7 @@ func TestKafkaBrokerRestarts(t *testing.T) {
 	st := fs.Status(t)
 	checkPolicyHealthy(t, st)
 	if st.Policy == nil || st.Policy.Done == 0 {
-		t.Errorf("the policy moved nothing: %+v", st.Policy)
+		errorf(t, "the policy moved nothing: %+v", st.Policy)
 	}
 	perTier := checkTierfsListing(t, fs)
 	checkBacking(t, fs)

@@ -47,7 +47,7 @@ func partitionFiles(t *testing.T, dir string) []string {
 		return nil
 	}
 	if err != nil {
-		t.Fatalf("%v", err)
+		fatalf(t, "%v", err)
 	}
 	var out []string
 	for _, e := range ents {
@@ -120,7 +120,7 @@ func TestKafkaRetentionAndDeletion(t *testing.T) {
 	t.Logf("policy: %d moves; %s segments on the slow tier: %d, on the fast one: %d",
 		st.Policy.Done, ret, len(retSlow), len(segmentsOn(ls, ret, "fast")))
 	if len(retSlow) == 0 {
-		t.Fatalf("the policy moved no segment of %s to the slow tier", ret)
+		fatalf(t, "the policy moved no segment of %s to the slow tier", ret)
 	}
 
 	// 1. Retention: keep about 3 MiB of ret.
@@ -151,14 +151,14 @@ func TestKafkaRetentionAndDeletion(t *testing.T) {
 		return len(deleted) == 0 && len(bases) > 0 && bases[0] > 0 && len(bases) <= 5, nil
 	})
 	if err != nil {
-		t.Fatalf("%v: %s-0 holds %v", err, ret, partitionFiles(t, retDir))
+		fatalf(t, "%v: %s-0 holds %v", err, ret, partitionFiles(t, retDir))
 	}
 	basesAfter := segmentBases(partitionFiles(t, retDir))
 	logStart := sumInts(offsets(t, k, dir, b.Bootstrap(), ret, "-2"))
 	t.Logf("retention: %s-0 went from %d segments to %d, log start offset %d; .deleted files seen on the way: %v",
 		ret, len(basesBefore), len(basesAfter), logStart, sawDeleted)
 	if logStart != basesAfter[0] {
-		t.Errorf("log start offset %d, first segment %d", logStart, basesAfter[0])
+		errorf(t, "log start offset %d, first segment %d", logStart, basesAfter[0])
 	}
 	var deletedSlow []string
 	for _, p := range retSlow {
@@ -168,20 +168,20 @@ func TestKafkaRetentionAndDeletion(t *testing.T) {
 		}
 	}
 	if len(deletedSlow) == 0 {
-		t.Errorf("retention deleted no segment the policy had moved to the slow tier (slow: %v, first left: %d)", retSlow, basesAfter[0])
+		errorf(t, "retention deleted no segment the policy had moved to the slow tier (slow: %v, first left: %d)", retSlow, basesAfter[0])
 	}
 	// Kafka renamed each segment to .deleted, then unlinked that name.
 	delLines := logLinesMatching(regexp.MustCompile(`INFO Deleted log .*/`+ret+`-0/\d{20}\.log\.deleted\.`), b.Log)
 	t.Logf("retention deleted %d segments, %d of them on the slow tier; the broker logged %d 'Deleted log …/%s-0/N.log.deleted' lines",
 		len(basesBefore)-len(basesAfter), len(deletedSlow), len(delLines), ret)
 	if len(delLines) != len(basesBefore)-len(basesAfter) {
-		t.Errorf("%d segments deleted, %d 'Deleted log …log.deleted' lines", len(basesBefore)-len(basesAfter), len(delLines))
+		errorf(t, "%d segments deleted, %d 'Deleted log …log.deleted' lines", len(basesBefore)-len(basesAfter), len(delLines))
 	}
 	// Nothing older than the log start is left on either tier.
 	for _, root := range []string{tfs.Fast, tfs.Slow} {
 		for _, n := range partitionFiles(t, filepath.Join(root, "kafka-logs", ret+"-0")) {
 			if base, err := strconv.ParseInt(strings.SplitN(n, ".", 2)[0], 10, 64); err == nil && base < basesAfter[0] {
-				t.Errorf("%s is still in %s after retention deleted it", n, root)
+				errorf(t, "%s is still in %s after retention deleted it", n, root)
 			}
 		}
 	}
@@ -202,7 +202,7 @@ func TestKafkaRetentionAndDeletion(t *testing.T) {
 	}
 	t.Logf("%s before deletion: files per tier %v", doomed, tiers)
 	if tiers["fast"] == 0 || tiers["slow"] == 0 {
-		t.Fatalf("%s is not spread over both tiers: %v", doomed, tiers)
+		fatalf(t, "%s is not spread over both tiers: %v", doomed, tiers)
 	}
 	consumeVerifyAt(t, k, b.Bootstrap(), dir, doomed, doomedN)
 	topicCmd(t, k, dir, b.Bootstrap(), "--delete", "--topic", doomed)
@@ -219,16 +219,16 @@ func TestKafkaRetentionAndDeletion(t *testing.T) {
 		return true, nil
 	})
 	if err != nil {
-		t.Fatalf("%v", err)
+		fatalf(t, "%v", err)
 	}
 	renamed := logLinesMatching(regexp.MustCompile(`Log for partition `+doomed+`-\d is renamed to .*-delete`), b.Log)
 	removed := logLinesMatching(regexp.MustCompile(`Deleted log for partition `+doomed+`-\d`), b.Log)
 	t.Logf("topic deletion: %d partition directories renamed to …-delete, %d removed", len(renamed), len(removed))
 	if len(removed) != 3 {
-		t.Errorf("the broker logged %d 'Deleted log for partition %s-N' lines, want 3: %v", len(removed), doomed, removed)
+		errorf(t, "the broker logged %d 'Deleted log for partition %s-N' lines, want 3: %v", len(removed), doomed, removed)
 	}
 	if tr := tracesOf(t, doomed, tfs.Fast, tfs.Slow); len(tr) > 0 {
-		t.Errorf("topic %s deleted, but its traces are on the tiers:\n%s", doomed, strings.Join(tr, "\n"))
+		errorf(t, "topic %s deleted, but its traces are on the tiers:\n%s", doomed, strings.Join(tr, "\n"))
 	}
 
 	// 3. Compaction: three cleaner passes, one over a segment moved to
@@ -247,7 +247,7 @@ func TestKafkaRetentionAndDeletion(t *testing.T) {
 	passes = waitLogLines(t, b, cleanedRE, 3, 60*time.Second, "a third cleaner pass over "+comp)
 	t.Logf("cleaner pass 3: %s", passes[2])
 	if _, ok := movedLines(tfs, "manual")[strings.TrimPrefix(first, tfs.Mnt+"/")]; !ok {
-		t.Errorf("no move of %s in the tierfs log", first)
+		errorf(t, "no move of %s in the tierfs log", first)
 	}
 	// What the cleaner left: the latest value of every key.
 	end := sumInts(offsets(t, k, dir, b.Bootstrap(), comp, "-1"))
@@ -287,11 +287,11 @@ func consumeUntilIdle(t *testing.T, k *Kafka, bootstrap, dir, topic string, max 
 		"--property", "print.key=true", "--property", "print.partition=true",
 		"--property", "print.offset=true", "--property", "key.separator=\t")
 	if err != nil {
-		t.Fatalf("%v\n%s", err, lastLines(errOut, 20))
+		fatalf(t, "%v\n%s", err, lastLines(errOut, 20))
 	}
 	recs, err := parseRecords(out)
 	if err != nil {
-		t.Fatalf("ConsoleConsumer output: %v", err)
+		fatalf(t, "ConsoleConsumer output: %v", err)
 	}
 	return recs
 }
@@ -319,7 +319,7 @@ func checkCompacted(t *testing.T, topic string, recs []Record, keys, rounds int,
 		if !ok || r.Offset <= prev {
 			bad++
 			if bad <= 5 {
-				t.Errorf("%s: bad record at offset %d (previous %d): key %q value %.40q", topic, r.Offset, prev, r.Key, r.Value)
+				errorf(t, "%s: bad record at offset %d (previous %d): key %q value %.40q", topic, r.Offset, prev, r.Key, r.Value)
 			}
 			continue
 		}
@@ -330,19 +330,19 @@ func checkCompacted(t *testing.T, topic string, recs []Record, keys, rounds int,
 		if r != rounds-1 {
 			bad++
 			if bad <= 10 {
-				t.Errorf("%s: key %d: latest value is of round %d, want %d", topic, key, r, rounds-1)
+				errorf(t, "%s: key %d: latest value is of round %d, want %d", topic, key, r, rounds-1)
 			}
 		}
 	}
 	produced := int64(keys * rounds)
 	if bad > 0 {
-		t.Fatalf("%s: %d bad records or keys among %d", topic, bad, len(recs))
+		fatalf(t, "%s: %d bad records or keys among %d", topic, bad, len(recs))
 	}
 	if end != produced {
-		t.Errorf("%s: end offset %d, want %d", topic, end, produced)
+		errorf(t, "%s: end offset %d, want %d", topic, end, produced)
 	}
 	if int64(len(recs)) >= produced {
-		t.Errorf("%s: %d records of %d produced: the cleaner removed nothing", topic, len(recs), produced)
+		errorf(t, "%s: %d records of %d produced: the cleaner removed nothing", topic, len(recs), produced)
 	}
 	t.Logf("%s: %d records of %d produced left after compaction; the latest value of each of the %d keys intact",
 		topic, len(recs), produced, keys)

@@ -39,7 +39,7 @@ func TierfsBinary(t *testing.T) string {
 			b = filepath.Join(RepoRoot(t), b)
 		}
 		if _, err := os.Stat(b); err != nil {
-			t.Fatalf("TIERFS_BIN: %v", err)
+			fatalf(t, "TIERFS_BIN: %v", err)
 		}
 		return b
 	}
@@ -58,7 +58,7 @@ func TierfsBinary(t *testing.T) string {
 	var derr error
 	buildDirMu.Do(func() { buildDir, derr = os.MkdirTemp("", "tierfs-kafka-bin-") })
 	if derr != nil {
-		t.Fatalf("%v", derr)
+		fatalf(t, "%v", derr)
 	}
 	out := filepath.Join(buildDir, "tierfs")
 	args := []string{"build", "-o", out}
@@ -75,7 +75,7 @@ func TierfsBinary(t *testing.T) string {
 	cmd.Dir = RepoRoot(t)
 	start := time.Now()
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, b)
+		fatalf(t, "go %s: %v\n%s", strings.Join(args, " "), err, b)
 	}
 	t.Logf("built %s in %v", out, time.Since(start).Round(time.Millisecond))
 	builtBin[race] = out
@@ -155,7 +155,7 @@ func MountTierfs(t *testing.T, dir string, o TierfsOptions) *Tierfs {
 	}
 	for _, d := range []string{fs.Mnt, fs.Fast, fs.Slow} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatalf("%v", err)
+			fatalf(t, "%v", err)
 		}
 	}
 
@@ -175,7 +175,7 @@ func MountTmpfs(t *testing.T, dir, size string) {
 	t.Helper()
 	if err := unix.Mount("tierfs-fast", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV,
 		"size="+size+",mode=0755"); err != nil {
-		t.Fatalf("mount -t tmpfs -o size=%s tierfs-fast %s: %v", size, dir, err)
+		fatalf(t, "mount -t tmpfs -o size=%s tierfs-fast %s: %v", size, dir, err)
 	}
 	t.Cleanup(func() { unmountTmpfs(t, dir) })
 }
@@ -203,7 +203,7 @@ path = %q
 level = %q
 %s`, o.FastType, fs.Fast, capacity, o.SlowType, fs.Slow, o.LogLevel, o.Extra)
 	if err := os.WriteFile(fs.Config, []byte(conf), 0o644); err != nil {
-		t.Fatalf("%v", err)
+		fatalf(t, "%v", err)
 	}
 }
 
@@ -223,13 +223,13 @@ func (fs *Tierfs) Reconfigure(t *testing.T, extra string) {
 func (fs *Tierfs) Start(t *testing.T) {
 	t.Helper()
 	if fs.p != nil && !fs.p.exited() {
-		t.Fatalf("tierfs is already running")
+		fatalf(t, "tierfs is already running")
 	}
 	fs.starts++
 	fs.Log = filepath.Join(fs.dir, fmt.Sprintf("tierfs-%d.log", fs.starts))
 	logf, err := os.Create(fs.Log)
 	if err != nil {
-		t.Fatalf("%v", err)
+		fatalf(t, "%v", err)
 	}
 	defer logf.Close()
 	args := []string{"mount", "--config", fs.Config}
@@ -244,7 +244,7 @@ func (fs *Tierfs) Start(t *testing.T) {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// SIGTERM on our death: tierfs unmounts itself.
 	if fs.p, err = startProc("tierfs", cmd, syscall.SIGTERM); err != nil {
-		t.Fatalf("%v", err)
+		fatalf(t, "%v", err)
 	}
 	err = waitFor(mountTimeout, "the tierfs mount on "+fs.Mnt, func() (bool, error) {
 		if fs.p.exited() {
@@ -266,7 +266,7 @@ func (fs *Tierfs) Start(t *testing.T) {
 		})
 	}
 	if err != nil {
-		t.Fatalf("%v\n--- %s:\n%s", err, fs.Log, tail(fs.Log, 40))
+		fatalf(t, "%v\n--- %s:\n%s", err, fs.Log, tail(fs.Log, 40))
 	}
 	t.Logf("tierfs mounted on %s (pid %d)", fs.Mnt, fs.p.cmd.Process.Pid)
 }
@@ -279,14 +279,14 @@ func (fs *Tierfs) Stop(t *testing.T) {
 		return
 	}
 	if !fs.p.stop(syscall.SIGTERM, tierfsStopTimeout) {
-		t.Errorf("tierfs did not exit within %v of SIGTERM; killed it", tierfsStopTimeout)
+		errorf(t, "tierfs did not exit within %v of SIGTERM; killed it", tierfsStopTimeout)
 	} else if code := fs.p.exitCode(); code != 0 {
-		t.Errorf("tierfs exited with status %d\n--- %s:\n%s", code, fs.Log, tail(fs.Log, 30))
+		errorf(t, "tierfs exited with status %d\n--- %s:\n%s", code, fs.Log, tail(fs.Log, 30))
 	}
 	if ok, _ := isMounted(fs.Mnt); ok {
-		t.Errorf("%s is still mounted after tierfs exited; unmounting it", fs.Mnt)
+		errorf(t, "%s is still mounted after tierfs exited; unmounting it", fs.Mnt)
 		if err := mountutil.Unmount(fs.Mnt); err != nil {
-			t.Errorf("%v", err)
+			errorf(t, "%v", err)
 		}
 	}
 }
@@ -308,7 +308,7 @@ func (fs *Tierfs) Running() bool { return fs.p != nil && !fs.p.exited() }
 func (fs *Tierfs) Kill(t *testing.T) {
 	t.Helper()
 	if !fs.Running() {
-		t.Fatalf("tierfs is not running")
+		fatalf(t, "tierfs is not running")
 	}
 	pid := fs.p.cmd.Process.Pid
 	fs.p.stop(syscall.SIGKILL, tierfsStopTimeout)
@@ -321,17 +321,17 @@ func (fs *Tierfs) Kill(t *testing.T) {
 func (fs *Tierfs) DetachDead(t *testing.T) {
 	t.Helper()
 	if fs.Running() {
-		t.Fatalf("tierfs is still running")
+		fatalf(t, "tierfs is still running")
 	}
 	state, typ, err := mountutil.Inspect(fs.Mnt)
 	if err != nil {
-		t.Fatalf("inspecting %s: %v", fs.Mnt, err)
+		fatalf(t, "inspecting %s: %v", fs.Mnt, err)
 	}
 	if state != mountutil.Stale {
-		t.Fatalf("%s is %s (%s) after tierfs died, want stale", fs.Mnt, state, typ)
+		fatalf(t, "%s is %s (%s) after tierfs died, want stale", fs.Mnt, state, typ)
 	}
 	if err := mountutil.PrepareForce(fs.Mnt); err != nil {
-		t.Fatalf("detaching the dead mount: %v", err)
+		fatalf(t, "detaching the dead mount: %v", err)
 	}
 	t.Logf("detached the dead mount on %s (it was %s, %s)", fs.Mnt, state, typ)
 }
@@ -341,7 +341,7 @@ func (fs *Tierfs) cleanup(t *testing.T) {
 	// A daemon that was killed leaves its mount behind, dead.
 	if ok, _ := isMounted(fs.Mnt); ok {
 		if err := mountutil.Unmount(fs.Mnt); err != nil {
-			t.Errorf("%v", err)
+			errorf(t, "%v", err)
 		}
 	}
 	if t.Failed() {
@@ -366,9 +366,9 @@ func unmountTmpfs(t *testing.T, dir string) {
 		return false, err
 	})
 	if err != nil {
-		t.Errorf("%v; detaching it lazily", err)
+		errorf(t, "%v; detaching it lazily", err)
 		if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
-			t.Errorf("umount -l %s: %v", dir, err)
+			errorf(t, "umount -l %s: %v", dir, err)
 		}
 	}
 }
@@ -411,7 +411,7 @@ func (fs *Tierfs) Status(t *testing.T) StatusJSON {
 	t.Helper()
 	var st StatusJSON
 	if err := json.Unmarshal(fs.CLI(t, "status", "--json", fs.Mnt), &st); err != nil {
-		t.Fatalf("tierfs status --json: %v", err)
+		fatalf(t, "tierfs status --json: %v", err)
 	}
 	return st
 }
@@ -421,7 +421,7 @@ func (fs *Tierfs) Ls(t *testing.T) map[string]LsEntry {
 	t.Helper()
 	var ls []LsEntry
 	if err := json.Unmarshal(fs.CLI(t, "ls", "--json", "-r", fs.Mnt), &ls); err != nil {
-		t.Fatalf("tierfs ls --json -r: %v", err)
+		fatalf(t, "tierfs ls --json -r: %v", err)
 	}
 	out := make(map[string]LsEntry, len(ls))
 	for _, e := range ls {
@@ -445,7 +445,7 @@ func (fs *Tierfs) CLI(t *testing.T, args ...string) []byte {
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("tierfs %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+		fatalf(t, "tierfs %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
 	}
 	return out
 }

@@ -57,7 +57,7 @@ func TestKafkaTierfsKilled(t *testing.T) {
 		return st.Policy != nil && len(st.Policy.InFlight) > 0, nil
 	})
 	if err != nil {
-		t.Fatalf("%v: %+v", err, st.Policy)
+		fatalf(t, "%v: %+v", err, st.Policy)
 	}
 	fs.Kill(t)
 	t.Logf("tierfs killed under the broker after %d acknowledged records, %d policy moves done, in flight: %s",
@@ -66,11 +66,11 @@ func TestKafkaTierfsKilled(t *testing.T) {
 	// The broker finds its log dir failed and stops, as on a failed disk.
 	code, exited := b.WaitExit(90 * time.Second)
 	if !exited {
-		t.Fatalf("the broker still runs %v after its log dir died\n--- %s:\n%s", 90*time.Second, b.Log, tail(b.Log, 40))
+		fatalf(t, "the broker still runs %v after its log dir died\n--- %s:\n%s", 90*time.Second, b.Log, tail(b.Log, 40))
 	}
 	lines := logLinesMatching(logDirFailedRE, b.Log)
 	if len(lines) == 0 {
-		t.Fatalf("the broker exited (status %d) without saying that its log dir failed\n--- %s:\n%s", code, b.Log, tail(b.Log, 40))
+		fatalf(t, "the broker exited (status %d) without saying that its log dir failed\n--- %s:\n%s", code, b.Log, tail(b.Log, 40))
 	}
 	t.Logf("the broker exited with status %d: %s", code, lines[0])
 	if l := logLinesMatching(brokerEndsRE, b.Log); len(l) > 0 {
@@ -89,7 +89,7 @@ func TestKafkaTierfsKilled(t *testing.T) {
 	failedRun := b.Log
 	b.Start(t)
 	if l := logLinesMatching(regexp.MustCompile(`Recovering unflushed segment`), b.Log); len(l) == 0 {
-		t.Errorf("no log recovery in %s after the log dir failed", b.Log)
+		errorf(t, "no log recovery in %s after the log dir failed", b.Log)
 	} else {
 		t.Logf("log recovery: %d segments, e.g. %s", len(l), l[0])
 	}

@@ -3,6 +3,7 @@ package tiering
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -81,5 +82,64 @@ func TestCopyAcrossFilesystems(t *testing.T) {
 	n, err = unix.Pread(dst2, got, 0)
 	if err != nil || n != len(want) || !bytes.Equal(got[:n], want) {
 		t.Fatalf("copySparse across filesystems differs: %d bytes, err %v", n, err)
+	}
+}
+
+// A move's bulk copy writes behind itself: what lies more than a window
+// behind the copy is on the disk, not dirty in the page cache, when the
+// copy ends (cachestat(2) counts a range's dirty and writeback pages).
+// Left to the kernel's flusher, a lone copy to a slow disk went out in
+// bursts with the disk idle between. The copy without write-behind
+// leaves its pages dirty: the check sees what it means to.
+func TestCopyWritesBehind(t *testing.T) {
+	dir := t.TempDir() // on the test machine's disk: pages get dirty
+	size := int64(3*writeBehindWindow + 5<<20 + 77)
+	data := make([]byte, size)
+	x := uint32(7)
+	for i := range data {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		data[i] = byte(x)
+	}
+	srcPath := filepath.Join(dir, "src")
+	if err := os.WriteFile(srcPath, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	src, err := unix.Open(srcPath, unix.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(src)
+	dirty := func(fd int, upTo int64) uint64 {
+		t.Helper()
+		var cs unix.Cachestat_t
+		if err := unix.Cachestat(uint(fd), &unix.CachestatRange{Off: 0, Len: uint64(upTo)}, &cs, 0); err != nil {
+			t.Skipf("cachestat: %v (Linux 6.5 or later counts dirty pages)", err)
+		}
+		return cs.Dirty + cs.Writeback
+	}
+	for _, behind := range []bool{false, true} {
+		dst, err := unix.Open(filepath.Join(dir, fmt.Sprintf("dst-%v", behind)), unix.O_RDWR|unix.O_CREAT, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(dst)
+		c := &copier{writeBehind: behind, total: size}
+		if err := c.sparse(dst, src, size); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, size)
+		if n, err := unix.Pread(dst, got, 0); err != nil || int64(n) != size || !bytes.Equal(got, data) {
+			t.Fatalf("write-behind %v: copy differs (%d bytes, %v)", behind, n, err)
+		}
+		upTo := size - writeBehindWindow - chunk
+		n := dirty(dst, upTo)
+		switch {
+		case behind && (c.synced < upTo || n != 0):
+			t.Errorf("with write-behind: synced to %d (want at least %d), %d pages before it dirty or in writeback", c.synced, upTo, n)
+		case !behind && n == 0:
+			t.Errorf("without write-behind no page of the copy is dirty: the check would pass whatever the copier does")
+		}
 	}
 }

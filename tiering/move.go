@@ -221,7 +221,7 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 		if st.Nlink > 1 {
 			err = fmt.Errorf("file has %d names: %w", st.Nlink, unix.EMLINK)
 		} else {
-			cp := &copier{ctx: ctx, limiter: o.Limiter, progress: o.Progress, total: st.Size}
+			cp := &copier{ctx: ctx, limiter: o.Limiter, progress: o.Progress, total: st.Size, writeBehind: true}
 			err = cp.sparse(dfd, srcfd, st.Size)
 		}
 	}
@@ -408,6 +408,41 @@ type copier struct {
 	progress func(done, total int64)
 	done     int64
 	total    int64
+
+	// writeBehind has the copy's pages written out as it goes, a window
+	// behind (see writtenBehind); synced is where that has reached.
+	writeBehind bool
+	synced      int64
+}
+
+// writeBehindWindow is how much of a copy may be queued for writing or
+// dirty at once when the copy writes behind itself.
+const writeBehindWindow = 8 << 20
+
+// writtenBehind starts writeback of [off,end), just copied, and waits
+// for what lies more than a window before end. Left to the kernel, a
+// lone copy to a slow disk dirties pages until the dirty limit throttles
+// it, and the flusher writes them in bursts with the disk idle between:
+// one move reached 0.6–0.8 of the disk's bandwidth, two at once all of
+// it. With the copy feeding the disk itself, it always has a window
+// queued, and the final fdatasync finds little left to do. A file system
+// without sync_file_range (EINVAL, ENOSYS) is left to the kernel.
+func (c *copier) writtenBehind(dst int, off, end int64) error {
+	if !c.writeBehind {
+		return nil
+	}
+	err := unix.SyncFileRange(dst, off, end-off, unix.SYNC_FILE_RANGE_WRITE)
+	if err == nil && end-writeBehindWindow > c.synced {
+		upTo := end - writeBehindWindow
+		err = unix.SyncFileRange(dst, c.synced, upTo-c.synced,
+			unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
+		c.synced = upTo
+	}
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.ESPIPE) {
+		c.writeBehind = false
+		return nil
+	}
+	return err
 }
 
 // chunk is the most copied between two pacing decisions.
@@ -476,6 +511,9 @@ func (c *copier) rangeAt(dst, src int, from, to int64) error {
 		}
 		if m == 0 {
 			return nil // source shorter than expected: size is set later
+		}
+		if err := c.writtenBehind(dst, off, off+m); err != nil {
+			return err
 		}
 		off += m
 		c.done += m

@@ -420,8 +420,9 @@ type Options struct {
 	// ReadAheadKB, when non-zero, is set as the mount's read-ahead
 	// (/sys/class/bdi/0:N/read_ahead_kb) after mounting: the kernel's
 	// default of 128 KiB makes a sequential reader (a consumer catching
-	// up) pay a round trip to the daemon per 128 KiB; reads are never
-	// larger than MaxWrite (1 MiB) anyway.
+	// up) pay a round trip to the daemon per 128 KiB. A READ is never
+	// larger than MaxWrite (1 MiB); a window of several keeps more than
+	// one in flight.
 	ReadAheadKB int
 	// IOUring serves requests over FUSE-over-io_uring, one queue per CPU,
 	// each served by threads bound to that CPU, so a request and its

@@ -40,10 +40,13 @@ type Config struct {
 
 const defaultControlMode os.FileMode = 0o600
 
-// DefaultReadAheadKB is read_ahead_kb's default: a sequential reader (a
-// consumer catching up) pays a round trip to the daemon per read-ahead
-// window, and 1 MiB is the most one FUSE read carries.
-const DefaultReadAheadKB = 1024
+// DefaultReadAheadKB is read_ahead_kb's default. A sequential reader (a
+// consumer catching up) waits for the daemon only when it reaches the
+// end of the read-ahead window; one FUSE READ carries at most 1 MiB, and
+// with 4 MiB several are in flight while the reader works: cold reads
+// 1715 → 2010 MB/s through /dev/fuse, 1416 → 1487 over io_uring (16 MiB
+// was no better than 1).
+const DefaultReadAheadKB = 4096
 
 // MaxReadAheadKB is the largest read_ahead_kb accepted (64 MiB).
 const MaxReadAheadKB = 65536

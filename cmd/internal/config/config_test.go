@@ -66,7 +66,7 @@ func TestParseValid(t *testing.T) {
 		t.Errorf("pmem = %+v, want defaults", c.PMem)
 	}
 	if c.Mount != d.Mount || c.Mount.SocketMode() != 0o600 || c.Mount.AllowOther ||
-		c.Mount.WritebackCache || c.Mount.ReadAheadKB != 1024 || !c.Mount.IOUring {
+		c.Mount.WritebackCache || c.Mount.ReadAheadKB != 4096 || !c.Mount.IOUring {
 		t.Errorf("mount = %+v, want defaults", c.Mount)
 	}
 	if c.Log.Level != "info" {

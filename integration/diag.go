@@ -3,9 +3,10 @@ package integration
 import (
 	"bufio"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -57,12 +58,12 @@ func processReport(pid int) string {
 		}
 	}
 	var parts []string
-	for _, st := range sortedKeys(states) {
+	for _, st := range slices.Sorted(maps.Keys(states)) {
 		b := states[st]
 		part := fmt.Sprintf("%d %s", b.n, st)
 		if len(b.wchan) > 0 {
 			var ws []string
-			for _, w := range sortedKeys(b.wchan) {
+			for _, w := range slices.Sorted(maps.Keys(b.wchan)) {
 				ws = append(ws, fmt.Sprintf("%s %d", w, b.wchan[w]))
 			}
 			part += " (" + strings.Join(ws, ", ") + ")"
@@ -70,15 +71,6 @@ func processReport(pid int) string {
 		parts = append(parts, part)
 	}
 	return fmt.Sprintf("pid %d: %d threads: %s", pid, len(tasks), strings.Join(parts, ", "))
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // fuseConnReport names the FUSE connection mounted on mnt and the number

@@ -26,14 +26,7 @@ func TestCopyAcrossFilesystems(t *testing.T) {
 	t.Cleanup(func() { unix.Unmount(fast, unix.MNT_DETACH) })
 	slow := t.TempDir() // the test machine's disk, not that tmpfs
 
-	want := make([]byte, 5<<20+123)
-	x := uint32(99)
-	for i := range want {
-		x ^= x << 13
-		x ^= x >> 17
-		x ^= x << 5
-		want[i] = byte(x)
-	}
+	want := noise(5<<20+123, 99)
 	srcPath := filepath.Join(fast, "src")
 	if err := os.WriteFile(srcPath, want, 0o644); err != nil {
 		t.Fatal(err)
@@ -94,14 +87,7 @@ func TestCopyAcrossFilesystems(t *testing.T) {
 func TestCopyWritesBehind(t *testing.T) {
 	dir := t.TempDir() // on the test machine's disk: pages get dirty
 	size := int64(3*writeBehindWindow + 5<<20 + 77)
-	data := make([]byte, size)
-	x := uint32(7)
-	for i := range data {
-		x ^= x << 13
-		x ^= x >> 17
-		x ^= x << 5
-		data[i] = byte(x)
-	}
+	data := noise(int(size), 7)
 	srcPath := filepath.Join(dir, "src")
 	if err := os.WriteFile(srcPath, data, 0o644); err != nil {
 		t.Fatal(err)
@@ -142,4 +128,18 @@ func TestCopyWritesBehind(t *testing.T) {
 			t.Errorf("without write-behind no page of the copy is dirty: the check would pass whatever the copier does")
 		}
 	}
+}
+
+// noise is n bytes of xorshift from seed: data no copy can get right by
+// accident.
+func noise(n int, seed uint32) []byte {
+	b := make([]byte, n)
+	x := seed
+	for i := range b {
+		x ^= x << 13
+		x ^= x >> 17
+		x ^= x << 5
+		b[i] = byte(x)
+	}
+	return b
 }

@@ -17,7 +17,8 @@ import (
 //  1. Register the file as open (so every handle shares its backing) and
 //     start recording the ranges that writers touch.
 //  2. Copy the data, sparse-aware, into .tierfs/staging/<ino> on the
-//     destination tier, without stopping I/O, and fdatasync it.
+//     destination tier, without stopping I/O, writing it out a window
+//     behind the copy (writtenBehind), and fdatasync it.
 //  3. Take the namespace lock and the file's write lock: no writer runs.
 //     Copy the recorded ranges again, set the size, copy mode, owner,
 //     times and user xattrs, fsync the copy.

@@ -414,6 +414,9 @@ type copier struct {
 	// behind (see writtenBehind); synced is where that has reached.
 	writeBehind bool
 	synced      int64
+	// noCopyRange: copy_file_range refused these two files (tiers on
+	// different filesystems); the next chunks go straight to splice.
+	noCopyRange bool
 }
 
 // writeBehindWindow is how much of a copy may be queued for writing or
@@ -506,7 +509,7 @@ func (c *copier) rangeAt(dst, src int, from, to int64) error {
 				return err
 			}
 		}
-		m, err := copyChunk(dst, src, off, n)
+		m, err := c.copyChunk(dst, src, off, n)
 		if err != nil {
 			return err
 		}
@@ -532,9 +535,10 @@ func ctxOr(ctx context.Context) context.Context {
 	return ctx
 }
 
-// copyChunk copies up to n bytes at off: copy_file_range, or read/write.
-func copyChunk(dst, src int, off, n int64) (int64, error) {
-	for {
+// copyChunk copies up to n bytes at off: copy_file_range until it is
+// refused for these files, then splice, or read/write.
+func (c *copier) copyChunk(dst, src int, off, n int64) (int64, error) {
+	for !c.noCopyRange {
 		roff, woff := off, off
 		m, err := unix.CopyFileRange(src, &roff, dst, &woff, int(n), 0)
 		if err == nil {
@@ -543,21 +547,22 @@ func copyChunk(dst, src int, off, n int64) (int64, error) {
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
-		if errors.Is(err, unix.EXDEV) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EOPNOTSUPP) {
-			// Tiers on different filesystems (tmpfs to xfs): the
-			// kernel copies once through a pipe, or, where a
-			// filesystem cannot splice, a read/write loop copies twice.
-			m, err := copySplice(dst, src, off, n)
-			if errors.Is(err, errNoSplice) {
-				if err := copyLoop(dst, src, off, off+n); err != nil {
-					return 0, err
-				}
-				return n, nil
-			}
-			return m, err
+		if !errors.Is(err, unix.EXDEV) && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EOPNOTSUPP) {
+			return 0, err
 		}
-		return 0, err
+		c.noCopyRange = true
 	}
+	// Tiers on different filesystems (tmpfs to xfs): the kernel copies
+	// once through a pipe, or, where a filesystem cannot splice, a
+	// read/write loop copies twice.
+	m, err := copySplice(dst, src, off, n)
+	if errors.Is(err, errNoSplice) {
+		if err := copyLoop(dst, src, off, off+n); err != nil {
+			return 0, err
+		}
+		return n, nil
+	}
+	return m, err
 }
 
 var errNoSplice = errors.New("no splice between these files")
@@ -586,10 +591,7 @@ func copySplice(dst, src int, off, n int64) (int64, error) {
 			if errors.Is(err, unix.EINTR) {
 				continue
 			}
-			if done == 0 && (errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP)) {
-				return 0, errNoSplice
-			}
-			return done, err
+			return done, spliceErr(err, done)
 		}
 		if k == 0 {
 			break // src ends here
@@ -600,16 +602,22 @@ func copySplice(dst, src int, off, n int64) (int64, error) {
 				if errors.Is(err, unix.EINTR) {
 					continue
 				}
-				if done == 0 && (errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP)) {
-					return 0, errNoSplice
-				}
-				return done, err
+				return done, spliceErr(err, done)
 			}
 			k -= w
 			done += w
 		}
 	}
 	return done, nil
+}
+
+// spliceErr is what copySplice returns for a failed splice after done
+// bytes: errNoSplice when nothing is copied yet and a file cannot splice.
+func spliceErr(err error, done int64) error {
+	if done == 0 && (errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EOPNOTSUPP)) {
+		return errNoSplice
+	}
+	return err
 }
 
 func copyLoop(dst, src int, from, to int64) error {

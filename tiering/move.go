@@ -104,6 +104,11 @@ type MoveOptions struct {
 // was planned for.
 var ErrChanged = errors.New("file changed since it was planned")
 
+// ErrGone is returned when the file was deleted while it was being moved
+// (Kafka deletes segments at any time): there is nothing left to move.
+// It is ENOENT to errors.Is, and not a failed move in the status.
+var ErrGone = fmt.Errorf("file deleted while it was being moved: %w", unix.ENOENT)
+
 // MoveWith is Move with options; ctx cancels the bulk copy.
 func (s *Store) MoveWith(ctx context.Context, rel string, to string, o MoveOptions) error {
 	dest, err := s.TierByName(to)
@@ -255,11 +260,11 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	p, unlinked := f.path, f.unlinked
 	s.openMu.Unlock()
 	if unlinked || p == nil {
-		return s.moveDone(f, src, dest, 0, start, unix.ENOENT)
+		return s.moveDone(f, src, dest, 0, start, ErrGone)
 	}
 	comps, ok := p.Components()
 	if !ok || len(comps) == 0 {
-		return s.moveDone(f, src, dest, 0, start, unix.ENOENT)
+		return s.moveDone(f, src, dest, 0, start, ErrGone)
 	}
 	if err := unix.Fstat(f.fd, &st); err != nil {
 		return s.moveDone(f, src, dest, 0, start, err)
@@ -382,9 +387,10 @@ func (s *Store) moveDone(f *File, src, dest *Tier, bytes int64, start time.Time,
 	f.dirty = nil
 	f.dmu.Unlock()
 	f.moving.Store(false)
+	moot := errors.Is(err, context.Canceled) || errors.Is(err, ErrGone)
 	s.statsMu.Lock()
-	if errors.Is(err, context.Canceled) {
-		// Shutdown: not a failure.
+	if moot {
+		// Shutdown, or the file went meanwhile: not a failure.
 	} else if err != nil {
 		s.stats.Failed++
 		s.stats.LastError = err.Error()
@@ -394,8 +400,10 @@ func (s *Store) moveDone(f *File, src, dest *Tier, bytes int64, start time.Time,
 	}
 	s.statsMu.Unlock()
 	ev := s.log.Debug()
-	if err != nil && !errors.Is(err, context.Canceled) {
+	if err != nil && !moot {
 		ev = s.log.Warn().Err(err)
+	} else if err != nil {
+		ev = ev.Err(err)
 	}
 	ev.Str("from", src.Name).Str("to", dest.Name).Uint64("ino", f.ino).Int64("bytes", bytes).Dur("dur", time.Since(start)).Msg("move")
 	return err

@@ -47,6 +47,7 @@ func (f *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32,
 	if err != nil && n == 0 {
 		return 0, f.errno("write", err)
 	}
+	f.node.fs.drop.wrote(f.node, off, n)
 	return uint32(n), 0
 }
 

@@ -77,6 +77,10 @@ type reply struct {
 	Reads uint64 `json:"reads,omitempty"`
 	// Pipes answers "reads" too: the splice pipes go-fuse has made.
 	Pipes int `json:"pipes,omitempty"`
+	// Dropped answers "dropped": the pages dropped from the kernel's
+	// cache after writes completed them (drop.go), once those queued
+	// are sent.
+	Dropped uint64 `json:"dropped,omitempty"`
 }
 
 type uringInfo struct {
@@ -165,6 +169,8 @@ func serve(cfgJSON string) int {
 		case "reads":
 			rep.Reads = root.fs.Reads.Load()
 			rep.Pipes = splice.Total()
+		case "dropped":
+			rep.Dropped = srv.DroppedPages()
 		case "uring":
 			rep.URing = &uringInfo{Active: srv.IOUring(), Served: srv.URingServed()}
 		case "settle":

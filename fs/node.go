@@ -26,6 +26,10 @@ type FS struct {
 	// Reads counts the READ requests that reached the daemon (those the
 	// kernel's page cache did not answer).
 	Reads atomic.Uint64
+	// drop drops the pages writes complete in part from the kernel's
+	// cache (drop.go); nil with the write-back cache. Set by Mount
+	// before the first request is served.
+	drop *pageDropper
 }
 
 // Node is a file or directory of the mount.
@@ -439,6 +443,7 @@ type Server struct {
 	mountpoint string
 	uring      *uringServer // nil unless requests come over io_uring
 	ownMount   bool         // mounted here, by descriptor, not by go-fuse
+	drop       *pageDropper
 }
 
 // IOUring reports whether requests are served over io_uring.
@@ -489,7 +494,12 @@ func (s *Server) Wait() {
 	if s.uring != nil {
 		s.uring.wait()
 	}
+	s.drop.stop()
 }
+
+// DroppedPages waits until the pages queued to be dropped from the
+// kernel's cache are (drop.go), and counts those dropped so far.
+func (s *Server) DroppedPages() uint64 { return s.drop.sync() }
 
 // Mount serves the store at mountpoint; the caller waits on the server.
 func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
@@ -565,6 +575,10 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 		return nil, err
 	}
 	s.Server = srv
+	if !o.WritebackCache {
+		root.fs.drop = newPageDropper()
+		s.drop = root.fs.drop
+	}
 	if s.uring != nil {
 		// INIT is answered: serve over io_uring if the kernel agreed.
 		if k := srv.KernelSettings(); k.Flags64()&fuse.CAP_OVER_IO_URING == 0 {
@@ -578,11 +592,13 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 			s.uring = nil
 			unix.Unmount(mountpoint, unix.MNT_DETACH)
 			go srv.Serve()
+			s.drop.stop()
 			return nil, fmt.Errorf("io_uring: %w", err)
 		}
 	}
 	go srv.Serve()
 	if err := srv.WaitMount(); err != nil {
+		s.drop.stop()
 		return nil, err
 	}
 	if o.ReadAheadKB > 0 {

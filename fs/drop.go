@@ -1,0 +1,119 @@
+package fs
+
+import (
+	"os"
+	"sync"
+	"sync/atomic"
+)
+
+// Pages that a write completed after an earlier write had left them in part
+// are dropped from the kernel's page cache, so that a reader gets them by
+// read-ahead instead of one synchronous READ each.
+//
+// Without the write-back cache the kernel copies a write into its page
+// cache and sends it on; a page that the write covers only in part, and
+// that was not up to date before, stays not up to date (the kernel does not
+// read the rest of it first), and the next write that fills the rest of it
+// does not make it up to date either, since it too covers only part. Kafka
+// appends batches that end anywhere in a page, so one page per batch stays
+// in the cache not up to date for good. A reader (a consumer right behind
+// the producer) finds such a page in the cache and reads it on its own: one
+// synchronous 4 KiB READ per batch, a round trip each, while the rest of
+// the data comes from the cache. A page that is not in the cache at all is
+// read with the read-ahead: asynchronously, with the pages after it.
+//
+// So once a write has covered the end of a page whose beginning it did not
+// write (the page is complete and no append will touch it again), that page
+// is dropped with FUSE_NOTIFY_INVAL_INODE. The drop is always safe: without
+// the write-back cache every write is in the backing before the kernel
+// unlocks its pages, so the cache holds nothing the daemon lacks; the
+// kernel drops the page under its lock, after the write that holds it. The
+// notification cannot be sent from the WRITE itself (the kernel holds the
+// page locked until the reply, and the drop waits for that lock), so a
+// goroutine sends them, in order. A full queue loses a drop, which costs a
+// synchronous READ later, nothing else. With the write-back cache the
+// kernel reads a page before writing part of it; nothing is dropped there.
+type pageDropper struct {
+	q        chan dropReq
+	done     chan struct{}
+	stopOnce sync.Once
+	dropped  atomic.Uint64
+}
+
+type dropReq struct {
+	n   *Node
+	off int64
+	// synced, when not nil, is a marker: closed once every drop queued
+	// before it was sent.
+	synced chan struct{}
+}
+
+var pageSize = int64(os.Getpagesize())
+
+func newPageDropper() *pageDropper {
+	d := &pageDropper{q: make(chan dropReq, 1024), done: make(chan struct{})}
+	go d.run()
+	return d
+}
+
+func (d *pageDropper) run() {
+	for {
+		select {
+		case r := <-d.q:
+			if r.synced != nil {
+				close(r.synced)
+				continue
+			}
+			// ENOENT: the kernel has forgotten the inode, and its
+			// pages with it. Anything else: the mount is going away.
+			if r.n.NotifyContent(r.off, pageSize) == 0 {
+				d.dropped.Add(1)
+			}
+		case <-d.done:
+			return
+		}
+	}
+}
+
+// wrote notes that a write put n bytes at off, and queues the page it
+// completed, if it did: the page holding off, when off is not at its start
+// and the write reaches the page's end.
+func (d *pageDropper) wrote(node *Node, off int64, n int) {
+	if d == nil || n <= 0 {
+		return
+	}
+	page := off &^ (pageSize - 1)
+	if page == off || off+int64(n) < page+pageSize {
+		return
+	}
+	select {
+	case d.q <- dropReq{n: node, off: page}:
+	default:
+	}
+}
+
+// sync waits until every drop queued before it was sent, and says how
+// many pages were dropped so far.
+func (d *pageDropper) sync() uint64 {
+	if d == nil {
+		return 0
+	}
+	c := make(chan struct{})
+	select {
+	case d.q <- dropReq{synced: c}:
+	case <-d.done:
+		return d.dropped.Load()
+	}
+	select {
+	case <-c:
+	case <-d.done:
+	}
+	return d.dropped.Load()
+}
+
+// stop ends the goroutine; later writes queue nothing it would send.
+func (d *pageDropper) stop() {
+	if d != nil {
+		d.stopOnce.Do(func() { close(d.done) })
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Pages that a write completed after an earlier write had left them in part
@@ -30,11 +31,21 @@ import (
 // kernel drops the page under its lock, after the write that holds it. The
 // notification cannot be sent from the WRITE itself (the kernel holds the
 // page locked until the reply, and the drop waits for that lock), so a
-// goroutine sends them, in order. A full queue loses a drop, which costs a
-// synchronous READ later, nothing else. With the write-back cache the
-// kernel reads a page before writing part of it; nothing is dropped there.
+// goroutine sends them. It is woken once per dropBatch pages, or dropDelay
+// after the first page of a batch, not once per write: on a busy machine
+// waking it for every Kafka batch cost the producer more than the drops
+// gave back. A reader that gets to a page before its drop, like a page
+// skipped because maxPending are waiting, costs a synchronous READ, nothing
+// else. With the write-back cache the kernel reads a page before writing part of it;
+// nothing is dropped there.
 type pageDropper struct {
-	q        chan dropReq
+	mu      sync.Mutex
+	pending []dropReq
+	armed   bool // the timer will kick the goroutine
+	timer   *time.Timer
+
+	kick     chan struct{} // one slot: wake the goroutine
+	synced   chan chan struct{}
 	done     chan struct{}
 	stopOnce sync.Once
 	dropped  atomic.Uint64
@@ -43,34 +54,59 @@ type pageDropper struct {
 type dropReq struct {
 	n   *Node
 	off int64
-	// synced, when not nil, is a marker: closed once every drop queued
-	// before it was sent.
-	synced chan struct{}
 }
+
+const (
+	dropBatch  = 32
+	dropDelay  = 5 * time.Millisecond
+	maxPending = 4096
+)
 
 var pageSize = int64(os.Getpagesize())
 
 func newPageDropper() *pageDropper {
-	d := &pageDropper{q: make(chan dropReq, 1024), done: make(chan struct{})}
+	d := &pageDropper{
+		kick:   make(chan struct{}, 1),
+		synced: make(chan chan struct{}),
+		done:   make(chan struct{}),
+	}
+	d.timer = time.AfterFunc(time.Hour, d.wake)
+	d.timer.Stop()
 	go d.run()
 	return d
 }
 
+func (d *pageDropper) wake() {
+	select {
+	case d.kick <- struct{}{}:
+	default:
+	}
+}
+
 func (d *pageDropper) run() {
+	var batch []dropReq
 	for {
+		var synced chan struct{}
 		select {
-		case r := <-d.q:
-			if r.synced != nil {
-				close(r.synced)
-				continue
-			}
+		case <-d.kick:
+		case synced = <-d.synced:
+		case <-d.done:
+			return
+		}
+		d.mu.Lock()
+		batch, d.pending = d.pending, batch[:0]
+		d.armed = false
+		d.mu.Unlock()
+		for _, r := range batch {
 			// ENOENT: the kernel has forgotten the inode, and its
 			// pages with it. Anything else: the mount is going away.
 			if r.n.NotifyContent(r.off, pageSize) == 0 {
 				d.dropped.Add(1)
 			}
-		case <-d.done:
-			return
+		}
+		clear(batch) // let the nodes go
+		if synced != nil {
+			close(synced)
 		}
 	}
 }
@@ -86,34 +122,45 @@ func (d *pageDropper) wrote(node *Node, off int64, n int) {
 	if page == off || off+int64(n) < page+pageSize {
 		return
 	}
-	select {
-	case d.q <- dropReq{n: node, off: page}:
-	default:
+	d.mu.Lock()
+	if len(d.pending) >= maxPending {
+		d.mu.Unlock()
+		return
+	}
+	d.pending = append(d.pending, dropReq{n: node, off: page})
+	full := len(d.pending) >= dropBatch
+	arm := !full && !d.armed
+	if arm {
+		d.armed = true
+		d.timer.Reset(dropDelay)
+	}
+	d.mu.Unlock()
+	if full {
+		d.wake()
 	}
 }
 
-// sync waits until every drop queued before it was sent, and says how
-// many pages were dropped so far.
+// sync sends the drops queued so far, and says how many pages were
+// dropped since the mount.
 func (d *pageDropper) sync() uint64 {
 	if d == nil {
 		return 0
 	}
 	c := make(chan struct{})
 	select {
-	case d.q <- dropReq{synced: c}:
-	case <-d.done:
-		return d.dropped.Load()
-	}
-	select {
-	case <-c:
+	case d.synced <- c:
+		<-c
 	case <-d.done:
 	}
 	return d.dropped.Load()
 }
 
-// stop ends the goroutine; later writes queue nothing it would send.
+// stop ends the goroutine; what is still queued is not sent.
 func (d *pageDropper) stop() {
 	if d != nil {
-		d.stopOnce.Do(func() { close(d.done) })
+		d.stopOnce.Do(func() {
+			d.timer.Stop()
+			close(d.done)
+		})
 	}
 }

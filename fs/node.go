@@ -26,9 +26,10 @@ type FS struct {
 	// Reads counts the READ requests that reached the daemon (those the
 	// kernel's page cache did not answer).
 	Reads atomic.Uint64
-	// drop drops the pages writes complete in part from the kernel's
-	// cache (drop.go); nil with the write-back cache. Set by Mount
-	// before the first request is served.
+	// drop takes out of the kernel's cache the pages that a write
+	// completed after earlier writes had left them in part (drop.go);
+	// nil with the write-back cache. Set by Mount before the first
+	// request is served.
 	drop *pageDropper
 }
 
@@ -497,8 +498,8 @@ func (s *Server) Wait() {
 	s.drop.stop()
 }
 
-// DroppedPages waits until the pages queued to be dropped from the
-// kernel's cache are (drop.go), and counts those dropped so far.
+// DroppedPages sends the page drops still queued (drop.go) and counts
+// the pages dropped from the kernel's cache since the mount.
 func (s *Server) DroppedPages() uint64 { return s.drop.sync() }
 
 // Mount serves the store at mountpoint; the caller waits on the server.

@@ -58,6 +58,8 @@ type serverConfig struct {
 	Writeback bool `json:"writeback,omitempty"`
 	// IOUring serves requests over FUSE-over-io_uring.
 	IOUring bool `json:"io_uring,omitempty"`
+	// DirectIO opens files for direct I/O ([mount] direct_io).
+	DirectIO bool `json:"direct_io,omitempty"`
 }
 
 type request struct {
@@ -81,6 +83,8 @@ type reply struct {
 	// cache after writes completed them (drop.go), once those queued
 	// are sent.
 	Dropped uint64 `json:"dropped,omitempty"`
+	// Direct answers "directio": whether files are opened for direct I/O.
+	Direct bool `json:"direct,omitempty"`
 }
 
 type uringInfo struct {
@@ -115,7 +119,7 @@ func serve(cfgJSON string) int {
 		return 2
 	}
 	root := NewRoot(st, log)
-	srv, err := Mount(root, cfg.Mountpoint, Options{AllowOther: cfg.AllowOther, WritebackCache: cfg.Writeback, IOUring: cfg.IOUring, ReadAheadKB: testReadAheadKB})
+	srv, err := Mount(root, cfg.Mountpoint, Options{AllowOther: cfg.AllowOther, WritebackCache: cfg.Writeback, IOUring: cfg.IOUring, DirectIO: cfg.DirectIO, ReadAheadKB: testReadAheadKB})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -169,6 +173,8 @@ func serve(cfgJSON string) int {
 		case "reads":
 			rep.Reads = root.fs.Reads.Load()
 			rep.Pipes = splice.Total()
+		case "directio":
+			rep.Direct = srv.DirectIO()
 		case "dropped":
 			rep.Dropped = srv.DroppedPages()
 		case "uring":
@@ -229,6 +235,7 @@ type mountOpt struct {
 	allowOther bool         // mount with allow_other (and default_permissions)
 	writeback  bool         // mount with the kernel's write-back cache
 	iouring    bool         // serve over FUSE-over-io_uring
+	directIO   bool         // open files for direct I/O
 }
 
 var tierNames = []string{"fast", "slow", "cold", "colder"}
@@ -281,6 +288,7 @@ func mount(t testing.TB, o mountOpt) *testMount {
 	cfg.AllowOther = o.allowOther
 	cfg.Writeback = o.writeback || os.Getenv("TIERFS_TEST_WRITEBACK") == "1"
 	cfg.IOUring = o.iouring || os.Getenv("TIERFS_TEST_IOURING") == "1"
+	cfg.DirectIO = o.directIO || os.Getenv("TIERFS_TEST_DIRECTIO") == "1"
 	cfg.Mountpoint = filepath.Join(base, "mnt")
 	if err := os.Mkdir(cfg.Mountpoint, 0o755); err != nil {
 		t.Fatal(err)

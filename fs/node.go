@@ -31,6 +31,9 @@ type FS struct {
 	// nil with the write-back cache. Set by Mount before the first
 	// request is served.
 	drop *pageDropper
+	// openFlags answer every open: FOPEN_KEEP_CACHE, or FOPEN_DIRECT_IO
+	// with [mount] direct_io. Set by Mount before the first request.
+	openFlags uint32
 }
 
 // Node is a file or directory of the mount.
@@ -75,7 +78,7 @@ var (
 
 // NewRoot makes the root node of a mount of store.
 func NewRoot(store *tiering.Store, log zerolog.Logger) *Node {
-	return &Node{fs: &FS{Store: store, Log: log}}
+	return &Node{fs: &FS{Store: store, Log: log, openFlags: fuse.FOPEN_KEEP_CACHE}}
 }
 
 // Components implements tiering.Path: the node's names from the root. It
@@ -235,8 +238,10 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		return nil, 0, n.errno("open", err)
 	}
 	// The backing is written only through us, so the kernel's page cache
-	// stays valid across opens and moves.
-	return &fileHandle{h: h, node: n}, fuse.FOPEN_KEEP_CACHE, 0
+	// stays valid across opens and moves (FOPEN_KEEP_CACHE; with direct
+	// I/O only sendfile and mmap use it, and a direct write drops the
+	// pages it covers).
+	return &fileHandle{h: h, node: n}, n.fs.openFlags, 0
 }
 
 func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
@@ -245,7 +250,7 @@ func (n *Node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, n.errno("create", err)
 	}
 	ch := n.child(ctx, name, &a, out)
-	return ch, &fileHandle{h: h, node: ch.Operations().(*Node)}, fuse.FOPEN_KEEP_CACHE, 0
+	return ch, &fileHandle{h: h, node: ch.Operations().(*Node)}, n.fs.openFlags, 0
 }
 
 func (n *Node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
@@ -435,6 +440,12 @@ type Options struct {
 	// CONFIG_FUSE_IO_URING and /sys/module/fuse/parameters/enable_uring
 	// set to Y; without them the mount stays on /dev/fuse.
 	IOUring bool
+	// DirectIO opens files with FOPEN_DIRECT_IO: READ and WRITE bypass the
+	// mount's page cache, while sendfile/splice and shared mmap still use
+	// it (FUSE_DIRECT_IO_ALLOW_MMAP). Without that capability from the
+	// kernel (before Linux 6.6) an mmap of such a file would fail, so the
+	// mount keeps the page cache and says so in the log.
+	DirectIO bool
 }
 
 // Server is a mounted tierfs: go-fuse's server, and the io_uring queues
@@ -445,6 +456,7 @@ type Server struct {
 	uring      *uringServer // nil unless requests come over io_uring
 	ownMount   bool         // mounted here, by descriptor, not by go-fuse
 	drop       *pageDropper
+	directIO   bool
 }
 
 // IOUring reports whether requests are served over io_uring.
@@ -498,6 +510,9 @@ func (s *Server) Wait() {
 	s.drop.stop()
 }
 
+// DirectIO reports whether files are opened for direct I/O.
+func (s *Server) DirectIO() bool { return s.directIO }
+
 // DroppedPages sends the page drops still queued (drop.go) and counts
 // the pages dropped from the kernel's cache since the mount.
 func (s *Server) DroppedPages() uint64 { return s.drop.sync() }
@@ -538,6 +553,9 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 	if o.WritebackCache {
 		mo.ExtraCapabilities |= fuse.CAP_WRITEBACK_CACHE
 	}
+	if o.DirectIO {
+		mo.ExtraCapabilities |= fuse.CAP_DIRECT_IO_ALLOW_MMAP
+	}
 	opts := &gofs.Options{
 		MountOptions:    mo,
 		EntryTimeout:    &sec,
@@ -576,7 +594,16 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 		return nil, err
 	}
 	s.Server = srv
-	if !o.WritebackCache {
+	if o.DirectIO {
+		if srv.KernelSettings().Flags64()&fuse.CAP_DIRECT_IO_ALLOW_MMAP != 0 {
+			root.fs.openFlags = fuse.FOPEN_DIRECT_IO | fuse.FOPEN_KEEP_CACHE
+			s.directIO = true
+		} else {
+			root.fs.Log.Warn().Msg("direct_io: the kernel cannot mmap files opened for direct I/O (FUSE_DIRECT_IO_ALLOW_MMAP, Linux 6.6); keeping the page cache")
+		}
+	}
+	if !o.WritebackCache && root.fs.openFlags&fuse.FOPEN_DIRECT_IO == 0 {
+		// Writes fill the page cache only without direct I/O.
 		root.fs.drop = newPageDropper()
 		s.drop = root.fs.drop
 	}

@@ -38,6 +38,8 @@
 //	TIERFS_KAFKA_KEEP=1     keep the work directory (logs, configs, the
 //	                        tiers' contents) after the test, mounts removed;
 //	                        a test that fails always keeps it
+//	TIERFS_TEST_IOURING=1   every mount served over FUSE over io_uring
+//	TIERFS_TEST_DIRECTIO=1  every mount with [mount] direct_io = true
 //	JAVA=FILE               the java command (default: java on PATH)
 package integration
 

@@ -202,6 +202,10 @@ path = %q
 [log]
 level = %q
 %s`, o.FastType, fs.Fast, capacity, o.SlowType, fs.Slow, o.LogLevel, o.Extra)
+	if os.Getenv("TIERFS_TEST_DIRECTIO") == "1" {
+		// Every mount opens its files for direct I/O.
+		conf += "\n[mount]\ndirect_io = true\n"
+	}
 	if err := os.WriteFile(fs.Config, []byte(conf), 0o644); err != nil {
 		fatalf(t, "%v", err)
 	}

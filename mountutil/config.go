@@ -36,6 +36,13 @@ type Config struct {
 	// Default true; false always uses /dev/fuse. `tierfs mount
 	// --io-uring[=false]` overrides it.
 	IOUring bool `toml:"io_uring"`
+	// DirectIO opens every file with FOPEN_DIRECT_IO: reads and writes go
+	// to the daemon without passing through the mount's page cache (one
+	// copy less per write, and no partly written pages), while sendfile
+	// and mmap still use it (Kafka's consumers and index files; needs
+	// Linux 6.6+ for mmap, else the mount keeps the page cache). Faster
+	// writes, slower cold reads; default false (docs/perf.md, 12).
+	DirectIO bool `toml:"direct_io"`
 }
 
 const defaultControlMode os.FileMode = 0o600

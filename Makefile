@@ -33,7 +33,7 @@ endif
 # The race detector needs cgo.
 export CGO_ENABLED ?= 1
 
-.PHONY: all deps build test fmt-check vet unit fuzz test-iouring demo clean bench bench-deps
+.PHONY: all deps build test fmt-check vet unit fuzz test-iouring test-directio demo clean bench bench-deps
 
 # kafka-jars and test-kafka: a real Kafka broker on a tierfs mount.
 include integration/kafka.mk
@@ -86,6 +86,14 @@ test: deps
 	$(MAKE) --no-print-directory fuzz
 	$(MAKE) --no-print-directory test-kafka
 	$(MAKE) --no-print-directory test-iouring
+	$(MAKE) --no-print-directory test-directio
+
+# The fs tests and two Kafka drills again with every mount opening its
+# files for direct I/O ([mount] direct_io, opt-in).
+DIRECTIO_KAFKA_RUN := ^(TestKafkaProduceConsume|TestKafkaTierfsKilled)$$
+test-directio: build kafka-jars
+	TIERFS_TEST_DIRECTIO=1 $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./fs/
+	TIERFS_TEST_DIRECTIO=1 $(MAKE) --no-print-directory test-kafka KAFKA_TEST_RUN='$(DIRECTIO_KAFKA_RUN)'
 
 # The fs tests and the Kafka drills that move, spill and kill, again with
 # every mount served over FUSE over io_uring ([mount] io_uring). The

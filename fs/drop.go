@@ -36,8 +36,9 @@ import (
 // waking it for every Kafka batch cost the producer more than the drops
 // gave back. A reader that gets to a page before its drop, like a page
 // skipped because maxPending are waiting, costs a synchronous READ, nothing
-// else. With the write-back cache the kernel reads a page before writing part of it;
-// nothing is dropped there.
+// else. Nothing is dropped with the write-back cache (the kernel reads a
+// page before writing part of it) nor with direct I/O (writes do not go
+// through the cache).
 type pageDropper struct {
 	mu      sync.Mutex
 	pending []dropReq

@@ -28,8 +28,8 @@ type FS struct {
 	Reads atomic.Uint64
 	// drop takes out of the kernel's cache the pages that a write
 	// completed after earlier writes had left them in part (drop.go);
-	// nil with the write-back cache. Set by Mount before the first
-	// request is served.
+	// nil with the write-back cache or direct I/O. Set by Mount before
+	// the first request is served.
 	drop *pageDropper
 	// openFlags answer every open: FOPEN_KEEP_CACHE, or FOPEN_DIRECT_IO
 	// with [mount] direct_io. Set by Mount before the first request.
@@ -455,8 +455,7 @@ type Server struct {
 	mountpoint string
 	uring      *uringServer // nil unless requests come over io_uring
 	ownMount   bool         // mounted here, by descriptor, not by go-fuse
-	drop       *pageDropper
-	directIO   bool
+	fs         *FS
 }
 
 // IOUring reports whether requests are served over io_uring.
@@ -507,15 +506,15 @@ func (s *Server) Wait() {
 	if s.uring != nil {
 		s.uring.wait()
 	}
-	s.drop.stop()
+	s.fs.drop.stop()
 }
 
 // DirectIO reports whether files are opened for direct I/O.
-func (s *Server) DirectIO() bool { return s.directIO }
+func (s *Server) DirectIO() bool { return s.fs.openFlags&fuse.FOPEN_DIRECT_IO != 0 }
 
 // DroppedPages sends the page drops still queued (drop.go) and counts
 // the pages dropped from the kernel's cache since the mount.
-func (s *Server) DroppedPages() uint64 { return s.drop.sync() }
+func (s *Server) DroppedPages() uint64 { return s.fs.drop.sync() }
 
 // Mount serves the store at mountpoint; the caller waits on the server.
 func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
@@ -566,7 +565,7 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 	}
 	// gofs.Mount, with the node bridge wrapped in killprivFS.
 	rawFS := killprivFS{gofs.NewNodeFS(root, opts)}
-	s := &Server{mountpoint: mountpoint}
+	s := &Server{mountpoint: mountpoint, fs: root.fs}
 	target := mountpoint
 	devFd := -1
 	if o.IOUring {
@@ -597,15 +596,13 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 	if o.DirectIO {
 		if srv.KernelSettings().Flags64()&fuse.CAP_DIRECT_IO_ALLOW_MMAP != 0 {
 			root.fs.openFlags = fuse.FOPEN_DIRECT_IO | fuse.FOPEN_KEEP_CACHE
-			s.directIO = true
 		} else {
 			root.fs.Log.Warn().Msg("direct_io: the kernel cannot mmap files opened for direct I/O (FUSE_DIRECT_IO_ALLOW_MMAP, Linux 6.6); keeping the page cache")
 		}
 	}
-	if !o.WritebackCache && root.fs.openFlags&fuse.FOPEN_DIRECT_IO == 0 {
+	if !o.WritebackCache && !s.DirectIO() {
 		// Writes fill the page cache only without direct I/O.
 		root.fs.drop = newPageDropper()
-		s.drop = root.fs.drop
 	}
 	if s.uring != nil {
 		// INIT is answered: serve over io_uring if the kernel agreed.
@@ -620,13 +617,13 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 			s.uring = nil
 			unix.Unmount(mountpoint, unix.MNT_DETACH)
 			go srv.Serve()
-			s.drop.stop()
+			root.fs.drop.stop()
 			return nil, fmt.Errorf("io_uring: %w", err)
 		}
 	}
 	go srv.Serve()
 	if err := srv.WaitMount(); err != nil {
-		s.drop.stop()
+		root.fs.drop.stop()
 		return nil, err
 	}
 	if o.ReadAheadKB > 0 {

@@ -455,6 +455,7 @@ type Server struct {
 	mountpoint string
 	uring      *uringServer // nil unless requests come over io_uring
 	ownMount   bool         // mounted here, by descriptor, not by go-fuse
+	writeback  bool         // the kernel caches writes (FUSE_WRITEBACK_CACHE agreed)
 	fs         *FS
 }
 
@@ -511,6 +512,33 @@ func (s *Server) Wait() {
 
 // DirectIO reports whether files are opened for direct I/O.
 func (s *Server) DirectIO() bool { return s.fs.openFlags&fuse.FOPEN_DIRECT_IO != 0 }
+
+// WritebackCache reports whether the kernel caches writes and sends them
+// later (asked for, and offered by the kernel).
+func (s *Server) WritebackCache() bool { return s.writeback }
+
+// Data paths, as DataPath names them.
+const (
+	DataPageCache = "page cache"
+	DataWriteback = "write-back cache"
+	DataDirectIO  = "direct I/O"
+)
+
+// DataPath says how file data moves between programs and the daemon:
+// DataPageCache (writes pass through the kernel's page cache and are sent
+// at once; reads are cached), DataWriteback (writes stay in the page cache
+// until written back) or DataDirectIO (read and write bypass the page
+// cache; sendfile and mmap use it). Direct I/O wins over the write-back
+// cache for read and write.
+func (s *Server) DataPath() string {
+	switch {
+	case s.DirectIO():
+		return DataDirectIO
+	case s.writeback:
+		return DataWriteback
+	}
+	return DataPageCache
+}
 
 // DroppedPages sends the page drops still queued (drop.go) and counts
 // the pages dropped from the kernel's cache since the mount.
@@ -593,6 +621,7 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 		return nil, err
 	}
 	s.Server = srv
+	s.writeback = o.WritebackCache && srv.KernelSettings().Flags64()&fuse.CAP_WRITEBACK_CACHE != 0
 	if o.DirectIO {
 		if srv.KernelSettings().Flags64()&fuse.CAP_DIRECT_IO_ALLOW_MMAP != 0 {
 			root.fs.openFlags = fuse.FOPEN_DIRECT_IO | fuse.FOPEN_KEEP_CACHE

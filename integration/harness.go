@@ -39,7 +39,7 @@
 //	                        tiers' contents) after the test, mounts removed;
 //	                        a test that fails always keeps it
 //	TIERFS_TEST_IOURING=1   every mount served over FUSE over io_uring
-//	TIERFS_TEST_DIRECTIO=1  every mount with [mount] direct_io = true
+//	TIERFS_TEST_DIRECTIO=1  every mount with --direct-io (files opened for direct I/O)
 //	JAVA=FILE               the java command (default: java on PATH)
 package integration
 

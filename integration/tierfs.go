@@ -107,6 +107,9 @@ type TierfsOptions struct {
 	// mount when TIERFS_TEST_IOURING=1. Otherwise --io-uring=false: the
 	// mount is served through /dev/fuse whatever the kernel allows.
 	IOUring bool
+	// DirectIO mounts with --direct-io (files opened for direct I/O); so
+	// does every mount when TIERFS_TEST_DIRECTIO=1.
+	DirectIO bool
 }
 
 // Tierfs is a mounted tierfs with a tmpfs fast tier and a plain-directory
@@ -202,10 +205,6 @@ path = %q
 [log]
 level = %q
 %s`, o.FastType, fs.Fast, capacity, o.SlowType, fs.Slow, o.LogLevel, o.Extra)
-	if os.Getenv("TIERFS_TEST_DIRECTIO") == "1" {
-		// Every mount opens its files for direct I/O.
-		conf += "\n[mount]\ndirect_io = true\n"
-	}
 	if err := os.WriteFile(fs.Config, []byte(conf), 0o644); err != nil {
 		fatalf(t, "%v", err)
 	}
@@ -237,12 +236,16 @@ func (fs *Tierfs) Start(t *testing.T) {
 	}
 	defer logf.Close()
 	args := []string{"mount", "--config", fs.Config}
+	directIO := fs.opts.DirectIO || os.Getenv("TIERFS_TEST_DIRECTIO") == "1"
 	if fs.opts.IOUring || os.Getenv("TIERFS_TEST_IOURING") == "1" {
 		args = append(args, "--io-uring")
 	} else {
 		// The default is io_uring where the kernel allows it: say
 		// which transport the test measures.
 		args = append(args, "--io-uring=false")
+	}
+	if directIO {
+		args = append(args, "--direct-io")
 	}
 	cmd := exec.Command(fs.Bin, append(args, fs.Mnt)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
@@ -271,6 +274,13 @@ func (fs *Tierfs) Start(t *testing.T) {
 	}
 	if err != nil {
 		fatalf(t, "%v\n--- %s:\n%s", err, fs.Log, tail(fs.Log, 40))
+	}
+	if directIO {
+		// A kernel without FUSE_DIRECT_IO_ALLOW_MMAP keeps the page
+		// cache: the test would not be testing what it says.
+		if dp := fs.Status(t).Requests.DataPath; dp != "direct I/O" {
+			fatalf(t, "tierfs mount --direct-io: data path %q, want \"direct I/O\"\n--- %s:\n%s", dp, fs.Log, tail(fs.Log, 40))
+		}
 	}
 	t.Logf("tierfs mounted on %s (pid %d)", fs.Mnt, fs.p.cmd.Process.Pid)
 }
@@ -391,7 +401,11 @@ type StatusJSON struct {
 	} `json:"tiers"`
 	OpenFiles int         `json:"open_files"`
 	Policy    *PolicyJSON `json:"policy"`
-	Moves     struct {
+	Requests  struct {
+		Transport string `json:"transport"`
+		DataPath  string `json:"data_path"`
+	} `json:"requests"`
+	Moves struct {
 		Done       int64  `json:"done"`
 		Failed     int64  `json:"failed"`
 		BytesMoved int64  `json:"bytes_moved"`

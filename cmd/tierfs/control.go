@@ -76,7 +76,7 @@ type statusResponse struct {
 	Requests *requestsStatus `json:"requests,omitempty"`
 }
 
-// requestsStatus is the FUSE transport of the mount.
+// requestsStatus is the FUSE transport of the mount and its data path.
 type requestsStatus struct {
 	// Transport is "io_uring" or "/dev/fuse".
 	Transport string `json:"transport"`
@@ -85,6 +85,9 @@ type requestsStatus struct {
 	ThreadsPerQueue int `json:"threads_per_queue,omitempty"`
 	// ServedIOUring counts the requests answered over io_uring.
 	ServedIOUring uint64 `json:"served_io_uring,omitempty"`
+	// DataPath is how file data moves: "page cache", "write-back cache"
+	// or "direct I/O" (fs.Server.DataPath).
+	DataPath string `json:"data_path"`
 }
 
 // jobResponse is a queued move, in the replies of POST /v1/migrate,

@@ -19,10 +19,11 @@ var version = "dev"
 const usageText = `tierfs: a tiered filesystem for Kafka
 
 Usage:
-  tierfs mount --config FILE [--debug] [--writeback-cache] [--io-uring] MOUNTPOINT
+  tierfs mount --config FILE [--debug] [--writeback-cache] [--io-uring] [--direct-io] MOUNTPOINT
         mount the tiers described in FILE on MOUNTPOINT and serve it in the
         foreground until it is unmounted or SIGINT/SIGTERM arrives; the
-        flags override the file's [mount] writeback_cache and io_uring
+        flags override the file's [mount] writeback_cache, io_uring and
+        direct_io
   tierfs check --config FILE [MOUNTPOINT]
         validate FILE (and MOUNTPOINT) and print the effective configuration
   tierfs status [--json] MOUNTPOINT
@@ -64,7 +65,7 @@ var commands []*command
 
 func init() {
 	commands = []*command{
-		{name: "mount", args: "--config FILE [--debug] [--writeback-cache] [--io-uring] MOUNTPOINT", short: "mount and serve a tierfs in the foreground", setup: setupMount},
+		{name: "mount", args: "--config FILE [--debug] [--writeback-cache] [--io-uring] [--direct-io] MOUNTPOINT", short: "mount and serve a tierfs in the foreground", setup: setupMount},
 		{name: "check", args: "--config FILE [MOUNTPOINT]", short: "validate a configuration and print it", setup: setupCheck},
 		{name: "status", args: "[--json] MOUNTPOINT", short: "show the tiers of a mounted tierfs", setup: setupStatus},
 		{name: "ls", args: "[--json] [-r] PATH...", short: "show which tier holds each file", setup: setupLs},

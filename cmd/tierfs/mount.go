@@ -34,6 +34,8 @@ func setupMount(fs *flag.FlagSet) func([]string) int {
 	fs.Bool("writeback-cache", false, "let the kernel cache writes and send them in batches: faster small writes, "+
 		"but written data not yet fsynced is lost if the daemon dies (overrides [mount] writeback_cache)")
 	fs.Bool("io-uring", true, "serve FUSE requests over io_uring where the kernel allows it (overrides [mount] io_uring, default true)")
+	fs.Bool("direct-io", false, "open files for direct I/O: read and write bypass the page cache, sendfile and mmap use it; "+
+		"faster writes, slower consumers (overrides [mount] direct_io)")
 	return func(args []string) int {
 		// The kernel applied the caller's umask to the modes FUSE
 		// passes in already; applying ours again would be wrong.
@@ -54,6 +56,7 @@ func setupMount(fs *flag.FlagSet) func([]string) int {
 var mountFlags = []struct{ flag, key string }{
 	{"writeback-cache", "writeback_cache"},
 	{"io-uring", "io_uring"},
+	{"direct-io", "direct_io"},
 }
 
 // mountOverrides maps the [mount] keys whose flag was given to the
@@ -86,6 +89,9 @@ func (o mountOverrides) apply(m mountutil.Config) mountutil.Config {
 	}
 	if v, ok := o["io_uring"]; ok {
 		m.IOUring = v
+	}
+	if v, ok := o["direct_io"]; ok {
+		m.DirectIO = v
 	}
 	return m
 }
@@ -197,10 +203,11 @@ func mount(cfgPath, mountpoint string, debug bool, flags mountOverrides) int {
 	cs := newControlServer(store, pol, mp, log)
 	cs.requests = func() *requestsStatus {
 		if !server.IOUring() {
-			return &requestsStatus{Transport: "/dev/fuse"}
+			return &requestsStatus{Transport: "/dev/fuse", DataPath: server.DataPath()}
 		}
 		q, k := server.URingQueues()
-		return &requestsStatus{Transport: "io_uring", Queues: q, ThreadsPerQueue: k, ServedIOUring: server.URingServed()}
+		return &requestsStatus{Transport: "io_uring", Queues: q, ThreadsPerQueue: k, ServedIOUring: server.URingServed(),
+			DataPath: server.DataPath()}
 	}
 	ctl, err := listenControl(mp, cs, cfg.Mount.SocketMode(), gid)
 	if err != nil {
@@ -221,7 +228,7 @@ func mount(cfgPath, mountpoint string, debug bool, flags mountOverrides) int {
 		eng.Run(engCtx)
 	}()
 	log.Info().Str("mountpoint", mp).Strs("tiers", tierNames).Str("control", ctl.path).
-		Bool("writeback_cache", mcfg.WritebackCache).Int("read_ahead_kb", mcfg.ReadAheadKB).Bool("io_uring", mcfg.IOUring).Bool("direct_io", server.DirectIO()).Str("requests", cs.requests().Transport).
+		Bool("writeback_cache", server.WritebackCache()).Int("read_ahead_kb", mcfg.ReadAheadKB).Bool("io_uring", mcfg.IOUring).Bool("direct_io", server.DirectIO()).Str("requests", cs.requests().Transport).
 		Int("pid", os.Getpid()).Msg("mounted")
 
 	reason, forced := waitForExit(server, mp, served, sigs, func() { pol.Reload() }, log)

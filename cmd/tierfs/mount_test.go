@@ -21,16 +21,18 @@ import (
 // way; a flag not given leaves the file's value.
 func TestMountFlagsOverrideFile(t *testing.T) {
 	tests := []struct {
-		file      string // writeback_cache and io_uring in the file
-		args      []string
-		wb, uring bool
+		file           string // writeback_cache, io_uring and direct_io in the file
+		args           []string
+		wb, uring, dio bool
 	}{
-		{"off", nil, false, false},
-		{"on", nil, true, true},
-		{"off", []string{"--writeback-cache"}, true, false},
-		{"on", []string{"--writeback-cache=false"}, false, true},
-		{"off", []string{"--io-uring"}, false, true},
-		{"on", []string{"--io-uring=false", "--writeback-cache=true"}, true, false},
+		{"off", nil, false, false, false},
+		{"on", nil, true, true, true},
+		{"off", []string{"--writeback-cache"}, true, false, false},
+		{"on", []string{"--writeback-cache=false"}, false, true, true},
+		{"off", []string{"--io-uring"}, false, true, false},
+		{"on", []string{"--io-uring=false", "--writeback-cache=true"}, true, false, true},
+		{"off", []string{"--direct-io"}, false, false, true},
+		{"on", []string{"--direct-io=false"}, true, true, false},
 	}
 	for _, tt := range tests {
 		t.Run(fmt.Sprintf("file %s %s", tt.file, strings.Join(tt.args, " ")), func(t *testing.T) {
@@ -41,11 +43,12 @@ func TestMountFlagsOverrideFile(t *testing.T) {
 				t.Fatal(err)
 			}
 			file := mountutil.DefaultConfig()
-			file.WritebackCache, file.IOUring = tt.file == "on", tt.file == "on"
+			file.WritebackCache, file.IOUring, file.DirectIO = tt.file == "on", tt.file == "on", tt.file == "on"
 			file.ReadAheadKB, file.AllowOther = 256, true
 			o := fsOptions(mountFlagOverrides(fs).apply(file), true)
-			if o.WritebackCache != tt.wb || o.IOUring != tt.uring {
-				t.Errorf("writeback %v, io_uring %v; want %v, %v", o.WritebackCache, o.IOUring, tt.wb, tt.uring)
+			if o.WritebackCache != tt.wb || o.IOUring != tt.uring || o.DirectIO != tt.dio {
+				t.Errorf("writeback %v, io_uring %v, direct_io %v; want %v, %v, %v",
+					o.WritebackCache, o.IOUring, o.DirectIO, tt.wb, tt.uring, tt.dio)
 			}
 			if o.ReadAheadKB != 256 || !o.AllowOther || !o.Debug {
 				t.Errorf("options %+v: want read-ahead 256, allow_other and debug from the file and --debug", o)
@@ -58,7 +61,7 @@ func TestMountFlagsOverrideFile(t *testing.T) {
 		"mount.writeback_cache: false -> true (--writeback-cache on the command line overrides it)"; got != want {
 		t.Errorf("note = %q, want %q", got, want)
 	}
-	for _, ch := range []string{"mount.io_uring: false -> true", "mount.read_ahead_kb: 1024 -> 512"} {
+	for _, ch := range []string{"mount.io_uring: false -> true", "mount.direct_io: false -> true", "mount.read_ahead_kb: 1024 -> 512"} {
 		if got := o.note(ch); got != ch {
 			t.Errorf("note(%q) = %q: no flag overrides that key", ch, got)
 		}
@@ -199,6 +202,52 @@ func TestStatusShowsTransport(t *testing.T) {
 			out := mustTierfs(t, "", "status", e.mnt)
 			if !strings.Contains(out, fmt.Sprintf("Requests: over io_uring, %d queues (one per CPU) of %d threads, ", r.Queues, r.ThreadsPerQueue)) {
 				t.Errorf("status output:\n%s", out)
+			}
+		})
+	}
+}
+
+// `tierfs status` says how file data moves (the data path in effect): the
+// page cache by default, direct I/O with --direct-io (or [mount]
+// direct_io), the write-back cache with --writeback-cache; the 'mounted'
+// log line agrees.
+func TestStatusShowsDataPath(t *testing.T) {
+	requireFUSE(t)
+	for _, tt := range []struct {
+		flags      []string
+		path, text string
+		dio, wb    bool
+	}{
+		{nil, tfs.DataPageCache, "Data: through the page cache (writes sent to the tiers at once, reads cached).", false, false},
+		{[]string{"--direct-io"}, tfs.DataDirectIO, "Data: direct I/O (read and write bypass the page cache; sendfile and mmap use it).", true, false},
+		{[]string{"--writeback-cache"}, tfs.DataWriteback, "Data: write-back cache (writes gathered by the kernel; what is not fsynced is lost if the daemon dies).", false, true},
+	} {
+		t.Run(tt.path, func(t *testing.T) {
+			t.Parallel()
+			e := newEnv(t)
+			e.setConfig(t, "", idlePolicy)
+			d := startDaemon(t, e, tt.flags...)
+			st, _ := statusJSON(t, e.mnt)
+			if st.Requests == nil || st.Requests.DataPath != tt.path {
+				t.Fatalf("requests %+v, want data_path %q", st.Requests, tt.path)
+			}
+			if out := mustTierfs(t, "", "status", e.mnt); !strings.Contains(out, tt.text) {
+				t.Errorf("status output, want %q:\n%s", tt.text, out)
+			}
+			var mounted struct {
+				Message        string `json:"message"`
+				DirectIO       *bool  `json:"direct_io"`
+				WritebackCache *bool  `json:"writeback_cache"`
+			}
+			sc := bufio.NewScanner(strings.NewReader(d.stderr.String()))
+			for sc.Scan() {
+				if json.Unmarshal(sc.Bytes(), &mounted) == nil && mounted.Message == "mounted" {
+					break
+				}
+				mounted.Message = ""
+			}
+			if mounted.DirectIO == nil || *mounted.DirectIO != tt.dio || mounted.WritebackCache == nil || *mounted.WritebackCache != tt.wb {
+				t.Errorf("the 'mounted' log line: %+v; want direct_io %v, writeback_cache %v", mounted, tt.dio, tt.wb)
 			}
 		})
 	}

@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	tfs "github.com/tierfs/tierfs/fs"
 	"github.com/tierfs/tierfs/mountutil"
 	"github.com/tierfs/tierfs/policy/engine"
 	"github.com/tierfs/tierfs/tiering"
@@ -125,6 +126,9 @@ func printStatus(st statusResponse) {
 		} else {
 			fmt.Fprintf(stdout, "Requests: through %s.\n", r.Transport)
 		}
+		if d, ok := dataPathText[r.DataPath]; ok {
+			fmt.Fprintf(stdout, "Data: %s.\n", d)
+		}
 	}
 	m := st.Moves
 	fmt.Fprintf(stdout, "\nOpen files: %d. Moves: %d done, %d failed, %s moved.\n",
@@ -135,6 +139,13 @@ func printStatus(st statusResponse) {
 	if st.Policy != nil {
 		printPolicy(st)
 	}
+}
+
+// dataPathText explains requestsStatus.DataPath in `tierfs status`.
+var dataPathText = map[string]string{
+	tfs.DataPageCache: "through the page cache (writes sent to the tiers at once, reads cached)",
+	tfs.DataWriteback: "write-back cache (writes gathered by the kernel; what is not fsynced is lost if the daemon dies)",
+	tfs.DataDirectIO:  "direct I/O (read and write bypass the page cache; sendfile and mmap use it)",
 }
 
 // printPolicy is the "Policy:" section of `tierfs status`.

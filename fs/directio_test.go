@@ -2,8 +2,11 @@ package fs
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
+	"runtime"
+	"sync/atomic"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -141,5 +144,118 @@ func TestDirectIO(t *testing.T) {
 	}
 	if got, err := os.ReadFile(filepath.Join(m.tiers[1], rel)); err != nil || !bytes.Equal(got, want) {
 		t.Errorf("backing on the slow tier: %v, equal %v", err, bytes.Equal(got, want))
+	}
+}
+
+// A broker's fetch (sendfile, through the page cache in every mode) right
+// behind its appends, concurrently: what it reads of the completed writes
+// is what was written. The read-ahead of a fetch reads the page holding
+// the end of the file while the next append may be on its way to the
+// daemon; the cache must not keep that page as it was before the append.
+func TestSendfileBehindWriter(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		o    mountOpt
+	}{{"page cache", mountOpt{}}, {"direct I/O", mountOpt{directIO: true}}} {
+		t.Run(tt.name, func(t *testing.T) {
+			m := mount(t, tt.o)
+			p := m.path("00000000000000000000.log")
+			w, err := os.Create(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer w.Close()
+			r, err := os.Open(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			want, sizes := kafkaBatches(2048) // about 32 MiB
+			var written atomic.Int64
+			errs := make(chan error, 1)
+			go func() {
+				off := 0
+				for _, n := range sizes {
+					if _, err := w.Write(want[off : off+n]); err != nil {
+						errs <- err
+						return
+					}
+					off += n
+					written.Store(int64(off))
+				}
+				errs <- nil
+			}()
+			// A second reader keeps reading the page that holds the
+			// end of the file, so that it is read while appends are on
+			// their way.
+			stop := make(chan struct{})
+			hammered := make(chan int)
+			go func() {
+				var hp [2]int
+				if err := unix.Pipe2(hp[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+					panic(err)
+				}
+				defer unix.Close(hp[0])
+				defer unix.Close(hp[1])
+				sink := make([]byte, 8192)
+				n := 0
+				for {
+					select {
+					case <-stop:
+						hammered <- n
+						return
+					default:
+					}
+					var st unix.Stat_t
+					if unix.Fstat(int(r.Fd()), &st) != nil || st.Size == 0 {
+						continue
+					}
+					off := (st.Size - 1) &^ (pageSize - 1)
+					if k, err := unix.Sendfile(hp[1], int(r.Fd()), &off, int(st.Size-off)); err == nil && k > 0 {
+						unix.Read(hp[0], sink)
+						n++
+					}
+				}
+			}()
+			defer func() { close(stop); t.Logf("%d reads of the last page", <-hammered) }()
+			var pp [2]int
+			if err := unix.Pipe2(pp[:], unix.O_CLOEXEC); err != nil {
+				t.Fatal(err)
+			}
+			pipeR := os.NewFile(uintptr(pp[0]), "pipe")
+			defer pipeR.Close()
+			defer unix.Close(pp[1])
+			buf := make([]byte, 64<<10)
+			fetches := 0
+			for pos := int64(0); pos < int64(len(want)); {
+				upTo := written.Load()
+				if upTo == pos {
+					runtime.Gosched() // the writer has the next batch on its way
+					continue
+				}
+				// One fetch: [pos, upTo) as the broker sends it, in
+				// pieces of at most 64 KiB (the pipe's size).
+				fetches++
+				for pos < upTo {
+					off := pos
+					k, err := unix.Sendfile(pp[1], int(r.Fd()), &off, int(min(int64(len(buf)), upTo-pos)))
+					if err != nil || k == 0 {
+						t.Fatalf("sendfile at %d of %d written: %d, %v", pos, upTo, k, err)
+					}
+					if _, err := io.ReadFull(pipeR, buf[:k]); err != nil {
+						t.Fatal(err)
+					}
+					if !bytes.Equal(buf[:k], want[pos:pos+int64(k)]) {
+						t.Fatalf("fetch %d: sendfile at %d (%d bytes, %d written): %s", fetches, pos, k, upTo,
+							firstDiff(buf[:k], want[pos:pos+int64(k)], int(pos)))
+					}
+					pos += int64(k)
+				}
+			}
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%d fetches of %d batches, %d READs answered", fetches, len(sizes), m.call(t, request{Op: "reads"}).Reads)
+		})
 	}
 }

@@ -22,7 +22,7 @@ import (
 // TestMicro measures the file system itself, without Kafka: six
 // workloads (a Go harness making the system calls directly, so it needs
 // nothing installed) on three targets over the SAME private tmpfs, and a
-// fourth over a tmpfs of its own:
+// fourth and a fifth over tmpfses of their own:
 //
 //	raw           a directory on the tmpfs (the limit);
 //	tierfs        a tierfs mount whose fast tier is that tmpfs (the slow
@@ -33,10 +33,12 @@ import (
 //	              directory;
 //	tierfs-uring  a second tierfs mount, the same but served over FUSE over
 //	              io_uring (--io-uring; the kernel's switch turned on for
-//	              the test), with a tmpfs of the same size as its fast tier.
+//	              the test), with a tmpfs of the same size as its fast tier;
+//	tierfs-direct a third tierfs mount, tierfs-uring with files opened for
+//	              direct I/O (--direct-io, opt-in).
 //
 // Every workload runs TIERFS_BENCH_RUNS times (default 3) on each target,
-// interleaved (ABCD, DCBA, ABCD, ...), after one warm-up write per target;
+// interleaved (ABCDE, EDCBA, ABCDE, ...), after one warm-up write per target;
 // the fragment docs/bench/micro.md has medians, spreads and ratios of
 // medians. TIERFS_BENCH_SCALE (default 1) scales the sizes: 512 MiB for
 // the sequential write at 1. It measures; it asserts nothing about speed.
@@ -77,6 +79,10 @@ func TestMicro(t *testing.T) {
 	// The same over FUSE over io_uring: a second mount, its own tmpfs.
 	fsU := mountTierfsURing(t, filepath.Join(dir, "tierfs-uring"), integration.TierfsOptions{
 		FastSize: tmpfsSize, Extra: policy})
+	// tierfs-uring with files opened for direct I/O.
+	fsD := mountTierfsURing(t, filepath.Join(dir, "tierfs-direct"), integration.TierfsOptions{
+		FastSize: tmpfsSize, Extra: policy, DirectIO: true})
+	directDir := mkdir(filepath.Join(fsD.Mnt, "bench-tierfs"))
 	rawDir := mkdir(filepath.Join(fs.Fast, "bench-raw"))
 	tierfsDir := mkdir(filepath.Join(fs.Mnt, "bench-tierfs"))
 	uringDir := mkdir(filepath.Join(fsU.Mnt, "bench-tierfs"))
@@ -94,7 +100,7 @@ func TestMicro(t *testing.T) {
 		}
 	})
 
-	targets := []microTarget{{"raw", rawDir}, {"tierfs", tierfsDir}, {"mergerfs", mfsMnt}, {"tierfs-uring", uringDir}}
+	targets := []microTarget{{"raw", rawDir}, {"tierfs", tierfsDir}, {"mergerfs", mfsMnt}, {"tierfs-uring", uringDir}, {"tierfs-direct", directDir}}
 	workloads := microWorkloads(p)
 	servedBefore := requireTransport(t, "tierfs-uring", fsU, transportURing).served()
 	start := time.Now()
@@ -110,7 +116,7 @@ func TestMicro(t *testing.T) {
 		for r := 0; r < runs; r++ {
 			for i := range targets {
 				tg := targets[i]
-				if r%2 == 1 { // ABCD DCBA: no target always first
+				if r%2 == 1 { // ABCDE EDCBA: no target always first
 					tg = targets[len(targets)-1-i]
 				}
 				unix.Sync()
@@ -136,6 +142,10 @@ func TestMicro(t *testing.T) {
 	if lines := fsU.ErrorLines(); len(lines) > 0 {
 		t.Errorf("tierfs-uring logged errors:\n%s", strings.Join(lines, "\n"))
 	}
+	stD := requireTransport(t, "tierfs-direct", fsD, transportURing)
+	if lines := fsD.ErrorLines(); len(lines) > 0 {
+		t.Errorf("tierfs-direct logged errors:\n%s", strings.Join(lines, "\n"))
+	}
 
 	// The report.
 	var rows [][]string
@@ -148,26 +158,42 @@ func TestMicro(t *testing.T) {
 	}
 	table := benchkit.Table([]string{"workload", "raw tmpfs", "tierfs", "mergerfs", "tierfs/raw", "tierfs/mergerfs",
 		"tierfs-uring", "tierfs-uring/raw", "tierfs-uring/mergerfs", "tierfs-uring/tierfs"}, rows)
+	// Direct I/O, against the same mount without it.
+	var drows [][]string
+	for _, w := range workloads {
+		m := res[w.name]
+		drows = append(drows, []string{w.name + ", " + w.unit, benchkit.Cell(m["tierfs-direct"]), benchkit.Ratio(m["tierfs-direct"], m["raw"]),
+			benchkit.Ratio(m["tierfs-direct"], m["mergerfs"]), benchkit.Ratio(m["tierfs-direct"], m["tierfs-uring"])})
+	}
+	dtable := benchkit.Table([]string{"workload", "tierfs-direct", "tierfs-direct/raw", "tierfs-direct/mergerfs", "tierfs-direct/tierfs-uring"}, drows)
 	ratio := func(w, a, b string) float64 {
 		return benchkit.Median(res[w][a]) / benchkit.Median(res[w][b])
 	}
-	// A target is judged on the better of tierfs's two transports.
+	// A target is judged on the best of tierfs's three configurations.
+	configs := []struct{ name, label string }{
+		{"tierfs", "/dev/fuse"}, {"tierfs-uring", "io_uring"}, {"tierfs-direct", "io_uring and direct I/O"}}
 	verdict := func(w, against string, goal float64) string {
-		x, y := ratio(w, "tierfs", against), ratio(w, "tierfs-uring", against)
-		best, other := "/dev/fuse", "io_uring"
-		if y > x || math.IsNaN(x) {
-			x, y = y, x
-			best, other = other, best
+		best, x := -1, math.NaN()
+		for i, c := range configs {
+			if r := ratio(w, c.name, against); r > x || math.IsNaN(x) {
+				best, x = i, r
+			}
+		}
+		var others []string
+		for i, c := range configs {
+			if i != best {
+				others = append(others, fmt.Sprintf("%s %s×", c.label, benchkit.Num(ratio(w, c.name, against))))
+			}
 		}
 		word := "**missed**"
 		if x >= goal {
 			word = "**met**"
 		}
-		return fmt.Sprintf("%s with %s (%s×; %s %s×)", word, best, benchkit.Num(x), other, benchkit.Num(y))
+		return fmt.Sprintf("%s with %s (%s×; %s)", word, configs[best].label, benchkit.Num(x), strings.Join(others, ", "))
 	}
 	seqName, appName := workloads[0].name, workloads[1].name
-	targetsText := fmt.Sprintf(`Targets of issue #6, each judged on the better of tierfs's two transports, named with its verdict
-(/dev/fuse: the tierfs target; io_uring: tierfs-uring), the other's figure after it:
+	targetsText := fmt.Sprintf(`Targets of issue #6, each judged on the best of tierfs's three configurations, named with its verdict
+(/dev/fuse: the tierfs target; io_uring: tierfs-uring; io_uring and direct I/O: tierfs-direct), the others' figures after it:
 
 - tierfs ≥ 1.5× mergerfs on 1 MiB sequential writes: %s
 - tierfs ≥ 1.5× mergerfs on 16 KiB appends with fsync every 1 MiB: %s
@@ -183,19 +209,29 @@ func TestMicro(t *testing.T) {
 	}
 	conf, _ := os.ReadFile(fs.Config)
 	W := func(s string) string { return strings.ReplaceAll(s, dir, "$W") }
-	// The io_uring mount's configuration: the same but for its paths.
-	confU, _ := os.ReadFile(fsU.Config)
-	uringConf := "`$W/tierfs-uring/tierfs.toml` is the same with `$W/tierfs-uring` for `$W/tierfs` in the paths.\n"
-	if W(strings.ReplaceAll(string(confU), filepath.Join(dir, "tierfs-uring"), filepath.Join(dir, "tierfs"))) != W(string(conf)) {
-		uringConf = "`$W/tierfs-uring/tierfs.toml`:\n\n" + microIndent(W(string(confU)), "    ") + "\n"
+	// The io_uring mounts' configurations: the same but for their paths.
+	var uringConf string
+	for _, o := range []struct {
+		name string
+		fs   *integration.Tierfs
+	}{{"tierfs-uring", fsU}, {"tierfs-direct", fsD}} {
+		c, _ := os.ReadFile(o.fs.Config)
+		if W(strings.ReplaceAll(string(c), filepath.Join(dir, o.name), filepath.Join(dir, "tierfs"))) == W(string(conf)) {
+			uringConf += fmt.Sprintf("`$W/%s/tierfs.toml` is the same with `$W/%s` for `$W/tierfs` in the paths.\n", o.name, o.name)
+		} else {
+			uringConf += fmt.Sprintf("`$W/%s/tierfs.toml`:\n\n%s\n", o.name, microIndent(W(string(c)), "    "))
+		}
 	}
 	var md strings.Builder
 	fmt.Fprintf(&md, "## Filesystem micro-benchmarks\n\n")
-	fmt.Fprintf(&md, "Six workloads on four targets: raw tmpfs, tierfs (through /dev/fuse) and mergerfs over the same private "+
-		"tmpfs, and tierfs-uring (tierfs over FUSE over io_uring) over a tmpfs of its own of the same size; medians of %d runs "+
+	fmt.Fprintf(&md, "Six workloads on five targets: raw tmpfs, tierfs (through /dev/fuse) and mergerfs over the same private "+
+		"tmpfs, tierfs-uring (tierfs over FUSE over io_uring) over a tmpfs of its own of the same size, and tierfs-direct "+
+		"(tierfs-uring with files opened for direct I/O, opt-in) over another; medians of %d runs "+
 		"with their spread (min–max), ratios of medians, all from one run of `TestMicro` (%s). MB/s are 10⁶ bytes per second.\n\n",
 		runs, elapsed.Round(time.Second))
 	md.WriteString(table)
+	md.WriteString("\nThe same run, tierfs-direct (`--io-uring --direct-io`) against the others:\n\n")
+	md.WriteString(dtable)
 	if runs < 3 {
 		fmt.Fprintf(&md, "\n**Only %d run(s) per figure (TIERFS_BENCH_RUNS=%d), scale %s: a smoke run, not a result.**\n",
 			runs, runs, strconv.FormatFloat(scale, 'g', -1, 64))
@@ -214,6 +250,9 @@ Targets:
   three). `+"`tierfs status --json`"+` said `+"`\"transport\": \"io_uring\"`"+` before and after the runs, during which
   it answered %d requests over io_uring. The kernel's switch, `+"`%s`"+`, is on for the test
   (turned on if it was off, and put back after); it only lets daemons ask for io_uring: the other mounts are unchanged.
+- **tierfs-direct**: tierfs-uring on a third mount (a tmpfs of its own again), with files opened for direct I/O
+  (`+"`tierfs mount --io-uring --direct-io`"+`; `+"`tierfs status --json`"+` said `+"`\"data_path\": \"%s\"`"+`): read(2)
+  and write(2) bypass the mount's page cache, so its "cached re-read" comes from the daemon again.
 - **mergerfs** %s over a directory on the same tmpfs (first branch) and a plain directory, with
   options that match tierfs's caching: `+"`%s`"+` (the page cache kept across opens, as tierfs's FOPEN_KEEP_CACHE; no
   write-back cache; tierfs's 1 s attribute and entry timeouts; new files on the first branch).
@@ -245,18 +284,21 @@ Commands (`+"`$W`"+` is the run's work directory):
     echo Y > %s
     mount -t tmpfs -o size=%s tierfs-fast $W/tierfs-uring/fast
     tierfs mount --io-uring --config $W/tierfs-uring/tierfs.toml $W/tierfs-uring/mnt
+    mount -t tmpfs -o size=%s tierfs-fast $W/tierfs-direct/fast
+    tierfs mount --io-uring --direct-io --config $W/tierfs-direct/tierfs.toml $W/tierfs-direct/mnt
 
 `+"`$W/tierfs/tierfs.toml`"+`:
 
 %s
 
-%s`, goFuse, stU.Requests.Queues, stU.Requests.ThreadsPerQueue, servedURing, benchkit.URingParam, benchkit.MergerfsVersion(), benchkit.MergerfsOptions, p.seq/8>>20, p.seq>>20, p.append>>20, p.read>>20, p.read>>20,
+%s`, goFuse, stU.Requests.Queues, stU.Requests.ThreadsPerQueue, servedURing, benchkit.URingParam, stD.Requests.DataPath,
+		benchkit.MergerfsVersion(), benchkit.MergerfsOptions, p.seq/8>>20, p.seq>>20, p.append>>20, p.read>>20, p.read>>20,
 		p.small, p.conc/8>>20, runs, strconv.FormatFloat(scale, 'g', -1, 64), tmpfsSize, benchkit.MergerfsOptions,
-		benchkit.URingParam, tmpfsSize, microIndent(W(string(conf)), "    "), uringConf)
+		benchkit.URingParam, tmpfsSize, tmpfsSize, microIndent(W(string(conf)), "    "), uringConf)
 	if err := benchkit.Fragment(root, "micro", md.String()); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("micro-benchmarks, medians of %d runs (min–max):\n%s\n%s", runs, table, targetsText)
+	t.Logf("micro-benchmarks, medians of %d runs (min–max):\n%s\n%s\n%s", runs, table, dtable, targetsText)
 	t.Logf("wrote %s", filepath.Join(root, benchkit.BenchDir, "micro.md"))
 }
 

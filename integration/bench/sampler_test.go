@@ -543,6 +543,7 @@ type tfRequests struct {
 	Queues          int    `json:"queues"`
 	ThreadsPerQueue int    `json:"threads_per_queue"`
 	ServedIOUring   uint64 `json:"served_io_uring"`
+	DataPath        string `json:"data_path"` // "page cache", "direct I/O", "write-back cache"
 }
 
 func (r *tfRequests) describe() string {
@@ -550,9 +551,10 @@ func (r *tfRequests) describe() string {
 		return "status says nothing of the transport"
 	}
 	if r.Transport != "io_uring" {
-		return r.Transport
+		return r.Transport + ", data through " + r.DataPath
 	}
-	return fmt.Sprintf("io_uring: %d queues of %d threads, %d requests answered over io_uring so far", r.Queues, r.ThreadsPerQueue, r.ServedIOUring)
+	return fmt.Sprintf("io_uring: %d queues of %d threads, %d requests answered over io_uring so far, data through %s",
+		r.Queues, r.ThreadsPerQueue, r.ServedIOUring, r.DataPath)
 }
 
 func (s *tfStatus) tier(name string) (used, capacity int64) {

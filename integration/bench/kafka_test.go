@@ -55,13 +55,19 @@ func TestKafkaThroughput(t *testing.T) {
 		b    *integration.Broker
 		dir  string
 		fs   *integration.Tierfs
+		// daemon is the FUSE daemon's pid (0: none, or not found).
+		daemon func() int
 	}
 	var targets []*target
 	mk := func(name, logDir string, fs *integration.Tierfs) {
 		d := filepath.Join(dir, name)
 		b := integration.NewBroker(t, k, d, logDir, integration.BrokerOptions{
 			SegmentBytes: segment, Heap: "1g", Extra: brokerProps(nil)})
-		targets = append(targets, &target{name: name, b: b, dir: d, fs: fs})
+		tg := &target{name: name, b: b, dir: d, fs: fs, daemon: func() int { return 0 }}
+		if fs != nil {
+			tg.daemon = fs.Pid
+		}
+		targets = append(targets, tg)
 	}
 
 	// raw
@@ -107,6 +113,7 @@ func TestKafkaThroughput(t *testing.T) {
 		}
 	})
 	mk("mergerfs", filepath.Join(mmnt, "kafka-logs"), nil)
+	targets[len(targets)-1].daemon = func() int { return benchkit.PidOf("mergerfs", mmnt) }
 
 	// tierfs-uring: the same tierfs over FUSE over io_uring.
 	fsU := mountTierfsURing(t, filepath.Join(dir, "tierfs-uring"), integration.TierfsOptions{
@@ -126,6 +133,9 @@ func TestKafkaThroughput(t *testing.T) {
 
 	type result struct {
 		prod, prodRec, cWarm, cCold []float64
+		// CPU time per GiB moved, each run: the machine, the broker,
+		// the FUSE daemon.
+		cpuProd, cpuWarm, cpuCold []benchkit.CPUUse
 	}
 	res := map[string]*result{}
 	for _, tg := range targets {
@@ -133,21 +143,38 @@ func TestKafkaThroughput(t *testing.T) {
 	}
 	one := func(tg *target, topic string, n int64, keep bool) {
 		tg.b.CreateTopic(t, tg.dir, topic, 4)
+		bytes := n * recordSize
+		pids := []int{tg.b.Pid(), tg.daemon()}
+		c0 := benchkit.TakeCPU(pids...)
 		p := startProducer(t, tg.b, tg.dir, topic, n, -1)
 		f := p.wait(t, 10*time.Minute)
+		c1 := benchkit.TakeCPU(pids...)
 		warm := consumerPerf(t, tg.b, tg.dir, topic, n)
+		c2 := benchkit.TakeCPU(pids...)
 		if err := benchkit.DropCaches(); err != nil {
 			t.Fatalf("%v", err)
 		}
+		c3 := benchkit.TakeCPU(pids...)
 		cold := consumerPerf(t, tg.b, tg.dir, topic, n)
+		c4 := benchkit.TakeCPU(pids...)
 		t.Logf("%-12s %-8s produce %7.1f MiB/s (%.0f records/s, avg latency %.1f ms); consume warm %7.1f MiB/s (fetch %7.1f), cold %7.1f MiB/s (fetch %7.1f)",
 			tg.name, topic, f.MiBPerSec, f.RecPerSec, f.AvgLatMs, warm.MiBPerSec, warm.FetchPerSec, cold.MiBPerSec, cold.FetchPerSec)
+		for _, ph := range []struct {
+			what string
+			u    benchkit.CPUUse
+		}{{"produce", c0.Use(c1, bytes)}, {"consume warm", c1.Use(c2, bytes)}, {"consume cold", c3.Use(c4, bytes)}} {
+			t.Logf("%-12s %-8s %-12s CPU s/GiB: machine %.2f, broker %.2f, daemon %.2f; busy %.0f%%",
+				tg.name, topic, ph.what, ph.u.Machine, ph.u.Procs[0], ph.u.Procs[1], 100*ph.u.Busy)
+		}
 		if keep {
 			r := res[tg.name]
 			r.prod = append(r.prod, f.MiBPerSec)
 			r.prodRec = append(r.prodRec, f.RecPerSec)
 			r.cWarm = append(r.cWarm, warm.FetchPerSec)
 			r.cCold = append(r.cCold, cold.FetchPerSec)
+			r.cpuProd = append(r.cpuProd, c0.Use(c1, bytes))
+			r.cpuWarm = append(r.cpuWarm, c1.Use(c2, bytes))
+			r.cpuCold = append(r.cpuCold, c3.Use(c4, bytes))
 		}
 		deleteTopic(t, tg.b, tg.dir, topic)
 	}
@@ -204,6 +231,28 @@ func TestKafkaThroughput(t *testing.T) {
 	rows = append(rows, ratioRow("tierfs", "raw"), ratioRow("mergerfs", "raw"), ratioRow("tierfs", "mergerfs"),
 		ratioRow("tierfs-uring", "raw"), ratioRow("tierfs-uring", "mergerfs"), ratioRow("tierfs-uring", "tierfs"),
 		ratioRow("tierfs-direct", "raw"), ratioRow("tierfs-direct", "tierfs-uring"))
+	// Where the CPU went: medians of each run's CPU seconds per GiB.
+	cpuCell := func(us []benchkit.CPUUse) string {
+		var m, br, d, busy []float64
+		for _, u := range us {
+			m, busy = append(m, u.Machine), append(busy, 100*u.Busy)
+			br = append(br, u.Procs[0])
+			if u.Procs[1] >= 0 {
+				d = append(d, u.Procs[1])
+			}
+		}
+		dm := "–"
+		if len(d) > 0 {
+			dm = fmt.Sprintf("%.2f", benchkit.Median(d))
+		}
+		return fmt.Sprintf("%.2f / %.2f / %s (%.0f%%)", benchkit.Median(m), benchkit.Median(br), dm, benchkit.Median(busy))
+	}
+	var cpuRows [][]string
+	for _, n := range names {
+		r := res[n]
+		cpuRows = append(cpuRows, []string{n, cpuCell(r.cpuProd), cpuCell(r.cpuWarm), cpuCell(r.cpuCold)})
+	}
+	cpuTable := benchkit.Table([]string{"log.dirs on", "producer", "consumer, warm", "consumer, cold FUSE cache"}, cpuRows)
 	ratio := func(a, b []float64) float64 { return benchkit.Median(a) / benchkit.Median(b) }
 	mr := res["raw"]
 	// Each target is judged on the best of tierfs's three configurations.
@@ -257,7 +306,15 @@ func TestKafkaThroughput(t *testing.T) {
 		"producer, *cold* after `sync; echo 3 > /proc/sys/vm/drop_caches`, which leaves tmpfs's pages but " +
 		"empties the page cache of the FUSE mounts, so that tierfs and mergerfs serve every read through " +
 		"their daemons.\n\n")
-	md.WriteString("The targets of the issue, each judged on the best of tierfs's three configurations (named in the verdict):\n\n")
+	md.WriteString("Where the CPU time went, per GiB of records moved (1 KiB each): CPU seconds of the whole machine / " +
+		"of the broker / of the FUSE daemon (tierfs's, mergerfs's), and in parentheses how busy the machine's two " +
+		"CPUs were; medians of the runs, read from `/proc/stat` and `/proc/PID/stat` around each tool's run. The " +
+		"machine's figure includes the client tool (its JVM starting, then producing or consuming); the broker's " +
+		"includes the kernel's work in its threads (copies into and out of the mount's page cache), while its " +
+		"waits for the daemon are no CPU time at all. A run that leaves the CPUs idle part of the time waits on " +
+		"something else than CPU: a FUSE target's consumer on the daemon's READs.\n\n")
+	md.WriteString(cpuTable)
+	md.WriteString("\nThe targets of the issue, each judged on the best of tierfs's three configurations (named in the verdict):\n\n")
 	md.WriteString(targetsTable)
 	fmt.Fprintf(&md, "\ntierfs at the end: fast tier %s used, slow tier %s used, %d policy moves, %d spills "+
 		"(both should be 0: the fast tier was roomy). tierfs-uring at the end: fast tier %s used, slow tier %s "+

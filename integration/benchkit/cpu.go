@@ -34,15 +34,17 @@ func TakeCPU(pids ...int) CPUSnap {
 		line, _, _ := bytes.Cut(b, []byte("\n"))
 		f := strings.Fields(string(line))
 		// cpu user nice system idle iowait irq softirq steal (guest
-		// time is already in user)
+		// time is already in user); summed in ticks, so that busy
+		// never exceeds total by a rounding
+		var busy, total uint64
 		for i := 1; i < len(f) && i <= 8; i++ {
-			v, _ := strconv.ParseFloat(f[i], 64)
-			v /= clockTicks
-			s.Total += v
+			v, _ := strconv.ParseUint(f[i], 10, 64)
+			total += v
 			if i != 4 && i != 5 {
-				s.Busy += v
+				busy += v
 			}
 		}
+		s.Busy, s.Total = float64(busy)/clockTicks, float64(total)/clockTicks
 	}
 	for _, pid := range pids {
 		s.Procs = append(s.Procs, ProcCPU(pid))
@@ -91,7 +93,7 @@ func (a CPUSnap) Use(b CPUSnap, bytes int64) CPUUse {
 	gib := float64(bytes) / (1 << 30)
 	u := CPUUse{Machine: (b.Busy - a.Busy) / gib}
 	if d := b.Total - a.Total; d > 0 {
-		u.Busy = (b.Busy - a.Busy) / d
+		u.Busy = min(1, (b.Busy-a.Busy)/d)
 	}
 	for i := range a.Procs {
 		if a.Procs[i] < 0 || i >= len(b.Procs) || b.Procs[i] < 0 {

@@ -448,6 +448,18 @@ type Options struct {
 	DirectIO bool
 }
 
+// maxBackground is the mount's max_background: how many asynchronous
+// requests (read-ahead READs) the kernel keeps in flight before it queues
+// the rest; the congestion threshold is three quarters of it. With the
+// kernel's default of 12, a reader of a file whose cache has holes (the
+// pages dropped after unaligned appends, drop.go: one every batch) found
+// the read-ahead congested after 9 one-page READs, and the kernel then
+// threw the rest of its window away and read those pages later, one
+// synchronous READ each. With 64 a window of a few MiB fits: a Kafka
+// consumer right behind its producer fetched 1.2× faster through
+// /dev/fuse (docs/perf.md, 13).
+const maxBackground = 64
+
 // Server is a mounted tierfs: go-fuse's server, and the io_uring queues
 // when they serve.
 type Server struct {
@@ -573,6 +585,9 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 		// on every READ reply: a pipe grown, the header written into
 		// it, then emptied again, three system calls for nothing.
 		DisableSplice: true,
+		// Up to maxBackground read-ahead READs in flight at once,
+		// not the kernel's 12 (see maxBackground).
+		MaxBackground: maxBackground,
 	}
 	if o.AllowOther {
 		mo.Options = append(mo.Options, "default_permissions")

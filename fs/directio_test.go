@@ -159,17 +159,7 @@ func TestSendfileBehindWriter(t *testing.T) {
 	}{{"page cache", mountOpt{}}, {"direct I/O", mountOpt{directIO: true}}} {
 		t.Run(tt.name, func(t *testing.T) {
 			m := mount(t, tt.o)
-			p := m.path("00000000000000000000.log")
-			w, err := os.Create(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer w.Close()
-			r, err := os.Open(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
+			w, r := writerAndReader(t, m.path("00000000000000000000.log"))
 			want, sizes := kafkaBatches(2048) // about 32 MiB
 			var written atomic.Int64
 			errs := make(chan error, 1)

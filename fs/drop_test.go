@@ -91,17 +91,7 @@ func TestCompletedPagesLeaveTheCache(t *testing.T) {
 // are dropped under it.
 func TestReaderBehindUnalignedWriter(t *testing.T) {
 	m := mount(t, mountOpt{})
-	p := filepath.Join(m.mnt, "00000000000000000000.log")
-	w, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	r, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	w, r := writerAndReader(t, filepath.Join(m.mnt, "00000000000000000000.log"))
 	want, sizes := kafkaBatches(512) // about 8 MiB
 	var mu sync.Mutex
 	written := 0
@@ -153,6 +143,23 @@ func TestReaderBehindUnalignedWriter(t *testing.T) {
 			t.Error("no page was dropped")
 		}
 	}
+}
+
+// writerAndReader creates p and opens it a second time for reading, as a
+// broker's segment is written and fetched; both close at the test's end.
+func writerAndReader(t *testing.T, p string) (w, r *os.File) {
+	t.Helper()
+	w, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	r, err = os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return w, r
 }
 
 func firstDiff(got, want []byte, base int) string {

@@ -82,19 +82,11 @@ func TestMountSettingsFromConfig(t *testing.T) {
 		t.Errorf("read_ahead_kb of the mount = %s, want 256 from the file", got)
 	}
 	var mounted struct {
-		Message        string `json:"message"`
-		WritebackCache *bool  `json:"writeback_cache"`
-		ReadAheadKB    *int   `json:"read_ahead_kb"`
-		IOUring        *bool  `json:"io_uring"`
+		WritebackCache *bool `json:"writeback_cache"`
+		ReadAheadKB    *int  `json:"read_ahead_kb"`
+		IOUring        *bool `json:"io_uring"`
 	}
-	sc := bufio.NewScanner(strings.NewReader(d.stderr.String()))
-	for sc.Scan() {
-		if json.Unmarshal(sc.Bytes(), &mounted) == nil && mounted.Message == "mounted" {
-			break
-		}
-		mounted.Message = ""
-	}
-	if mounted.Message != "mounted" || mounted.WritebackCache == nil || *mounted.WritebackCache ||
+	if !mountedLog(d.stderr.String(), &mounted) || mounted.WritebackCache == nil || *mounted.WritebackCache ||
 		mounted.ReadAheadKB == nil || *mounted.ReadAheadKB != 256 || mounted.IOUring == nil || !*mounted.IOUring {
 		t.Errorf("the 'mounted' log line: %+v; want writeback_cache false (the flag), read_ahead_kb 256, io_uring true (the default)", mounted)
 	}
@@ -235,20 +227,27 @@ func TestStatusShowsDataPath(t *testing.T) {
 				t.Errorf("status output, want %q:\n%s", tt.text, out)
 			}
 			var mounted struct {
-				Message        string `json:"message"`
-				DirectIO       *bool  `json:"direct_io"`
-				WritebackCache *bool  `json:"writeback_cache"`
+				DirectIO       *bool `json:"direct_io"`
+				WritebackCache *bool `json:"writeback_cache"`
 			}
-			sc := bufio.NewScanner(strings.NewReader(d.stderr.String()))
-			for sc.Scan() {
-				if json.Unmarshal(sc.Bytes(), &mounted) == nil && mounted.Message == "mounted" {
-					break
-				}
-				mounted.Message = ""
-			}
-			if mounted.DirectIO == nil || *mounted.DirectIO != tt.dio || mounted.WritebackCache == nil || *mounted.WritebackCache != tt.wb {
+			if !mountedLog(d.stderr.String(), &mounted) || mounted.DirectIO == nil || *mounted.DirectIO != tt.dio || mounted.WritebackCache == nil || *mounted.WritebackCache != tt.wb {
 				t.Errorf("the 'mounted' log line: %+v; want direct_io %v, writeback_cache %v", mounted, tt.dio, tt.wb)
 			}
 		})
 	}
+}
+
+// mountedLog decodes the daemon's "mounted" log line, found in its
+// stderr, into v; false if there is none.
+func mountedLog(stderr string, v any) bool {
+	sc := bufio.NewScanner(strings.NewReader(stderr))
+	for sc.Scan() {
+		var m struct {
+			Message string `json:"message"`
+		}
+		if json.Unmarshal(sc.Bytes(), &m) == nil && m.Message == "mounted" {
+			return json.Unmarshal(sc.Bytes(), v) == nil
+		}
+	}
+	return false
 }

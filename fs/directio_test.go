@@ -162,19 +162,7 @@ func TestSendfileBehindWriter(t *testing.T) {
 			w, r := writerAndReader(t, m.path("00000000000000000000.log"))
 			want, sizes := kafkaBatches(2048) // about 32 MiB
 			var written atomic.Int64
-			errs := make(chan error, 1)
-			go func() {
-				off := 0
-				for _, n := range sizes {
-					if _, err := w.Write(want[off : off+n]); err != nil {
-						errs <- err
-						return
-					}
-					off += n
-					written.Store(int64(off))
-				}
-				errs <- nil
-			}()
+			errs := appendBatches(w, want, sizes, func(off int) { written.Store(int64(off)) })
 			// A second reader keeps reading the page that holds the
 			// end of the file, so that it is read while appends are on
 			// their way.

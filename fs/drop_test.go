@@ -96,22 +96,12 @@ func TestReaderBehindUnalignedWriter(t *testing.T) {
 	var mu sync.Mutex
 	written := 0
 	cond := sync.NewCond(&mu)
-	errs := make(chan error, 1)
-	go func() {
-		off := 0
-		for _, n := range sizes {
-			if _, err := w.Write(want[off : off+n]); err != nil {
-				errs <- err
-				return
-			}
-			off += n
-			mu.Lock()
-			written = off
-			cond.Broadcast()
-			mu.Unlock()
-		}
-		errs <- nil
-	}()
+	errs := appendBatches(w, want, sizes, func(off int) {
+		mu.Lock()
+		written = off
+		cond.Broadcast()
+		mu.Unlock()
+	})
 	buf := make([]byte, 1<<20)
 	for pos := 0; pos < len(want); {
 		mu.Lock()
@@ -160,6 +150,26 @@ func writerAndReader(t *testing.T, p string) (w, r *os.File) {
 	}
 	t.Cleanup(func() { r.Close() })
 	return w, r
+}
+
+// appendBatches writes want to w in pieces of sizes from a goroutine of
+// its own, calling wrote with the bytes written so far after each piece;
+// the channel gets the first error, or nil at the end.
+func appendBatches(w *os.File, want []byte, sizes []int, wrote func(int)) <-chan error {
+	errs := make(chan error, 1)
+	go func() {
+		off := 0
+		for _, n := range sizes {
+			if _, err := w.Write(want[off : off+n]); err != nil {
+				errs <- err
+				return
+			}
+			off += n
+			wrote(off)
+		}
+		errs <- nil
+	}()
+	return errs
 }
 
 func firstDiff(got, want []byte, base int) string {

@@ -644,8 +644,8 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 			root.fs.Log.Warn().Msg("direct_io: the kernel cannot mmap files opened for direct I/O (FUSE_DIRECT_IO_ALLOW_MMAP, Linux 6.6); keeping the page cache")
 		}
 	}
-	if !o.WritebackCache && !s.DirectIO() {
-		// Writes fill the page cache only without direct I/O.
+	if !s.writeback && !s.DirectIO() {
+		// Only then do writes leave pages partly written in the cache.
 		root.fs.drop = newPageDropper()
 	}
 	if s.uring != nil {

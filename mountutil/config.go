@@ -41,7 +41,8 @@ type Config struct {
 	// copy less per write, and no partly written pages), while sendfile
 	// and mmap still use it (Kafka's consumers and index files; needs
 	// Linux 6.6+ for mmap, else the mount keeps the page cache). Faster
-	// writes, slower cold reads; default false (docs/perf.md, 12).
+	// writes; a consumer right behind its producer, and every read(2),
+	// then goes to the daemon. Default false (docs/perf.md, 12).
 	DirectIO bool `toml:"direct_io"`
 }
 

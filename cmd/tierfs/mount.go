@@ -202,12 +202,12 @@ func mount(cfgPath, mountpoint string, debug bool, flags mountOverrides) int {
 
 	cs := newControlServer(store, pol, mp, log)
 	cs.requests = func() *requestsStatus {
-		if !server.IOUring() {
-			return &requestsStatus{Transport: "/dev/fuse", DataPath: server.DataPath()}
+		r := &requestsStatus{Transport: "/dev/fuse", DataPath: server.DataPath()}
+		if server.IOUring() {
+			r.Transport, r.ServedIOUring = "io_uring", server.URingServed()
+			r.Queues, r.ThreadsPerQueue = server.URingQueues()
 		}
-		q, k := server.URingQueues()
-		return &requestsStatus{Transport: "io_uring", Queues: q, ThreadsPerQueue: k, ServedIOUring: server.URingServed(),
-			DataPath: server.DataPath()}
+		return r
 	}
 	ctl, err := listenControl(mp, cs, cfg.Mount.SocketMode(), gid)
 	if err != nil {

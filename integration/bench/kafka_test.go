@@ -159,12 +159,10 @@ func TestKafkaThroughput(t *testing.T) {
 		c4 := benchkit.TakeCPU(pids...)
 		t.Logf("%-12s %-8s produce %7.1f MiB/s (%.0f records/s, avg latency %.1f ms); consume warm %7.1f MiB/s (fetch %7.1f), cold %7.1f MiB/s (fetch %7.1f)",
 			tg.name, topic, f.MiBPerSec, f.RecPerSec, f.AvgLatMs, warm.MiBPerSec, warm.FetchPerSec, cold.MiBPerSec, cold.FetchPerSec)
-		for _, ph := range []struct {
-			what string
-			u    benchkit.CPUUse
-		}{{"produce", c0.Use(c1, bytes)}, {"consume warm", c1.Use(c2, bytes)}, {"consume cold", c3.Use(c4, bytes)}} {
+		cpuProd, cpuWarm, cpuCold := c0.Use(c1, bytes), c1.Use(c2, bytes), c3.Use(c4, bytes)
+		for i, u := range []benchkit.CPUUse{cpuProd, cpuWarm, cpuCold} {
 			t.Logf("%-12s %-8s %-12s CPU s/GiB: machine %.2f, broker %.2f, daemon %.2f; busy %.0f%%",
-				tg.name, topic, ph.what, ph.u.Machine, ph.u.Procs[0], ph.u.Procs[1], 100*ph.u.Busy)
+				tg.name, topic, []string{"produce", "consume warm", "consume cold"}[i], u.Machine, u.Procs[0], u.Procs[1], 100*u.Busy)
 		}
 		if keep {
 			r := res[tg.name]
@@ -172,9 +170,9 @@ func TestKafkaThroughput(t *testing.T) {
 			r.prodRec = append(r.prodRec, f.RecPerSec)
 			r.cWarm = append(r.cWarm, warm.FetchPerSec)
 			r.cCold = append(r.cCold, cold.FetchPerSec)
-			r.cpuProd = append(r.cpuProd, c0.Use(c1, bytes))
-			r.cpuWarm = append(r.cpuWarm, c1.Use(c2, bytes))
-			r.cpuCold = append(r.cpuCold, c3.Use(c4, bytes))
+			r.cpuProd = append(r.cpuProd, cpuProd)
+			r.cpuWarm = append(r.cpuWarm, cpuWarm)
+			r.cpuCold = append(r.cpuCold, cpuCold)
 		}
 		deleteTopic(t, tg.b, tg.dir, topic)
 	}

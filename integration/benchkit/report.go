@@ -64,9 +64,13 @@ func Fragment(repoRoot, name, markdown string) error {
 		return err
 	}
 	m := Machine()
+	held := ""
+	if memoryNote != "" {
+		held = "; " + memoryNote
+	}
 	text := strings.TrimRight(markdown, "\n") + "\n\n" +
-		fmt.Sprintf("<sub>Measured %s on %s, kernel %s, %d cores.</sub>\n",
-			time.Now().UTC().Format("2006-01-02 15:04 UTC"), m.CPU, m.Kernel, m.Cores)
+		fmt.Sprintf("<sub>Measured %s on %s, kernel %s, %d cores%s.</sub>\n",
+			time.Now().UTC().Format("2006-01-02 15:04 UTC"), m.CPU, m.Kernel, m.Cores, held)
 	return writeAtomic(filepath.Join(dir, name+".md"), []byte(text))
 }
 

@@ -61,7 +61,7 @@ func TestMigration(t *testing.T) {
 	capacity := scaled(t, 2*gib)
 	segment := min(64*mib, max(8*mib, capacity/32/mib*mib))
 	n := int64(0.4*float64(capacity)) / recordSize
-	nRuns := runs(t)
+	nRuns := runs(t, 3)
 	// TIERFS_BENCH_MIGRATE_THREADS: [policy] migrate_threads (default 1,
 	// the policy's default: a move writes behind its copy, which keeps
 	// the disk busy without a second stream).

@@ -130,7 +130,9 @@ func scaled(t *testing.T, n int64) int64 {
 }
 
 // runs is TIERFS_BENCH_RUNS (default 3).
-func runs(t *testing.T) int { return int(envFloat(t, "TIERFS_BENCH_RUNS", 3)) }
+// runs is how many measured runs a benchmark makes: TIERFS_BENCH_RUNS,
+// or def.
+func runs(t *testing.T, def int) int { return int(envFloat(t, "TIERFS_BENCH_RUNS", float64(def))) }
 
 func envFloat(t *testing.T, name string, def float64) float64 {
 	t.Helper()

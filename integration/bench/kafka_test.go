@@ -314,6 +314,21 @@ func TestKafkaThroughput(t *testing.T) {
 		"producer, *cold* after `sync; echo 3 > /proc/sys/vm/drop_caches`, which leaves tmpfs's pages but " +
 		"empties the page cache of the FUSE mounts, so that tierfs and mergerfs serve every read through " +
 		"their daemons.\n\n")
+	// Round by round: every target ran once in each round, so the i-th
+	// figures of two targets were taken within minutes of each other.
+	var pairRows [][]string
+	for _, n := range names[1:] {
+		r := res[n]
+		pairRows = append(pairRows, []string{n + " / raw", benchkit.RatioCell(benchkit.Paired(r.prod, mr.prod)),
+			benchkit.RatioCell(benchkit.Paired(r.cWarm, mr.cWarm)), benchkit.RatioCell(benchkit.Paired(r.cCold, mr.cCold))})
+	}
+	lo, hi := benchkit.Spread(mr.prod)
+	fmt.Fprintf(&md, "The same ratios round by round: each round ran every target once, in turns, so a round's figures "+
+		"were taken within minutes of each other, while the machine's speed drifts over a run (raw tmpfs's producer "+
+		"alone spread from %s to %s MiB/s here). The median of the %d rounds' ratios, and their spread:\n\n",
+		benchkit.Num(lo), benchkit.Num(hi), len(mr.prod))
+	md.WriteString(benchkit.Table([]string{"round by round", "producer", "consumer, warm", "consumer, cold FUSE cache"}, pairRows))
+	md.WriteString("\n")
 	md.WriteString("Where the CPU time went, per GiB of records moved (1 KiB each): CPU seconds of the whole machine / " +
 		"of the broker / of the FUSE daemon (tierfs's, mergerfs's), and in parentheses how busy the machine's two " +
 		"CPUs were; medians of the runs, read from `/proc/stat` and `/proc/PID/stat` around each tool's run. The " +

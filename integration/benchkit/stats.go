@@ -78,3 +78,26 @@ func Ratio(a, b []float64) string {
 	}
 	return Num(ma/mb) + "×"
 }
+
+// Paired is the ratio of each pair of samples, a[i]/b[i], for the runs
+// both have (a pair with b[i] == 0 is left out): two targets measured
+// in turns, round by round, on a machine whose speed drifts between
+// rounds.
+func Paired(a, b []float64) []float64 {
+	var rs []float64
+	for i := range min(len(a), len(b)) {
+		if b[i] != 0 {
+			rs = append(rs, a[i]/b[i])
+		}
+	}
+	return rs
+}
+
+// RatioCell is Cell for ratios: "0.88× (0.75–1.14)".
+func RatioCell(rs []float64) string {
+	if len(rs) == 0 {
+		return "n/a"
+	}
+	lo, hi := Spread(rs)
+	return fmt.Sprintf("%s× (%s–%s)", Num(Median(rs)), Num(lo), Num(hi))
+}

@@ -74,3 +74,28 @@ func TestNumCellRatio(t *testing.T) {
 		t.Errorf("Ratio of nothing = %q, want n/a", got)
 	}
 }
+
+func TestPaired(t *testing.T) {
+	// Round by round: the ratio of each pair, not of the medians.
+	a := []float64{55, 44, 43, 59, 70}
+	b := []float64{48, 50, 55, 79}
+	got := Paired(a, b)
+	want := []float64{55.0 / 48, 44.0 / 50, 43.0 / 55, 59.0 / 79}
+	if len(got) != len(want) {
+		t.Fatalf("Paired = %v, want %v (only the rounds both have)", got, want)
+	}
+	for i := range want {
+		if math.Abs(got[i]-want[i]) > 1e-12 {
+			t.Errorf("Paired[%d] = %v, want %v", i, got[i], want[i])
+		}
+	}
+	if got := Paired([]float64{1, 2}, []float64{0, 4}); len(got) != 1 || got[0] != 0.5 {
+		t.Errorf("Paired with a zero = %v, want [0.5] (the zero's pair left out)", got)
+	}
+	if got := RatioCell(Paired(a, b)); got != "0.831× (0.747–1.15)" {
+		t.Errorf("RatioCell = %q", got)
+	}
+	if got := RatioCell(nil); got != "n/a" {
+		t.Errorf("RatioCell(nil) = %q, want n/a", got)
+	}
+}

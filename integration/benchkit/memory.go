@@ -40,7 +40,10 @@ var memoryNote string
 // order (no free block is ever that large, so nothing is reported) and
 // touch bytes are written to a private tmpfs under work and freed, so
 // that the memory the runs take is the guest's. Elsewhere it does
-// nothing and says so. It needs root.
+// nothing and says so. It needs root. A run killed before restore
+// leaves reporting paused, and the next one, finding it so, leaves it
+// so: `echo 9 > ReportingParam` (the value the fragments' footers name)
+// puts it back.
 func HoldGuestMemory(work string, touch int64) (restore func() error, note string, err error) {
 	return holdMemory(ReportingParam, buddyinfo, func() error { return touchMemory(work, touch) }, touch)
 }
@@ -106,6 +109,13 @@ func blockOrders(path string) (int, error) {
 // lists, touched.
 func touchMemory(work string, n int64) (err error) {
 	dir := filepath.Join(work, "touch-memory")
+	if isMountpoint(dir) {
+		// Left by a run that was killed while touching: its memory is
+		// held there until unmounted.
+		if err := unmountPath(dir); err != nil {
+			return fmt.Errorf("unmounting the tmpfs a killed run left on %s: %w", dir, err)
+		}
+	}
 	unmount, err := MountTmpfs(dir, n+(1<<20))
 	if err != nil {
 		return err

@@ -144,3 +144,25 @@ func TestHoldGuestMemory(t *testing.T) {
 		t.Errorf("restored: the order reads %q, want %q", v, old)
 	}
 }
+
+// TestTouchMemoryAfterKill: a tmpfs a killed run left mounted is
+// unmounted first, so its memory is not held twice.
+func TestTouchMemoryAfterKill(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: it mounts tmpfs")
+	}
+	work := t.TempDir()
+	dir := filepath.Join(work, "touch-memory")
+	if _, err := MountTmpfs(dir, 4<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "fill"), make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := touchMemory(work, 2<<20); err != nil {
+		t.Fatal(err)
+	}
+	if isMountpoint(dir) {
+		t.Errorf("%s is still mounted after touchMemory", dir)
+	}
+}

@@ -3,6 +3,7 @@ package fs
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -30,12 +31,34 @@ func TestMaxBackgroundSet(t *testing.T) {
 	m := mount(t, mountOpt{})
 	var st unix.Stat_t
 	mustOK(t, unix.Stat(m.mnt, &st), "stat mountpoint")
+	conn := fuseConnDir(t, unix.Minor(st.Dev))
 	for name, want := range map[string]int{"max_background": maxBackground, "congestion_threshold": maxBackground * 3 / 4} {
-		p := fmt.Sprintf("/sys/fs/fuse/connections/%d/%s", unix.Minor(st.Dev), name)
+		p := filepath.Join(conn, name)
 		b, err := os.ReadFile(p)
 		mustOK(t, err, "read "+p)
 		if got := strings.TrimSpace(string(b)); got != fmt.Sprint(want) {
 			t.Errorf("%s = %s, want %d", p, got, want)
 		}
 	}
+}
+
+// fuseConnDir is the fusectl directory of FUSE connection minor. Where
+// fusectl is not mounted (a fresh machine may not have it), it mounts it
+// for the test and unmounts it after.
+func fuseConnDir(t *testing.T, minor uint32) string {
+	t.Helper()
+	const conns = "/sys/fs/fuse/connections"
+	dir := filepath.Join(conns, fmt.Sprint(minor))
+	if _, err := os.Stat(dir); err == nil {
+		return dir
+	}
+	if err := unix.Mount("fusectl", conns, "fusectl", 0, ""); err != nil {
+		t.Fatalf("%s is not there, and mounting fusectl on %s failed: %v", dir, conns, err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(conns, 0); err != nil {
+			t.Errorf("unmounting the fusectl this test mounted on %s: %v", conns, err)
+		}
+	})
+	return dir
 }

@@ -36,6 +36,12 @@ func TestPageCacheSurvivesWrites(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		// These machines page out memory proactively (DAMON's pageout
+		// scheme, by physical regions that can hold pages just
+		// written): lock what was written in the cache for the round,
+		// so that only tierfs or the kernel's FUSE code could drop it.
+		// An invalidation still would: it unmaps the pages first.
+		unlock := lockCached(t, p, (round+1)<<20)
 		before := m.call(t, request{Op: "reads"}).Reads
 		// Read everything written so far, through another open (a
 		// consumer), after a stat (a getattr that sees the new mtime).
@@ -51,6 +57,32 @@ func TestPageCacheSurvivesWrites(t *testing.T) {
 		}
 		if n := m.call(t, request{Op: "reads"}).Reads - before; n != 0 {
 			t.Errorf("round %d: %d READ requests reached the daemon for data written through the mount", round, n)
+		}
+		unlock()
+	}
+}
+
+// lockCached maps the first n bytes of the file at p and locks them in
+// memory (they are faulted in from the page cache, or read if they are
+// not there), and returns the func that unlocks and unmaps them.
+func lockCached(t *testing.T, p string, n int) (unlock func()) {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b, err := unix.Mmap(int(f.Fd()), 0, n, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatalf("mmap %s: %v", p, err)
+	}
+	if err := unix.Mlock(b); err != nil {
+		_ = unix.Munmap(b)
+		t.Fatalf("mlock %d bytes of %s: %v", n, p, err)
+	}
+	return func() {
+		if err := unix.Munmap(b); err != nil {
+			t.Errorf("munmap: %v", err)
 		}
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/tierfs/tierfs/integration"
@@ -23,18 +24,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	var release func() error
-	if os.Getenv("TIERFS_BENCH") == "1" && os.Geteuid() == 0 {
-		var err error
-		release, err = holdMemory()
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "holding the guest's memory for the runs: %v\n", err)
-			os.Exit(1)
-		}
-	}
 	code := m.Run()
-	if release != nil {
-		if err := release(); err != nil {
+	if memory.release != nil {
+		if err := memory.release(); err != nil {
 			fmt.Fprintf(os.Stderr, "%v\n", err)
 			code = 1
 		}
@@ -57,19 +49,34 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// holdMemory keeps the guest's memory for the whole suite
-// (benchkit.HoldGuestMemory): it pauses the machine's free page
-// reporting and touches as much memory as the largest section uses
-// (the Kafka throughput test: five brokers, their tiers and the mounts'
-// page caches), at most half of what is available.
-func holdMemory() (func() error, error) {
-	touch := min(int64(12)<<30, benchkit.MemAvailable()/2)
-	if touch <= 0 {
-		return func() error { return nil }, nil
+// memory is the hold on the guest's memory, taken by the first
+// benchmark that runs and given back by TestMain after the last.
+var memory struct {
+	once    sync.Once
+	release func() error
+	err     error
+}
+
+// holdMemory keeps the guest's memory from the first benchmark to the
+// end of the suite (benchkit.HoldGuestMemory): it pauses the machine's
+// free page reporting and touches as much memory as the largest section
+// uses (the Kafka throughput test: five brokers, their tiers and the
+// mounts' page caches), at most half of what is available. A run that
+// only reassembles the report (no test selected) touches nothing.
+func holdMemory(t *testing.T) {
+	t.Helper()
+	memory.once.Do(func() {
+		touch := min(int64(12)<<30, benchkit.MemAvailable()/2)
+		if touch <= 0 {
+			return
+		}
+		var note string
+		memory.release, note, memory.err = benchkit.HoldGuestMemory(os.TempDir(), touch)
+		if memory.err == nil && note != "" {
+			fmt.Println("bench: " + note)
+		}
+	})
+	if memory.err != nil {
+		t.Fatalf("holding the guest's memory for the runs: %v", memory.err)
 	}
-	release, note, err := benchkit.HoldGuestMemory(os.TempDir(), touch)
-	if err == nil && note != "" {
-		fmt.Println("bench: " + note)
-	}
-	return release, err
 }

@@ -74,6 +74,7 @@ func benchSetup(t *testing.T, cmds map[string]string) *integration.Kafka {
 	k := integration.RequireKafka(t)
 	k.ToolJVM = []string{"-Xmx1g", "-Djava.awt.headless=true"}
 	tierfsBin(t)
+	holdMemory(t)
 	return k
 }
 
@@ -95,6 +96,7 @@ func fsBenchSetup(t *testing.T, cmds map[string]string) {
 		}
 	}
 	tierfsBin(t)
+	holdMemory(t)
 }
 
 // tierfsBin builds ./cmd/tierfs without -race into the test's temporary

@@ -131,7 +131,6 @@ func scaled(t *testing.T, n int64) int64 {
 	return max(mib, int64(math.Round(float64(n)*scale(t)/float64(mib)))*mib)
 }
 
-// runs is TIERFS_BENCH_RUNS (default 3).
 // runs is how many measured runs a benchmark makes: TIERFS_BENCH_RUNS,
 // or def.
 func runs(t *testing.T, def int) int { return int(envFloat(t, "TIERFS_BENCH_RUNS", float64(def))) }

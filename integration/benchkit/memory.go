@@ -40,7 +40,7 @@ var memoryNote string
 // order (no free block is ever that large, so nothing is reported) and
 // touch bytes are written to a private tmpfs under work and freed, so
 // that the memory the runs take is the guest's. Elsewhere it does
-// nothing and says so. It needs root. A run killed before restore
+// nothing and returns an empty note. It needs root. A run killed before restore
 // leaves reporting paused, and the next one, finding it so, leaves it
 // so: `echo 9 > ReportingParam` (the value the fragments' footers name)
 // puts it back.
@@ -142,6 +142,7 @@ func touchMemory(work string, n int64) (err error) {
 	return nil
 }
 
+// humanBytes is n as "11.6 GiB", or in whole MiB under a GiB.
 func humanBytes(n int64) string {
 	if n >= 1<<30 {
 		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
@@ -151,14 +152,18 @@ func humanBytes(n int64) string {
 
 // MemAvailable is MemAvailable of /proc/meminfo in bytes (0 if it
 // cannot be read).
-func MemAvailable() int64 {
+func MemAvailable() int64 { return meminfo("MemAvailable:") }
+
+// meminfo is the line of /proc/meminfo named key ("MemTotal:"), in
+// bytes; 0 if it cannot be read.
+func meminfo(key string) int64 {
 	b, err := os.ReadFile("/proc/meminfo")
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
-		if len(f) >= 2 && f[0] == "MemAvailable:" {
+		if len(f) >= 2 && f[0] == key {
 			kb, err := strconv.ParseInt(f[1], 10, 64)
 			if err != nil {
 				return 0

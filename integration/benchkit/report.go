@@ -123,16 +123,8 @@ func Machine() MachineInfo {
 			}
 		}
 	}
-	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
-		sc := bufio.NewScanner(bytes.NewReader(b))
-		for sc.Scan() {
-			f := strings.Fields(sc.Text())
-			if len(f) >= 2 && f[0] == "MemTotal:" {
-				if kb, err := strconv.ParseFloat(f[1], 64); err == nil {
-					m.Memory = fmt.Sprintf("%.1f GiB", kb/(1<<20))
-				}
-			}
-		}
+	if n := meminfo("MemTotal:"); n > 0 {
+		m.Memory = humanBytes(n)
 	}
 	java := os.Getenv("JAVA")
 	if java == "" {

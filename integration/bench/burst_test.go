@@ -464,7 +464,7 @@ func (o burstOutcome) fitsReport(tRates, hRates, drains []float64, W float64) st
 		{"drain time against (fast used at the burst's end − t·C) / (W − L)", benchkit.Cell(drains) + " s",
 			fmt.Sprintf("%.1f s (%.0f MiB above t·C)", drainNet, benchkit.Median(excess)), within(benchkit.Median(drains), drainNet, 0.15)},
 	}))
-	md.WriteString("\nThe issue's (1 − t)·C / R does not apply here: no burst is long enough to fill the reserve. " +
+	md.WriteString("\nThe issue's (1 − t)·C / R does not apply here: no burst that starts with the reserve drained is long enough to fill it. " +
 		"A burst R bytes/s above what the moves take away can be as long as (1 − t)·C / R; the drain is the " +
 		"shortest interval before the next such burst.\n")
 	fmt.Fprintf(&md, "Burst 3 started with %s on the fast tier (not yet drained).\n", mibStr(max(o.T[2].UsedAtOnset, 0)))

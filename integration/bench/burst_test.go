@@ -3,7 +3,6 @@ package bench
 import (
 	"fmt"
 	"math"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -99,17 +98,11 @@ func TestBurst(t *testing.T) {
 	for _, r := range a.T {
 		rates = append(rates, r.MiBPerSec)
 	}
-	w := max(4*mib, int64(benchkit.Median(rates)/5)*mib)
-	if os.Getenv("TIERFS_BENCH_BURST_BPS") != "" {
-		w = envBytes(t, "TIERFS_BENCH_BURST_BPS", w, false)
-	}
+	w := envBytes(t, "TIERFS_BENCH_BURST_BPS", max(4*mib, int64(benchkit.Median(rates)/5)*mib), false)
 	cb := burstConfig{Name: "b", Title: "the slow tier scaled to this machine", BPS: w, Capacity: scaled(t, 512*mib)}
 	cb.Burst = cb.Capacity / 2 * 3 / 2
 	b := burstScenario(t, k, filepath.Join(dir, "b"), cb)
-	wc := max(4*mib, int64(benchkit.Median(rates)/10)*mib)
-	if os.Getenv("TIERFS_BENCH_PEAK_BPS") != "" {
-		wc = envBytes(t, "TIERFS_BENCH_PEAK_BPS", wc, false)
-	}
+	wc := envBytes(t, "TIERFS_BENCH_PEAK_BPS", max(4*mib, int64(benchkit.Median(rates)/10)*mib), false)
 	cc := burstConfig{Name: "c", Title: "peak traffic the reserve absorbs whole", BPS: wc, Capacity: scaled(t, 512*mib), Fits: true}
 	cc.Burst = cc.Capacity / 2 * 4 / 5
 	c := burstScenario(t, k, filepath.Join(dir, "c"), cc)

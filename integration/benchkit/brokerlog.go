@@ -37,41 +37,18 @@ func SplitBrokerProblems(lines []string) (problems []string, slow string) {
 			}
 			continue
 		}
+		real = false
 		if m := slowEventRE.FindStringSubmatch(l); m != nil {
 			n++
 			ms, _ := strconv.Atoi(m[1])
 			worst = max(worst, ms)
-			real = false
 			continue
 		}
 		if strings.Contains(l, "This is ok if the topic/partition is being deleted") {
-			real = false // a checkpoint of a topic the benchmark deleted
-			continue
+			continue // a checkpoint of a topic the benchmark deleted
 		}
-		if strings.Contains(l, "Uncaught exception in scheduled task 'flush-log'") && i+1 < len(lines) &&
-			strings.Contains(lines[i+1], "The memory mapped buffer for log of") && strings.Contains(lines[i+1], "is already closed") {
-			// A flush scheduled before the benchmark deleted the topic
-			// runs after the deletion closed the log: Kafka's race.
+		if racedDeletion(l, lines[i+1:]) {
 			raced++
-			real = false
-			continue
-		}
-		if dirFlushRE.MatchString(l) {
-			// The same for a partition's directory, flushed after a
-			// segment's deletion or a checkpoint's rename while the
-			// benchmark deletes the topic (seen on the HDD-only broker,
-			// xfs, so Kafka's own).
-			raced++
-			real = false
-			continue
-		}
-		if snapshotFlushRE.MatchString(l) {
-			// Kafka flushes a producer-state snapshot asynchronously
-			// after a roll; with retention this aggressive the snapshot
-			// can be deleted first. Kafka catches NoSuchFileException
-			// and logs this WARN (Utils.flushFileIfExists): its own race.
-			raced++
-			real = false
 			continue
 		}
 		real = true
@@ -87,4 +64,24 @@ func SplitBrokerProblems(lines []string) (problems []string, slow string) {
 		slow += fmt.Sprintf("%d asynchronous flushes that found their file or log deleted first (Kafka's WARN \"Failed to flush file\" of a producer-state snapshot or \"Failed to flush directory\" of a partition, and ERROR \"The memory mapped buffer for log ... is already closed\" in its flush-log task after a topic deletion)", raced)
 	}
 	return problems, slow
+}
+
+// racedDeletion reports whether line l (rest: the lines after it) is one
+// of Kafka's asynchronous flushes that found its log, directory or file
+// deleted first by a benchmark's topic deletion or aggressive retention:
+//   - the flush-log task, scheduled before the deletion closed the log;
+//   - a partition's directory, flushed after a segment's deletion or a
+//     checkpoint's rename (seen on the HDD-only broker, xfs, so Kafka's
+//     own);
+//   - a producer-state snapshot, flushed after a roll and deleted by
+//     retention first.
+//
+// Kafka catches NoSuchFileException in the last two and logs the WARN
+// (Utils.flushDirIfExists, Utils.flushFileIfExists).
+func racedDeletion(l string, rest []string) bool {
+	if strings.Contains(l, "Uncaught exception in scheduled task 'flush-log'") {
+		return len(rest) > 0 && strings.Contains(rest[0], "The memory mapped buffer for log of") &&
+			strings.Contains(rest[0], "is already closed")
+	}
+	return dirFlushRE.MatchString(l) || snapshotFlushRE.MatchString(l)
 }

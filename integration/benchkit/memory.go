@@ -40,10 +40,10 @@ var memoryNote string
 // order (no free block is ever that large, so nothing is reported) and
 // touch bytes are written to a private tmpfs under work and freed, so
 // that the memory the runs take is the guest's. Elsewhere it does
-// nothing and returns an empty note. It needs root. A run killed before restore
-// leaves reporting paused, and the next one, finding it so, leaves it
-// so: `echo 9 > ReportingParam` (the value the fragments' footers name)
-// puts it back.
+// nothing and returns an empty note. It needs root. A run killed before
+// restore leaves reporting paused, and the next one, finding it so,
+// leaves it so: `echo 9 > ReportingParam` (the value the fragments'
+// footers name) puts it back.
 func HoldGuestMemory(work string, touch int64) (restore func() error, note string, err error) {
 	return holdMemory(ReportingParam, buddyinfo, func() error { return touchMemory(work, touch) }, touch)
 }

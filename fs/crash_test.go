@@ -16,8 +16,8 @@ import (
 // checkClean fails if any tier holds staged copies or a superseded marker.
 func checkClean(t *testing.T, m *testMount) {
 	t.Helper()
-	for _, d := range m.tiers {
-		ents, _ := os.ReadDir(filepath.Join(d, ".tierfs", "staging"))
+	for i, d := range m.tiers {
+		ents, _ := os.ReadDir(filepath.Join(m.roots[i], ".tierfs", "staging"))
 		if len(ents) != 0 {
 			t.Fatalf("staged copies left on %s: %v", d, ents)
 		}
@@ -25,7 +25,7 @@ func checkClean(t *testing.T, m *testMount) {
 			if err != nil || e.IsDir() {
 				return nil
 			}
-			if _, err := unix.Lgetxattr(p, "user.tierfs.superseded", make([]byte, 64)); err == nil {
+			if _, err := unix.Lgetxattr(p, "trusted.tierfs.superseded", make([]byte, 64)); err == nil {
 				t.Errorf("superseded marker left on %s", p)
 			}
 			return nil

@@ -214,8 +214,11 @@ func unmountAndClose(srv interface {
 
 // testMount is a real tierfs mount over tiers in a temporary directory.
 type testMount struct {
-	cfg   serverConfig
-	mnt   string
+	cfg serverConfig
+	mnt string
+	// roots are the tier directories; tiers each one's copy of the mount's
+	// root (roots[i]/data), where the backing files are.
+	roots []string
 	tiers []string
 	cmd   *exec.Cmd
 	in    io.WriteCloser
@@ -259,7 +262,6 @@ func mount(t testing.TB, o mountOpt) *testMount {
 	base := t.TempDir()
 	n := max(2, len(o.capacities), len(o.tierDirs), o.ntiers)
 	var cfg serverConfig
-	var dirs []string
 	for i := 0; i < n; i++ {
 		d := filepath.Join(base, "tier-"+tierNames[i])
 		if i < len(o.tierDirs) {
@@ -280,7 +282,6 @@ func mount(t testing.TB, o mountOpt) *testMount {
 			}
 		}
 		cfg.Tiers = append(cfg.Tiers, c)
-		dirs = append(dirs, d)
 	}
 	cfg.CrashAt = o.crashAt
 	cfg.Policy = o.policy
@@ -293,10 +294,10 @@ func mount(t testing.TB, o mountOpt) *testMount {
 	if err := os.Mkdir(cfg.Mountpoint, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	return startServer(t, cfg, dirs)
+	return startServer(t, cfg)
 }
 
-func startServer(t testing.TB, cfg serverConfig, dirs []string) *testMount {
+func startServer(t testing.TB, cfg serverConfig) *testMount {
 	t.Helper()
 	b, _ := json.Marshal(cfg)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -326,7 +327,11 @@ func startServer(t testing.TB, cfg serverConfig, dirs []string) *testMount {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	m := &testMount{cfg: cfg, mnt: cfg.Mountpoint, tiers: dirs, cmd: cmd, in: in, out: json.NewDecoder(outp)}
+	m := &testMount{cfg: cfg, mnt: cfg.Mountpoint, cmd: cmd, in: in, out: json.NewDecoder(outp)}
+	for _, c := range cfg.Tiers {
+		m.roots = append(m.roots, c.Path)
+		m.tiers = append(m.tiers, filepath.Join(c.Path, "data"))
+	}
 	t.Cleanup(func() {
 		m.stop(t)
 		logMu.Lock()
@@ -414,7 +419,7 @@ func (m *testMount) restart(t testing.TB) *testMount {
 	t.Helper()
 	cfg := m.cfg
 	cfg.CrashAt = ""
-	return startServer(t, cfg, m.tiers)
+	return startServer(t, cfg)
 }
 
 func isMounted(p string) bool {

@@ -150,7 +150,7 @@ func testMoveUnderIO(t *testing.T, o mountOpt, rel string) {
 	if st.Moves.Done != int64(len(tiers)) || st.Moves.Failed != 0 {
 		t.Fatalf("move stats %+v", st.Moves)
 	}
-	for i, d := range m.tiers {
+	for i, d := range m.roots {
 		ents, _ := os.ReadDir(filepath.Join(d, ".tierfs", "staging"))
 		if len(ents) != 0 {
 			t.Fatalf("staging on tier %d not empty: %v", i, ents)

@@ -707,7 +707,7 @@ func checkBacking(t *testing.T, fs *Tierfs) {
 		fatalf(t, "walking the mount: %v", err)
 	}
 	copies := map[string][]string{}
-	for _, tier := range []struct{ name, root string }{{"fast", fs.Fast}, {"slow", fs.Slow}} {
+	for _, tier := range []struct{ name, root string }{{"fast", fs.FastData}, {"slow", fs.SlowData}} {
 		err := filepath.WalkDir(tier.root, func(path string, d os.DirEntry, err error) error {
 			if err != nil {
 				return err

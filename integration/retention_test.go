@@ -178,7 +178,7 @@ func TestKafkaRetentionAndDeletion(t *testing.T) {
 		errorf(t, "%d segments deleted, %d 'Deleted log …log.deleted' lines", len(basesBefore)-len(basesAfter), len(delLines))
 	}
 	// Nothing older than the log start is left on either tier.
-	for _, root := range []string{tfs.Fast, tfs.Slow} {
+	for _, root := range []string{tfs.FastData, tfs.SlowData} {
 		for _, n := range partitionFiles(t, filepath.Join(root, "kafka-logs", ret+"-0")) {
 			if base, err := strconv.ParseInt(strings.SplitN(n, ".", 2)[0], 10, 64); err == nil && base < basesAfter[0] {
 				errorf(t, "%s is still in %s after retention deleted it", n, root)

@@ -117,8 +117,11 @@ type TierfsOptions struct {
 type Tierfs struct {
 	Bin    string
 	Mnt    string // the mountpoint
-	Fast   string // the fast tier's backing dir (a tmpfs)
-	Slow   string // the slow tier's backing dir
+	Fast   string // the fast tier's directory (a tmpfs)
+	Slow   string // the slow tier's directory
+	// FastData and SlowData are each tier's copy of the mount's root
+	// (<tier>/data), where the backing files are.
+	FastData, SlowData string
 	Config string
 	Log    string // the daemon's stderr
 
@@ -156,6 +159,7 @@ func MountTierfs(t *testing.T, dir string, o TierfsOptions) *Tierfs {
 	if o.SlowDir != "" {
 		fs.Slow = o.SlowDir
 	}
+	fs.FastData, fs.SlowData = filepath.Join(fs.Fast, "data"), filepath.Join(fs.Slow, "data")
 	for _, d := range []string{fs.Mnt, fs.Fast, fs.Slow} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			fatalf(t, "%v", err)

@@ -207,7 +207,7 @@ func (p *Pool) probeXattr() error {
 	defer unix.Unlinkat(p.dirfd, name, 0)
 	defer unix.Close(fd)
 	if err := setSizeXattr(fd, 0); err != nil {
-		return fmt.Errorf("pmem: pool %s: the filesystem must keep user xattrs: %w", p.dir, err)
+		return fmt.Errorf("pmem: pool %s: the filesystem must keep trusted xattrs: %w", p.dir, err)
 	}
 	return nil
 }

@@ -266,7 +266,7 @@ func TestPoolReturnZeroes(t *testing.T) {
 		if err := unix.Fsetxattr(fd, "user.secret", []byte("password"), 0); err != nil {
 			t.Fatal(err)
 		}
-		if err := unix.Fsetxattr(fd, "user.tierfs.ino", make([]byte, 8), 0); err != nil {
+		if err := unix.Fsetxattr(fd, "trusted.tierfs.ino", make([]byte, 8), 0); err != nil {
 			t.Fatal(err)
 		}
 		if err := unix.Fchmod(fd, 0o644); err != nil {

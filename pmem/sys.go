@@ -16,13 +16,13 @@ import (
 // SizeXattr is the extended attribute that holds a pmem file's logical
 // size: 8 bytes, little endian. A file without it is a plain file whose
 // logical size is st_size.
-const SizeXattr = "user.tierfs.size"
+const SizeXattr = "trusted.tierfs.size"
 
 // pageSize is the mapping granularity.
 var pageSize = int64(os.Getpagesize())
 
 // getSizeXattr reads SizeXattr from fd. ok is false when the attribute is
-// absent (or the filesystem has no user xattrs at all).
+// absent (or the filesystem has no trusted xattrs at all).
 func getSizeXattr(fd int) (size int64, ok bool, err error) {
 	var b [8]byte
 	n, err := unix.Fgetxattr(fd, SizeXattr, b[:])

@@ -110,28 +110,52 @@ func (s *Store) Setattr(p Path, in SetAttr) (Attr, error) {
 	return s.attrOf(&ls[0])
 }
 
+// setattrAt changes a directory, symlink or special file by name. It acts
+// on the object it opened without following it and found to be the one
+// looked up, never on whatever the name leads to by then: a chmod that
+// followed a symlink swapped in meanwhile would change any file on the host.
 func setattrAt(l *loc, in *SetAttr) error {
+	fd, err := openPathAt(l.dirfd, l.name, &l.st)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
 	isLink := l.st.Mode&unix.S_IFMT == unix.S_IFLNK
 	if in.Mode != nil && !isLink {
-		if err := unix.Fchmodat(l.dirfd, l.name, *in.Mode&0o7777, 0); err != nil {
+		if err := unix.Fchmodat(fd, "", *in.Mode&0o7777, unix.AT_EMPTY_PATH); err != nil {
 			return err
 		}
 	}
 	if in.UID != nil || in.GID != nil {
 		uid, gid := ownerArgs(in)
-		if err := unix.Fchownat(l.dirfd, l.name, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err := unix.Fchownat(fd, "", uid, gid, unix.AT_EMPTY_PATH); err != nil {
 			return err
 		}
 	}
 	if in.Atime != nil || in.Mtime != nil {
-		if err := unix.UtimesNanoAt(l.dirfd, l.name, in.times(), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		if err := unix.UtimesNanoAt(fd, "", in.times(), unix.AT_EMPTY_PATH); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func reserved(name string) bool { return strings.HasPrefix(name, xattrPrefix) }
+// onObject runs fn with a path that names the object at l itself (see
+// openPathAt), for the calls that take no O_PATH descriptor.
+func onObject(l *loc, fn func(path string) error) error {
+	fd, err := openPathAt(l.dirfd, l.name, &l.st)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return fn(fdPath(fd))
+}
+
+// reserved names are tierfs's own: never read, set or listed through the
+// mount.
+func reserved(name string) bool {
+	return strings.HasPrefix(name, xattrPrefix) || strings.HasPrefix(name, trustedPrefix)
+}
 
 // Getxattr reads an extended attribute; XattrTier names the file's tier
 // (for a directory, the tiers that hold a copy, comma separated).
@@ -163,7 +187,12 @@ func (s *Store) Getxattr(p Path, name string, dest []byte) (int, error) {
 	if reserved(name) {
 		return 0, unix.ENODATA
 	}
-	return unix.Lgetxattr(procPath(ls[0].dirfd, ls[0].name), name, dest)
+	var n int
+	err = onObject(&ls[0], func(p string) (err error) {
+		n, err = unix.Getxattr(p, name, dest)
+		return err
+	})
+	return n, err
 }
 
 // GetxattrOpen answers Getxattr for inode ino from its open backing, if
@@ -213,13 +242,17 @@ func (s *Store) Listxattr(p Path, dest []byte) (int, error) {
 		return 0, err
 	}
 	defer ls.close()
-	pp := procPath(ls[0].dirfd, ls[0].name)
-	sz, err := unix.Llistxattr(pp, nil)
-	if err != nil {
-		return 0, err
-	}
-	buf := make([]byte, sz+1024)
-	n, err := unix.Llistxattr(pp, buf)
+	var buf []byte
+	var n int
+	err = onObject(&ls[0], func(pp string) error {
+		sz, err := unix.Listxattr(pp, nil)
+		if err != nil {
+			return err
+		}
+		buf = make([]byte, sz+1024)
+		n, err = unix.Listxattr(pp, buf)
+		return err
+	})
 	if err != nil {
 		return 0, err
 	}
@@ -246,7 +279,7 @@ func (s *Store) Setxattr(p Path, name string, data []byte, flags int) error {
 		return unix.EPERM
 	}
 	return s.eachCopy(p, func(l *loc) error {
-		return unix.Lsetxattr(procPath(l.dirfd, l.name), name, data, flags)
+		return onObject(l, func(pp string) error { return unix.Setxattr(pp, name, data, flags) })
 	})
 }
 
@@ -256,7 +289,7 @@ func (s *Store) Removexattr(p Path, name string) error {
 		return unix.EPERM
 	}
 	return s.eachCopy(p, func(l *loc) error {
-		return unix.Lremovexattr(procPath(l.dirfd, l.name), name)
+		return onObject(l, func(pp string) error { return unix.Removexattr(pp, name) })
 	})
 }
 

@@ -64,8 +64,11 @@ func (t TierConfig) Validate(i int) error {
 	return nil
 }
 
-// cfgCheckTierDir checks that p is an absolute path to an existing, writable
-// directory.
+// cfgCheckTierDir checks that p is an absolute path to an existing
+// directory that tierfs can use: writable, on a filesystem with trusted
+// xattrs, in parents only root can change, and root's alone once tierfs has
+// laid it out (a new or old-layout directory is made so at its first
+// mount). It changes nothing: `tierfs check` runs it on live tiers too.
 func cfgCheckTierDir(p string) error {
 	if p == "" {
 		return errors.New("is required")
@@ -85,22 +88,52 @@ func cfgCheckTierDir(p string) error {
 	if err := unix.Access(p, unix.W_OK|unix.X_OK); err != nil {
 		return fmt.Errorf("%s is not writable: %v", p, err)
 	}
-	// access(2) says yes to root everywhere but on read-only mounts, so
-	// prove it by making (and removing) a file.
-	f, err := os.CreateTemp(p, ".tierfs-probe-*")
+	fd, err := unix.Open(p, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		var pe *fs.PathError
-		if errors.As(err, &pe) {
-			err = pe.Err
-		}
-		return fmt.Errorf("%s is not writable: %v", p, err)
+		return fmt.Errorf("%s: %v", p, err)
 	}
-	name := f.Name()
-	f.Close()
-	if err := os.Remove(name); err != nil {
-		return fmt.Errorf("%s: removing probe file: %v", p, err)
+	defer unix.Close(fd)
+	// access(2) says yes to root everywhere but on read-only mounts; ask
+	// the mount itself.
+	var sfs unix.Statfs_t
+	if err := unix.Fstatfs(fd, &sfs); err != nil {
+		return fmt.Errorf("%s: %v", p, err)
+	}
+	if sfs.Flags&unix.ST_RDONLY != 0 {
+		return fmt.Errorf("%s is not writable: on a read-only filesystem", p)
+	}
+	if _, err := unix.Fgetxattr(fd, trustedPrefix+"probe", nil); err != nil && !errors.Is(err, unix.ENODATA) {
+		return noXattrs(p, fd, err)
+	}
+	if err := checkAncestors(p); err != nil {
+		return err
+	}
+	m, err := unix.Openat(fd, metaDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%s/%s: %v", p, metaDir, err)
+	}
+	defer unix.Close(m)
+	f, err := readFormat(m)
+	if err != nil {
+		return fmt.Errorf("%s: %v", p, err)
+	}
+	if f >= formatData {
+		return checkOwned(p, fd)
 	}
 	return nil
+}
+
+// cfgSameDir reports whether two paths are one directory (a bind mount or
+// a second name of it): their device and inode numbers match.
+func cfgSameDir(a, b string) bool {
+	var sa, sb unix.Stat_t
+	if unix.Stat(a, &sa) != nil || unix.Stat(b, &sb) != nil {
+		return false
+	}
+	return sa.Dev == sb.Dev && sa.Ino == sb.Ino
 }
 
 // cfgResolvePath cleans p and resolves symlinks where it can.
@@ -148,7 +181,7 @@ func ValidateTiers(tiers []TierConfig) error {
 		resolved[i] = cfgResolvePath(t.Path)
 		for j := 0; j < i; j++ {
 			switch {
-			case resolved[i] == resolved[j]:
+			case resolved[i] == resolved[j] || cfgSameDir(resolved[i], resolved[j]):
 				return units.Errorf(cfgTierKey(i, "path"), "%s is the same directory as tier[%d] %q (%s)",
 					t.Path, j, tiers[j].Name, tiers[j].Path)
 			case cfgPathWithin(resolved[i], resolved[j]):

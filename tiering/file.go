@@ -2,6 +2,7 @@ package tiering
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"sync"
@@ -99,20 +100,31 @@ func (s *Store) getFile(l *loc, ino uint64, p Path) (*File, error) {
 			f.path = p
 		}
 		s.openMu.Unlock()
-		return f, nil
+		return s.sameFile(f, l)
 	}
 	s.openMu.Unlock()
+	// O_NONBLOCK: a fifo put in the file's place must not hang the
+	// daemon in open; it is refused below.
 	readOnly := false
-	fd, err := unix.Openat(l.dirfd, l.name, unix.O_RDWR|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	const fl = unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_CLOEXEC
+	fd, err := unix.Openat(l.dirfd, l.name, unix.O_RDWR|fl, 0)
 	if errors.Is(err, unix.EROFS) || errors.Is(err, unix.ETXTBSY) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
 		readOnly = true
-		fd, err = unix.Openat(l.dirfd, l.name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		fd, err = unix.Openat(l.dirfd, l.name, unix.O_RDONLY|fl, 0)
 	}
 	if err != nil {
 		return nil, err
 	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Dev != l.st.Dev || st.Ino != l.st.Ino {
+		unix.Close(fd)
+		return nil, fmt.Errorf("%s changed on tier %s behind tierfs: %w", l.name, l.tier.Name, unix.ESTALE)
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, 0); err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
@@ -128,21 +140,45 @@ func (s *Store) getFile(l *loc, ino uint64, p Path) (*File, error) {
 		}
 	}
 	s.openMu.Lock()
-	defer s.openMu.Unlock()
 	if f := s.open[ino]; f != nil { // lost a race with another open
 		if pm != nil {
 			pm.Close()
 		}
 		unix.Close(fd)
 		f.refs++
-		return f, nil
+		s.openMu.Unlock()
+		return s.sameFile(f, l)
 	}
+	defer s.openMu.Unlock()
 	f := &File{s: s, ino: ino, fd: fd, pm: pm, tier: l.tier, readOnly: readOnly, refs: 1, path: p, blocks: counted, size: st.Size}
 	s.open[ino] = f
 	if pm != nil {
 		s.forgetPlainLocked(ino)
 	}
 	return f, nil
+}
+
+// sameFile returns f, the open file with the inode number found at l, if
+// its backing is the object at l. Two objects with one number (a copy
+// made with its attributes behind tierfs's back) must never share a
+// backing: the name would serve the other file's data. The caller holds a
+// reference on f, which a refusal drops.
+func (s *Store) sameFile(f *File, l *loc) (*File, error) {
+	f.mu.RLock()
+	var st unix.Stat_t
+	err := unix.Fstat(f.fd, &st)
+	tier := f.tier
+	f.mu.RUnlock()
+	if err == nil && st.Dev == l.st.Dev && st.Ino == l.st.Ino {
+		return f, nil
+	}
+	s.release(f)
+	if err != nil {
+		return nil, err
+	}
+	s.log.Error().Uint64("ino", f.ino).Str("tier", l.tier.Name).Str("name", l.name).Str("open_on", tier.Name).
+		Msg("a second file claims the inode number of an open file (copied with its attributes behind tierfs's back?): refused")
+	return nil, fmt.Errorf("%s claims inode %d of another file: %w", l.name, f.ino, unix.EIO)
 }
 
 // usedBytes is what a file counts for on its tier: its allocated blocks,

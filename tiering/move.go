@@ -196,7 +196,7 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	f.mu.Unlock()
 
 	staging := strconv.FormatUint(f.ino, 10)
-	sfd, err := unix.Openat(dest.meta, "staging", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	sfd, err := unix.Openat(dest.meta, "staging", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return s.moveDone(f, src, dest, 0, start, err)
 	}
@@ -306,7 +306,7 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	if len(ls) != 1 || ls[0].tier != src {
 		return s.moveDone(f, src, dest, 0, start, fmt.Errorf("name %q is not where the file is: %w", name, unix.ESTALE))
 	}
-	if ino, _ := getIno(ls[0].dirfd, name); ino != f.ino {
+	if ino, _ := getIno(ls[0].dirfd, name); ino != f.ino || ls[0].st.Dev != st.Dev || ls[0].st.Ino != st.Ino {
 		return s.moveDone(f, src, dest, 0, start, fmt.Errorf("name %q is another file now: %w", name, unix.ESTALE))
 	}
 	pfd, err := dest.walk(dir, s.dirMetaFor(dir))

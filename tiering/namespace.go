@@ -2,7 +2,9 @@ package tiering
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"strings"
 
 	"github.com/tierfs/tierfs/pmem"
 	"golang.org/x/sys/unix"
@@ -59,8 +61,79 @@ func (s *Store) comps(p Path) ([]string, error) {
 	return c, nil
 }
 
-// locate finds name in directory dir on every tier, fastest first.
+// locate finds name in directory dir on every tier, fastest first. Only a
+// directory may have copies on several tiers: anything else found on two
+// (once a committed move's superseded source is set aside) was put there
+// behind tierfs's back, and serving either copy could hand one user's file
+// to another, so the name is EIO until an operator removes one.
 func (s *Store) locate(dir []string, name string) (locs, error) {
+	ls, err := s.locateAll(dir, name)
+	if err != nil || len(ls) < 2 || allDirs(ls) {
+		return ls, err
+	}
+	ls = dropSuperseded(ls)
+	if len(ls) < 2 || allDirs(ls) {
+		return ls, nil
+	}
+	var tiers []string
+	for i := range ls {
+		tiers = append(tiers, ls[i].tier.Name)
+	}
+	ls.close()
+	s.log.Error().Str("path", strings.Join(append(append([]string(nil), dir...), name), "/")).Strs("tiers", tiers).
+		Msg("a name exists on several tiers without a tierfs marker (written behind tierfs's back?): answering EIO until one copy is removed from its tier")
+	return nil, unix.EIO
+}
+
+func allDirs(ls locs) bool {
+	for i := range ls {
+		if !isDir(&ls[i].st) {
+			return false
+		}
+	}
+	return true
+}
+
+// dropSuperseded sets aside the copies that a committed move or rename
+// marked as superseded by another tier that has a copy (the source of a
+// move whose unlink is still to come).
+func dropSuperseded(ls locs) locs {
+	has := map[string]bool{}
+	for i := range ls {
+		has[ls[i].tier.Name] = true
+	}
+	var keep locs
+	buf := make([]byte, 256)
+	for i := range ls {
+		if winner, ok := supersededBy(&ls[i], buf); ok && has[winner] && winner != ls[i].tier.Name {
+			closeQuiet(ls[i].dirfd)
+			continue
+		}
+		keep = append(keep, ls[i])
+	}
+	return keep
+}
+
+// supersededBy reads the marker of a losing copy: the winner's tier name.
+func supersededBy(l *loc, buf []byte) (string, bool) {
+	if l.st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return "", false
+	}
+	fd, err := openPathAt(l.dirfd, l.name, &l.st)
+	if err != nil {
+		return "", false
+	}
+	defer unix.Close(fd)
+	n, err := unix.Getxattr(fdPath(fd), xattrSuperseded, buf)
+	if err != nil {
+		return "", false
+	}
+	return string(buf[:n]), true
+}
+
+// locateAll finds name in directory dir on every tier, fastest first, as
+// it is on disk.
+func (s *Store) locateAll(dir []string, name string) (locs, error) {
 	var out locs
 	for _, t := range s.tiers {
 		fd, err := t.walk(dir, nil)
@@ -291,11 +364,22 @@ func (s *Store) dirMetaFor(comps []string) func(int) (dirMeta, bool) {
 // Owner is who creates a file.
 type Owner struct{ UID, GID uint32 }
 
-func chownNew(dirfd int, name string, o Owner) error {
+// chownNew gives the symlink or special file just made at dirfd/name to
+// its owner, through a descriptor of it that is checked to be what was
+// made (a hard link to a root file put in its place must not change hands).
+func chownNew(dirfd int, name string, ft uint32, o Owner) error {
 	if o.UID == 0 && o.GID == 0 {
 		return nil
 	}
-	return unix.Fchownat(dirfd, name, int(o.UID), int(o.GID), unix.AT_SYMLINK_NOFOLLOW)
+	fd, err := unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	if err := madeByUs(fd, ft); err != nil {
+		return err
+	}
+	return unix.Fchownat(fd, "", int(o.UID), int(o.GID), unix.AT_EMPTY_PATH)
 }
 
 // Create makes and opens a regular file (or opens the existing one when
@@ -465,22 +549,7 @@ func (s *Store) Mkdir(dir Path, name string, mode uint32, o Owner) (Attr, error)
 			}
 			return Attr{}, err
 		}
-		var st unix.Stat_t
-		ino, err := s.allocIno()
-		if err == nil {
-			err = setIno(pfd, name, ino)
-		}
-		if err == nil {
-			err = chownNew(pfd, name, o)
-		}
-		if err == nil {
-			// mkdir applies the umask-free mode but drops S_ISGID etc. on
-			// some filesystems; set it exactly.
-			err = unix.Fchmodat(pfd, name, mode&0o7777, 0)
-		}
-		if err == nil {
-			err = unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
-		}
+		st, ino, err := s.finishMkdir(pfd, name, mode, o)
 		if err != nil {
 			_ = unix.Unlinkat(pfd, name, unix.AT_REMOVEDIR)
 			unix.Close(pfd)
@@ -493,10 +562,54 @@ func (s *Store) Mkdir(dir Path, name string, mode uint32, o Owner) (Attr, error)
 	return Attr{}, lastErr
 }
 
+// finishMkdir numbers, chowns and chmods the directory just made at
+// pfd/name through a descriptor of it, never by name: a name swapped for a
+// symlink meanwhile would otherwise lead the chmod anywhere.
+func (s *Store) finishMkdir(pfd int, name string, mode uint32, o Owner) (unix.Stat_t, uint64, error) {
+	var st unix.Stat_t
+	fd, err := unix.Openat(pfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return st, 0, err
+	}
+	defer unix.Close(fd)
+	if err := madeByUs(fd, unix.S_IFDIR); err != nil {
+		return st, 0, err
+	}
+	ino, err := s.allocIno()
+	if err == nil {
+		err = setInoFd(fd, ino)
+	}
+	if err == nil && (o.UID != 0 || o.GID != 0) {
+		err = unix.Fchown(fd, int(o.UID), int(o.GID))
+	}
+	if err == nil {
+		// mkdir applies the umask-free mode but drops S_ISGID etc. on
+		// some filesystems; set it exactly.
+		err = unix.Fchmod(fd, mode&0o7777)
+	}
+	if err == nil {
+		err = unix.Fstat(fd, &st)
+	}
+	return st, ino, err
+}
+
+// madeByUs checks that fd is what the daemon (root) just created, of type
+// ft, before it is given to its owner: not something put in its place.
+func madeByUs(fd int, ft uint32) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT != ft || st.Uid != uint32(os.Geteuid()) || (ft != unix.S_IFDIR && st.Nlink != 1) {
+		return fmt.Errorf("the entry just created was replaced: %w", unix.EIO)
+	}
+	return nil
+}
+
 // Symlink makes a symbolic link on the first tier that takes it; links
 // never move.
 func (s *Store) Symlink(dir Path, name, target string, o Owner) (Attr, error) {
-	return s.makeSpecial(dir, name, o, func(pfd int) error { return unix.Symlinkat(target, pfd, name) })
+	return s.makeSpecial(dir, name, unix.S_IFLNK, o, func(pfd int) error { return unix.Symlinkat(target, pfd, name) })
 }
 
 // Mknod makes a device node, fifo or socket.
@@ -510,10 +623,10 @@ func (s *Store) Mknod(dir Path, name string, mode uint32, dev uint64, o Owner) (
 		h.Release()
 		return a, nil
 	}
-	return s.makeSpecial(dir, name, o, func(pfd int) error { return unix.Mknodat(pfd, name, mode, int(dev)) })
+	return s.makeSpecial(dir, name, mode&unix.S_IFMT, o, func(pfd int) error { return unix.Mknodat(pfd, name, mode, int(dev)) })
 }
 
-func (s *Store) makeSpecial(dir Path, name string, o Owner, mk func(pfd int) error) (Attr, error) {
+func (s *Store) makeSpecial(dir Path, name string, ft uint32, o Owner, mk func(pfd int) error) (Attr, error) {
 	if err := validName(name); err != nil {
 		return Attr{}, err
 	}
@@ -540,7 +653,10 @@ func (s *Store) makeSpecial(dir Path, name string, o Owner, mk func(pfd int) err
 			return Attr{}, err
 		}
 		defer unix.Close(pfd)
-		_ = chownNew(pfd, name, o)
+		if err := chownNew(pfd, name, ft, o); err != nil {
+			_ = unix.Unlinkat(pfd, name, 0)
+			return Attr{}, err
+		}
 		var st unix.Stat_t
 		if err := unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return Attr{}, err

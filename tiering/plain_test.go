@@ -173,7 +173,7 @@ func TestGetattrPlainThenPMem(t *testing.T) {
 	for i := 0; i < 2; i++ {
 		getattrReads(t, s, "t-0/grown.txt")
 	}
-	back := filepath.Join(tiers[0].Path, "t-0", "grown.txt")
+	back := filepath.Join(dataOf(tiers[0]), "t-0", "grown.txt")
 	setSizeAttr(t, back, 77)
 	h, err := s.Open(RelPath("t-0/grown.txt"), unix.O_RDWR)
 	if err != nil {
@@ -194,7 +194,7 @@ func TestGetattrPlainThenPMem(t *testing.T) {
 		getattrReads(t, s, "t-0/offline.txt")
 	}
 	s.Close()
-	setSizeAttr(t, filepath.Join(tiers[0].Path, "t-0", "offline.txt"), 5)
+	setSizeAttr(t, filepath.Join(dataOf(tiers[0]), "t-0", "offline.txt"), 5)
 	s2 := openTest(t, tiers, Options{SegmentSize: testSeg, PMem: s.opts.PMem})
 	if a, n := getattrReads(t, s2, "t-0/offline.txt"); a.Size != 5 || n != 1 {
 		t.Fatalf("after a remount: size %d, %d attribute reads; want 5 and 1", a.Size, n)

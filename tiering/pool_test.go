@@ -78,7 +78,7 @@ func TestPoolSegmentTakesSlot(t *testing.T) {
 	if a.Tier != 0 || a.Size != 0 || a.Mode&0o7777 != 0o640 {
 		t.Fatalf("new segment: tier %d size %d mode %o, want tier 0, size 0, mode 640", a.Tier, a.Size, a.Mode&0o7777)
 	}
-	back := filepath.Join(tiers[0].Path, "topic-0", "00000000000000000000.log")
+	back := filepath.Join(dataOf(tiers[0]), "topic-0", "00000000000000000000.log")
 	st, _, ok := backingStat(t, back)
 	if !ok || st.Size != testSeg {
 		t.Fatalf("backing: size %d, logical size attribute %v; want a %d-byte pool slot with one", st.Size, ok, testSeg)
@@ -112,7 +112,7 @@ func TestPoolSegmentTakesSlot(t *testing.T) {
 			t.Fatal(err)
 		}
 		h.Release()
-		if st, _, ok := backingStat(t, filepath.Join(tiers[0].Path, name)); ok || st.Size != 0 {
+		if st, _, ok := backingStat(t, filepath.Join(dataOf(tiers[0]), name)); ok || st.Size != 0 {
 			t.Fatalf("%s: size %d, pmem attribute %v; want a plain empty file", name, st.Size, ok)
 		}
 	}
@@ -244,7 +244,7 @@ func TestPoolFileGrowsPastSlot(t *testing.T) {
 		t.Fatalf("read %d bytes, want %d", len(got), len(want))
 	}
 	h.Release()
-	st, size, ok := backingStat(t, filepath.Join(tiers[0].Path, "t-0", "00000000000000000000.log"))
+	st, size, ok := backingStat(t, filepath.Join(dataOf(tiers[0]), "t-0", "00000000000000000000.log"))
 	if !ok || size != int64(len(want)) || st.Size < size {
 		t.Fatalf("backing %d bytes with logical size %d (%v), want logical %d", st.Size, size, ok, len(want))
 	}
@@ -274,11 +274,11 @@ func TestPoolFileMovesWithOpenHandle(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.recycleWG.Wait()
-	st, _, ok := backingStat(t, filepath.Join(tiers[1].Path, rel))
+	st, _, ok := backingStat(t, filepath.Join(dataOf(tiers[1]), rel))
 	if ok || st.Size != int64(len(want)) {
 		t.Fatalf("moved copy: %d bytes, pmem attribute %v; want a plain %d-byte file", st.Size, ok, len(want))
 	}
-	if _, err := os.Lstat(filepath.Join(tiers[0].Path, rel)); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Lstat(filepath.Join(dataOf(tiers[0]), rel)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("source still on the pmem tier: %v", err)
 	}
 	if p := s.Status().Tiers[0].Pool; p.UsedBytes != 0 {

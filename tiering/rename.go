@@ -201,14 +201,21 @@ func (s *Store) forgetReplaced(t *Tier, ino uint64, st *unix.Stat_t) {
 }
 
 func markSuperseded(l *loc, winner string) error {
-	if err := unix.Lsetxattr(procPath(l.dirfd, l.name), xattrSuperseded, []byte(winner), 0); err != nil {
-		return fmt.Errorf("mark %s superseded: %w", l.name, err)
-	}
 	fd, err := unix.Openat(l.dirfd, l.name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if st.Dev != l.st.Dev || st.Ino != l.st.Ino {
+		return fmt.Errorf("mark %s superseded: the name is another file now: %w", l.name, unix.ESTALE)
+	}
+	if err := unix.Fsetxattr(fd, xattrSuperseded, []byte(winner), 0); err != nil {
+		return fmt.Errorf("mark %s superseded: %w", l.name, err)
+	}
 	return unix.Fsync(fd)
 }
 

@@ -35,6 +35,9 @@ type Options struct {
 	// PMem, when set, gives every pmem tier a pool of preallocated
 	// segment files (pool.go); nil: pmem tiers hold plain files.
 	PMem *pmem.Config
+	// Holder says who holds the tiers (pid, mountpoint), for the error a
+	// second daemon on the same tiers gets.
+	Holder string
 }
 
 // Path names a file or directory in the mount. Components is called only
@@ -93,6 +96,8 @@ type Store struct {
 	inoReserved uint64
 
 	scanLinks map[[3]uint64]bool // hard links counted once, during recover
+	scanInos  map[uint64]scanned // where recover found each inode number
+	scanDups  []dupIno           // numbers recover found on two objects
 
 	statsMu sync.Mutex
 	stats   MoveStats
@@ -113,7 +118,7 @@ func Open(tiers []TierConfig, opts Options) (*Store, error) {
 	}
 	s := &Store{opts: opts, log: opts.Log, open: map[uint64]*File{}, reads: map[uint64]int64{}, plain: map[uint64]plainKey{}}
 	for i, c := range tiers {
-		t, err := openTier(i, c)
+		t, err := openTier(i, c, &opts, s.tiers)
 		if err != nil {
 			s.Close()
 			return nil, err
@@ -127,6 +132,16 @@ func Open(tiers []TierConfig, opts Options) (*Store, error) {
 	if err := s.recover(); err != nil {
 		s.Close()
 		return nil, err
+	}
+	for _, t := range s.tiers {
+		if !t.legacy {
+			continue
+		}
+		if err := writeFormat(t.meta, formatTrusted); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("tier %s: record its format: %w", t.Name, err)
+		}
+		t.legacy = false
 	}
 	if err := s.openPools(); err != nil {
 		s.Close()
@@ -268,7 +283,7 @@ func (s *Store) inoOf(t *Tier, dirfd int, name string, st *unix.Stat_t) (uint64,
 	if err != nil {
 		return 0, err
 	}
-	if err := setIno(dirfd, name, ino); err != nil {
+	if err := setIno(dirfd, name, st, ino); err != nil {
 		return 0, fmt.Errorf("tier %s: set inode number: %w", t.Name, err)
 	}
 	return ino, nil

@@ -22,6 +22,10 @@ func openTest(t *testing.T, tiers []TierConfig, o Options) *Store {
 	return s
 }
 
+// dataOf is a tier's copy of the mount's root, where tests look at and
+// plant backing files.
+func dataOf(tc TierConfig) string { return filepath.Join(tc.Path, dataDir) }
+
 func twoTiers(t *testing.T, fastType string, fastCap units.ByteSize) []TierConfig {
 	base := t.TempDir()
 	var out []TierConfig
@@ -78,7 +82,7 @@ func TestInodeNumbersPersist(t *testing.T) {
 	}
 	s.Close()
 	// A file made behind tierfs's back gets a number at first sight.
-	if err := os.WriteFile(filepath.Join(tiers[1].Path, "outside"), []byte("x"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dataOf(tiers[1]), "outside"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Remove(filepath.Join(tiers[0].Path, metaDir, inoFile)); err != nil {
@@ -114,7 +118,7 @@ func TestInodeNumbersPersist(t *testing.T) {
 // superseded goes; a lone marked copy keeps its data and loses the mark.
 func TestRecoveryResolvesLeftovers(t *testing.T) {
 	tiers := twoTiers(t, TypeNVMe, 0)
-	fast, slow := tiers[0].Path, tiers[1].Path
+	fast, slow := dataOf(tiers[0]), dataOf(tiers[1])
 	s := openTest(t, tiers, Options{})
 	s.Close()
 	write := func(p, data string) {
@@ -125,7 +129,7 @@ func TestRecoveryResolvesLeftovers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write(filepath.Join(slow, metaDir, "staging", "1234"), "partial copy")
+	write(filepath.Join(tiers[1].Path, metaDir, "staging", "1234"), "partial copy")
 	write(filepath.Join(fast, "p/dup"), "old")
 	write(filepath.Join(slow, "p/dup"), "new")
 	if err := unix.Lsetxattr(filepath.Join(fast, "p/dup"), xattrSuperseded, []byte("slow"), 0); err != nil {
@@ -136,7 +140,7 @@ func TestRecoveryResolvesLeftovers(t *testing.T) {
 		t.Fatal(err)
 	}
 	s2 := openTest(t, tiers, Options{})
-	if _, err := os.Stat(filepath.Join(slow, metaDir, "staging", "1234")); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(tiers[1].Path, metaDir, "staging", "1234")); !os.IsNotExist(err) {
 		t.Fatalf("staged copy survived recovery: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(fast, "p/dup")); !os.IsNotExist(err) {
@@ -166,7 +170,7 @@ func TestCreateNeedsParent(t *testing.T) {
 		t.Fatalf("create under a missing directory: %v, want ENOENT", err)
 	}
 	for _, tc := range tiers {
-		if _, err := os.Stat(filepath.Join(tc.Path, "gone")); !os.IsNotExist(err) {
+		if _, err := os.Stat(filepath.Join(dataOf(tc), "gone")); !os.IsNotExist(err) {
 			t.Fatalf("directory made on %s: %v", tc.Name, err)
 		}
 	}
@@ -187,7 +191,7 @@ func TestUsageIgnoresBlocksPastEOF(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The filesystem's own look-ahead, as xfs does it.
-	fd, err := unix.Open(filepath.Join(tiers[0].Path, "seg.log"), unix.O_RDWR, 0)
+	fd, err := unix.Open(filepath.Join(dataOf(tiers[0]), "seg.log"), unix.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,18 +12,36 @@ import (
 )
 
 // metaDir is the directory at the root of every tier that holds tierfs's own
-// state; it is hidden from the mount.
-const metaDir = ".tierfs"
-
-// Names of the extended attributes tierfs keeps on backing files.
+// state; dataDir, beside it, is the tier's copy of the mount's root. The
+// tier directory itself is root's alone (0700), so that nothing done to
+// the mount's root (a chown for the broker) opens the tier to others.
 const (
-	xattrIno        = "user.tierfs.ino"        // 8 bytes, little endian: the tierfs inode number
-	xattrSuperseded = "user.tierfs.superseded" // on the losing copy while a move or rename-over commits: the winning tier's name
+	metaDir = ".tierfs"
+	dataDir = "data"
+)
+
+// Names of the extended attributes tierfs keeps on backing files. They are
+// in the trusted namespace, which only CAP_SYS_ADMIN can write: a user who
+// reaches a backing file can never forge an inode number or a marker.
+const (
+	xattrIno        = "trusted.tierfs.ino"        // 8 bytes, little endian: the tierfs inode number
+	xattrSuperseded = "trusted.tierfs.superseded" // on the losing copy while a move or rename-over commits: the winning tier's name
 	// XattrTier is the virtual attribute that names a file's tier.
 	XattrTier = "user.tierfs.tier"
-	// xattrPrefix is reserved: never forwarded to or from the backing.
-	xattrPrefix = "user.tierfs."
+	// xattrPrefix and trustedPrefix are reserved: never forwarded to or
+	// from the backing through the mount.
+	xattrPrefix   = "user.tierfs."
+	trustedPrefix = "trusted.tierfs."
 )
+
+// legacyXattrs are the names tierfs kept its attributes under before they
+// moved to the trusted namespace, taken over once at the first mount
+// (format.go).
+var legacyXattrs = map[string]string{
+	"user.tierfs.ino":        xattrIno,
+	"user.tierfs.superseded": xattrSuperseded,
+	"user.tierfs.size":       pmem.SizeXattr,
+}
 
 // Tier is one backing directory.
 type Tier struct {
@@ -33,8 +51,16 @@ type Tier struct {
 	Path     string
 	capacity int64 // configured cap; 0 = backing filesystem size
 
-	root int // O_DIRECTORY fd of Path
+	base int // O_DIRECTORY fd of Path, the tier directory
+	root int // O_DIRECTORY fd of Path/data, the tier's copy of the mount's root
 	meta int // O_DIRECTORY fd of Path/.tierfs
+	lock int // Path/.tierfs/lock, flock'd for as long as the tier is open
+
+	dev, ino uint64 // of the tier directory: the same directory twice is refused
+
+	// legacy: the tier still has attributes under their old user.tierfs.
+	// names, taken over by the scan at mount (format.go).
+	legacy bool
 
 	used  atomic.Int64 // bytes allocated by files tierfs holds here
 	files atomic.Int64
@@ -48,40 +74,66 @@ type Tier struct {
 	kick chan struct{}
 }
 
-func openTier(i int, c TierConfig) (*Tier, error) {
-	t := &Tier{Index: i, Name: c.Name, Type: c.Type, Path: c.Path, capacity: int64(c.Capacity), root: -1, meta: -1}
+// openTier opens, locks and (at the first mount) lays out a tier: nothing
+// in it is read or changed before its lock is held.
+func openTier(i int, c TierConfig, o *Options, prev []*Tier) (*Tier, error) {
+	t := &Tier{Index: i, Name: c.Name, Type: c.Type, Path: c.Path, capacity: int64(c.Capacity), base: -1, root: -1, meta: -1, lock: -1}
+	fail := func(err error) (*Tier, error) {
+		t.close()
+		return nil, fmt.Errorf("tier %s: %w", c.Name, err)
+	}
+	if err := checkAncestors(c.Path); err != nil {
+		return fail(err)
+	}
 	fd, err := unix.Open(c.Path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("tier %s: open %s: %w", c.Name, c.Path, err)
+		return fail(fmt.Errorf("open %s: %w", c.Path, err))
 	}
-	t.root = fd
+	t.base = fd
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fail(err)
+	}
+	t.dev, t.ino = st.Dev, st.Ino
+	if err := checkDistinct(t, prev); err != nil {
+		return fail(err)
+	}
 	if err := unix.Mkdirat(fd, metaDir, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
-		t.close()
-		return nil, fmt.Errorf("tier %s: mkdir %s/%s: %w", c.Name, c.Path, metaDir, err)
+		return fail(fmt.Errorf("mkdir %s/%s: %w", c.Path, metaDir, err))
 	}
 	m, err := unix.Openat(fd, metaDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
-		t.close()
-		return nil, fmt.Errorf("tier %s: open %s/%s: %w", c.Name, c.Path, metaDir, err)
+		return fail(fmt.Errorf("open %s/%s: %w", c.Path, metaDir, err))
 	}
 	t.meta = m
+	if err := t.takeLock(o.Holder); err != nil {
+		return fail(err)
+	}
+	if err := t.probeXattrs(); err != nil {
+		return fail(err)
+	}
+	if err := t.layOut(o.Log); err != nil {
+		return fail(err)
+	}
+	r, err := unix.Openat(fd, dataDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fail(fmt.Errorf("open %s/%s: %w", c.Path, dataDir, err))
+	}
+	t.root = r
 	for _, d := range []string{"staging", "journal"} {
 		if err := unix.Mkdirat(m, d, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
-			t.close()
-			return nil, fmt.Errorf("tier %s: mkdir %s: %w", c.Name, d, err)
+			return fail(fmt.Errorf("mkdir %s: %w", d, err))
 		}
 	}
 	return t, nil
 }
 
 func (t *Tier) close() {
-	if t.meta >= 0 {
-		unix.Close(t.meta)
-		t.meta = -1
-	}
-	if t.root >= 0 {
-		unix.Close(t.root)
-		t.root = -1
+	for _, fd := range []*int{&t.root, &t.meta, &t.base, &t.lock} {
+		if *fd >= 0 {
+			unix.Close(*fd)
+			*fd = -1
+		}
 	}
 }
 
@@ -139,15 +191,23 @@ func (t *Tier) walk(comps []string, create func(depth int) (dirMeta, bool)) (int
 				unix.Close(fd)
 				return -1, unix.ENOENT
 			}
-			if err = unix.Mkdirat(fd, c, m.mode&0o7777); err == nil || errors.Is(err, unix.EEXIST) {
+			made := unix.Mkdirat(fd, c, m.mode&0o7777)
+			if made == nil || errors.Is(made, unix.EEXIST) {
 				nfd, err = unix.Openat(fd, c, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-				if err == nil {
-					_ = unix.Fchown(nfd, int(m.uid), int(m.gid))
-					_ = unix.Fchmod(nfd, m.mode&0o7777)
-					if m.ino != 0 {
-						_ = setInoFd(nfd, m.ino)
+				if err == nil && made == nil {
+					// Through the descriptor, and only what we made.
+					if err = madeByUs(nfd, unix.S_IFDIR); err == nil {
+						_ = unix.Fchown(nfd, int(m.uid), int(m.gid))
+						_ = unix.Fchmod(nfd, m.mode&0o7777)
+						if m.ino != 0 {
+							_ = setInoFd(nfd, m.ino)
+						}
+					} else {
+						unix.Close(nfd)
 					}
 				}
+			} else {
+				err = made
 			}
 		}
 		unix.Close(fd)
@@ -181,10 +241,17 @@ func getIno(dirfd int, name string) (uint64, error) {
 	return binary.LittleEndian.Uint64(b[:]), nil
 }
 
-func setIno(dirfd int, name string, ino uint64) error {
+// setIno numbers the object at dirfd/name, which must still be the one st
+// describes.
+func setIno(dirfd int, name string, st *unix.Stat_t, ino uint64) error {
+	fd, err := openPathAt(dirfd, name, st)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
 	var b [8]byte
 	binary.LittleEndian.PutUint64(b[:], ino)
-	return unix.Lsetxattr(procPath(dirfd, name), xattrIno, b[:], 0)
+	return unix.Setxattr(fdPath(fd), xattrIno, b[:], 0)
 }
 
 func getInoFd(fd int) (uint64, error) {

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/tierfs/tierfs/cmd/internal/config"
+	"github.com/tierfs/tierfs/tiering"
 )
 
 func setupCheck(fs *flag.FlagSet) func([]string) int {
@@ -31,6 +32,11 @@ func setupCheck(fs *flag.FlagSet) func([]string) int {
 			}
 		}
 		fmt.Fprint(stdout, cfg.String())
+		for _, t := range cfg.Tiers {
+			if who := tiering.LockHolder(t.Path); who != "" {
+				fmt.Fprintf(stdout, "tier %s (%s) is in use by a tierfs daemon: %s\n", t.Name, t.Path, who)
+			}
+		}
 		return 0
 	}
 }

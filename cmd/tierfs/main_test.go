@@ -490,7 +490,7 @@ func TestMountEndToEnd(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(e.mnt, segLog)); err != nil || !bytes.Equal(b, logData) {
 		t.Errorf("the moved file reads back different (err %v)", err)
 	}
-	if _, err := os.Stat(filepath.Join(e.slow, segLog)); err != nil {
+	if _, err := os.Stat(filepath.Join(e.slow, "data", segLog)); err != nil {
 		t.Errorf("the moved file is not on the slow tier's directory: %v", err)
 	}
 	st, tiers = statusJSON(t, e.mnt)
@@ -572,7 +572,7 @@ func TestMountEndToEnd(t *testing.T) {
 	if _, err := os.Lstat(sock); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the control socket is still there after exit: %v", err)
 	}
-	if b, err := os.ReadFile(filepath.Join(e.fast, meta)); err != nil || string(b) != "broker.id=1\n" {
+	if b, err := os.ReadFile(filepath.Join(e.fast, "data", meta)); err != nil || string(b) != "broker.id=1\n" {
 		t.Errorf("%s on the fast tier after unmount: %q, %v", meta, b, err)
 	}
 	// The log: JSON lines (stderr is no terminal), "mounted" and
@@ -646,7 +646,7 @@ func TestMountBusyUnmount(t *testing.T) {
 	if code := d.waitExit(t); code != 0 {
 		t.Fatalf("tierfs exited %d:\n%s", code, d.stderr.String())
 	}
-	if b, err := os.ReadFile(filepath.Join(e.fast, "open.log")); err != nil || string(b) != "before\nafter\n" {
+	if b, err := os.ReadFile(filepath.Join(e.fast, "data", "open.log")); err != nil || string(b) != "before\nafter\n" {
 		t.Errorf("open.log on the fast tier: %q, %v", b, err)
 	}
 	if !strings.Contains(d.stderr.String(), "detaching lazily") {

@@ -170,6 +170,7 @@ func mount(cfgPath, mountpoint string, debug bool, flags mountOverrides) int {
 		SegmentSize: int64(cfg.PMem.SegmentSize),
 		PMem:        &cfg.PMem,
 		Log:         log,
+		Holder:      fmt.Sprintf("pid %d, mountpoint %s", os.Getpid(), mp),
 	})
 	if err != nil {
 		return fail("mount", fmt.Errorf("opening the tiers: %w", err))

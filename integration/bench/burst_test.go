@@ -227,7 +227,7 @@ func burstScenario(t *testing.T, k *integration.Kafka, dir string, cfg burstConf
 	startProducer(t, bt, tdir, topic, burstRecords, -1).wait(t, 20*time.Minute)
 	waitSettled(10 * time.Minute)
 	smp := startSampler(t, 250*time.Millisecond, status,
-		filepath.Join(fs.Fast, "kafka-logs"), filepath.Join(fs.Slow, "kafka-logs"))
+		filepath.Join(fs.FastData, "kafka-logs"), filepath.Join(fs.SlowData, "kafka-logs"))
 	low := startProducer(t, bt, tdir, topic, 1<<40/recordSize, lowMiB*1024)
 	time.Sleep(10 * time.Second)
 	for i := 0; i < 3; i++ {

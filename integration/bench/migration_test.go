@@ -83,7 +83,7 @@ func TestMigration(t *testing.T) {
 		integration.BrokerOptions{SegmentBytes: segment, Heap: "1g", Extra: brokerProps(nil)})
 	b.Start(t)
 	smp := startSampler(t, 250*time.Millisecond, status,
-		filepath.Join(fs.Fast, "kafka-logs"), filepath.Join(fs.Slow, "kafka-logs"))
+		filepath.Join(fs.FastData, "kafka-logs"), filepath.Join(fs.SlowData, "kafka-logs"))
 
 	type iteration struct {
 		P0, P1 float64 // producer MiB/s without, during moves

@@ -89,7 +89,7 @@ func TestSteady(t *testing.T) {
 		t.Helper()
 		b, d := bt, tdir
 		var st *statusClient
-		roots := []string{filepath.Join(fs.Fast, "kafka-logs"), filepath.Join(fs.Slow, "kafka-logs")}
+		roots := []string{filepath.Join(fs.FastData, "kafka-logs"), filepath.Join(fs.SlowData, "kafka-logs")}
 		if target == "hdd" {
 			b, d, roots = bh, hdir, []string{filepath.Join(hdd.Dir, "kafka-logs")}
 		} else {

@@ -114,8 +114,8 @@ func TestEngineConverges(t *testing.T) {
 	// Oldest first: the first segments went down, the newest stayed.
 	for i := 0; i < 6; i++ {
 		name := fmt.Sprintf("%020d.log", i*1000)
-		onSlow := fileExists(filepath.Join(tiers[1].Path, "t-0", name))
-		onFast := fileExists(filepath.Join(tiers[0].Path, "t-0", name))
+		onSlow := fileExists(filepath.Join(tiers[1].Path, "data", "t-0", name))
+		onFast := fileExists(filepath.Join(tiers[0].Path, "data", "t-0", name))
 		if onSlow == onFast {
 			t.Fatalf("%s on slow=%v fast=%v", name, onSlow, onFast)
 		}
@@ -194,7 +194,7 @@ func TestEngineMigrateAndPins(t *testing.T) {
 	if err := j.Wait(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if !fileExists(filepath.Join(tiers[1].Path, "ckpt")) {
+	if !fileExists(filepath.Join(tiers[1].Path, "data", "ckpt")) {
 		t.Fatalf("migrate did not move the file")
 	}
 	j, err = e.Pin("ckpt", "fast")
@@ -204,7 +204,7 @@ func TestEngineMigrateAndPins(t *testing.T) {
 	if err := j.Wait(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if !fileExists(filepath.Join(tiers[0].Path, "ckpt")) {
+	if !fileExists(filepath.Join(tiers[0].Path, "data", "ckpt")) {
 		t.Fatalf("pin did not move the file to its tier")
 	}
 	e2, err := New(s, defaultCfg(), pins, zerolog.Nop())

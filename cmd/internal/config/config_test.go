@@ -243,8 +243,8 @@ func TestErrors(t *testing.T) {
 		{"path is a file", strings.Replace(base, `"{B}"`, `"{FILE}"`, 1),
 			"tierfs.toml:9: tier[1].path: ", "not a directory"},
 		// /proc refuses new files even to root.
-		{"path not writable", strings.Replace(base, `"{B}"`, `"/proc"`, 1),
-			"tierfs.toml:9: tier[1].path: ", "not writable"},
+		{"path without trusted xattrs", strings.Replace(base, `"{B}"`, `"/proc"`, 1),
+			"tierfs.toml:9: tier[1].path: ", "without trusted extended attributes (proc)"},
 		{"same tier path with dot", strings.Replace(base, `"{B}"`, `"{A}/."`, 1),
 			"tierfs.toml:9: tier[1].path: ", "same directory as tier[0]"},
 		{"same tier path", strings.Replace(base, `"{B}"`, `"{A}"`, 1),

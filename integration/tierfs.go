@@ -115,15 +115,15 @@ type TierfsOptions struct {
 // Tierfs is a mounted tierfs with a tmpfs fast tier and a plain-directory
 // slow tier.
 type Tierfs struct {
-	Bin    string
-	Mnt    string // the mountpoint
-	Fast   string // the fast tier's directory (a tmpfs)
-	Slow   string // the slow tier's directory
+	Bin  string
+	Mnt  string // the mountpoint
+	Fast string // the fast tier's directory (a tmpfs)
+	Slow string // the slow tier's directory
 	// FastData and SlowData are each tier's copy of the mount's root
 	// (<tier>/data), where the backing files are.
 	FastData, SlowData string
-	Config string
-	Log    string // the daemon's stderr
+	Config             string
+	Log                string // the daemon's stderr
 
 	dir    string
 	opts   TierfsOptions

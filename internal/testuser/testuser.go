@@ -54,6 +54,7 @@ func Create(t testing.TB) *User {
 			out, err := exec.Command("userdel", name).CombinedOutput()
 			var ee *exec.ExitError
 			if errors.As(err, &ee) && ee.ExitCode() == 8 && time.Now().Before(deadline) {
+				time.Sleep(50 * time.Millisecond) // a retry's pace, not a wait for an event
 				continue
 			}
 			if err != nil {

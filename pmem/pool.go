@@ -597,7 +597,7 @@ func (p *Pool) Take(dirfd int, name string) error {
 // The caller must make sure that nothing still has the file open or mapped
 // (a File on it must be closed first).
 func (p *Pool) Return(dirfd int, name string) error {
-	d, err := p.Detach(dirfd, name)
+	d, err := p.Detach(dirfd, name, nil)
 	if err != nil {
 		return err
 	}
@@ -623,14 +623,22 @@ type Detached struct {
 // 0600 and chown it to us, fsync it and rename it to a fresh cold slot, so
 // that a recycled slot never shows the old file's data or metadata. If the
 // pool is at Target, Recycle removes the file instead. Detach does not
-// fsync dirfd.
-func (p *Pool) Detach(dirfd int, name string) (*Detached, error) {
+// fsync dirfd. With want, the file must be that one (device and inode):
+// what the rename took is checked, and put back if it is another, since
+// recycling zeroes it.
+func (p *Pool) Detach(dirfd int, name string, want *unix.Stat_t) (*Detached, error) {
 	var st unix.Stat_t
 	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return nil, fmt.Errorf("pmem: pool: return %s: %w", name, err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return nil, fmt.Errorf("pmem: pool: return %s: not a regular file: %w", name, unix.EINVAL)
+	}
+	if want == nil {
+		want = &st
+	}
+	if st.Dev != want.Dev || st.Ino != want.Ino {
+		return nil, fmt.Errorf("pmem: pool: return %s: another file now: %w", name, unix.ESTALE)
 	}
 	p.mu.Lock()
 	if p.closed {
@@ -651,6 +659,15 @@ func (p *Pool) Detach(dirfd int, name string) (*Detached, error) {
 			p.settle(n, false)
 		}
 		return nil, fmt.Errorf("pmem: pool: return %s: %w", name, err)
+	}
+	var got unix.Stat_t
+	if err := unix.Fstatat(p.dirfd, d.tmp, &got, unix.AT_SYMLINK_NOFOLLOW); err != nil || got.Dev != want.Dev || got.Ino != want.Ino {
+		// Swapped between the stat and the rename: not ours to zero.
+		_ = unix.Renameat2(p.dirfd, d.tmp, dirfd, name, unix.RENAME_NOREPLACE)
+		if recycle {
+			p.settle(n, false)
+		}
+		return nil, fmt.Errorf("pmem: pool: return %s: another file now: %w", name, unix.ESTALE)
 	}
 	return d, nil
 }

@@ -105,7 +105,7 @@ func cfgCheckTierDir(p string) error {
 	if _, err := unix.Fgetxattr(fd, trustedPrefix+"probe", nil); err != nil && !errors.Is(err, unix.ENODATA) {
 		return noXattrs(p, fd, err)
 	}
-	if err := checkAncestors(p); err != nil {
+	if _, err := checkAncestors(p); err != nil {
 		return err
 	}
 	m, err := unix.Openat(fd, metaDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)

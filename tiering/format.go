@@ -371,25 +371,30 @@ func checkOwned(path string, fd int) error {
 	return nil
 }
 
-// checkAncestors refuses a tier directory whose parents someone other
-// than root could rename it out of (and put something else in its place):
-// each must be root's and not writable by others, unless sticky.
-func checkAncestors(path string) error {
+// checkAncestors refuses a tier directory whose parents anyone could
+// rename it out of (and put something else in its place): a parent
+// writable by group or others must be sticky and root's. A parent that
+// another user owns is that user's to trust, so it is only reported
+// (owned, for a warning).
+func checkAncestors(path string) (owned string, err error) {
 	p, err := filepath.EvalSymlinks(path)
 	if err != nil {
-		return err
+		return "", err
 	}
 	for d := filepath.Dir(p); ; d = filepath.Dir(d) {
 		var st unix.Stat_t
 		if err := unix.Lstat(d, &st); err != nil {
-			return err
+			return "", err
 		}
-		if st.Uid != 0 || (st.Mode&0o022 != 0 && st.Mode&unix.S_ISVTX == 0) {
-			return fmt.Errorf("%s lies in %s, which other users can change (owner uid %d, mode %04o): a tier directory's parents must be root's and not writable by others",
+		if st.Mode&0o022 != 0 && (st.Mode&unix.S_ISVTX == 0 || st.Uid != 0) {
+			return "", fmt.Errorf("%s lies in %s, which other users can change (owner uid %d, mode %04o): a tier directory's parents must not be writable by others",
 				path, d, st.Uid, st.Mode&0o7777)
 		}
+		if st.Uid != 0 && owned == "" {
+			owned = fmt.Sprintf("%s lies in %s, owned by uid %d, who can move it away", path, d, st.Uid)
+		}
 		if d == "/" || d == "." {
-			return nil
+			return owned, nil
 		}
 	}
 }

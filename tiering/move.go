@@ -360,7 +360,7 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 		oldPM.Close()
 		if src.pool != nil {
 			var derr error
-			if detached, derr = src.pool.Detach(ls[0].dirfd, name); derr != nil {
+			if detached, derr = src.pool.Detach(ls[0].dirfd, name, &ls[0].st); derr != nil {
 				detached = nil
 			}
 		}

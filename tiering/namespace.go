@@ -676,9 +676,14 @@ func (s *Store) Readlink(p Path) (string, error) {
 		return "", err
 	}
 	defer ls.close()
+	fd, err := openPathAt(ls[0].dirfd, ls[0].name, &ls[0].st)
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(fd)
 	buf := make([]byte, 4096)
 	for {
-		n, err := unix.Readlinkat(ls[0].dirfd, ls[0].name, buf)
+		n, err := unix.Readlinkat(fd, "", buf)
 		if err != nil {
 			return "", err
 		}
@@ -730,7 +735,14 @@ func (s *Store) Link(target Path, dir Path, name string) (Attr, error) {
 		return Attr{}, err
 	}
 	defer unix.Close(pfd)
-	if err := unix.Linkat(src[0].dirfd, src[0].name, pfd, name, 0); err != nil {
+	// The link is made to the object looked up, not to whatever has its
+	// name by now.
+	sfd, err := openPathAt(src[0].dirfd, src[0].name, &src[0].st)
+	if err != nil {
+		return Attr{}, err
+	}
+	defer unix.Close(sfd)
+	if err := unix.Linkat(sfd, "", pfd, name, unix.AT_EMPTY_PATH); err != nil {
 		return Attr{}, err
 	}
 	var st unix.Stat_t
@@ -786,7 +798,7 @@ func (s *Store) removeFileLocked(l *loc) error {
 	// once nothing has it open.
 	var detached *pmem.Detached
 	if l.st.Mode&unix.S_IFMT == unix.S_IFREG && l.tier.isPoolFile(l.dirfd, l.name, &l.st) {
-		d, err := l.tier.pool.Detach(l.dirfd, l.name)
+		d, err := l.tier.pool.Detach(l.dirfd, l.name, &l.st)
 		if err != nil && !errors.Is(err, pmem.ErrPoolClosed) {
 			return err
 		}

@@ -140,7 +140,7 @@ func (s *Store) takeSlot(t *Tier, pfd int, dir []string, name string, mode uint3
 		if fd >= 0 {
 			unix.Close(fd)
 		}
-		if d, derr := t.pool.Detach(pfd, name); derr == nil {
+		if d, derr := t.pool.Detach(pfd, name, nil); derr == nil {
 			s.recycle(t, d)
 		} else {
 			_ = unix.Unlinkat(pfd, name, 0)

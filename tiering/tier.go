@@ -82,8 +82,10 @@ func openTier(i int, c TierConfig, o *Options, prev []*Tier) (*Tier, error) {
 		t.close()
 		return nil, fmt.Errorf("tier %s: %w", c.Name, err)
 	}
-	if err := checkAncestors(c.Path); err != nil {
+	if owned, err := checkAncestors(c.Path); err != nil {
 		return fail(err)
+	} else if owned != "" {
+		o.Log.Warn().Str("tier", c.Name).Msg(owned)
 	}
 	fd, err := unix.Open(c.Path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {

@@ -192,10 +192,12 @@ type controlServer struct {
 	jobs       jobTable
 	// requests, when set, reports the mount's FUSE transport.
 	requests func() *requestsStatus
+	// access judges each caller (control_access.go).
+	access *controlAccess
 }
 
 func newControlServer(store controlStore, pol controlPolicy, mountpoint string, log zerolog.Logger) *controlServer {
-	s := &controlServer{store: store, policy: pol, mountpoint: mountpoint, log: log, mux: http.NewServeMux()}
+	s := &controlServer{store: store, policy: pol, mountpoint: mountpoint, log: log, mux: http.NewServeMux(), access: defaultAccess()}
 	s.mux.HandleFunc("GET /v1/status", s.handleStatus)
 	s.mux.HandleFunc("GET /v1/ls", s.handleLs)
 	s.mux.HandleFunc("POST /v1/move", s.handleMove)
@@ -292,6 +294,8 @@ func (s *controlServer) handleLs(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *controlServer) handleMove(w http.ResponseWriter, r *http.Request) {
+	// The copy may outlast the socket's write timeout.
+	http.NewResponseController(w).SetWriteDeadline(time.Time{})
 	q := r.URL.Query()
 	rel, tier := q.Get("path"), q.Get("tier")
 	switch {
@@ -539,15 +543,15 @@ type controlListener struct {
 	ino  uint64 // of the socket file, to remove only our own
 	ln   net.Listener
 	srv  *http.Server
-	done chan error
+	done <-chan error
 }
 
-// listenControl creates the control socket for mountpoint and serves h on
-// it. The socket gets mode perm and, when gid >= 0, that group; it
+// listenControl creates the control socket for mountpoint and serves cs
+// on it, within defaultControlLimits. The socket gets mode perm and, when gid >= 0, that group; it
 // appears under its final name only once it has them, so nobody else can
 // connect in between. A socket file that nobody listens on (left by a
 // daemon that died) is replaced; a live one is an error.
-func listenControl(mountpoint string, h http.Handler, perm os.FileMode, gid int) (*controlListener, error) {
+func listenControl(mountpoint string, cs *controlServer, perm os.FileMode, gid int) (*controlListener, error) {
 	path, err := controlSocketPath(mountpoint)
 	if err != nil {
 		return nil, err
@@ -590,19 +594,12 @@ func listenControl(mountpoint string, h http.Handler, perm os.FileMode, gid int)
 	if err := os.Rename(tmp, path); err != nil {
 		return fail(err)
 	}
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          nil,
-	}
-	c := &controlListener{path: path, ln: ln, srv: srv, done: make(chan error, 1)}
 	var st unix.Stat_t
 	if err := unix.Lstat(path, &st); err != nil {
 		return fail(err)
 	}
-	c.ino = st.Ino
-	go func() { c.done <- srv.Serve(ln) }()
-	return c, nil
+	srv, _, done := serveControl(ln, cs, defaultControlLimits(), cs.access.privileged, cs.log)
+	return &controlListener{path: path, ino: st.Ino, ln: ln, srv: srv, done: done}, nil
 }
 
 // removeStaleSocket removes the socket file at path if no process listens

@@ -28,8 +28,8 @@ import (
 // controlLimits bound the control socket's connections.
 type controlLimits struct {
 	// MaxConns is the most connections held at once; callers that are
-	// not privileged share at most three quarters of them, so root and
-	// control_group always find room.
+	// not privileged share at most three quarters of them, so that the
+	// last quarter stays for root and control_group.
 	MaxConns int
 	// ReadHeaderTimeout and ReadTimeout bound reading a request (they
 	// carry no bodies); WriteTimeout the handling and the reply;
@@ -41,7 +41,8 @@ type controlLimits struct {
 // these. A request holds its connection and, for a moment, a few more
 // descriptors (stats through the mount, the store's directory walks), so
 // the socket's share stays a small part of the limit and the rest is the
-// mount's own: at the usual 1024, 32 connections; from 2048 up, 64.
+// mount's own: at 1024, 32 connections; from 2048 up (Go raises the soft
+// limit to the hard one at start, usually far above), 64.
 const (
 	minControlConns = 4
 	maxControlConns = 64

@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -125,6 +126,9 @@ type jobRecord struct {
 	id   uint64
 	job  *engine.Job
 	size int64 // the file's size when queued: the total until the copy starts
+	// by holds the uids that queued it, who alone (and the privileged)
+	// may follow it; under jobTable.mu.
+	by map[uint32]bool
 }
 
 // maxJobRecords bounds the finished jobs remembered for GET /v1/job.
@@ -139,18 +143,21 @@ type jobTable struct {
 	order []uint64
 }
 
-// add records j (once: a move already queued keeps its id).
-func (t *jobTable) add(j *engine.Job, size int64) *jobRecord {
+// add records j, queued by uid (once: a move already queued keeps its
+// id).
+func (t *jobTable) add(j *engine.Job, size int64, uid uint32) *jobRecord {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.byID == nil {
 		t.byID, t.ids = map[uint64]*jobRecord{}, map[*engine.Job]uint64{}
 	}
 	if id, ok := t.ids[j]; ok {
-		return t.byID[id]
+		r := t.byID[id]
+		r.by[uid] = true
+		return r
 	}
 	t.next++
-	r := &jobRecord{id: t.next, job: j, size: size}
+	r := &jobRecord{id: t.next, job: j, size: size, by: map[uint32]bool{uid: true}}
 	t.byID[r.id], t.ids[j] = r, r.id
 	t.order = append(t.order, r.id)
 	if len(t.order) > maxJobRecords {
@@ -177,6 +184,13 @@ func (t *jobTable) get(id uint64) *jobRecord {
 	return t.byID[id]
 }
 
+// queuedBy reports whether uid queued the job r.
+func (t *jobTable) queuedBy(r *jobRecord, uid uint32) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return r.by[uid]
+}
+
 // errorResponse is the body of every error reply.
 type errorResponse struct {
 	Error string `json:"error"`
@@ -192,10 +206,12 @@ type controlServer struct {
 	jobs       jobTable
 	// requests, when set, reports the mount's FUSE transport.
 	requests func() *requestsStatus
+	// access judges each caller (control_access.go).
+	access *controlAccess
 }
 
 func newControlServer(store controlStore, pol controlPolicy, mountpoint string, log zerolog.Logger) *controlServer {
-	s := &controlServer{store: store, policy: pol, mountpoint: mountpoint, log: log, mux: http.NewServeMux()}
+	s := &controlServer{store: store, policy: pol, mountpoint: mountpoint, log: log, mux: http.NewServeMux(), access: defaultAccess()}
 	s.mux.HandleFunc("GET /v1/status", s.handleStatus)
 	s.mux.HandleFunc("GET /v1/ls", s.handleLs)
 	s.mux.HandleFunc("POST /v1/move", s.handleMove)
@@ -220,6 +236,11 @@ func (s *controlServer) withPolicy(h http.HandlerFunc) http.HandlerFunc {
 
 // ServeHTTP implements http.Handler.
 func (s *controlServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if _, ok := callerOf(r.Context()); !ok {
+		// Served without the connLimiter: nobody to judge, so no answer.
+		writeError(w, http.StatusForbidden, "permission denied: the daemon cannot tell who is asking")
+		return
+	}
 	// The mux answers unknown paths and wrong methods in plain text;
 	// wrap those in the protocol's JSON.
 	h, pattern := s.mux.Handler(r)
@@ -260,6 +281,39 @@ func (r *statusRecorder) WriteHeader(code int) {
 	}
 }
 
+// caller is the request's peer, and whether it may do everything.
+func (s *controlServer) caller(r *http.Request) (peer, bool) {
+	p, _ := callerOf(r.Context())
+	return p, s.access.privileged(p)
+}
+
+// privilegedOnly answers 403 unless the caller is privileged; what says
+// what it may not do.
+func (s *controlServer) privilegedOnly(w http.ResponseWriter, r *http.Request, what string) bool {
+	p, priv := s.caller(r)
+	if priv {
+		return true
+	}
+	who := "root"
+	if s.access.group >= 0 {
+		who = fmt.Sprintf("root and the members of %s (mount.control_group)", s.access.groupName)
+	}
+	writeError(w, http.StatusForbidden, fmt.Sprintf("permission denied: only %s may %s (the caller is %s)", who, what, p))
+	return false
+}
+
+// accessStatus is the reply code for an error from a pathCheck.
+func accessStatus(err error) int {
+	var fe *forbiddenError
+	switch {
+	case errors.As(err, &fe):
+		return http.StatusForbidden
+	case errors.Is(err, errNoMount):
+		return http.StatusServiceUnavailable
+	}
+	return errnoStatus(err)
+}
+
 func (s *controlServer) handleStatus(w http.ResponseWriter, r *http.Request) {
 	st := statusResponse{Mountpoint: s.mountpoint, Status: s.store.Status()}
 	if s.policy != nil {
@@ -269,7 +323,48 @@ func (s *controlServer) handleStatus(w http.ResponseWriter, r *http.Request) {
 	if s.requests != nil {
 		st.Requests = s.requests()
 	}
+	if p, priv := s.caller(r); !priv {
+		s.redactStatus(&st, p)
+	}
 	writeJSON(w, http.StatusOK, st)
+}
+
+// redactStatus leaves a caller that is not privileged the daemon-wide
+// figures and the files it could see through the mount. Where the tiers
+// lie on disk, the error texts (they name files) and the configuration
+// file are root's business.
+func (s *controlServer) redactStatus(st *statusResponse, p peer) {
+	st.Tiers = slices.Clone(st.Tiers)
+	for i := range st.Tiers {
+		st.Tiers[i].Path = ""
+	}
+	st.Moves.LastError = ""
+	if st.Policy == nil {
+		return
+	}
+	ps := *st.Policy
+	chk := s.access.paths(p)
+	visible := func(js []engine.JobStatus) []engine.JobStatus {
+		var out []engine.JobStatus
+		for _, j := range js {
+			if chk.visible(j.Path) {
+				out = append(out, j)
+			}
+		}
+		return out
+	}
+	ps.Queued, ps.InFlight = visible(ps.Queued), visible(ps.InFlight)
+	var pins map[string]string
+	for path, tier := range ps.Pins {
+		if chk.visible(path) {
+			if pins == nil {
+				pins = map[string]string{}
+			}
+			pins[path] = tier
+		}
+	}
+	ps.Pins, ps.LastErrors, ps.Config = pins, nil, ""
+	st.Policy = &ps
 }
 
 func (s *controlServer) handleLs(w http.ResponseWriter, r *http.Request) {
@@ -280,10 +375,43 @@ func (s *controlServer) handleLs(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "recursive: "+err.Error())
 		return
 	}
+	// A caller that is not privileged gets what `ls -lR` through the
+	// mount would show it: the path must be reachable, and a directory's
+	// entries are listed only where it may read and search it.
+	var chk *pathCheck
+	var dir string
+	if p, priv := s.caller(r); !priv {
+		c, ok := cleanRel(rel)
+		if !ok {
+			writeError(w, http.StatusNotFound, fmt.Sprintf("ls %s: %v", rel, unix.ENOENT))
+			return
+		}
+		chk = s.access.paths(p)
+		st, err := chk.reach(c)
+		if err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			err, dir = chk.listable(c), c
+		} else if err == nil {
+			chk = nil // one file: reaching it is enough
+		}
+		if err != nil {
+			writeError(w, accessStatus(err), fmt.Sprintf("ls %s: %v", displayRel(c), err))
+			return
+		}
+	}
 	ents, err := s.store.List(rel, recursive)
 	if err != nil {
 		writeError(w, errnoStatus(err), fmt.Sprintf("ls %s: %v", displayRel(rel), err))
 		return
+	}
+	if chk != nil {
+		memo := map[string]bool{dir: true}
+		kept := ents[:0]
+		for _, e := range ents {
+			if chk.parentListable(memo, e.Path) {
+				kept = append(kept, e)
+			}
+		}
+		ents = kept
 	}
 	if ents == nil {
 		ents = []tiering.Entry{}
@@ -291,7 +419,14 @@ func (s *controlServer) handleLs(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, ents)
 }
 
+// handleMove moves a file at once, outside the engine's queue and rate:
+// root's (and control_group's) alone.
 func (s *controlServer) handleMove(w http.ResponseWriter, r *http.Request) {
+	if !s.privilegedOnly(w, r, "move files outside the policy engine (POST /v1/move)") {
+		return
+	}
+	// The copy may outlast the socket's write timeout.
+	http.NewResponseController(w).SetWriteDeadline(time.Time{})
 	q := r.URL.Query()
 	rel, tier := q.Get("path"), q.Get("tier")
 	switch {
@@ -345,6 +480,12 @@ func (s *controlServer) fileArgs(w http.ResponseWriter, r *http.Request, op stri
 		writeError(w, http.StatusBadRequest, err.Error())
 		return "", "", 0, false
 	}
+	if p, priv := s.caller(r); !priv {
+		if err := s.access.paths(p).writable(rel); err != nil {
+			writeError(w, accessStatus(err), fmt.Sprintf("%s %s: %v", op, rel, err))
+			return "", "", 0, false
+		}
+	}
 	ents, err := s.store.List(rel, false)
 	if err != nil {
 		writeError(w, errnoStatus(err), fmt.Sprintf("%s %s: %v", op, rel, err))
@@ -386,8 +527,9 @@ func (s *controlServer) handleMigrate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, fmt.Sprintf("migrate %s to %s: %v", rel, tier, err))
 		return
 	}
-	rec := s.jobs.add(j, size)
-	s.log.Info().Str("path", rel).Str("to", tier).Uint64("job", rec.id).Msg("move queued on request")
+	p, _ := s.caller(r)
+	rec := s.jobs.add(j, size, p.uid)
+	s.log.Info().Str("path", rel).Str("to", tier).Uint64("job", rec.id).Uint32("uid", p.uid).Msg("move queued on request")
 	writeJSON(w, http.StatusOK, s.jobReply(rec))
 }
 
@@ -401,6 +543,10 @@ func (s *controlServer) handleJob(w http.ResponseWriter, r *http.Request) {
 	rec := s.jobs.get(id)
 	if rec == nil {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no job %d", id))
+		return
+	}
+	if p, priv := s.caller(r); !priv && !s.jobs.queuedBy(rec, p.uid) {
+		writeError(w, http.StatusForbidden, fmt.Sprintf("job %d: permission denied: %s did not queue it", id, p))
 		return
 	}
 	writeJSON(w, http.StatusOK, s.jobReply(rec))
@@ -446,8 +592,9 @@ func (s *controlServer) handlePin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusConflict, fmt.Sprintf("pin %s to %s: %v", rel, tier, err))
 		return
 	}
-	rec := s.jobs.add(j, size)
-	s.log.Info().Str("path", rel).Str("tier", tier).Uint64("job", rec.id).Msg("pinned on request")
+	p, _ := s.caller(r)
+	rec := s.jobs.add(j, size, p.uid)
+	s.log.Info().Str("path", rel).Str("tier", tier).Uint64("job", rec.id).Uint32("uid", p.uid).Msg("pinned on request")
 	writeJSON(w, http.StatusOK, pinResponse{Path: rel, Tier: tier, Job: s.jobReply(rec)})
 }
 
@@ -461,6 +608,13 @@ func (s *controlServer) handleUnpin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "path is required")
 		return
 	}
+	p, priv := s.caller(r)
+	if !priv {
+		if err := s.unpinAllowed(p, rel); err != nil {
+			writeError(w, accessStatus(err), fmt.Sprintf("unpin %s: %v", rel, err))
+			return
+		}
+	}
 	// The file need not exist any more: a pin outlives its file.
 	if _, pinned := s.policy.Status().Pins[rel]; !pinned {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("unpin %s: not pinned", rel))
@@ -470,11 +624,31 @@ func (s *controlServer) handleUnpin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, fmt.Sprintf("unpin %s: %v", rel, err))
 		return
 	}
-	s.log.Info().Str("path", rel).Msg("unpinned on request")
+	s.log.Info().Str("path", rel).Uint32("uid", p.uid).Msg("unpinned on request")
 	writeJSON(w, http.StatusOK, map[string]string{"path": rel})
 }
 
+// unpinAllowed: a caller that may change the file may unpin it; a pin
+// outlives its file, and then whoever could create the name again (write
+// and search on its directory) may drop it.
+func (s *controlServer) unpinAllowed(p peer, rel string) error {
+	chk := s.access.paths(p)
+	err := chk.writable(rel)
+	if !errors.Is(err, unix.ENOENT) {
+		return err
+	}
+	dir := parentRel(rel)
+	st, err := chk.reach(dir)
+	if err == nil && !p.may(&st, mayWrite|maySearch) {
+		err = &forbiddenError{fmt.Sprintf("%s may not create names in %s", p, displayRel(dir))}
+	}
+	return err
+}
+
 func (s *controlServer) handleReload(w http.ResponseWriter, r *http.Request) {
+	if !s.privilegedOnly(w, r, "reload the daemon's configuration") {
+		return
+	}
 	res, err := s.policy.Reload()
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
@@ -539,15 +713,15 @@ type controlListener struct {
 	ino  uint64 // of the socket file, to remove only our own
 	ln   net.Listener
 	srv  *http.Server
-	done chan error
+	done <-chan error
 }
 
-// listenControl creates the control socket for mountpoint and serves h on
-// it. The socket gets mode perm and, when gid >= 0, that group; it
+// listenControl creates the control socket for mountpoint and serves cs
+// on it, within defaultControlLimits. The socket gets mode perm and, when gid >= 0, that group; it
 // appears under its final name only once it has them, so nobody else can
 // connect in between. A socket file that nobody listens on (left by a
 // daemon that died) is replaced; a live one is an error.
-func listenControl(mountpoint string, h http.Handler, perm os.FileMode, gid int) (*controlListener, error) {
+func listenControl(mountpoint string, cs *controlServer, perm os.FileMode, gid int) (*controlListener, error) {
 	path, err := controlSocketPath(mountpoint)
 	if err != nil {
 		return nil, err
@@ -590,19 +764,12 @@ func listenControl(mountpoint string, h http.Handler, perm os.FileMode, gid int)
 	if err := os.Rename(tmp, path); err != nil {
 		return fail(err)
 	}
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          nil,
-	}
-	c := &controlListener{path: path, ln: ln, srv: srv, done: make(chan error, 1)}
 	var st unix.Stat_t
 	if err := unix.Lstat(path, &st); err != nil {
 		return fail(err)
 	}
-	c.ino = st.Ino
-	go func() { c.done <- srv.Serve(ln) }()
-	return c, nil
+	srv, _, done := serveControl(ln, cs, defaultControlLimits(), cs.access.privileged, cs.log)
+	return &controlListener{path: path, ino: st.Ino, ln: ln, srv: srv, done: done}, nil
 }
 
 // removeStaleSocket removes the socket file at path if no process listens
@@ -709,6 +876,9 @@ func (c *controlClient) do(ctx context.Context, method, path string, q url.Value
 	if err != nil {
 		var op *net.OpError
 		if errors.As(err, &op) && op.Op == "dial" {
+			if errors.Is(err, unix.EACCES) {
+				return fmt.Errorf("permission denied on the control socket %s of %s: its mode and group (mount.control_mode, mount.control_group) do not let this user connect", c.socket, c.mountpoint)
+			}
 			return &errNoDaemon{mountpoint: c.mountpoint, err: err}
 		}
 		return fmt.Errorf("talking to the tierfs daemon for %s: %w", c.mountpoint, err)

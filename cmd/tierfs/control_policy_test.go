@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -89,14 +88,8 @@ func TestControlPolicy(t *testing.T) {
 		}
 		return reloadResult{Config: "/etc/tierfs.toml", Changes: []string{"policy.max_rate: 0 -> 1MiB/s"}}, nil
 	}}
-	sock := filepath.Join(t.TempDir(), "ctl.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: newControlServer(&fakeStore{}, pol, "/mnt/kafka", zerolog.Nop())}
-	go srv.Serve(ln)
-	defer srv.Close()
+	cs := newControlServer(&fakeStore{}, pol, "/mnt/kafka", zerolog.Nop())
+	sock, _ := serveTest(t, cs, cs.access.privileged, defaultControlLimits(), zerolog.Nop())
 	c := newControlClientAt("/mnt/kafka", sock)
 
 	// A move that copies half and waits.

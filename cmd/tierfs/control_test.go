@@ -83,15 +83,27 @@ func (f *fakeStore) Move(rel, tier string) error {
 func serveFake(t *testing.T) (*controlClient, *fakeStore) {
 	t.Helper()
 	store := &fakeStore{}
-	sock := filepath.Join(t.TempDir(), "ctl.sock")
+	cs := newControlServer(store, nil, "/mnt/kafka", zerolog.Nop())
+	sock, _ := serveTest(t, cs, cs.access.privileged, defaultControlLimits(), zerolog.Nop())
+	return newControlClientAt("/mnt/kafka", sock), store
+}
+
+// serveTest serves h as the daemon does (serveControl: its limits, its
+// callers' credentials) on a socket in a temporary directory, which
+// needs no root; the test's own user is the daemon's, so privileged.
+func serveTest(t *testing.T, h http.Handler, priv func(peer) bool, lim controlLimits, log zerolog.Logger) (sock string, cl *connLimiter) {
+	t.Helper()
+	sock = filepath.Join(t.TempDir(), "ctl.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: newControlServer(store, nil, "/mnt/kafka", zerolog.Nop())}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return newControlClientAt("/mnt/kafka", sock), store
+	srv, cl, done := serveControl(ln, h, lim, priv, log)
+	t.Cleanup(func() {
+		srv.Close()
+		<-done
+	})
+	return sock, cl
 }
 
 func TestControlServer(t *testing.T) {

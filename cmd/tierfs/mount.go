@@ -9,7 +9,9 @@ import (
 	_ "net/http/pprof"
 	"os"
 	"os/signal"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -210,6 +212,12 @@ func mount(cfgPath, mountpoint string, debug bool, flags mountOverrides) int {
 		}
 		return r
 	}
+	cs.access.group, cs.access.groupName, cs.access.allowOther = gid, cfg.Mount.ControlGroup, mcfg.AllowOther
+	if cs.access.mount, err = newMountView(mp); err != nil {
+		// Only privileged callers get answers about paths then.
+		log.Warn().Err(err).Str("mountpoint", mp).Msg("cannot stat the mount; the control socket answers path requests only for root and control_group")
+	}
+	warnControlAccess(cfg.Mount, gid, log)
 	ctl, err := listenControl(mp, cs, cfg.Mount.SocketMode(), gid)
 	if err != nil {
 		log.Error().Err(err).Msg("cannot start the control server; unmounting")
@@ -254,6 +262,20 @@ func mount(cfgPath, mountpoint string, debug bool, flags mountOverrides) int {
 	}
 	log.Info().Str("mountpoint", mp).Str("reason", reason).Int("status", status).Msg("exiting")
 	return status
+}
+
+// warnControlAccess says in the log what a widened control socket lets
+// others do.
+func warnControlAccess(m mountutil.Config, gid int, log zerolog.Logger) {
+	if mode := m.SocketMode(); mode&0o002 != 0 {
+		log.Warn().Str("control_mode", fmt.Sprintf("%04o", mode)).
+			Msg("the control socket is world-writable (mount.control_mode): any local user may connect; each sees and acts on only the files it could through the mount, and reload stays root's and control_group's")
+	}
+	if gid >= 0 {
+		if _, err := user.LookupGroupId(strconv.Itoa(gid)); err != nil {
+			log.Warn().Int("gid", gid).Msg("mount.control_group: no group in the group database has this gid; only processes already holding it are its members")
+		}
+	}
 }
 
 // waitForExit serves until the filesystem is unmounted from outside or a

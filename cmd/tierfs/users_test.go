@@ -1,0 +1,305 @@
+package main
+
+// Real users and groups for the tests that need a caller other than root:
+// created with the system's tools, removed in Cleanup.
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// inCI: under CI a missing prerequisite is a failure, not a skip.
+func inCI() bool {
+	v, _ := strconv.ParseBool(os.Getenv("CI"))
+	return v
+}
+
+// requirePrereq skips the test with why when ok is false, or fails it
+// under CI=true, where every test must run.
+func requirePrereq(t *testing.T, ok bool, why string) {
+	t.Helper()
+	if ok {
+		return
+	}
+	if inCI() {
+		t.Fatalf("CI=true and this test cannot run: %s", why)
+	}
+	t.Skip("skipping: " + why)
+}
+
+// requireUsers checks what creating users and mounting need: root,
+// /dev/fuse and the shadow tools.
+func requireUsers(t *testing.T) {
+	t.Helper()
+	requirePrereq(t, os.Geteuid() == 0, "creating users and mounting tierfs need root; run the tests as root")
+	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
+	requirePrereq(t, err == nil, "cannot open /dev/fuse; load the fuse module or run where FUSE is available")
+	f.Close()
+	for _, tool := range []string{"useradd", "userdel", "groupadd", "groupdel"} {
+		_, err := sbinTool(tool)
+		requirePrereq(t, err == nil, tool+" not found (Debian package passwd)")
+	}
+}
+
+// sbinTool finds a tool that may live in /usr/sbin, which a test's PATH
+// need not have.
+func sbinTool(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	for _, d := range []string{"/usr/sbin", "/sbin"} {
+		p := filepath.Join(d, name)
+		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", exec.ErrNotFound
+}
+
+// accountsMu serializes this process's changes to /etc/passwd and
+// /etc/group: the tools take a lock and fail when it is held.
+var accountsMu sync.Mutex
+
+func runAccountTool(t *testing.T, name string, args ...string) error {
+	t.Helper()
+	path, err := sbinTool(name)
+	if err != nil {
+		return err
+	}
+	accountsMu.Lock()
+	defer accountsMu.Unlock()
+	var out []byte
+	// Another process (a test run next to this one) may hold the lock
+	// on the account files for a moment: the tools then exit 1 (useradd
+	// 10, groupadd 10) saying so.
+	poll(t, name+" "+strings.Join(args, " "), func() (bool, error) {
+		out, err = exec.Command(path, args...).CombinedOutput()
+		if err != nil && bytes.Contains(out, []byte("lock")) {
+			return false, errors.New(string(out))
+		}
+		return true, nil
+	})
+	if err != nil {
+		return errors.New(name + ": " + err.Error() + ": " + strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func randomName(t *testing.T) string {
+	t.Helper()
+	b := make([]byte, 4)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return "tierfs-t-" + hex.EncodeToString(b)
+}
+
+// testGroup is a real group.
+type testGroup struct {
+	name string
+	gid  uint32
+}
+
+func newTestGroup(t *testing.T) *testGroup {
+	t.Helper()
+	name := randomName(t)
+	if err := runAccountTool(t, "groupadd", "--system", name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := runAccountTool(t, "groupdel", name); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gid, _ := strconv.ParseUint(g.Gid, 10, 32)
+	return &testGroup{name: name, gid: uint32(gid)}
+}
+
+// testUser is a real system user with a group of its own, and the
+// supplementary groups it was given.
+type testUser struct {
+	name     string
+	uid, gid uint32
+	groups   []uint32
+}
+
+func newTestUser(t *testing.T, groups ...*testGroup) *testUser {
+	t.Helper()
+	name := randomName(t)
+	args := []string{"--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group"}
+	u := &testUser{name: name}
+	var names []string
+	for _, g := range groups {
+		names = append(names, g.name)
+		u.groups = append(u.groups, g.gid)
+	}
+	if len(names) > 0 {
+		args = append(args, "--groups", strings.Join(names, ","))
+	}
+	if err := runAccountTool(t, "useradd", append(args, name)...); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := runAccountTool(t, "userdel", name); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+		// userdel removes the user's own group where USERGROUPS_ENAB
+		// says so; make sure.
+		if _, err := user.LookupGroup(name); err == nil {
+			if err := runAccountTool(t, "groupdel", name); err != nil {
+				t.Errorf("cleanup: %v", err)
+			}
+		}
+	})
+	pw, err := user.Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.ParseUint(pw.Uid, 10, 32)
+	gid, _ := strconv.ParseUint(pw.Gid, 10, 32)
+	u.uid, u.gid = uint32(uid), uint32(gid)
+	return u
+}
+
+// binReachable lets other users run the test binary: TestMain builds it
+// in a private temporary directory.
+var binReachable sync.Once
+
+// tierfs runs the tierfs binary as u, in /, and returns its output and
+// exit status.
+func (u *testUser) tierfs(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	binReachable.Do(func() {
+		if err := os.Chmod(filepath.Dir(tierfsBin), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	})
+	var o, e bytes.Buffer
+	cmd := exec.Command(tierfsBin, args...)
+	cmd.Dir = "/"
+	cmd.Env = []string{"PATH=/usr/bin:/bin", "GORACE=" + os.Getenv("GORACE")}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: u.uid, Gid: u.gid, Groups: u.groups}}
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("tierfs %s as %s: %v", strings.Join(args, " "), u.name, err)
+	}
+	return o.String(), e.String(), code
+}
+
+// dialAs connects to the unix socket at sock with u's credentials, from
+// this process: on a thread of its own that takes u's ids for the
+// connect(2), so that the daemon's SO_PEERCRED sees u. The raw system
+// calls change that thread alone (syscall.Setuid would change them all);
+// the saved uid stays 0 so that the thread can become root again before
+// it goes back to the scheduler, or else it ends with its goroutine.
+func (u *testUser) dialAs(sock string) (net.Conn, error) {
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		// This thread's own, to come back to (read before they change:
+		// getgid(2) answers for the thread).
+		gid := uint32(os.Getgid())
+		groups, err := unix.Getgroups()
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		var ours []uint32
+		for _, g := range groups {
+			ours = append(ours, uint32(g))
+		}
+		if err := threadCreds(u.groups, u.gid, u.uid); err != nil {
+			ch <- result{err: err}
+			return
+		}
+		c, err := net.Dial("unix", sock)
+		if threadCreds(ours, gid, 0) == nil && threadIs(0, gid) {
+			runtime.UnlockOSThread()
+		}
+		ch <- result{c, err}
+	}()
+	r := <-ch
+	return r.c, r.err
+}
+
+// threadIs reports whether the calling thread's uids are all uid and its
+// gids all gid.
+func threadIs(uid, gid uint32) bool {
+	r, e, su := unix.Getresuid()
+	rg, eg, sg := unix.Getresgid()
+	return r == int(uid) && e == int(uid) && su == int(uid) && rg == int(gid) && eg == int(gid) && sg == int(gid)
+}
+
+// threadCreds sets the calling thread's groups, gid and uid (real and
+// effective; the saved uid stays root's, to come back).
+func threadCreds(groups []uint32, gid, uid uint32) error {
+	// Root again first, when coming back: the others need it.
+	if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, 0, 0, 0); e != 0 && uid == 0 {
+		return fmt.Errorf("setresuid: %w", e)
+	}
+	var gp uintptr
+	if len(groups) > 0 {
+		gp = uintptr(unsafe.Pointer(&groups[0]))
+	}
+	for _, call := range []struct {
+		name       string
+		nr, a1, a2 uintptr
+		a3         uintptr
+	}{
+		{"setgroups", unix.SYS_SETGROUPS, uintptr(len(groups)), gp, 0},
+		{"setresgid", unix.SYS_SETRESGID, uintptr(gid), uintptr(gid), uintptr(gid)},
+		{"setresuid", unix.SYS_SETRESUID, uintptr(uid), uintptr(uid), 0},
+	} {
+		if _, _, e := unix.RawSyscall(call.nr, call.a1, call.a2, call.a3); e != 0 {
+			return fmt.Errorf("%s: %w", call.name, e)
+		}
+	}
+	runtime.KeepAlive(groups)
+	return nil
+}
+
+// controlClient is a client of the daemon for mnt that connects as u.
+func (u *testUser) controlClient(t *testing.T, mnt string) *controlClient {
+	t.Helper()
+	sock, err := controlSocketPath(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{
+		DialContext:       func(context.Context, string, string) (net.Conn, error) { return u.dialAs(sock) },
+		DisableKeepAlives: true,
+	}
+	return &controlClient{mountpoint: mnt, socket: sock, http: &http.Client{Transport: tr}}
+}

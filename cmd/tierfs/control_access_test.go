@@ -267,7 +267,7 @@ func TestControlSocketGroupMember(t *testing.T) {
 	// A group that does not exist fails the mount, naming the key.
 	e2 := newEnv(t)
 	conf, _ := os.ReadFile(e2.config)
-	writeFile(t, e2.config, string(conf)+fmt.Sprintf("\n[mount]\ncontrol_group = %q\n", randomName(t)))
+	writeFile(t, e2.config, string(conf)+fmt.Sprintf("\n[mount]\ncontrol_group = %q\n", "tierfs-t-no-such-group"))
 	if _, errOut, code := tierfs(t, "", "mount", "--config", e2.config, e2.mnt); code != 1 || !strings.Contains(errOut, "mount.control_group") || !strings.Contains(errOut, "unknown group") {
 		t.Errorf("mount with an unknown control_group: exit %d, %q", code, errOut)
 	}

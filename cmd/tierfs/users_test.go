@@ -6,15 +6,12 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -25,6 +22,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tierfs/tierfs/internal/testuser"
 )
 
 // inCI: under CI a missing prerequisite is a failure, not a skip.
@@ -54,88 +53,19 @@ func requireUsers(t *testing.T) {
 	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
 	requirePrereq(t, err == nil, "cannot open /dev/fuse; load the fuse module or run where FUSE is available")
 	f.Close()
-	for _, tool := range []string{"useradd", "userdel", "groupadd", "groupdel"} {
-		_, err := sbinTool(tool)
-		requirePrereq(t, err == nil, tool+" not found (Debian package passwd)")
-	}
 }
 
-// sbinTool finds a tool that may live in /usr/sbin, which a test's PATH
-// need not have.
-func sbinTool(name string) (string, error) {
-	if p, err := exec.LookPath(name); err == nil {
-		return p, nil
-	}
-	for _, d := range []string{"/usr/sbin", "/sbin"} {
-		p := filepath.Join(d, name)
-		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", exec.ErrNotFound
-}
-
-// accountsMu serializes this process's changes to /etc/passwd and
-// /etc/group: the tools take a lock and fail when it is held.
-var accountsMu sync.Mutex
-
-func runAccountTool(t *testing.T, name string, args ...string) error {
-	t.Helper()
-	path, err := sbinTool(name)
-	if err != nil {
-		return err
-	}
-	accountsMu.Lock()
-	defer accountsMu.Unlock()
-	var out []byte
-	// Another process (a test run next to this one) may hold the lock
-	// on the account files for a moment: the tools then exit 1 (useradd
-	// 10, groupadd 10) saying so.
-	poll(t, name+" "+strings.Join(args, " "), func() (bool, error) {
-		out, err = exec.Command(path, args...).CombinedOutput()
-		if err != nil && bytes.Contains(out, []byte("lock")) {
-			return false, errors.New(string(out))
-		}
-		return true, nil
-	})
-	if err != nil {
-		return errors.New(name + ": " + err.Error() + ": " + strings.TrimSpace(string(out)))
-	}
-	return nil
-}
-
-func randomName(t *testing.T) string {
-	t.Helper()
-	b := make([]byte, 4)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return "tierfs-t-" + hex.EncodeToString(b)
-}
-
-// testGroup is a real group.
+// testGroup is a real group (internal/testuser).
 type testGroup struct {
 	name string
 	gid  uint32
+	g    *testuser.Group
 }
 
 func newTestGroup(t *testing.T) *testGroup {
 	t.Helper()
-	name := randomName(t)
-	if err := runAccountTool(t, "groupadd", "--system", name); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := runAccountTool(t, "groupdel", name); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-	})
-	g, err := user.LookupGroup(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gid, _ := strconv.ParseUint(g.Gid, 10, 32)
-	return &testGroup{name: name, gid: uint32(gid)}
+	g := testuser.CreateGroup(t)
+	return &testGroup{name: g.Name, gid: g.GID, g: g}
 }
 
 // testUser is a real system user with a group of its own, and the
@@ -148,40 +78,12 @@ type testUser struct {
 
 func newTestUser(t *testing.T, groups ...*testGroup) *testUser {
 	t.Helper()
-	name := randomName(t)
-	args := []string{"--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--user-group"}
-	u := &testUser{name: name}
-	var names []string
+	var gs []*testuser.Group
 	for _, g := range groups {
-		names = append(names, g.name)
-		u.groups = append(u.groups, g.gid)
+		gs = append(gs, g.g)
 	}
-	if len(names) > 0 {
-		args = append(args, "--groups", strings.Join(names, ","))
-	}
-	if err := runAccountTool(t, "useradd", append(args, name)...); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := runAccountTool(t, "userdel", name); err != nil {
-			t.Errorf("cleanup: %v", err)
-		}
-		// userdel removes the user's own group where USERGROUPS_ENAB
-		// says so; make sure.
-		if _, err := user.LookupGroup(name); err == nil {
-			if err := runAccountTool(t, "groupdel", name); err != nil {
-				t.Errorf("cleanup: %v", err)
-			}
-		}
-	})
-	pw, err := user.Lookup(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	uid, _ := strconv.ParseUint(pw.Uid, 10, 32)
-	gid, _ := strconv.ParseUint(pw.Gid, 10, 32)
-	u.uid, u.gid = uint32(uid), uint32(gid)
-	return u
+	u := testuser.Create(t, gs...)
+	return &testUser{name: u.Name, uid: u.UID, gid: u.GID, groups: u.Groups}
 }
 
 // binReachable lets other users run the test binary: TestMain builds it

@@ -3,6 +3,7 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
 	"path"
 	"strings"
@@ -47,30 +48,35 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate checks the values; errors are *units.KeyError with keys such as
+// Validate checks the values and reports every problem (joined with
+// errors.Join); errors are *units.KeyError with keys such as
 // "policy.migrate_threshold" ("policy.pin[2]" for the third pin glob).
 func (c Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, units.Errorf(key, format, args...))
+	}
 	if t := c.MigrateThreshold; !((t > 0 && t <= 1) || t == -1) {
-		return units.Errorf("policy.migrate_threshold", "must be in (0, 1], or -1 to disable moves; got %v", t)
+		bad("policy.migrate_threshold", "must be in (0, 1], or -1 to disable moves; got %v", t)
 	}
 	if c.MigrateThreads < 1 || c.MigrateThreads > MaxMigrateThreads {
-		return units.Errorf("policy.migrate_threads", "must be 1 to %d, got %d", MaxMigrateThreads, c.MigrateThreads)
+		bad("policy.migrate_threads", "must be 1 to %d, got %d", MaxMigrateThreads, c.MigrateThreads)
 	}
 	if c.Interval <= 0 {
-		return units.Errorf("policy.interval", "must be more than 0, got %v", c.Interval)
+		bad("policy.interval", "must be more than 0, got %v", c.Interval)
 	}
 	if c.MinAge < 0 {
-		return units.Errorf("policy.min_age", "must not be negative, got %v", c.MinAge)
+		bad("policy.min_age", "must not be negative, got %v", c.MinAge)
 	}
 	if c.MaxRate < 0 {
-		return units.Errorf("policy.max_rate", "must not be negative (0 is unlimited)")
+		bad("policy.max_rate", "must not be negative (0 is unlimited)")
 	}
 	for i, g := range c.Pin {
 		if err := CheckPinGlob(g); err != nil {
-			return units.Errorf(fmt.Sprintf("policy.pin[%d]", i), "%v", err)
+			bad(fmt.Sprintf("policy.pin[%d]", i), "%v", err)
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // CheckPinGlob checks a pin glob: a relative slash-separated path whose

@@ -36,32 +36,36 @@ func cfgThresholdOK(v float64) bool {
 	return (v > 0 && v <= 1) || v == -1
 }
 
-// Validate checks one tier on its own; i is its index in the [[tier]] array
-// and is used to name keys in errors. It does not look at other tiers.
+// Validate checks one tier on its own and reports every problem (joined
+// with errors.Join); i is its index in the [[tier]] array and is used to
+// name keys in errors. It does not look at other tiers.
 func (t TierConfig) Validate(i int) error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, units.Errorf(cfgTierKey(i, key), format, args...))
+	}
 	switch {
 	case t.Name == "":
-		return units.Errorf(cfgTierKey(i, "name"), "is required")
+		bad("name", "is required")
 	case !cfgTierNameRE.MatchString(t.Name):
-		return units.Errorf(cfgTierKey(i, "name"), "invalid name %q: use only letters, digits, '_' and '-'", t.Name)
+		bad("name", "invalid name %q: use only letters, digits, '_' and '-'", t.Name)
 	}
 	switch {
 	case t.Type == "":
-		return units.Errorf(cfgTierKey(i, "type"), "is required (pmem, nvme, ssd or hdd)")
+		bad("type", "is required (pmem, nvme, ssd or hdd)")
 	case !cfgValidTierType(t.Type):
-		return units.Errorf(cfgTierKey(i, "type"), "unknown type %q (want pmem, nvme, ssd or hdd)", t.Type)
+		bad("type", "unknown type %q (want pmem, nvme, ssd or hdd)", t.Type)
 	}
 	if err := cfgCheckTierDir(t.Path); err != nil {
-		return units.Errorf(cfgTierKey(i, "path"), "%s", err)
+		bad("path", "%s", err)
 	}
 	if t.Capacity < 0 {
-		return units.Errorf(cfgTierKey(i, "capacity"), "must not be negative")
+		bad("capacity", "must not be negative")
 	}
 	if t.MigrateThreshold != nil && !cfgThresholdOK(*t.MigrateThreshold) {
-		return units.Errorf(cfgTierKey(i, "migrate_threshold"),
-			"must be in (0, 1], or -1 to disable moves off this tier; got %v", *t.MigrateThreshold)
+		bad("migrate_threshold", "must be in (0, 1], or -1 to disable moves off this tier; got %v", *t.MigrateThreshold)
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // cfgCheckTierDir checks that p is an absolute path to an existing
@@ -158,42 +162,59 @@ func cfgPathWithin(child, parent string) bool {
 
 // ValidateTiers checks the [[tier]] tables: at least one; each with a unique
 // valid name, a known type, an absolute path to an existing writable
-// directory, a capacity >= 0 and a migrate_threshold that is unset, in
-// (0, 1] or -1; and no tier's directory equal to or inside another's (after
-// resolving symlinks). The error is a *units.KeyError naming the key, e.g.
-// "tier[1].path", with 0-based indexes in file order.
+// directory, a capacity >= 0 and a migrate_threshold that is unset, in (0, 1] or -1; and no
+// tier's directory equal to or inside another's (after resolving
+// symlinks). Every problem is reported, each a *units.KeyError naming the
+// key, e.g. "tier[1].path", with 0-based indexes in file order, joined
+// with errors.Join.
 func ValidateTiers(tiers []TierConfig) error {
 	if len(tiers) == 0 {
 		return units.Errorf("tier", "at least one [[tier]] is required")
 	}
+	var errs []error
 	names := make(map[string]int, len(tiers))
 	for i, t := range tiers {
 		if err := t.Validate(i); err != nil {
-			return err
+			errs = append(errs, err)
+		}
+		if t.Name == "" {
+			continue
 		}
 		if j, dup := names[t.Name]; dup {
-			return units.Errorf(cfgTierKey(i, "name"), "duplicate tier name %q (also tier[%d])", t.Name, j)
+			errs = append(errs, units.Errorf(cfgTierKey(i, "name"), "duplicate tier name %q (also tier[%d])", t.Name, j))
+			continue
 		}
 		names[t.Name] = i
 	}
 	resolved := make([]string, len(tiers))
 	for i, t := range tiers {
+		if !filepath.IsAbs(t.Path) {
+			continue // reported by Validate
+		}
 		resolved[i] = cfgResolvePath(t.Path)
 		for j := 0; j < i; j++ {
+			if resolved[j] == "" {
+				continue
+			}
+			var err error
 			switch {
 			case resolved[i] == resolved[j] || cfgSameDir(resolved[i], resolved[j]):
-				return units.Errorf(cfgTierKey(i, "path"), "%s is the same directory as tier[%d] %q (%s)",
+				err = units.Errorf(cfgTierKey(i, "path"), "%s is the same directory as tier[%d] %q (%s)",
 					t.Path, j, tiers[j].Name, tiers[j].Path)
 			case cfgPathWithin(resolved[i], resolved[j]):
-				return units.Errorf(cfgTierKey(i, "path"), "%s is inside tier[%d] %q (%s)",
+				err = units.Errorf(cfgTierKey(i, "path"), "%s is inside tier[%d] %q (%s)",
 					t.Path, j, tiers[j].Name, tiers[j].Path)
 			case cfgPathWithin(resolved[j], resolved[i]):
-				return units.Errorf(cfgTierKey(i, "path"), "%s contains tier[%d] %q (%s)",
+				err = units.Errorf(cfgTierKey(i, "path"), "%s contains tier[%d] %q (%s)",
 					t.Path, j, tiers[j].Name, tiers[j].Path)
+			}
+			if err != nil {
+				errs = append(errs, err)
+				break // one overlap per tier says enough
 			}
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // CheckMountpoint refuses a tier directory that is the mountpoint or lies

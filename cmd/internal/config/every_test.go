@@ -1,0 +1,79 @@
+package config
+
+import (
+	"strings"
+	"testing"
+)
+
+// manyProblems has independent mistakes on many lines, among them a
+// value its type refuses (capacity = "-1") and values of the wrong TOML
+// type; each is reported with its line, none hides another (issue 16
+// item 11).
+const manyProblems = `bogus = 1
+[[tier]]
+name = "fast tier"
+type = "tape"
+path = "{A}"
+capacity = "-1"
+migrate_threshold = 2
+[[tier]]
+name = "slow"
+type = 3
+path = "relative/dir"
+capacity = 1.5
+[policy]
+migrate_threshold = "half"
+migrate_threads = 0
+min_age = "-1s"
+max_rate = 100
+pin = ["/abs/**", "ok/**"]
+[pmem]
+pool_ratio = 1.5
+segment_size = "1KiB"
+[mount]
+control_mode = "0800"
+read_ahead_kb = "1MiB"
+writeback_cache = "yes"
+[log]
+level = "loud"
+`
+
+func TestEveryProblemReported(t *testing.T) {
+	_, err := parse(t, manyProblems)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	want := []string{
+		"tierfs.toml:1: bogus: unknown key",
+		"tierfs.toml:3: tier[0].name: invalid name",
+		"tierfs.toml:4: tier[0].type: unknown type",
+		"tierfs.toml:6: tier[0].capacity: negative size",
+		"tierfs.toml:7: tier[0].migrate_threshold: must be in (0, 1]",
+		"tierfs.toml:10: tier[1].type: wrong type: want a string, got an integer",
+		"tierfs.toml:11: tier[1].path: must be an absolute path",
+		`tierfs.toml:12: tier[1].capacity: a size needs a unit, e.g. "1.5GiB"`,
+		"tierfs.toml:14: policy.migrate_threshold: wrong type: want a number, got a string",
+		"tierfs.toml:15: policy.migrate_threads: must be 1 to 64",
+		"tierfs.toml:16: policy.min_age: must not be negative",
+		`tierfs.toml:17: policy.max_rate: a rate needs a unit, e.g. "100MiB/s"`,
+		"tierfs.toml:18: policy.pin[0]: glob \"/abs/**\" must be relative",
+		"tierfs.toml:20: pmem.pool_ratio: must be in [0, 1]",
+		"tierfs.toml:21: pmem.segment_size: must be at least 4KiB",
+		"tierfs.toml:23: mount.control_mode: invalid mode",
+		"tierfs.toml:24: mount.read_ahead_kb: wrong type: want an integer, got a string",
+		"tierfs.toml:25: mount.writeback_cache: wrong type: want true or false, got a string",
+		`tierfs.toml:27: log.level: unknown level "loud"`,
+	}
+	got := strings.Split(err.Error(), "\n")
+	for i, w := range want {
+		if i >= len(got) || !strings.HasPrefix(got[i], w) {
+			t.Errorf("error %d: want %q", i+1, w)
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("got %d errors, want %d", len(got), len(want))
+	}
+	if t.Failed() {
+		t.Logf("got:\n%s", err)
+	}
+}

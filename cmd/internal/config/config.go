@@ -113,8 +113,10 @@ func Load(path string) (*Config, error) {
 func Parse(name string, data []byte) (*Config, error) {
 	c := Default()
 	c.Source = name
+	errs, data := c.checkEncoding(data)
 	c.loc = scan(data)
-	errs, bad := c.decode(data)
+	decodeErrs, bad := c.decode(data)
+	errs = append(errs, decodeErrs...)
 	if bad != nil {
 		// Validate what decoded, leaving out keys already reported: a
 		// value that did not decode kept its default, which says nothing.
@@ -130,12 +132,35 @@ func Parse(name string, data []byte) (*Config, error) {
 	return &c, nil
 }
 
+// utf8BOM is the byte-order mark some editors put at the start of a UTF-8
+// file.
+const utf8BOM = "\xef\xbb\xbf"
+
+// checkEncoding refuses a byte-order mark: invisible in most editors, it
+// is a sign that the file went through a tool that may have changed more.
+// It returns the text without a UTF-8 one, so that the rest is still
+// checked and its keys found on their lines.
+func (c *Config) checkEncoding(data []byte) ([]*Error, []byte) {
+	switch {
+	case bytes.HasPrefix(data, []byte(utf8BOM)):
+		return []*Error{{File: c.Source, Line: 1, Msg: "the file starts with a UTF-8 byte-order mark (U+FEFF): " +
+			`save it as UTF-8 without one (sed -i '1s/^\xEF\xBB\xBF//' FILE)`}}, data[len(utf8BOM):]
+	case bytes.HasPrefix(data, []byte("\xff\xfe")), bytes.HasPrefix(data, []byte("\xfe\xff")):
+		// The decoder would stop at its NUL bytes; say why instead.
+		return []*Error{{File: c.Source, Line: 1, Msg: "the file is UTF-16 (it starts with a UTF-16 byte-order mark): save it as UTF-8"}}, nil
+	}
+	return nil, data
+}
+
 // decode fills c from data and reports decode errors and unknown keys. It
 // decodes each table key by key, so that a value of the wrong type, or one
 // its type refuses ("-1" for a size), is reported and the other keys are
 // still read. bad holds the keys reported; it is nil when the text did
 // not parse at all.
 func (c *Config) decode(data []byte) (errs []*Error, bad map[string]bool) {
+	if data == nil {
+		return nil, nil
+	}
 	var raw map[string]toml.Primitive
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&raw)
 	if err != nil {

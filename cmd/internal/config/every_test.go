@@ -77,3 +77,32 @@ func TestEveryProblemReported(t *testing.T) {
 		t.Logf("got:\n%s", err)
 	}
 }
+
+// A byte-order mark is refused at line 1, and the rest of the file is
+// still checked with its lines right (issue 16 item 13e).
+func TestByteOrderMark(t *testing.T) {
+	_, err := parse(t, "\xef\xbb\xbf"+base+"[policy]\nmigrate_threads = 0\n")
+	want := []string{
+		"tierfs.toml:1: the file starts with a UTF-8 byte-order mark",
+		"tierfs.toml:12: policy.migrate_threads: must be 1 to 64",
+	}
+	if err == nil {
+		t.Fatalf("a file with a byte-order mark was accepted")
+	}
+	got := strings.Split(err.Error(), "\n")
+	if len(got) != len(want) {
+		t.Fatalf("got:\n%s\nwant %d errors", err, len(want))
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(got[i], w) {
+			t.Errorf("error %d = %q, want %q", i+1, got[i], w)
+		}
+	}
+	// The key on the first line is still found there.
+	if _, err := parse(t, "\xef\xbb\xbfbogus = 1\n"+base); err == nil || !strings.Contains(err.Error(), "tierfs.toml:1: bogus: unknown key") {
+		t.Errorf("unknown key on the first line after a byte-order mark: %v", err)
+	}
+	if _, err := parse(t, "\xff\xfe["); err == nil || err.Error() != "tierfs.toml:1: the file is UTF-16 (it starts with a UTF-16 byte-order mark): save it as UTF-8" {
+		t.Errorf("UTF-16: %v", err)
+	}
+}

@@ -26,7 +26,8 @@ migrate_threshold = "half"
 migrate_threads = 0
 min_age = "-1s"
 max_rate = 100
-pin = ["/abs/**", "ok/**"]
+pin = ["/abs/**", "ok/**", "../x/**"]
+interval = "1ns"
 [pmem]
 pool_ratio = 1.5
 segment_size = "1KiB"
@@ -57,12 +58,14 @@ func TestEveryProblemReported(t *testing.T) {
 		"tierfs.toml:16: policy.min_age: must not be negative",
 		`tierfs.toml:17: policy.max_rate: a rate needs a unit, e.g. "100MiB/s"`,
 		"tierfs.toml:18: policy.pin[0]: glob \"/abs/**\" must be relative",
-		"tierfs.toml:20: pmem.pool_ratio: must be in [0, 1]",
-		"tierfs.toml:21: pmem.segment_size: must be at least 4KiB",
-		"tierfs.toml:23: mount.control_mode: invalid mode",
-		"tierfs.toml:24: mount.read_ahead_kb: wrong type: want an integer, got a string",
-		"tierfs.toml:25: mount.writeback_cache: wrong type: want true or false, got a string",
-		`tierfs.toml:27: log.level: unknown level "loud"`,
+		"tierfs.toml:18: policy.pin[2]: glob \"../x/**\" has a \"..\" segment",
+		"tierfs.toml:19: policy.interval: must be at least 100ms",
+		"tierfs.toml:21: pmem.pool_ratio: must be in [0, 1]",
+		"tierfs.toml:22: pmem.segment_size: must be at least 4KiB",
+		"tierfs.toml:24: mount.control_mode: invalid mode",
+		"tierfs.toml:25: mount.read_ahead_kb: wrong type: want an integer, got a string",
+		"tierfs.toml:26: mount.writeback_cache: wrong type: want true or false, got a string",
+		`tierfs.toml:28: log.level: unknown level "loud"`,
 	}
 	got := strings.Split(err.Error(), "\n")
 	for i, w := range want {

@@ -56,16 +56,51 @@ func (t TierConfig) Validate(i int) error {
 	case !cfgValidTierType(t.Type):
 		bad("type", "unknown type %q (want pmem, nvme, ssd or hdd)", t.Type)
 	}
-	if err := cfgCheckTierDir(t.Path); err != nil {
-		bad("path", "%s", err)
+	pathErr := cfgCheckTierDir(t.Path)
+	if pathErr != nil {
+		bad("path", "%s", pathErr)
 	}
-	if t.Capacity < 0 {
+	switch {
+	case t.Capacity < 0:
 		bad("capacity", "must not be negative")
+	case t.Capacity > 0 && t.Capacity < MinCapacity:
+		bad("capacity", "must be 0 (the whole filesystem) or at least %s, the room a tier needs to take a new file; got %s",
+			units.ByteSize(MinCapacity), t.Capacity)
+	case t.Capacity > 0 && pathErr == nil:
+		if size, err := cfgFilesystemSize(t.Path); err == nil && int64(t.Capacity) > size {
+			bad("capacity", "%s is more than the filesystem under %s holds (%s): the tier would fill up before "+
+				"tierfs counts it full, and its threshold might never be reached; write at most %s, or leave capacity out for the whole filesystem",
+				t.Capacity, t.Path, units.Human(size), roundDown(size))
+		}
 	}
 	if t.MigrateThreshold != nil && !cfgThresholdOK(*t.MigrateThreshold) {
 		bad("migrate_threshold", "must be in (0, 1], or -1 to disable moves off this tier; got %v", *t.MigrateThreshold)
 	}
 	return errors.Join(errs...)
+}
+
+// MinCapacity is the smallest capacity a tier may be given: a tier takes
+// a new file only with 1 MiB free (Store placement), so a smaller one
+// would never be used.
+const MinCapacity = 1 << 20
+
+// roundDown is n rounded down to whole GiB, or MiB under 1 GiB: a
+// capacity to suggest.
+func roundDown(n int64) units.ByteSize {
+	u := int64(1 << 30)
+	if n < u {
+		u = 1 << 20
+	}
+	return units.ByteSize(n / u * u)
+}
+
+// cfgFilesystemSize is the size in bytes of the filesystem holding p.
+func cfgFilesystemSize(p string) (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(p, &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Blocks) * st.Bsize, nil
 }
 
 // cfgCheckTierDir checks that p is an absolute path to an existing
@@ -162,7 +197,8 @@ func cfgPathWithin(child, parent string) bool {
 
 // ValidateTiers checks the [[tier]] tables: at least one; each with a unique
 // valid name, a known type, an absolute path to an existing writable
-// directory, a capacity >= 0 and a migrate_threshold that is unset, in (0, 1] or -1; and no
+// directory, a capacity of 0 or from MinCapacity up to its filesystem's
+// size and a migrate_threshold that is unset, in (0, 1] or -1; and no
 // tier's directory equal to or inside another's (after resolving
 // symlinks). Every problem is reported, each a *units.KeyError naming the
 // key, e.g. "tier[1].path", with 0-based indexes in file order, joined

@@ -242,6 +242,12 @@ func (s *controlServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, code, msg)
 		return
 	}
+	// r.URL.Query() drops what does not parse: /v1/ls?path=%zz would
+	// list the root.
+	if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
+		writeError(w, http.StatusBadRequest, "bad query: "+err.Error())
+		return
+	}
 	h.ServeHTTP(w, r)
 }
 

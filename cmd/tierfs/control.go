@@ -715,7 +715,7 @@ func (c *controlClient) do(ctx context.Context, method, path string, q url.Value
 	if err != nil {
 		var op *net.OpError
 		if errors.As(err, &op) && op.Op == "dial" {
-			return &errNoDaemon{mountpoint: c.mountpoint, err: err}
+			return dialError(c, err)
 		}
 		return fmt.Errorf("talking to the tierfs daemon for %s: %w", c.mountpoint, err)
 	}

@@ -109,3 +109,17 @@ func TestByteOrderMark(t *testing.T) {
 		t.Errorf("UTF-16: %v", err)
 	}
 }
+
+// The example file, which has every key, is valid under today's rules but
+// for its tier paths, which do not exist here.
+func TestExampleFileValid(t *testing.T) {
+	_, err := Load("../../../examples/tierfs.toml")
+	if err == nil {
+		t.Fatal("the example's tier paths exist here; this test cannot tell")
+	}
+	for _, line := range strings.Split(err.Error(), "\n") {
+		if !strings.Contains(line, ".path: ") || !strings.HasSuffix(line, "does not exist") {
+			t.Errorf("examples/tierfs.toml: %s", line)
+		}
+	}
+}

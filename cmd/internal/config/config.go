@@ -223,7 +223,13 @@ func decodeTable(md toml.MetaData, prim toml.Primitive, key string, dst any, rep
 			fields[tag] = i
 		}
 	}
-	for k, p := range keys {
+	// In key order: errors on one line (an inline table) keep an order.
+	names := make([]string, 0, len(keys))
+	for k := range keys {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
 		i, ok := fields[k]
 		if !ok {
 			continue
@@ -231,7 +237,7 @@ func decodeTable(md toml.MetaData, prim toml.Primitive, key string, dst any, rep
 		f := rv.Field(i)
 		old := reflect.New(f.Type()).Elem()
 		old.Set(f)
-		if err := md.PrimitiveDecode(p, f.Addr().Interface()); err != nil {
+		if err := md.PrimitiveDecode(keys[k], f.Addr().Interface()); err != nil {
 			f.Set(old)
 			report(key+"."+toml.Key{k}.String(), err)
 		}

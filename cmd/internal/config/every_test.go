@@ -123,3 +123,23 @@ func TestExampleFileValid(t *testing.T) {
 		}
 	}
 }
+
+// Errors on one line (an inline table) come in the same order every time.
+func TestInlineTableErrorsInOrder(t *testing.T) {
+	src := "policy = {interval = 5, max_rate = 100, min_age = 7, migrate_threshold = \"a\"}\n" + base
+	want := ""
+	for i := 0; i < 20; i++ {
+		_, err := parse(t, src)
+		if err == nil {
+			t.Fatal("no error")
+		}
+		if got := err.Error(); want == "" {
+			want = got
+		} else if got != want {
+			t.Fatalf("errors came in another order:\n%s\nthen:\n%s", want, got)
+		}
+	}
+	if n := strings.Count(want, "\n") + 1; n != 4 || !strings.HasPrefix(want, "tierfs.toml:1: policy.interval: ") {
+		t.Errorf("want 4 errors on line 1, policy.interval first; got:\n%s", want)
+	}
+}

@@ -3,6 +3,7 @@
 package mountutil
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/user"
@@ -81,20 +82,22 @@ func parseControlMode(s string) (os.FileMode, error) {
 	return os.FileMode(v), nil
 }
 
-// Validate checks the values; errors are *units.KeyError with keys
-// "mount.control_mode", "mount.control_group" and "mount.read_ahead_kb".
+// Validate checks the values and reports every problem (joined with
+// errors.Join); errors are *units.KeyError with keys "mount.control_mode",
+// "mount.control_group" and "mount.read_ahead_kb".
 func (c Config) Validate() error {
+	var errs []error
 	if _, err := parseControlMode(c.ControlMode); err != nil {
-		return units.Errorf("mount.control_mode", "%v", err)
+		errs = append(errs, units.Errorf("mount.control_mode", "%v", err))
 	}
 	if _, err := c.ControlGID(); err != nil {
-		return units.Errorf("mount.control_group", "%v", err)
+		errs = append(errs, units.Errorf("mount.control_group", "%v", err))
 	}
 	if c.ReadAheadKB < 0 || c.ReadAheadKB > MaxReadAheadKB {
-		return units.Errorf("mount.read_ahead_kb", "must be between 0 and %d (KiB; 0 leaves the kernel's default), got %d",
-			MaxReadAheadKB, c.ReadAheadKB)
+		errs = append(errs, units.Errorf("mount.read_ahead_kb", "must be between 0 and %d (KiB; 0 leaves the kernel's default), got %d",
+			MaxReadAheadKB, c.ReadAheadKB))
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // SocketMode is the control socket's file mode; 0600 if ControlMode does

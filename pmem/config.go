@@ -3,6 +3,7 @@
 package pmem
 
 import (
+	"errors"
 	"math"
 	"path"
 
@@ -46,18 +47,20 @@ func DefaultConfig() Config {
 	return Config{PoolRatio: 0.8, SegmentSize: 1 << 30, PoolFiles: DefaultPoolFiles}
 }
 
-// Validate checks the values; errors are *units.KeyError with keys
-// "pmem.pool_ratio", "pmem.segment_size" and "pmem.pool_files".
+// Validate checks the values and reports every problem (joined with
+// errors.Join); errors are *units.KeyError with keys "pmem.pool_ratio",
+// "pmem.segment_size" and "pmem.pool_files".
 func (c Config) Validate() error {
+	var errs []error
 	if math.IsNaN(c.PoolRatio) || c.PoolRatio < 0 || c.PoolRatio > 1 {
-		return units.Errorf("pmem.pool_ratio", "must be in [0, 1], got %v", c.PoolRatio)
+		errs = append(errs, units.Errorf("pmem.pool_ratio", "must be in [0, 1], got %v", c.PoolRatio))
 	}
 	if c.SegmentSize < MinSegmentSize {
-		return units.Errorf("pmem.segment_size", "must be at least %s, got %s",
-			units.ByteSize(MinSegmentSize), c.SegmentSize)
+		errs = append(errs, units.Errorf("pmem.segment_size", "must be at least %s, got %s",
+			units.ByteSize(MinSegmentSize), c.SegmentSize))
 	}
 	if _, err := path.Match(c.PoolFiles, "d/n"); err != nil {
-		return units.Errorf("pmem.pool_files", "bad pattern %q: %v", c.PoolFiles, err)
+		errs = append(errs, units.Errorf("pmem.pool_files", "bad pattern %q: %v", c.PoolFiles, err))
 	}
-	return nil
+	return errors.Join(errs...)
 }

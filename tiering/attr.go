@@ -324,22 +324,44 @@ type StatFS struct {
 	NameLen               uint32
 }
 
-// Statfs reports the tiers' capacity and free space added up.
+// Statfs reports the tiers' capacity and free space added up. Tiers on
+// one filesystem (by st_dev: two directories of one disk, or a bind
+// mount) count its size, free space and inodes once; their capacities
+// still cap what they add.
 func (s *Store) Statfs() (StatFS, error) {
 	const bs = 4096
 	out := StatFS{Bsize: bs, NameLen: 255}
+	type filesystem struct{ size, avail, capacity, free int64 }
+	byDev := map[uint64]*filesystem{}
+	var order []*filesystem
 	for _, t := range s.tiers {
 		var st unix.Statfs_t
 		if err := unix.Fstatfs(t.root, &st); err != nil {
 			return out, err
 		}
-		capb := uint64(t.Capacity()) / bs
-		free := uint64(t.Free()) / bs
-		out.Blocks += capb
+		var sb unix.Stat_t
+		if err := unix.Fstat(t.root, &sb); err != nil {
+			return out, err
+		}
+		fs, seen := byDev[sb.Dev]
+		if !seen {
+			fs = &filesystem{size: int64(st.Blocks) * st.Bsize, avail: int64(st.Bavail) * st.Bsize}
+			byDev[sb.Dev] = fs
+			order = append(order, fs)
+			out.Files += st.Files
+			out.Ffree += st.Ffree
+		}
+		fs.capacity += t.Capacity()
+		fs.free += t.Free()
+		// A pmem tier's free pool slots are room for segments (Free
+		// counts them) though the filesystem sees them used.
+		fs.avail += t.poolFree()
+	}
+	for _, fs := range order {
+		out.Blocks += uint64(min(fs.capacity, fs.size)) / bs
+		free := uint64(max(min(fs.free, fs.avail), 0)) / bs
 		out.Bfree += free
 		out.Bavail += free
-		out.Files += st.Files
-		out.Ffree += st.Ffree
 	}
 	return out, nil
 }

@@ -36,32 +36,71 @@ func cfgThresholdOK(v float64) bool {
 	return (v > 0 && v <= 1) || v == -1
 }
 
-// Validate checks one tier on its own; i is its index in the [[tier]] array
-// and is used to name keys in errors. It does not look at other tiers.
+// Validate checks one tier on its own and reports every problem (joined
+// with errors.Join); i is its index in the [[tier]] array and is used to
+// name keys in errors. It does not look at other tiers.
 func (t TierConfig) Validate(i int) error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, units.Errorf(cfgTierKey(i, key), format, args...))
+	}
 	switch {
 	case t.Name == "":
-		return units.Errorf(cfgTierKey(i, "name"), "is required")
+		bad("name", "is required")
 	case !cfgTierNameRE.MatchString(t.Name):
-		return units.Errorf(cfgTierKey(i, "name"), "invalid name %q: use only letters, digits, '_' and '-'", t.Name)
+		bad("name", "invalid name %q: use only letters, digits, '_' and '-'", t.Name)
 	}
 	switch {
 	case t.Type == "":
-		return units.Errorf(cfgTierKey(i, "type"), "is required (pmem, nvme, ssd or hdd)")
+		bad("type", "is required (pmem, nvme, ssd or hdd)")
 	case !cfgValidTierType(t.Type):
-		return units.Errorf(cfgTierKey(i, "type"), "unknown type %q (want pmem, nvme, ssd or hdd)", t.Type)
+		bad("type", "unknown type %q (want pmem, nvme, ssd or hdd)", t.Type)
 	}
-	if err := cfgCheckTierDir(t.Path); err != nil {
-		return units.Errorf(cfgTierKey(i, "path"), "%s", err)
+	pathErr := cfgCheckTierDir(t.Path)
+	if pathErr != nil {
+		bad("path", "%s", pathErr)
 	}
-	if t.Capacity < 0 {
-		return units.Errorf(cfgTierKey(i, "capacity"), "must not be negative")
+	switch {
+	case t.Capacity < 0:
+		bad("capacity", "must not be negative")
+	case t.Capacity > 0 && t.Capacity < MinCapacity:
+		bad("capacity", "must be 0 (the whole filesystem) or at least %s, the room a tier needs to take a new file; got %s",
+			units.ByteSize(MinCapacity), t.Capacity)
+	case t.Capacity > 0 && pathErr == nil:
+		if size, err := cfgFilesystemSize(t.Path); err == nil && int64(t.Capacity) > size {
+			bad("capacity", "%s is more than the filesystem under %s holds (%s): the tier would fill up before "+
+				"tierfs counts it full, and its threshold might never be reached; write at most %s, or leave capacity out for the whole filesystem",
+				t.Capacity, t.Path, units.Human(size), roundDown(size))
+		}
 	}
 	if t.MigrateThreshold != nil && !cfgThresholdOK(*t.MigrateThreshold) {
-		return units.Errorf(cfgTierKey(i, "migrate_threshold"),
-			"must be in (0, 1], or -1 to disable moves off this tier; got %v", *t.MigrateThreshold)
+		bad("migrate_threshold", "must be in (0, 1], or -1 to disable moves off this tier; got %v", *t.MigrateThreshold)
 	}
-	return nil
+	return errors.Join(errs...)
+}
+
+// MinCapacity is the smallest capacity a tier may be given: a tier takes
+// a new file only with 1 MiB free (Store placement), so a smaller one
+// would never be used.
+const MinCapacity = 1 << 20
+
+// roundDown is n rounded down to whole GiB, or MiB under 1 GiB: a
+// capacity to suggest.
+func roundDown(n int64) units.ByteSize {
+	u := int64(1 << 30)
+	if n < u {
+		u = 1 << 20
+	}
+	return units.ByteSize(n / u * u)
+}
+
+// cfgFilesystemSize is the size in bytes of the filesystem holding p.
+func cfgFilesystemSize(p string) (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(p, &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Blocks) * st.Bsize, nil
 }
 
 // cfgCheckTierDir checks that p is an absolute path to an existing
@@ -158,42 +197,60 @@ func cfgPathWithin(child, parent string) bool {
 
 // ValidateTiers checks the [[tier]] tables: at least one; each with a unique
 // valid name, a known type, an absolute path to an existing writable
-// directory, a capacity >= 0 and a migrate_threshold that is unset, in
-// (0, 1] or -1; and no tier's directory equal to or inside another's (after
-// resolving symlinks). The error is a *units.KeyError naming the key, e.g.
-// "tier[1].path", with 0-based indexes in file order.
+// directory, a capacity of 0 or from MinCapacity up to its filesystem's
+// size and a migrate_threshold that is unset, in (0, 1] or -1; and no
+// tier's directory equal to or inside another's (after resolving
+// symlinks). Every problem is reported, each a *units.KeyError naming the
+// key, e.g. "tier[1].path", with 0-based indexes in file order, joined
+// with errors.Join.
 func ValidateTiers(tiers []TierConfig) error {
 	if len(tiers) == 0 {
 		return units.Errorf("tier", "at least one [[tier]] is required")
 	}
+	var errs []error
 	names := make(map[string]int, len(tiers))
 	for i, t := range tiers {
 		if err := t.Validate(i); err != nil {
-			return err
+			errs = append(errs, err)
+		}
+		if t.Name == "" {
+			continue
 		}
 		if j, dup := names[t.Name]; dup {
-			return units.Errorf(cfgTierKey(i, "name"), "duplicate tier name %q (also tier[%d])", t.Name, j)
+			errs = append(errs, units.Errorf(cfgTierKey(i, "name"), "duplicate tier name %q (also tier[%d])", t.Name, j))
+			continue
 		}
 		names[t.Name] = i
 	}
 	resolved := make([]string, len(tiers))
 	for i, t := range tiers {
+		if !filepath.IsAbs(t.Path) {
+			continue // reported by Validate
+		}
 		resolved[i] = cfgResolvePath(t.Path)
 		for j := 0; j < i; j++ {
+			if resolved[j] == "" {
+				continue
+			}
+			var err error
 			switch {
 			case resolved[i] == resolved[j] || cfgSameDir(resolved[i], resolved[j]):
-				return units.Errorf(cfgTierKey(i, "path"), "%s is the same directory as tier[%d] %q (%s)",
+				err = units.Errorf(cfgTierKey(i, "path"), "%s is the same directory as tier[%d] %q (%s)",
 					t.Path, j, tiers[j].Name, tiers[j].Path)
 			case cfgPathWithin(resolved[i], resolved[j]):
-				return units.Errorf(cfgTierKey(i, "path"), "%s is inside tier[%d] %q (%s)",
+				err = units.Errorf(cfgTierKey(i, "path"), "%s is inside tier[%d] %q (%s)",
 					t.Path, j, tiers[j].Name, tiers[j].Path)
 			case cfgPathWithin(resolved[j], resolved[i]):
-				return units.Errorf(cfgTierKey(i, "path"), "%s contains tier[%d] %q (%s)",
+				err = units.Errorf(cfgTierKey(i, "path"), "%s contains tier[%d] %q (%s)",
 					t.Path, j, tiers[j].Name, tiers[j].Path)
+			}
+			if err != nil {
+				errs = append(errs, err)
+				break // one overlap per tier says enough
 			}
 		}
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // CheckMountpoint refuses a tier directory that is the mountpoint or lies

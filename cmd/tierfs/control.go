@@ -263,6 +263,12 @@ func (s *controlServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, code, msg)
 		return
 	}
+	// r.URL.Query() drops what does not parse: /v1/ls?path=%zz would
+	// list the root.
+	if _, err := url.ParseQuery(r.URL.RawQuery); err != nil {
+		writeError(w, http.StatusBadRequest, "bad query: "+err.Error())
+		return
+	}
 	h.ServeHTTP(w, r)
 }
 
@@ -876,10 +882,7 @@ func (c *controlClient) do(ctx context.Context, method, path string, q url.Value
 	if err != nil {
 		var op *net.OpError
 		if errors.As(err, &op) && op.Op == "dial" {
-			if errors.Is(err, unix.EACCES) {
-				return fmt.Errorf("permission denied on the control socket %s of %s: its mode and group (mount.control_mode, mount.control_group) do not let this user connect", c.socket, c.mountpoint)
-			}
-			return &errNoDaemon{mountpoint: c.mountpoint, err: err}
+			return dialError(c, err)
 		}
 		return fmt.Errorf("talking to the tierfs daemon for %s: %w", c.mountpoint, err)
 	}

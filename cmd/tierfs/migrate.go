@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -96,27 +97,65 @@ func checkTierOf(c *controlClient, tier string) error {
 }
 
 // filesOf expands a directory to the files under it; a file is itself.
-func filesOf(c *controlClient, t target) ([]target, error) {
+// Symlinks and other files that are not regular have no data to move:
+// they are left out and counted in skipped.
+func filesOf(c *controlClient, t target) (files []target, skipped skips, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
 	ents, err := c.List(ctx, t.rel, false)
 	if err != nil {
-		return nil, notFoundErr(err)
+		return nil, skips{}, notFoundErr(err)
 	}
-	if len(ents) == 1 && ents[0].Path == t.rel && !ents[0].IsDir {
-		return []target{t}, nil
-	}
-	ents, err = c.List(ctx, t.rel, true)
-	if err != nil {
-		return nil, notFoundErr(err)
-	}
-	var out []target
-	for _, e := range ents {
-		if !e.IsDir {
-			out = append(out, target{arg: t.arg, root: t.root, rel: e.Path})
+	if !(len(ents) == 1 && ents[0].Path == t.rel && !ents[0].IsDir) {
+		if ents, err = c.List(ctx, t.rel, true); err != nil {
+			return nil, skips{}, notFoundErr(err)
 		}
 	}
-	return out, nil
+	for _, e := range ents {
+		if e.IsDir {
+			continue
+		}
+		var st unix.Stat_t
+		// Asked of the mount; a file gone meanwhile is left to the daemon.
+		if unix.Lstat(filepath.Join(t.root, filepath.FromSlash(e.Path)), &st) == nil {
+			switch st.Mode & unix.S_IFMT {
+			case unix.S_IFREG:
+			case unix.S_IFLNK:
+				skipped.symlinks++
+				continue
+			default:
+				skipped.special++
+				continue
+			}
+		}
+		files = append(files, target{arg: t.arg, root: t.root, rel: e.Path})
+	}
+	return files, skipped, nil
+}
+
+// skips counts the files filesOf left out.
+type skips struct{ symlinks, special int }
+
+// String says what was skipped, "" if nothing.
+func (s skips) String() string {
+	var parts []string
+	if s.symlinks > 0 {
+		parts = append(parts, plural(s.symlinks, "symlink"))
+	}
+	if s.special > 0 {
+		parts = append(parts, plural(s.special, "special file")+" (FIFO, socket or device)")
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "skipped " + strings.Join(parts, " and ") + ": only regular files have data to move"
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
 
 func notFoundErr(err error) error {
@@ -162,13 +201,15 @@ func setupMigrate(fs *flag.FlagSet) func([]string) int {
 				status = 1
 				continue
 			}
-			files, err := filesOf(c, t)
+			files, skipped, err := filesOf(c, t)
 			if err != nil {
 				fmt.Fprintf(stderr, "tierfs migrate: %s: %v\n", t.arg, err)
 				status = 1
 				continue
 			}
-			if len(files) == 0 {
+			if msg := skipped.String(); msg != "" {
+				fmt.Fprintf(stderr, "tierfs migrate: %s: %s\n", t.arg, msg)
+			} else if len(files) == 0 {
 				fmt.Fprintf(stderr, "tierfs migrate: %s: no files to move\n", t.arg)
 			}
 			for _, f := range files {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -380,8 +381,13 @@ func (e *Engine) Migrate(rel, tier string) (*Job, error) {
 	return j, nil
 }
 
-// Pin keeps rel on tier (moving it there now) across restarts.
+// Pin keeps rel on tier (moving it there now) across restarts. rel must
+// name the file as plans do, from the mount root without ".", ".." or
+// empty parts: a pin spelt otherwise would never match.
 func (e *Engine) Pin(rel, tier string) (*Job, error) {
+	if c, ok := tiering.RelPath(rel).Components(); !ok || len(c) == 0 || strings.Join(c, "/") != rel {
+		return nil, fmt.Errorf("cannot pin %q: name a file from the mount root, without \".\", \"..\" or empty parts", rel)
+	}
 	e.mu.Lock()
 	e.pins[rel] = tier
 	err := e.savePinsLocked()

@@ -281,3 +281,26 @@ func TestEngineMigrateRespectsPins(t *testing.T) {
 		t.Fatalf("file pinned to fast accepted for a move to slow")
 	}
 }
+
+// A CLI pin names a file as the engine does ("a/b" from the mount root);
+// any other spelling would never match a file and is refused, and nothing
+// is kept (issue 16 item 13d).
+func TestEnginePinRefusesUnmatchablePaths(t *testing.T) {
+	s, _ := newStore(t, 0)
+	writeFile(t, s, "", "ckpt", []byte("x"), time.Now())
+	e, err := New(s, defaultCfg(), filepath.Join(t.TempDir(), "pins.json"), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, rel := range []string{"", "../ckpt", "./ckpt", "/ckpt", "a//ckpt", "ckpt/", "a/../ckpt", "."} {
+		if _, err := e.Pin(rel, "fast"); err == nil {
+			t.Errorf("Pin(%q) accepted", rel)
+		}
+	}
+	if pins := e.Status().Pins; len(pins) != 0 {
+		t.Errorf("refused pins were kept: %v", pins)
+	}
+	if _, err := e.Pin("ckpt", "fast"); err != nil {
+		t.Errorf("Pin(ckpt): %v", err)
+	}
+}

@@ -12,9 +12,11 @@ func TestParseByteSize(t *testing.T) {
 		want ByteSize
 	}{
 		{"0", 0},
-		{"4096", 4096},
-		{" 4096 ", 4096},
+		{"0.0", 0},
+		{"4096B", 4096},
+		{" 4096 B ", 4096},
 		{"1B", 1},
+		{"1.6B", 2}, // rounded to whole bytes
 		{"1KiB", 1 << 10},
 		{"512MiB", 512 << 20},
 		{"64GiB", 64 << 30},
@@ -45,7 +47,8 @@ func TestParseByteSize(t *testing.T) {
 }
 
 func TestParseByteSizeErrors(t *testing.T) {
-	for _, in := range []string{"", "  ", "abc", "12XB", "GiB", "-1", "-1GiB", "NaN", "Inf", "1e30PiB", "1..2MiB"} {
+	for _, in := range []string{"", "  ", "abc", "12XB", "GiB", "-1", "-1GiB", "NaN", "Inf", "1e30PiB", "1..2MiB",
+		"4096", "1.5", "0.4B"} {
 		if got, err := ParseByteSize(in); err == nil {
 			t.Errorf("ParseByteSize(%q) = %d, want error", in, got)
 		}
@@ -58,16 +61,16 @@ func TestByteSizeStringRoundTrip(t *testing.T) {
 		want string
 	}{
 		{0, "0"},
-		{1, "1"},
-		{1000, "1000"},
+		{1, "1B"},
+		{1000, "1000B"},
 		{1 << 10, "1KiB"},
-		{1536, "1536"}, // 1.5KiB is not a whole number of KiB
+		{1536, "1536B"}, // 1.5KiB is not a whole number of KiB
 		{1 << 20, "1MiB"},
 		{3 << 29, "1536MiB"},
 		{64 << 30, "64GiB"},
 		{1 << 40, "1TiB"},
 		{1 << 50, "1PiB"},
-		{4096 + 1, "4097"},
+		{4096 + 1, "4097B"},
 	}
 	for _, tt := range tests {
 		s := tt.in.String()
@@ -108,8 +111,8 @@ func TestParseRate(t *testing.T) {
 		{"200MiB/s", 200 << 20},
 		{"100MB/s", 100e6},
 		{"1GiB/s", 1 << 30},
-		{"4096/s", 4096},
-		{"4096", 4096},
+		{"4096B/s", 4096},
+		{"4KiB", 4096},
 		{" 1 KiB/s ", 1 << 10},
 	}
 	for _, tt := range tests {
@@ -122,7 +125,7 @@ func TestParseRate(t *testing.T) {
 			t.Errorf("ParseRate(%q) = %d, want %d", tt.in, got, tt.want)
 		}
 	}
-	for _, in := range []string{"", "fast", "-1MiB/s", "10MiB/h", "/s"} {
+	for _, in := range []string{"", "fast", "-1MiB/s", "10MiB/h", "/s", "4096", "4096/s"} {
 		if got, err := ParseRate(in); err == nil {
 			t.Errorf("ParseRate(%q) = %d, want error", in, got)
 		}
@@ -138,7 +141,7 @@ func TestRateStringRoundTrip(t *testing.T) {
 		{1 << 20, "1MiB/s"},
 		{200 << 20, "200MiB/s"},
 		{1 << 30, "1GiB/s"},
-		{1000, "1000/s"},
+		{1000, "1000B/s"},
 	}
 	for _, tt := range tests {
 		s := tt.in.String()

@@ -106,112 +106,230 @@ func Load(path string) (*Config, error) {
 	return Parse(path, data)
 }
 
-// rawFile holds the tables undecoded so that each [[tier]] can be decoded
-// on its own: BurntSushi/toml's errors do not say which array element
-// they are about.
-type rawFile struct {
-	Tier   []toml.Primitive `toml:"tier"`
-	Policy toml.Primitive   `toml:"policy"`
-	PMem   toml.Primitive   `toml:"pmem"`
-	Mount  toml.Primitive   `toml:"mount"`
-	Log    toml.Primitive   `toml:"log"`
-}
-
 // Parse decodes data (named name in errors) on top of Default and
 // validates the result. The error is an *Error, or several joined with
-// errors.Join, one per line.
+// errors.Join, one per line: every problem in the file, not the first (a
+// syntax error ends the reading, as what follows it cannot be parsed).
 func Parse(name string, data []byte) (*Config, error) {
 	c := Default()
 	c.Source = name
+	errs, data := c.checkEncoding(data)
 	c.loc = scan(data)
-	errs := c.decode(data)
-	if len(errs) == 0 {
-		if err := c.Validate(); err != nil {
-			return nil, err
-		}
-		return &c, nil
-	}
-	return nil, joinSorted(errs)
-}
-
-// decode fills c from data and reports decode errors and unknown keys.
-func (c *Config) decode(data []byte) []*Error {
-	var raw rawFile
-	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&raw)
-	if err != nil {
-		return []*Error{c.decodeError(err, data, -1)}
-	}
-	var errs []*Error
-	sections := []struct {
-		name string
-		prim toml.Primitive
-		dst  any
-	}{
-		{"policy", raw.Policy, &c.Policy},
-		{"pmem", raw.PMem, &c.PMem},
-		{"mount", raw.Mount, &c.Mount},
-		{"log", raw.Log, &c.Log},
-	}
-	for _, s := range sections {
-		if !md.IsDefined(s.name) {
-			continue
-		}
-		if err := md.PrimitiveDecode(s.prim, s.dst); err != nil {
-			errs = append(errs, c.decodeError(err, data, -1))
-		}
-	}
-	if len(raw.Tier) > 0 {
-		c.Tiers = make([]tiering.TierConfig, len(raw.Tier))
-		for i, p := range raw.Tier {
-			if err := md.PrimitiveDecode(p, &c.Tiers[i]); err != nil {
-				errs = append(errs, c.decodeError(err, data, i))
+	decodeErrs, bad := c.decode(data)
+	errs = append(errs, decodeErrs...)
+	if bad != nil {
+		// Validate what decoded, leaving out keys already reported: a
+		// value that did not decode kept its default, which says nothing.
+		for _, e := range c.validate() {
+			if !bad[e.Key] && !parentIn(e.Key, bad) {
+				errs = append(errs, e)
 			}
 		}
 	}
-	return append(errs, c.unknownKeys(md)...)
+	if len(errs) > 0 {
+		return nil, joinSorted(errs)
+	}
+	return &c, nil
+}
+
+// utf8BOM is the byte-order mark some editors put at the start of a UTF-8
+// file.
+const utf8BOM = "\xef\xbb\xbf"
+
+// checkEncoding refuses a byte-order mark: invisible in most editors, it
+// is a sign that the file went through a tool that may have changed more.
+// It returns the text without a UTF-8 one, so that the rest is still
+// checked and its keys found on their lines.
+func (c *Config) checkEncoding(data []byte) ([]*Error, []byte) {
+	switch {
+	case bytes.HasPrefix(data, []byte(utf8BOM)):
+		return []*Error{{File: c.Source, Line: 1, Msg: "the file starts with a UTF-8 byte-order mark (U+FEFF): " +
+			`save it as UTF-8 without one (sed -i '1s/^\xEF\xBB\xBF//' FILE)`}}, data[len(utf8BOM):]
+	case bytes.HasPrefix(data, []byte("\xff\xfe")), bytes.HasPrefix(data, []byte("\xfe\xff")):
+		// The decoder would stop at its NUL bytes; say why instead.
+		return []*Error{{File: c.Source, Line: 1, Msg: "the file is UTF-16 (it starts with a UTF-16 byte-order mark): save it as UTF-8"}}, nil
+	}
+	return nil, data
+}
+
+// decode fills c from data and reports decode errors and unknown keys. It
+// decodes each table key by key, so that a value of the wrong type, or one
+// its type refuses ("-1" for a size), is reported and the other keys are
+// still read. bad holds the keys reported; it is nil when the text did
+// not parse at all.
+func (c *Config) decode(data []byte) (errs []*Error, bad map[string]bool) {
+	if data == nil {
+		return nil, nil
+	}
+	var raw map[string]toml.Primitive
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&raw)
+	if err != nil {
+		return []*Error{c.decodeError(err, data)}, nil
+	}
+	bad = map[string]bool{}
+	report := func(key string, err error) {
+		e := c.valueError(key, err)
+		errs = append(errs, e)
+		bad[e.Key] = true
+	}
+	if p, ok := raw["tier"]; ok {
+		var tiers []toml.Primitive
+		if v := valueOf(md, p); !isArrayOfTables(v) {
+			report("tier", fmt.Errorf("must be an array of tables, written [[tier]]; got %s", tomlType(v)))
+		} else if err := md.PrimitiveDecode(p, &tiers); err != nil {
+			report("tier", err)
+		} else {
+			c.Tiers = make([]tiering.TierConfig, len(tiers))
+			for i, tp := range tiers {
+				decodeTable(md, tp, fmt.Sprintf("tier[%d]", i), &c.Tiers[i], report)
+			}
+		}
+	}
+	for _, s := range []struct {
+		name string
+		dst  any
+	}{
+		{"policy", &c.Policy},
+		{"pmem", &c.PMem},
+		{"mount", &c.Mount},
+		{"log", &c.Log},
+	} {
+		if p, ok := raw[s.name]; ok {
+			decodeTable(md, p, s.name, s.dst, report)
+		}
+	}
+	return append(errs, c.unknownKeys(md)...), bad
+}
+
+// decodeTable decodes the TOML table prim into the struct dst one key at a
+// time, calling report for each key that does not decode; its field keeps
+// the value it had. Keys that name no field (exactly: the decoder would
+// match names in any case) stay undecoded, for unknownKeys.
+func decodeTable(md toml.MetaData, prim toml.Primitive, key string, dst any, report func(string, error)) {
+	// The decoder would take a value that is not a table as an empty one.
+	if v, ok := valueOf(md, prim).(map[string]any); !ok {
+		report(key, fmt.Errorf("must be a table, got %s", tomlType(v)))
+		return
+	}
+	var keys map[string]toml.Primitive
+	if err := md.PrimitiveDecode(prim, &keys); err != nil {
+		report(key, err)
+		return
+	}
+	rv := reflect.ValueOf(dst).Elem()
+	fields := map[string]int{}
+	for i := 0; i < rv.NumField(); i++ {
+		if tag := strings.Split(rv.Type().Field(i).Tag.Get("toml"), ",")[0]; tag != "" && tag != "-" {
+			fields[tag] = i
+		}
+	}
+	// In key order: errors on one line (an inline table) keep an order.
+	names := make([]string, 0, len(keys))
+	for k := range keys {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		i, ok := fields[k]
+		if !ok {
+			continue
+		}
+		f := rv.Field(i)
+		old := reflect.New(f.Type()).Elem()
+		old.Set(f)
+		if err := md.PrimitiveDecode(keys[k], f.Addr().Interface()); err != nil {
+			f.Set(old)
+			report(key+"."+toml.Key{k}.String(), err)
+		}
+	}
+}
+
+// valueOf is the value of prim as the decoder holds it: map[string]any for
+// a table, []map[string]any for an array of tables, and so on.
+func valueOf(md toml.MetaData, prim toml.Primitive) any {
+	var v any
+	if md.PrimitiveDecode(prim, &v) != nil {
+		return nil
+	}
+	return v
+}
+
+func isArrayOfTables(v any) bool {
+	switch a := v.(type) {
+	case []map[string]any:
+		return true
+	case []any:
+		// An inline array of inline tables is one too.
+		for _, e := range a {
+			if _, ok := e.(map[string]any); !ok {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
+// tomlType names the type of a value the decoder gives.
+func tomlType(v any) string {
+	switch a := v.(type) {
+	case string:
+		return "a string"
+	case int64:
+		return "an integer"
+	case float64:
+		return "a float"
+	case bool:
+		return "a boolean"
+	case map[string]any:
+		return "a table"
+	case []map[string]any:
+		return "an array of tables"
+	case []any:
+		if isArrayOfTables(a) && len(a) > 0 {
+			return "an array of tables"
+		}
+		return "an array"
+	}
+	return "a date-time"
+}
+
+// valueError is the *Error for key, whose value err refuses.
+func (c *Config) valueError(key string, err error) *Error {
+	msg := err.Error()
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		msg = pe.Message
+	} else if m := lastKeyRE.FindStringSubmatch(msg); m != nil {
+		msg = m[2]
+	} else {
+		msg = strings.TrimPrefix(msg, "toml: ")
+	}
+	return &Error{File: c.Source, Line: c.loc.line(key), Key: key, Msg: friendlyTypeError(key, msg)}
 }
 
 // lastKeyRE takes apart the plain errors BurntSushi/toml makes for type
 // mismatches: `toml: line 7 (last key "policy.migrate_threshold"): ...`.
 var lastKeyRE = regexp.MustCompile(`(?s)^toml: (?:line \d+ )?\(last key "((?:[^"\\]|\\.)*)"\): (.*)$`)
 
-// decodeError locates an error from the TOML decoder. tier is the index
-// of the [[tier]] being decoded, or -1.
-func (c *Config) decodeError(err error, data []byte, tier int) *Error {
-	e := &Error{File: c.Source, Msg: err.Error()}
-	tomlLine := 0
+// decodeError locates an error that stopped the TOML decoder: a syntax
+// error, or a file it cannot read.
+func (c *Config) decodeError(err error, data []byte) *Error {
+	e := &Error{File: c.Source, Msg: strings.TrimPrefix(err.Error(), "toml: ")}
 	var pe toml.ParseError
-	if errors.As(err, &pe) {
-		e.Key, e.Msg = pe.LastKey, pe.Message
-		tomlLine = pe.Position.Line
-		// The lexer counts an error at a line's end as on the next line;
-		// the byte offset is right.
-		if s := pe.Position.Start; s >= 0 && s < len(data) {
-			tomlLine = bytes.Count(data[:s], []byte("\n")) + 1
-		}
-	} else if m := lastKeyRE.FindStringSubmatch(err.Error()); m != nil {
-		e.Key, e.Msg = strings.ReplaceAll(m[1], `\"`, `"`), m[2]
-	} else {
-		e.Msg = strings.TrimPrefix(e.Msg, "toml: ")
+	if !errors.As(err, &pe) {
+		return e
 	}
-	e.Msg = friendlyTypeError(e.Key, e.Msg)
-	switch {
-	case tier >= 0:
-		// Inside [[tier]] the decoder's key has no index and its line is
-		// that of the key in the last [[tier]]; find it ourselves.
-		if e.Key == "tier" || strings.HasPrefix(e.Key, "tier.") {
-			e.Key = fmt.Sprintf("tier[%d]%s", tier, strings.TrimPrefix(e.Key, "tier"))
-		}
-		e.Line = c.loc.line(e.Key)
-	case tomlLine > 0:
-		// A syntax error: LastKey is the last key the parser saw, which
-		// may be a table above the line at fault; name the key on the
-		// error's line instead.
-		e.Line = tomlLine
-		e.Key = c.loc.keyOn(tomlLine, e.Key)
-	default:
-		e.Line = c.loc.line(e.Key)
+	e.Msg = pe.Message
+	e.Line = pe.Position.Line
+	// The lexer counts an error at a line's end as on the next line; the
+	// byte offset is right.
+	if s := pe.Position.Start; s >= 0 && s < len(data) {
+		e.Line = bytes.Count(data[:s], []byte("\n")) + 1
 	}
+	// LastKey is the last key the parser saw, which may be a table above
+	// the line at fault; name the key on the error's line instead.
+	e.Key = c.loc.keyOn(e.Line, pe.LastKey)
 	return e
 }
 
@@ -337,9 +455,14 @@ func knownKeys(t reflect.Type, prefix string, into map[string]bool) map[string]b
 
 var textUnmarshaler = reflect.TypeOf((*interface{ UnmarshalText([]byte) error })(nil)).Elem()
 
-// Validate checks every table. Errors name the key and, for a parsed
-// file, the line.
+// Validate checks every table and reports every problem. Errors name the
+// key and, for a parsed file, the line.
 func (c *Config) Validate() error {
+	return joinSorted(c.validate())
+}
+
+// validate has each table's package check its table.
+func (c *Config) validate() []*Error {
 	var errs []*Error
 	for _, err := range []error{
 		tiering.ValidateTiers(c.Tiers),
@@ -348,20 +471,37 @@ func (c *Config) Validate() error {
 		c.Mount.Validate(),
 		c.Log.Validate(),
 	} {
-		if err != nil {
-			errs = append(errs, c.locate(err))
+		for _, e := range flatten(err) {
+			errs = append(errs, c.locate(e))
 		}
 	}
-	return joinSorted(errs)
+	return errs
+}
+
+// flatten lists the errors joined in err (none for nil).
+func flatten(err error) []error {
+	if err == nil {
+		return nil
+	}
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return []error{err}
+	}
+	var out []error
+	for _, e := range j.Unwrap() {
+		out = append(out, flatten(e)...)
+	}
+	return out
 }
 
 // CheckMountpoint refuses tier directories that are, or are inside, the
 // mountpoint, and a mountpoint inside a tier directory.
 func (c *Config) CheckMountpoint(mountpoint string) error {
-	if err := tiering.CheckMountpoint(c.Tiers, mountpoint); err != nil {
-		return c.locate(err)
+	var errs []*Error
+	for _, e := range flatten(tiering.CheckMountpoint(c.Tiers, mountpoint)) {
+		errs = append(errs, c.locate(e))
 	}
-	return nil
+	return joinSorted(errs)
 }
 
 // locate turns a *units.KeyError into an *Error with the key's line.

@@ -58,7 +58,9 @@ func checkDistinct(t *Tier, prev []*Tier) error {
 // first one's open handles. The lock goes with the process (flock), so a
 // killed daemon leaves none behind.
 func (t *Tier) takeLock(holder string) error {
-	fd, err := unix.Openat(t.meta, lockFile, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	// Held read-only: a descriptor open for writing would keep the tier's
+	// filesystem from being remounted read-only.
+	fd, err := unix.Openat(t.meta, lockFile, unix.O_RDONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return fmt.Errorf("open %s: %w", filepath.Join(t.Path, metaDir, lockFile), err)
 	}
@@ -74,8 +76,9 @@ func (t *Tier) takeLock(holder string) error {
 	if holder == "" {
 		holder = "pid " + strconv.Itoa(os.Getpid())
 	}
-	if err := unix.Ftruncate(fd, 0); err == nil {
-		_, _ = unix.Pwrite(fd, []byte(holder+"\n"), 0)
+	if w, err := unix.Openat(t.meta, lockFile, unix.O_WRONLY|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err == nil {
+		_, _ = unix.Write(w, []byte(holder+"\n"))
+		unix.Close(w)
 	}
 	return nil
 }

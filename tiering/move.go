@@ -339,7 +339,7 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	old, oldPM := f.fd, f.pm
 	f.fd, f.pm = dfd, nil
 	f.tier = dest
-	f.readOnly = false
+	f.readOnly, f.roErr = false, nil
 	s.forgetPlain(f.ino) // another backing
 	var nst unix.Stat_t
 	_ = unix.Fstat(dfd, &nst)

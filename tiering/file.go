@@ -21,13 +21,13 @@ type File struct {
 	ino uint64
 
 	mu       sync.RWMutex
-	fd       int         // backing fd, always opened read-write when possible
-	tier     *Tier       // where fd lives
-	readOnly bool        // fd could only be opened O_RDONLY
+	fd       int   // backing fd, always opened read-write when possible
+	tier     *Tier // where fd lives
+	readOnly bool  // fd could only be opened O_RDONLY
 	// roErr is why (EROFS: the tier's filesystem became read-only;
 	// EACCES, EPERM, ETXTBSY), what an open for writing gets.
-	roErr error
-	moving   atomic.Bool // a move is copying this file
+	roErr  error
+	moving atomic.Bool // a move is copying this file
 	// pm, when non-nil, is the mmap backing of a pmem file (one that
 	// carries a logical size, see package pmem): data goes through it,
 	// and fd is its backing. Swapped with fd.

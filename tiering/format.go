@@ -406,10 +406,10 @@ func checkAncestors(path string) (owned string, err error) {
 // (both fds of files or directories).
 func copyXattrs(dst, src int, keep func(string) bool) error {
 	sz, err := unix.Flistxattr(src, nil)
-	if errors.Is(err, unix.ENOTSUP) || sz <= 0 {
+	if errors.Is(err, unix.ENOTSUP) {
 		return nil
 	}
-	if err != nil {
+	if err != nil || sz == 0 {
 		return err
 	}
 	buf := make([]byte, sz)

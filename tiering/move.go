@@ -656,7 +656,9 @@ func copyLoop(dst, src int, from, to int64) error {
 	return nil
 }
 
-// copyMeta gives dst the source's mode, owner, user xattrs and times.
+// copyMeta gives dst the source's mode, owner, xattrs (tierfs's inode
+// number among them; not the move's marker nor a pmem size, which the copy,
+// a plain file, does not have) and times.
 func copyMeta(dst, src int, st *unix.Stat_t) error {
 	if err := unix.Fchown(dst, int(st.Uid), int(st.Gid)); err != nil {
 		return err
@@ -664,39 +666,8 @@ func copyMeta(dst, src int, st *unix.Stat_t) error {
 	if err := unix.Fchmod(dst, st.Mode&0o7777); err != nil {
 		return err
 	}
-	sz, err := unix.Flistxattr(src, nil)
-	if err != nil && !errors.Is(err, unix.ENOTSUP) {
+	if err := copyXattrs(dst, src, func(name string) bool { return name != xattrSuperseded && name != pmem.SizeXattr }); err != nil {
 		return err
-	}
-	if sz > 0 {
-		buf := make([]byte, sz)
-		n, err := unix.Flistxattr(src, buf)
-		if err != nil {
-			return err
-		}
-		start := 0
-		for i := 0; i < n; i++ {
-			if buf[i] != 0 {
-				continue
-			}
-			name := string(buf[start:i])
-			start = i + 1
-			if name == xattrSuperseded || name == pmem.SizeXattr || name == "" {
-				continue
-			}
-			vsz, err := unix.Fgetxattr(src, name, nil)
-			if err != nil {
-				continue
-			}
-			v := make([]byte, vsz)
-			vn, err := unix.Fgetxattr(src, name, v)
-			if err != nil {
-				continue
-			}
-			if err := unix.Fsetxattr(dst, name, v[:vn], 0); err != nil && !errors.Is(err, unix.ENOTSUP) {
-				return err
-			}
-		}
 	}
 	return setTimesFd(dst, []unix.Timespec{st.Atim, st.Mtim})
 }

@@ -98,20 +98,32 @@ func allDirs(ls locs) bool {
 // marked as superseded by another tier that has a copy (the source of a
 // move whose unlink is still to come).
 func dropSuperseded(ls locs) locs {
-	has := map[string]bool{}
-	for i := range ls {
-		has[ls[i].tier.Name] = true
-	}
 	var keep locs
-	buf := make([]byte, 256)
-	for i := range ls {
-		if winner, ok := supersededBy(&ls[i], buf); ok && has[winner] && winner != ls[i].tier.Name {
+	for i, lost := range superseded(ls) {
+		if lost != "" {
 			closeQuiet(ls[i].dirfd)
 			continue
 		}
 		keep = append(keep, ls[i])
 	}
 	return keep
+}
+
+// superseded says, for each copy, the tier that superseded it if that tier
+// has a copy too ("" for a copy that is not a loser).
+func superseded(ls locs) []string {
+	has := map[string]bool{}
+	for i := range ls {
+		has[ls[i].tier.Name] = true
+	}
+	out := make([]string, len(ls))
+	buf := make([]byte, 256)
+	for i := range ls {
+		if winner, ok := supersededBy(&ls[i], buf); ok && has[winner] && winner != ls[i].tier.Name {
+			out[i] = winner
+		}
+	}
+	return out
 }
 
 // supersededBy reads the marker of a losing copy: the winner's tier name.

@@ -246,14 +246,9 @@ func (s *Store) scanDir(comps []string, maxIno *uint64) error {
 // duplicates (made outside tierfs) are left alone and reported; the name
 // answers EIO (locate) until an operator removes one.
 func (s *Store) resolveDuplicate(comps []string, ls locs) locs {
-	has := map[string]bool{}
-	for i := range ls {
-		has[ls[i].tier.Name] = true
-	}
 	var keep locs
-	buf := make([]byte, 256)
-	for i := range ls {
-		if winner, ok := supersededBy(&ls[i], buf); ok && has[winner] && winner != ls[i].tier.Name {
+	for i, winner := range superseded(ls) {
+		if winner != "" {
 			s.log.Info().Str("tier", ls[i].tier.Name).Strs("path", append(append([]string(nil), comps...), ls[i].name)).
 				Str("winner", winner).Msg("recovery: removing the superseded copy of a committed move")
 			if err := unix.Unlinkat(ls[i].dirfd, ls[i].name, 0); err == nil {

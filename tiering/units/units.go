@@ -99,7 +99,7 @@ func (b *ByteSize) UnmarshalTOML(v any) error {
 	num, ok := bareNumber(v)
 	switch {
 	case !ok:
-		return fmt.Errorf("want a size such as \"64GiB\", got %s", tomlType(v))
+		return fmt.Errorf("want a size such as \"64GiB\", got %s", TOMLType(v))
 	case num == "0":
 		*b = 0
 		return nil
@@ -143,9 +143,9 @@ func bareNumber(v any) (num string, ok bool) {
 	return "", false
 }
 
-// tomlType names the type of a value the TOML decoder gives.
-func tomlType(v any) string {
-	switch v.(type) {
+// TOMLType names the type of a value the TOML decoder gives, for errors.
+func TOMLType(v any) string {
+	switch a := v.(type) {
 	case string:
 		return "a string"
 	case int64:
@@ -156,12 +156,27 @@ func tomlType(v any) string {
 		return "a boolean"
 	case time.Time:
 		return "a date-time"
-	case []any:
-		return "an array"
 	case map[string]any:
 		return "a table"
+	case []map[string]any:
+		return "an array of tables"
+	case []any:
+		if len(a) > 0 && isArrayOfTables(a) {
+			return "an array of tables"
+		}
+		return "an array"
 	}
 	return fmt.Sprintf("%T", v)
+}
+
+// isArrayOfTables: an inline array of inline tables is one too.
+func isArrayOfTables(a []any) bool {
+	for _, e := range a {
+		if _, ok := e.(map[string]any); !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // Human prints an approximate size for people: "1.5 GiB", "312 B".
@@ -219,7 +234,7 @@ func (r *Rate) UnmarshalTOML(v any) error {
 	num, ok := bareNumber(v)
 	switch {
 	case !ok:
-		return fmt.Errorf("want a rate such as \"200MiB/s\", got %s", tomlType(v))
+		return fmt.Errorf("want a rate such as \"200MiB/s\", got %s", TOMLType(v))
 	case num == "0":
 		*r = 0
 		return nil
@@ -266,7 +281,7 @@ func (d *Duration) UnmarshalTOML(v any) error {
 	num, ok := bareNumber(v)
 	switch {
 	case !ok:
-		return fmt.Errorf("want a duration such as \"5s\", got %s", tomlType(v))
+		return fmt.Errorf("want a duration such as \"5s\", got %s", TOMLType(v))
 	case num == "0":
 		*d = 0
 		return nil

@@ -175,7 +175,7 @@ func (c *Config) decode(data []byte) (errs []*Error, bad map[string]bool) {
 	if p, ok := raw["tier"]; ok {
 		var tiers []toml.Primitive
 		if v := valueOf(md, p); !isArrayOfTables(v) {
-			report("tier", fmt.Errorf("must be an array of tables, written [[tier]]; got %s", tomlType(v)))
+			report("tier", fmt.Errorf("must be an array of tables, written [[tier]]; got %s", units.TOMLType(v)))
 		} else if err := md.PrimitiveDecode(p, &tiers); err != nil {
 			report("tier", err)
 		} else {
@@ -208,7 +208,7 @@ func (c *Config) decode(data []byte) (errs []*Error, bad map[string]bool) {
 func decodeTable(md toml.MetaData, prim toml.Primitive, key string, dst any, report func(string, error)) {
 	// The decoder would take a value that is not a table as an empty one.
 	if v, ok := valueOf(md, prim).(map[string]any); !ok {
-		report(key, fmt.Errorf("must be a table, got %s", tomlType(v)))
+		report(key, fmt.Errorf("must be a table, got %s", units.TOMLType(v)))
 		return
 	}
 	var keys map[string]toml.Primitive
@@ -268,30 +268,6 @@ func isArrayOfTables(v any) bool {
 		return true
 	}
 	return false
-}
-
-// tomlType names the type of a value the decoder gives.
-func tomlType(v any) string {
-	switch a := v.(type) {
-	case string:
-		return "a string"
-	case int64:
-		return "an integer"
-	case float64:
-		return "a float"
-	case bool:
-		return "a boolean"
-	case map[string]any:
-		return "a table"
-	case []map[string]any:
-		return "an array of tables"
-	case []any:
-		if isArrayOfTables(a) && len(a) > 0 {
-			return "an array of tables"
-		}
-		return "an array"
-	}
-	return "a date-time"
 }
 
 // valueError is the *Error for key, whose value err refuses.

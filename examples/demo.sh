@@ -283,7 +283,8 @@ if [ "${1:-}" != __main ]; then
 		# --one-file-system: never delete through a mount that might remain.
 		rm -rf --one-file-system "$WORK"
 	fi
-	mkdir -p "$FAST" "$SLOW" "$MNT" "$KDIR/tools"
+	mkdir -p "$MNT" "$KDIR/tools"
+	mkdir -p -m 0700 "$FAST" "$SLOW" # tier directories: root's alone
 	STARTED=1
 	export KVER LIBS
 	bash "$SELF" __main &
@@ -309,7 +310,7 @@ free_port() {
 
 # --- the tiers --------------------------------------------------------------------
 say "tier \"fast\": a private ${FAST_MIB} MiB tmpfs on $FAST; tier \"slow\": the plain directory $SLOW"
-mount -t tmpfs -o "size=${FAST_MIB}m,mode=0755,nosuid,nodev" tierfs-fast "$FAST" ||
+mount -t tmpfs -o "size=${FAST_MIB}m,mode=0700,nosuid,nodev" tierfs-fast "$FAST" ||
 	die "mount -t tmpfs on $FAST failed"
 capacity_line=""
 # tierfs keeps each file's inode number in a user xattr, which tmpfs has

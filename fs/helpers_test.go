@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -48,6 +49,11 @@ type serverConfig struct {
 	// CrashAt names a tiering.FailPoint step where the daemon kills
 	// itself (kill -9) the first time it gets there.
 	CrashAt string `json:"crash_at,omitempty"`
+	// HoldAt names a tiering.FailPoint step where the daemon waits, the
+	// HoldNth time it gets there, until the test sends "release";
+	// "held" answers once it waits there.
+	HoldAt  string `json:"hold_at,omitempty"`
+	HoldNth int    `json:"hold_nth,omitempty"`
 	// Policy, when set, runs the policy engine in the daemon.
 	Policy *policy.Config `json:"policy,omitempty"`
 	// PMem, when set, gives pmem tiers a pool.
@@ -105,6 +111,16 @@ func serve(cfgJSON string) int {
 			if step == cfg.CrashAt {
 				syscall.Kill(os.Getpid(), syscall.SIGKILL)
 				select {}
+			}
+		}
+	}
+	held, release := make(chan struct{}), make(chan struct{})
+	if cfg.HoldAt != "" {
+		var seen atomic.Int64
+		tiering.FailPoint = func(step string) {
+			if step == cfg.HoldAt && seen.Add(1) == int64(cfg.HoldNth) {
+				close(held)
+				<-release
 			}
 		}
 	}
@@ -179,6 +195,10 @@ func serve(cfgJSON string) int {
 			rep.Dropped = srv.DroppedPages()
 		case "uring":
 			rep.URing = &uringInfo{Active: srv.IOUring(), Served: srv.URingServed()}
+		case "held":
+			<-held
+		case "release":
+			close(release)
 		case "settle":
 			if err := st.SettlePools(context.Background()); err != nil {
 				rep.Err = err.Error()
@@ -230,6 +250,8 @@ type testMount struct {
 
 type mountOpt struct {
 	crashAt    string
+	holdAt     string // see serverConfig.HoldAt
+	holdNth    int
 	policy     *policy.Config
 	capacities []units.ByteSize // per tier; 0 = backing size
 	tierDirs   []string         // use these backing dirs instead of fresh ones
@@ -284,6 +306,7 @@ func mount(t testing.TB, o mountOpt) *testMount {
 		cfg.Tiers = append(cfg.Tiers, c)
 	}
 	cfg.CrashAt = o.crashAt
+	cfg.HoldAt, cfg.HoldNth = o.holdAt, o.holdNth
 	cfg.Policy = o.policy
 	cfg.PMem = o.pmem
 	cfg.AllowOther = o.allowOther

@@ -42,6 +42,16 @@ type File struct {
 	blocks int64 // bytes this file is counted for on tier
 	size   int64 // last known size
 
+	// growMu guards the writes in progress that grow the file, and the
+	// size before them. While one is in progress, getattr shows that
+	// size: the kernel takes a file's new size from the WRITE's reply
+	// (and ignores a getattr's meanwhile, as it has the write in flight),
+	// so a reader that saw the new size in a getattr would read
+	// end-of-file up to it until the write returns. A leaf.
+	growMu   sync.Mutex
+	growing  int
+	sizeFrom int64
+
 	// Guarded by Store.openMu.
 	refs     int
 	path     Path // last known name; nil once unlinked
@@ -307,6 +317,48 @@ func (s *Store) release(f *File) {
 
 // account refreshes the file's share of its tier after a change of size or
 // allocation. Caller holds f.mu (either mode).
+// beginWrite notes a write up to end; grows says whether it may grow
+// the file. Only such a write holds the size getattr shows: the kernel
+// ignores a getattr's size only while it has a growing write in flight,
+// and would otherwise take a smaller one as a truncation.
+func (f *File) beginWrite(end int64) (grows bool) {
+	f.acctMu.Lock()
+	size := f.size
+	f.acctMu.Unlock()
+	if end <= size {
+		return false
+	}
+	f.growMu.Lock()
+	if f.growing == 0 {
+		f.sizeFrom = size
+	}
+	f.growing++
+	f.growMu.Unlock()
+	return true
+}
+
+func (f *File) endWrite(grows bool, end int64) {
+	if !grows {
+		return
+	}
+	f.growMu.Lock()
+	f.growing--
+	// Others still growing it: this one's size may show once returned.
+	f.sizeFrom = max(f.sizeFrom, end)
+	f.growMu.Unlock()
+}
+
+// shownSize is the size getattr shows for f, whose backing has size:
+// none that a growing write still in progress makes (see growMu).
+func (f *File) shownSize(size int64) int64 {
+	f.growMu.Lock()
+	defer f.growMu.Unlock()
+	if f.growing > 0 && f.sizeFrom < size {
+		return f.sizeFrom
+	}
+	return size
+}
+
 func (f *File) account() {
 	var st unix.Stat_t
 	if unix.Fstat(f.fd, &st) != nil {
@@ -359,6 +411,9 @@ func (h *Handle) Read(p []byte, off int64) (int, error) {
 // ENOSPC only when no tier below has room.
 func (h *Handle) Write(p []byte, off int64) (int, error) {
 	f := h.f
+	end := off + int64(len(p))
+	grows := f.beginWrite(end)
+	defer f.endWrite(grows, end)
 	done := 0
 	for {
 		f.mu.RLock()
@@ -368,6 +423,7 @@ func (h *Handle) Write(p []byte, off int64) (int, error) {
 		done += n
 		if err == nil {
 			if done == len(p) {
+				failPoint("write:done")
 				return done, nil
 			}
 			continue
@@ -527,6 +583,7 @@ func (h *Handle) Stat() (Attr, error) {
 	if size, ok := f.liveSize(); ok {
 		st.Size = size
 	}
+	st.Size = f.shownSize(st.Size)
 	st.Ino = f.ino
 	return Attr{Stat_t: st, Tier: f.tier.Index}, nil
 }

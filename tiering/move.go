@@ -34,7 +34,8 @@ import (
 // exist is cleared (crash between marking and renaming).
 
 // FailPoint, when set, is called at each named step of a move or a
-// rename-over; crash tests set it to kill the process there.
+// rename-over, and when a write is in the backing but has not returned
+// ("write:done"); tests set it to kill the process there, or to hold it.
 var FailPoint func(step string)
 
 func failPoint(step string) {

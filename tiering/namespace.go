@@ -228,6 +228,14 @@ func (s *Store) attrOf(l *loc) (Attr, error) {
 		// else the durable one.
 		a.Size = s.pmemAttrSize(l, ino)
 	}
+	if l.st.Mode&unix.S_IFMT == unix.S_IFREG {
+		s.openMu.Lock()
+		f := s.open[ino]
+		s.openMu.Unlock()
+		if f != nil {
+			a.Size = f.shownSize(a.Size)
+		}
+	}
 	return a, nil
 }
 

@@ -61,3 +61,38 @@ func TestXattrOpenFileFollowsMove(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// POSIX ACLs are not enforced by the mount, so they are not stored either
+// (as on a filesystem mounted noacl): setting one fails with EOPNOTSUPP,
+// on files and directories, open or not, and none is listed (issue 16,
+// item 6). tierfs's own attributes cannot be set through the mount.
+func TestPosixACLsRefused(t *testing.T) {
+	m := mount(t, mountOpt{})
+	mustOK(t, os.Mkdir(m.path("d"), 0o755), "mkdir")
+	mustOK(t, os.WriteFile(m.path("d/f"), []byte("x"), 0o644), "write")
+	// A minimal valid ACL: user::rw-, group::r--, other::r-- (version 2).
+	acl := []byte{2, 0, 0, 0, 1, 0, 6, 0, 0xff, 0xff, 0xff, 0xff, 4, 0, 4, 0, 0xff, 0xff, 0xff, 0xff, 0x20, 0, 4, 0, 0xff, 0xff, 0xff, 0xff}
+	for _, c := range []struct{ path, name string }{
+		{m.path("d/f"), "system.posix_acl_access"},
+		{m.path("d"), "system.posix_acl_access"},
+		{m.path("d"), "system.posix_acl_default"},
+	} {
+		if err := unix.Setxattr(c.path, c.name, acl, 0); err != unix.EOPNOTSUPP {
+			t.Errorf("setxattr %s on %s: %v, want EOPNOTSUPP", c.name, c.path, err)
+		}
+		if _, err := unix.Getxattr(c.path, c.name, make([]byte, 64)); err != unix.EOPNOTSUPP && err != unix.ENODATA {
+			t.Errorf("getxattr %s on %s: %v, want EOPNOTSUPP or ENODATA", c.name, c.path, err)
+		}
+	}
+	buf := make([]byte, 1024)
+	n, err := unix.Listxattr(m.path("d"), buf)
+	mustOK(t, err, "listxattr")
+	if n != 0 {
+		t.Errorf("listxattr of d: %q, want nothing", buf[:n])
+	}
+	for _, name := range []string{"trusted.tierfs.ino", "user.tierfs.ino"} {
+		if err := unix.Setxattr(m.path("d/f"), name, make([]byte, 8), 0); err != unix.EPERM {
+			t.Errorf("setxattr %s through the mount: %v, want EPERM", name, err)
+		}
+	}
+}

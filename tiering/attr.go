@@ -157,6 +157,14 @@ func reserved(name string) bool {
 	return strings.HasPrefix(name, xattrPrefix) || strings.HasPrefix(name, trustedPrefix)
 }
 
+// posixACL names the attributes that hold POSIX ACLs. The mount does not
+// enforce ACLs (the kernel checks the mode bits), so it does not store
+// them either, as a filesystem mounted noacl: an ACL that is kept but not
+// enforced would promise what it does not do.
+func posixACL(name string) bool {
+	return name == "system.posix_acl_access" || name == "system.posix_acl_default"
+}
+
 // Getxattr reads an extended attribute; XattrTier names the file's tier
 // (for a directory, the tiers that hold a copy, comma separated).
 func (s *Store) Getxattr(p Path, name string, dest []byte) (int, error) {
@@ -186,6 +194,9 @@ func (s *Store) Getxattr(p Path, name string, dest []byte) (int, error) {
 	}
 	if reserved(name) {
 		return 0, unix.ENODATA
+	}
+	if posixACL(name) {
+		return 0, unix.EOPNOTSUPP
 	}
 	var n int
 	err = onObject(&ls[0], func(p string) (err error) {
@@ -218,6 +229,9 @@ func (s *Store) GetxattrOpen(ino uint64, name string, dest []byte) (n int, ok bo
 	}
 	if reserved(name) {
 		return 0, true, unix.ENODATA
+	}
+	if posixACL(name) {
+		return 0, true, unix.EOPNOTSUPP
 	}
 	n, err = unix.Fgetxattr(f.fd, name, dest)
 	return n, true, err
@@ -258,7 +272,7 @@ func (s *Store) Listxattr(p Path, dest []byte) (int, error) {
 	}
 	var out []byte
 	for _, a := range strings.Split(string(buf[:n]), "\x00") {
-		if a == "" || reserved(a) {
+		if a == "" || reserved(a) || posixACL(a) {
 			continue
 		}
 		out = append(out, a...)
@@ -278,6 +292,9 @@ func (s *Store) Setxattr(p Path, name string, data []byte, flags int) error {
 	if reserved(name) {
 		return unix.EPERM
 	}
+	if posixACL(name) {
+		return unix.EOPNOTSUPP
+	}
 	return s.eachCopy(p, func(l *loc) error {
 		return onObject(l, func(pp string) error { return unix.Setxattr(pp, name, data, flags) })
 	})
@@ -287,6 +304,9 @@ func (s *Store) Setxattr(p Path, name string, data []byte, flags int) error {
 func (s *Store) Removexattr(p Path, name string) error {
 	if reserved(name) {
 		return unix.EPERM
+	}
+	if posixACL(name) {
+		return unix.EOPNOTSUPP
 	}
 	return s.eachCopy(p, func(l *loc) error {
 		return onObject(l, func(pp string) error { return unix.Removexattr(pp, name) })

@@ -544,9 +544,51 @@ func (h *Handle) Allocate(off, length int64, mode uint32) error {
 		err = f.allocatePMem(off, length, mode)
 	} else {
 		err = unix.Fallocate(f.fd, mode, off, length)
+		if errors.Is(err, unix.EOPNOTSUPP) && mode&^unix.FALLOC_FL_KEEP_SIZE == unix.FALLOC_FL_ZERO_RANGE {
+			err = zeroRange(f.fd, off, length, mode&unix.FALLOC_FL_KEEP_SIZE)
+		}
 	}
 	f.account()
 	return err
+}
+
+// zeroRange is FALLOC_FL_ZERO_RANGE on a backing that lacks it (tmpfs):
+// what fallocate can do must not depend on the tier a file is on, and
+// a program that found ZERO_RANGE working would fail after a move. The
+// range reads back as zeros and is allocated, as with the real thing; it
+// is not done in one step, which nothing reading through the mount can
+// tell (the file's write lock is not needed: the kernel holds the
+// inode's lock for the fallocate).
+func zeroRange(fd int, off, length int64, keep uint32) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if end := min(off+length, st.Size); end > off {
+		err := unix.Fallocate(fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, end-off)
+		if errors.Is(err, unix.EOPNOTSUPP) {
+			err = writeZeros(fd, off, end)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return unix.Fallocate(fd, keep, off, length)
+}
+
+func writeZeros(fd int, from, to int64) error {
+	zeros := make([]byte, min(to-from, 1<<20))
+	for o := from; o < to; {
+		n, err := unix.Pwrite(fd, zeros[:min(int64(len(zeros)), to-o)], o)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			return err
+		}
+		o += int64(n)
+	}
+	return nil
 }
 
 // Lseek answers SEEK_DATA and SEEK_HOLE from the backing.

@@ -2,6 +2,7 @@ package fs
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -9,6 +10,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tierfs/tierfs/tiering/units"
 )
 
 // mover moves files back and forth between the first two tiers in the
@@ -158,5 +161,129 @@ func TestRenameOverNonRegular(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(r, ".tierfs", "journal", "rename")); !os.IsNotExist(err) {
 			t.Errorf("rename journal left on tier %d: %v", i, err)
 		}
+	}
+}
+
+// dirTimesOp is one namespace change (or none) in directories whose
+// entries live on several tiers, made the same way in a plain directory.
+type dirTimesOp struct {
+	name string
+	// files to make (with contents), and which of them the mount puts on
+	// the slow tier before the change; dirs are made first.
+	dirs  []string
+	files []string
+	slow  []string
+	do    func(root string) error
+	// watch are the directories whose times are compared.
+	watch []string
+}
+
+// TestDirTimesOnEveryTier: a directory's mtime and ctime change when an
+// entry changes on any tier's copy of it, as a local directory's do
+// (they stayed as they were when the entry lived on a tier other than
+// the one whose copy the mount shows). Each change is made in a plain
+// directory too, and the mount must agree with it on which directories
+// changed, with ctime equal to mtime after a change as on ext4 and tmpfs.
+func TestDirTimesOnEveryTier(t *testing.T) {
+	m := mount(t, mountOpt{})
+	plain := t.TempDir()
+	mustOK(t, os.Mkdir(m.path("x"), 0o755), "mkdir x")
+	for _, n := range []string{"x/a", "x/b"} {
+		mustOK(t, os.WriteFile(m.path(n), []byte(n), 0o644), "write "+n)
+	}
+	mv := startMover(t, m, "x/a", "x/b")
+	ops := []dirTimesOp{
+		{name: "unlink", dirs: []string{"d"}, files: []string{"d/f", "d/keep"}, slow: []string{"d/f"},
+			do: func(r string) error { return os.Remove(filepath.Join(r, "d/f")) }, watch: []string{"d"}},
+		{name: "rename within", dirs: []string{"d"}, files: []string{"d/f", "d/keep"}, slow: []string{"d/f"},
+			do: func(r string) error { return os.Rename(filepath.Join(r, "d/f"), filepath.Join(r, "d/g")) }, watch: []string{"d"}},
+		{name: "rename across", dirs: []string{"d", "e"}, files: []string{"d/f", "d/keep", "e/keep"}, slow: []string{"d/f"},
+			do: func(r string) error { return os.Rename(filepath.Join(r, "d/f"), filepath.Join(r, "e/f")) }, watch: []string{"d", "e"}},
+		{name: "rename over fast", dirs: []string{"d"}, files: []string{"d/f", "d/g"}, slow: []string{"d/f"},
+			do: func(r string) error { return os.Rename(filepath.Join(r, "d/f"), filepath.Join(r, "d/g")) }, watch: []string{"d"}},
+		{name: "rename over slow", dirs: []string{"d"}, files: []string{"d/f", "d/g"}, slow: []string{"d/g"},
+			do: func(r string) error { return os.Rename(filepath.Join(r, "d/f"), filepath.Join(r, "d/g")) }, watch: []string{"d"}},
+		{name: "link", dirs: []string{"d"}, files: []string{"d/f", "d/keep"}, slow: []string{"d/f"},
+			do: func(r string) error { return os.Link(filepath.Join(r, "d/f"), filepath.Join(r, "d/f2")) }, watch: []string{"d"}},
+		{name: "unlink in a subdirectory", dirs: []string{"d", "d/s"}, files: []string{"d/s/f", "d/s/keep", "d/keep"}, slow: []string{"d/s/f"},
+			do: func(r string) error { return os.Remove(filepath.Join(r, "d/s/f")) }, watch: []string{"d", "d/s"}},
+		{name: "rename a directory", dirs: []string{"d", "d/s"}, files: []string{"d/s/f", "d/keep"}, slow: []string{"d/s/f", "d/keep"},
+			do: func(r string) error { return os.Rename(filepath.Join(r, "d/s"), filepath.Join(r, "d/s2")) }, watch: []string{"d"}},
+		{name: "write", dirs: []string{"d"}, files: []string{"d/f", "d/keep"}, slow: []string{"d/f"},
+			do: func(r string) error { return os.WriteFile(filepath.Join(r, "d/f"), []byte("more"), 0o644) }, watch: []string{"d"}},
+		{name: "chmod", dirs: []string{"d"}, files: []string{"d/f", "d/keep"}, slow: []string{"d/f"},
+			do: func(r string) error { return os.Chmod(filepath.Join(r, "d/f"), 0o600) }, watch: []string{"d"}},
+	}
+	for i, op := range ops {
+		base := fmt.Sprintf("op%d", i)
+		type seen struct{ changed, ctimeIsMtime bool }
+		results := map[string][]seen{}
+		for _, root := range []string{filepath.Join(plain, base), m.path(base)} {
+			onMount := root == m.path(base)
+			mustOK(t, os.Mkdir(root, 0o755), "mkdir "+root)
+			for _, d := range op.dirs {
+				mustOK(t, os.Mkdir(filepath.Join(root, d), 0o755), op.name+": mkdir "+d)
+			}
+			for _, f := range op.files {
+				mustOK(t, os.WriteFile(filepath.Join(root, f), []byte(f), 0o644), op.name+": write "+f)
+			}
+			if onMount {
+				for _, f := range op.slow {
+					mustOK(t, m.move(t, base+"/"+f, "slow"), op.name+": move "+f)
+				}
+			}
+			old := []unix.Timespec{{Sec: 946684800}, {Sec: 946684800}}
+			for _, d := range op.watch {
+				mustOK(t, unix.UtimesNano(filepath.Join(root, d), old), op.name+": set old times")
+				if onMount {
+					for ti := range m.tiers {
+						if _, err := os.Stat(filepath.Join(m.tiers[ti], base, d)); err != nil && d != "e" {
+							t.Fatalf("%s: %s has no copy on tier %d: %v", op.name, d, ti, err)
+						}
+					}
+				}
+			}
+			mustOK(t, op.do(root), op.name)
+			for _, d := range op.watch {
+				var st unix.Stat_t
+				mustOK(t, unix.Stat(filepath.Join(root, d), &st), op.name+": stat "+d)
+				results[d] = append(results[d], seen{st.Mtim.Sec != old[1].Sec, st.Ctim == st.Mtim})
+			}
+		}
+		for _, d := range op.watch {
+			p, mt := results[d][0], results[d][1]
+			if p != mt {
+				t.Errorf("%s: %s through the mount: mtime changed %v, ctime = mtime %v; a plain directory: %v, %v",
+					op.name, d, mt.changed, mt.ctimeIsMtime, p.changed, p.ctimeIsMtime)
+			}
+		}
+	}
+	mv.check(t)
+}
+
+// TestDirTimesCreateOnSlow: a file created on the slow tier because the
+// fast one is full changes its directory's mtime and ctime, as in a plain
+// directory.
+func TestDirTimesCreateOnSlow(t *testing.T) {
+	m := mount(t, mountOpt{capacities: []units.ByteSize{2 << 20, 0}})
+	plain := t.TempDir()
+	mustOK(t, os.WriteFile(m.path("filler"), make([]byte, 3<<19), 0o644), "fill the fast tier")
+	if m.tierOf(t, "filler") != 0 {
+		t.Fatalf("filler not on the fast tier")
+	}
+	old := []unix.Timespec{{Sec: 946684800}, {Sec: 946684800}}
+	for _, root := range []string{plain, m.mnt} {
+		d := filepath.Join(root, "d")
+		mustOK(t, os.Mkdir(d, 0o755), "mkdir")
+		mustOK(t, unix.UtimesNano(d, old), "set old times")
+		mustOK(t, os.WriteFile(filepath.Join(d, "f"), []byte("f"), 0o644), "create")
+		var st unix.Stat_t
+		mustOK(t, unix.Stat(d, &st), "stat")
+		if st.Mtim.Sec == old[1].Sec || st.Ctim != st.Mtim {
+			t.Errorf("%s after a create: mtime %v ctime %v, want both the time of the create", d, st.Mtim, st.Ctim)
+		}
+	}
+	if m.tierOf(t, "d/f") != 1 {
+		t.Fatalf("the new file is not on the slow tier")
 	}
 }

@@ -82,6 +82,8 @@ func (s *Store) Rename(srcDir Path, srcName string, dstDir Path, dstName string,
 		if err := unix.Renameat2(src[0].dirfd, srcName, dst[0].dirfd, dstName, unix.RENAME_EXCHANGE); err != nil {
 			return err
 		}
+		s.dirChanged(sd, src[0].tier)
+		s.dirChanged(dd, src[0].tier)
 		if commit != nil {
 			commit()
 		}
@@ -122,6 +124,15 @@ func (s *Store) Rename(srcDir Path, srcName string, dstDir Path, dstName string,
 	}
 	if err != nil {
 		return err
+	}
+	// The source's directory changed on each tier that had the source,
+	// the target's there and wherever a copy it replaced was.
+	for i := range src {
+		s.dirChanged(sd, src[i].tier)
+		s.dirChanged(dd, src[i].tier)
+	}
+	for i := range dst {
+		s.dirChanged(dd, dst[i].tier)
 	}
 	if commit != nil {
 		commit()

@@ -287,3 +287,68 @@ func TestDirTimesCreateOnSlow(t *testing.T) {
 		t.Fatalf("the new file is not on the slow tier")
 	}
 }
+
+// TestDirXattrsOnEveryCopy: the extended attributes of a directory are
+// copied to a copy made on another tier (they were not), and set and
+// remove act on every copy; a remove succeeds when any copy had the
+// attribute (it failed with ENODATA where an older copy lacked it).
+func TestDirXattrsOnEveryCopy(t *testing.T) {
+	m := mount(t, mountOpt{})
+	d := m.path("d")
+	mustOK(t, os.Mkdir(d, 0o755), "mkdir")
+	want := map[string]string{"user.a": "one", "user.b": "two", "trusted.other": "three"}
+	for k, v := range want {
+		mustOK(t, unix.Setxattr(d, k, []byte(v), 0), "setxattr "+k)
+	}
+	for _, n := range []string{"d/f", "d/g"} {
+		mustOK(t, os.WriteFile(m.path(n), []byte(n), 0o644), "write "+n)
+	}
+	if _, err := os.Stat(filepath.Join(m.tiers[1], "d")); !os.IsNotExist(err) {
+		t.Fatalf("d has a copy on the slow tier before any move: %v", err)
+	}
+	mv := startMover(t, m, "d/f", "d/g")
+	mustOK(t, m.move(t, "d/f", "slow"), "move d/f")
+	slowCopy := filepath.Join(m.tiers[1], "d")
+	for k, v := range want {
+		buf := make([]byte, 64)
+		n, err := unix.Lgetxattr(slowCopy, k, buf)
+		if err != nil || string(buf[:n]) != v {
+			t.Errorf("%s on the slow tier's copy of d: %q, %v; want %q", k, buf[:max(n, 0)], err, v)
+		}
+	}
+	// An older copy without an attribute: a remove through the mount
+	// still removes it where it is.
+	if err := unix.Lremovexattr(slowCopy, "user.b"); err != nil && err != unix.ENODATA {
+		t.Fatalf("remove user.b from the slow copy behind tierfs: %v", err)
+	}
+	for _, k := range []string{"user.a", "user.b"} {
+		if err := unix.Removexattr(d, k); err != nil {
+			t.Errorf("removexattr %s: %v", k, err)
+		}
+		if _, err := unix.Getxattr(d, k, make([]byte, 64)); err != unix.ENODATA {
+			t.Errorf("getxattr %s after its removal: %v, want ENODATA", k, err)
+		}
+		for i, tier := range m.tiers {
+			if _, err := unix.Lgetxattr(filepath.Join(tier, "d"), k, make([]byte, 64)); err != unix.ENODATA {
+				t.Errorf("%s on tier %d's copy after its removal: %v", k, i, err)
+			}
+		}
+	}
+	if err := unix.Removexattr(d, "user.a"); err != unix.ENODATA {
+		t.Errorf("removexattr of an attribute no copy has: %v, want ENODATA", err)
+	}
+	// Set with XATTR_CREATE: judged by the copy the mount shows, done on
+	// every copy.
+	mustOK(t, unix.Setxattr(d, "user.c", []byte("four"), unix.XATTR_CREATE), "setxattr user.c")
+	if err := unix.Setxattr(d, "user.c", []byte("five"), unix.XATTR_CREATE); err != unix.EEXIST {
+		t.Errorf("setxattr XATTR_CREATE of an existing attribute: %v, want EEXIST", err)
+	}
+	for i, tier := range m.tiers {
+		buf := make([]byte, 64)
+		n, err := unix.Lgetxattr(filepath.Join(tier, "d"), "user.c", buf)
+		if err != nil || string(buf[:n]) != "four" {
+			t.Errorf("user.c on tier %d's copy: %q, %v", i, buf[:max(n, 0)], err)
+		}
+	}
+	mv.check(t)
+}

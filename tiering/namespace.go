@@ -357,6 +357,12 @@ func (s *Store) dirMetaFor(comps []string) func(int) (dirMeta, bool) {
 		if ino, err := getIno(ls[0].dirfd, ls[0].name); err == nil {
 			m.ino = ino
 		}
+		// Its extended attributes (a default ACL among them) too; one
+		// that cannot be read is not copied, as by a move.
+		_ = onObject(&ls[0], func(p string) (err error) {
+			m.xattrs, err = ownXattrs(p)
+			return err
+		})
 		return m, true
 	}
 }

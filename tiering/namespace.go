@@ -797,6 +797,7 @@ func (s *Store) Link(target Path, dir Path, name string) (Attr, error) {
 func (s *Store) Unlink(dir Path, name string, commit func()) error {
 	s.ns.Lock()
 	defer s.ns.Unlock()
+	s.nameDrops.Add(1)
 	d, err := s.comps(dir)
 	if err != nil {
 		return err
@@ -879,6 +880,7 @@ func (s *Store) removeFileLocked(l *loc) error {
 func (s *Store) Rmdir(dir Path, name string, commit func()) error {
 	s.ns.Lock()
 	defer s.ns.Unlock()
+	s.nameDrops.Add(1)
 	d, err := s.comps(dir)
 	if err != nil {
 		return err

@@ -43,6 +43,7 @@ func (s *Store) Rename(srcDir Path, srcName string, dstDir Path, dstName string,
 	}
 	s.ns.Lock()
 	defer s.ns.Unlock()
+	s.nameDrops.Add(1)
 	sd, err := s.comps(srcDir)
 	if err != nil {
 		return err

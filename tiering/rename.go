@@ -382,7 +382,8 @@ func (s *Store) replayJournal() error {
 		return err
 	}
 	var rec renameRecord
-	if err := json.Unmarshal(buf[:n], &rec); err == nil && len(rec.Replace) > 0 && rec.Winner != "" && rec.Loser != "" {
+	err = json.Unmarshal(buf[:n], &rec)
+	if err == nil && len(rec.Replace) > 0 && rec.Winner != "" && rec.Loser != "" {
 		if err := s.replayReplace(rec); err != nil {
 			return err
 		}

@@ -140,6 +140,9 @@ type Engine struct {
 	pinsPath string
 	now      func() time.Time
 
+	// mu guards what follows. It may be held across a call into the
+	// store (FileIno, to bind pins kept by path), never the reverse: the
+	// store calls nothing of the engine.
 	mu         sync.Mutex
 	cfg        Config
 	limiter    *rate.Limiter

@@ -2,10 +2,12 @@ package fs
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -82,43 +84,90 @@ func TestMoveCrash(t *testing.T) {
 	}
 }
 
-// TestRenameOverCrash kills the daemon while a rename replaces a file that
-// lives on another tier (Kafka's checkpoint pattern, after the old
-// checkpoint was demoted): afterwards the name holds either the old or the
-// new file, and the source name exists exactly when the rename did not
-// happen.
+// TestRenameOverCrash kills the daemon while a rename replaces a name
+// that lives on another tier (Kafka's checkpoint pattern, after the old
+// checkpoint was demoted; or a fifo, symlink or hard-linked file, which
+// the journal names instead of a marker): afterwards the name holds either
+// the old object or the new file, and the source name exists exactly when
+// the rename did not happen.
 func TestRenameOverCrash(t *testing.T) {
-	for _, step := range []string{"rename:marked", "rename:renamed"} {
-		t.Run(step, func(t *testing.T) {
-			m := mount(t, mountOpt{crashAt: step})
-			mustOK(t, os.WriteFile(m.path("ckpt"), []byte("old"), 0o644), "write old")
-			mustOK(t, m.move(t, "ckpt", "slow"), "demote old")
-			mustOK(t, os.WriteFile(m.path("ckpt.tmp"), []byte("new"), 0o644), "write new")
-			if err := os.Rename(m.path("ckpt.tmp"), m.path("ckpt")); err == nil {
-				t.Fatalf("rename succeeded although the daemon died at %s", step)
+	kinds := []struct {
+		name string
+		make func(m *testMount) error
+		// isOld tells the old object from the new file at the name.
+		isOld func(m *testMount) bool
+	}{
+		{"file", func(m *testMount) error { return os.WriteFile(m.path("ckpt"), []byte("old"), 0o644) }, readsOld},
+		{"fifo", func(m *testMount) error { return unix.Mkfifo(m.path("ckpt"), 0o644) },
+			func(m *testMount) bool {
+				fi, err := os.Lstat(m.path("ckpt"))
+				return err == nil && fi.Mode()&os.ModeNamedPipe != 0
+			}},
+		{"symlink", func(m *testMount) error { return os.Symlink("old", m.path("ckpt")) },
+			func(m *testMount) bool { l, _ := os.Readlink(m.path("ckpt")); return l == "old" }},
+		{"hardlinked", func(m *testMount) error {
+			if err := os.WriteFile(m.path("ckpt"), []byte("old"), 0o644); err != nil {
+				return err
 			}
-			m.waitCrash(t)
-
-			m2 := m.restart(t)
-			got, err := os.ReadFile(m2.path("ckpt"))
-			mustOK(t, err, "read ckpt")
-			m2.tierOf(t, "ckpt") // exactly one copy
-			_, tmpErr := os.Stat(m2.path("ckpt.tmp"))
-			switch {
-			case string(got) == "old" && tmpErr == nil:
-				if step != "rename:marked" {
-					t.Fatalf("rename lost after crash at %s", step)
-				}
-			case string(got) == "new" && os.IsNotExist(tmpErr):
-				if step != "rename:renamed" {
-					t.Fatalf("rename happened before the crash point %s", step)
-				}
-			default:
-				t.Fatalf("after crash at %s: ckpt=%q, ckpt.tmp: %v", step, got, tmpErr)
-			}
-			checkClean(t, m2)
-		})
+			return os.Link(m.path("ckpt"), m.path("ckpt.link"))
+		}, readsOld},
 	}
+	for _, k := range kinds {
+		for _, step := range []string{"rename:marked", "rename:renamed"} {
+			t.Run(k.name+"/"+step, func(t *testing.T) {
+				m := mount(t, mountOpt{crashAt: step})
+				mustOK(t, k.make(m), "make the old "+k.name)
+				mustOK(t, os.WriteFile(m.path("ckpt.tmp"), []byte("new"), 0o644), "write new")
+				mustOK(t, m.move(t, "ckpt.tmp", "slow"), "demote new")
+				err := os.Rename(m.path("ckpt.tmp"), m.path("ckpt"))
+				if err == nil {
+					t.Fatalf("rename succeeded although the daemon died at %s", step)
+				}
+				if !errors.Is(err, syscall.ECONNABORTED) && !errors.Is(err, syscall.ENOTCONN) {
+					t.Fatalf("rename: %v; want the daemon dead at %s", err, step)
+				}
+				m.waitCrash(t)
+
+				m2 := m.restart(t)
+				m2.tierOf(t, "ckpt") // exactly one copy
+				_, tmpErr := os.Stat(m2.path("ckpt.tmp"))
+				var got []byte // the new file's contents; never open a fifo
+				if fi, err := os.Lstat(m2.path("ckpt")); err == nil && fi.Mode().IsRegular() {
+					got, _ = os.ReadFile(m2.path("ckpt"))
+				}
+				switch {
+				case k.isOld(m2) && tmpErr == nil:
+					if step != "rename:marked" {
+						t.Fatalf("rename lost after crash at %s", step)
+					}
+				case string(got) == "new" && os.IsNotExist(tmpErr):
+					if step != "rename:renamed" {
+						t.Fatalf("rename happened before the crash point %s", step)
+					}
+				default:
+					t.Fatalf("after crash at %s: ckpt=%q, ckpt.tmp: %v", step, got, tmpErr)
+				}
+				if k.name == "hardlinked" {
+					if b, err := os.ReadFile(m2.path("ckpt.link")); err != nil || string(b) != "old" {
+						t.Fatalf("the old file's other name reads %q, %v", b, err)
+					}
+				}
+				checkClean(t, m2)
+				if _, err := os.Stat(filepath.Join(m2.roots[0], ".tierfs", "journal", "rename")); !os.IsNotExist(err) {
+					t.Fatalf("rename journal left after recovery: %v", err)
+				}
+			})
+		}
+	}
+}
+
+func readsOld(m *testMount) bool {
+	fi, err := os.Lstat(m.path("ckpt"))
+	if err != nil || !fi.Mode().IsRegular() {
+		return false
+	}
+	b, _ := os.ReadFile(m.path("ckpt"))
+	return string(b) == "old"
 }
 
 // TestDirRenameCrash kills the daemon in the middle of renaming a

@@ -39,6 +39,11 @@ type Snapshot struct {
 	Now   time.Time
 	Tiers []Tier
 	Files []File
+	// Complete is set when no name was removed or renamed while the
+	// snapshot was taken: a file that existed before it and is not in it
+	// is gone. Without it, a file may be missing because it was renamed
+	// into a directory already walked.
+	Complete bool
 }
 
 // Move is one planned move.

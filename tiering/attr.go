@@ -1,6 +1,7 @@
 package tiering
 
 import (
+	"errors"
 	"strconv"
 	"strings"
 
@@ -287,7 +288,46 @@ func (s *Store) Listxattr(p Path, dest []byte) (int, error) {
 	return copy(dest, out), nil
 }
 
-// Setxattr sets an extended attribute (on every copy of a directory).
+// xattrKV is one extended attribute.
+type xattrKV struct {
+	name  string
+	value []byte
+}
+
+// ownXattrs reads the extended attributes of the object at path, but
+// tierfs's own.
+func ownXattrs(path string) ([]xattrKV, error) {
+	sz, err := unix.Listxattr(path, nil)
+	if err != nil || sz == 0 {
+		return nil, err
+	}
+	buf := make([]byte, sz+1024) // room for one set meanwhile
+	n, err := unix.Listxattr(path, buf)
+	if err != nil {
+		return nil, err
+	}
+	var out []xattrKV
+	for _, name := range strings.Split(string(buf[:n]), "\x00") {
+		if name == "" || reserved(name) {
+			continue
+		}
+		vsz, err := unix.Getxattr(path, name, nil)
+		if err != nil {
+			continue // removed meanwhile
+		}
+		v := make([]byte, vsz)
+		vn, err := unix.Getxattr(path, name, v)
+		if err != nil {
+			continue
+		}
+		out = append(out, xattrKV{name, v[:vn]})
+	}
+	return out, nil
+}
+
+// Setxattr sets an extended attribute, on every copy of a directory. The
+// copy the mount shows judges XATTR_CREATE and XATTR_REPLACE; the others
+// take the value whatever they had.
 func (s *Store) Setxattr(p Path, name string, data []byte, flags int) error {
 	if reserved(name) {
 		return unix.EPERM
@@ -295,12 +335,20 @@ func (s *Store) Setxattr(p Path, name string, data []byte, flags int) error {
 	if posixACL(name) {
 		return unix.EOPNOTSUPP
 	}
+	first := true
 	return s.eachCopy(p, func(l *loc) error {
-		return onObject(l, func(pp string) error { return unix.Setxattr(pp, name, data, flags) })
+		f := flags
+		if !first {
+			f &^= unix.XATTR_CREATE | unix.XATTR_REPLACE
+		}
+		first = false
+		return onObject(l, func(pp string) error { return unix.Setxattr(pp, name, data, f) })
 	})
 }
 
-// Removexattr removes an extended attribute (from every copy).
+// Removexattr removes an extended attribute from every copy: ENODATA
+// only when none had it (a copy made before copies took their
+// directory's attributes may lack it).
 func (s *Store) Removexattr(p Path, name string) error {
 	if reserved(name) {
 		return unix.EPERM
@@ -308,9 +356,21 @@ func (s *Store) Removexattr(p Path, name string) error {
 	if posixACL(name) {
 		return unix.EOPNOTSUPP
 	}
-	return s.eachCopy(p, func(l *loc) error {
-		return onObject(l, func(pp string) error { return unix.Removexattr(pp, name) })
+	removed := false
+	err := s.eachCopy(p, func(l *loc) error {
+		err := onObject(l, func(pp string) error { return unix.Removexattr(pp, name) })
+		if errors.Is(err, unix.ENODATA) {
+			return nil
+		}
+		if err == nil {
+			removed = true
+		}
+		return err
 	})
+	if err == nil && !removed {
+		return unix.ENODATA
+	}
+	return err
 }
 
 func (s *Store) eachCopy(p Path, fn func(*loc) error) error {

@@ -377,7 +377,41 @@ func (s *Store) dirMetaFor(comps []string) func(int) (dirMeta, bool) {
 		if ino, err := getIno(ls[0].dirfd, ls[0].name); err == nil {
 			m.ino = ino
 		}
+		// Its extended attributes (a default ACL among them) too; one
+		// that cannot be read is not copied, as by a move.
+		_ = onObject(&ls[0], func(p string) (err error) {
+			m.xattrs, err = ownXattrs(p)
+			return err
+		})
 		return m, true
+	}
+}
+
+// dirChanged shows a change to the entries of directory dir's copy on
+// tier t through the copy that speaks for dir (the fastest tier's that has
+// one, whose attributes getattr shows): a local directory's mtime and
+// ctime both become the time of the change, and setting the mtime to now
+// sets both. Nothing to do when t's copy speaks for dir. Best effort: the
+// change itself is done. Caller holds ns exclusively.
+func (s *Store) dirChanged(dir []string, t *Tier) {
+	for _, u := range s.tiers {
+		if u == t {
+			return
+		}
+		fd, err := u.walk(dir, nil)
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+			continue
+		}
+		if err == nil {
+			// On the directory opened, never on what its name leads to.
+			err = unix.UtimesNanoAt(fd, "", []unix.Timespec{{Nsec: unix.UTIME_OMIT}, {Nsec: unix.UTIME_NOW}}, unix.AT_EMPTY_PATH)
+			unix.Close(fd)
+		}
+		if err != nil {
+			s.log.Warn().Err(err).Str("tier", u.Name).Str("path", strings.Join(dir, "/")).
+				Msg("cannot show a change to a directory's entries on another tier in its times")
+		}
+		return
 	}
 }
 
@@ -465,6 +499,7 @@ func (s *Store) Create(dir Path, name string, flags int, mode uint32, o Owner) (
 				return nil, Attr{}, err
 			}
 			t.files.Add(1)
+			s.dirChanged(d, t)
 			st.Ino = ino
 			f := s.registerNew(ino, t, fd, pm, childPath{dir, name}, &st)
 			st.Size = pm.Size()
@@ -499,6 +534,7 @@ func (s *Store) Create(dir Path, name string, flags int, mode uint32, o Owner) (
 		}
 		unix.Close(pfd)
 		t.files.Add(1)
+		s.dirChanged(d, t)
 		st.Ino = ino
 		f := s.registerNew(ino, t, fd, nil, childPath{dir, name}, &st)
 		h := &Handle{f: f, flags: flags}
@@ -576,6 +612,7 @@ func (s *Store) Mkdir(dir Path, name string, mode uint32, o Owner) (Attr, error)
 			return Attr{}, err
 		}
 		unix.Close(pfd)
+		s.dirChanged(d, t)
 		st.Ino = ino
 		return Attr{Stat_t: st, Tier: t.Index}, nil
 	}
@@ -677,6 +714,7 @@ func (s *Store) makeSpecial(dir Path, name string, ft uint32, o Owner, mk func(p
 			_ = unix.Unlinkat(pfd, name, 0)
 			return Attr{}, err
 		}
+		s.dirChanged(d, t)
 		var st unix.Stat_t
 		if err := unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			return Attr{}, err
@@ -765,6 +803,7 @@ func (s *Store) Link(target Path, dir Path, name string) (Attr, error) {
 	if err := unix.Linkat(sfd, "", pfd, name, unix.AT_EMPTY_PATH); err != nil {
 		return Attr{}, err
 	}
+	s.dirChanged(d, t)
 	var st unix.Stat_t
 	if err := unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return Attr{}, err
@@ -778,6 +817,7 @@ func (s *Store) Link(target Path, dir Path, name string) (Attr, error) {
 func (s *Store) Unlink(dir Path, name string, commit func()) error {
 	s.ns.Lock()
 	defer s.ns.Unlock()
+	s.nameDrops.Add(1)
 	d, err := s.comps(dir)
 	if err != nil {
 		return err
@@ -800,6 +840,7 @@ func (s *Store) Unlink(dir Path, name string, commit func()) error {
 		if err := s.removeFileLocked(&ls[i]); err != nil {
 			return err
 		}
+		s.dirChanged(d, ls[i].tier)
 	}
 	if commit != nil {
 		commit()
@@ -859,6 +900,7 @@ func (s *Store) removeFileLocked(l *loc) error {
 func (s *Store) Rmdir(dir Path, name string, commit func()) error {
 	s.ns.Lock()
 	defer s.ns.Unlock()
+	s.nameDrops.Add(1)
 	d, err := s.comps(dir)
 	if err != nil {
 		return err
@@ -892,6 +934,7 @@ func (s *Store) Rmdir(dir Path, name string, commit func()) error {
 		if err := unix.Unlinkat(ls[i].dirfd, name, unix.AT_REMOVEDIR); err != nil {
 			return err
 		}
+		s.dirChanged(d, ls[i].tier)
 	}
 	if commit != nil {
 		commit()

@@ -16,14 +16,22 @@ const (
 
 const renameJournal = "rename"
 
+// renameRecord is the rename journal's one record: a directory rename
+// (From, To), or a file renamed over a name on another tier whose copy
+// there cannot carry a superseded marker (Replace: the name; Winner and
+// Loser: the tiers of the new file and of the copy it replaces).
 type renameRecord struct {
-	From []string `json:"from"`
-	To   []string `json:"to"`
+	From    []string `json:"from,omitempty"`
+	To      []string `json:"to,omitempty"`
+	Replace []string `json:"replace,omitempty"`
+	Winner  string   `json:"winner,omitempty"`
+	Loser   string   `json:"loser,omitempty"`
 }
 
 // Rename moves srcDir/srcName to dstDir/dstName. A file is renamed on its
-// tier; a name it replaces on another tier is first marked superseded and
-// removed after the rename is durable. A directory is renamed on every tier
+// tier; a name it replaces on another tier is first marked superseded (or,
+// when it cannot carry a durable marker, named in the journal) and removed
+// after the rename is durable. A directory is renamed on every tier
 // that has a copy, under a journal record that recovery rolls forward.
 // commit runs under the namespace lock once the rename is done.
 func (s *Store) Rename(srcDir Path, srcName string, dstDir Path, dstName string, flags uint32, commit func()) error {
@@ -35,6 +43,7 @@ func (s *Store) Rename(srcDir Path, srcName string, dstDir Path, dstName string,
 	}
 	s.ns.Lock()
 	defer s.ns.Unlock()
+	s.nameDrops.Add(1)
 	sd, err := s.comps(srcDir)
 	if err != nil {
 		return err
@@ -74,6 +83,8 @@ func (s *Store) Rename(srcDir Path, srcName string, dstDir Path, dstName string,
 		if err := unix.Renameat2(src[0].dirfd, srcName, dst[0].dirfd, dstName, unix.RENAME_EXCHANGE); err != nil {
 			return err
 		}
+		s.dirChanged(sd, src[0].tier)
+		s.dirChanged(dd, src[0].tier)
 		if commit != nil {
 			commit()
 		}
@@ -115,6 +126,15 @@ func (s *Store) Rename(srcDir Path, srcName string, dstDir Path, dstName string,
 	if err != nil {
 		return err
 	}
+	// The source's directory changed on each tier that had the source,
+	// the target's there and wherever a copy it replaced was.
+	for i := range src {
+		s.dirChanged(sd, src[i].tier)
+		s.dirChanged(dd, src[i].tier)
+	}
+	for i := range dst {
+		s.dirChanged(dd, dst[i].tier)
+	}
 	if commit != nil {
 		commit()
 	}
@@ -132,16 +152,29 @@ func (s *Store) renameFileLocked(dd []string, dstName string, src *loc, dst locs
 	}
 	defer unix.Close(pfd)
 	// Copies of the destination on other tiers lose: mark them first, so
-	// that a crash after the rename resolves the duplicate to ours.
+	// that a crash after the rename resolves the duplicate to ours. A
+	// loser that is not a regular file with one name cannot be marked
+	// (a fifo, device, socket or symlink cannot be opened to fsync the
+	// marker; a marker on a hard-linked file would stay on its other
+	// names): the journal names it instead.
 	var others []int
+	journaled := false
 	for i := range dst {
 		if dst[i].tier == t {
 			continue
 		}
 		others = append(others, i)
-		if err := markSuperseded(&dst[i], t.Name); err != nil {
+		if markable(&dst[i].st) {
+			if err := markSuperseded(&dst[i], t.Name); err != nil {
+				return err
+			}
+			continue
+		}
+		rec := renameRecord{Replace: append(append([]string(nil), dd...), dstName), Winner: t.Name, Loser: dst[i].tier.Name}
+		if err := s.writeJournal(rec); err != nil {
 			return err
 		}
+		journaled = true
 	}
 	// The replaced file, if on our tier, is gone after renameat: settle
 	// its accounting first.
@@ -159,6 +192,9 @@ func (s *Store) renameFileLocked(dd []string, dstName string, src *loc, dst locs
 		failPoint("rename:marked")
 	}
 	if err := unix.Renameat(src.dirfd, src.name, pfd, dstName); err != nil {
+		if journaled {
+			_ = s.clearJournal()
+		}
 		return err
 	}
 	if len(others) > 0 {
@@ -175,10 +211,21 @@ func (s *Store) renameFileLocked(dd []string, dstName string, src *loc, dst locs
 			if err := s.removeFileLocked(&dst[i]); err != nil {
 				return err
 			}
-			_ = fsyncDirAt(dst[i].dirfd)
+			if err := fsyncDirAt(dst[i].dirfd); err != nil && journaled {
+				return err // the journal stays: recovery removes the loser
+			}
 		}
 	}
+	if journaled {
+		return s.clearJournal()
+	}
 	return nil
+}
+
+// markable reports whether a copy that a rename replaces can carry the
+// superseded marker: a regular file with no other name.
+func markable(st *unix.Stat_t) bool {
+	return st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink == 1
 }
 
 // forgetReplaced settles the accounting of a file that a rename replaced.
@@ -335,7 +382,14 @@ func (s *Store) replayJournal() error {
 		return err
 	}
 	var rec renameRecord
-	if err := json.Unmarshal(buf[:n], &rec); err != nil || len(rec.From) == 0 || len(rec.To) == 0 {
+	err = json.Unmarshal(buf[:n], &rec)
+	if err == nil && len(rec.Replace) > 0 && rec.Winner != "" && rec.Loser != "" {
+		if err := s.replayReplace(rec); err != nil {
+			return err
+		}
+		return s.clearJournal()
+	}
+	if err != nil || len(rec.From) == 0 || len(rec.To) == 0 {
 		s.log.Warn().Msg("discarding unreadable rename journal")
 		return s.clearJournal()
 	}
@@ -354,4 +408,35 @@ func (s *Store) replayJournal() error {
 		}
 	}
 	return s.clearJournal()
+}
+
+// replayReplace finishes a rename over a journaled loser: once the new
+// file has the name on the winner's tier, the loser's copy goes; before,
+// the rename did not happen and the loser stays the file.
+func (s *Store) replayReplace(rec renameRecord) error {
+	dir, name := rec.Replace[:len(rec.Replace)-1], rec.Replace[len(rec.Replace)-1]
+	ls, err := s.locateAll(dir, name)
+	if err != nil {
+		return err
+	}
+	defer ls.close()
+	var winner, loser *loc
+	for i := range ls {
+		switch {
+		case isDir(&ls[i].st):
+		case ls[i].tier.Name == rec.Winner:
+			winner = &ls[i]
+		case ls[i].tier.Name == rec.Loser:
+			loser = &ls[i]
+		}
+	}
+	if winner == nil || loser == nil {
+		return nil
+	}
+	s.log.Info().Str("tier", loser.tier.Name).Strs("path", rec.Replace).Str("winner", rec.Winner).
+		Msg("recovery: removing the copy that an interrupted rename replaced")
+	if err := unix.Unlinkat(loser.dirfd, loser.name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("recovery: remove the replaced copy on tier %s: %w", loser.tier.Name, err)
+	}
+	return fsyncDirAt(loser.dirfd)
 }

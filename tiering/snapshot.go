@@ -27,8 +27,26 @@ func (s *Store) PolicySnapshot(now time.Time) (policy.Snapshot, error) {
 		}
 	}
 	s.openMu.Unlock()
+	drops := s.nameDrops.Load()
 	err := s.snapshotDir(nil, reads, &snap)
+	snap.Complete = err == nil && s.nameDrops.Load() == drops
 	return snap, err
+}
+
+// FileIno is the inode number of the regular file at rel (relative to the
+// mount root), as PolicySnapshot names it: what a pin binds to.
+func (s *Store) FileIno(rel string) (uint64, error) {
+	a, err := s.Getattr(RelPath(rel))
+	if err != nil {
+		return 0, err
+	}
+	switch a.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return a.Ino, nil
+	case unix.S_IFDIR:
+		return 0, unix.EISDIR
+	}
+	return 0, unix.EINVAL
 }
 
 func (s *Store) snapshotDir(c []string, reads map[uint64]int64, snap *policy.Snapshot) error {

@@ -73,6 +73,10 @@ type Store struct {
 	log   zerolog.Logger
 
 	ns sync.RWMutex
+	// nameDrops counts the unlinks, rmdirs and renames begun (under ns
+	// held exclusively): a walk during which it did not change saw every
+	// file that existed when it started and still does (PolicySnapshot).
+	nameDrops atomic.Uint64
 
 	openMu sync.Mutex
 	open   map[uint64]*File

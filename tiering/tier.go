@@ -200,6 +200,10 @@ func (t *Tier) walk(comps []string, create func(depth int) (dirMeta, bool)) (int
 					// Through the descriptor, and only what we made.
 					if err = madeByUs(nfd, unix.S_IFDIR); err == nil {
 						_ = unix.Fchown(nfd, int(m.uid), int(m.gid))
+						for _, x := range m.xattrs {
+							_ = unix.Fsetxattr(nfd, x.name, x.value, 0)
+						}
+						// After the attributes: an access ACL sets the group bits.
 						_ = unix.Fchmod(nfd, m.mode&0o7777)
 						if m.ino != 0 {
 							_ = setInoFd(nfd, m.ino)
@@ -225,6 +229,7 @@ type dirMeta struct {
 	mode     uint32
 	uid, gid uint32
 	ino      uint64
+	xattrs   []xattrKV // the directory's own: none of tierfs's
 }
 
 func procPath(dirfd int, name string) string {

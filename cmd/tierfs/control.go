@@ -621,12 +621,12 @@ func (s *controlServer) handleUnpin(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	// The file need not exist any more: a pin outlives its file.
-	if _, pinned := s.policy.Status().Pins[rel]; !pinned {
+	// The pin of the file at rel, or the one that last saw its file
+	// under that name (a pin follows renames, and ends with its file).
+	if err := s.policy.Unpin(rel); errors.Is(err, engine.ErrNotPinned) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("unpin %s: not pinned", rel))
 		return
-	}
-	if err := s.policy.Unpin(rel); err != nil {
+	} else if err != nil {
 		writeError(w, http.StatusInternalServerError, fmt.Sprintf("unpin %s: %v", rel, err))
 		return
 	}

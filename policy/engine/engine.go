@@ -2,6 +2,14 @@
 // the store, asks policy.Plan for moves and carries them out with a
 // bounded number of workers under a shared bandwidth cap. It also queues
 // the operator's own moves (tierfs migrate) and keeps CLI pins.
+//
+// A CLI pin is bound to one file, by its tierfs inode number (never
+// reused): it follows the file through renames (Kafka's .log ->
+// .log.deleted) and ends with it, when its last name is unlinked or a
+// rename replaces it. Each plan's snapshot tells the engine the file's
+// name now, and a snapshot during which nothing was removed or renamed
+// (policy.Snapshot.Complete) that lacks the file ends its pin. Glob pins
+// in the configuration are rules over names and stay.
 package engine
 
 import (
@@ -30,7 +38,32 @@ import (
 type Store interface {
 	PolicySnapshot(now time.Time) (policy.Snapshot, error)
 	MoveWith(ctx context.Context, rel, to string, o tiering.MoveOptions) error
+	// FileIno is the inode number of the regular file at rel, as the
+	// snapshot names it: what a CLI pin is bound to.
+	FileIno(rel string) (uint64, error)
 }
+
+// pin is a CLI pin.
+type pin struct {
+	Path string `json:"path"`          // the file's name when last seen
+	Ino  uint64 `json:"ino,omitempty"` // 0 until bound (pins.json kept paths before)
+	Tier string `json:"tier"`
+	// seq orders pins against snapshots: only a pin set before a
+	// snapshot began can end for lack of its file in it.
+	seq uint64
+}
+
+// pinsFile is what pins.json holds (before version 2: a map of paths to
+// tier names).
+type pinsFile struct {
+	Version int    `json:"version"`
+	Pins    []*pin `json:"pins"`
+}
+
+const pinsVersion = 2
+
+// ErrNotPinned is Unpin's answer for a file no CLI pin holds.
+var ErrNotPinned = errors.New("not pinned")
 
 // Config is the engine's share of the configuration.
 type Config struct {
@@ -108,10 +141,15 @@ type Engine struct {
 	pinsPath string
 	now      func() time.Time
 
+	// mu guards what follows. It may be held across a call into the
+	// store (FileIno, to bind pins kept by path), never the reverse: the
+	// store calls nothing of the engine.
 	mu         sync.Mutex
 	cfg        Config
 	limiter    *rate.Limiter
-	pins       map[string]string // path → tier name
+	pins       []*pin
+	pinSeq     uint64 // the next pin's seq
+	pinsDirty  bool   // pins.json is behind: a save failed
 	queue      []*Job
 	byPath     map[string]*Job // queued or running
 	running    map[*Job]bool
@@ -129,7 +167,7 @@ type Engine struct {
 func New(store Store, cfg Config, pinsPath string, log zerolog.Logger) (*Engine, error) {
 	e := &Engine{
 		store: store, log: log, pinsPath: pinsPath, now: time.Now,
-		cfg: cfg, pins: map[string]string{},
+		cfg: cfg, pinSeq: 1,
 		byPath: map[string]*Job{}, running: map[*Job]bool{},
 		wake: make(chan struct{}, 1),
 	}
@@ -139,14 +177,82 @@ func New(store Store, cfg Config, pinsPath string, log zerolog.Logger) (*Engine,
 		b, err := os.ReadFile(pinsPath)
 		switch {
 		case err == nil:
-			if err := json.Unmarshal(b, &e.pins); err != nil {
+			if e.pins, err = decodePins(b); err != nil {
 				return nil, fmt.Errorf("pins in %s: %w", pinsPath, err)
 			}
 		case !errors.Is(err, os.ErrNotExist):
 			return nil, err
 		}
 	}
+	e.mu.Lock()
+	e.bindLocked()
+	e.mu.Unlock()
 	return e, nil
+}
+
+// decodePins reads pins.json: version 2, or the map of paths to tiers
+// that came before (those pins are bound to their files by bindLocked).
+func decodePins(b []byte) ([]*pin, error) {
+	var f pinsFile
+	if err := json.Unmarshal(b, &f); err == nil && f.Version == pinsVersion {
+		var out []*pin
+		for _, p := range f.Pins {
+			if p != nil && p.Path != "" && p.Tier != "" {
+				out = append(out, p)
+			}
+		}
+		return out, nil
+	}
+	var old map[string]string
+	if err := json.Unmarshal(b, &old); err != nil {
+		return nil, err
+	}
+	out := make([]*pin, 0, len(old))
+	for path, tier := range old {
+		out = append(out, &pin{Path: path, Tier: tier})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out, nil
+}
+
+// bindLocked binds the pins that name a path alone (kept so before pins
+// were bound to files) to the file at that path now; a pin whose path
+// holds no file ends. Saved when anything changed.
+func (e *Engine) bindLocked() {
+	changed := false
+	keep := e.pins[:0]
+	for _, p := range e.pins {
+		if p.Ino == 0 {
+			ino, err := e.store.FileIno(p.Path)
+			switch {
+			case err == nil:
+				p.Ino, changed = ino, true
+			case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.EINVAL):
+				e.log.Info().Str("path", p.Path).Str("tier", p.Tier).Msg("pin ended: no file has its name")
+				changed = true
+				continue
+			default:
+				e.log.Warn().Err(err).Str("path", p.Path).Msg("pin not bound to its file yet")
+			}
+		}
+		keep = append(keep, p)
+	}
+	clear(e.pins[len(keep):])
+	e.pins = keep
+	if changed {
+		e.savePinsQuietLocked()
+	}
+}
+
+// savePinsQuietLocked saves pins that changed on their own (a file
+// renamed or gone): a failure is logged and retried at the next plan.
+func (e *Engine) savePinsQuietLocked() {
+	if err := e.savePinsLocked(); err != nil {
+		if !e.pinsDirty {
+			e.log.Warn().Err(err).Str("path", e.pinsPath).Msg("cannot save the CLI pins; retrying at each plan")
+		}
+		e.pinsDirty = true
+	}
 }
 
 // applyRate sets the shared bandwidth cap (bytes per second, 0 =
@@ -229,10 +335,7 @@ func (e *Engine) Plan() int {
 	e.mu.Lock()
 	busy := len(e.queue) > 0 || len(e.running) > 0
 	cfg := e.cfg
-	pins := make(map[string]string, len(e.pins))
-	for k, v := range e.pins {
-		pins[k] = v
-	}
+	before := e.pinSeq // pins set before the snapshot began
 	e.mu.Unlock()
 	if busy {
 		return 0
@@ -242,6 +345,7 @@ func (e *Engine) Plan() int {
 		e.recordErr(fmt.Errorf("snapshot: %w", err))
 		return 0
 	}
+	pins := e.followPins(&snap, before)
 	tierIdx := map[string]int{}
 	for i := range snap.Tiers {
 		tierIdx[snap.Tiers[i].Name] = i
@@ -258,7 +362,7 @@ func (e *Engine) Plan() int {
 				f.Pinned = true
 			}
 		}
-		if t, ok := pins[f.Path]; ok {
+		if t, ok := pins[f.Ino]; ok {
 			f.Pinned = true
 			if ti, ok := tierIdx[t]; ok {
 				f.PinTier = ti
@@ -286,6 +390,81 @@ func (e *Engine) Plan() int {
 		e.poke()
 	}
 	return n
+}
+
+// followPins brings the CLI pins up to date with a snapshot: each pin's
+// file is named as it is now, and a pin set before the snapshot began
+// whose file a complete snapshot lacks ends (the file was unlinked or
+// replaced). It returns the pinned files' tiers by inode number.
+func (e *Engine) followPins(snap *policy.Snapshot, before uint64) map[uint64]string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.hasUnboundLocked() {
+		e.bindLocked()
+	}
+	byIno := make(map[uint64]*pin, len(e.pins))
+	for _, p := range e.pins {
+		if p.Ino != 0 {
+			byIno[p.Ino] = p
+		}
+	}
+	// A file with several names keeps the name its pin knows.
+	names := map[*pin]string{}
+	for i := range snap.Files {
+		f := &snap.Files[i]
+		if p := byIno[f.Ino]; p != nil {
+			if cur, ok := names[p]; !ok || (cur != p.Path && f.Path == p.Path) {
+				names[p] = f.Path
+			}
+		}
+	}
+	changed := false
+	keep := e.pins[:0]
+	for _, p := range e.pins {
+		name, seen := names[p]
+		switch {
+		case seen && name != p.Path:
+			e.log.Info().Str("path", name).Str("was", p.Path).Str("tier", p.Tier).Msg("pin follows its file's rename")
+			p.Path, changed = name, true
+		case !seen && p.Ino != 0 && snap.Complete && p.seq < before:
+			e.log.Info().Str("path", p.Path).Str("tier", p.Tier).Msg("pin ended with its file")
+			changed = true
+			continue
+		}
+		keep = append(keep, p)
+	}
+	clear(e.pins[len(keep):])
+	e.pins = keep
+	if changed || e.pinsDirty {
+		e.savePinsQuietLocked()
+	}
+	out := make(map[uint64]string, len(e.pins))
+	for _, p := range e.pins {
+		if p.Ino != 0 {
+			out[p.Ino] = p.Tier
+		}
+	}
+	return out
+}
+
+func (e *Engine) hasUnboundLocked() bool {
+	for _, p := range e.pins {
+		if p.Ino == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// pinOfLocked is the CLI pin of the file at rel (inode number ino, when
+// known): bound to that file, or, not yet bound, naming rel.
+func (e *Engine) pinOfLocked(rel string, ino uint64, known bool) *pin {
+	for _, p := range e.pins {
+		if (known && p.Ino == ino) || (p.Ino == 0 && p.Path == rel) {
+			return p
+		}
+	}
+	return nil
 }
 
 func newJob(path, to, reason string, manual bool) *Job {
@@ -357,11 +536,16 @@ func (e *Engine) recordErr(err error) {
 // Migrate queues an operator's move of rel to the named tier, ahead of
 // the policy's moves.
 func (e *Engine) Migrate(rel, tier string) (*Job, error) {
+	ino, err := e.store.FileIno(rel)
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	return e.migrateLocked(rel, tier, ino, err == nil)
+}
+
+func (e *Engine) migrateLocked(rel, tier string, ino uint64, known bool) (*Job, error) {
 	// Pinned files stay on their tier: an operator unpins first.
-	if p, ok := e.pins[rel]; ok && p != tier {
-		return nil, fmt.Errorf("%s is pinned to tier %s: unpin it first", rel, p)
+	if p := e.pinOfLocked(rel, ino, known); p != nil && p.Tier != tier {
+		return nil, fmt.Errorf("%s is pinned to tier %s: unpin it first", rel, p.Tier)
 	}
 	for _, g := range e.cfg.Policy.Pin {
 		if policy.MatchGlob(g, rel) {
@@ -381,31 +565,59 @@ func (e *Engine) Migrate(rel, tier string) (*Job, error) {
 	return j, nil
 }
 
-// Pin keeps rel on tier (moving it there now) across restarts. rel must
-// name the file as plans do, from the mount root without ".", ".." or
-// empty parts: a pin spelt otherwise would never match.
+// Pin keeps the file at rel on tier (moving it there now), across
+// restarts and renames, until the file is gone or unpinned. rel must name
+// the file as plans do, from the mount root without ".", ".." or empty
+// parts: a pin spelt otherwise would never match.
 func (e *Engine) Pin(rel, tier string) (*Job, error) {
 	if c, ok := tiering.RelPath(rel).Components(); !ok || len(c) == 0 || strings.Join(c, "/") != rel {
 		return nil, fmt.Errorf("cannot pin %q: name a file from the mount root, without \".\", \"..\" or empty parts", rel)
 	}
-	e.mu.Lock()
-	e.pins[rel] = tier
-	err := e.savePinsLocked()
-	e.mu.Unlock()
+	ino, err := e.store.FileIno(rel)
 	if err != nil {
 		return nil, err
 	}
-	return e.Migrate(rel, tier)
-}
-
-// Unpin lets the policy move rel again.
-func (e *Engine) Unpin(rel string) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if _, ok := e.pins[rel]; !ok {
-		return fmt.Errorf("%s is not pinned", rel)
+	// One pin per file: a new one replaces it.
+	keep := e.pins[:0]
+	for _, p := range e.pins {
+		if p.Ino != ino && !(p.Ino == 0 && p.Path == rel) {
+			keep = append(keep, p)
+		}
 	}
-	delete(e.pins, rel)
+	clear(e.pins[len(keep):])
+	e.pins = append(keep, &pin{Path: rel, Ino: ino, Tier: tier, seq: e.pinSeq})
+	e.pinSeq++
+	if err := e.savePinsLocked(); err != nil {
+		return nil, err
+	}
+	j, err := e.migrateLocked(rel, tier, ino, true)
+	if j != nil && j.Ino == 0 && j.Path == rel {
+		j.Ino = ino // the move is of the pinned file, not of one put in its place
+	}
+	return j, err
+}
+
+// Unpin lets the policy move the file at rel again: the pin bound to that
+// file, or the one that last saw a file under that name.
+func (e *Engine) Unpin(rel string) error {
+	ino, err := e.store.FileIno(rel)
+	known := err == nil
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	keep := e.pins[:0]
+	n := len(e.pins)
+	for _, p := range e.pins {
+		if p.Path != rel && !(known && p.Ino == ino) {
+			keep = append(keep, p)
+		}
+	}
+	if len(keep) == n {
+		return fmt.Errorf("%s is %w", rel, ErrNotPinned)
+	}
+	clear(e.pins[len(keep):])
+	e.pins = keep
 	return e.savePinsLocked()
 }
 
@@ -413,7 +625,9 @@ func (e *Engine) savePinsLocked() error {
 	if e.pinsPath == "" {
 		return nil
 	}
-	b, _ := json.MarshalIndent(e.pins, "", "  ")
+	pf := pinsFile{Version: pinsVersion, Pins: append([]*pin{}, e.pins...)}
+	sort.Slice(pf.Pins, func(i, j int) bool { return pf.Pins[i].Path < pf.Pins[j].Path })
+	b, _ := json.MarshalIndent(pf, "", "  ")
 	tmp := e.pinsPath + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -434,6 +648,9 @@ func (e *Engine) savePinsLocked() error {
 			err = d.Sync()
 			d.Close()
 		}
+	}
+	if err == nil {
+		e.pinsDirty = false
 	}
 	return err
 }
@@ -461,8 +678,8 @@ func (e *Engine) Status() Status {
 	}
 	if len(e.pins) > 0 {
 		st.Pins = map[string]string{}
-		for k, v := range e.pins {
-			st.Pins[k] = v
+		for _, p := range e.pins {
+			st.Pins[p.Path] = p.Tier
 		}
 	}
 	for _, j := range e.queue {

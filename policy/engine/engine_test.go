@@ -304,3 +304,129 @@ func TestEnginePinRefusesUnmatchablePaths(t *testing.T) {
 		t.Errorf("Pin(ckpt): %v", err)
 	}
 }
+
+// A CLI pin is bound to its file: it follows the file's renames (Kafka's
+// .log -> .log.deleted) and ends with it, whether unlinked or replaced by
+// a rename over it (compaction's .cleaned -> .log); a new file later made
+// under a pinned name is not pinned.
+func TestPinEndsWithItsFile(t *testing.T) {
+	s, tiers := newStore(t, 0)
+	root := tiering.RelPath("")
+	writeFile(t, s, "", "f.log", []byte("f"), time.Now())
+	writeFile(t, s, "", "g.log", []byte("g"), time.Now())
+	pins := filepath.Join(t.TempDir(), "pins.json")
+	cfg := defaultCfg()
+	cfg.Policy.Interval = units.Duration(time.Hour)
+	e, err := New(s, cfg, pins, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	for _, n := range []string{"f.log", "g.log"} {
+		j, err := e.Pin(n, "slow")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := j.Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plan := func() {
+		t.Helper()
+		waitFor(t, "an idle engine", func() bool { st := e.Status(); return len(st.Queued)+len(st.InFlight) == 0 })
+		e.Plan()
+		waitFor(t, "the plan's moves", func() bool { st := e.Status(); return len(st.Queued)+len(st.InFlight) == 0 })
+	}
+	wantPins := func(what string, want map[string]string) {
+		t.Helper()
+		got := e.Status().Pins
+		if fmt.Sprint(got) != fmt.Sprint(want) && !(len(got) == 0 && len(want) == 0) {
+			t.Fatalf("%s: pins %v, want %v", what, got, want)
+		}
+	}
+	wantPins("pinned", map[string]string{"f.log": "slow", "g.log": "slow"})
+
+	// Renamed: the pin follows.
+	if err := s.Rename(root, "f.log", root, "f.log.deleted", 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	plan()
+	wantPins("after a rename", map[string]string{"f.log.deleted": "slow", "g.log": "slow"})
+	if _, err := e.Migrate("f.log.deleted", "fast"); err == nil {
+		t.Fatalf("a renamed pinned file accepted for a move off its tier")
+	}
+	// Unlinked: the pin ends.
+	if err := s.Unlink(root, "f.log.deleted", nil); err != nil {
+		t.Fatal(err)
+	}
+	// Replaced by a rename over it: the pinned file is gone too.
+	writeFile(t, s, "", "g.log.cleaned", []byte("g2"), time.Now())
+	if err := s.Rename(root, "g.log.cleaned", root, "g.log", 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	plan()
+	wantPins("after unlink and replacement", nil)
+	// A new file under the old name is not pinned: it stays where it is.
+	writeFile(t, s, "", "f.log", []byte("new"), time.Now())
+	plan()
+	for _, n := range []string{"f.log", "g.log"} {
+		if !fileExists(filepath.Join(tiers[0].Path, "data", n)) {
+			t.Fatalf("the new %s was moved off the fast tier by a pin of the file it replaced", n)
+		}
+	}
+	if _, err := e.Migrate("f.log", "fast"); err != nil {
+		t.Fatalf("the new f.log refused for a move: %v", err)
+	}
+	e2, err := New(s, cfg, pins, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := e2.Status().Pins; len(p) != 0 {
+		t.Fatalf("ended pins kept in %s: %v", pins, p)
+	}
+}
+
+// Pins kept by path in a pins.json from before pins were bound to files
+// are bound to the file at that path when the engine starts; a pin whose
+// file is gone ends.
+func TestPinsFromPathsBound(t *testing.T) {
+	s, tiers := newStore(t, 0)
+	root := tiering.RelPath("")
+	writeFile(t, s, "", "ckpt", []byte("x"), time.Now())
+	pins := filepath.Join(t.TempDir(), "pins.json")
+	if err := os.WriteFile(pins, []byte(`{"ckpt": "slow", "gone": "slow"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(s, defaultCfg(), pins, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := e.Status().Pins; len(got) != 1 || got["ckpt"] != "slow" {
+		t.Fatalf("pins from a pins.json of paths: %v, want ckpt alone", got)
+	}
+	writeFile(t, s, "", "gone", []byte("y"), time.Now())
+	if err := s.Rename(root, "ckpt", root, "ckpt.moved", 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	e.Plan() // not run: its moves stay queued
+	st := e.Status()
+	if len(st.Pins) != 1 || st.Pins["ckpt.moved"] != "slow" {
+		t.Fatalf("pins after the pinned file's rename: %v, want ckpt.moved", st.Pins)
+	}
+	if len(st.Queued) != 1 || st.Queued[0].Path != "ckpt.moved" || st.Queued[0].To != "slow" {
+		t.Fatalf("planned %+v; want the pinned file alone moved to its tier (not the new file under a pin's old name)", st.Queued)
+	}
+	if !fileExists(filepath.Join(tiers[0].Path, "data", "gone")) {
+		t.Fatalf("the new file is not on the fast tier")
+	}
+	e2, err := New(s, defaultCfg(), pins, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := e2.Status().Pins; len(got) != 1 || got["ckpt.moved"] != "slow" {
+		t.Fatalf("pins after a restart: %v, want ckpt.moved", got)
+	}
+}

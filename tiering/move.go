@@ -218,7 +218,10 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	// Step 2: bulk copy while I/O goes on. Holding the read lock only
 	// keeps the fd from being closed; writers proceed and record ranges.
 	f.mu.RLock()
-	srcfd := f.fd
+	// The copy reads through a descriptor of its own that does not touch
+	// the source's atime: a move must not change what stat shows.
+	srcfd := noatime(f.fd)
+	defer closeIfNot(srcfd, f.fd)
 	var st unix.Stat_t
 	err = unix.Fstat(srcfd, &st)
 	if err == nil {
@@ -274,10 +277,10 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 		st.Size = size
 	}
 	if d.all {
-		err = copySparse(dfd, f.fd, st.Size)
+		err = copySparse(dfd, srcfd, st.Size)
 	} else {
 		for _, r := range d.ranges {
-			if err = copyRange(dfd, f.fd, r[0], min(r[1], st.Size)); err != nil {
+			if err = copyRange(dfd, srcfd, r[0], min(r[1], st.Size)); err != nil {
 				break
 			}
 		}
@@ -310,11 +313,28 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	if ino, _ := getIno(ls[0].dirfd, name); ino != f.ino || ls[0].st.Dev != st.Dev || ls[0].st.Ino != st.Ino {
 		return s.moveDone(f, src, dest, 0, start, fmt.Errorf("name %q is another file now: %w", name, unix.ESTALE))
 	}
+	// The directory's copies keep their times: the entry leaves one and
+	// enters the other, which a program must not see (a copy made here
+	// takes the times the directory shows).
+	srcDirTimes := dirTimes(ls[0].dirfd)
+	destDirTimes, fresh := s.shownDirTimes(dir), true
+	if fd, err := dest.walk(dir, nil); err == nil {
+		destDirTimes, fresh = dirTimes(fd), false
+		unix.Close(fd)
+	}
 	pfd, err := dest.walk(dir, s.dirMetaFor(dir))
 	if err != nil {
 		return s.moveDone(f, src, dest, 0, start, err)
 	}
 	defer unix.Close(pfd)
+	defer func() {
+		if committed {
+			setDirTimes(pfd, destDirTimes)
+			setDirTimes(ls[0].dirfd, srcDirTimes)
+		} else if fresh {
+			setDirTimes(pfd, destDirTimes)
+		}
+	}()
 	if err := unix.Fsetxattr(f.fd, xattrSuperseded, []byte(dest.Name), 0); err != nil {
 		return s.moveDone(f, src, dest, 0, start, err)
 	}
@@ -655,6 +675,50 @@ func copyLoop(dst, src int, from, to int64) error {
 		off += int64(n)
 	}
 	return nil
+}
+
+// noatime opens fd's file again for reading without updating its atime
+// (root may: O_NOATIME needs CAP_FOWNER); fd itself where it cannot.
+func noatime(fd int) int {
+	r, err := unix.Open(fdPath(fd), unix.O_RDONLY|unix.O_NOATIME|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fd
+	}
+	return r
+}
+
+func closeIfNot(fd, other int) {
+	if fd != other {
+		unix.Close(fd)
+	}
+}
+
+// dirTimes is a directory's atime and mtime, for setDirTimes.
+func dirTimes(fd int) []unix.Timespec {
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil {
+		return nil
+	}
+	return []unix.Timespec{st.Atim, st.Mtim}
+}
+
+// shownDirTimes is dirTimes of the copy of dir that the mount shows (the
+// first tier's that has one).
+func (s *Store) shownDirTimes(dir []string) []unix.Timespec {
+	for _, t := range s.tiers {
+		if fd, err := t.walk(dir, nil); err == nil {
+			defer unix.Close(fd)
+			return dirTimes(fd)
+		}
+	}
+	return nil
+}
+
+// setDirTimes puts back what dirTimes read, on the directory fd is.
+func setDirTimes(fd int, ts []unix.Timespec) {
+	if ts != nil {
+		_ = unix.UtimesNanoAt(fd, "", ts, unix.AT_EMPTY_PATH)
+	}
 }
 
 // copyMeta gives dst the source's mode, owner, xattrs (tierfs's inode

@@ -27,6 +27,8 @@ import (
 	"github.com/tierfs/tierfs/policy/engine"
 	"github.com/tierfs/tierfs/tiering"
 	"github.com/tierfs/tierfs/tiering/units"
+
+	"github.com/tierfs/tierfs/internal/testenv"
 )
 
 // The mount is served by a child process (this test binary re-executed):
@@ -265,17 +267,11 @@ type mountOpt struct {
 
 var tierNames = []string{"fast", "slow", "cold", "colder"}
 
-// requireFUSE skips a test that needs to mount, saying why.
+// requireFUSE skips a test that needs to mount, saying why (fails under
+// CI=true).
 func requireFUSE(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting FUSE needs root (tests run as root in CI)")
-	}
-	fd, err := unix.Open("/dev/fuse", unix.O_RDWR, 0)
-	if err != nil {
-		t.Skipf("/dev/fuse cannot be opened: %v", err)
-	}
-	unix.Close(fd)
+	testenv.FUSE(t)
 }
 
 func mount(t testing.TB, o mountOpt) *testMount {

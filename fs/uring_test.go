@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tierfs/tierfs/internal/testenv"
 )
 
 // requireURing turns the kernel's FUSE-over-io_uring switch on for the
@@ -18,10 +20,9 @@ import (
 func requireURing(t *testing.T) {
 	t.Helper()
 	requireFUSE(t)
+	testenv.HoldURingSwitch(t)
 	b, err := os.ReadFile(EnableURingParam)
-	if errors.Is(err, os.ErrNotExist) {
-		t.Skip("this kernel has no FUSE over io_uring (CONFIG_FUSE_IO_URING)")
-	}
+	testenv.Require(t, !errors.Is(err, os.ErrNotExist), "this kernel has no FUSE over io_uring (CONFIG_FUSE_IO_URING)")
 	if err != nil {
 		t.Fatal(err)
 	}

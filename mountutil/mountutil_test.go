@@ -14,6 +14,8 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/tierfs/tierfs/internal/testenv"
 )
 
 const syntheticMountinfo = `22 27 0:21 / /proc rw,relatime - proc proc rw
@@ -192,14 +194,7 @@ func TestHelperMount(t *testing.T) {
 
 func requireFUSE(t *testing.T) {
 	t.Helper()
-	if os.Getuid() != 0 {
-		t.Skip("mounting FUSE in tests needs root")
-	}
-	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
-	if err != nil {
-		t.Skipf("/dev/fuse unavailable: %v", err)
-	}
-	f.Close()
+	testenv.FUSE(t)
 }
 
 // waitFor polls cond until it returns true or the deadline passes.

@@ -5,6 +5,7 @@ package pmem
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -14,6 +15,8 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/tierfs/tierfs/tiering/units"
 	"golang.org/x/sys/unix"
+
+	"github.com/tierfs/tierfs/internal/testenv"
 )
 
 // pmemDir returns an empty directory that emulates a pmem tier: a private
@@ -45,9 +48,8 @@ func pmemDir(tb testing.TB, sizeMiB int) string {
 		tb.Fatal(err)
 	}
 	defer os.Remove(probe)
-	if err := unix.Setxattr(probe, SizeXattr, make([]byte, 8), 0); err != nil {
-		tb.Skipf("%s keeps no user xattrs (%v): pmem needs them", dir, err)
-	}
+	err := unix.Setxattr(probe, SizeXattr, make([]byte, 8), 0)
+	testenv.Require(tb, err == nil, fmt.Sprintf("%s keeps no trusted xattrs (%v): pmem needs them", dir, err))
 	return dir
 }
 

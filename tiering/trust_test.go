@@ -11,19 +11,15 @@ import (
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
+
+	"github.com/tierfs/tierfs/internal/testenv"
 )
 
 // needRoot: these tests set trusted xattrs and mount filesystems. CI runs
 // as root, and there nothing may skip.
 func needRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("this test needs root (trusted xattrs, mounts), and CI runs as root")
-	}
-	t.Skip("needs root (trusted xattrs, mounts)")
+	testenv.Root(t, "setting trusted xattrs and mounting")
 }
 
 func openErr(tiers []TierConfig, o Options) error {

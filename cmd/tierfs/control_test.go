@@ -20,6 +20,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tierfs/tierfs/tiering"
+
+	"github.com/tierfs/tierfs/internal/testenv"
 )
 
 // fakeStore is a controlStore with canned answers.
@@ -237,9 +239,7 @@ func TestControlSocketPath(t *testing.T) {
 // listenControl sets the mode and group before the socket appears,
 // refuses a live socket, replaces a stale one, and removes its own.
 func TestListenControl(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: creating sockets in /run/tierfs needs root")
-	}
+	testenv.Root(t, "creating sockets in /run/tierfs")
 	mp := filepath.Join(t.TempDir(), "mnt") // never mounted: only names the socket
 	h := newControlServer(&fakeStore{}, nil, mp, zerolog.Nop())
 	c, err := listenControl(mp, h, 0o640, 4242)

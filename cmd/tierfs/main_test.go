@@ -26,6 +26,8 @@ import (
 
 	"github.com/tierfs/tierfs/mountutil"
 	"github.com/tierfs/tierfs/tiering"
+
+	"github.com/tierfs/tierfs/internal/testenv"
 )
 
 // tierfsBin is the binary under test, built by TestMain.
@@ -63,14 +65,7 @@ func TestMain(m *testing.M) {
 // requireFUSE skips tests that mount when this process cannot.
 func requireFUSE(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: mounting tierfs needs root (and /dev/fuse); run the tests as root")
-	}
-	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
-	if err != nil {
-		t.Skipf("skipping: cannot open /dev/fuse (%v); load the fuse module or run where FUSE is available", err)
-	}
-	f.Close()
+	testenv.FUSE(t)
 }
 
 const waitTimeout = 30 * time.Second

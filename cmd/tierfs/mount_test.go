@@ -15,6 +15,8 @@ import (
 
 	tfs "github.com/tierfs/tierfs/fs"
 	"github.com/tierfs/tierfs/mountutil"
+
+	"github.com/tierfs/tierfs/internal/testenv"
 )
 
 // A [mount] flag given on the command line wins over the file, either
@@ -133,10 +135,9 @@ func mountReadAhead(t *testing.T, mnt string) string {
 // kernel's switch is off (an info line then, not a warning).
 func TestStatusShowsTransport(t *testing.T) {
 	requireFUSE(t)
+	testenv.HoldURingSwitch(t)
 	b, err := os.ReadFile(tfs.EnableURingParam)
-	if err != nil {
-		t.Skipf("this kernel has no FUSE over io_uring: %v", err)
-	}
+	testenv.Require(t, err == nil, fmt.Sprintf("this kernel has no FUSE over io_uring: %v", err))
 	set := func(v string) {
 		t.Helper()
 		if err := os.WriteFile(tfs.EnableURingParam, []byte(v), 0o644); err != nil {

@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -24,34 +23,18 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tierfs/tierfs/internal/testuser"
+
+	"github.com/tierfs/tierfs/internal/testenv"
 )
 
 // inCI: under CI a missing prerequisite is a failure, not a skip.
-func inCI() bool {
-	v, _ := strconv.ParseBool(os.Getenv("CI"))
-	return v
-}
-
-// requirePrereq skips the test with why when ok is false, or fails it
-// under CI=true, where every test must run.
-func requirePrereq(t *testing.T, ok bool, why string) {
-	t.Helper()
-	if ok {
-		return
-	}
-	if inCI() {
-		t.Fatalf("CI=true and this test cannot run: %s", why)
-	}
-	t.Skip("skipping: " + why)
-}
-
 // requireUsers checks what creating users and mounting need: root,
 // /dev/fuse and the shadow tools.
 func requireUsers(t *testing.T) {
 	t.Helper()
-	requirePrereq(t, os.Geteuid() == 0, "creating users and mounting tierfs need root; run the tests as root")
+	testenv.Require(t, os.Geteuid() == 0, "creating users and mounting tierfs need root; run the tests as root")
 	f, err := os.OpenFile("/dev/fuse", os.O_RDWR, 0)
-	requirePrereq(t, err == nil, "cannot open /dev/fuse; load the fuse module or run where FUSE is available")
+	testenv.Require(t, err == nil, "cannot open /dev/fuse; load the fuse module or run where FUSE is available")
 	f.Close()
 }
 

@@ -1,8 +1,6 @@
 package tiering
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
 
 	"golang.org/x/sys/unix"
@@ -13,13 +11,6 @@ const (
 	RenameNoReplace = unix.RENAME_NOREPLACE
 	RenameExchange  = unix.RENAME_EXCHANGE
 )
-
-const renameJournal = "rename"
-
-type renameRecord struct {
-	From []string `json:"from"`
-	To   []string `json:"to"`
-}
 
 // Rename moves srcDir/srcName to dstDir/dstName. A file is renamed on its
 // tier; a name it replaces on another tier is first marked superseded and
@@ -220,10 +211,17 @@ func markSuperseded(l *loc, winner string) error {
 }
 
 func (s *Store) renameDirLocked(sd []string, srcName string, dd []string, dstName string, src, dst locs) error {
+	// A record a failed removal left must go first (journal.go).
+	if err := s.settleJournal(); err != nil {
+		return err
+	}
 	rec := renameRecord{From: append(append([]string(nil), sd...), srcName), To: append(append([]string(nil), dd...), dstName)}
 	multi := len(src) > 1 || len(dst) > 0
+	var jt *Tier // the tier that holds the record
 	if multi {
-		if err := s.writeJournal(rec); err != nil {
+		rec.Ino, _ = getIno(src[0].dirfd, src[0].name)
+		var err error
+		if jt, err = s.writeJournal(&rec); err != nil {
 			return err
 		}
 	}
@@ -236,6 +234,9 @@ func (s *Store) renameDirLocked(sd []string, srcName string, dd []string, dstNam
 	for i := range dst {
 		if !has[dst[i].tier] {
 			if err := unix.Unlinkat(dst[i].dirfd, dstName, unix.AT_REMOVEDIR); err != nil {
+				if multi {
+					s.clearJournal(jt) // no copy renamed: nothing to roll forward
+				}
 				return err
 			}
 		}
@@ -244,7 +245,17 @@ func (s *Store) renameDirLocked(sd []string, srcName string, dd []string, dstNam
 		failPoint("rename-dir:journaled")
 	}
 	for i := range src {
-		if err := s.renameDirOnTier(src[i].tier, &src[i], rec.To); err != nil {
+		if renamed, err := s.renameDirOnTier(src[i].tier, &src[i], rec.To); err != nil {
+			switch {
+			case !multi:
+			case i == 0 && !renamed:
+				s.clearJournal(jt)
+			default:
+				// Half done: the record stays for the next mount to
+				// roll the rename forward, unless another directory
+				// rename comes first (which removes it).
+				s.journalStale = append(s.journalStale, jt)
+			}
 			return err
 		}
 		if multi {
@@ -252,106 +263,27 @@ func (s *Store) renameDirLocked(sd []string, srcName string, dd []string, dstNam
 		}
 	}
 	if multi {
-		return s.clearJournal()
+		// The rename is done and durable: a record that will not go is
+		// the next rename's to remove, not this one's error.
+		s.clearJournal(jt)
 	}
 	return nil
 }
 
-func (s *Store) renameDirOnTier(t *Tier, src *loc, to []string) error {
+// renameDirOnTier renames t's copy of a directory; renamed says whether
+// the rename happened (an error after it is from making it durable).
+func (s *Store) renameDirOnTier(t *Tier, src *loc, to []string) (renamed bool, err error) {
 	dd := to[:len(to)-1]
 	pfd, err := t.walk(dd, s.dirMetaFor(dd))
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer unix.Close(pfd)
 	if err := unix.Renameat(src.dirfd, src.name, pfd, to[len(to)-1]); err != nil {
-		return err
+		return false, err
 	}
 	if err := fsyncDirAt(pfd); err != nil {
-		return err
+		return true, err
 	}
-	return fsyncDirAt(src.dirfd)
-}
-
-func (s *Store) writeJournal(rec renameRecord) error {
-	t0 := s.tiers[0]
-	b, _ := json.Marshal(rec)
-	tmp := renameJournal + ".tmp"
-	jfd, err := unix.Openat(t0.meta, "journal", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(jfd)
-	fd, err := unix.Openat(jfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = unix.Write(fd, b)
-	if err == nil {
-		err = unix.Fsync(fd)
-	}
-	unix.Close(fd)
-	if err == nil {
-		err = unix.Renameat(jfd, tmp, jfd, renameJournal)
-	}
-	if err == nil {
-		err = fsyncDirAt(jfd)
-	}
-	return err
-}
-
-func (s *Store) clearJournal() error {
-	t0 := s.tiers[0]
-	jfd, err := unix.Openat(t0.meta, "journal", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(jfd)
-	if err := unix.Unlinkat(jfd, renameJournal, 0); err != nil && !errors.Is(err, unix.ENOENT) {
-		return err
-	}
-	return fsyncDirAt(jfd)
-}
-
-// replayJournal rolls an interrupted directory rename forward.
-func (s *Store) replayJournal() error {
-	t0 := s.tiers[0]
-	jfd, err := unix.Openat(t0.meta, "journal", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(jfd)
-	fd, err := unix.Openat(jfd, renameJournal, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if errors.Is(err, unix.ENOENT) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	buf := make([]byte, 1<<20)
-	n, err := unix.Read(fd, buf)
-	unix.Close(fd)
-	if err != nil {
-		return err
-	}
-	var rec renameRecord
-	if err := json.Unmarshal(buf[:n], &rec); err != nil || len(rec.From) == 0 || len(rec.To) == 0 {
-		s.log.Warn().Msg("discarding unreadable rename journal")
-		return s.clearJournal()
-	}
-	src, err := s.locate(rec.From[:len(rec.From)-1], rec.From[len(rec.From)-1])
-	if err != nil {
-		return err
-	}
-	defer src.close()
-	for i := range src {
-		if !isDir(&src[i].st) {
-			continue
-		}
-		s.log.Info().Str("tier", src[i].tier.Name).Strs("from", rec.From).Strs("to", rec.To).Msg("recovery: finishing interrupted directory rename")
-		if err := s.renameDirOnTier(src[i].tier, &src[i], rec.To); err != nil {
-			return fmt.Errorf("recovery: rename on tier %s: %w", src[i].tier.Name, err)
-		}
-	}
-	return s.clearJournal()
+	return true, fsyncDirAt(src.dirfd)
 }

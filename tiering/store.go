@@ -95,6 +95,12 @@ type Store struct {
 	inoNext     uint64
 	inoReserved uint64
 
+	// journalSeq is the last rename journal record's sequence number;
+	// journalStale the tiers whose record is still to be removed
+	// (journal.go). Guarded by ns.
+	journalSeq   uint64
+	journalStale []*Tier
+
 	scanLinks map[[3]uint64]bool // hard links counted once, during recover
 	scanInos  map[uint64]scanned // where recover found each inode number
 	scanDups  []dupIno           // numbers recover found on two objects

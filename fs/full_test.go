@@ -1,12 +1,16 @@
 package fs
 
 import (
+	"bytes"
 	"errors"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tierfs/tierfs/tiering/units"
 )
 
 // fullableTier is a tier directory on a small tmpfs of its own, which the
@@ -170,5 +174,134 @@ func TestDirRenameCrashFastTierFull(t *testing.T) {
 				t.Fatalf("journal files left after recovery: %v", left)
 			}
 		})
+	}
+}
+
+// appendUntil appends chunks of data to f until n bytes are written or a
+// write fails, and returns the bytes written and the error.
+func appendUntil(f *os.File, data []byte, chunk int) (int, error) {
+	written := 0
+	for written < len(data) {
+		n, err := f.Write(data[written:min(written+chunk, len(data))])
+		written += n
+		if err != nil {
+			return written, err
+		}
+	}
+	return written, f.Sync()
+}
+
+// A file on a full slow tier goes up to the fast tier, which has room,
+// and the writer never sees ENOSPC while a tier can take the file (issue
+// 16, 10). Only when no tier can does the write fail, and nothing already
+// written is lost.
+func TestSpillUpward(t *testing.T) {
+	slow := tmpfsTier(t, "8m")
+	fastDir := filepath.Join(t.TempDir(), "fast")
+	mustOK(t, os.Mkdir(fastDir, 0o700), "mkdir fast")
+	m := mount(t, mountOpt{tierDirs: []string{fastDir, slow.dir}, capacities: []units.ByteSize{16 << 20, 0}})
+	r := rand.New(rand.NewSource(10))
+	data := randBytes(r, 20<<20)
+
+	f, err := os.OpenFile(m.path("seg.log"), os.O_RDWR|os.O_CREATE, 0o644)
+	mustOK(t, err, "create")
+	defer f.Close()
+	n, err := appendUntil(f, data[:1<<20], 128<<10)
+	mustOK(t, err, "write the first MiB")
+	mustOK(t, m.move(t, "seg.log", "slow"), "demote")
+	slow.fill(t)
+
+	// The slow tier is full to the last page; the fast one has room.
+	w, err := appendUntil(f, data[n:n+4<<20], 128<<10)
+	n += w
+	if err != nil {
+		t.Fatalf("append to a file on the full slow tier with the fast tier empty: %v after %d bytes", err, w)
+	}
+	if tier := m.tierOf(t, "seg.log"); tier != 0 {
+		t.Fatalf("file on tier %d after its tier filled, want the fast tier", tier)
+	}
+	if got, _ := os.ReadFile(m.path("seg.log")); !bytes.Equal(got, data[:n]) {
+		t.Fatalf("file differs after it spilled up (%d bytes, want %d)", len(got), n)
+	}
+
+	// Now the fast tier fills too (16 MiB): nowhere left.
+	w, err = appendUntil(f, data[n:], 128<<10)
+	n += w
+	if !errors.Is(err, unix.ENOSPC) {
+		t.Fatalf("filling every tier: %v after %d bytes, want ENOSPC", err, n)
+	}
+	if n < 12<<20 {
+		t.Fatalf("ENOSPC after %d bytes: the fast tier's 16 MiB were not used", n)
+	}
+	if got, _ := os.ReadFile(m.path("seg.log")); !bytes.Equal(got, data[:len(got)]) || len(got) < n {
+		t.Fatalf("file damaged by the full tiers (%d bytes, %d written)", len(got), n)
+	}
+}
+
+// Spill order: the next slower tier with room first, then the faster
+// ones, the nearest first.
+func TestSpillOrder(t *testing.T) {
+	cases := []struct {
+		name       string
+		capacities []units.ByteSize
+		from       string
+		want       int
+	}{
+		// The fast tier has room too: the nearest faster tier takes it.
+		{"last-tier-full-goes-up-one", []units.ByteSize{16 << 20, 16 << 20, 2 << 20}, "cold", 1},
+		// The fast tier has room too: down comes first.
+		{"middle-tier-full-goes-down", []units.ByteSize{16 << 20, 2 << 20, 16 << 20}, "slow", 2},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m := mount(t, mountOpt{capacities: c.capacities})
+			data := randBytes(rand.New(rand.NewSource(11)), 4<<20)
+			f, err := os.OpenFile(m.path("a"), os.O_RDWR|os.O_CREATE, 0o644)
+			mustOK(t, err, "create")
+			defer f.Close()
+			_, err = appendUntil(f, data[:1<<20], 128<<10)
+			mustOK(t, err, "write")
+			mustOK(t, m.move(t, "a", c.from), "move to "+c.from)
+			if _, err := appendUntil(f, data[1<<20:], 128<<10); err != nil {
+				t.Fatalf("append past the capacity of %s: %v", c.from, err)
+			}
+			if tier := m.tierOf(t, "a"); tier != c.want {
+				t.Fatalf("file on the full %s tier went to tier %d, want %d", c.from, tier, c.want)
+			}
+			if got, _ := os.ReadFile(m.path("a")); !bytes.Equal(got, data) {
+				t.Fatalf("file differs after it spilled")
+			}
+		})
+	}
+}
+
+// A write that no tier has room for, with the file, fails with ENOSPC
+// where the file is: the file does not move to a tier that has room for
+// it but not for the write, from where it would have to come back.
+func TestSpillNeedsRoomForTheWrite(t *testing.T) {
+	// The slow tier can take the full fast tier's file, 64 KiB more,
+	// but not the 256 KiB write.
+	m := mount(t, mountOpt{capacities: []units.ByteSize{4 << 20, 4<<20 + 64<<10}})
+	data := randBytes(rand.New(rand.NewSource(12)), 4<<20+256<<10)
+	f, err := os.OpenFile(m.path("f"), os.O_RDWR|os.O_CREATE, 0o644)
+	mustOK(t, err, "create")
+	defer f.Close()
+	_, err = appendUntil(f, data[:4<<20], 256<<10)
+	mustOK(t, err, "fill the fast tier")
+	if tier := m.tierOf(t, "f"); tier != 0 {
+		t.Fatalf("4 MiB file on tier %d, want the fast tier it fills", tier)
+	}
+	before := m.status(t).Moves
+	if _, err := f.Write(data[4<<20:]); !errors.Is(err, unix.ENOSPC) {
+		t.Fatalf("a write no tier has room for: %v, want ENOSPC", err)
+	}
+	if after := m.status(t).Moves; after.Done != before.Done || after.Failed != before.Failed {
+		t.Fatalf("the file was moved for a write that fits nowhere: moves %+v, then %+v", before, after)
+	}
+	if tier := m.tierOf(t, "f"); tier != 0 {
+		t.Fatalf("file on tier %d, want it where it was", tier)
+	}
+	if got, _ := os.ReadFile(m.path("f")); !bytes.Equal(got, data[:4<<20]) {
+		t.Fatalf("file damaged by a write that found no room")
 	}
 }

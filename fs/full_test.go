@@ -151,9 +151,11 @@ func TestDirRenameFastTierFull(t *testing.T) {
 }
 
 // A crash after the journal record went to the slow tier (the fast one
-// being full): the next mount finds it there and finishes the rename.
+// being full): the next mount finds it there and finishes the rename. A
+// crash before the record was published leaves the old name, and no
+// rename.tmp.
 func TestDirRenameCrashFastTierFull(t *testing.T) {
-	for _, step := range []string{"rename-dir:journaled", "rename-dir:tier"} {
+	for _, step := range []string{"rename-dir:record-unpublished", "rename-dir:journaled", "rename-dir:tier"} {
 		t.Run(step, func(t *testing.T) {
 			fast, slow := tmpfsTier(t, "4m"), tmpfsTier(t, "8m")
 			m := mount(t, mountOpt{tierDirs: []string{fast.dir, slow.dir}, crashAt: step})
@@ -167,9 +169,21 @@ func TestDirRenameCrashFastTierFull(t *testing.T) {
 				t.Fatalf("rename with the fast tier full: %v", err)
 			}
 			m.waitCrash(t)
+			// The record went to the slow tier, the fast one being full.
+			wantLeft := filepath.Join(slow.dir, ".tierfs", "journal", "rename")
+			if step == "rename-dir:record-unpublished" {
+				wantLeft += ".tmp"
+			}
+			if left := journalLeft(m); len(left) != 1 || left[0] != wantLeft {
+				t.Fatalf("journal after a crash at %s: %v, want %s", step, left, wantLeft)
+			}
 
 			m2 := m.restart(t)
-			checkRenamed(t, m2, "orders-0", "orders-0.abc-delete", want)
+			if step == "rename-dir:record-unpublished" {
+				checkRenamed(t, m2, "orders-0.abc-delete", "orders-0", want)
+			} else {
+				checkRenamed(t, m2, "orders-0", "orders-0.abc-delete", want)
+			}
 			if left := journalLeft(m2); len(left) != 0 {
 				t.Fatalf("journal files left after recovery: %v", left)
 			}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"time"
 
@@ -109,6 +110,8 @@ func writeRecord(t *Tier, b []byte) error {
 		n, err = unix.Write(fd, b[off:])
 		if errors.Is(err, unix.EINTR) {
 			err = nil
+		} else if err == nil && n == 0 {
+			err = io.ErrShortWrite
 		}
 		off += max(n, 0)
 	}
@@ -117,6 +120,7 @@ func writeRecord(t *Tier, b []byte) error {
 	}
 	unix.Close(fd)
 	if err == nil {
+		failPoint("rename-dir:record-unpublished")
 		err = unix.Renameat(jfd, journalTmp, jfd, renameJournal)
 		if err == nil {
 			if err = fsyncDirAt(jfd); err != nil {

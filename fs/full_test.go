@@ -319,3 +319,29 @@ func TestSpillNeedsRoomForTheWrite(t *testing.T) {
 		t.Fatalf("file damaged by a write that found no room")
 	}
 }
+
+// A mount whose first tier is full still creates files: the inode
+// counter's reservation is written on a tier with room.
+func TestCreateAfterRemountFastTierFull(t *testing.T) {
+	fast := tmpfsTier(t, "4m")
+	slowDir := filepath.Join(t.TempDir(), "slow")
+	mustOK(t, os.Mkdir(slowDir, 0o700), "mkdir slow")
+	m := mount(t, mountOpt{tierDirs: []string{fast.dir, slowDir}})
+	mustOK(t, os.WriteFile(m.path("before"), []byte("x"), 0o644), "create before")
+	var st unix.Stat_t
+	mustOK(t, unix.Stat(m.path("before"), &st), "stat before")
+	m.stop(t)
+	fast.fill(t)
+
+	m2 := m.restart(t)
+	mustOK(t, os.WriteFile(m2.path("after"), []byte("y"), 0o644), "create with the fast tier full")
+	mustOK(t, os.Mkdir(m2.path("dir"), 0o755), "mkdir with the fast tier full")
+	var st2 unix.Stat_t
+	mustOK(t, unix.Stat(m2.path("after"), &st2), "stat after")
+	if st2.Ino == st.Ino {
+		t.Fatalf("inode number %d handed out twice", st.Ino)
+	}
+	if m2.tierOf(t, "after") != 1 {
+		t.Fatalf("new file not on the slow tier")
+	}
+}

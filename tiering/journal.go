@@ -101,7 +101,16 @@ func writeRecord(t *Tier, b []byte) error {
 		return err
 	}
 	defer unix.Close(jfd)
-	fd, err := unix.Openat(jfd, journalTmp, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	return publishFile(jfd, renameJournal, b, "rename-dir:record-unpublished")
+}
+
+// publishFile makes dirfd/name hold b durably, whole or not at all: it
+// writes name.tmp, fsyncs it, renames it to name and fsyncs dirfd. On
+// failure it leaves neither name.tmp nor a name it could not make durable.
+// step names the crash point before the rename.
+func publishFile(dirfd int, name string, b []byte, step string) error {
+	tmp := name + ".tmp"
+	fd, err := unix.Openat(dirfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return err
 	}
@@ -120,17 +129,19 @@ func writeRecord(t *Tier, b []byte) error {
 	}
 	unix.Close(fd)
 	if err == nil {
-		failPoint("rename-dir:record-unpublished")
-		err = unix.Renameat(jfd, journalTmp, jfd, renameJournal)
+		if step != "" {
+			failPoint(step)
+		}
+		err = unix.Renameat(dirfd, tmp, dirfd, name)
 		if err == nil {
-			if err = fsyncDirAt(jfd); err != nil {
-				// Not known durable: the caller tries the next tier.
-				_ = unix.Unlinkat(jfd, renameJournal, 0)
+			if err = fsyncDirAt(dirfd); err != nil {
+				// Not known durable: the caller tries elsewhere.
+				_ = unix.Unlinkat(dirfd, name, 0)
 			}
 			return err
 		}
 	}
-	_ = unix.Unlinkat(jfd, journalTmp, 0)
+	_ = unix.Unlinkat(dirfd, tmp, 0)
 	return err
 }
 

@@ -14,7 +14,8 @@
 //	              (create, mkdir, unlink, rmdir, rename, link, symlink,
 //	              mknod) and for the commit step of a move; shared for
 //	              lookups, getattr, readdir, open, setattr and xattrs.
-//	              It also guards every File.path and Path implementation.
+//	              It also guards every File.path and Path implementation,
+//	              and the rename journal's state (journal.go).
 //	File.mu       RWMutex. Shared for I/O on the backing (pread, pwrite,
 //	              ftruncate, fsync, fallocate); exclusive to swap the
 //	              backing fd (move, spill, reopen for writing).

@@ -407,14 +407,15 @@ func (h *Handle) Read(p []byte, off int64) (int, error) {
 }
 
 // Write writes at off. When the file's tier is full, the file moves to
-// the next tier with room and the write goes on there: the caller sees
-// ENOSPC only when no tier below has room.
+// another tier with room (spill: slower ones first) and the write goes on
+// there: the caller sees ENOSPC only when no tier can take the file.
 func (h *Handle) Write(p []byte, off int64) (int, error) {
 	f := h.f
 	end := off + int64(len(p))
 	grows := f.beginWrite(end)
 	defer f.endWrite(grows, end)
 	done := 0
+	var full []*Tier // the tiers this write found full
 	for {
 		f.mu.RLock()
 		n, err := f.writeLocked(p[done:], off+int64(done))
@@ -431,7 +432,8 @@ func (h *Handle) Write(p []byte, off int64) (int, error) {
 		if !errors.Is(err, unix.ENOSPC) && !errors.Is(err, unix.EDQUOT) {
 			return done, err
 		}
-		if serr := f.s.spill(f, t); serr != nil {
+		full = append(full, t)
+		if serr := f.s.spill(f, t, int64(len(p)-done), full); serr != nil {
 			f.s.log.Warn().Str("tier", t.Name).Uint64("ino", f.ino).Err(serr).Msg("tier full and the file cannot move on")
 			if done > 0 {
 				return done, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -146,17 +147,29 @@ func (s *Store) acquire(p Path) (*File, error) {
 	return s.getFile(&ls[0], a.Ino, p)
 }
 
-// spill moves f off a full tier to the next one with room.
-func (s *Store) spill(f *File, full *Tier) error {
+// spill moves f off a full tier to another with room for it and for the
+// want bytes a write still has to write: the slower tiers first, nearest
+// first, then the faster ones, nearest first (a file the policy demoted
+// goes no further up than it must; the policy may demote it again). The
+// tiers in tried, which this write found full already, are not asked
+// again: a write between two nearly full tiers must not move its file
+// back and forth.
+func (s *Store) spill(f *File, full *Tier, want int64, tried []*Tier) error {
 	f.mu.RLock()
 	cur := f.tier
 	f.mu.RUnlock()
 	if cur != full {
 		return nil // someone moved it already: retry the write
 	}
+	f.acctMu.Lock()
+	need := min(f.blocks, f.size) + want // sparse: its blocks; pmem: its logical size
+	f.acctMu.Unlock()
 	var last error = unix.ENOSPC
-	for _, t := range s.tiers[full.Index+1:] {
-		if t.Free() <= 0 {
+	for _, t := range s.spillOrder(full) {
+		if slices.Contains(tried, t) {
+			continue
+		}
+		if free := t.Free(); free <= 0 || free < need {
 			continue
 		}
 		err := s.moveFile(f, t)
@@ -173,6 +186,15 @@ func (s *Store) spill(f *File, full *Tier) error {
 		}
 	}
 	return last
+}
+
+// spillOrder is the tiers a file on full may spill to, in order.
+func (s *Store) spillOrder(full *Tier) []*Tier {
+	order := append([]*Tier(nil), s.tiers[full.Index+1:]...)
+	for i := full.Index - 1; i >= 0; i-- {
+		order = append(order, s.tiers[i])
+	}
+	return order
 }
 
 func (s *Store) moveFile(f *File, dest *Tier) error {

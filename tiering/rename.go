@@ -1,7 +1,6 @@
 package tiering
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -13,20 +12,6 @@ const (
 	RenameNoReplace = unix.RENAME_NOREPLACE
 	RenameExchange  = unix.RENAME_EXCHANGE
 )
-
-const renameJournal = "rename"
-
-// renameRecord is the rename journal's one record: a directory rename
-// (From, To), or a file renamed over a name on another tier whose copy
-// there cannot carry a superseded marker (Replace: the name; Winner and
-// Loser: the tiers of the new file and of the copy it replaces).
-type renameRecord struct {
-	From    []string `json:"from,omitempty"`
-	To      []string `json:"to,omitempty"`
-	Replace []string `json:"replace,omitempty"`
-	Winner  string   `json:"winner,omitempty"`
-	Loser   string   `json:"loser,omitempty"`
-}
 
 // Rename moves srcDir/srcName to dstDir/dstName. A file is renamed on its
 // tier; a name it replaces on another tier is first marked superseded (or,
@@ -158,7 +143,7 @@ func (s *Store) renameFileLocked(dd []string, dstName string, src *loc, dst locs
 	// marker; a marker on a hard-linked file would stay on its other
 	// names): the journal names it instead.
 	var others []int
-	journaled := false
+	var journal *Tier // where the record naming the loser is, if one is
 	for i := range dst {
 		if dst[i].tier == t {
 			continue
@@ -170,11 +155,15 @@ func (s *Store) renameFileLocked(dd []string, dstName string, src *loc, dst locs
 			}
 			continue
 		}
-		rec := renameRecord{Replace: append(append([]string(nil), dd...), dstName), Winner: t.Name, Loser: dst[i].tier.Name}
-		if err := s.writeJournal(rec); err != nil {
+		if err := s.settleJournal(); err != nil {
 			return err
 		}
-		journaled = true
+		rec := renameRecord{Replace: append(append([]string(nil), dd...), dstName), Winner: t.Name, Loser: dst[i].tier.Name}
+		jt, err := s.writeJournal(&rec)
+		if err != nil {
+			return err
+		}
+		journal = jt
 	}
 	// The replaced file, if on our tier, is gone after renameat: settle
 	// its accounting first.
@@ -192,8 +181,8 @@ func (s *Store) renameFileLocked(dd []string, dstName string, src *loc, dst locs
 		failPoint("rename:marked")
 	}
 	if err := unix.Renameat(src.dirfd, src.name, pfd, dstName); err != nil {
-		if journaled {
-			_ = s.clearJournal()
+		if journal != nil {
+			s.clearJournal(journal)
 		}
 		return err
 	}
@@ -211,13 +200,13 @@ func (s *Store) renameFileLocked(dd []string, dstName string, src *loc, dst locs
 			if err := s.removeFileLocked(&dst[i]); err != nil {
 				return err
 			}
-			if err := fsyncDirAt(dst[i].dirfd); err != nil && journaled {
+			if err := fsyncDirAt(dst[i].dirfd); err != nil && journal != nil {
 				return err // the journal stays: recovery removes the loser
 			}
 		}
 	}
-	if journaled {
-		return s.clearJournal()
+	if journal != nil {
+		s.clearJournal(journal)
 	}
 	return nil
 }
@@ -267,10 +256,17 @@ func markSuperseded(l *loc, winner string) error {
 }
 
 func (s *Store) renameDirLocked(sd []string, srcName string, dd []string, dstName string, src, dst locs) error {
+	// A record a failed removal left must go first (journal.go).
+	if err := s.settleJournal(); err != nil {
+		return err
+	}
 	rec := renameRecord{From: append(append([]string(nil), sd...), srcName), To: append(append([]string(nil), dd...), dstName)}
 	multi := len(src) > 1 || len(dst) > 0
+	var jt *Tier // the tier that holds the record
 	if multi {
-		if err := s.writeJournal(rec); err != nil {
+		rec.Ino, _ = getIno(src[0].dirfd, src[0].name)
+		var err error
+		if jt, err = s.writeJournal(&rec); err != nil {
 			return err
 		}
 	}
@@ -283,6 +279,9 @@ func (s *Store) renameDirLocked(sd []string, srcName string, dd []string, dstNam
 	for i := range dst {
 		if !has[dst[i].tier] {
 			if err := unix.Unlinkat(dst[i].dirfd, dstName, unix.AT_REMOVEDIR); err != nil {
+				if multi {
+					s.clearJournal(jt) // no copy renamed: nothing to roll forward
+				}
 				return err
 			}
 		}
@@ -291,7 +290,17 @@ func (s *Store) renameDirLocked(sd []string, srcName string, dd []string, dstNam
 		failPoint("rename-dir:journaled")
 	}
 	for i := range src {
-		if err := s.renameDirOnTier(src[i].tier, &src[i], rec.To); err != nil {
+		if renamed, err := s.renameDirOnTier(src[i].tier, &src[i], rec.To); err != nil {
+			switch {
+			case !multi:
+			case i == 0 && !renamed:
+				s.clearJournal(jt)
+			default:
+				// Half done: the record stays for the next mount to
+				// roll the rename forward, unless another directory
+				// rename comes first (which removes it).
+				s.journalStale = append(s.journalStale, jt)
+			}
 			return err
 		}
 		if multi {
@@ -299,115 +308,29 @@ func (s *Store) renameDirLocked(sd []string, srcName string, dd []string, dstNam
 		}
 	}
 	if multi {
-		return s.clearJournal()
+		// The rename is done and durable: a record that will not go is
+		// the next rename's to remove, not this one's error.
+		s.clearJournal(jt)
 	}
 	return nil
 }
 
-func (s *Store) renameDirOnTier(t *Tier, src *loc, to []string) error {
+// renameDirOnTier renames t's copy of a directory; renamed says whether
+// the rename happened (an error after it is from making it durable).
+func (s *Store) renameDirOnTier(t *Tier, src *loc, to []string) (renamed bool, err error) {
 	dd := to[:len(to)-1]
 	pfd, err := t.walk(dd, s.dirMetaFor(dd))
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer unix.Close(pfd)
 	if err := unix.Renameat(src.dirfd, src.name, pfd, to[len(to)-1]); err != nil {
-		return err
+		return false, err
 	}
 	if err := fsyncDirAt(pfd); err != nil {
-		return err
+		return true, err
 	}
-	return fsyncDirAt(src.dirfd)
-}
-
-func (s *Store) writeJournal(rec renameRecord) error {
-	t0 := s.tiers[0]
-	b, _ := json.Marshal(rec)
-	tmp := renameJournal + ".tmp"
-	jfd, err := unix.Openat(t0.meta, "journal", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(jfd)
-	fd, err := unix.Openat(jfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = unix.Write(fd, b)
-	if err == nil {
-		err = unix.Fsync(fd)
-	}
-	unix.Close(fd)
-	if err == nil {
-		err = unix.Renameat(jfd, tmp, jfd, renameJournal)
-	}
-	if err == nil {
-		err = fsyncDirAt(jfd)
-	}
-	return err
-}
-
-func (s *Store) clearJournal() error {
-	t0 := s.tiers[0]
-	jfd, err := unix.Openat(t0.meta, "journal", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(jfd)
-	if err := unix.Unlinkat(jfd, renameJournal, 0); err != nil && !errors.Is(err, unix.ENOENT) {
-		return err
-	}
-	return fsyncDirAt(jfd)
-}
-
-// replayJournal rolls an interrupted directory rename forward.
-func (s *Store) replayJournal() error {
-	t0 := s.tiers[0]
-	jfd, err := unix.Openat(t0.meta, "journal", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(jfd)
-	fd, err := unix.Openat(jfd, renameJournal, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if errors.Is(err, unix.ENOENT) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	buf := make([]byte, 1<<20)
-	n, err := unix.Read(fd, buf)
-	unix.Close(fd)
-	if err != nil {
-		return err
-	}
-	var rec renameRecord
-	err = json.Unmarshal(buf[:n], &rec)
-	if err == nil && len(rec.Replace) > 0 && rec.Winner != "" && rec.Loser != "" {
-		if err := s.replayReplace(rec); err != nil {
-			return err
-		}
-		return s.clearJournal()
-	}
-	if err != nil || len(rec.From) == 0 || len(rec.To) == 0 {
-		s.log.Warn().Msg("discarding unreadable rename journal")
-		return s.clearJournal()
-	}
-	src, err := s.locate(rec.From[:len(rec.From)-1], rec.From[len(rec.From)-1])
-	if err != nil {
-		return err
-	}
-	defer src.close()
-	for i := range src {
-		if !isDir(&src[i].st) {
-			continue
-		}
-		s.log.Info().Str("tier", src[i].tier.Name).Strs("from", rec.From).Strs("to", rec.To).Msg("recovery: finishing interrupted directory rename")
-		if err := s.renameDirOnTier(src[i].tier, &src[i], rec.To); err != nil {
-			return fmt.Errorf("recovery: rename on tier %s: %w", src[i].tier.Name, err)
-		}
-	}
-	return s.clearJournal()
+	return true, fsyncDirAt(src.dirfd)
 }
 
 // replayReplace finishes a rename over a journaled loser: once the new

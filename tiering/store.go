@@ -99,6 +99,12 @@ type Store struct {
 	inoNext     uint64
 	inoReserved uint64
 
+	// journalSeq is the last rename journal record's sequence number;
+	// journalStale the tiers whose record is still to be removed
+	// (journal.go). Guarded by ns.
+	journalSeq   uint64
+	journalStale []*Tier
+
 	scanLinks map[[3]uint64]bool // hard links counted once, during recover
 	scanInos  map[uint64]scanned // where recover found each inode number
 	scanDups  []dupIno           // numbers recover found on two objects
@@ -192,19 +198,25 @@ func (s *Store) TierByName(name string) (*Tier, error) {
 
 const inoFile = "ino"
 
+// loadInoCounter takes the largest bound found on any tier: a bound is
+// written on the first tier with room (reserveLocked), so a lower one left
+// on another tier is older.
 func (s *Store) loadInoCounter() error {
-	t0 := s.tiers[0]
 	next := uint64(firstIno)
-	b := make([]byte, 32)
-	fd, err := unix.Openat(t0.meta, inoFile, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err == nil {
+	for _, t := range s.tiers {
+		b := make([]byte, 32)
+		fd, err := unix.Openat(t.meta, inoFile, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if errors.Is(err, unix.ENOENT) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("tier %s: read inode counter: %w", t.Name, err)
+		}
 		n, _ := unix.Read(fd, b)
 		unix.Close(fd)
 		if v, perr := strconv.ParseUint(strings.TrimSpace(string(b[:max(n, 0)])), 10, 64); perr == nil && v > next {
 			next = v
 		}
-	} else if !errors.Is(err, unix.ENOENT) {
-		return fmt.Errorf("tier %s: read inode counter: %w", t0.Name, err)
 	}
 	s.inoNext = next
 	s.inoReserved = next
@@ -213,29 +225,26 @@ func (s *Store) loadInoCounter() error {
 
 // reserveLocked makes the counter's bound durable before numbers below it
 // are handed out, so that a crash never hands out the same number twice.
+// The bound goes to the first tier that takes it: a full first tier must
+// not stop every create.
 func (s *Store) reserveLocked(upTo uint64) error {
-	t0 := s.tiers[0]
-	tmp := inoFile + ".tmp"
-	fd, err := unix.Openat(t0.meta, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return err
+	b := []byte(strconv.FormatUint(upTo, 10) + "\n")
+	var first error
+	for _, t := range s.tiers {
+		err := publishFile(t.meta, inoFile, b, "")
+		if err == nil {
+			s.inoReserved = upTo
+			return nil
+		}
+		err = fmt.Errorf("reserve inode numbers on tier %s: %w", t.Name, err)
+		if !noRoomFor(err) {
+			return err
+		}
+		if first == nil {
+			first = err
+		}
 	}
-	_, err = unix.Write(fd, []byte(strconv.FormatUint(upTo, 10)+"\n"))
-	if err == nil {
-		err = unix.Fsync(fd)
-	}
-	unix.Close(fd)
-	if err == nil {
-		err = unix.Renameat(t0.meta, tmp, t0.meta, inoFile)
-	}
-	if err == nil {
-		err = fsyncDirAt(t0.meta)
-	}
-	if err != nil {
-		return fmt.Errorf("reserve inode numbers: %w", err)
-	}
-	s.inoReserved = upTo
-	return nil
+	return first
 }
 
 func (s *Store) allocIno() (uint64, error) {

@@ -219,3 +219,22 @@ func TestUsageIgnoresBlocksPastEOF(t *testing.T) {
 		t.Fatalf("tier usage %d after the file went, want %d: %d bytes leaked", got, base, got-base)
 	}
 }
+
+// The inode counter's bound may be on any tier (written on the first with
+// room): the largest found counts.
+func TestInodeCounterOnEveryTier(t *testing.T) {
+	tiers := twoTiers(t, TypeNVMe, 0)
+	openTest(t, tiers, Options{}).Close()
+	const high = 50 << 20
+	mustWrite(t, filepath.Join(tiers[0].Path, metaDir, inoFile), "3000000\n")
+	mustWrite(t, filepath.Join(tiers[1].Path, metaDir, inoFile), "52428800\n")
+	s := openTest(t, tiers, Options{})
+	h, a, err := s.Create(RelPath(""), "a", unix.O_RDWR, 0o644, Owner{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Release()
+	if a.Ino < high {
+		t.Fatalf("inode number %d below the bound %d kept on the second tier", a.Ino, high)
+	}
+}

@@ -272,8 +272,23 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	if dest.capacity > 0 && dest.used.Load()+st.Blocks*512 > dest.capacity {
 		return s.moveDone(f, src, dest, 0, start, unix.ENOSPC)
 	}
+	// What was written during the copy is copied and flushed again while
+	// only this file's I/O waits, so that little is left for step 3,
+	// which stops every operation on the mount.
+	if err := f.converge(dfd, srcfd); err != nil {
+		return s.moveDone(f, src, dest, 0, start, err)
+	}
 
-	// Step 3: quiesce.
+	// Step 3: quiesce. What frees the source (closing its last descriptor
+	// drops its pages: tens of ms for a large file on tmpfs) waits in
+	// release until the locks are gone; deferred before them, it runs
+	// after them.
+	var release []func()
+	defer func() {
+		for _, fn := range release {
+			fn()
+		}
+	}()
 	s.ns.Lock()
 	defer s.ns.Unlock()
 	f.mu.Lock()
@@ -400,7 +415,7 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	// Step 6: the source goes (a pool file back into its pool).
 	var detached *pmem.Detached
 	if oldPM != nil {
-		oldPM.Close()
+		release = append(release, func() { oldPM.Close() })
 		if src.pool != nil {
 			var derr error
 			if detached, derr = src.pool.Detach(ls[0].dirfd, name, &ls[0].st); derr != nil {
@@ -416,10 +431,12 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 		_ = fsyncDirAt(ls[0].dirfd)
 	}
 	failPoint("move:unlinked")
-	unix.Close(old)
-	if detached != nil {
-		s.recycle(src, detached)
-	}
+	release = append(release, func() {
+		unix.Close(old)
+		if detached != nil {
+			s.recycle(src, detached)
+		}
+	})
 	return s.moveDone(f, src, dest, st.Size, start, nil)
 }
 
@@ -695,6 +712,61 @@ func copyLoop(dst, src int, from, to int64) error {
 			w += m
 		}
 		off += int64(n)
+	}
+	return nil
+}
+
+// convergePasses bounds the passes of converge: a file written faster
+// than the copy goes is left to step 3.
+const convergePasses = 3
+
+// converge copies the ranges written since the bulk copy from src to dst
+// and flushes them, pass after pass until a pass finds none, holding no
+// lock while it copies. Taking the set of ranges waits for the writes
+// that recorded them (they hold f.mu shared from the record to the
+// write), so that what a pass copies is what they wrote; writes after
+// that go to the next set.
+func (f *File) converge(dst, src int) error {
+	for range convergePasses {
+		f.mu.Lock()
+		f.dmu.Lock()
+		d := f.dirty
+		f.dirty = &dirtySet{}
+		f.dmu.Unlock()
+		f.mu.Unlock()
+		if d == nil || (!d.all && len(d.ranges) == 0 && !d.sizeDirty) {
+			return nil
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(src, &st); err != nil {
+			return err
+		}
+		size := st.Size
+		f.mu.RLock()
+		if live, ok := f.liveSize(); ok {
+			size = live
+		}
+		f.mu.RUnlock()
+		var err error
+		if d.all {
+			err = copySparse(dst, src, size)
+		} else {
+			for _, r := range d.ranges {
+				if err = copyRange(dst, src, r[0], min(r[1], size)); err != nil {
+					break
+				}
+			}
+		}
+		if err == nil {
+			err = unix.Fdatasync(dst)
+		}
+		// A set whose size changed must be judged at the commit again.
+		if d.sizeDirty {
+			f.markSizeDirty()
+		}
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }

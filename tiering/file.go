@@ -628,6 +628,7 @@ func (h *Handle) Stat() (Attr, error) {
 		st.Size = size
 	}
 	st.Size = f.shownSize(st.Size)
+	st.Ctim = f.s.ct.shown(f.tier, &st)
 	st.Ino = f.ino
 	return Attr{Stat_t: st, Tier: f.tier.Index}, nil
 }

@@ -353,12 +353,13 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	// The directory's copies keep their times: the entry leaves one and
 	// enters the other, which a program must not see (a copy made here
 	// takes the times the directory shows).
-	srcDirTimes := dirTimes(ls[0].dirfd)
-	destDirTimes, fresh := s.shownDirTimes(dir), true
+	srcDirTimes, srcDirCtime := dirTimes(ls[0].dirfd), s.shownCtimeFd(src, ls[0].dirfd)
+	destDirTimes, destDirCtime, fresh := s.shownDirTimes(dir), s.shownDirCtime(dir), true
 	if fd, err := dest.walk(dir, nil); err == nil {
-		destDirTimes, fresh = dirTimes(fd), false
+		destDirTimes, destDirCtime, fresh = dirTimes(fd), s.shownCtimeFd(dest, fd), false
 		unix.Close(fd)
 	}
+	fileCtime := s.ct.shown(src, &st)
 	pfd, err := dest.walk(dir, s.dirMetaFor(dir))
 	if err != nil {
 		return s.moveDone(f, src, dest, 0, start, err)
@@ -368,8 +369,11 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 		if committed {
 			setDirTimes(pfd, destDirTimes)
 			setDirTimes(ls[0].dirfd, srcDirTimes)
+			s.ct.keep(dest, pfd, destDirCtime)
+			s.ct.keep(src, ls[0].dirfd, srcDirCtime)
 		} else if fresh {
 			setDirTimes(pfd, destDirTimes)
+			s.ct.keep(dest, pfd, destDirCtime)
 		}
 	}()
 	if err := unix.Fsetxattr(f.fd, xattrSuperseded, []byte(dest.Name), 0); err != nil {
@@ -393,7 +397,8 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	}
 	_ = fsyncDirAt(sfd)
 
-	// Step 5: swap.
+	// Step 5: swap. The copy shows the source's ctime.
+	s.ct.keep(dest, dfd, fileCtime)
 	old, oldPM := f.fd, f.pm
 	f.fd, f.pm = dfd, nil
 	f.tier = dest
@@ -806,6 +811,26 @@ func (s *Store) shownDirTimes(dir []string) []unix.Timespec {
 		}
 	}
 	return nil
+}
+
+// shownCtimeFd is the ctime shown for the object open as fd on tier t.
+func (s *Store) shownCtimeFd(t *Tier, fd int) unix.Timespec {
+	var st unix.Stat_t
+	if unix.Fstat(fd, &st) != nil {
+		return unix.Timespec{}
+	}
+	return s.ct.shown(t, &st)
+}
+
+// shownDirCtime is the ctime shown for directory dir (its first copy's).
+func (s *Store) shownDirCtime(dir []string) unix.Timespec {
+	for _, t := range s.tiers {
+		if fd, err := t.walk(dir, nil); err == nil {
+			defer unix.Close(fd)
+			return s.shownCtimeFd(t, fd)
+		}
+	}
+	return unix.Timespec{}
 }
 
 // setDirTimes puts back what dirTimes read, on the directory fd is.

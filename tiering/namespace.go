@@ -214,6 +214,7 @@ func (s *Store) resolve(p Path) (locs, error) {
 // interrupted commit have left two; recovery removes those at mount).
 func (s *Store) attrOf(l *loc) (Attr, error) {
 	a := Attr{Stat_t: l.st, Tier: l.tier.Index}
+	a.Ctim = s.ct.shown(l.tier, &l.st)
 	if l.name == "." {
 		a.Ino = RootIno
 		return a, nil
@@ -281,7 +282,12 @@ type DirEntry struct {
 }
 
 // Readdir lists the union of the directory's copies on all tiers.
-func (s *Store) Readdir(p Path) ([]DirEntry, error) {
+func (s *Store) Readdir(p Path) ([]DirEntry, error) { return s.readdir(p, readNames) }
+
+// readdir lists with read: readNames for a program's readdir, which
+// moves the directory's atime as a local one would; readNamesQuiet for
+// tierfs's own walks (the policy's snapshot), which must not.
+func (s *Store) readdir(p Path, read func(int) ([]string, error)) ([]DirEntry, error) {
 	s.ns.RLock()
 	defer s.ns.RUnlock()
 	c, err := s.comps(p)
@@ -300,7 +306,7 @@ func (s *Store) Readdir(p Path) ([]DirEntry, error) {
 			return nil, err
 		}
 		found = true
-		names, err := readNames(fd)
+		names, err := read(fd)
 		if err != nil {
 			unix.Close(fd)
 			return nil, err
@@ -326,6 +332,19 @@ func (s *Store) Readdir(p Path) ([]DirEntry, error) {
 		return nil, unix.ENOENT
 	}
 	return out, nil
+}
+
+// readNamesQuiet is readNames without moving the directory's atime
+// (O_NOATIME, which root may always use): tierfs's own reads of a
+// directory (recovery's scan, the policy's, rmdir's check) are not a
+// program's, and must not show in its times.
+func readNamesQuiet(fd int) ([]string, error) {
+	q, err := unix.Open(fdPath(fd), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOATIME|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return readNames(fd)
+	}
+	defer unix.Close(q)
+	return readNames(q)
 }
 
 // readNames lists a directory fd's names, without "." and "..". The fd
@@ -948,7 +967,7 @@ func dirEmpty(pfd int, name string) (bool, error) {
 		return false, err
 	}
 	defer unix.Close(fd)
-	names, err := readNames(fd)
+	names, err := readNamesQuiet(fd)
 	if err != nil {
 		return false, err
 	}

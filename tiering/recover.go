@@ -29,9 +29,13 @@ func (s *Store) recover() error {
 	s.scanInos = map[uint64]scanned{}
 	s.scanDups = nil
 	defer func() { s.scanLinks, s.scanInos, s.scanDups = nil, nil, nil }()
+	if err := s.ct.load(s.tiers); err != nil {
+		return err
+	}
 	if err := s.scanDir(nil, &maxIno); err != nil {
 		return err
 	}
+	s.ct.settle(s.tiers)
 	if err := s.dupError(); err != nil {
 		return err
 	}
@@ -168,7 +172,7 @@ func (s *Store) scanDir(comps []string, maxIno *uint64) error {
 	names := map[string]bool{}
 	var order []string
 	for _, d := range dirs {
-		ns, err := readNames(d.fd)
+		ns, err := readNamesQuiet(d.fd)
 		if err != nil {
 			return err
 		}
@@ -208,6 +212,7 @@ func (s *Store) scanDir(comps []string, maxIno *uint64) error {
 		rel := strings.Join(append(append([]string(nil), comps...), n), "/")
 		for i := range ls {
 			st := &ls[i].st
+			s.ct.shown(ls[i].tier, st) // confirms a kept ctime still true
 			switch st.Mode & unix.S_IFMT {
 			case unix.S_IFDIR:
 				isDirectory = true

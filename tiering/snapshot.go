@@ -50,7 +50,7 @@ func (s *Store) FileIno(rel string) (uint64, error) {
 }
 
 func (s *Store) snapshotDir(c []string, reads map[uint64]int64, snap *policy.Snapshot) error {
-	ents, err := s.Readdir(RelPath(strings.Join(c, "/")))
+	ents, err := s.readdir(RelPath(strings.Join(c, "/")), readNamesQuiet)
 	if err != nil {
 		if err == unix.ENOENT {
 			return nil // removed while we walked

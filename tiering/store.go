@@ -105,6 +105,8 @@ type Store struct {
 	journalSeq   uint64
 	journalStale []*Tier
 
+	ct ctimes // ctimes shown in place of those tierfs's own work changed (ctime.go)
+
 	scanLinks map[[3]uint64]bool // hard links counted once, during recover
 	scanInos  map[uint64]scanned // where recover found each inode number
 	scanDups  []dupIno           // numbers recover found on two objects

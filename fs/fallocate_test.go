@@ -35,7 +35,28 @@ func TestFallocateModesFollowTheFile(t *testing.T) {
 		{"zero-range-keep-size", unix.FALLOC_FL_ZERO_RANGE | unix.FALLOC_FL_KEEP_SIZE, 60 << 10, 16 << 10},
 		{"punch-hole", unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE, 100, 5000},
 	}
+	mustOK(t, os.WriteFile(m.path("moving"), data, 0o644), "write")
+	mv := startMover(t, m, "moving")
 	for _, c := range cases {
+		// The file the loop moves takes every mode too, wherever it is.
+		mustOK(t, os.WriteFile(local, data, 0o644), "write local")
+		mustOK(t, os.WriteFile(m.path("moving"), data, 0o644), "rewrite")
+		for _, p := range []string{m.path("moving"), local} {
+			fd, err := unix.Open(p, unix.O_RDWR, 0)
+			mustOK(t, err, "open")
+			err = unix.Fallocate(fd, c.mode, c.off, c.len)
+			unix.Close(fd)
+			if err != nil {
+				t.Errorf("%s while moving (%s): %v", c.name, p, err)
+			}
+		}
+		got, err := os.ReadFile(m.path("moving"))
+		mustOK(t, err, "read back")
+		want, err := os.ReadFile(local)
+		mustOK(t, err, "read local")
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s while moving: %d bytes read back, differ from a local file's %d", c.name, len(got), len(want))
+		}
 		for _, tier := range []string{"fast", "slow"} {
 			rel := c.name + "-" + tier
 			mustOK(t, os.WriteFile(m.path(rel), data, 0o644), "write")
@@ -61,4 +82,5 @@ func TestFallocateModesFollowTheFile(t *testing.T) {
 			}
 		}
 	}
+	mv.check(t)
 }

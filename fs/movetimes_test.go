@@ -69,3 +69,34 @@ func TestMoveKeepsTimes(t *testing.T) {
 		t.Errorf("a chmod after the move left the ctime at %v", st.Ctim)
 	}
 }
+
+// The same while a background loop moves the file back and forth: every
+// stat meanwhile shows the times from before (issue 16: with moves
+// running).
+func TestTimesHoldWhileMoving(t *testing.T) {
+	m := mount(t, mountOpt{})
+	mustOK(t, os.MkdirAll(m.path("d"), 0o755), "mkdir")
+	mustOK(t, os.WriteFile(m.path("d/f"), make([]byte, 256<<10), 0o644), "write")
+	old := []unix.Timespec{{Sec: 1_000_000_000, Nsec: 7}, {Sec: 1_000_000_000, Nsec: 7}}
+	for _, p := range []string{"d/f", "d"} {
+		mustOK(t, unix.UtimesNano(m.path(p), old), "utimes "+p)
+	}
+	want := map[string]unix.Timespec{}
+	for _, p := range []string{"d/f", "d"} {
+		var st unix.Stat_t
+		mustOK(t, unix.Lstat(m.path(p), &st), "stat")
+		want[p] = st.Ctim
+	}
+	mv := startMover(t, m, "d/f")
+	for i := 0; i < 40; i++ {
+		mustOK(t, os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0), "drop the dentry cache")
+		for _, p := range []string{"d/f", "d"} {
+			var st unix.Stat_t
+			mustOK(t, unix.Lstat(m.path(p), &st), "stat")
+			if st.Atim != old[0] || st.Mtim != old[1] || st.Ctim != want[p] {
+				t.Fatalf("round %d: %s shows atime %v mtime %v ctime %v; want %v, %v, %v", i, p, st.Atim, st.Mtim, st.Ctim, old[0], old[1], want[p])
+			}
+		}
+	}
+	mv.check(t)
+}

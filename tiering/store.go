@@ -101,9 +101,12 @@ type Store struct {
 
 	// journalSeq is the last rename journal record's sequence number;
 	// journalStale the tiers whose record is still to be removed
-	// (journal.go). Guarded by ns.
-	journalSeq   uint64
-	journalStale []*Tier
+	// (journal.go); journalPending the move of a file with several names
+	// whose record must be replayed before it is (linkmove.go). Guarded
+	// by ns.
+	journalSeq     uint64
+	journalStale   []*Tier
+	journalPending *linkMoveRecord
 
 	scanLinks map[[3]uint64]bool // hard links counted once, during recover
 	scanInos  map[uint64]scanned // where recover found each inode number

@@ -183,6 +183,7 @@ func TestMoveLinkedCrash(t *testing.T) {
 		step      string
 		committed bool
 	}{
+		{"link-move:found", false},
 		{"move:synced", false},
 		{"link-move:journaled", false},
 		{"link-move:linked", false},
@@ -191,28 +192,61 @@ func TestMoveLinkedCrash(t *testing.T) {
 		{"link-move:unlinked", true},
 	}
 	for _, s := range steps {
-		t.Run(s.step, func(t *testing.T) {
-			m := mount(t, mountOpt{crashAt: s.step})
-			data := randBytes(rand.New(rand.NewSource(int64(len(s.step)))), 2<<20+4321)
-			names := []string{"p/a", "q/b", "p/c"}
-			ino := linkedFile(t, m, data, names...)
-			m.expectCrash(t, request{Op: "move", Path: "q/b", Tier: "slow"})
+		for _, writes := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/writes=%v", s.step, writes), func(t *testing.T) {
+				m := mount(t, mountOpt{crashAt: s.step})
+				r := rand.New(rand.NewSource(int64(len(s.step))))
+				data := randBytes(r, 2<<20+4321)
+				names := []string{"p/a", "q/b", "p/c"}
+				ino := linkedFile(t, m, data, names...)
+				// With writes: appends through one name, each fsynced, until
+				// the daemon dies. Every fsynced byte must be there after,
+				// and nothing but what was written.
+				synced, tried := data, data
+				done := make(chan struct{})
+				if writes {
+					fd, err := unix.Open(m.path("p/c"), unix.O_WRONLY|unix.O_APPEND, 0)
+					mustOK(t, err, "open")
+					go func() {
+						defer close(done)
+						defer unix.Close(fd)
+						for {
+							b := randBytes(r, 4096+r.Intn(8192))
+							tried = append(synced[:len(synced):len(synced)], b...)
+							if _, err := unix.Write(fd, b); err != nil || unix.Fsync(fd) != nil {
+								return // the daemon died
+							}
+							synced = tried
+						}
+					}()
+				} else {
+					close(done)
+				}
+				m.expectCrash(t, request{Op: "move", Path: "q/b", Tier: "slow"})
+				<-done
 
-			m2 := m.restart(t)
-			want := 0
-			if s.committed {
-				want = 1
-			}
-			checkLinked(t, m2, want, ino, data, names...)
-			checkClean(t, m2)
-			if left := journalLeft(m2); len(left) != 0 {
-				t.Fatalf("journal files left after recovery: %v", left)
-			}
-			// And it moves fine now.
-			to := []string{"slow", "fast"}[want]
-			mustOK(t, m2.move(t, "p/c", to), "move after recovery")
-			checkLinked(t, m2, 1-want, ino, data, names...)
-		})
+				m2 := m.restart(t)
+				want := 0
+				if s.committed {
+					want = 1
+				}
+				got, err := os.ReadFile(m2.path("q/b"))
+				mustOK(t, err, "read after recovery")
+				if len(got) < len(synced) || len(got) > len(tried) || !bytes.Equal(got, tried[:len(got)]) {
+					t.Fatalf("after a crash at %s: %d bytes, %d fsynced, %d written; or not what was written", s.step, len(got), len(synced), len(tried))
+				}
+				data = got
+				checkLinked(t, m2, want, ino, data, names...)
+				checkClean(t, m2)
+				if left := journalLeft(m2); len(left) != 0 {
+					t.Fatalf("journal files left after recovery: %v", left)
+				}
+				// And it moves fine now.
+				to := []string{"slow", "fast"}[want]
+				mustOK(t, m2.move(t, "p/c", to), "move after recovery")
+				checkLinked(t, m2, 1-want, ino, data, names...)
+			})
+		}
 	}
 }
 

@@ -60,9 +60,14 @@ type renameRecord struct {
 	Replace []string `json:"replace,omitempty"`
 	Winner  string   `json:"winner,omitempty"`
 	Loser   string   `json:"loser,omitempty"`
+	// LinkMove is a move of a file with several names (linkmove.go).
+	LinkMove *linkMoveRecord `json:"link_move,omitempty"`
 }
 
 func (r *renameRecord) valid() bool {
+	if r.LinkMove != nil {
+		return r.LinkMove.valid()
+	}
 	return (len(r.From) > 0 && len(r.To) > 0) || (len(r.Replace) > 0 && r.Winner != "" && r.Loser != "")
 }
 
@@ -85,6 +90,10 @@ func (s *Store) writeJournal(rec *renameRecord) (*Tier, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(b) > maxRecord {
+		// A replay would not read it whole.
+		return nil, fmt.Errorf("journal record of %d bytes, more than %d: %w", len(b), maxRecord, unix.E2BIG)
+	}
 	var first error
 	for _, t := range s.tiers {
 		err := writeRecord(t, b)
@@ -101,7 +110,7 @@ func (s *Store) writeJournal(rec *renameRecord) (*Tier, error) {
 			first = fmt.Errorf("tier %s: rename journal: %w", t.Name, err)
 		}
 	}
-	s.log.Warn().Err(first).Strs("from", rec.From).Strs("to", rec.To).Msg("no tier has room for the rename journal record: directory rename refused")
+	s.log.Warn().Err(first).Strs("from", rec.From).Strs("to", rec.To).Msg("no tier has room for the journal record: the rename or move is refused")
 	return nil, first
 }
 
@@ -166,8 +175,16 @@ func (s *Store) clearJournal(t *Tier) {
 	}
 }
 
-// settleJournal removes the records that clearJournal could not.
+// settleJournal removes the records that clearJournal could not, after
+// removing the copies that a move of a file with several names could not
+// (journalPending).
 func (s *Store) settleJournal() error {
+	if p := s.journalPending; p != nil {
+		if err := s.replayLinkMove(p); err != nil {
+			return fmt.Errorf("remove the copies the last move of a file with several names left: %w", err)
+		}
+		s.journalPending = nil
+	}
 	for len(s.journalStale) > 0 {
 		t := s.journalStale[0]
 		if err := removeRecord(t); err != nil {
@@ -288,6 +305,9 @@ func readRecord(t *Tier) (rec *renameRecord, ok bool, err error) {
 // directory the record names to rec.To, or finishes a rename over a
 // journaled loser (replayReplace).
 func (s *Store) replayRecord(on *Tier, rec *renameRecord) error {
+	if rec.LinkMove != nil {
+		return s.replayLinkMove(rec.LinkMove)
+	}
 	if len(rec.Replace) > 0 {
 		return s.replayReplace(*rec)
 	}

@@ -29,6 +29,9 @@ import (
 //  5. Swap the backing of every handle to the copy, release the locks.
 //  6. Unlink the source and fsync its directory.
 //
+// A file with several names moves with all of them: steps 4 to 6 are
+// commitLinked's, under a journal record (linkmove.go).
+//
 // Recovery at mount deletes staging files (step 2-3 crash: the source is
 // still the file), and resolves a name found on two tiers by deleting the
 // copy marked superseded (step 4-6 crash); a marker whose winner does not
@@ -250,12 +253,8 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 		if size, ok := f.liveSize(); ok {
 			st.Size = size // a pmem file: the logical size only
 		}
-		if st.Nlink > 1 {
-			err = fmt.Errorf("file has %d names: %w", st.Nlink, unix.EMLINK)
-		} else {
-			cp := &copier{ctx: ctx, limiter: o.Limiter, progress: o.Progress, total: st.Size, writeBehind: true}
-			err = cp.sparse(dfd, srcfd, st.Size)
-		}
+		cp := &copier{ctx: ctx, limiter: o.Limiter, progress: o.Progress, total: st.Size, writeBehind: true}
+		err = cp.sparse(dfd, srcfd, st.Size)
 	}
 	f.mu.RUnlock()
 	if err == nil {
@@ -277,6 +276,14 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	// which stops every operation on the mount.
 	if err := f.converge(dfd, srcfd); err != nil {
 		return s.moveDone(f, src, dest, 0, start, err)
+	}
+
+	// A file with several names: find them before the namespace is locked
+	// (the commit checks them; linkmove.go).
+	var names [][]string
+	if st.Nlink > 1 {
+		names = s.linkNames(src, &st)
+		failPoint("link-move:found")
 	}
 
 	// Step 3: quiesce. What frees the source (closing its last descriptor
@@ -336,6 +343,14 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	}
 
 	failPoint("move:synced")
+
+	if st.Nlink > 1 {
+		// Several names, all on src: they move together (linkmove.go).
+		if committed, err = s.commitLinked(f, src, dest, sfd, staging, dfd, &st, names); !committed {
+			return s.moveDone(f, src, dest, 0, start, err)
+		}
+		return s.moveDone(f, src, dest, st.Size, start, nil)
+	}
 
 	// Step 4: commit. The name must still be this file on src.
 	dir, name := comps[:len(comps)-1], comps[len(comps)-1]

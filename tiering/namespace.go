@@ -771,8 +771,8 @@ func (s *Store) Readlink(p Path) (string, error) {
 	}
 }
 
-// Link makes a hard link on the tier that holds the target. Files with more
-// than one name never move (see docs/design.md).
+// Link makes a hard link on the tier that holds the target: a file's names
+// are all on its tier, and a move takes them all (linkmove.go).
 func (s *Store) Link(target Path, dir Path, name string) (Attr, error) {
 	if err := validName(name); err != nil {
 		return Attr{}, err

@@ -101,9 +101,12 @@ type Store struct {
 
 	// journalSeq is the last rename journal record's sequence number;
 	// journalStale the tiers whose record is still to be removed
-	// (journal.go). Guarded by ns.
-	journalSeq   uint64
-	journalStale []*Tier
+	// (journal.go); journalPending the move of a file with several names
+	// whose record must be replayed before it is (linkmove.go). Guarded
+	// by ns.
+	journalSeq     uint64
+	journalStale   []*Tier
+	journalPending *linkMoveRecord
 
 	ct ctimes // ctimes shown in place of those tierfs's own work changed (ctime.go)
 

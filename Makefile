@@ -19,6 +19,11 @@ GOFMT ?= $(shell g="$$($(GO) env GOROOT 2>/dev/null)/bin/gofmt"; [ -x "$$g" ] &&
 # 30 s on these machines.
 FUZZTIME ?= 10000x
 TEST_TIMEOUT ?= 20m
+# How long fs.TestStress's workers run: the minute issue 16 asks for in
+# `unit`, less in the io_uring and direct I/O reruns of the fs tests, which
+# repeat it over other request paths (about 110 s in all).
+STRESS_DURATION ?= 60s
+STRESS_DURATION_RERUN ?= 15s
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -79,7 +84,7 @@ vet:
 # Everything but the real-Kafka tests (test-kafka) and the benchmarks
 # (bench); the benchmark kit's own tests run here.
 unit:
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v -e '/integration$$' -e '/integration/bench$$')
+	TIERFS_STRESS_DURATION=$(STRESS_DURATION) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v -e '/integration$$' -e '/integration/bench$$')
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDifferential$$' -fuzztime $(FUZZTIME) ./fs/
@@ -97,7 +102,7 @@ test: deps
 # files for direct I/O ([mount] direct_io, opt-in).
 DIRECTIO_KAFKA_RUN := ^(TestKafkaProduceConsume|TestKafkaTierfsKilled)$$
 test-directio: build kafka-jars
-	TIERFS_TEST_DIRECTIO=1 $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./fs/
+	TIERFS_TEST_DIRECTIO=1 TIERFS_STRESS_DURATION=$(STRESS_DURATION_RERUN) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./fs/
 	TIERFS_TEST_DIRECTIO=1 $(MAKE) --no-print-directory test-kafka KAFKA_TEST_RUN='$(DIRECTIO_KAFKA_RUN)'
 
 # The fs tests and the Kafka drills that move, spill and kill, again with
@@ -113,7 +118,7 @@ test-iouring: build kafka-jars
 	old=$$(cat $(IOURING_PARAM)); \
 	trap 'echo "$$old" > $(IOURING_PARAM)' EXIT; \
 	echo Y > $(IOURING_PARAM); \
-	TIERFS_TEST_IOURING=1 $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./fs/; \
+	TIERFS_TEST_IOURING=1 TIERFS_STRESS_DURATION=$(STRESS_DURATION_RERUN) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./fs/; \
 	TIERFS_TEST_IOURING=1 $(MAKE) --no-print-directory test-kafka KAFKA_TEST_RUN='$(IOURING_KAFKA_RUN)'
 
 # A Kafka broker on a two-tier tierfs under ./.demo: produce, watch the

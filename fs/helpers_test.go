@@ -42,6 +42,9 @@ func TestMain(m *testing.M) {
 	if cfg := os.Getenv(serverEnv); cfg != "" {
 		os.Exit(serve(cfg))
 	}
+	if cfg := os.Getenv(stressWorkerEnv); cfg != "" {
+		os.Exit(stressWorkerMain(cfg))
+	}
 	os.Exit(m.Run())
 }
 

@@ -278,3 +278,64 @@ func TestSpillPreallocated(t *testing.T) {
 		t.Fatalf("fast tier holds %d bytes, over its 4 MiB capacity", st.Tiers[0].UsedBytes)
 	}
 }
+
+// An open file whose name changed spills like any other: a write that
+// fills its tier moves it on, and so does the writeback of a mapping.
+// Found by TestStress: the daemon moves an open file under the name it
+// had when it was created, last opened, or last moved by name; after a
+// rename, or an unlink of that name while another stays, the move finds
+// no such file there, the write gets ENOSPC although the next tier has
+// room, and what a mapping wrote is lost (msync says ENOSPC, the page
+// cache shows the bytes until it is dropped, the backing lacks them).
+func TestSpillAfterRename(t *testing.T) {
+	for _, how := range []string{"created", "moved", "other-name-unlinked"} {
+		t.Run(how, func(t *testing.T) {
+			m := mount(t, mountOpt{capacities: []units.ByteSize{1 << 20, 0}})
+			var fd int
+			var err error
+			switch how {
+			case "created": // the daemon knows it by its name at create
+				fd, err = unix.Open(m.path("a"), unix.O_RDWR|unix.O_CREAT, 0o644)
+				mustOK(t, err, "create")
+				mustOK(t, os.Rename(m.path("a"), m.path("b")), "rename")
+			case "moved": // by the name it was moved by
+				mustOK(t, os.WriteFile(m.path("a"), []byte("x"), 0o644), "write")
+				fd, err = unix.Open(m.path("a"), unix.O_RDWR, 0)
+				mustOK(t, err, "open")
+				mustOK(t, m.move(t, "a", "slow"), "move")
+				mustOK(t, m.move(t, "a", "fast"), "move back")
+				mustOK(t, os.Rename(m.path("a"), m.path("b")), "rename")
+			case "other-name-unlinked": // by the name a refused move named
+				mustOK(t, os.WriteFile(m.path("a"), []byte("x"), 0o644), "write")
+				mustOK(t, os.Link(m.path("a"), m.path("b")), "link")
+				fd, err = unix.Open(m.path("b"), unix.O_RDWR, 0)
+				mustOK(t, err, "open")
+				if err := m.move(t, "a", "slow"); !errors.Is(err, syscall.EMLINK) {
+					t.Fatalf("move of a file with two names: %v, want EMLINK", err)
+				}
+				mustOK(t, os.Remove(m.path("a")), "unlink")
+			}
+			defer unix.Close(fd)
+			data := randBytes(rand.New(rand.NewSource(7)), 2<<20)
+			if n, err := unix.Pwrite(fd, data, 0); n != len(data) || err != nil {
+				t.Errorf("2 MiB write over a 1 MiB tier: %d written, %v; want all, the file moved on", n, err)
+			}
+			mustOK(t, unix.Ftruncate(fd, 4<<20), "grow")
+			mp, err := unix.Mmap(fd, 0, 4<<20, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+			mustOK(t, err, "mmap")
+			copy(mp[2<<20:], data)
+			if err := unix.Msync(mp, unix.MS_SYNC); err != nil {
+				t.Errorf("msync of a mapping write: %v", err)
+			}
+			mustOK(t, unix.Munmap(mp), "munmap")
+			unix.Close(fd)
+			m.stop(t)
+			m = m.restart(t)
+			got, err := os.ReadFile(m.path("b"))
+			mustOK(t, err, "read back")
+			if !bytes.Equal(got[2<<20:], data) {
+				t.Errorf("after a remount the bytes written through the mapping are not there")
+			}
+		})
+	}
+}

@@ -180,14 +180,10 @@ const (
 	stressMaxFds  = 6
 	stressMaxOps  = 10_000_000 // a bound besides the deadline
 
-	// A file with several names cannot move or spill yet (issue 16, item
-	// 9): a write to one on a full tier gets ENOSPC, which the model
-	// accepts, but a write through a shared mapping of one is lost at
-	// writeback (msync reports ENOSPC, the page cache shows the bytes, the
-	// backing has zeros). So such files get no mapping writes. Once item
-	// 9 is fixed, set this to true: linked files then get mapping writes,
-	// and ENOSPC on them fails the test as on any other file.
-	linkedFilesSpill = false
+	// A file with several names moves and spills with all of them (issue
+	// 16, item 9): such files get mapping writes too, and ENOSPC on them
+	// fails the test as on any other file. false would spare them.
+	linkedFilesSpill = true
 	// An open file whose last name is gone cannot spill either: the move
 	// finds no name to commit under (tiering.ErrGone), so a write to it on
 	// a full tier gets ENOSPC although other tiers have room, and a
@@ -195,26 +191,18 @@ const (
 	// linkedFilesSpill; true once such a file can move.
 	unlinkedFilesSpill = false
 
-	// A hard link made while its file is being moved stays on the old
-	// tier, a second file with the same inode number: the move checks the
-	// link count only before its copy. The names part, and the next mount
-	// refuses the tiers (TestLinkWhileMoving). The test shows it; set this
-	// to true to look past it for other bugs: links then wait for the
-	// mover's moves (the only moves a link can meet: a worker's files
-	// spill only on its own writes, and it writes back what a mapping
-	// wrote before it links).
+	// A hard link made while its file is being moved must move with it
+	// (TestLinkWhileMoving; it once stayed on the old tier as a second
+	// file with the same inode number). true would make links wait for
+	// the mover's moves, to look past such a bug for others.
 	linksWaitForMoves = false
 
-	// An open file whose name changed cannot spill today: the daemon
-	// knows it by the name it had when it was created, last opened or
-	// last moved by name (tiering.File.path); after a rename, or an
-	// unlink of that name while another stays, it finds another file or
-	// none there, and the write gets ENOSPC although other tiers have
-	// room; a mapping's writeback fails the same way and its bytes are
-	// lost once the cache goes (TestSpillAfterRename). The test expects it
-	// to work and fails; set this to false to look past it: the worker
-	// then writes back a file's mapped pages before a name of it changes,
-	// and opens it by a name it has afterwards, which tells the daemon.
+	// An open file whose name changed spills by its new name
+	// (TestSpillAfterRename; it once kept the name it had when created,
+	// last opened or moved by name, and its writes got ENOSPC and its
+	// mapped bytes were lost). false would have the worker write back a
+	// file's mapped pages before a name of it changes, and reopen it by a
+	// name it has, to look past such a bug for others.
 	renamedFilesSpill = true
 )
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tierfs/tierfs/pmem"
@@ -316,6 +317,11 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	}
 	if err := unix.Fstat(f.fd, &st); err != nil {
 		return s.moveDone(f, src, dest, 0, start, err)
+	}
+	if st.Nlink == 1 {
+		if comps = s.nameOf(f, src, &st, comps); comps == nil {
+			return s.moveDone(f, src, dest, 0, start, ErrGone)
+		}
 	}
 	if size, ok := f.liveSize(); ok {
 		st.Size = size
@@ -734,6 +740,34 @@ func copyLoop(dst, src int, from, to int64) error {
 		off += int64(n)
 	}
 	return nil
+}
+
+// nameOf is the name of f, whose backing st describes on src: comps, the
+// name it was last known by, if that still is it; else the name a walk of
+// src finds (a name given by a move by path does not follow renames, nor
+// does one that was unlinked while another name was left), which f then
+// keeps. nil if it has none. Caller holds ns and f.mu.
+func (s *Store) nameOf(f *File, src *Tier, st *unix.Stat_t, comps []string) []string {
+	if len(comps) > 0 {
+		ls, err := s.locate(comps[:len(comps)-1], comps[len(comps)-1])
+		if err == nil {
+			same := len(ls) == 1 && ls[0].tier == src && ls[0].st.Dev == st.Dev && ls[0].st.Ino == st.Ino
+			ls.close()
+			if same {
+				return comps
+			}
+		}
+	}
+	names, err := findNames(src, st.Dev, st.Ino, 1)
+	if err != nil || len(names) == 0 {
+		return nil
+	}
+	s.openMu.Lock()
+	if !f.unlinked {
+		f.path = RelPath(strings.Join(names[0], "/"))
+	}
+	s.openMu.Unlock()
+	return names[0]
 }
 
 // convergePasses bounds the passes of converge: a file written faster

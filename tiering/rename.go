@@ -3,6 +3,7 @@ package tiering
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -180,12 +181,27 @@ func (s *Store) renameFileLocked(dd []string, dstName string, src *loc, dst locs
 	if len(others) > 0 {
 		failPoint("rename:marked")
 	}
+	var srcIno uint64
+	if src.st.Mode&unix.S_IFMT == unix.S_IFREG {
+		srcIno, _ = getIno(src.dirfd, src.name)
+	}
 	if err := unix.Renameat(src.dirfd, src.name, pfd, dstName); err != nil {
 		if journal != nil {
 			s.clearJournal(journal)
 		}
 		return err
 	}
+	// An open file is known by its new name from now on (a spill moves
+	// it by that name), unless its name is one that follows renames by
+	// itself (package fs's nodes, updated in commit).
+	s.openMu.Lock()
+	if f := s.open[srcIno]; f != nil && srcIno != 0 && !f.unlinked {
+		switch f.path.(type) {
+		case RelPath, childPath:
+			f.path = RelPath(strings.Join(append(append([]string(nil), dd...), dstName), "/"))
+		}
+	}
+	s.openMu.Unlock()
 	if len(others) > 0 {
 		failPoint("rename:renamed")
 	}

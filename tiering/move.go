@@ -420,22 +420,7 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 
 	// Step 5: swap. The copy shows the source's ctime.
 	s.ct.keep(dest, dfd, fileCtime)
-	old, oldPM := f.fd, f.pm
-	f.fd, f.pm = dfd, nil
-	f.tier = dest
-	f.readOnly, f.roErr = false, nil
-	s.forgetPlain(f.ino) // another backing
-	var nst unix.Stat_t
-	_ = unix.Fstat(dfd, &nst)
-	f.acctMu.Lock()
-	src.addUsed(-f.blocks)
-	f.blocks = usedBytes(&nst)
-	f.size = nst.Size
-	dest.addUsed(f.blocks)
-	f.acctMu.Unlock()
-	src.files.Add(-1)
-	dest.files.Add(1)
-
+	old, oldPM := s.swapTo(f, src, dest, dfd)
 	failPoint("move:swapped")
 
 	// Step 6: the source goes (a pool file back into its pool).

@@ -141,3 +141,39 @@ func noise(n int, seed uint32) []byte {
 	}
 	return b
 }
+
+// A file truncated under the copy between SEEK_DATA and SEEK_HOLE ends
+// the sparse copy (the commit settles the size), not the move: SEEK_HOLE
+// at an offset past the new end is ENXIO (the stress test met it).
+func TestSparseCopyOfAShrinkingFile(t *testing.T) {
+	dir := t.TempDir()
+	src, err := unix.Open(dir+"/src", unix.O_RDWR|unix.O_CREAT, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(src)
+	dst, err := unix.Open(dir+"/dst", unix.O_RDWR|unix.O_CREAT, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(dst)
+	if _, err := unix.Pwrite(src, make([]byte, 1<<20), 0); err != nil {
+		t.Fatal(err)
+	}
+	truncated := false
+	FailPoint = func(step string) {
+		if step == "copy:data" && !truncated {
+			truncated = true
+			if err := unix.Ftruncate(src, 0); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	t.Cleanup(func() { FailPoint = nil })
+	if err := copySparse(dst, src, 1<<20); err != nil {
+		t.Fatalf("sparse copy of a file truncated between SEEK_DATA and SEEK_HOLE: %v", err)
+	}
+	if !truncated {
+		t.Fatal("the copy never got between its seeks")
+	}
+}

@@ -176,15 +176,24 @@ func newPlanner(s Snapshot, c Config) *planner {
 	minAge := time.Duration(c.MinAge)
 	window := 2 * time.Duration(c.Interval)
 
+	linked := map[uint64]bool{}
 	for _, f := range s.Files {
 		if f.Tier < 0 || f.Tier >= n {
 			continue // not on a tier the planner knows
+		}
+		if f.Links > 1 {
+			// One file under several names: planned once, by the name
+			// seen first, and it moves with all of them.
+			if linked[f.Ino] {
+				continue
+			}
+			linked[f.Ino] = true
 		}
 		fs := &fstate{f: f, size: max(f.Size, 0), tier: f.Tier}
 		fs.companion = IsCompanion(f.Path)
 		pinned := f.Pinned || f.PinTier >= 0
 		transient := IsTransient(f.Path) || inDeletedPartition(f.Path)
-		fs.movable = !pinned && f.Links <= 1 && !transient
+		fs.movable = !pinned && !transient
 		if off, ok := ParseSegment(f.Path); ok {
 			if part := PartitionOf(f.Path); part != "" {
 				fs.seg, fs.off, fs.part = true, off, part
@@ -327,7 +336,7 @@ func (p *planner) move(fs *fstate, to int, reason string) Move {
 // pinTier is the tier a pin moves fs to, or -1.
 func (p *planner) pinTier(fs *fstate) int {
 	to := fs.f.PinTier
-	if to < 0 || to >= len(p.tiers) || to == fs.tier || fs.f.Links > 1 || IsTransient(fs.f.Path) || inDeletedPartition(fs.f.Path) {
+	if to < 0 || to >= len(p.tiers) || to == fs.tier || IsTransient(fs.f.Path) || inDeletedPartition(fs.f.Path) {
 		return -1
 	}
 	return to

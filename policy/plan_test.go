@@ -60,7 +60,12 @@ func snap(ts []Tier, files ...File) Snapshot {
 	for i := range ts {
 		ts[i].Used = 0
 	}
+	counted := map[uint64]bool{}
 	for _, f := range files {
+		if counted[f.Ino] {
+			continue // another name of a file counted (a hard link)
+		}
+		counted[f.Ino] = true
 		ts[f.Tier].Used += f.Size
 	}
 	return Snapshot{Now: now, Tiers: ts, Files: files}
@@ -113,7 +118,13 @@ func TestPlan(t *testing.T) {
 	}
 	pinned := func(f File) File { f.Pinned = true; return f }
 	pinTo := func(f File, tier int) File { f.Pinned = true; f.PinTier = tier; return f }
-	linked := func(f File) File { f.Links = 2; return f }
+	// linked is a file with two names, name and alias.
+	linked := func(f File, alias string) []File {
+		f.Links = 2
+		g := f
+		g.Path = alias
+		return []File{f, g}
+	}
 
 	for _, tc := range []struct {
 		name string
@@ -247,11 +258,12 @@ func TestPlan(t *testing.T) {
 			want: []string{},
 		},
 		{
-			name: "hard links are never moved",
-			s: snap(t2, linked(file("l", 0, 300, 90*minute)), file("a", 0, 200, 60*minute), file("b", 0, 200, 50*minute),
-				linked(file("l2", 1, 10, minute))),
-			// 700: a → 500, b → 300.
-			want: []string{"a 0>1", "b 0>1"},
+			name: "a file with several names moves once, with all of them",
+			s: snap(t2, append(append(linked(file("l", 0, 300, 90*minute), "l-alias"), file("a", 0, 200, 60*minute), file("b", 0, 200, 50*minute)),
+				linked(file("l2", 1, 10, minute), "l2-alias")...)...),
+			// 700, counted once per file: l → 400 (under 450); the new l2
+			// comes up into the room, once, by one of its names.
+			want: []string{"l 0>1", "l2 1>0"},
 		},
 		{
 			name: "transient names and deleted partitions are never moved",
@@ -761,6 +773,7 @@ func checkPlan(t *testing.T, seed int64, round int, s Snapshot, moves []Move) {
 		used[i] = t.Used
 	}
 	seen := map[string]bool{}
+	var movedIno map[uint64]bool
 	phase := 0 // 0 pins, 1 demotions, 2 promotions
 	for _, m := range moves {
 		f, ok := files[m.Path]
@@ -770,13 +783,20 @@ func checkPlan(t *testing.T, seed int64, round int, s Snapshot, moves []Move) {
 		if seen[m.Path] {
 			fail("%s moved twice", m.Path)
 		}
+		if movedIno == nil {
+			movedIno = map[uint64]bool{}
+		}
 		seen[m.Path] = true
 		if m.From != f.Tier || m.Bytes != f.Size || m.Ino != f.Ino {
 			fail("move %+v does not match %+v", m, f)
 		}
-		if f.Links > 1 || IsTransient(f.Path) {
+		if IsTransient(f.Path) {
 			fail("moved %+v", f)
 		}
+		if movedIno[m.Ino] {
+			fail("inode %d moved twice (%s)", m.Ino, m.Path)
+		}
+		movedIno[m.Ino] = true
 		used[m.From] -= m.Bytes
 		used[m.To] += m.Bytes
 		if used[m.To] > s.Tiers[m.To].Capacity {

@@ -30,7 +30,8 @@ type File struct {
 	// PinTier, when >= 0, is the tier a CLI pin wants the file on; the
 	// plan moves it there (and nowhere else). -1 when not pinned so.
 	PinTier int
-	// Links > 1 (hard links): never moved.
+	// Links is the file's number of names. A file with several is listed
+	// under each (one Ino) and planned once: a move takes all its names.
 	Links int
 }
 

@@ -158,6 +158,19 @@ func reserved(name string) bool {
 	return strings.HasPrefix(name, xattrPrefix) || strings.HasPrefix(name, trustedPrefix)
 }
 
+// notForwarded is the error for an attribute the mount does not pass to
+// the backing: tierfs's own (reservedErr: ENODATA to a read, EPERM to a
+// change) and POSIX ACLs (EOPNOTSUPP); nil for any other.
+func notForwarded(name string, reservedErr error) error {
+	switch {
+	case reserved(name):
+		return reservedErr
+	case posixACL(name):
+		return unix.EOPNOTSUPP
+	}
+	return nil
+}
+
 // posixACL names the attributes that hold POSIX ACLs. The mount does not
 // enforce ACLs (the kernel checks the mode bits), so it does not store
 // them either, as a filesystem mounted noacl: an ACL that is kept but not
@@ -193,11 +206,8 @@ func (s *Store) Getxattr(p Path, name string, dest []byte) (int, error) {
 		}
 		return copy(dest, v), nil
 	}
-	if reserved(name) {
-		return 0, unix.ENODATA
-	}
-	if posixACL(name) {
-		return 0, unix.EOPNOTSUPP
+	if err := notForwarded(name, unix.ENODATA); err != nil {
+		return 0, err
 	}
 	var n int
 	err = onObject(&ls[0], func(p string) (err error) {
@@ -228,11 +238,8 @@ func (s *Store) GetxattrOpen(ino uint64, name string, dest []byte) (n int, ok bo
 	if name == XattrTier {
 		return xattrValue(f.tier.Name, dest)
 	}
-	if reserved(name) {
-		return 0, true, unix.ENODATA
-	}
-	if posixACL(name) {
-		return 0, true, unix.EOPNOTSUPP
+	if err := notForwarded(name, unix.ENODATA); err != nil {
+		return 0, true, err
 	}
 	n, err = unix.Fgetxattr(f.fd, name, dest)
 	return n, true, err
@@ -329,11 +336,8 @@ func ownXattrs(path string) ([]xattrKV, error) {
 // copy the mount shows judges XATTR_CREATE and XATTR_REPLACE; the others
 // take the value whatever they had.
 func (s *Store) Setxattr(p Path, name string, data []byte, flags int) error {
-	if reserved(name) {
-		return unix.EPERM
-	}
-	if posixACL(name) {
-		return unix.EOPNOTSUPP
+	if err := notForwarded(name, unix.EPERM); err != nil {
+		return err
 	}
 	first := true
 	return s.eachCopy(p, func(l *loc) error {
@@ -350,11 +354,8 @@ func (s *Store) Setxattr(p Path, name string, data []byte, flags int) error {
 // only when none had it (a copy made before copies took their
 // directory's attributes may lack it).
 func (s *Store) Removexattr(p Path, name string) error {
-	if reserved(name) {
-		return unix.EPERM
-	}
-	if posixACL(name) {
-		return unix.EOPNOTSUPP
+	if err := notForwarded(name, unix.EPERM); err != nil {
+		return err
 	}
 	removed := false
 	err := s.eachCopy(p, func(l *loc) error {

@@ -20,14 +20,14 @@ type File struct {
 	s   *Store
 	ino uint64
 
-	mu       sync.RWMutex
-	fd       int   // backing fd, always opened read-write when possible
-	tier     *Tier // where fd lives
-	readOnly bool  // fd could only be opened O_RDONLY
-	// roErr is why (EROFS: the tier's filesystem became read-only;
-	// EACCES, EPERM, ETXTBSY), what an open for writing gets.
-	roErr  error
-	moving atomic.Bool // a move is copying this file
+	mu   sync.RWMutex
+	fd   int   // backing fd, always opened read-write when possible
+	tier *Tier // where fd lives
+	// readOnly, when set, is why fd could only be opened O_RDONLY
+	// (EROFS: the tier's filesystem became read-only; EACCES, EPERM,
+	// ETXTBSY): what an open for writing gets.
+	readOnly error
+	moving   atomic.Bool // a move is copying this file
 	// pm, when non-nil, is the mmap backing of a pmem file (one that
 	// carries a logical size, see package pmem): data goes through it,
 	// and fd is its backing. Swapped with fd.
@@ -92,12 +92,9 @@ func (s *Store) openLoc(l *loc, ino uint64, p Path, flags int) (*Handle, error) 
 		return nil, err
 	}
 	h := &Handle{f: f, flags: flags}
-	if flags&unix.O_ACCMODE != unix.O_RDONLY && f.readOnly {
+	if flags&unix.O_ACCMODE != unix.O_RDONLY && f.readOnly != nil {
 		h.Release()
-		if f.roErr != nil {
-			return nil, f.roErr
-		}
-		return nil, unix.EACCES
+		return nil, f.readOnly
 	}
 	if flags&unix.O_TRUNC != 0 && flags&unix.O_ACCMODE != unix.O_RDONLY {
 		if err := h.Truncate(0); err != nil {
@@ -121,12 +118,11 @@ func (s *Store) getFile(l *loc, ino uint64, p Path) (*File, error) {
 	s.openMu.Unlock()
 	// O_NONBLOCK: a fifo put in the file's place must not hang the
 	// daemon in open; it is refused below.
-	readOnly := false
-	var roErr error
+	var readOnly error
 	const fl = unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_CLOEXEC
 	fd, err := unix.Openat(l.dirfd, l.name, unix.O_RDWR|fl, 0)
 	if errors.Is(err, unix.EROFS) || errors.Is(err, unix.ETXTBSY) || errors.Is(err, unix.EACCES) || errors.Is(err, unix.EPERM) {
-		readOnly, roErr = true, err
+		readOnly = err
 		fd, err = unix.Openat(l.dirfd, l.name, unix.O_RDONLY|fl, 0)
 	}
 	if err != nil {
@@ -167,7 +163,7 @@ func (s *Store) getFile(l *loc, ino uint64, p Path) (*File, error) {
 		return s.sameFile(f, l)
 	}
 	defer s.openMu.Unlock()
-	f := &File{s: s, ino: ino, fd: fd, pm: pm, tier: l.tier, readOnly: readOnly, roErr: roErr, refs: 1, path: p, blocks: counted, size: st.Size}
+	f := &File{s: s, ino: ino, fd: fd, pm: pm, tier: l.tier, readOnly: readOnly, refs: 1, path: p, blocks: counted, size: st.Size}
 	s.open[ino] = f
 	if pm != nil {
 		s.forgetPlainLocked(ino)

@@ -196,10 +196,11 @@ func (s *Store) linkNames(t *Tier, st *unix.Stat_t) [][]string {
 // directory's times. A directory the tier lacks gets the times the mount
 // shows for it once it is made.
 type keptTimes struct {
-	t     *Tier
-	dirs  [][]string
-	times [][]unix.Timespec
-	seen  map[string]bool
+	t      *Tier
+	dirs   [][]string
+	times  [][]unix.Timespec
+	ctimes []unix.Timespec // the ctime each showed (ctime.go)
+	seen   map[string]bool
 }
 
 // keepTimes notes dir and its parents up to the root in k. Caller holds
@@ -216,24 +217,33 @@ func (s *Store) keepTimes(k *keptTimes, dir []string) {
 		}
 		k.seen[key] = true
 		var ts []unix.Timespec
+		var ct unix.Timespec
 		if fd, err := k.t.walk(d, nil); err == nil {
-			ts = dirTimes(fd)
+			ts, ct = dirTimes(fd), s.shownCtimeFd(k.t, fd)
 			unix.Close(fd)
 		} else {
-			ts = s.shownDirTimes(d)
+			ts, ct = s.shownDirTimes(d), s.shownDirCtime(d)
 		}
 		k.dirs = append(k.dirs, slices.Clone(d))
 		k.times = append(k.times, ts)
+		k.ctimes = append(k.ctimes, ct)
 	}
 }
 
-// restore puts the noted times back on the directories the tier has.
-func (k *keptTimes) restore() {
+// restoreTimes puts the noted times back on the directories of k's tier
+// that changed (an entry left or came, a copy was made), and keeps the
+// ctime each showed. Caller holds ns.
+func (s *Store) restoreTimes(k *keptTimes) {
 	for i, d := range k.dirs {
-		if fd, err := k.t.walk(d, nil); err == nil {
-			setDirTimes(fd, k.times[i])
-			unix.Close(fd)
+		fd, err := k.t.walk(d, nil)
+		if err != nil {
+			continue
 		}
+		if now := dirTimes(fd); now == nil || k.times[i] == nil || now[0] != k.times[i][0] || now[1] != k.times[i][1] {
+			setDirTimes(fd, k.times[i])
+			s.ct.keep(k.t, fd, k.ctimes[i])
+		}
+		unix.Close(fd)
 	}
 }
 
@@ -270,8 +280,8 @@ func (s *Store) commitLinked(f *File, src, dest *Tier, sfd int, staging string, 
 	// The directories keep their times; those the destination lacks are
 	// made there (with the metadata of the copy the mount shows).
 	srcTimes, destTimes := &keptTimes{t: src}, &keptTimes{t: dest}
-	defer destTimes.restore()
-	defer srcTimes.restore()
+	defer s.restoreTimes(destTimes)
+	defer s.restoreTimes(srcTimes)
 	pfds := make([]int, len(names))
 	defer func() {
 		for _, fd := range pfds {
@@ -368,6 +378,7 @@ func (s *Store) commitLinked(f *File, src, dest *Tier, sfd int, staging string, 
 	failPoint("link-move:marked")
 
 	// Step 4.
+	s.ct.keep(dest, dfd, s.ct.shown(src, st)) // the copy shows the source's ctime
 	old, oldPM := s.swapTo(f, src, dest, dfd)
 	failPoint("link-move:swapped")
 
@@ -410,7 +421,7 @@ func (s *Store) swapTo(f *File, src, dest *Tier, dfd int) (old int, oldPM *pmem.
 	old, oldPM = f.fd, f.pm
 	f.fd, f.pm = dfd, nil
 	f.tier = dest
-	f.readOnly, f.roErr = false, nil
+	f.readOnly = nil
 	s.forgetPlain(f.ino) // another backing
 	var nst unix.Stat_t
 	_ = unix.Fstat(dfd, &nst)

@@ -372,31 +372,18 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 		return s.moveDone(f, src, dest, 0, start, fmt.Errorf("name %q is another file now: %w", name, unix.ESTALE))
 	}
 	// The directory's copies keep their times: the entry leaves one and
-	// enters the other, which a program must not see (a copy made here
-	// takes the times the directory shows).
-	srcDirTimes, srcDirCtime := dirTimes(ls[0].dirfd), s.shownCtimeFd(src, ls[0].dirfd)
-	destDirTimes, destDirCtime, fresh := s.shownDirTimes(dir), s.shownDirCtime(dir), true
-	if fd, err := dest.walk(dir, nil); err == nil {
-		destDirTimes, destDirCtime, fresh = dirTimes(fd), s.shownCtimeFd(dest, fd), false
-		unix.Close(fd)
-	}
+	// enters the other, which a program must not see.
+	srcTimes, destTimes := &keptTimes{t: src}, &keptTimes{t: dest}
+	s.keepTimes(srcTimes, dir)
+	s.keepTimes(destTimes, dir)
+	defer s.restoreTimes(destTimes)
+	defer s.restoreTimes(srcTimes)
 	fileCtime := s.ct.shown(src, &st)
 	pfd, err := dest.walk(dir, s.dirMetaFor(dir))
 	if err != nil {
 		return s.moveDone(f, src, dest, 0, start, err)
 	}
 	defer unix.Close(pfd)
-	defer func() {
-		if committed {
-			setDirTimes(pfd, destDirTimes)
-			setDirTimes(ls[0].dirfd, srcDirTimes)
-			s.ct.keep(dest, pfd, destDirCtime)
-			s.ct.keep(src, ls[0].dirfd, srcDirCtime)
-		} else if fresh {
-			setDirTimes(pfd, destDirTimes)
-			s.ct.keep(dest, pfd, destDirCtime)
-		}
-	}()
 	if err := unix.Fsetxattr(f.fd, xattrSuperseded, []byte(dest.Name), 0); err != nil {
 		return s.moveDone(f, src, dest, 0, start, err)
 	}

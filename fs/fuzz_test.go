@@ -16,8 +16,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tierfs/tierfs/internal/units"
 	"github.com/tierfs/tierfs/policy"
-	"github.com/tierfs/tierfs/tiering/units"
 )
 
 // FuzzDifferential decodes bytes into file operations (create, write,

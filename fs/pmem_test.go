@@ -9,9 +9,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tierfs/tierfs/internal/units"
 	"github.com/tierfs/tierfs/pmem"
 	"github.com/tierfs/tierfs/tiering"
-	"github.com/tierfs/tierfs/tiering/units"
 )
 
 // settle has the daemon finish recycling and fill its pools; it returns

@@ -11,8 +11,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tierfs/tierfs/internal/units"
 	"github.com/tierfs/tierfs/policy"
-	"github.com/tierfs/tierfs/tiering/units"
 )
 
 // TestPolicyUnderKafkaWriter: a Kafka-shaped writer (partitions, rolling

@@ -11,7 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/tierfs/tierfs/tiering/units"
+	"github.com/tierfs/tierfs/internal/units"
 )
 
 // mover moves files back and forth between the first two tiers in the

@@ -24,8 +24,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tierfs/tierfs/internal/units"
 	"github.com/tierfs/tierfs/tiering"
-	"github.com/tierfs/tierfs/tiering/units"
 )
 
 // TestStress is issue 16's stress test: several processes do random file

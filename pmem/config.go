@@ -7,7 +7,7 @@ import (
 	"math"
 	"path"
 
-	"github.com/tierfs/tierfs/tiering/units"
+	"github.com/tierfs/tierfs/internal/units"
 )
 
 // Config is the [pmem] table.

@@ -13,7 +13,7 @@ import (
 	"testing"
 
 	"github.com/rs/zerolog"
-	"github.com/tierfs/tierfs/tiering/units"
+	"github.com/tierfs/tierfs/internal/units"
 	"golang.org/x/sys/unix"
 
 	"github.com/tierfs/tierfs/internal/testenv"

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tierfs/tierfs/tiering/units"
+	"github.com/tierfs/tierfs/internal/units"
 )
 
 // Config is the [policy] table.

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tierfs/tierfs/tiering/units"
+	"github.com/tierfs/tierfs/internal/units"
 )
 
 // Values that are almost surely slips are refused with the rule that

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tierfs/tierfs/tiering/units"
+	"github.com/tierfs/tierfs/internal/units"
 )
 
 // now is the fake clock of every test.

@@ -1,7 +1,7 @@
 package tiering
 
 import (
-	"github.com/tierfs/tierfs/tiering/units"
+	"github.com/tierfs/tierfs/internal/units"
 )
 
 // Tier types, fastest first.

@@ -12,8 +12,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tierfs/tierfs/internal/units"
 	"github.com/tierfs/tierfs/pmem"
-	"github.com/tierfs/tierfs/tiering/units"
 )
 
 const testSeg = 256 << 10

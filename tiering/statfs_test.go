@@ -5,7 +5,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/tierfs/tierfs/tiering/units"
+	"github.com/tierfs/tierfs/internal/units"
 )
 
 // fsBytes is the size and the space available to unprivileged users of

@@ -9,7 +9,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
-	"github.com/tierfs/tierfs/tiering/units"
+	"github.com/tierfs/tierfs/internal/units"
 
 	"github.com/tierfs/tierfs/internal/testenv"
 )

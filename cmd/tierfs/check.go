@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 
-	"github.com/tierfs/tierfs/cmd/internal/config"
+	"github.com/tierfs/tierfs/internal/config"
 	"github.com/tierfs/tierfs/tiering"
 )
 

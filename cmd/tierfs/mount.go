@@ -19,8 +19,8 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
-	"github.com/tierfs/tierfs/cmd/internal/config"
 	tfs "github.com/tierfs/tierfs/fs"
+	"github.com/tierfs/tierfs/internal/config"
 	"github.com/tierfs/tierfs/mountutil"
 	"github.com/tierfs/tierfs/policy/engine"
 	"github.com/tierfs/tierfs/tiering"

@@ -12,9 +12,9 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/tierfs/tierfs/cmd/internal/config"
+	"github.com/tierfs/tierfs/internal/config"
+	"github.com/tierfs/tierfs/internal/units"
 	"github.com/tierfs/tierfs/policy/engine"
-	"github.com/tierfs/tierfs/tiering/units"
 )
 
 // pinsFile is where the engine keeps CLI pins, under the first tier's

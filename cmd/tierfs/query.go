@@ -15,10 +15,10 @@ import (
 	"time"
 
 	tfs "github.com/tierfs/tierfs/fs"
+	"github.com/tierfs/tierfs/internal/units"
 	"github.com/tierfs/tierfs/mountutil"
 	"github.com/tierfs/tierfs/policy/engine"
 	"github.com/tierfs/tierfs/tiering"
-	"github.com/tierfs/tierfs/tiering/units"
 )
 
 // requestTimeout bounds one request to a daemon.

@@ -13,9 +13,9 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/tierfs/tierfs/internal/units"
 	"github.com/tierfs/tierfs/policy"
 	"github.com/tierfs/tierfs/tiering"
-	"github.com/tierfs/tierfs/tiering/units"
 )
 
 func newStore(t *testing.T, fastCap units.ByteSize) (*tiering.Store, []tiering.TierConfig) {

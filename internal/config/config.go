@@ -18,11 +18,11 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/tierfs/tierfs/internal/units"
 	"github.com/tierfs/tierfs/mountutil"
 	"github.com/tierfs/tierfs/pmem"
 	"github.com/tierfs/tierfs/policy"
 	"github.com/tierfs/tierfs/tiering"
-	"github.com/tierfs/tierfs/tiering/units"
 )
 
 // Log is the [log] table.

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tierfs/tierfs/tiering/units"
+	"github.com/tierfs/tierfs/internal/units"
 )
 
 // dirs makes the directories the configs below refer to: {A} and {B} are

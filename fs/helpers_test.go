@@ -22,6 +22,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/tierfs/tierfs/internal/daemon"
 	"github.com/tierfs/tierfs/internal/units"
 	"github.com/tierfs/tierfs/pmem"
 	"github.com/tierfs/tierfs/policy"
@@ -160,7 +161,7 @@ func serve(cfgJSON string) int {
 		for range cfg.Tiers {
 			th = append(th, cfg.Policy.MigrateThreshold)
 		}
-		eng, err := engine.New(st, engine.Config{Policy: *cfg.Policy, Thresholds: th}, "", log)
+		eng, err := engine.New(daemon.Adapter{Store: st}, engine.Config{Policy: *cfg.Policy, Thresholds: th}, "", log)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 2

@@ -82,8 +82,8 @@ func TestControlSocketFlood(t *testing.T) {
 		return n >= 1+flood, fmt.Errorf("%d accepted", n)
 	})
 	// The flood's own ends are ours too: count them out.
-	if daemon := countFDs(t) - base - flood; daemon > lim.MaxConns+1 {
-		t.Errorf("the daemon's side holds %d descriptors for %d connections; want at most the cap, %d", daemon, flood, lim.MaxConns)
+	if held := countFDs(t) - base - flood; held > lim.MaxConns+1 {
+		t.Errorf("the daemon's side holds %d descriptors for %d connections; want at most the cap, %d", held, flood, lim.MaxConns)
 	}
 	if n := cl.open(); n > lim.MaxConns {
 		t.Errorf("%d connections held, cap %d", n, lim.MaxConns)

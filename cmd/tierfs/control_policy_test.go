@@ -15,7 +15,6 @@ import (
 
 	"github.com/tierfs/tierfs/policy"
 	"github.com/tierfs/tierfs/policy/engine"
-	"github.com/tierfs/tierfs/tiering"
 )
 
 // engineStore is an engine.Store whose moves the test steers: "big"
@@ -26,7 +25,7 @@ type engineStore struct {
 	moved   []string
 }
 
-func (s *engineStore) PolicySnapshot(now time.Time) (policy.Snapshot, error) {
+func (s *engineStore) Snapshot(now time.Time) (policy.Snapshot, error) {
 	return policy.Snapshot{Now: now, Tiers: []policy.Tier{{Name: "fast", Capacity: 100}, {Name: "slow", Capacity: 1000}}}, nil
 }
 
@@ -37,7 +36,8 @@ func (s *engineStore) FileIno(rel string) (uint64, error) {
 	return h.Sum64() >> 2, nil
 }
 
-func (s *engineStore) MoveWith(ctx context.Context, rel, to string, o tiering.MoveOptions) error {
+func (s *engineStore) Move(ctx context.Context, o engine.MoveRequest) error {
+	rel, to := o.Path, o.To
 	switch rel {
 	case "big":
 		o.Progress(500, 1000)

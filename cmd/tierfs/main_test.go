@@ -154,7 +154,7 @@ func (s *syncBuffer) String() string {
 }
 
 // daemon is a running `tierfs mount`.
-type daemon struct {
+type daemonProc struct {
 	cmd    *exec.Cmd
 	mnt    string
 	stderr *syncBuffer
@@ -165,9 +165,9 @@ type daemon struct {
 // startDaemon runs `tierfs mount` (with flags, if any) and waits until
 // the mount is up and the control socket answers. Cleanup kills it and
 // unmounts, whatever happened.
-func startDaemon(t *testing.T, e *env, flags ...string) *daemon {
+func startDaemon(t *testing.T, e *env, flags ...string) *daemonProc {
 	t.Helper()
-	d := &daemon{mnt: e.mnt, stderr: &syncBuffer{}, done: make(chan struct{})}
+	d := &daemonProc{mnt: e.mnt, stderr: &syncBuffer{}, done: make(chan struct{})}
 	args := append(append([]string{"mount", "--config", e.config}, flags...), e.mnt)
 	d.cmd = exec.Command(tierfsBin, args...)
 	d.cmd.Stdout = d.stderr
@@ -227,7 +227,7 @@ func startDaemon(t *testing.T, e *env, flags ...string) *daemon {
 	return d
 }
 
-func (d *daemon) exited() bool {
+func (d *daemonProc) exited() bool {
 	select {
 	case <-d.done:
 		return true
@@ -237,7 +237,7 @@ func (d *daemon) exited() bool {
 }
 
 // waitExit waits for the daemon to exit and returns its exit status.
-func (d *daemon) waitExit(t *testing.T) int {
+func (d *daemonProc) waitExit(t *testing.T) int {
 	t.Helper()
 	select {
 	case <-d.done:

@@ -21,6 +21,7 @@ import (
 
 	tfs "github.com/tierfs/tierfs/fs"
 	"github.com/tierfs/tierfs/internal/config"
+	"github.com/tierfs/tierfs/internal/daemon"
 	"github.com/tierfs/tierfs/mountutil"
 	"github.com/tierfs/tierfs/policy/engine"
 	"github.com/tierfs/tierfs/tiering"
@@ -177,7 +178,7 @@ func mount(cfgPath, mountpoint string, debug bool, flags mountOverrides) int {
 	if err != nil {
 		return fail("mount", fmt.Errorf("opening the tiers: %w", err))
 	}
-	eng, err := engine.New(store, engineConfig(cfg), filepath.Join(cfg.Tiers[0].Path, ".tierfs", pinsFile), log)
+	eng, err := engine.New(daemon.Adapter{Store: store}, engineConfig(cfg), filepath.Join(cfg.Tiers[0].Path, ".tierfs", pinsFile), log)
 	if err != nil {
 		store.Close()
 		return fail("mount", fmt.Errorf("policy engine: %w", err))

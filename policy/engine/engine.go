@@ -30,18 +30,56 @@ import (
 
 	"github.com/tierfs/tierfs/internal/units"
 	"github.com/tierfs/tierfs/policy"
-	"github.com/tierfs/tierfs/tiering"
-	"golang.org/x/sys/unix"
 )
 
-// Store is what the engine needs of the tiers; *tiering.Store has it.
-type Store interface {
-	PolicySnapshot(now time.Time) (policy.Snapshot, error)
-	MoveWith(ctx context.Context, rel, to string, o tiering.MoveOptions) error
+// Source is what a plan reads of the tiers.
+type Source interface {
+	// Snapshot lists every file and tier as they are now; thresholds and
+	// pins are the engine's to fill in.
+	Snapshot(now time.Time) (policy.Snapshot, error)
 	// FileIno is the inode number of the regular file at rel, as the
-	// snapshot names it: what a CLI pin is bound to.
+	// snapshot names it: what a CLI pin is bound to. It is ErrNoFile
+	// when rel names no regular file.
 	FileIno(rel string) (uint64, error)
 }
+
+// Mover carries out one move. Its errors are ErrChanged, ErrGone or
+// context.Canceled (wrapped) when the move had nothing left to do.
+type Mover interface {
+	Move(ctx context.Context, m MoveRequest) error
+}
+
+// Store is the tiers as the engine drives them: the daemon adapts the
+// store to it, so that the engine knows nothing of how moves are done.
+type Store interface {
+	Source
+	Mover
+}
+
+// MoveRequest is one move the engine asks for.
+type MoveRequest struct {
+	Path string
+	// Ino, when non-zero, must be the file's inode number: a plan's
+	// snapshot may be older than a rename or a replacement.
+	Ino    uint64
+	To     string // tier name
+	Manual bool   // an operator's (tierfs migrate, pin), not the plan's
+	// Limiter paces the copy; every move shares it, for max_rate.
+	Limiter *rate.Limiter
+	// Progress, if set, is told the bytes copied so far and the total.
+	Progress func(done, total int64)
+}
+
+// The outcomes of a move that had nothing to do, and of a pin's lookup.
+var (
+	// ErrChanged: the name no longer holds the file the move was
+	// planned for (renamed away, or replaced).
+	ErrChanged = errors.New("file changed since it was planned")
+	// ErrGone: the file was deleted before or while it moved.
+	ErrGone = errors.New("file deleted")
+	// ErrNoFile: the name holds no regular file.
+	ErrNoFile = errors.New("no regular file")
+)
 
 // pin is a CLI pin.
 type pin struct {
@@ -227,7 +265,7 @@ func (e *Engine) bindLocked() {
 			switch {
 			case err == nil:
 				p.Ino, changed = ino, true
-			case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.EINVAL):
+			case errors.Is(err, ErrNoFile):
 				e.log.Info().Str("path", p.Path).Str("tier", p.Tier).Msg("pin ended: no file has its name")
 				changed = true
 				continue
@@ -340,7 +378,7 @@ func (e *Engine) Plan() int {
 	if busy {
 		return 0
 	}
-	snap, err := e.store.PolicySnapshot(e.now())
+	snap, err := e.store.Snapshot(e.now())
 	if err != nil {
 		e.recordErr(fmt.Errorf("snapshot: %w", err))
 		return 0
@@ -489,8 +527,11 @@ func (e *Engine) dispatch(ctx context.Context, wg *sync.WaitGroup) {
 
 func (e *Engine) execute(ctx context.Context, j *Job) {
 	start := e.now()
-	err := e.store.MoveWith(ctx, j.Path, j.To, tiering.MoveOptions{
+	err := e.store.Move(ctx, MoveRequest{
+		Path:    j.Path,
 		Ino:     j.Ino,
+		To:      j.To,
+		Manual:  j.Manual,
 		Limiter: e.limiter,
 		Progress: func(done, total int64) {
 			j.done.Store(done)
@@ -503,8 +544,8 @@ func (e *Engine) execute(ctx context.Context, j *Job) {
 	// A file renamed, replaced or deleted since the plan (Kafka replaces
 	// its checkpoints and deletes segments at any time) is not a
 	// failure: the next plan sees the directory as it is now.
-	benign := errors.Is(err, context.Canceled) || errors.Is(err, tiering.ErrChanged) ||
-		(!j.Manual && (errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESTALE)))
+	benign := errors.Is(err, context.Canceled) || errors.Is(err, ErrChanged) ||
+		(!j.Manual && errors.Is(err, ErrGone))
 	if err == nil {
 		e.done++
 		e.bytes += j.total.Load()
@@ -570,7 +611,7 @@ func (e *Engine) migrateLocked(rel, tier string, ino uint64, known bool) (*Job, 
 // the file as plans do, from the mount root without ".", ".." or empty
 // parts: a pin spelt otherwise would never match.
 func (e *Engine) Pin(rel, tier string) (*Job, error) {
-	if c, ok := tiering.RelPath(rel).Components(); !ok || len(c) == 0 || strings.Join(c, "/") != rel {
+	if !canonical(rel) {
 		return nil, fmt.Errorf("cannot pin %q: name a file from the mount root, without \".\", \"..\" or empty parts", rel)
 	}
 	ino, err := e.store.FileIno(rel)
@@ -597,6 +638,20 @@ func (e *Engine) Pin(rel, tier string) (*Job, error) {
 		j.Ino = ino // the move is of the pinned file, not of one put in its place
 	}
 	return j, err
+}
+
+// canonical reports whether rel names a file as plans do: not empty, no
+// empty, "." or ".." part.
+func canonical(rel string) bool {
+	if rel == "" {
+		return false
+	}
+	for _, c := range strings.Split(rel, "/") {
+		if c == "" || c == "." || c == ".." {
+			return false
+		}
+	}
+	return true
 }
 
 // Unpin lets the policy move the file at rel again: the pin bound to that

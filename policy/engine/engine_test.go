@@ -1,4 +1,4 @@
-package engine
+package engine_test
 
 import (
 	"bytes"
@@ -13,8 +13,10 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/tierfs/tierfs/internal/daemon"
 	"github.com/tierfs/tierfs/internal/units"
 	"github.com/tierfs/tierfs/policy"
+	"github.com/tierfs/tierfs/policy/engine"
 	"github.com/tierfs/tierfs/tiering"
 )
 
@@ -62,12 +64,12 @@ func writeFile(t *testing.T, s *tiering.Store, dir, name string, data []byte, mt
 	}
 }
 
-func defaultCfg() Config {
+func defaultCfg() engine.Config {
 	p := policy.DefaultConfig()
 	p.Interval = units.Duration(20 * time.Millisecond)
 	p.MinAge = 0
 	p.Pin = nil
-	return Config{Policy: p, Thresholds: []float64{0.5, 0.5}}
+	return engine.Config{Policy: p, Thresholds: []float64{0.5, 0.5}}
 }
 
 // waitFor polls cond until it holds or the deadline passes.
@@ -95,7 +97,7 @@ func TestEngineConverges(t *testing.T) {
 		data[name] = b
 		writeFile(t, s, "t-0", name, b, old.Add(time.Duration(i)*time.Minute))
 	}
-	e, err := New(s, defaultCfg(), "", zerolog.Nop())
+	e, err := engine.New(daemon.Adapter{Store: s}, defaultCfg(), "", zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +156,7 @@ func TestEngineDisabledThenReconfigured(t *testing.T) {
 	cfg := defaultCfg()
 	cfg.Policy.MigrateThreshold = -1
 	cfg.Thresholds = []float64{-1, -1}
-	e, err := New(s, cfg, "", zerolog.Nop())
+	e, err := engine.New(daemon.Adapter{Store: s}, cfg, "", zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +171,7 @@ func TestEngineDisabledThenReconfigured(t *testing.T) {
 	cfg3 := defaultCfg()
 	cfg3.Policy.MaxRate = 8 << 20
 	e.Reconfigure(cfg3)
-	if got := e.limiter.Limit(); float64(got) != 8<<20 {
+	if got := engine.Limiter(e).Limit(); float64(got) != 8<<20 {
 		t.Fatalf("limiter at %v after reconfigure to 8MiB/s", got)
 	}
 }
@@ -179,7 +181,7 @@ func TestEngineMigrateAndPins(t *testing.T) {
 	s, tiers := newStore(t, 0)
 	writeFile(t, s, "", "ckpt", []byte("x"), time.Now())
 	pins := filepath.Join(t.TempDir(), "pins.json")
-	e, err := New(s, defaultCfg(), pins, zerolog.Nop())
+	e, err := engine.New(daemon.Adapter{Store: s}, defaultCfg(), pins, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +209,7 @@ func TestEngineMigrateAndPins(t *testing.T) {
 	if !fileExists(filepath.Join(tiers[0].Path, "data", "ckpt")) {
 		t.Fatalf("pin did not move the file to its tier")
 	}
-	e2, err := New(s, defaultCfg(), pins, zerolog.Nop())
+	e2, err := engine.New(daemon.Adapter{Store: s}, defaultCfg(), pins, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +219,7 @@ func TestEngineMigrateAndPins(t *testing.T) {
 	if err := e2.Unpin("ckpt"); err != nil {
 		t.Fatal(err)
 	}
-	e3, _ := New(s, defaultCfg(), pins, zerolog.Nop())
+	e3, _ := engine.New(daemon.Adapter{Store: s}, defaultCfg(), pins, zerolog.Nop())
 	if len(e3.Status().Pins) != 0 {
 		t.Fatalf("unpin not kept: %v", e3.Status().Pins)
 	}
@@ -243,7 +245,7 @@ func TestEngineReloadedInterval(t *testing.T) {
 	}
 	cfg := defaultCfg()
 	cfg.Policy.Interval = units.Duration(time.Hour)
-	e, err := New(s, cfg, "", zerolog.Nop())
+	e, err := engine.New(daemon.Adapter{Store: s}, cfg, "", zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +269,7 @@ func TestEngineMigrateRespectsPins(t *testing.T) {
 	writeFile(t, s, "", "ckpt", []byte("x"), time.Now())
 	cfg := defaultCfg()
 	cfg.Policy.Pin = []string{"__cluster_metadata-*/**"}
-	e, err := New(s, cfg, "", zerolog.Nop())
+	e, err := engine.New(daemon.Adapter{Store: s}, cfg, "", zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,7 +290,7 @@ func TestEngineMigrateRespectsPins(t *testing.T) {
 func TestEnginePinRefusesUnmatchablePaths(t *testing.T) {
 	s, _ := newStore(t, 0)
 	writeFile(t, s, "", "ckpt", []byte("x"), time.Now())
-	e, err := New(s, defaultCfg(), filepath.Join(t.TempDir(), "pins.json"), zerolog.Nop())
+	e, err := engine.New(daemon.Adapter{Store: s}, defaultCfg(), filepath.Join(t.TempDir(), "pins.json"), zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,7 +319,7 @@ func TestPinEndsWithItsFile(t *testing.T) {
 	pins := filepath.Join(t.TempDir(), "pins.json")
 	cfg := defaultCfg()
 	cfg.Policy.Interval = units.Duration(time.Hour)
-	e, err := New(s, cfg, pins, zerolog.Nop())
+	e, err := engine.New(daemon.Adapter{Store: s}, cfg, pins, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -380,7 +382,7 @@ func TestPinEndsWithItsFile(t *testing.T) {
 	if _, err := e.Migrate("f.log", "fast"); err != nil {
 		t.Fatalf("the new f.log refused for a move: %v", err)
 	}
-	e2, err := New(s, cfg, pins, zerolog.Nop())
+	e2, err := engine.New(daemon.Adapter{Store: s}, cfg, pins, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -400,7 +402,7 @@ func TestPinsFromPathsBound(t *testing.T) {
 	if err := os.WriteFile(pins, []byte(`{"ckpt": "slow", "gone": "slow"}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e, err := New(s, defaultCfg(), pins, zerolog.Nop())
+	e, err := engine.New(daemon.Adapter{Store: s}, defaultCfg(), pins, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -422,7 +424,7 @@ func TestPinsFromPathsBound(t *testing.T) {
 	if !fileExists(filepath.Join(tiers[0].Path, "data", "gone")) {
 		t.Fatalf("the new file is not on the fast tier")
 	}
-	e2, err := New(s, defaultCfg(), pins, zerolog.Nop())
+	e2, err := engine.New(daemon.Adapter{Store: s}, defaultCfg(), pins, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,67 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tierfs/tierfs/policy"
+	"github.com/tierfs/tierfs/policy/engine"
+	"github.com/tierfs/tierfs/tiering"
+)
+
+// Adapter lets the policy engine drive a store: it turns the store's
+// listing into the planner's snapshot, and the engine's move requests
+// into moves, with the store's errors told in the engine's terms. Neither
+// tiering nor the engine knows the other.
+type Adapter struct {
+	Store *tiering.Store
+}
+
+var _ engine.Store = Adapter{}
+
+// Snapshot implements engine.Source.
+func (a Adapter) Snapshot(now time.Time) (policy.Snapshot, error) {
+	l, err := a.Store.ListFiles()
+	snap := policy.Snapshot{Now: now, Complete: l.Complete}
+	for _, t := range l.Tiers {
+		snap.Tiers = append(snap.Tiers, policy.Tier{Name: t.Name, Capacity: t.Capacity, Used: t.Used})
+	}
+	snap.Files = make([]policy.File, 0, len(l.Files))
+	for _, f := range l.Files {
+		snap.Files = append(snap.Files, policy.File{
+			Path: f.Path, Ino: f.Ino, Tier: f.Tier, Size: f.Allocated,
+			ModTime: f.ModTime, LastRead: f.LastRead, PinTier: -1, Links: f.Links,
+		})
+	}
+	return snap, err
+}
+
+// FileIno implements engine.Source.
+func (a Adapter) FileIno(rel string) (uint64, error) {
+	ino, err := a.Store.FileIno(rel)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.EINVAL) {
+		// Both: the engine knows its own, the control server the errno.
+		return 0, fmt.Errorf("%w: %w", engine.ErrNoFile, err)
+	}
+	return ino, err
+}
+
+// Move implements engine.Mover.
+func (a Adapter) Move(ctx context.Context, m engine.MoveRequest) error {
+	err := a.Store.MoveWith(ctx, m.Path, m.To, tiering.MoveOptions{
+		Ino: m.Ino, Limiter: m.Limiter, Progress: m.Progress,
+	})
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, tiering.ErrChanged):
+		return fmt.Errorf("%w: %w", engine.ErrChanged, err)
+	case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESTALE):
+		return fmt.Errorf("%w: %w", engine.ErrGone, err)
+	}
+	return err
+}

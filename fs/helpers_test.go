@@ -22,11 +22,11 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/tierfs/tierfs/internal/config"
 	"github.com/tierfs/tierfs/internal/daemon"
 	"github.com/tierfs/tierfs/internal/units"
 	"github.com/tierfs/tierfs/pmem"
 	"github.com/tierfs/tierfs/policy"
-	"github.com/tierfs/tierfs/policy/engine"
 	"github.com/tierfs/tierfs/tiering"
 
 	"github.com/tierfs/tierfs/internal/testenv"
@@ -131,15 +131,22 @@ func serve(cfgJSON string) int {
 		}
 	}
 	log := zerolog.New(os.Stderr).With().Timestamp().Logger()
-	o := tiering.Options{Log: log, PMem: cfg.PMem}
+	// The daemon's own constructor: the tiers and the engine wired as
+	// `tierfs mount` wires them; the mount is this package's, under test.
+	dc := config.Default()
+	dc.Tiers = cfg.Tiers
 	if cfg.PMem != nil {
-		o.SegmentSize = int64(cfg.PMem.SegmentSize)
+		dc.PMem = *cfg.PMem
 	}
-	st, err := tiering.Open(cfg.Tiers, o)
+	if cfg.Policy != nil {
+		dc.Policy = *cfg.Policy
+	}
+	d, err := daemon.Open(&dc, daemon.Options{Mountpoint: cfg.Mountpoint, Log: log})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
+	st := d.Store
 	root := NewRoot(st, log)
 	srv, err := Mount(root, cfg.Mountpoint, Options{AllowOther: cfg.AllowOther, WritebackCache: cfg.Writeback, IOUring: cfg.IOUring, DirectIO: cfg.DirectIO, ReadAheadKB: testReadAheadKB})
 	if err != nil {
@@ -157,19 +164,7 @@ func serve(cfgJSON string) int {
 	}
 	stopEngine := func() {}
 	if cfg.Policy != nil {
-		var th []float64
-		for range cfg.Tiers {
-			th = append(th, cfg.Policy.MigrateThreshold)
-		}
-		eng, err := engine.New(daemon.Adapter{Store: st}, engine.Config{Policy: *cfg.Policy, Thresholds: th}, "", log)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 2
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() { eng.Run(ctx); close(done) }()
-		stopEngine = func() { cancel(); <-done }
+		stopEngine = d.StartEngine()
 	}
 	out := json.NewEncoder(os.Stdout)
 	out.Encode(reply{})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -163,6 +164,13 @@ func Open(tiers []TierConfig, opts Options) (*Store, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// StatePath is where the daemon keeps a file of its own state (the CLI
+// pins) beside the store's: in the first tier's .tierfs directory, which
+// the mount does not show.
+func (s *Store) StatePath(name string) string {
+	return filepath.Join(s.tiers[0].Path, metaDir, name)
 }
 
 // Close releases the tiers' directory descriptors. Open files must be

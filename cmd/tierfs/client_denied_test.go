@@ -9,7 +9,9 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tierfs/tierfs/internal/control"
 	"github.com/tierfs/tierfs/internal/testuser"
+	"github.com/tierfs/tierfs/tiering"
 )
 
 // A user the control socket's mode keeps out is told so, and how to be
@@ -32,7 +34,20 @@ func TestClientPermissionDenied(t *testing.T) {
 		t.Fatal(err)
 	}
 	mp := filepath.Join(dir, "mnt") // never mounted: only names the socket
-	l, err := listenControl(mp, newControlServer(&fakeStore{}, nil, mp, zerolog.Nop()), 0o600, -1)
+	var tiers []tiering.TierConfig
+	for _, n := range []string{"fast", "slow"} {
+		d := filepath.Join(t.TempDir(), n)
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		tiers = append(tiers, tiering.TierConfig{Name: n, Type: tiering.TypeHDD, Path: d})
+	}
+	store, err := tiering.Open(tiers, tiering.Options{Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	l, err := control.Listen(mp, control.NewServer(store, nil, mp, zerolog.Nop()), 0o600, -1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +56,7 @@ func TestClientPermissionDenied(t *testing.T) {
 	cmd := u.Command(bin, "status", mp)
 	cmd.Env = append(os.Environ(), "GORACE=atexit_sleep_ms=0")
 	out, err := cmd.CombinedOutput()
-	want := "tierfs status: permission denied on the control socket " + l.path + " of " + mp
+	want := "tierfs status: permission denied on the control socket " + l.Path() + " of " + mp
 	if err == nil || !strings.Contains(string(out), want) || !strings.Contains(string(out), "control_mode") ||
 		!strings.Contains(string(out), "control_group") || strings.Contains(string(out), "no tierfs daemon") {
 		t.Errorf("status as a user the socket refuses: %v\n%s\nwant %q and the way in (control_mode, control_group)", err, out, want)

@@ -5,6 +5,8 @@ package main
 // root and /dev/fuse; those tests skip without them.
 
 import (
+	"github.com/tierfs/tierfs/internal/control"
+
 	"bufio"
 	"bytes"
 	"context"
@@ -209,7 +211,7 @@ func startDaemon(t *testing.T, e *env, flags ...string) *daemonProc {
 		}
 		return mounted(e.mnt), nil
 	})
-	c, err := newControlClient(e.mnt)
+	c, err := control.NewClient(e.mnt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,10 +299,10 @@ func mustTierfs(t *testing.T, dir string, args ...string) string {
 	return out
 }
 
-func statusJSON(t *testing.T, mnt string) (statusResponse, map[string]tiering.TierStatus) {
+func statusJSON(t *testing.T, mnt string) (control.StatusResponse, map[string]tiering.TierStatus) {
 	t.Helper()
 	out := mustTierfs(t, "", "status", "--json", mnt)
-	var st statusResponse
+	var st control.StatusResponse
 	if err := json.Unmarshal([]byte(out), &st); err != nil {
 		t.Fatalf("status --json: %v\n%s", err, out)
 	}
@@ -354,7 +356,7 @@ func TestMountEndToEnd(t *testing.T) {
 	d := startDaemon(t, e)
 
 	// The control socket is root's only.
-	sock, err := controlSocketPath(e.mnt)
+	sock, err := control.SocketPath(e.mnt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -467,7 +469,7 @@ func TestMountEndToEnd(t *testing.T) {
 	}
 
 	// A move over the control socket.
-	c, err := newControlClient(e.mnt)
+	c, err := control.NewClient(e.mnt)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -507,16 +509,16 @@ func TestMountEndToEnd(t *testing.T) {
 		{"", "slow", http.StatusBadRequest, "path is required"},
 	} {
 		err := c.Move(ctx, tc.path, tc.tier)
-		var ae *apiError
+		var ae *control.APIError
 		if !errors.As(err, &ae) || ae.Code != tc.code || !strings.Contains(ae.Msg, tc.msg) {
 			t.Errorf("move %q to %q: %v (%#v); want %d and %q", tc.path, tc.tier, err, ae, tc.code, tc.msg)
 		}
 	}
-	var ae *apiError
-	if err := c.do(ctx, http.MethodGet, "/v1/move", nil, nil); !errors.As(err, &ae) || ae.Code != http.StatusMethodNotAllowed {
+	var ae *control.APIError
+	if err := c.Do(ctx, http.MethodGet, "/v1/move", nil, nil); !errors.As(err, &ae) || ae.Code != http.StatusMethodNotAllowed {
 		t.Errorf("GET /v1/move: %v; want 405", err)
 	}
-	if err := c.do(ctx, http.MethodGet, "/v1/nope", nil, nil); !errors.As(err, &ae) || ae.Code != http.StatusNotFound || !strings.Contains(ae.Msg, "no such endpoint") {
+	if err := c.Do(ctx, http.MethodGet, "/v1/nope", nil, nil); !errors.As(err, &ae) || ae.Code != http.StatusNotFound || !strings.Contains(ae.Msg, "no such endpoint") {
 		t.Errorf("GET /v1/nope: %v; want 404", err)
 	}
 	if _, err := c.List(ctx, "missing", false); !errors.As(err, &ae) || ae.Code != http.StatusNotFound {
@@ -671,7 +673,7 @@ func TestMountStale(t *testing.T) {
 	if _, errOut, code := tierfs(t, "", "status", e.mnt); code != 1 || !strings.Contains(errOut, "no tierfs daemon answers for "+e.mnt) {
 		t.Errorf("status of a stale mount: exit %d, stderr %q", code, errOut)
 	}
-	sock, _ := controlSocketPath(e.mnt)
+	sock, _ := control.SocketPath(e.mnt)
 	if _, err := os.Lstat(sock); err != nil {
 		t.Fatalf("SIGKILL should have left the socket file: %v", err)
 	}
@@ -778,7 +780,7 @@ func TestMountExternalUnmount(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	d := startDaemon(t, e)
-	sock, _ := controlSocketPath(e.mnt)
+	sock, _ := control.SocketPath(e.mnt)
 	if err := unix.Unmount(e.mnt, 0); err != nil {
 		t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tierfs/tierfs/internal/control"
 	"github.com/tierfs/tierfs/internal/units"
 )
 
@@ -48,22 +49,22 @@ func resolveTargets(cmd string, args []string) (ts []target, ok bool) {
 type clients struct {
 	cmd   string
 	tier  string
-	byMnt map[string]*controlClient
+	byMnt map[string]*control.Client
 	bad   map[string]error
 }
 
 func newClients(cmd, tier string) *clients {
-	return &clients{cmd: cmd, tier: tier, byMnt: map[string]*controlClient{}, bad: map[string]error{}}
+	return &clients{cmd: cmd, tier: tier, byMnt: map[string]*control.Client{}, bad: map[string]error{}}
 }
 
-func (cs *clients) get(root string) (*controlClient, error) {
+func (cs *clients) get(root string) (*control.Client, error) {
 	if c, ok := cs.byMnt[root]; ok {
 		return c, nil
 	}
 	if err, ok := cs.bad[root]; ok {
 		return nil, err
 	}
-	c, err := newControlClient(root)
+	c, err := control.NewClient(root)
 	if err == nil && cs.tier != "" {
 		err = checkTierOf(c, cs.tier)
 	}
@@ -79,8 +80,8 @@ func (cs *clients) get(root string) (*controlClient, error) {
 
 // checkTierOf fails with the tiers there are when the mount has no tier
 // named tier.
-func checkTierOf(c *controlClient, tier string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+func checkTierOf(c *control.Client, tier string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), control.RequestTimeout)
 	defer cancel()
 	st, err := c.Status(ctx)
 	if err != nil {
@@ -93,14 +94,14 @@ func checkTierOf(c *controlClient, tier string) error {
 		}
 		names = append(names, t.Name)
 	}
-	return fmt.Errorf("%s has no tier named %q (its tiers: %s)", c.mountpoint, tier, strings.Join(names, ", "))
+	return fmt.Errorf("%s has no tier named %q (its tiers: %s)", c.Mountpoint(), tier, strings.Join(names, ", "))
 }
 
 // filesOf expands a directory to the files under it; a file is itself.
 // Symlinks and other files that are not regular have no data to move:
 // they are left out and counted in skipped.
-func filesOf(c *controlClient, t target) (files []target, skipped skips, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+func filesOf(c *control.Client, t target) (files []target, skipped skips, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), control.RequestTimeout)
 	defer cancel()
 	ents, err := c.List(ctx, t.rel, false)
 	if err != nil {
@@ -159,7 +160,7 @@ func plural(n int, what string) string {
 }
 
 func notFoundErr(err error) error {
-	var ae *apiError
+	var ae *control.APIError
 	if errors.As(err, &ae) && ae.Code == 404 {
 		return errors.New("no such file or directory")
 	}
@@ -168,13 +169,13 @@ func notFoundErr(err error) error {
 
 // queued is a move the command waits for.
 type queued struct {
-	c       *controlClient
+	c       *control.Client
 	rel     string
 	id      uint64
 	queued  time.Time
 	moving  time.Time // when first seen copying
 	from    int64     // bytes done then
-	last    jobResponse
+	last    control.JobResponse
 	printed time.Time // of the last plain progress line
 }
 
@@ -213,7 +214,7 @@ func setupMigrate(fs *flag.FlagSet) func([]string) int {
 				fmt.Fprintf(stderr, "tierfs migrate: %s: no files to move\n", t.arg)
 			}
 			for _, f := range files {
-				ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+				ctx, cancel := context.WithTimeout(context.Background(), control.RequestTimeout)
 				j, err := c.Migrate(ctx, f.rel, *to)
 				cancel()
 				if err != nil {
@@ -260,7 +261,7 @@ func setupPin(fs *flag.FlagSet) func([]string) int {
 				status = 1
 				continue
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+			ctx, cancel := context.WithTimeout(context.Background(), control.RequestTimeout)
 			p, err := c.Pin(ctx, t.rel, *tier)
 			cancel()
 			if err != nil {
@@ -271,7 +272,7 @@ func setupPin(fs *flag.FlagSet) func([]string) int {
 			fmt.Fprintf(stdout, "%s: pinned to %s\n", p.Path, p.Tier)
 			if *wait && !p.Job.Finished {
 				jobs = append(jobs, &queued{c: c, rel: p.Path, id: p.Job.ID, queued: time.Now(), last: p.Job})
-			} else if p.Job.State == jobFailed {
+			} else if p.Job.State == control.JobFailed {
 				fmt.Fprintf(stderr, "tierfs pin: %s: move to %s failed: %s\n", p.Path, *tier, p.Job.Error)
 				status = 1
 			}
@@ -302,7 +303,7 @@ func setupUnpin(fs *flag.FlagSet) func([]string) int {
 				status = 1
 				continue
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+			ctx, cancel := context.WithTimeout(context.Background(), control.RequestTimeout)
 			err = c.Unpin(ctx, t.rel)
 			cancel()
 			if err != nil {
@@ -325,12 +326,12 @@ func setupReload(fs *flag.FlagSet) func([]string) int {
 		if err != nil {
 			return fail("reload", err)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), control.RequestTimeout)
 		defer cancel()
 		res, err := c.Reload(ctx)
 		if err != nil {
 			rc := fail("reload", err)
-			var ae *apiError
+			var ae *control.APIError
 			if errors.As(err, &ae) && ae.Code == 400 {
 				fmt.Fprintln(stderr, "tierfs reload: refused; the daemon keeps its running configuration")
 			}
@@ -351,7 +352,7 @@ func setupReload(fs *flag.FlagSet) func([]string) int {
 }
 
 // clientFor finds the daemon of the mount at or above path.
-func clientFor(path string) (*controlClient, error) {
+func clientFor(path string) (*control.Client, error) {
 	root, _, err := locate(path)
 	if err != nil {
 		// Not in mountinfo (another mount namespace?): the socket may
@@ -360,7 +361,7 @@ func clientFor(path string) (*controlClient, error) {
 			return nil, err
 		}
 	}
-	return newControlClient(root)
+	return control.NewClient(root)
 }
 
 // waitJobs polls the jobs until they end, showing their progress: one
@@ -390,7 +391,7 @@ func waitJobs(cmd string, jobs []*queued) int {
 	for {
 		var left []*queued
 		for _, q := range jobs {
-			rctx, cancel := context.WithTimeout(ctx, requestTimeout)
+			rctx, cancel := context.WithTimeout(ctx, control.RequestTimeout)
 			j, err := q.c.Job(rctx, q.id)
 			cancel()
 			if ctx.Err() != nil {
@@ -403,17 +404,17 @@ func waitJobs(cmd string, jobs []*queued) int {
 				continue
 			}
 			now := time.Now()
-			if j.State == jobMoving && q.moving.IsZero() {
+			if j.State == control.JobMoving && q.moving.IsZero() {
 				q.moving, q.from = now, j.BytesDone
 			}
 			q.last = j
 			switch j.State {
-			case jobDone:
+			case control.JobDone:
 				clear()
 				took := now.Sub(q.queued)
 				fmt.Fprintf(stdout, "%s: moved to %s (%s in %s%s)\n", q.rel, j.To,
 					units.Human(j.BytesTotal), took.Round(time.Millisecond), rateText(", ", q.rate(now)))
-			case jobFailed:
+			case control.JobFailed:
 				clear()
 				fmt.Fprintf(stderr, "tierfs %s: %s: move to %s failed: %s\n", cmd, q.rel, j.To, j.Error)
 				status = 1
@@ -436,7 +437,7 @@ func waitJobs(cmd string, jobs []*queued) int {
 			drawn = true
 		} else {
 			for _, q := range jobs {
-				if q.last.State == jobMoving && now.Sub(q.printed) >= time.Second {
+				if q.last.State == control.JobMoving && now.Sub(q.printed) >= time.Second {
 					q.printed = now
 					fmt.Fprintf(stdout, "%s: %d%% (%s of %s%s) to %s\n", q.rel, percent(q.last),
 						units.Human(q.last.BytesDone), units.Human(q.last.BytesTotal), rateText(", ", q.rate(now)), q.last.To)
@@ -472,7 +473,7 @@ func rateText(sep string, r float64) string {
 	return sep + units.Human(int64(r)) + "/s"
 }
 
-func percent(j jobResponse) int64 {
+func percent(j control.JobResponse) int64 {
 	if j.BytesTotal <= 0 {
 		return 0
 	}
@@ -485,7 +486,7 @@ func progressLine(jobs []*queued, now time.Time, width int) string {
 	var cur *queued
 	moving := 0
 	for _, q := range jobs {
-		if q.last.State == jobMoving {
+		if q.last.State == control.JobMoving {
 			if cur == nil {
 				cur = q
 			}
@@ -539,4 +540,9 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }

@@ -47,7 +47,7 @@ func TestMountFlagsOverrideFile(t *testing.T) {
 			file := mountutil.DefaultConfig()
 			file.WritebackCache, file.IOUring, file.DirectIO = tt.file == "on", tt.file == "on", tt.file == "on"
 			file.ReadAheadKB, file.AllowOther = 256, true
-			o := fsOptions(mountFlagOverrides(fs).apply(file), true)
+			o := fsOptions(mountFlagOverrides(fs).Apply(file), true)
 			if o.WritebackCache != tt.wb || o.IOUring != tt.uring || o.DirectIO != tt.dio {
 				t.Errorf("writeback %v, io_uring %v, direct_io %v; want %v, %v, %v",
 					o.WritebackCache, o.IOUring, o.DirectIO, tt.wb, tt.uring, tt.dio)
@@ -56,17 +56,6 @@ func TestMountFlagsOverrideFile(t *testing.T) {
 				t.Errorf("options %+v: want read-ahead 256, allow_other and debug from the file and --debug", o)
 			}
 		})
-	}
-
-	o := mountOverrides{"writeback_cache": false}
-	if got, want := o.note("mount.writeback_cache: false -> true"),
-		"mount.writeback_cache: false -> true (--writeback-cache on the command line overrides it)"; got != want {
-		t.Errorf("note = %q, want %q", got, want)
-	}
-	for _, ch := range []string{"mount.io_uring: false -> true", "mount.direct_io: false -> true", "mount.read_ahead_kb: 1024 -> 512"} {
-		if got := o.note(ch); got != ch {
-			t.Errorf("note(%q) = %q: no flag overrides that key", ch, got)
-		}
 	}
 }
 

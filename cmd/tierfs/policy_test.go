@@ -4,6 +4,8 @@ package main
 // reload (and SIGHUP), and the engine demoting on its own.
 
 import (
+	"github.com/tierfs/tierfs/internal/control"
+
 	"bufio"
 	"bytes"
 	"encoding/json"
@@ -56,7 +58,7 @@ func lineOf(t *testing.T, text, s string) int {
 // first plan, so that a test's own moves stay where it put them.
 const idlePolicy = "[policy]\ninterval = \"1h\"\n"
 
-func policyOf(t *testing.T, mnt string) *policyStatus {
+func policyOf(t *testing.T, mnt string) *control.PolicyStatus {
 	t.Helper()
 	st, _ := statusJSON(t, mnt)
 	if st.Policy == nil {

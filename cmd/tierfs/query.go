@@ -12,17 +12,14 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	tfs "github.com/tierfs/tierfs/fs"
+	"github.com/tierfs/tierfs/internal/control"
 	"github.com/tierfs/tierfs/internal/units"
 	"github.com/tierfs/tierfs/mountutil"
 	"github.com/tierfs/tierfs/policy/engine"
 	"github.com/tierfs/tierfs/tiering"
 )
-
-// requestTimeout bounds one request to a daemon.
-const requestTimeout = 30 * time.Second
 
 // canonicalPath is path made absolute (against the working directory) and
 // clean, with symlinks resolved where that is possible.
@@ -72,11 +69,11 @@ func setupStatus(fs *flag.FlagSet) func([]string) int {
 				return fail("status", err)
 			}
 		}
-		c, err := newControlClient(root)
+		c, err := control.NewClient(root)
 		if err != nil {
 			return fail("status", err)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), control.RequestTimeout)
 		defer cancel()
 		st, err := c.Status(ctx)
 		if err != nil {
@@ -99,7 +96,7 @@ func printJSON(v any) int {
 	return 0
 }
 
-func printStatus(st statusResponse) {
+func printStatus(st control.StatusResponse) {
 	fmt.Fprintf(stdout, "Mountpoint: %s\n\n", st.Mountpoint)
 	tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
 	fmt.Fprintln(tw, "TIER\tTYPE\tPATH\tCAPACITY\tUSED\tUSE%\tFILES")
@@ -141,7 +138,7 @@ func printStatus(st statusResponse) {
 	}
 }
 
-// dataPathText explains requestsStatus.DataPath in `tierfs status`.
+// dataPathText explains control.RequestsStatus.DataPath in `tierfs status`.
 var dataPathText = map[string]string{
 	tfs.DataPageCache: "through the page cache (writes sent to the tiers at once, reads cached)",
 	tfs.DataWriteback: "write-back cache (writes gathered by the kernel; what is not fsynced is lost if the daemon dies)",
@@ -149,7 +146,7 @@ var dataPathText = map[string]string{
 }
 
 // printPolicy is the "Policy:" section of `tierfs status`.
-func printPolicy(st statusResponse) {
+func printPolicy(st control.StatusResponse) {
 	p := st.Policy
 	state := "enabled"
 	if !p.Enabled {
@@ -274,14 +271,14 @@ func lsOne(path string, recursive bool) ([]tiering.Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := newControlClient(root)
+	c, err := control.NewClient(root)
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), control.RequestTimeout)
 	defer cancel()
 	ents, err := c.List(ctx, rel, recursive)
-	var ae *apiError
+	var ae *control.APIError
 	if errors.As(err, &ae) && ae.Code == 404 {
 		return nil, errors.New("no such file or directory")
 	}

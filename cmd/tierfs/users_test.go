@@ -4,12 +4,13 @@ package main
 // created with the system's tools, removed in Cleanup.
 
 import (
+	"github.com/tierfs/tierfs/internal/control"
+
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -175,16 +176,12 @@ func threadCreds(groups []uint32, gid, uid uint32) error {
 	return nil
 }
 
-// controlClient is a client of the daemon for mnt that connects as u.
-func (u *testUser) controlClient(t *testing.T, mnt string) *controlClient {
+// clientAs is a client of the daemon for mnt that connects as u.
+func (u *testUser) clientAs(t *testing.T, mnt string) *control.Client {
 	t.Helper()
-	sock, err := controlSocketPath(mnt)
+	sock, err := control.SocketPath(mnt)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := &http.Transport{
-		DialContext:       func(context.Context, string, string) (net.Conn, error) { return u.dialAs(sock) },
-		DisableKeepAlives: true,
-	}
-	return &controlClient{mountpoint: mnt, socket: sock, http: &http.Client{Transport: tr}}
+	return control.NewClientDial(mnt, sock, func(context.Context) (net.Conn, error) { return u.dialAs(sock) })
 }

@@ -1,4 +1,4 @@
-package main
+package control
 
 import (
 	"bufio"
@@ -57,9 +57,9 @@ func (l *connLimiter) accepted() uint64 {
 // cap can save it).
 func TestControlSocketFlood(t *testing.T) {
 	lim := controlLimits{MaxConns: 8, ReadHeaderTimeout: time.Hour, ReadTimeout: time.Hour, WriteTimeout: time.Hour, IdleTimeout: time.Hour}
-	cs := newControlServer(&fakeStore{}, nil, "/mnt/kafka", zerolog.Nop())
+	cs := NewServer(&fakeStore{}, nil, "/mnt/kafka", zerolog.Nop())
 	sock, cl := serveTest(t, cs, cs.access.privileged, lim, zerolog.Nop())
-	c := newControlClientAt("/mnt/kafka", sock)
+	c := NewClientAt("/mnt/kafka", sock)
 	ctx := context.Background()
 	if _, err := c.Status(ctx); err != nil {
 		t.Fatal(err)
@@ -99,7 +99,7 @@ func TestControlSocketFlood(t *testing.T) {
 // closed by the daemon after the timeouts.
 func TestControlSocketIdleTimeout(t *testing.T) {
 	lim := controlLimits{MaxConns: 8, ReadHeaderTimeout: 100 * time.Millisecond, ReadTimeout: time.Second, WriteTimeout: time.Second, IdleTimeout: 100 * time.Millisecond}
-	cs := newControlServer(&fakeStore{}, nil, "/mnt/kafka", zerolog.Nop())
+	cs := NewServer(&fakeStore{}, nil, "/mnt/kafka", zerolog.Nop())
 	sock, cl := serveTest(t, cs, cs.access.privileged, lim, zerolog.Nop())
 	base := countFDs(t)
 	var conns []net.Conn
@@ -135,7 +135,7 @@ func TestControlSocketIdleTimeout(t *testing.T) {
 func TestControlSocketBusy(t *testing.T) {
 	lim := controlLimits{MaxConns: 2, ReadHeaderTimeout: time.Hour, ReadTimeout: time.Hour, WriteTimeout: time.Hour, IdleTimeout: time.Hour}
 	entered, release := make(chan struct{}), make(chan struct{})
-	cs := newControlServer(&fakeStore{}, nil, "/mnt/kafka", zerolog.Nop())
+	cs := NewServer(&fakeStore{}, nil, "/mnt/kafka", zerolog.Nop())
 	slowHandler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
 			entered <- struct{}{}
@@ -155,9 +155,9 @@ func TestControlSocketBusy(t *testing.T) {
 		}
 		<-entered
 	}
-	c := newControlClientAt("/mnt/kafka", sock)
+	c := NewClientAt("/mnt/kafka", sock)
 	ctx := context.Background()
-	var ae *apiError
+	var ae *APIError
 	if _, err := c.Status(ctx); !errors.As(err, &ae) || ae.Code != http.StatusServiceUnavailable || !strings.Contains(ae.Msg, "busy") {
 		t.Errorf("status with every connection in a request: %v; want 503, busy", err)
 	}
@@ -233,7 +233,7 @@ func TestControlConnCap(t *testing.T) {
 		}
 	}
 	if lim := defaultControlLimits(); lim.MaxConns < minControlConns || lim.MaxConns > maxControlConns ||
-		lim.IdleTimeout <= 0 || lim.ReadHeaderTimeout <= 0 || lim.ReadTimeout <= 0 || lim.WriteTimeout < requestTimeout {
+		lim.IdleTimeout <= 0 || lim.ReadHeaderTimeout <= 0 || lim.ReadTimeout <= 0 || lim.WriteTimeout < RequestTimeout {
 		t.Errorf("default limits %+v", lim)
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package control
 
 // Who may do what over the control socket. A widened socket (control_mode
 // giving others write) lets any local user connect, so every request is
@@ -14,12 +14,16 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/user"
 	"slices"
 	"strconv"
 	"strings"
 	"unsafe"
 
+	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
+
+	"github.com/tierfs/tierfs/mountutil"
 )
 
 // peer is the process at the other end of a control connection.
@@ -320,4 +324,18 @@ func (v *mountView) stat(comps []string) (unix.Stat_t, error) {
 		return st, unix.ENOENT // another mount on top: not what tierfs lists
 	}
 	return st, nil
+}
+
+// WarnAccess says in the log what a widened control socket lets
+// others do.
+func WarnAccess(m mountutil.Config, gid int, log zerolog.Logger) {
+	if mode := m.SocketMode(); mode&0o002 != 0 {
+		log.Warn().Str("control_mode", fmt.Sprintf("%04o", mode)).
+			Msg("the control socket is world-writable (mount.control_mode): any local user may connect; each sees and acts on only the files it could through the mount, and reload stays root's and control_group's")
+	}
+	if gid >= 0 {
+		if _, err := user.LookupGroupId(strconv.Itoa(gid)); err != nil {
+			log.Warn().Int("gid", gid).Msg("mount.control_group: no group in the group database has this gid; only processes already holding it are its members")
+		}
+	}
 }

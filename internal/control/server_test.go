@@ -1,9 +1,8 @@
-package main
+package control
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -24,7 +23,7 @@ import (
 	"github.com/tierfs/tierfs/internal/testenv"
 )
 
-// fakeStore is a controlStore with canned answers.
+// fakeStore is a Store with canned answers.
 type fakeStore struct {
 	mu    sync.Mutex
 	moves []string
@@ -80,14 +79,14 @@ func (f *fakeStore) Move(rel, tier string) error {
 	return nil
 }
 
-// serveFake serves a controlServer for a fakeStore on a socket in a
+// serveFake serves a Server for a fakeStore on a socket in a
 // temporary directory (no root needed) and returns a client for it.
-func serveFake(t *testing.T) (*controlClient, *fakeStore) {
+func serveFake(t *testing.T) (*Client, *fakeStore) {
 	t.Helper()
 	store := &fakeStore{}
-	cs := newControlServer(store, nil, "/mnt/kafka", zerolog.Nop())
+	cs := NewServer(store, nil, "/mnt/kafka", zerolog.Nop())
 	sock, _ := serveTest(t, cs, cs.access.privileged, defaultControlLimits(), zerolog.Nop())
-	return newControlClientAt("/mnt/kafka", sock), store
+	return NewClientAt("/mnt/kafka", sock), store
 }
 
 // serveTest serves h as the daemon does (serveControl: its limits, its
@@ -130,11 +129,11 @@ func TestControlServer(t *testing.T) {
 	}
 	// An empty directory is [], not null.
 	var raw []byte
-	if err := c.do(ctx, http.MethodGet, "/v1/ls", map[string][]string{"path": {"empty"}}, (*rawJSON)(&raw)); err != nil || strings.TrimSpace(string(raw)) != "[]" {
+	if err := c.Do(ctx, http.MethodGet, "/v1/ls", map[string][]string{"path": {"empty"}}, (*rawJSON)(&raw)); err != nil || strings.TrimSpace(string(raw)) != "[]" {
 		t.Errorf("ls of an empty directory: %q, %v", raw, err)
 	}
 
-	var ae *apiError
+	var ae *APIError
 	for _, tc := range []struct {
 		name string
 		err  error
@@ -143,7 +142,7 @@ func TestControlServer(t *testing.T) {
 	}{
 		{"ls missing", func() error { _, err := c.List(ctx, "nope", false); return err }(), 404, "ls nope: no such file or directory"},
 		{"ls perm", func() error { _, err := c.List(ctx, "perm", false); return err }(), 403, "permission denied"},
-		{"ls bad recursive", c.do(ctx, http.MethodGet, "/v1/ls", map[string][]string{"recursive": {"maybe"}}, nil), 400, "recursive"},
+		{"ls bad recursive", c.Do(ctx, http.MethodGet, "/v1/ls", map[string][]string{"recursive": {"maybe"}}, nil), 400, "recursive"},
 		{"move ok", c.Move(ctx, "a", "slow"), 0, ""},
 		{"move busy", c.Move(ctx, "busy", "slow"), 409, "being moved"},
 		{"move full", c.Move(ctx, "full", "slow"), 507, "no space"},
@@ -152,9 +151,9 @@ func TestControlServer(t *testing.T) {
 		{"move broken", c.Move(ctx, "broken", "slow"), 500, "something else"},
 		{"move no tier", c.Move(ctx, "a", ""), 400, "tier is required"},
 		{"move bad tier", c.Move(ctx, "a", "tape"), 400, `no tier named "tape"`},
-		{"GET move", c.do(ctx, http.MethodGet, "/v1/move", nil, nil), 405, "Method Not Allowed"},
-		{"POST status", c.do(ctx, http.MethodPost, "/v1/status", nil, nil), 405, "Method Not Allowed"},
-		{"unknown", c.do(ctx, http.MethodGet, "/v2/status", nil, nil), 404, "no such endpoint: GET /v2/status"},
+		{"GET move", c.Do(ctx, http.MethodGet, "/v1/move", nil, nil), 405, "Method Not Allowed"},
+		{"POST status", c.Do(ctx, http.MethodPost, "/v1/status", nil, nil), 405, "Method Not Allowed"},
+		{"unknown", c.Do(ctx, http.MethodGet, "/v2/status", nil, nil), 404, "no such endpoint: GET /v2/status"},
 		{"migrate without an engine", func() error { _, err := c.Migrate(ctx, "a", "slow"); return err }(), 503, "no policy engine"},
 	} {
 		if tc.code == 0 {
@@ -204,16 +203,16 @@ func (r *rawJSON) UnmarshalJSON(b []byte) error {
 }
 
 func TestControlClientNoDaemon(t *testing.T) {
-	c := newControlClientAt("/mnt/nothing", filepath.Join(t.TempDir(), "none.sock"))
+	c := NewClientAt("/mnt/nothing", filepath.Join(t.TempDir(), "none.sock"))
 	_, err := c.Status(context.Background())
-	var nd *errNoDaemon
+	var nd *NoDaemonError
 	if !errors.As(err, &nd) || err.Error() != "no tierfs daemon answers for /mnt/nothing (is it mounted?)" {
 		t.Errorf("status without a daemon: %v", err)
 	}
 }
 
 func TestControlSocketPath(t *testing.T) {
-	a, err := controlSocketPath("/mnt/kafka")
+	a, err := SocketPath("/mnt/kafka")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,27 +221,27 @@ func TestControlSocketPath(t *testing.T) {
 		t.Errorf("socket path %q", a)
 	}
 	for _, p := range []string{"/mnt/kafka/", "/mnt//kafka", "/mnt/x/../kafka"} {
-		if b, _ := controlSocketPath(p); b != a {
+		if b, _ := SocketPath(p); b != a {
 			t.Errorf("socket path of %q = %q, want %q (same mountpoint)", p, b, a)
 		}
 	}
-	if b, _ := controlSocketPath("/mnt/kafka2"); b == a {
+	if b, _ := SocketPath("/mnt/kafka2"); b == a {
 		t.Errorf("two mountpoints share a socket")
 	}
 	wd, _ := os.Getwd()
-	rel, _ := controlSocketPath(".")
-	if abs, _ := controlSocketPath(wd); rel != abs {
+	rel, _ := SocketPath(".")
+	if abs, _ := SocketPath(wd); rel != abs {
 		t.Errorf("a relative mountpoint is not made absolute")
 	}
 }
 
-// listenControl sets the mode and group before the socket appears,
+// Listen sets the mode and group before the socket appears,
 // refuses a live socket, replaces a stale one, and removes its own.
 func TestListenControl(t *testing.T) {
 	testenv.Root(t, "creating sockets in /run/tierfs")
 	mp := filepath.Join(t.TempDir(), "mnt") // never mounted: only names the socket
-	h := newControlServer(&fakeStore{}, nil, mp, zerolog.Nop())
-	c, err := listenControl(mp, h, 0o640, 4242)
+	h := NewServer(&fakeStore{}, nil, mp, zerolog.Nop())
+	c, err := Listen(mp, h, 0o640, 4242)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,14 +258,14 @@ func TestListenControl(t *testing.T) {
 	if st.Mode&unix.S_IFMT != unix.S_IFSOCK || st.Mode&0o7777 != 0o640 || st.Gid != 4242 {
 		t.Errorf("socket mode %o gid %d, want socket 0640 gid 4242", st.Mode, st.Gid)
 	}
-	if left, _ := filepath.Glob(filepath.Join(controlDir, ".bind-*")); len(left) != 0 {
+	if left, _ := filepath.Glob(filepath.Join(SocketDir, ".bind-*")); len(left) != 0 {
 		t.Errorf("temporary bind directories left: %v", left)
 	}
-	cl, _ := newControlClient(mp)
+	cl, _ := NewClient(mp)
 	if s, err := cl.Status(context.Background()); err != nil || s.Mountpoint != mp {
 		t.Errorf("status over the socket: %+v, %v", s, err)
 	}
-	if _, err := listenControl(mp, h, 0o600, -1); err == nil || !strings.Contains(err.Error(), "in use") {
+	if _, err := Listen(mp, h, 0o600, -1); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Errorf("a second listener on a live socket: %v", err)
 	}
 	if err := c.Close(context.Background()); err != nil {
@@ -284,7 +283,7 @@ func TestListenControl(t *testing.T) {
 	}
 	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	ln.Close()
-	c2, err := listenControl(mp, h, 0o600, -1)
+	c2, err := Listen(mp, h, 0o600, -1)
 	if err != nil {
 		t.Fatalf("replacing a stale socket: %v", err)
 	}
@@ -298,32 +297,8 @@ func TestListenControl(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer os.Remove(c.path)
-	if _, err := listenControl(mp, h, 0o600, -1); err == nil || !strings.Contains(err.Error(), "not a socket") {
+	if _, err := Listen(mp, h, 0o600, -1); err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Errorf("a regular file at the socket path: %v", err)
-	}
-}
-
-func TestParseInterspersed(t *testing.T) {
-	for _, tc := range []struct {
-		args []string
-		pos  []string
-		json bool
-		r    bool
-	}{
-		{[]string{"a", "b"}, []string{"a", "b"}, false, false},
-		{[]string{"--json", "-r", "a"}, []string{"a"}, true, true},
-		{[]string{"a", "-r", "b", "--json"}, []string{"a", "b"}, true, true},
-		{[]string{"-r", "--", "-json", "a"}, []string{"-json", "a"}, false, true},
-		{[]string{"a", "--", "-r"}, []string{"a", "-r"}, false, false},
-		{nil, nil, false, false},
-	} {
-		fs := flag.NewFlagSet("t", flag.ContinueOnError)
-		j := fs.Bool("json", false, "")
-		r := fs.Bool("r", false, "")
-		pos, err := parseInterspersed(fs, tc.args)
-		if err != nil || !reflect.DeepEqual(pos, tc.pos) || *j != tc.json || *r != tc.r {
-			t.Errorf("%q: pos %q json %v r %v err %v; want %q %v %v", tc.args, pos, *j, *r, err, tc.pos, tc.json, tc.r)
-		}
 	}
 }
 

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 // The daemon's side of the policy: the engine, the configuration it runs
 // under, and the reload that changes that configuration live (SIGHUP or
@@ -13,12 +13,11 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tierfs/tierfs/internal/config"
-	"github.com/tierfs/tierfs/internal/units"
+	"github.com/tierfs/tierfs/internal/control"
 	"github.com/tierfs/tierfs/policy/engine"
 )
 
-// pinsFile is where the engine keeps CLI pins, under the first tier's
-// .tierfs directory.
+// pinsFile is where the engine keeps CLI pins (Store.StatePath).
 const pinsFile = "pins.json"
 
 // engineConfig is the engine's share of cfg.
@@ -30,55 +29,30 @@ func engineConfig(cfg *config.Config) engine.Config {
 	return engine.Config{Policy: cfg.Policy, Thresholds: th}
 }
 
-// policyStatus is the "policy" part of GET /v1/status: the engine's
-// queue and counters, and the settings it runs under.
-type policyStatus struct {
-	engine.Status
-	// Thresholds is each tier's effective migrate_threshold, by name.
-	Thresholds     map[string]float64 `json:"thresholds"`
-	MigrateThreads int                `json:"migrate_threads"`
-	Interval       units.Duration     `json:"interval"`
-	MinAge         units.Duration     `json:"min_age"`
-	MaxRate        units.Rate         `json:"max_rate"`
-	PinGlobs       []string           `json:"pin_globs"`
-	LogLevel       string             `json:"log_level"`
-	// Config is the file the daemon reloads.
-	Config string `json:"config,omitempty"`
-}
-
-// reloadResult is the body of a successful POST /v1/reload.
-type reloadResult struct {
-	Config string `json:"config"`
-	// Changes lists what changed and now applies, "KEY: OLD -> NEW".
-	Changes []string `json:"changes"`
-	// Restart lists changes that take effect only at the next mount.
-	Restart []string `json:"restart_needed,omitempty"`
-}
-
-// livePolicy is the daemon's engine and its running configuration.
-type livePolicy struct {
+// LivePolicy is the daemon's engine and its running configuration.
+type LivePolicy struct {
 	eng        *engine.Engine
 	cfgPath    string // absolute: the daemon may not stay in its directory
 	mountpoint string
 	debug      bool // --debug: the log level stays debug
-	// mountFlags are the [mount] keys the command line overrides.
-	mountFlags mountOverrides
-	log        zerolog.Logger
+	// overrides are the [mount] keys the command line sets.
+	overrides Overrides
+	log       zerolog.Logger
 
 	mu  sync.Mutex // serialises reloads; guards cfg
 	cfg *config.Config
 }
 
-func (p *livePolicy) Migrate(rel, tier string) (*engine.Job, error) { return p.eng.Migrate(rel, tier) }
-func (p *livePolicy) Pin(rel, tier string) (*engine.Job, error)     { return p.eng.Pin(rel, tier) }
-func (p *livePolicy) Unpin(rel string) error                        { return p.eng.Unpin(rel) }
+func (p *LivePolicy) Migrate(rel, tier string) (*engine.Job, error) { return p.eng.Migrate(rel, tier) }
+func (p *LivePolicy) Pin(rel, tier string) (*engine.Job, error)     { return p.eng.Pin(rel, tier) }
+func (p *LivePolicy) Unpin(rel string) error                        { return p.eng.Unpin(rel) }
 
 // Status is the engine's status with the running settings.
-func (p *livePolicy) Status() policyStatus {
+func (p *LivePolicy) Status() control.PolicyStatus {
 	p.mu.Lock()
 	cfg := p.cfg
 	p.mu.Unlock()
-	st := policyStatus{
+	st := control.PolicyStatus{
 		Status:         p.eng.Status(),
 		Thresholds:     map[string]float64{},
 		MigrateThreads: cfg.Policy.MigrateThreads,
@@ -95,14 +69,16 @@ func (p *livePolicy) Status() policyStatus {
 	return st
 }
 
+var _ control.Policy = (*LivePolicy)(nil)
+
 // Reload re-reads the configuration file and applies what can change
 // live: the policy's thresholds, rate, threads, interval, minimum age and
 // pin globs, and the log level. A file that does not validate, or that
 // changes the tiers, is refused and the running configuration stays.
-func (p *livePolicy) Reload() (reloadResult, error) {
+func (p *LivePolicy) Reload() (control.ReloadResult, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	res := reloadResult{Config: p.cfgPath, Changes: []string{}}
+	res := control.ReloadResult{Config: p.cfgPath, Changes: []string{}}
 	nc, err := config.Load(p.cfgPath)
 	if err == nil {
 		err = nc.CheckMountpoint(p.mountpoint)
@@ -119,7 +95,7 @@ func (p *livePolicy) Reload() (reloadResult, error) {
 	res.Changes = append(res.Changes, structChanges("log", p.cfg.Log, nc.Log)...)
 	res.Restart = structChanges("pmem", p.cfg.PMem, nc.PMem)
 	for _, ch := range structChanges("mount", p.cfg.Mount, nc.Mount) {
-		res.Restart = append(res.Restart, p.mountFlags.note(ch))
+		res.Restart = append(res.Restart, p.overrides.note(ch))
 	}
 
 	run := *nc
@@ -132,7 +108,7 @@ func (p *livePolicy) Reload() (reloadResult, error) {
 	}
 	ev.Msg("configuration reloaded")
 	// After the line above, which a quieter level would hide.
-	setLogLevel(run.Log.Level, p.debug)
+	SetLogLevel(run.Log.Level, p.debug)
 	return res, nil
 }
 
@@ -229,10 +205,10 @@ func effectiveLevel(level string, debug bool) string {
 	return lvl.String()
 }
 
-// setLogLevel sets the process's log level; the daemon's loggers let
+// SetLogLevel sets the process's log level; the daemon's loggers let
 // everything through and the global level filters, so that a reload can
 // change it.
-func setLogLevel(level string, debug bool) {
+func SetLogLevel(level string, debug bool) {
 	lvl, _ := zerolog.ParseLevel(effectiveLevel(level, debug))
 	zerolog.SetGlobalLevel(lvl)
 }

@@ -1,4 +1,4 @@
-package main
+package control
 
 // The control socket's connections: how many, whose, and for how long.
 // Without bounds, idle keep-alive connections took the daemon to its
@@ -54,7 +54,7 @@ func controlConnCap(softNofile uint64) int {
 
 // defaultControlLimits: local clients send their request at once and
 // poll moves with short requests (GET /v1/job), each given 30 s by the
-// client (requestTimeout), so nothing legitimate needs longer; the one
+// client (RequestTimeout), so nothing legitimate needs longer; the one
 // slow request, POST /v1/move, lifts its own write deadline.
 func defaultControlLimits() controlLimits {
 	soft := uint64(1024)
@@ -66,7 +66,7 @@ func defaultControlLimits() controlLimits {
 		MaxConns:          controlConnCap(soft),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      requestTimeout,
+		WriteTimeout:      RequestTimeout,
 		IdleTimeout:       10 * time.Second,
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package control
 
 import (
 	"context"
@@ -56,18 +56,18 @@ func (s *engineStore) Move(ctx context.Context, o engine.MoveRequest) error {
 	return nil
 }
 
-// testPolicy is a controlPolicy over a real engine.
+// testPolicy is a Policy over a real engine.
 type testPolicy struct {
 	eng    *engine.Engine
-	reload func() (reloadResult, error)
+	reload func() (ReloadResult, error)
 }
 
 func (p *testPolicy) Migrate(rel, tier string) (*engine.Job, error) { return p.eng.Migrate(rel, tier) }
 func (p *testPolicy) Pin(rel, tier string) (*engine.Job, error)     { return p.eng.Pin(rel, tier) }
 func (p *testPolicy) Unpin(rel string) error                        { return p.eng.Unpin(rel) }
-func (p *testPolicy) Reload() (reloadResult, error)                 { return p.reload() }
-func (p *testPolicy) Status() policyStatus {
-	return policyStatus{Status: p.eng.Status(), Thresholds: map[string]float64{"fast": 0.5, "slow": 0.5}}
+func (p *testPolicy) Reload() (ReloadResult, error)                 { return p.reload() }
+func (p *testPolicy) Status() PolicyStatus {
+	return PolicyStatus{Status: p.eng.Status(), Thresholds: map[string]float64{"fast": 0.5, "slow": 0.5}}
 }
 
 func TestControlPolicy(t *testing.T) {
@@ -89,16 +89,16 @@ func TestControlPolicy(t *testing.T) {
 		<-ran
 	}()
 	reloads := 0
-	pol := &testPolicy{eng: eng, reload: func() (reloadResult, error) {
+	pol := &testPolicy{eng: eng, reload: func() (ReloadResult, error) {
 		reloads++
 		if reloads == 2 {
-			return reloadResult{}, errors.New("/etc/tierfs.toml:3: policy.migrate_threshold: must be in (0, 1]")
+			return ReloadResult{}, errors.New("/etc/tierfs.toml:3: policy.migrate_threshold: must be in (0, 1]")
 		}
-		return reloadResult{Config: "/etc/tierfs.toml", Changes: []string{"policy.max_rate: 0 -> 1MiB/s"}}, nil
+		return ReloadResult{Config: "/etc/tierfs.toml", Changes: []string{"policy.max_rate: 0 -> 1MiB/s"}}, nil
 	}}
-	cs := newControlServer(&fakeStore{}, pol, "/mnt/kafka", zerolog.Nop())
+	cs := NewServer(&fakeStore{}, pol, "/mnt/kafka", zerolog.Nop())
 	sock, _ := serveTest(t, cs, cs.access.privileged, defaultControlLimits(), zerolog.Nop())
-	c := newControlClientAt("/mnt/kafka", sock)
+	c := NewClientAt("/mnt/kafka", sock)
 
 	// A move that copies half and waits.
 	j, err := c.Migrate(ctx, "big", "slow")
@@ -110,7 +110,7 @@ func TestControlPolicy(t *testing.T) {
 	}
 	poll(t, "the move to be half done", func() (bool, error) {
 		j, err := c.Job(ctx, j.ID)
-		return j.State == jobMoving && j.BytesDone == 500 && j.BytesTotal == 1000, err
+		return j.State == JobMoving && j.BytesDone == 500 && j.BytesTotal == 1000, err
 	})
 	st, err := c.Status(ctx)
 	if err != nil {
@@ -123,14 +123,14 @@ func TestControlPolicy(t *testing.T) {
 	if j2, err := c.Migrate(ctx, "big", "slow"); err != nil || j2.ID != j.ID {
 		t.Errorf("migrate again: %+v, %v; want job %d", j2, err, j.ID)
 	}
-	var ae *apiError
+	var ae *APIError
 	if _, err := c.Migrate(ctx, "big", "fast"); !errors.As(err, &ae) || ae.Code != 409 || !strings.Contains(ae.Msg, "already queued") {
 		t.Errorf("migrate to another tier while moving: %v", err)
 	}
 	close(es.release)
 	poll(t, "the move to end", func() (bool, error) {
 		j, err := c.Job(ctx, j.ID)
-		return j.State == jobDone && j.Finished && j.BytesDone == 1000 && j.Error == "", err
+		return j.State == JobDone && j.Finished && j.BytesDone == 1000 && j.Error == "", err
 	})
 
 	// A failing move reports its error.
@@ -140,7 +140,7 @@ func TestControlPolicy(t *testing.T) {
 	}
 	poll(t, "the failing move to end", func() (bool, error) {
 		j, err := c.Job(ctx, jb.ID)
-		return j.State == jobFailed && strings.Contains(j.Error, "disk on fire"), err
+		return j.State == JobFailed && strings.Contains(j.Error, "disk on fire"), err
 	})
 
 	// Pins.
@@ -150,7 +150,7 @@ func TestControlPolicy(t *testing.T) {
 	}
 	poll(t, "the pin's move", func() (bool, error) {
 		j, err := c.Job(ctx, p.Job.ID)
-		return j.State == jobDone, err
+		return j.State == JobDone, err
 	})
 	if st, _ := c.Status(ctx); st.Policy.Pins["d/b"] != "fast" {
 		t.Errorf("pins after pin: %v", st.Policy.Pins)
@@ -182,9 +182,9 @@ func TestControlPolicy(t *testing.T) {
 		{"pin unknown tier", func() error { _, err := c.Pin(ctx, "a", "tape"); return err }(), 400, `no tier named "tape"`},
 		{"unpin not pinned", c.Unpin(ctx, "a"), 404, "unpin a: not pinned"},
 		{"job unknown", func() error { _, err := c.Job(ctx, 999); return err }(), 404, "no job 999"},
-		{"job bad id", c.do(ctx, http.MethodGet, "/v1/job", map[string][]string{"id": {"x"}}, nil), 400, "want a job number"},
+		{"job bad id", c.Do(ctx, http.MethodGet, "/v1/job", map[string][]string{"id": {"x"}}, nil), 400, "want a job number"},
 		{"reload invalid", func() error { _, err := c.Reload(ctx); return err }(), 400, "policy.migrate_threshold"},
-		{"GET migrate", c.do(ctx, http.MethodGet, "/v1/migrate", nil, nil), 405, "Method Not Allowed"},
+		{"GET migrate", c.Do(ctx, http.MethodGet, "/v1/migrate", nil, nil), 405, "Method Not Allowed"},
 	} {
 		if !errors.As(tc.err, &ae) || ae.Code != tc.code || !strings.Contains(ae.Msg, tc.msg) {
 			t.Errorf("%s: %v; want %d with %q", tc.name, tc.err, tc.code, tc.msg)
@@ -195,22 +195,5 @@ func TestControlPolicy(t *testing.T) {
 	es.mu.Unlock()
 	if want := "big->slow d/b->fast"; moved != want {
 		t.Errorf("moves: %q, want %q", moved, want)
-	}
-}
-
-func TestProgressLine(t *testing.T) {
-	now := time.Now()
-	q := &queued{rel: "t-0/00000000000000001000.log", queued: now.Add(-2 * time.Second), moving: now.Add(-time.Second),
-		last: jobResponse{State: jobMoving, BytesDone: 5 << 20, BytesTotal: 10 << 20}}
-	got := progressLine([]*queued{q}, now, 0)
-	if want := "t-0/00000000000000001000.log [=========>          ]  50% 5.0 MiB/10.0 MiB 5.0 MiB/s"; got != want {
-		t.Errorf("progress line\n got %q\nwant %q", got, want)
-	}
-	if got := progressLine([]*queued{q, q}, now, 70); len(got) > 69 || !strings.HasPrefix(got, "...") || !strings.HasSuffix(got, "(+1)") {
-		t.Errorf("narrow progress line %q (%d columns)", got, len(got))
-	}
-	q.last.State = jobQueued
-	if got := progressLine([]*queued{q}, now, 80); got != "waiting: 1 move(s) queued" {
-		t.Errorf("queued line %q", got)
 	}
 }

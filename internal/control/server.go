@@ -1,17 +1,10 @@
-package main
-
-// The control channel: HTTP with JSON bodies over a unix socket that the
-// daemon of one mount listens on. `tierfs status`, `ls`, `migrate`, `pin`,
-// `unpin` and `reload` are its clients.
+package control
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -30,95 +23,23 @@ import (
 	"github.com/tierfs/tierfs/tiering"
 )
 
-// controlDir holds the daemons' control sockets.
-const controlDir = "/run/tierfs"
-
-// controlSocketPath returns the control socket of the daemon serving the
-// mount at mountpoint: /run/tierfs/<16 hex digits of the SHA-256 of the
-// absolute, clean mountpoint>.sock. The daemon and its clients both call
-// it with the mountpoint as /proc/self/mountinfo names it (symlinks
-// resolved), so that they agree.
-func controlSocketPath(mountpoint string) (string, error) {
-	abs, err := filepath.Abs(mountpoint)
-	if err != nil {
-		return "", err
-	}
-	sum := sha256.Sum256([]byte(filepath.Clean(abs)))
-	return filepath.Join(controlDir, hex.EncodeToString(sum[:])[:16]+".sock"), nil
-}
-
-// controlStore is what the control server needs of a *tiering.Store.
-type controlStore interface {
+// Store is what the control server needs of a *tiering.Store.
+type Store interface {
 	Status() tiering.Status
 	List(rel string, recursive bool) ([]tiering.Entry, error)
 	Move(rel, tier string) error
 }
 
-var _ controlStore = (*tiering.Store)(nil)
+var _ Store = (*tiering.Store)(nil)
 
-// controlPolicy is what the control server needs of the policy engine
+// Policy is what the control server needs of the policy engine
 // and the daemon's configuration.
-type controlPolicy interface {
+type Policy interface {
 	Migrate(rel, tier string) (*engine.Job, error)
 	Pin(rel, tier string) (*engine.Job, error)
 	Unpin(rel string) error
-	Status() policyStatus
-	Reload() (reloadResult, error)
-}
-
-var _ controlPolicy = (*livePolicy)(nil)
-
-// statusResponse is the body of GET /v1/status.
-type statusResponse struct {
-	Mountpoint string `json:"mountpoint"`
-	tiering.Status
-	Policy *policyStatus `json:"policy,omitempty"`
-	// Requests says how the kernel's requests reach the daemon.
-	Requests *requestsStatus `json:"requests,omitempty"`
-}
-
-// requestsStatus is the FUSE transport of the mount and its data path.
-type requestsStatus struct {
-	// Transport is "io_uring" or "/dev/fuse".
-	Transport string `json:"transport"`
-	// Queues and ThreadsPerQueue: io_uring only, one queue per CPU.
-	Queues          int `json:"queues,omitempty"`
-	ThreadsPerQueue int `json:"threads_per_queue,omitempty"`
-	// ServedIOUring counts the requests answered over io_uring.
-	ServedIOUring uint64 `json:"served_io_uring,omitempty"`
-	// DataPath is how file data moves: "page cache", "write-back cache"
-	// or "direct I/O" (fs.Server.DataPath).
-	DataPath string `json:"data_path"`
-}
-
-// jobResponse is a queued move, in the replies of POST /v1/migrate,
-// POST /v1/pin and GET /v1/job.
-type jobResponse struct {
-	ID    uint64 `json:"id"`
-	Path  string `json:"path"`
-	To    string `json:"to"`
-	State string `json:"state"` // queued, moving, done or failed
-	// BytesDone is what the copy has done so far; BytesTotal the file's
-	// size.
-	BytesDone  int64  `json:"bytes_done"`
-	BytesTotal int64  `json:"bytes_total"`
-	Finished   bool   `json:"finished"`
-	Error      string `json:"error,omitempty"`
-}
-
-// Job states.
-const (
-	jobQueued = "queued"
-	jobMoving = "moving"
-	jobDone   = "done"
-	jobFailed = "failed"
-)
-
-// pinResponse is the body of POST /v1/pin.
-type pinResponse struct {
-	Path string      `json:"path"`
-	Tier string      `json:"tier"`
-	Job  jobResponse `json:"job"`
+	Status() PolicyStatus
+	Reload() (ReloadResult, error)
 }
 
 // jobRecord is a job the control server handed out an id for.
@@ -191,27 +112,22 @@ func (t *jobTable) queuedBy(r *jobRecord, uid uint32) bool {
 	return r.by[uid]
 }
 
-// errorResponse is the body of every error reply.
-type errorResponse struct {
-	Error string `json:"error"`
-}
-
-// controlServer answers the control protocol for one mount.
-type controlServer struct {
-	store      controlStore
-	policy     controlPolicy // nil: the policy endpoints answer 503
+// Server answers the control protocol for one mount.
+type Server struct {
+	store      Store
+	policy     Policy // nil: the policy endpoints answer 503
 	mountpoint string
 	log        zerolog.Logger
 	mux        *http.ServeMux
 	jobs       jobTable
-	// requests, when set, reports the mount's FUSE transport.
-	requests func() *requestsStatus
+	// Requests, when set, reports the mount's FUSE transport.
+	Requests func() *RequestsStatus
 	// access judges each caller (control_access.go).
 	access *controlAccess
 }
 
-func newControlServer(store controlStore, pol controlPolicy, mountpoint string, log zerolog.Logger) *controlServer {
-	s := &controlServer{store: store, policy: pol, mountpoint: mountpoint, log: log, mux: http.NewServeMux(), access: defaultAccess()}
+func NewServer(store Store, pol Policy, mountpoint string, log zerolog.Logger) *Server {
+	s := &Server{store: store, policy: pol, mountpoint: mountpoint, log: log, mux: http.NewServeMux(), access: defaultAccess()}
 	s.mux.HandleFunc("GET /v1/status", s.handleStatus)
 	s.mux.HandleFunc("GET /v1/ls", s.handleLs)
 	s.mux.HandleFunc("POST /v1/move", s.handleMove)
@@ -223,8 +139,23 @@ func newControlServer(store controlStore, pol controlPolicy, mountpoint string, 
 	return s
 }
 
+// SetAccess lets callers other than root in: the members of group (gid;
+// -1 for none) may do everything, and, when the mount lets other users
+// in (allowOther), others what they could do through the mount. An error
+// says the mount could not be looked at: then only privileged callers
+// get answers about paths.
+func (s *Server) SetAccess(group int, groupName string, allowOther bool) error {
+	s.access.group, s.access.groupName, s.access.allowOther = group, groupName, allowOther
+	v, err := newMountView(s.mountpoint)
+	if err != nil {
+		return err
+	}
+	s.access.mount = v
+	return nil
+}
+
 // withPolicy answers 503 when the daemon runs no policy engine.
-func (s *controlServer) withPolicy(h http.HandlerFunc) http.HandlerFunc {
+func (s *Server) withPolicy(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if s.policy == nil {
 			writeError(w, http.StatusServiceUnavailable, "this daemon runs no policy engine")
@@ -235,7 +166,7 @@ func (s *controlServer) withPolicy(h http.HandlerFunc) http.HandlerFunc {
 }
 
 // ServeHTTP implements http.Handler.
-func (s *controlServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if _, ok := callerOf(r.Context()); !ok {
 		// Served without the connLimiter: nobody to judge, so no answer.
 		writeError(w, http.StatusForbidden, "permission denied: the daemon cannot tell who is asking")
@@ -288,14 +219,14 @@ func (r *statusRecorder) WriteHeader(code int) {
 }
 
 // caller is the request's peer, and whether it may do everything.
-func (s *controlServer) caller(r *http.Request) (peer, bool) {
+func (s *Server) caller(r *http.Request) (peer, bool) {
 	p, _ := callerOf(r.Context())
 	return p, s.access.privileged(p)
 }
 
 // privilegedOnly answers 403 unless the caller is privileged; what says
 // what it may not do.
-func (s *controlServer) privilegedOnly(w http.ResponseWriter, r *http.Request, what string) bool {
+func (s *Server) privilegedOnly(w http.ResponseWriter, r *http.Request, what string) bool {
 	p, priv := s.caller(r)
 	if priv {
 		return true
@@ -320,14 +251,14 @@ func accessStatus(err error) int {
 	return errnoStatus(err)
 }
 
-func (s *controlServer) handleStatus(w http.ResponseWriter, r *http.Request) {
-	st := statusResponse{Mountpoint: s.mountpoint, Status: s.store.Status()}
+func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
+	st := StatusResponse{Mountpoint: s.mountpoint, Status: s.store.Status()}
 	if s.policy != nil {
 		ps := s.policy.Status()
 		st.Policy = &ps
 	}
-	if s.requests != nil {
-		st.Requests = s.requests()
+	if s.Requests != nil {
+		st.Requests = s.Requests()
 	}
 	if p, priv := s.caller(r); !priv {
 		s.redactStatus(&st, p)
@@ -339,7 +270,7 @@ func (s *controlServer) handleStatus(w http.ResponseWriter, r *http.Request) {
 // figures and the files it could see through the mount. Where the tiers
 // lie on disk, the error texts (they name files) and the configuration
 // file are root's business.
-func (s *controlServer) redactStatus(st *statusResponse, p peer) {
+func (s *Server) redactStatus(st *StatusResponse, p peer) {
 	st.Tiers = slices.Clone(st.Tiers)
 	for i := range st.Tiers {
 		st.Tiers[i].Path = ""
@@ -373,7 +304,7 @@ func (s *controlServer) redactStatus(st *statusResponse, p peer) {
 	st.Policy = &ps
 }
 
-func (s *controlServer) handleLs(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleLs(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	rel := q.Get("path")
 	recursive, err := parseBoolParam(q.Get("recursive"))
@@ -427,7 +358,7 @@ func (s *controlServer) handleLs(w http.ResponseWriter, r *http.Request) {
 
 // handleMove moves a file at once, outside the engine's queue and rate:
 // root's (and control_group's) alone.
-func (s *controlServer) handleMove(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleMove(w http.ResponseWriter, r *http.Request) {
 	if !s.privilegedOnly(w, r, "move files outside the policy engine (POST /v1/move)") {
 		return
 	}
@@ -467,7 +398,7 @@ func (s *controlServer) handleMove(w http.ResponseWriter, r *http.Request) {
 // fileArgs reads and checks the path and tier parameters of migrate and
 // pin: the path must name a regular file, the tier must exist. It answers
 // the request itself when they are wrong.
-func (s *controlServer) fileArgs(w http.ResponseWriter, r *http.Request, op string) (rel, tier string, size int64, ok bool) {
+func (s *Server) fileArgs(w http.ResponseWriter, r *http.Request, op string) (rel, tier string, size int64, ok bool) {
 	q := r.URL.Query()
 	rel, ok = cleanRel(q.Get("path"))
 	tier = q.Get("tier")
@@ -505,7 +436,7 @@ func (s *controlServer) fileArgs(w http.ResponseWriter, r *http.Request, op stri
 }
 
 // checkTier says which tiers there are when name is not one.
-func (s *controlServer) checkTier(name string) error {
+func (s *Server) checkTier(name string) error {
 	var names []string
 	for _, t := range s.store.Status().Tiers {
 		if t.Name == name {
@@ -523,7 +454,7 @@ func cleanRel(p string) (string, bool) {
 	return strings.Join(c, "/"), ok
 }
 
-func (s *controlServer) handleMigrate(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleMigrate(w http.ResponseWriter, r *http.Request) {
 	rel, tier, size, ok := s.fileArgs(w, r, "migrate")
 	if !ok {
 		return
@@ -539,7 +470,7 @@ func (s *controlServer) handleMigrate(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.jobReply(rec))
 }
 
-func (s *controlServer) handleJob(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleJob(w http.ResponseWriter, r *http.Request) {
 	v := r.URL.Query().Get("id")
 	id, err := strconv.ParseUint(v, 10, 64)
 	if err != nil {
@@ -559,28 +490,28 @@ func (s *controlServer) handleJob(w http.ResponseWriter, r *http.Request) {
 }
 
 // jobReply describes a job's progress.
-func (s *controlServer) jobReply(rec *jobRecord) jobResponse {
+func (s *Server) jobReply(rec *jobRecord) JobResponse {
 	j := rec.job
 	fin, err := j.Finished()
 	done, total := j.Progress()
 	if total == 0 {
 		total = rec.size
 	}
-	out := jobResponse{ID: rec.id, Path: j.Path, To: j.To, BytesDone: done, BytesTotal: total, Finished: fin}
+	out := JobResponse{ID: rec.id, Path: j.Path, To: j.To, BytesDone: done, BytesTotal: total, Finished: fin}
 	switch {
 	case fin && err != nil:
-		out.State, out.Error = jobFailed, err.Error()
+		out.State, out.Error = JobFailed, err.Error()
 	case fin:
-		out.State = jobDone
+		out.State = JobDone
 		out.BytesDone = max(out.BytesDone, out.BytesTotal)
 	default:
-		out.State = jobQueued
+		out.State = JobQueued
 		if done > 0 {
-			out.State = jobMoving
+			out.State = JobMoving
 		} else {
 			for _, m := range s.policy.Status().InFlight {
 				if m.Path == j.Path {
-					out.State = jobMoving
+					out.State = JobMoving
 				}
 			}
 		}
@@ -588,7 +519,7 @@ func (s *controlServer) jobReply(rec *jobRecord) jobResponse {
 	return out
 }
 
-func (s *controlServer) handlePin(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handlePin(w http.ResponseWriter, r *http.Request) {
 	rel, tier, size, ok := s.fileArgs(w, r, "pin")
 	if !ok {
 		return
@@ -601,10 +532,10 @@ func (s *controlServer) handlePin(w http.ResponseWriter, r *http.Request) {
 	p, _ := s.caller(r)
 	rec := s.jobs.add(j, size, p.uid)
 	s.log.Info().Str("path", rel).Str("tier", tier).Uint64("job", rec.id).Uint32("uid", p.uid).Msg("pinned on request")
-	writeJSON(w, http.StatusOK, pinResponse{Path: rel, Tier: tier, Job: s.jobReply(rec)})
+	writeJSON(w, http.StatusOK, PinResponse{Path: rel, Tier: tier, Job: s.jobReply(rec)})
 }
 
-func (s *controlServer) handleUnpin(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleUnpin(w http.ResponseWriter, r *http.Request) {
 	rel, ok := cleanRel(r.URL.Query().Get("path"))
 	switch {
 	case !ok:
@@ -637,7 +568,7 @@ func (s *controlServer) handleUnpin(w http.ResponseWriter, r *http.Request) {
 // unpinAllowed: a caller that may change the file may unpin it; a pin
 // outlives its file, and then whoever could create the name again (write
 // and search on its directory) may drop it.
-func (s *controlServer) unpinAllowed(p peer, rel string) error {
+func (s *Server) unpinAllowed(p peer, rel string) error {
 	chk := s.access.paths(p)
 	err := chk.writable(rel)
 	if !errors.Is(err, unix.ENOENT) {
@@ -651,7 +582,7 @@ func (s *controlServer) unpinAllowed(p peer, rel string) error {
 	return err
 }
 
-func (s *controlServer) handleReload(w http.ResponseWriter, r *http.Request) {
+func (s *Server) handleReload(w http.ResponseWriter, r *http.Request) {
 	if !s.privilegedOnly(w, r, "reload the daemon's configuration") {
 		return
 	}
@@ -706,15 +637,15 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 }
 
 func writeError(w http.ResponseWriter, code int, msg string) {
-	b, _ := json.Marshal(errorResponse{Error: msg})
+	b, _ := json.Marshal(ErrorResponse{Error: msg})
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
 	w.Write(append(b, '\n'))
 }
 
-// controlListener is the daemon's listening control socket.
-type controlListener struct {
+// Listener is the daemon's listening control socket.
+type Listener struct {
 	path string
 	ino  uint64 // of the socket file, to remove only our own
 	ln   net.Listener
@@ -722,17 +653,17 @@ type controlListener struct {
 	done <-chan error
 }
 
-// listenControl creates the control socket for mountpoint and serves cs
+// Listen creates the control socket for mountpoint and serves cs
 // on it, within defaultControlLimits. The socket gets mode perm and, when gid >= 0, that group; it
 // appears under its final name only once it has them, so nobody else can
 // connect in between. A socket file that nobody listens on (left by a
 // daemon that died) is replaced; a live one is an error.
-func listenControl(mountpoint string, cs *controlServer, perm os.FileMode, gid int) (*controlListener, error) {
-	path, err := controlSocketPath(mountpoint)
+func Listen(mountpoint string, cs *Server, perm os.FileMode, gid int) (*Listener, error) {
+	path, err := SocketPath(mountpoint)
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(controlDir, 0o755); err != nil {
+	if err := os.MkdirAll(SocketDir, 0o755); err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	if err := removeStaleSocket(path); err != nil {
@@ -741,7 +672,7 @@ func listenControl(mountpoint string, cs *controlServer, perm os.FileMode, gid i
 	// Bind in a private directory, set the permissions, then rename into
 	// place: the process umask is 0 in the daemon, so a socket bound at
 	// its final name would be open to all for a moment.
-	tmpDir, err := os.MkdirTemp(controlDir, ".bind-")
+	tmpDir, err := os.MkdirTemp(SocketDir, ".bind-")
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
@@ -755,7 +686,7 @@ func listenControl(mountpoint string, cs *controlServer, perm os.FileMode, gid i
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
 	ln.(*net.UnixListener).SetUnlinkOnClose(false)
-	fail := func(err error) (*controlListener, error) {
+	fail := func(err error) (*Listener, error) {
 		ln.Close()
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
@@ -775,8 +706,11 @@ func listenControl(mountpoint string, cs *controlServer, perm os.FileMode, gid i
 		return fail(err)
 	}
 	srv, _, done := serveControl(ln, cs, defaultControlLimits(), cs.access.privileged, cs.log)
-	return &controlListener{path: path, ino: st.Ino, ln: ln, srv: srv, done: done}, nil
+	return &Listener{path: path, ino: st.Ino, ln: ln, srv: srv, done: done}, nil
 }
+
+// Path is the socket's path.
+func (c *Listener) Path() string { return c.path }
 
 // removeStaleSocket removes the socket file at path if no process listens
 // on it.
@@ -804,7 +738,7 @@ func removeStaleSocket(path string) error {
 
 // Close stops serving, waits (up to the context's deadline) for requests
 // in flight, and removes the socket file.
-func (c *controlListener) Close(ctx context.Context) error {
+func (c *Listener) Close(ctx context.Context) error {
 	err := c.srv.Shutdown(ctx)
 	if err != nil {
 		c.srv.Close()
@@ -818,152 +752,4 @@ func (c *controlListener) Close(ctx context.Context) error {
 		}
 	}
 	return err
-}
-
-// controlClient talks to one daemon.
-type controlClient struct {
-	mountpoint string
-	socket     string
-	http       *http.Client
-}
-
-func newControlClient(mountpoint string) (*controlClient, error) {
-	sock, err := controlSocketPath(mountpoint)
-	if err != nil {
-		return nil, err
-	}
-	return newControlClientAt(mountpoint, sock), nil
-}
-
-// newControlClientAt talks to the daemon for mountpoint on the socket at
-// sock.
-func newControlClientAt(mountpoint, sock string) *controlClient {
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		},
-		DisableKeepAlives: true,
-	}
-	return &controlClient{mountpoint: mountpoint, socket: sock, http: &http.Client{Transport: tr}}
-}
-
-// errNoDaemon says that nothing listens on the control socket.
-type errNoDaemon struct {
-	mountpoint string
-	err        error
-}
-
-func (e *errNoDaemon) Error() string {
-	return fmt.Sprintf("no tierfs daemon answers for %s (is it mounted?)", e.mountpoint)
-}
-
-func (e *errNoDaemon) Unwrap() error { return e.err }
-
-// apiError is an error reply from the daemon.
-type apiError struct {
-	Code int
-	Msg  string
-}
-
-func (e *apiError) Error() string { return e.Msg }
-
-// do sends a request and decodes the JSON reply into out.
-func (c *controlClient) do(ctx context.Context, method, path string, q url.Values, out any) error {
-	u := "http://tierfs" + path
-	if len(q) > 0 {
-		u += "?" + q.Encode()
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		var op *net.OpError
-		if errors.As(err, &op) && op.Op == "dial" {
-			return dialError(c, err)
-		}
-		return fmt.Errorf("talking to the tierfs daemon for %s: %w", c.mountpoint, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<30))
-	if err != nil {
-		return fmt.Errorf("reading the reply of the tierfs daemon for %s: %w", c.mountpoint, err)
-	}
-	if resp.StatusCode/100 != 2 {
-		var e errorResponse
-		if json.Unmarshal(body, &e) != nil || e.Error == "" {
-			e.Error = fmt.Sprintf("%s: %s", resp.Status, bytesTrim(body))
-		}
-		return &apiError{Code: resp.StatusCode, Msg: e.Error}
-	}
-	if out == nil {
-		return nil
-	}
-	if err := json.Unmarshal(body, out); err != nil {
-		return fmt.Errorf("bad reply from the tierfs daemon for %s: %w", c.mountpoint, err)
-	}
-	return nil
-}
-
-func bytesTrim(b []byte) string {
-	const max = 200
-	if len(b) > max {
-		b = b[:max]
-	}
-	return string(b)
-}
-
-func (c *controlClient) Status(ctx context.Context) (statusResponse, error) {
-	var st statusResponse
-	err := c.do(ctx, http.MethodGet, "/v1/status", nil, &st)
-	return st, err
-}
-
-func (c *controlClient) List(ctx context.Context, rel string, recursive bool) ([]tiering.Entry, error) {
-	q := url.Values{"path": {rel}}
-	if recursive {
-		q.Set("recursive", "1")
-	}
-	var ents []tiering.Entry
-	err := c.do(ctx, http.MethodGet, "/v1/ls", q, &ents)
-	return ents, err
-}
-
-func (c *controlClient) Move(ctx context.Context, rel, tier string) error {
-	return c.do(ctx, http.MethodPost, "/v1/move", url.Values{"path": {rel}, "tier": {tier}}, nil)
-}
-
-// Migrate queues a move of rel to tier.
-func (c *controlClient) Migrate(ctx context.Context, rel, tier string) (jobResponse, error) {
-	var j jobResponse
-	err := c.do(ctx, http.MethodPost, "/v1/migrate", url.Values{"path": {rel}, "tier": {tier}}, &j)
-	return j, err
-}
-
-// Job reports a queued move's progress.
-func (c *controlClient) Job(ctx context.Context, id uint64) (jobResponse, error) {
-	var j jobResponse
-	err := c.do(ctx, http.MethodGet, "/v1/job", url.Values{"id": {strconv.FormatUint(id, 10)}}, &j)
-	return j, err
-}
-
-// Pin keeps rel on tier, moving it there.
-func (c *controlClient) Pin(ctx context.Context, rel, tier string) (pinResponse, error) {
-	var p pinResponse
-	err := c.do(ctx, http.MethodPost, "/v1/pin", url.Values{"path": {rel}, "tier": {tier}}, &p)
-	return p, err
-}
-
-// Unpin lets the policy move rel again.
-func (c *controlClient) Unpin(ctx context.Context, rel string) error {
-	return c.do(ctx, http.MethodPost, "/v1/unpin", url.Values{"path": {rel}}, nil)
-}
-
-// Reload makes the daemon re-read its configuration file.
-func (c *controlClient) Reload(ctx context.Context) (reloadResult, error) {
-	var r reloadResult
-	err := c.do(ctx, http.MethodPost, "/v1/reload", nil, &r)
-	return r, err
 }

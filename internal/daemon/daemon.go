@@ -1,0 +1,299 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	_ "net/http/pprof" // TIERFS_PPROF
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"github.com/tierfs/tierfs/internal/config"
+	"github.com/tierfs/tierfs/internal/control"
+	"github.com/tierfs/tierfs/mountutil"
+	"github.com/tierfs/tierfs/policy/engine"
+	"github.com/tierfs/tierfs/tiering"
+)
+
+// controlShutdownTimeout is how long requests in flight on the control
+// socket get to finish at exit.
+const controlShutdownTimeout = 30 * time.Second
+
+// Options are what the daemon is told beside its configuration.
+type Options struct {
+	// ConfigPath is the file reloads read again: absolute, since the
+	// daemon may not stay in its directory. "" refuses reloads.
+	ConfigPath string
+	// Mountpoint as the kernel names it (symlinks resolved).
+	Mountpoint string
+	// Debug keeps the log level at debug whatever the file says.
+	Debug bool
+	// Overrides are the [mount] keys the command line sets.
+	Overrides Overrides
+	Log       zerolog.Logger
+}
+
+// Daemon is the tiers of one mount, the policy engine over them and its
+// running configuration.
+type Daemon struct {
+	Store  *tiering.Store
+	Engine *engine.Engine
+	Policy *LivePolicy
+	o      Options
+}
+
+// Open opens the tiers of cfg and makes the policy engine over them; the
+// engine keeps its CLI pins where the store says.
+func Open(cfg *config.Config, o Options) (*Daemon, error) {
+	store, err := tiering.Open(cfg.Tiers, tiering.Options{
+		SegmentSize: int64(cfg.PMem.SegmentSize),
+		PMem:        &cfg.PMem,
+		Log:         o.Log,
+		Holder:      fmt.Sprintf("pid %d, mountpoint %s", os.Getpid(), o.Mountpoint),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("opening the tiers: %w", err)
+	}
+	eng, err := engine.New(Adapter{Store: store}, engineConfig(cfg), store.StatePath(pinsFile), o.Log)
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("policy engine: %w", err)
+	}
+	pol := &LivePolicy{eng: eng, cfgPath: o.ConfigPath, mountpoint: o.Mountpoint, debug: o.Debug, overrides: o.Overrides, log: o.Log, cfg: cfg}
+	return &Daemon{Store: store, Engine: eng, Policy: pol, o: o}, nil
+}
+
+// StartEngine runs the policy engine until stop, which cancels the
+// copies under way (their sources stay the files) and returns once they
+// have stopped: only then may the tiers close.
+func (d *Daemon) StartEngine() (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		d.Engine.Run(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+// Server is a mounted FUSE server as the daemon drives it (fs.Server,
+// with how requests reach it).
+type Server interface {
+	Unmount() error
+	Wait()
+	WritebackCache() bool
+	DirectIO() bool
+	// Requests is the transport and data path, for status.
+	Requests() *control.RequestsStatus
+}
+
+// MountFunc mounts store at mountpoint with the effective [mount] table.
+// It is the caller's: package fs translates, the daemon does not import
+// it (fs's own tests start daemons).
+type MountFunc func(store *tiering.Store, mountpoint string, m mountutil.Config, debug bool, log zerolog.Logger) (Server, error)
+
+// Run is `tierfs mount`: it loads the configuration, opens the tiers,
+// mounts them, serves the control socket and the policy until the mount
+// is unmounted or a signal asks for it (SIGHUP reloads), then shuts down
+// in order. err is a failure before the mount served; status the exit
+// status after.
+func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc) (status int, err error) {
+	// The kernel applied the caller's umask to the modes FUSE passes in
+	// already; applying ours again would be wrong.
+	unix.Umask(0)
+	// Reloads read the file again, from wherever the daemon is then.
+	if abs, err := filepath.Abs(cfgPath); err == nil {
+		cfgPath = abs
+	}
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return 1, err
+	}
+	mp, err := filepath.Abs(mountpoint)
+	if err != nil {
+		return 1, err
+	}
+	if err := cfg.CheckMountpoint(mp); err != nil {
+		return 1, err
+	}
+	if err := mountutil.Prepare(mp); err != nil {
+		return 1, err
+	}
+	// Name the mountpoint as the kernel (and so /proc/self/mountinfo,
+	// which clients search) will: symlinks resolved.
+	if resolved, err := filepath.EvalSymlinks(mp); err == nil {
+		mp = resolved
+	}
+	gid, err := cfg.Mount.ControlGID()
+	if err != nil {
+		return 1, fmt.Errorf("mount.control_group: %w", err)
+	}
+
+	log := NewLogger(os.Stderr)
+	SetLogLevel(cfg.Log.Level, debug)
+	if addr := os.Getenv("TIERFS_PPROF"); addr != "" {
+		// Profiling for performance work: go tool pprof http://ADDR/debug/pprof/profile
+		go func() {
+			if err := http.ListenAndServe(addr, nil); err != nil {
+				log.Warn().Err(err).Str("addr", addr).Msg("TIERFS_PPROF: pprof server failed")
+			}
+		}()
+		log.Info().Str("addr", addr).Msg("pprof server on (TIERFS_PPROF)")
+	}
+
+	var tierNames []string
+	for _, t := range cfg.Tiers {
+		tierNames = append(tierNames, t.Name)
+	}
+	d, err := Open(cfg, Options{ConfigPath: cfgPath, Mountpoint: mp, Debug: debug, Overrides: ov, Log: log})
+	if err != nil {
+		return 1, err
+	}
+
+	// From here a signal must unmount, not kill us with the mount left
+	// behind; one that arrives before the loop below waits in sigs.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
+	mcfg := ov.Apply(cfg.Mount)
+	server, err := mount(d.Store, mp, mcfg, debug, log)
+	if err != nil {
+		d.Store.Close()
+		return 1, fmt.Errorf("mounting on %s: %w", mp, err)
+	}
+	served := make(chan struct{})
+	go func() {
+		server.Wait()
+		close(served)
+	}()
+
+	cs := control.NewServer(d.Store, d.Policy, mp, log)
+	cs.Requests = server.Requests
+	if err := cs.SetAccess(gid, cfg.Mount.ControlGroup, mcfg.AllowOther); err != nil {
+		log.Warn().Err(err).Str("mountpoint", mp).Msg("cannot stat the mount; the control socket answers path requests only for root and control_group")
+	}
+	control.WarnAccess(cfg.Mount, gid, log)
+	ctl, err := control.Listen(mp, cs, cfg.Mount.SocketMode(), gid)
+	if err != nil {
+		log.Error().Err(err).Msg("cannot start the control server; unmounting")
+		if uerr := unmountServer(server, mp, served, log); uerr != nil {
+			log.Error().Err(uerr).Msg("unmount failed")
+		} else {
+			<-served
+			d.Store.Close()
+		}
+		return 1, err
+	}
+	stopEngine := d.StartEngine()
+	log.Info().Str("mountpoint", mp).Strs("tiers", tierNames).Str("control", ctl.Path()).
+		Bool("writeback_cache", server.WritebackCache()).Int("read_ahead_kb", mcfg.ReadAheadKB).Bool("io_uring", mcfg.IOUring).Bool("direct_io", server.DirectIO()).Str("requests", server.Requests().Transport).
+		Int("pid", os.Getpid()).Msg("mounted")
+
+	reason, forced := waitForExit(server, mp, served, sigs, func() { d.Policy.Reload() }, log)
+
+	ctx, cancel := context.WithTimeout(context.Background(), controlShutdownTimeout)
+	defer cancel()
+	if err := ctl.Close(ctx); err != nil {
+		log.Warn().Err(err).Msg("closing the control socket")
+	}
+	stopEngine()
+	if forced {
+		// The FUSE server may still run: leave the tiers' descriptors
+		// to the exit.
+		status = 1
+	} else if err := d.Store.Close(); err != nil {
+		log.Error().Err(err).Msg("closing the tiers")
+		status = 1
+	}
+	log.Info().Str("mountpoint", mp).Str("reason", reason).Int("status", status).Msg("exiting")
+	return status, nil
+}
+
+// waitForExit serves until the filesystem is unmounted from outside or a
+// SIGINT or SIGTERM asks us to unmount it; SIGHUP calls reload. It
+// returns why it stopped, and forced when the FUSE server may still be
+// running (a second signal came while files kept a lazily detached mount
+// alive).
+func waitForExit(server interface{ Unmount() error }, mp string, served <-chan struct{}, sigs <-chan os.Signal, reload func(), log zerolog.Logger) (reason string, forced bool) {
+	for {
+		select {
+		case <-served:
+			return "unmounted", false
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				log.Info().Msg("SIGHUP: reloading the configuration")
+				reload()
+				continue
+			}
+			reason = "signal " + sig.String()
+			log.Info().Str("signal", sig.String()).Str("mountpoint", mp).Msg("unmounting")
+			if err := unmountServer(server, mp, served, log); err != nil {
+				log.Error().Err(err).Msg("cannot unmount; exiting anyway")
+				return reason, true
+			}
+			for {
+				select {
+				case <-served:
+					return reason, false
+				case sig := <-sigs:
+					if sig == syscall.SIGHUP {
+						continue
+					}
+					log.Warn().Str("signal", sig.String()).Msg("exiting while files are still open on the detached mount; their users will get errors")
+					return reason + ", then " + sig.String(), true
+				}
+			}
+		}
+	}
+}
+
+// unmountServer unmounts mp. When the mount is busy it is detached
+// lazily, so that the mountpoint is free at once; the server then keeps
+// serving the files still open until they are closed (served closes).
+func unmountServer(server interface{ Unmount() error }, mp string, served <-chan struct{}, log zerolog.Logger) error {
+	err := server.Unmount()
+	if err == nil {
+		return nil
+	}
+	select {
+	case <-served:
+		return nil // unmounted meanwhile
+	default:
+	}
+	log.Warn().Err(err).Str("mountpoint", mp).Msg("unmount failed (busy?); detaching lazily")
+	if err := mountutil.Unmount(mp); err != nil {
+		return err
+	}
+	select {
+	case <-served:
+	default:
+		log.Info().Str("mountpoint", mp).Msg("detached; serving the files still open until they are closed (signal again to exit now)")
+	}
+	return nil
+}
+
+// NewLogger logs to w: for people on a terminal, JSON otherwise. It lets
+// every level through: SetLogLevel filters, and a reload changes it.
+func NewLogger(w *os.File) zerolog.Logger {
+	var out io.Writer = w
+	if isTerminal(w) {
+		out = zerolog.ConsoleWriter{Out: w, TimeFormat: time.DateTime}
+	}
+	return zerolog.New(out).Level(zerolog.TraceLevel).With().Timestamp().Logger()
+}
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}

@@ -24,12 +24,11 @@ import (
 
 	"github.com/tierfs/tierfs/internal/config"
 	"github.com/tierfs/tierfs/internal/daemon"
+	"github.com/tierfs/tierfs/internal/testenv"
 	"github.com/tierfs/tierfs/internal/units"
 	"github.com/tierfs/tierfs/pmem"
 	"github.com/tierfs/tierfs/policy"
 	"github.com/tierfs/tierfs/tiering"
-
-	"github.com/tierfs/tierfs/internal/testenv"
 )
 
 // The mount is served by a child process (this test binary re-executed):

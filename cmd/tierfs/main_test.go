@@ -5,8 +5,6 @@ package main
 // root and /dev/fuse; those tests skip without them.
 
 import (
-	"github.com/tierfs/tierfs/internal/control"
-
 	"bufio"
 	"bytes"
 	"context"
@@ -15,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -26,10 +25,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tierfs/tierfs/internal/control"
+	"github.com/tierfs/tierfs/internal/testenv"
 	"github.com/tierfs/tierfs/mountutil"
 	"github.com/tierfs/tierfs/tiering"
-
-	"github.com/tierfs/tierfs/internal/testenv"
 )
 
 // tierfsBin is the binary under test, built by TestMain.
@@ -468,13 +467,13 @@ func TestMountEndToEnd(t *testing.T) {
 		t.Errorf("%s on %s = %q, want fast", tiering.XattrTier, segLog, got)
 	}
 
-	// A move over the control socket.
+	// A move over the control socket, queued as `tierfs migrate` does.
 	c, err := control.NewClient(e.mnt)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if err := c.Move(ctx, segLog, "slow"); err != nil {
+	if err := migrateWait(t, c, segLog, "slow"); err != nil {
 		t.Fatalf("move: %v", err)
 	}
 	got := lsJSON(t, "", "-r", e.mnt)
@@ -505,18 +504,22 @@ func TestMountEndToEnd(t *testing.T) {
 	}{
 		{segLog, "tape", http.StatusBadRequest, `no tier named "tape"`},
 		{"missing.log", "slow", http.StatusNotFound, "no such file"},
-		{"topic-0", "slow", http.StatusBadRequest, "invalid argument"},
+		{"topic-0", "slow", http.StatusBadRequest, "is a directory"},
 		{"", "slow", http.StatusBadRequest, "path is required"},
 	} {
-		err := c.Move(ctx, tc.path, tc.tier)
+		_, err := c.Migrate(ctx, tc.path, tc.tier)
 		var ae *control.APIError
 		if !errors.As(err, &ae) || ae.Code != tc.code || !strings.Contains(ae.Msg, tc.msg) {
 			t.Errorf("move %q to %q: %v (%#v); want %d and %q", tc.path, tc.tier, err, ae, tc.code, tc.msg)
 		}
 	}
 	var ae *control.APIError
-	if err := c.Do(ctx, http.MethodGet, "/v1/move", nil, nil); !errors.As(err, &ae) || ae.Code != http.StatusMethodNotAllowed {
-		t.Errorf("GET /v1/move: %v; want 405", err)
+	if err := c.Do(ctx, http.MethodGet, "/v1/migrate", nil, nil); !errors.As(err, &ae) || ae.Code != http.StatusMethodNotAllowed {
+		t.Errorf("GET /v1/migrate: %v; want 405", err)
+	}
+	// No move outside the engine's queue, pins and max_rate.
+	if err := c.Do(ctx, http.MethodPost, "/v1/move", url.Values{"path": {segLog}, "tier": {"fast"}}, nil); !errors.As(err, &ae) || ae.Code != http.StatusNotFound {
+		t.Errorf("POST /v1/move: %v; want 404", err)
 	}
 	if err := c.Do(ctx, http.MethodGet, "/v1/nope", nil, nil); !errors.As(err, &ae) || ae.Code != http.StatusNotFound || !strings.Contains(ae.Msg, "no such endpoint") {
 		t.Errorf("GET /v1/nope: %v; want 404", err)
@@ -594,6 +597,25 @@ func TestMountEndToEnd(t *testing.T) {
 	if !sawMounted || !sawExit {
 		t.Errorf("the log lacks the mounted/exiting lines (%v, %v):\n%s", sawMounted, sawExit, d.stderr.String())
 	}
+}
+
+// migrateWait queues a move of rel to tier as `tierfs migrate --wait`
+// does and waits for it to end; it returns the move's error.
+func migrateWait(t *testing.T, c *control.Client, rel, tier string) error {
+	t.Helper()
+	ctx := context.Background()
+	j, err := c.Migrate(ctx, rel, tier)
+	if err != nil {
+		return err
+	}
+	poll(t, "the move of "+rel+" to "+tier, func() (bool, error) {
+		j, err = c.Job(ctx, j.ID)
+		return err == nil && j.Finished, err
+	})
+	if j.State != control.JobDone {
+		return fmt.Errorf("move %s to %s: %s: %s", rel, tier, j.State, j.Error)
+	}
+	return nil
 }
 
 // tableHasRow reports whether a line of out starts with the fields given.

@@ -14,9 +14,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	tfs "github.com/tierfs/tierfs/fs"
-	"github.com/tierfs/tierfs/mountutil"
-
 	"github.com/tierfs/tierfs/internal/testenv"
+	"github.com/tierfs/tierfs/mountutil"
 )
 
 // A [mount] flag given on the command line wins over the file, either

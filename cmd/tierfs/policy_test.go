@@ -4,8 +4,6 @@ package main
 // reload (and SIGHUP), and the engine demoting on its own.
 
 import (
-	"github.com/tierfs/tierfs/internal/control"
-
 	"bufio"
 	"bytes"
 	"encoding/json"
@@ -15,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/tierfs/tierfs/internal/control"
 )
 
 // setConfig rewrites the configuration: fastExtra goes into the fast

@@ -4,8 +4,6 @@ package main
 // created with the system's tools, removed in Cleanup.
 
 import (
-	"github.com/tierfs/tierfs/internal/control"
-
 	"bytes"
 	"context"
 	"errors"
@@ -23,9 +21,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/tierfs/tierfs/internal/testuser"
-
+	"github.com/tierfs/tierfs/internal/control"
 	"github.com/tierfs/tierfs/internal/testenv"
+	"github.com/tierfs/tierfs/internal/testuser"
 )
 
 // inCI: under CI a missing prerequisite is a failure, not a skip.

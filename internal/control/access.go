@@ -5,8 +5,7 @@ package control
 // judged by the caller's credentials as the kernel recorded them at
 // connect(2): root, the daemon's own user and members of control_group
 // may do everything; anyone else sees and acts on only what it could see
-// and change through the mount itself, and may not reload the daemon or
-// move files outside the engine.
+// and change through the mount itself, and may not reload the daemon.
 
 import (
 	"context"

@@ -140,10 +140,6 @@ func (c *Client) List(ctx context.Context, rel string, recursive bool) ([]tierin
 	return ents, err
 }
 
-func (c *Client) Move(ctx context.Context, rel, tier string) error {
-	return c.Do(ctx, http.MethodPost, "/v1/move", url.Values{"path": {rel}, "tier": {tier}}, nil)
-}
-
 // Migrate queues a move of rel to tier.
 func (c *Client) Migrate(ctx context.Context, rel, tier string) (JobResponse, error) {
 	var j JobResponse

@@ -54,8 +54,8 @@ func controlConnCap(softNofile uint64) int {
 
 // defaultControlLimits: local clients send their request at once and
 // poll moves with short requests (GET /v1/job), each given 30 s by the
-// client (RequestTimeout), so nothing legitimate needs longer; the one
-// slow request, POST /v1/move, lifts its own write deadline.
+// client (RequestTimeout), so nothing legitimate needs longer: a move
+// runs in the engine, never in a request.
 func defaultControlLimits() controlLimits {
 	soft := uint64(1024)
 	var rl unix.Rlimit

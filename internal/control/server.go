@@ -27,7 +27,6 @@ import (
 type Store interface {
 	Status() tiering.Status
 	List(rel string, recursive bool) ([]tiering.Entry, error)
-	Move(rel, tier string) error
 }
 
 var _ Store = (*tiering.Store)(nil)
@@ -130,7 +129,6 @@ func NewServer(store Store, pol Policy, mountpoint string, log zerolog.Logger) *
 	s := &Server{store: store, policy: pol, mountpoint: mountpoint, log: log, mux: http.NewServeMux(), access: defaultAccess()}
 	s.mux.HandleFunc("GET /v1/status", s.handleStatus)
 	s.mux.HandleFunc("GET /v1/ls", s.handleLs)
-	s.mux.HandleFunc("POST /v1/move", s.handleMove)
 	s.mux.HandleFunc("POST /v1/migrate", s.withPolicy(s.handleMigrate))
 	s.mux.HandleFunc("GET /v1/job", s.withPolicy(s.handleJob))
 	s.mux.HandleFunc("POST /v1/pin", s.withPolicy(s.handlePin))
@@ -354,45 +352,6 @@ func (s *Server) handleLs(w http.ResponseWriter, r *http.Request) {
 		ents = []tiering.Entry{}
 	}
 	writeJSON(w, http.StatusOK, ents)
-}
-
-// handleMove moves a file at once, outside the engine's queue and rate:
-// root's (and control_group's) alone.
-func (s *Server) handleMove(w http.ResponseWriter, r *http.Request) {
-	if !s.privilegedOnly(w, r, "move files outside the policy engine (POST /v1/move)") {
-		return
-	}
-	// The copy may outlast the socket's write timeout.
-	http.NewResponseController(w).SetWriteDeadline(time.Time{})
-	q := r.URL.Query()
-	rel, tier := q.Get("path"), q.Get("tier")
-	switch {
-	case rel == "":
-		writeError(w, http.StatusBadRequest, "path is required")
-		return
-	case tier == "":
-		writeError(w, http.StatusBadRequest, "tier is required")
-		return
-	}
-	known := false
-	for _, t := range s.store.Status().Tiers {
-		if t.Name == tier {
-			known = true
-			break
-		}
-	}
-	if !known {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("no tier named %q", tier))
-		return
-	}
-	start := time.Now()
-	if err := s.store.Move(rel, tier); err != nil {
-		s.log.Warn().Err(err).Str("path", rel).Str("tier", tier).Msg("move requested over the control socket failed")
-		writeError(w, errnoStatus(err), fmt.Sprintf("move %s to %s: %v", displayRel(rel), tier, err))
-		return
-	}
-	s.log.Info().Str("path", rel).Str("tier", tier).Dur("took", time.Since(start)).Msg("moved on request")
-	writeJSON(w, http.StatusOK, map[string]string{"path": rel, "tier": tier})
 }
 
 // fileArgs reads and checks the path and tier parameters of migrate and

@@ -11,23 +11,18 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
-	"github.com/tierfs/tierfs/tiering"
-
 	"github.com/tierfs/tierfs/internal/testenv"
+	"github.com/tierfs/tierfs/tiering"
 )
 
 // fakeStore is a Store with canned answers.
-type fakeStore struct {
-	mu    sync.Mutex
-	moves []string
-}
+type fakeStore struct{}
 
 func (f *fakeStore) Status() tiering.Status {
 	return tiering.Status{
@@ -58,25 +53,6 @@ func (f *fakeStore) List(rel string, recursive bool) ([]tiering.Entry, error) {
 		return []tiering.Entry{{Path: "d/b", Size: 2, Tier: "slow"}}, nil
 	}
 	return nil, unix.ENOENT
-}
-
-func (f *fakeStore) Move(rel, tier string) error {
-	f.mu.Lock()
-	f.moves = append(f.moves, rel+"->"+tier)
-	f.mu.Unlock()
-	switch rel {
-	case "busy":
-		return tiering.ErrBusy
-	case "full":
-		return fmt.Errorf("copy: %w", unix.ENOSPC)
-	case "dir":
-		return unix.EINVAL
-	case "missing":
-		return unix.ENOENT
-	case "broken":
-		return errors.New("something else")
-	}
-	return nil
 }
 
 // serveFake serves a Server for a fakeStore on a socket in a
@@ -143,15 +119,9 @@ func TestControlServer(t *testing.T) {
 		{"ls missing", func() error { _, err := c.List(ctx, "nope", false); return err }(), 404, "ls nope: no such file or directory"},
 		{"ls perm", func() error { _, err := c.List(ctx, "perm", false); return err }(), 403, "permission denied"},
 		{"ls bad recursive", c.Do(ctx, http.MethodGet, "/v1/ls", map[string][]string{"recursive": {"maybe"}}, nil), 400, "recursive"},
-		{"move ok", c.Move(ctx, "a", "slow"), 0, ""},
-		{"move busy", c.Move(ctx, "busy", "slow"), 409, "being moved"},
-		{"move full", c.Move(ctx, "full", "slow"), 507, "no space"},
-		{"move dir", c.Move(ctx, "dir", "slow"), 400, "invalid argument"},
-		{"move missing", c.Move(ctx, "missing", "slow"), 404, "no such file"},
-		{"move broken", c.Move(ctx, "broken", "slow"), 500, "something else"},
-		{"move no tier", c.Move(ctx, "a", ""), 400, "tier is required"},
-		{"move bad tier", c.Move(ctx, "a", "tape"), 400, `no tier named "tape"`},
-		{"GET move", c.Do(ctx, http.MethodGet, "/v1/move", nil, nil), 405, "Method Not Allowed"},
+		// Moves go through the engine's queue (migrate), never around it.
+		{"POST move", c.Do(ctx, http.MethodPost, "/v1/move", map[string][]string{"path": {"a"}, "tier": {"slow"}}, nil), 404, "no such endpoint: POST /v1/move"},
+		{"GET migrate", c.Do(ctx, http.MethodGet, "/v1/migrate", nil, nil), 405, "Method Not Allowed"},
 		{"POST status", c.Do(ctx, http.MethodPost, "/v1/status", nil, nil), 405, "Method Not Allowed"},
 		{"unknown", c.Do(ctx, http.MethodGet, "/v2/status", nil, nil), 404, "no such endpoint: GET /v2/status"},
 		{"migrate without an engine", func() error { _, err := c.Migrate(ctx, "a", "slow"); return err }(), 503, "no policy engine"},
@@ -166,14 +136,6 @@ func TestControlServer(t *testing.T) {
 			t.Errorf("%s: %v (%#v); want %d with %q", tc.name, tc.err, ae, tc.code, tc.msg)
 		}
 	}
-	// Bad tiers and missing arguments never reach the store.
-	store.mu.Lock()
-	moves := strings.Join(store.moves, " ")
-	store.mu.Unlock()
-	if want := "a->slow busy->slow full->slow dir->slow missing->slow broken->slow"; moves != want {
-		t.Errorf("moves reaching the store: %q, want %q", moves, want)
-	}
-
 	// Error bodies are JSON with an "error" field, and say so.
 	resp, err := c.http.Get("http://tierfs/v1/nope")
 	if err != nil {
@@ -184,7 +146,7 @@ func TestControlServer(t *testing.T) {
 	if resp.Header.Get("Content-Type") != "application/json" || !strings.HasPrefix(string(body), `{"error":`) {
 		t.Errorf("error reply: %s %q", resp.Header.Get("Content-Type"), body)
 	}
-	resp, err = c.http.Get("http://tierfs/v1/move")
+	resp, err = c.http.Get("http://tierfs/v1/migrate")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -200,7 +200,7 @@ func TestKafkaThroughput(t *testing.T) {
 	stU := requireTransport(t, "tierfs-uring", fsU, transportURing)
 	servedURing := stU.served() - servedBefore
 	if servedURing == 0 {
-		t.Errorf("tierfs-uring: no request was answered over io_uring during the runs (%s)", stU.Requests.describe())
+		t.Errorf("tierfs-uring: no request was answered over io_uring during the runs (%s)", describeRequests(stU.Requests))
 	}
 	var problems []string
 	for _, tg := range targets {

@@ -134,7 +134,7 @@ func TestMicro(t *testing.T) {
 	stU := requireTransport(t, "tierfs-uring", fsU, transportURing)
 	servedURing := stU.served() - servedBefore
 	if servedURing == 0 {
-		t.Errorf("tierfs-uring: no request was answered over io_uring during the runs (%s)", stU.Requests.describe())
+		t.Errorf("tierfs-uring: no request was answered over io_uring during the runs (%s)", describeRequests(stU.Requests))
 	}
 	if lines := fs.ErrorLines(); len(lines) > 0 {
 		t.Errorf("tierfs logged errors:\n%s", strings.Join(lines, "\n"))

@@ -11,15 +11,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
 	"math"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,6 +29,7 @@ import (
 
 	"github.com/tierfs/tierfs/integration"
 	"github.com/tierfs/tierfs/integration/benchkit"
+	"github.com/tierfs/tierfs/internal/control"
 )
 
 const (
@@ -510,46 +507,14 @@ func consumerPerf(t *testing.T, b *integration.Broker, dir, topic string, n int6
 // ---------------------------------------------------------------------------
 // tierfs's control socket
 
-// tfStatus is the part of `tierfs status --json` the benchmarks read.
+// tfStatus is `tierfs status --json`, as internal/control's client
+// reads it.
 type tfStatus struct {
-	Tiers []struct {
-		Name          string `json:"name"`
-		CapacityBytes int64  `json:"capacity_bytes"`
-		UsedBytes     int64  `json:"used_bytes"`
-		FreeBytes     int64  `json:"free_bytes"`
-		Files         int64  `json:"files"`
-	} `json:"tiers"`
-	Moves struct {
-		Done       int64  `json:"done"`
-		Failed     int64  `json:"failed"`
-		BytesMoved int64  `json:"bytes_moved"`
-		LastError  string `json:"last_error"`
-	} `json:"moves"`
-	Policy *struct {
-		InFlight []struct {
-			Path  string `json:"path"`
-			Done  int64  `json:"bytes_done"`
-			Total int64  `json:"bytes_total"`
-		} `json:"in_flight"`
-		Queued     []json.RawMessage `json:"queued"`
-		Done       int64             `json:"moves_done"`
-		Failed     int64             `json:"moves_failed"`
-		BytesMoved int64             `json:"bytes_moved"`
-		LastErrors []string          `json:"last_errors"`
-	} `json:"policy"`
-	Requests *tfRequests `json:"requests"`
+	control.StatusResponse
 }
 
-// tfRequests is how the kernel's requests reach the daemon.
-type tfRequests struct {
-	Transport       string `json:"transport"` // "io_uring" or "/dev/fuse"
-	Queues          int    `json:"queues"`
-	ThreadsPerQueue int    `json:"threads_per_queue"`
-	ServedIOUring   uint64 `json:"served_io_uring"`
-	DataPath        string `json:"data_path"` // "page cache", "direct I/O", "write-back cache"
-}
-
-func (r *tfRequests) describe() string {
+// describeRequests says how the kernel's requests reach the daemon.
+func describeRequests(r *control.RequestsStatus) string {
 	if r == nil {
 		return "status says nothing of the transport"
 	}
@@ -570,11 +535,10 @@ func (s *tfStatus) tier(name string) (used, capacity int64) {
 }
 
 // statusClient asks the daemon serving mnt for its status over its
-// control socket (/run/tierfs/<hash>.sock, GET /v1/status): what
-// `tierfs status --json` prints, without starting a process twice a
-// second.
+// control socket with internal/control's client: what `tierfs status
+// --json` prints, without starting a process twice a second.
 type statusClient struct {
-	c *http.Client
+	c *control.Client
 }
 
 func newStatusClient(mnt string) *statusClient {
@@ -582,35 +546,21 @@ func newStatusClient(mnt string) *statusClient {
 	if r, err := filepath.EvalSymlinks(abs); err == nil {
 		abs = r
 	}
-	sum := sha256.Sum256([]byte(filepath.Clean(abs)))
-	sock := filepath.Join("/run/tierfs", hex.EncodeToString(sum[:])[:16]+".sock")
-	return &statusClient{c: &http.Client{
-		Timeout: 10 * time.Second,
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", sock)
-		}},
-	}}
+	c, err := control.NewClient(abs)
+	if err != nil {
+		panic(err) // only an unusable working directory makes Abs fail
+	}
+	return &statusClient{c: c}
 }
 
 func (c *statusClient) get() (*tfStatus, error) {
-	resp, err := c.c.Get("http://tierfs/v1/status")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := c.c.Status(ctx)
 	if err != nil {
 		return nil, err
 	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /v1/status: %s: %s", resp.Status, b)
-	}
-	var st tfStatus
-	if err := json.Unmarshal(b, &st); err != nil {
-		return nil, fmt.Errorf("GET /v1/status: %w", err)
-	}
-	return &st, nil
+	return &tfStatus{st}, nil
 }
 
 // mustStatus is get, failing the test on an error.

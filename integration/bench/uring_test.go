@@ -61,7 +61,7 @@ func requireTransport(t *testing.T, target string, fs *integration.Tierfs, want 
 	st := cliStatus(t, fs)
 	got := st.transport()
 	if got == want {
-		t.Logf("%s: requests come through %s", target, st.Requests.describe())
+		t.Logf("%s: requests come through %s", target, describeRequests(st.Requests))
 		return st
 	}
 	hint := ""

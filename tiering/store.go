@@ -76,7 +76,7 @@ type Store struct {
 	ns sync.RWMutex
 	// nameDrops counts the unlinks, rmdirs and renames begun (under ns
 	// held exclusively): a walk during which it did not change saw every
-	// file that existed when it started and still does (PolicySnapshot).
+	// file that existed when it started and still does (ListFiles).
 	nameDrops atomic.Uint64
 
 	openMu sync.Mutex

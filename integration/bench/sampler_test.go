@@ -48,7 +48,8 @@ const (
 //
 //	TIERFS_BENCH=1              run them
 //	TIERFS_BENCH_SCALE=F        multiply every size and duration (default 1)
-//	TIERFS_BENCH_RUNS=N         repetitions where there are some (default 3)
+//	TIERFS_BENCH_RUNS=N         repetitions where there are some (default 5 for the judged sections, micro and kafka; 3 elsewhere)
+//	TIERFS_BENCH_HOLD_MEMORY=0  a smoke run: do not hold the guest's memory (see holdMemory)
 //	TIERFS_BENCH_HDD_BPS=B      the HDD's read and write limit, bytes/s (default 100 MiB/s)
 //	TIERFS_BENCH_HDD_DIRTY=B    the most dirty page cache in front of the HDD (default 64 MiB; 0: the kernel's)
 //	TIERFS_BIN=FILE             the tierfs binary (default: built without -race for the test)

@@ -622,24 +622,34 @@ func detachLoop(dev string) error {
 // ---------------------------------------------------------------------------
 // mergerfs
 
-// MergerfsOptions are the mount options MountMergerfs gives mergerfs. They
-// make its caching match tierfs's, so that the comparison is of the I/O
-// paths and not of cache settings:
-//   - cache.files=full: the page cache is used and kept across opens
-//     (FOPEN_KEEP_CACHE), as tierfs does; "off" would be direct I/O, which
-//     tierfs does not do (cached re-reads would go to the daemon).
-//   - cache.writeback=false: no FUSE write-back cache, as tierfs (each
-//     write(2) reaches the daemon before it returns).
+// MergerfsOptions are the mount options MountMergerfs gives mergerfs,
+// chosen from mergerfs's own documentation (mergerfs(1) of 2.33, the
+// version Debian ships) so that its bytes land where tierfs's do and its
+// caching matches tierfs's; the comparison is then of the I/O paths:
+//   - minfreespace=0: mergerfs's default, 4G, makes the create policies
+//     skip a branch with less free space than that; a benchmark's tmpfs
+//     is smaller, so every new file went to the slow branch on disk. With
+//     0 a new file goes to the fast branch while it has any room, as
+//     tierfs's go to its fast tier (the suite checks it: Placement).
+//   - category.create=ff: a new file (and directory) goes to the first
+//     branch, the fast one, as tierfs places new files on its first tier
+//     with room. mergerfs's tiered-caching advice names ff for the cache
+//     pool.
+//   - cache.files=full: "mergerfs files cached across opens", the kernel's
+//     FOPEN_KEEP_CACHE, which tierfs sets on every open; "partial" would
+//     drop a file's pages at each open and "off" is direct I/O, which
+//     tierfs does only when asked (--direct-io, a row of its own).
+//   - cache.writeback=false: no FUSE write-back cache, as tierfs by
+//     default (each write(2) reaches the daemon before it returns).
 //   - cache.attr=1,cache.entry=1,cache.negative_entry=1: tierfs's 1 s
-//     attribute, entry and negative-entry timeouts.
-//   - category.create=ff: a new file goes to the first branch (the fast
-//     one), as tierfs places new files on its first tier with room.
+//     attribute, entry and negative-entry timeouts (mergerfs's default
+//     negative timeout is 0).
 //   - dropcacheonclose=false: no posix_fadvise(DONTNEED) on close
 //     (tierfs does none).
 //
-// Everything else is mergerfs 2.33's default (threads = the number of
-// cores, 1 MiB FUSE messages, xattrs passed through).
-const MergerfsOptions = "fsname=tierfs-bench-mergerfs,category.create=ff,cache.files=full," +
+// Everything else is mergerfs's default (threads = the number of cores,
+// 1 MiB FUSE messages, xattrs passed through).
+const MergerfsOptions = "fsname=tierfs-bench-mergerfs,minfreespace=0,category.create=ff,cache.files=full," +
 	"cache.writeback=false,cache.attr=1,cache.entry=1,cache.negative_entry=1,dropcacheonclose=false"
 
 // MountMergerfs mounts mergerfs on mnt (created if needed) over the
@@ -648,6 +658,11 @@ const MergerfsOptions = "fsname=tierfs-bench-mergerfs,category.create=ff,cache.f
 // parent-death signal, so that it unmounts itself if this process dies
 // without unmounting it.
 func MountMergerfs(mnt string, branches ...string) (unmount func() error, err error) {
+	return MountMergerfsWith(mnt, MergerfsOptions, branches...)
+}
+
+// MountMergerfsWith is MountMergerfs with other mount options.
+func MountMergerfsWith(mnt, options string, branches ...string) (unmount func() error, err error) {
 	if len(branches) == 0 {
 		return nil, errors.New("mergerfs: no branches")
 	}
@@ -669,7 +684,7 @@ func MountMergerfs(mnt string, branches ...string) (unmount func() error, err er
 			return nil, fmt.Errorf("mergerfs branch %s: not a directory (%v)", b, err)
 		}
 	}
-	cmd := exec.Command(bin, "-f", "-o", MergerfsOptions, strings.Join(branches, ":"), mnt)
+	cmd := exec.Command(bin, "-f", "-o", options, strings.Join(branches, ":"), mnt)
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}

@@ -26,7 +26,7 @@ const (
 
 // SectionOrder is the order of the known fragments in docs/BENCHMARKS.md;
 // any other fragment follows them, alphabetically.
-var SectionOrder = []string{"micro", "kafka", "burst", "steady", "migration", "pmem"}
+var SectionOrder = []string{"micro", "kafka", "latency", "latency-kafka", "burst", "steady", "migration", "pmem"}
 
 // RepoRoot is the directory holding the module's go.mod, found from the
 // working directory upwards (go test runs in the package directory).
@@ -136,6 +136,33 @@ func Machine() MachineInfo {
 	return m
 }
 
+// MethodText is the method section of docs/BENCHMARKS.md: what every
+// section holds to, whichever measured it.
+const MethodText = `## Method
+
+- **The configuration judged.** Every target is judged on one configuration: the defaults an operator
+  gets from ` + "`tierfs mount`" + ` with examples/tierfs.toml's ` + "`[mount]`" + ` table as it ships (every key at its
+  default) on a stock kernel, where FUSE over io_uring is off (its switch,
+  ` + "`/sys/module/fuse/parameters/enable_uring`" + `, defaults to N), so requests come through ` + "`/dev/fuse`" + `. The
+  opt-in modes (` + "`--io-uring`" + `, ` + "`--direct-io`" + `, ` + "`writeback_cache`" + `) are measured too, each the defaults
+  with one switch, on rows of their own; no verdict is taken from them, and no target is judged on the
+  best of several configurations.
+- **Peers write where tierfs writes.** mergerfs, the FUSE peer, runs over a branch on the same fast
+  medium as tierfs's fast tier, first, and a slow branch, with ` + "`" + MergerfsOptions + "`" + `, chosen from
+  mergerfs's documentation (mergerfs(1)): ` + "`minfreespace=0`" + `, since mergerfs's default of 4G makes its
+  create policies skip a branch with less free space, as a benchmark's tmpfs is, and every file went to
+  the slow branch on disk; ` + "`category.create=ff`" + `, new files on the first branch, as tierfs puts them on its
+  first tier; ` + "`cache.files=full`" + `, the page cache kept across opens, as tierfs's FOPEN_KEEP_CACHE
+  (` + "`partial`" + ` would drop it at each open, ` + "`off`" + ` is direct I/O, an opt-in mode of tierfs); no write-back
+  cache, as tierfs by default; tierfs's 1 s attribute, entry and negative-entry timeouts; no
+  ` + "`dropcacheonclose`" + `.
+- **Checked, not assumed.** After every file a micro-benchmark writes, and after every Kafka run, the
+  suite checks on the branches and tiers themselves that the target's data is on its fast medium and on
+  no other (` + "`benchkit.Placement`" + `): a peer, or tierfs, writing elsewhere fails the run instead of being
+  reported. ` + "`go test ./integration/benchkit`" + ` (in ` + "`make unit`" + `) mounts mergerfs with the old options
+  over a small tmpfs and a disk directory and requires the check to fail there.
+`
+
 // Assemble writes docs/BENCHMARKS.md under repoRoot: a header (the
 // machine: kernel, CPU model, cores, memory, Go and Java versions; the
 // date; the command, `make bench`), then every fragment in docs/bench in
@@ -206,9 +233,12 @@ func Assemble(repoRoot string) error {
 	b.WriteString("tiers); do not edit by hand. Each section is written by one test in `integration/bench/` and\n")
 	b.WriteString("can be rerun alone, e.g. `make bench BENCH_RUN=TestMicro`, after which this file is rebuilt\n")
 	b.WriteString("from all the sections in `docs/bench/`: each says when it was measured.\n\n")
-	b.WriteString("Figures are medians of several runs (3 unless a section says otherwise) with their spread\n")
-	b.WriteString("(min–max); ratios are ratios of medians taken in the same run. The changes made to the data\n")
-	b.WriteString("path, each with its before/after figures, are in [perf.md](perf.md).\n\n")
+	b.WriteString("Figures are medians of several runs (5 in the judged sections, micro-benchmarks and Kafka\n")
+	b.WriteString("throughput; 3 elsewhere unless a section says otherwise) with their spread (min–max); ratios\n")
+	b.WriteString("are taken in the same run, round by round where the section says so. The changes made to the\n")
+	b.WriteString("data path, each with its before/after figures, are in [perf.md](perf.md).\n\n")
+	b.WriteString(MethodText)
+	b.WriteString("\n")
 	b.WriteString(Table([]string{"", ""}, [][]string{
 		{"command", "`make bench`"},
 		{"date", time.Now().UTC().Format("2006-01-02 15:04 UTC")},

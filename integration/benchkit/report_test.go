@@ -71,7 +71,7 @@ func TestAssembleOrderAndImages(t *testing.T) {
 		t.Fatal(err)
 	}
 	doc := string(b)
-	for _, want := range []string{"`make bench`", "| kernel |", "| CPU |", "| cores |", "| memory |", "| Go |", "| Java |", "| date |"} {
+	for _, want := range []string{"`make bench`", "| kernel |", "| CPU |", "| cores |", "| memory |", "| Go |", "| Java |", "| date |", "## Method", MergerfsOptions, "minfreespace=0"} {
 		if !strings.Contains(doc, want) {
 			t.Errorf("the header lacks %q:\n%s", want, doc)
 		}

@@ -101,3 +101,19 @@ func RatioCell(rs []float64) string {
 	lo, hi := Spread(rs)
 	return fmt.Sprintf("%s× (%s–%s)", Num(Median(rs)), Num(lo), Num(hi))
 }
+
+// Percentile is the q-th percentile (0 < q ≤ 100) of the samples by the
+// nearest-rank method: the smallest sample with at least q% of the
+// samples at or below it, so p100 is the largest and no value is
+// interpolated between two samples. NaN for none or q out of range. xs is
+// not modified.
+func Percentile(xs []float64, q float64) float64 {
+	if len(xs) == 0 || !(q > 0 && q <= 100) {
+		return math.NaN()
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	// The epsilon keeps 99.9% of 1000 at rank 999 despite float rounding.
+	rank := int(math.Ceil(q/100*float64(len(s)) - 1e-9))
+	return s[min(max(rank, 1), len(s))-1]
+}

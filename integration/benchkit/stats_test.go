@@ -99,3 +99,44 @@ func TestPaired(t *testing.T) {
 		t.Errorf("RatioCell(nil) = %q, want n/a", got)
 	}
 }
+
+func TestPercentile(t *testing.T) {
+	var hundred []float64
+	for i := 100; i >= 1; i-- { // reversed: Percentile sorts a copy
+		hundred = append(hundred, float64(i))
+	}
+	thousand := make([]float64, 1000)
+	for i := range thousand {
+		thousand[i] = float64(i + 1)
+	}
+	for _, c := range []struct {
+		xs   []float64
+		q    float64
+		want float64
+	}{
+		{hundred, 50, 50},
+		{hundred, 99, 99},
+		{hundred, 99.9, 100},
+		{hundred, 100, 100},
+		{hundred, 0.5, 1},
+		{thousand, 99.9, 999},
+		{thousand, 99, 990},
+		{[]float64{7}, 99.9, 7},
+		{[]float64{3, 1, 2}, 50, 2},
+	} {
+		if got := Percentile(c.xs, c.q); got != c.want {
+			t.Errorf("Percentile(%d samples, %v) = %v, want %v", len(c.xs), c.q, got, c.want)
+		}
+	}
+	if hundred[0] != 100 {
+		t.Errorf("Percentile reordered its input")
+	}
+	for _, q := range []float64{0, -1, 101, math.NaN()} {
+		if got := Percentile(hundred, q); !math.IsNaN(got) {
+			t.Errorf("Percentile(q=%v) = %v, want NaN", q, got)
+		}
+	}
+	if got := Percentile(nil, 50); !math.IsNaN(got) {
+		t.Errorf("Percentile(nil) = %v, want NaN", got)
+	}
+}

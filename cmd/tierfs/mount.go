@@ -113,14 +113,7 @@ func (o mountOverrides) note(change string) string {
 // fsOptions are the FUSE mount's settings for the effective [mount]
 // table (flags applied).
 func fsOptions(m mountutil.Config, debug bool) tfs.Options {
-	return tfs.Options{
-		AllowOther:     m.AllowOther,
-		Debug:          debug,
-		WritebackCache: m.WritebackCache,
-		ReadAheadKB:    m.ReadAheadKB,
-		IOUring:        m.IOUring,
-		DirectIO:       m.DirectIO,
-	}
+	return tfs.Options{Config: m, Debug: debug}
 }
 
 func mount(cfgPath, mountpoint string, debug bool, flags mountOverrides) int {

@@ -38,6 +38,11 @@ type Server struct {
 // ReadAheadKB (set by Start).
 func Mount(mountpoint string, rawFS fuse.RawFileSystem, mo fuse.MountOptions, c Config, log zerolog.Logger) (*Server, error) {
 	s := &Server{mountpoint: mountpoint, rawFS: rawFS, c: c, log: log, devFd: -1}
+	if mo.MaxWrite <= 0 {
+		// go-fuse's default, made explicit: the rings' payload buffers
+		// and max_read are sized by it before go-fuse sees it.
+		mo.MaxWrite = 128 << 10
+	}
 	target := mountpoint
 	if c.IOUring {
 		u, fd, err := mountForURing(mountpoint, &mo, log)

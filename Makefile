@@ -15,8 +15,9 @@ GOFMT ?= $(shell g="$$($(GO) env GOROOT 2>/dev/null)/bin/gofmt"; [ -x "$$g" ] &&
 # A count of executions, not a duration: with a duration, Go 1.26's fuzz
 # coordinator can report a bare "context deadline exceeded" as a failure
 # when a worker is mid-input at the deadline (golang/go#75804, fixed in
-# Go 1.27); it did once here, on a loaded machine. 10000 runs take about
-# 30 s on these machines.
+# Go 1.27); it did once here, on a loaded machine. The count stands for
+# the duration the target used to run (docs/perf.md, "Figures the code
+# rests on").
 FUZZTIME ?= 10000x
 TEST_TIMEOUT ?= 20m
 # How long fs.TestStress's workers run: the minute issue 16 asks for in

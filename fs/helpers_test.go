@@ -26,6 +26,7 @@ import (
 	"github.com/tierfs/tierfs/internal/daemon"
 	"github.com/tierfs/tierfs/internal/testenv"
 	"github.com/tierfs/tierfs/internal/units"
+	"github.com/tierfs/tierfs/mountutil"
 	"github.com/tierfs/tierfs/pmem"
 	"github.com/tierfs/tierfs/policy"
 	"github.com/tierfs/tierfs/tiering"
@@ -45,8 +46,30 @@ func TestMain(m *testing.M) {
 	if cfg := os.Getenv(stressWorkerEnv); cfg != "" {
 		os.Exit(stressWorkerMain(cfg))
 	}
+	if os.Getenv(iouringEnv) == "1" {
+		// Every mount of the run asks for io_uring (mountOpt.iouring)
+		// and must get it: the kernel's switch stays on, and other
+		// packages' tests that flip it wait, until the run ends.
+		restore, err := testenv.EnableURing()
+		if err != nil {
+			// Asked for by name, so a failure, not a skip.
+			fmt.Fprintf(os.Stderr, "%s=1: %v\n", iouringEnv, err)
+			os.Exit(1)
+		}
+		uringForRun = true
+		code := m.Run()
+		restore()
+		os.Exit(code)
+	}
 	os.Exit(m.Run())
 }
+
+// iouringEnv=1 serves every test mount over FUSE over io_uring (make
+// test-iouring); a mount that falls back to /dev/fuse fails its test.
+const iouringEnv = "TIERFS_TEST_IOURING"
+
+// uringForRun: TestMain holds the io_uring switch on for the whole run.
+var uringForRun bool
 
 type serverConfig struct {
 	Mountpoint string               `json:"mountpoint"`
@@ -147,18 +170,15 @@ func serve(cfgJSON string) int {
 	}
 	st := d.Store
 	root := NewRoot(st, log)
-	srv, err := Mount(root, cfg.Mountpoint, Options{AllowOther: cfg.AllowOther, WritebackCache: cfg.Writeback, IOUring: cfg.IOUring, DirectIO: cfg.DirectIO, ReadAheadKB: testReadAheadKB})
+	srv, err := Mount(root, cfg.Mountpoint, Options{Config: mountutil.Config{
+		AllowOther: cfg.AllowOther, WritebackCache: cfg.Writeback, IOUring: cfg.IOUring, DirectIO: cfg.DirectIO, ReadAheadKB: testReadAheadKB,
+	}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
 	if err := srv.WaitMount(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	if cfg.IOUring && !srv.IOUring() {
-		// A test run asked for io_uring must not pass over /dev/fuse.
-		fmt.Fprintln(os.Stderr, "io_uring was asked for and requests come through /dev/fuse")
 		return 2
 	}
 	stopEngine := func() {}
@@ -260,6 +280,7 @@ type mountOpt struct {
 	allowOther bool         // mount with allow_other (and default_permissions)
 	writeback  bool         // mount with the kernel's write-back cache
 	iouring    bool         // serve over FUSE-over-io_uring
+	devFuse    bool         // serve through /dev/fuse, even under TIERFS_TEST_IOURING=1
 	directIO   bool         // open files for direct I/O
 }
 
@@ -305,7 +326,7 @@ func mount(t testing.TB, o mountOpt) *testMount {
 	cfg.PMem = o.pmem
 	cfg.AllowOther = o.allowOther
 	cfg.Writeback = o.writeback || os.Getenv("TIERFS_TEST_WRITEBACK") == "1"
-	cfg.IOUring = o.iouring || os.Getenv("TIERFS_TEST_IOURING") == "1"
+	cfg.IOUring = (o.iouring || os.Getenv(iouringEnv) == "1") && !o.devFuse
 	cfg.DirectIO = o.directIO || os.Getenv("TIERFS_TEST_DIRECTIO") == "1"
 	cfg.Mountpoint = filepath.Join(base, "mnt")
 	if err := os.Mkdir(cfg.Mountpoint, 0o755); err != nil {
@@ -363,8 +384,33 @@ func startServer(t testing.TB, cfg serverConfig) *testMount {
 	if err := m.out.Decode(&ready); err != nil {
 		t.Fatalf("tierfs server did not start: %v\n%s", err, logs.String())
 	}
+	if cfg.IOUring {
+		m.assertURing(t)
+	}
 	return m
 }
+
+// assertURing fails t unless the mount, asked to serve over io_uring, does:
+// the kernel agreed at INIT, and a request made now is answered over a
+// ring, not through /dev/fuse (where a connection whose rings failed to
+// register falls back).
+func (m *testMount) assertURing(t testing.TB) {
+	t.Helper()
+	before := m.call(t, request{Op: "uring"}).URing
+	if before == nil || !before.Active {
+		t.Fatalf("the mount asked for io_uring and serves through /dev/fuse (the kernel did not agree at INIT, or the rings could not be set up; the daemon's log says which)")
+	}
+	// A name never looked up before: the kernel must ask the daemon.
+	probe := filepath.Join(m.mnt, fmt.Sprintf(".transport-probe-%d", probeSeq.Add(1)))
+	if _, err := os.Lstat(probe); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("lstat %s: %v, want ENOENT", probe, err)
+	}
+	if after := m.call(t, request{Op: "uring"}).URing; after.Served <= before.Served {
+		t.Fatalf("the mount agreed on io_uring, but a LOOKUP was not answered over it (served %d before, %d after): requests come through /dev/fuse", before.Served, after.Served)
+	}
+}
+
+var probeSeq atomic.Int64
 
 type writerFunc func([]byte) (int, error)
 

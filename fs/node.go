@@ -3,10 +3,6 @@ package fs
 import (
 	"context"
 	"errors"
-	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -16,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/tierfs/tierfs/mountutil"
 	"github.com/tierfs/tierfs/tiering"
 )
 
@@ -417,35 +414,14 @@ func (n *Node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle
 	return d, 0, 0
 }
 
-// Options are the mount's settings.
+// Options are the mount's settings: the [mount] table, where each is
+// described (mountutil.Config; fs reads AllowOther, WritebackCache and
+// DirectIO, the mount code IOUring and ReadAheadKB), and what only the
+// command line sets.
 type Options struct {
-	AllowOther bool
-	Debug      bool
-	// WritebackCache lets the kernel gather writes in its page cache and
-	// send them in large batches (FUSE_WRITEBACK_CACHE): much faster
-	// small writes, but data written and not yet fsynced lives only in
-	// the kernel until write-back, and is lost if the daemon dies
-	// (kill -9): without it, a write that returned is in the backing.
-	WritebackCache bool
-	// ReadAheadKB, when non-zero, is set as the mount's read-ahead
-	// (/sys/class/bdi/0:N/read_ahead_kb) after mounting: the kernel's
-	// default of 128 KiB makes a sequential reader (a consumer catching
-	// up) pay a round trip to the daemon per 128 KiB. A READ is never
-	// larger than MaxWrite (1 MiB); a window of several keeps more than
-	// one in flight.
-	ReadAheadKB int
-	// IOUring serves requests over FUSE-over-io_uring, one queue per CPU,
-	// each served by threads bound to that CPU, so a request and its
-	// reply never cross CPUs (see fs/uring.go). Needs the kernel's
-	// CONFIG_FUSE_IO_URING and /sys/module/fuse/parameters/enable_uring
-	// set to Y; without them the mount stays on /dev/fuse.
-	IOUring bool
-	// DirectIO opens files with FOPEN_DIRECT_IO: READ and WRITE bypass the
-	// mount's page cache, while sendfile/splice and shared mmap still use
-	// it (FUSE_DIRECT_IO_ALLOW_MMAP). Without that capability from the
-	// kernel (before Linux 6.6) an mmap of such a file would fail, so the
-	// mount keeps the page cache and says so in the log.
-	DirectIO bool
+	mountutil.Config
+	// Debug logs every FUSE request.
+	Debug bool
 }
 
 // maxBackground is the mount's max_background: how many asynchronous
@@ -455,58 +431,22 @@ type Options struct {
 // pages dropped after unaligned appends, drop.go: one every batch) found
 // the read-ahead congested after 9 one-page READs, and the kernel then
 // threw the rest of its window away and read those pages later, one
-// synchronous READ each. With 64 a window of a few MiB fits: a Kafka
-// consumer right behind its producer fetched 1.2× faster through
-// /dev/fuse (docs/perf.md, 13).
+// synchronous READ each. With 64 the holes of a window of a few MiB are
+// all asked for at once (what that did for a Kafka consumer right behind
+// its producer: docs/perf.md, 13).
 const maxBackground = 64
 
-// Server is a mounted tierfs: go-fuse's server, and the io_uring queues
-// when they serve.
+// Server is a mounted tierfs: the mount and what serves it (mountutil),
+// and what this package decided from the kernel's answer at INIT.
 type Server struct {
-	*fuse.Server
-	mountpoint string
-	uring      *uringServer // nil unless requests come over io_uring
-	ownMount   bool         // mounted here, by descriptor, not by go-fuse
-	writeback  bool         // the kernel caches writes (FUSE_WRITEBACK_CACHE agreed)
-	fs         *FS
-}
-
-// IOUring reports whether requests are served over io_uring.
-func (s *Server) IOUring() bool { return s.uring != nil }
-
-// URingServed counts the requests answered over io_uring.
-func (s *Server) URingServed() uint64 {
-	if s.uring == nil {
-		return 0
-	}
-	return s.uring.served.Load()
-}
-
-// URingQueues says how the io_uring transport is laid out: queues (one
-// per possible CPU) and serving threads per queue; zeros without it.
-func (s *Server) URingQueues() (queues, threadsPerQueue int) {
-	if s.uring == nil {
-		return 0, 0
-	}
-	return s.uring.queues, s.uring.perQueue
+	*mountutil.Server
+	writeback bool // the kernel caches writes (FUSE_WRITEBACK_CACHE agreed)
+	fs        *FS
 }
 
 // Unmount unmounts the filesystem and waits for the serving to end.
 func (s *Server) Unmount() error {
-	if !s.ownMount {
-		return s.Server.Unmount()
-	}
-	var err error
-	for try, delay := 0, time.Duration(0); try < 5; try++ {
-		if err = unix.Unmount(s.mountpoint, 0); err == nil || errors.Is(err, unix.EINVAL) {
-			err = nil
-			break
-		}
-		// The kernel lets go of the last file a moment after close.
-		delay = 2*delay + 5*time.Millisecond
-		time.Sleep(delay)
-	}
-	if err != nil {
+	if err := s.Server.Unmount(); err != nil {
 		return err
 	}
 	s.Wait()
@@ -516,9 +456,6 @@ func (s *Server) Unmount() error {
 // Wait waits until the filesystem is unmounted and every request served.
 func (s *Server) Wait() {
 	s.Server.Wait()
-	if s.uring != nil {
-		s.uring.wait()
-	}
 	s.fs.drop.stop()
 }
 
@@ -608,37 +545,17 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 	}
 	// gofs.Mount, with the node bridge wrapped in killprivFS.
 	rawFS := killprivFS{gofs.NewNodeFS(root, opts)}
-	s := &Server{mountpoint: mountpoint, fs: root.fs}
-	target := mountpoint
-	devFd := -1
-	if o.IOUring {
-		u, fd, err := mountForURing(mountpoint, &opts.MountOptions, root.fs.Log)
-		if err != nil {
-			return nil, err
-		}
-		if u != nil {
-			s.ownMount, devFd, s.uring = true, fd, u
-			target = fmt.Sprintf("/dev/fd/%d", fd)
-			// go-fuse would mount on /dev/fd/N itself (on /dev/fuse):
-			// it only takes the descriptor when not mounting directly.
-			opts.MountOptions.DirectMount = false
-			opts.MountOptions.ExtraCapabilities |= fuse.CAP_OVER_IO_URING
-		}
-	}
-	srv, err := fuse.NewServer(rawFS, target, &opts.MountOptions)
+	ms, err := mountutil.Mount(mountpoint, rawFS, opts.MountOptions, o.Config, root.fs.Log)
 	if err != nil {
-		if s.ownMount {
-			unix.Unmount(mountpoint, unix.MNT_DETACH)
-			if s.uring != nil {
-				s.uring.close()
-			}
-		}
 		return nil, err
 	}
-	s.Server = srv
-	s.writeback = o.WritebackCache && srv.KernelSettings().Flags64()&fuse.CAP_WRITEBACK_CACHE != 0
+	s := &Server{Server: ms, fs: root.fs}
+	// INIT is answered and nothing else served yet: settle what the
+	// kernel's answer decides.
+	k := ms.KernelSettings().Flags64()
+	s.writeback = o.WritebackCache && k&fuse.CAP_WRITEBACK_CACHE != 0
 	if o.DirectIO {
-		if srv.KernelSettings().Flags64()&fuse.CAP_DIRECT_IO_ALLOW_MMAP != 0 {
+		if k&fuse.CAP_DIRECT_IO_ALLOW_MMAP != 0 {
 			root.fs.openFlags = fuse.FOPEN_DIRECT_IO | fuse.FOPEN_KEEP_CACHE
 		} else {
 			root.fs.Log.Warn().Msg("direct_io: the kernel cannot mmap files opened for direct I/O (FUSE_DIRECT_IO_ALLOW_MMAP, Linux 6.6); keeping the page cache")
@@ -648,101 +565,9 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 		// Only then do writes leave pages partly written in the cache.
 		root.fs.drop = newPageDropper()
 	}
-	if s.uring != nil {
-		// INIT is answered: serve over io_uring if the kernel agreed.
-		if k := srv.KernelSettings(); k.Flags64()&fuse.CAP_OVER_IO_URING == 0 {
-			root.fs.Log.Warn().Msg("the kernel did not offer FUSE over io_uring at INIT; serving through /dev/fuse")
-			s.uring.close()
-			s.uring = nil
-		} else if err := s.uring.start(devFd, rawFS, &opts.MountOptions, k); err != nil {
-			// The kernel waits for registrations that will not come:
-			// nothing can be served.
-			s.uring.close()
-			s.uring = nil
-			unix.Unmount(mountpoint, unix.MNT_DETACH)
-			go srv.Serve()
-			root.fs.drop.stop()
-			return nil, fmt.Errorf("io_uring: %w", err)
-		}
-	}
-	go srv.Serve()
-	if err := srv.WaitMount(); err != nil {
+	if err := ms.Start(); err != nil {
 		root.fs.drop.stop()
 		return nil, err
 	}
-	if o.ReadAheadKB > 0 {
-		if err := setReadAhead(mountpoint, o.ReadAheadKB); err != nil {
-			root.fs.Log.Warn().Err(err).Msg("cannot set the mount's read-ahead; the kernel's default stays")
-		}
-	}
 	return s, nil
-}
-
-// mountForURing sets up the rings, then mounts mountpoint by hand, as
-// go-fuse's direct mount does, so that the daemon holds the /dev/fuse
-// descriptor the io_uring commands name: the rings exist before INIT can
-// ask for them. When io_uring cannot be had it says why in the log and
-// returns u nil and fd -1, and go-fuse mounts as usual.
-func mountForURing(mountpoint string, mo *fuse.MountOptions, log zerolog.Logger) (u *uringServer, fd int, err error) {
-	if err := uringAvailable(); err != nil {
-		// The kernel's switch is off by default: the usual case, not
-		// a problem.
-		log.Info().Str("reason", err.Error()).Msg("FUSE over io_uring unavailable; serving through /dev/fuse")
-		return nil, -1, nil
-	}
-	if os.Geteuid() != 0 {
-		log.Info().Msg("FUSE over io_uring needs a direct mount (root); serving through /dev/fuse")
-		return nil, -1, nil
-	}
-	u, err = newURingServer(mo.MaxWrite, log)
-	if err != nil {
-		log.Warn().Err(err).Msg("cannot serve over io_uring; serving through /dev/fuse")
-		return nil, -1, nil
-	}
-	fd, err = mountDevFuse(mountpoint, mo)
-	if err != nil {
-		u.close()
-		return nil, -1, err
-	}
-	return u, fd, nil
-}
-
-// mountDevFuse opens /dev/fuse and mounts it at mountpoint with the
-// options go-fuse's direct mount would pass.
-func mountDevFuse(mountpoint string, mo *fuse.MountOptions) (int, error) {
-	var st unix.Stat_t
-	if err := unix.Stat(mountpoint, &st); err != nil {
-		return -1, err
-	}
-	fd, err := unix.Open("/dev/fuse", unix.O_RDWR|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return -1, err
-	}
-	data := []string{
-		fmt.Sprintf("fd=%d", fd),
-		fmt.Sprintf("rootmode=%o", st.Mode&unix.S_IFMT),
-		fmt.Sprintf("user_id=%d", os.Geteuid()),
-		fmt.Sprintf("group_id=%d", os.Getegid()),
-		fmt.Sprintf("max_read=%d", mo.MaxWrite),
-	}
-	data = append(data, mo.Options...)
-	if mo.AllowOther {
-		data = append(data, "allow_other")
-	}
-	if err := unix.Mount(mo.FsName, mountpoint, "fuse."+mo.Name, unix.MS_NOSUID|unix.MS_NODEV, strings.Join(data, ",")); err != nil {
-		unix.Close(fd)
-		return -1, fmt.Errorf("mount %s: %w", mountpoint, err)
-	}
-	return fd, nil
-}
-
-// setReadAhead writes the read-ahead of the mount's backing device info
-// (a FUSE mount has its own, named after its anonymous device number).
-func setReadAhead(mountpoint string, kb int) error {
-	var st unix.Stat_t
-	if err := unix.Stat(mountpoint, &st); err != nil {
-		return err
-	}
-	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
-	return os.WriteFile(p, []byte(strconv.Itoa(kb)), 0o644)
 }

@@ -26,10 +26,10 @@ import (
 // fix the tier roots are root-only, and these tests keep the daemon
 // immune even if a tier directory is reachable (defence in depth).
 
-// raceBudget bounds each symlink race. On 77086fc, in 20 runs on a
-// 2-CPU machine under -race, the chmod race won within 45 ms and the mkdir
-// race within 120 ms (the failure message says when it won); the budget
-// leaves room for a loaded CI machine.
+// raceBudget bounds each symlink race: many times what the races took to
+// win under -race on a 2-CPU machine (docs/perf.md, "Figures the code
+// rests on"; the failure message says when it won), room for a loaded CI
+// machine.
 const raceBudget = 5 * time.Second
 
 // sharedMount mounts tierfs for a created user and makes the 1777

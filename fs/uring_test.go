@@ -3,8 +3,10 @@ package fs
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -16,23 +18,14 @@ import (
 
 // requireURing turns the kernel's FUSE-over-io_uring switch on for the
 // test (it only lets daemons ask for it; mounts that do not are
-// unchanged) and puts it back afterwards, or skips saying why it cannot.
+// unchanged) and puts it back afterwards, or skips saying why it cannot;
+// under TIERFS_TEST_IOURING=1 TestMain holds it on already.
 func requireURing(t *testing.T) {
 	t.Helper()
 	requireFUSE(t)
-	testenv.HoldURingSwitch(t)
-	b, err := os.ReadFile(EnableURingParam)
-	testenv.Require(t, !errors.Is(err, os.ErrNotExist), "this kernel has no FUSE over io_uring (CONFIG_FUSE_IO_URING)")
-	if err != nil {
-		t.Fatal(err)
+	if !uringForRun {
+		testenv.URing(t)
 	}
-	if strings.TrimSpace(string(b)) == "Y" {
-		return
-	}
-	if err := os.WriteFile(EnableURingParam, []byte("Y"), 0o644); err != nil {
-		t.Fatalf("enabling FUSE over io_uring: %v", err)
-	}
-	t.Cleanup(func() { os.WriteFile(EnableURingParam, b, 0o644) })
 }
 
 // TestURingServes mounts over io_uring and checks that requests really
@@ -148,4 +141,37 @@ func TestURingServes(t *testing.T) {
 	if after.Served <= before+100 {
 		t.Fatalf("only %d requests came over io_uring (before %d)", after.Served, before)
 	}
+}
+
+// The harness fails a mount that asked for io_uring and is served through
+// /dev/fuse (what TIERFS_TEST_IOURING=1 relies on): assertURing, run on a
+// /dev/fuse mount, fails; on an io_uring mount (mount runs it) it passes.
+func TestAssertURingCatchesDevFuse(t *testing.T) {
+	requireURing(t)
+	m := mount(t, mountOpt{devFuse: true})
+	rec := &fatalRecorder{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.assertURing(rec)
+	}()
+	<-done
+	if !strings.Contains(rec.msg, "serves through /dev/fuse") {
+		t.Fatalf("assertURing on a /dev/fuse mount: %q, want a failure saying it serves through /dev/fuse", rec.msg)
+	}
+	mount(t, mountOpt{iouring: true})
+}
+
+// fatalRecorder is a testing.TB whose Fatalf records the message and ends
+// the goroutine, as t.Fatalf would, without failing the test.
+type fatalRecorder struct {
+	testing.TB
+	msg string
+}
+
+func (r *fatalRecorder) Helper() {}
+
+func (r *fatalRecorder) Fatalf(format string, args ...any) {
+	r.msg = fmt.Sprintf(format, args...)
+	runtime.Goexit()
 }

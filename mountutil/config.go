@@ -1,5 +1,9 @@
-// Package mountutil prepares and inspects mountpoints: detects stale or busy
-// mounts and unmounts cleanly.
+// Package mountutil holds the mechanics of mounting, nothing of what tierfs
+// serves: the [mount] table, preparing and inspecting mountpoints (stale
+// or busy mounts), mounting a FUSE filesystem and choosing how its
+// requests come (/dev/fuse, or io_uring through internal/fuseuring, with
+// the by-hand mount(2) that needs), the mount's read-ahead, and
+// unmounting cleanly.
 package mountutil
 
 import (
@@ -13,10 +17,12 @@ import (
 	"github.com/tierfs/tierfs/internal/units"
 )
 
-// Config is the [mount] table.
+// Config is the [mount] table. It is also the FUSE mount's settings:
+// fs.Options embeds it, and Mount reads IOUring and ReadAheadKB.
 type Config struct {
 	// AllowOther lets users other than the one who mounted see the files
-	// (FUSE allow_other; needs user_allow_other in /etc/fuse.conf when not
+	// (FUSE allow_other, with default_permissions so that the kernel
+	// checks modes; needs user_allow_other in /etc/fuse.conf when not
 	// root).
 	AllowOther bool `toml:"allow_other"`
 	// ControlMode is the octal file mode of the control socket, "0600".
@@ -26,22 +32,30 @@ type Config struct {
 	ControlGroup string `toml:"control_group"`
 	// WritebackCache lets the kernel gather writes in its page cache and
 	// send them in batches (FUSE_WRITEBACK_CACHE): faster small writes,
-	// but a write not yet fsynced is lost if the daemon dies. `tierfs
-	// mount --writeback-cache` overrides it.
+	// but a write not yet fsynced lives only in the kernel until written
+	// back, and is lost if the daemon dies (kill -9); without it a write
+	// that returned is in the backing. `tierfs mount --writeback-cache`
+	// overrides it.
 	WritebackCache bool `toml:"writeback_cache"`
 	// ReadAheadKB is the read-ahead, in KiB, set on the mount once it is
-	// up; 0 leaves the kernel's default (128 KiB).
+	// up (/sys/class/bdi/0:N/read_ahead_kb); 0 leaves the kernel's
+	// default (128 KiB), with which a sequential reader waits for the
+	// daemon every 128 KiB. See DefaultReadAheadKB.
 	ReadAheadKB int `toml:"read_ahead_kb"`
-	// IOUring serves FUSE requests over io_uring where the kernel allows
-	// it (Linux 6.14+ with fuse.enable_uring=Y), else over /dev/fuse.
-	// Default true; false always uses /dev/fuse. `tierfs mount
-	// --io-uring[=false]` overrides it.
+	// IOUring serves FUSE requests over io_uring (internal/fuseuring: one
+	// queue per CPU, answered by threads bound to that CPU, so a request
+	// and its reply never cross CPUs) where the kernel allows it (Linux
+	// 6.14+ with CONFIG_FUSE_IO_URING and fuse.enable_uring=Y, and root
+	// for the direct mount it needs), else over /dev/fuse. Default true;
+	// false always uses /dev/fuse. `tierfs mount --io-uring[=false]`
+	// overrides it.
 	IOUring bool `toml:"io_uring"`
 	// DirectIO opens every file with FOPEN_DIRECT_IO: reads and writes go
 	// to the daemon without passing through the mount's page cache (one
 	// copy less per write, and no partly written pages), while sendfile
-	// and mmap still use it (Kafka's consumers and index files; needs
-	// Linux 6.6+ for mmap, else the mount keeps the page cache). Faster
+	// and mmap still use it (Kafka's consumers and index files). That
+	// needs FUSE_DIRECT_IO_ALLOW_MMAP from the kernel (Linux 6.6+); without
+	// it the mount keeps the page cache and says so in the log. Faster
 	// writes; a consumer right behind its producer, and every read(2),
 	// then goes to the daemon. Default false (docs/perf.md, 12).
 	DirectIO bool `toml:"direct_io"`
@@ -52,9 +66,8 @@ const defaultControlMode os.FileMode = 0o600
 // DefaultReadAheadKB is read_ahead_kb's default. A sequential reader (a
 // consumer catching up) waits for the daemon only when it reaches the
 // end of the read-ahead window; one FUSE READ carries at most 1 MiB, and
-// with 4 MiB several are in flight while the reader works: cold reads
-// 1715 → 2010 MB/s through /dev/fuse, 1416 → 1487 over io_uring (16 MiB
-// was no better than 1).
+// with 4 MiB several are in flight while the reader works (the window
+// sizes tried, on both transports: docs/perf.md, 10).
 const DefaultReadAheadKB = 4096
 
 // MaxReadAheadKB is the largest read_ahead_kb accepted (64 MiB).

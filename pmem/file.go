@@ -37,7 +37,6 @@ type File struct {
 	// mu guards m: shared by copies in and out, exclusive to replace it.
 	mu     sync.RWMutex
 	m      mmap.MMap
-	dax    bool
 	closed bool
 
 	size atomic.Int64 // logical size
@@ -90,7 +89,7 @@ func OpenFile(fd int) (*File, error) {
 		size = st.Size
 	}
 	f := &File{fd: fd, writable: fl&unix.O_ACCMODE != unix.O_RDONLY, durable: size, hasXattr: ok}
-	f.m, f.dax, err = mapFd(fd, st.Size, f.writable)
+	f.m, err = mapFd(fd, st.Size, f.writable)
 	if err != nil {
 		return nil, err
 	}
@@ -109,16 +108,6 @@ func (f *File) Allocated() int64 {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return int64(len(f.m))
-}
-
-// DAX reports whether the mapping is MAP_SYNC, i.e. the backing is on a
-// DAX mount and page faults make the file's metadata durable. Sync still
-// msyncs then (Go has no portable cache-line flush), which on DAX is a
-// write-back of CPU caches, not a copy to a device.
-func (f *File) DAX() bool {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.dax
 }
 
 // ReadAt copies out of the mapping, up to the logical size; io.EOF at or
@@ -249,10 +238,11 @@ func (f *File) Truncate(size int64) error {
 }
 
 // Sync makes the file durable up to its current logical size: first the
-// dirty range of the mapping is msynced, then the logical size is written
-// to SizeXattr and the fd fsynced, in that order, so after a crash the
-// logical size never points past durable data. (fsync rather than
-// fdatasync: an xattr is metadata that fdatasync need not write.)
+// mapping is msynced (if anything was written since the last Sync), then
+// the logical size is written to SizeXattr and the fd fsynced, in that
+// order, so after a crash the logical size never points past durable
+// data. (fsync rather than fdatasync: an xattr is metadata that fdatasync
+// need not write.)
 //
 // Writes that complete before Sync starts are covered; writes concurrent
 // with it may or may not be.
@@ -274,13 +264,10 @@ func (f *File) syncLocked() error {
 	size := f.size.Load()
 	lo, hi := f.takeDirty()
 	if hi > lo {
-		lo = lo / pageSize * pageSize
-		hi = min(hi, int64(len(f.m)))
-		var err error
-		if gerr := guard(func() { err = unix.Msync(f.m[lo:hi], unix.MS_SYNC) }); gerr != nil {
-			err = gerr
-		}
-		if err != nil {
+		// mmap-go's Flush msyncs the whole mapping, not only [lo, hi):
+		// the fsync below writes back the whole file anyway, and msync
+		// passes over the pages nothing dirtied.
+		if err := f.m.Flush(); err != nil {
 			f.markDirty(lo, hi)
 			return fmt.Errorf("pmem: msync: %w", err)
 		}
@@ -374,7 +361,7 @@ func (f *File) growLocked(need int64) error {
 		// a fault on the first write to it.
 		return fmt.Errorf("pmem: grow to %d: %w", n, err)
 	}
-	m, dax, err := mapFd(f.fd, n, true)
+	m, err := mapFd(f.fd, n, true)
 	if err != nil {
 		return err
 	}
@@ -384,7 +371,7 @@ func (f *File) growLocked(need int64) error {
 			return fmt.Errorf("pmem: munmap: %w", err)
 		}
 	}
-	f.m, f.dax = m, dax
+	f.m = m
 	f.populated = 0
 	return nil
 }

@@ -591,8 +591,8 @@ func (p *Pool) Take(dirfd int, name string) error {
 
 // Return takes the file name in dirfd back (whatever its size, from the
 // pool or not): Detach, then Recycle. It takes about as long as
-// fallocating the segment (10 ms for 64 MiB on the tmpfs here): call it off
-// any latency-critical path, or Detach there and Recycle later.
+// fallocating the segment (BenchmarkSegmentRoll): call it off any
+// latency-critical path, or Detach there and Recycle later.
 //
 // The caller must make sure that nothing still has the file open or mapped
 // (a File on it must be closed first).

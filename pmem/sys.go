@@ -130,29 +130,21 @@ func writeZeros(fd int, off, n int64) error {
 	return nil
 }
 
-// mapFd maps the first length bytes of fd shared. A writable mapping is
-// tried with MAP_SYNC first, which only a DAX mount accepts; dax says
-// whether that worked. Other mappings go through mmap-go, on a dup of fd so
-// that the *os.File it needs (and its finalizer) never owns the caller's fd.
-func mapFd(fd int, length int64, writable bool) (m mmap.MMap, dax bool, err error) {
+// mapFd maps the first length bytes of fd shared, with mmap-go, on a dup
+// of fd: the *os.File that mmap-go takes (and its finalizer) never owns
+// the caller's fd. No MAP_SYNC on a DAX mount (mmap-go has no such flag):
+// Sync msyncs and fsyncs whatever the mapping, so a file is as durable at
+// each Sync without it.
+func mapFd(fd int, length int64, writable bool) (mmap.MMap, error) {
 	if length == 0 {
-		return nil, false, nil
+		return nil, nil
 	}
 	if length != int64(int(length)) {
-		return nil, false, fmt.Errorf("pmem: mapping of %d bytes is too large", length)
-	}
-	if writable && !noMapSync {
-		b, err := unix.Mmap(fd, 0, int(length), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED_VALIDATE|unix.MAP_SYNC)
-		if err == nil {
-			return mmap.MMap(b), true, nil
-		}
-		if !unsupported(err) {
-			return nil, false, fmt.Errorf("pmem: mmap: %w", err)
-		}
+		return nil, fmt.Errorf("pmem: mapping of %d bytes is too large", length)
 	}
 	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
-		return nil, false, fmt.Errorf("pmem: dup: %w", err)
+		return nil, fmt.Errorf("pmem: dup: %w", err)
 	}
 	f := os.NewFile(uintptr(dup), "pmem")
 	defer f.Close()
@@ -160,15 +152,12 @@ func mapFd(fd int, length int64, writable bool) (m mmap.MMap, dax bool, err erro
 	if writable {
 		prot = mmap.RDWR
 	}
-	m, err = mmap.MapRegion(f, int(length), prot, 0, 0)
+	m, err := mmap.MapRegion(f, int(length), prot, 0, 0)
 	if err != nil {
-		return nil, false, fmt.Errorf("pmem: mmap: %w", err)
+		return nil, fmt.Errorf("pmem: mmap: %w", err)
 	}
-	return m, false, nil
+	return m, nil
 }
-
-// noMapSync turns the MAP_SYNC attempt off (tests).
-var noMapSync = false
 
 // faultError is what a copy that faulted on the mapping returns: SIGBUS on
 // a shared file mapping means the page could not be had (ENOSPC on tmpfs,

@@ -37,9 +37,10 @@ type Config struct {
 const MaxMigrateThreads = 64
 
 // The smallest values that are not slips. The engine plans every
-// interval, and a plan walks every file of every tier: 10,000 files planned
-// every 10 ms took 94% of a CPU, so 100 ms caps that near a tenth (and the
-// tests, which plan every 100-200 ms, need no more). A min_age under a
+// interval, and a plan walks every file of every tier: planning every
+// 10 ms took most of a CPU (docs/perf.md, "Figures the code rests on"),
+// and 100 ms keeps that an order of magnitude lower (the tests, which plan
+// every 100-200 ms, need no more). A min_age under a
 // second counts a file as sealed between two appends of a producer that
 // batches, and its move is then redone; 0 stays for "sealed at once". A
 // move copies whole files (a 1 GiB segment by default) and no new plan is

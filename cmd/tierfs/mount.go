@@ -57,14 +57,7 @@ func mountFlagOverrides(fs *flag.FlagSet) daemon.Overrides {
 // fsOptions are the FUSE mount's settings for the effective [mount]
 // table (flags applied).
 func fsOptions(m mountutil.Config, debug bool) tfs.Options {
-	return tfs.Options{
-		AllowOther:     m.AllowOther,
-		Debug:          debug,
-		WritebackCache: m.WritebackCache,
-		ReadAheadKB:    m.ReadAheadKB,
-		IOUring:        m.IOUring,
-		DirectIO:       m.DirectIO,
-	}
+	return tfs.Options{Config: m, Debug: debug}
 }
 
 // mountFS is the daemon's daemon.MountFunc: package fs serves the store.

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	tfs "github.com/tierfs/tierfs/fs"
+	"github.com/tierfs/tierfs/internal/fuseuring"
 	"github.com/tierfs/tierfs/internal/testenv"
 	"github.com/tierfs/tierfs/mountutil"
 )
@@ -124,17 +125,17 @@ func mountReadAhead(t *testing.T, mnt string) string {
 func TestStatusShowsTransport(t *testing.T) {
 	requireFUSE(t)
 	testenv.HoldURingSwitch(t)
-	b, err := os.ReadFile(tfs.EnableURingParam)
+	b, err := os.ReadFile(fuseuring.EnableParam)
 	testenv.Require(t, err == nil, fmt.Sprintf("this kernel has no FUSE over io_uring: %v", err))
 	set := func(v string) {
 		t.Helper()
-		if err := os.WriteFile(tfs.EnableURingParam, []byte(v), 0o644); err != nil {
-			t.Fatalf("setting %s to %s: %v", tfs.EnableURingParam, v, err)
+		if err := os.WriteFile(fuseuring.EnableParam, []byte(v), 0o644); err != nil {
+			t.Fatalf("setting %s to %s: %v", fuseuring.EnableParam, v, err)
 		}
 	}
 	// The switch only lets daemons ask for io_uring; mounts that have it
 	// keep it when it goes off.
-	t.Cleanup(func() { os.WriteFile(tfs.EnableURingParam, b, 0o644) })
+	t.Cleanup(func() { os.WriteFile(fuseuring.EnableParam, b, 0o644) })
 
 	t.Run("switch off", func(t *testing.T) {
 		set("N")

@@ -46,8 +46,9 @@ func TestKafkaThroughput(t *testing.T) {
 	k := benchSetup(t, map[string]string{"mergerfs": "mergerfs"})
 	root := integration.RepoRoot(t)
 	records := max(int64(1000), int64(float64(300000)*scale(t)))
-	// Five runs, not three: the producer's figure spreads by 20% within
-	// one run on every target, raw included.
+	// Five runs, not three: the producer's figure spreads widely within
+	// one run on every target, raw included (docs/perf.md, "Figures the
+	// code rests on").
 	nRuns := runs(t, 5)
 	const segment = 64 << 20
 	// What one run writes (about 1.07 KiB a record on disk), three times
@@ -197,8 +198,7 @@ func TestKafkaThroughput(t *testing.T) {
 	start := time.Now()
 	// Two full-size warm-up runs on each broker, in turns: in the first
 	// runs the brokers' JIT compilers still take a good part of the two
-	// CPUs (a C2 thread at 13-15% of all samples in a profile of the run
-	// after one half-size warm-up), and every target ran 10-20% slower.
+	// CPUs, and every target ran slower (docs/perf.md, 14).
 	const warmups = 2
 	for i := 0; i < warmups; i++ {
 		for _, tg := range targets {

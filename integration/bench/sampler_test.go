@@ -170,7 +170,7 @@ func hddBPS(t *testing.T) int64 { return envBytes(t, "TIERFS_BENCH_HDD_BPS", 100
 // setupHDD makes the throttled HDD (benchkit.SetupHDD) under work and
 // bounds the dirty page cache in front of it (TIERFS_BENCH_HDD_DIRTY,
 // default 64 MiB): the device's own writeback limit (strict_limit,
-// max_bytes in /sys/class/bdi/MAJ:MIN). Without it this 24 GiB machine
+// max_bytes in /sys/class/bdi/MAJ:MIN). Without it a machine with much free memory
 // takes gigabytes of writes into its page cache at memory speed before a
 // writer is throttled, so that an HDD-only broker would seem as fast as
 // tmpfs for any burst the benchmark can afford; on a real broker the

@@ -13,7 +13,7 @@ import (
 // target "tierfs" is a mount served through /dev/fuse (the default), the
 // target "tierfs-uring" one served over FUSE over io_uring (`tierfs mount
 // --io-uring`: one queue per CPU, each answered by daemon threads bound to
-// that CPU; fs/uring.go).
+// that CPU; internal/fuseuring).
 
 // Transports as `tierfs status --json` names them ("requests"."transport").
 const (

@@ -759,7 +759,7 @@ func DropCaches() error {
 // FUSE over io_uring
 
 // URingParam is the kernel's switch for FUSE over io_uring (Linux 6.14+
-// built with CONFIG_FUSE_IO_URING; the same file as fs.EnableURingParam).
+// built with CONFIG_FUSE_IO_URING; the same file as fuseuring.EnableParam).
 // While it is N the kernel refuses a daemon that asks for io_uring, and
 // `tierfs mount --io-uring` fails; Y only lets daemons ask for it: the
 // mounts that do not ask (tierfs without --io-uring, mergerfs) are

@@ -26,11 +26,11 @@ var memoryNote string
 // called more than once).
 //
 // Why: where the guest reports its free memory to the hypervisor (free
-// page reporting, on these machines for blocks of 2 MiB and up), memory
+// page reporting, of free blocks of 2^page_reporting_order pages), memory
 // a run frees goes back to the host within seconds, and the next write
-// into it faults on the host first. Measured on these machines, writing
-// into such memory ran at 640–680 MB/s against 3.4–3.7 GB/s into memory
-// the guest kept. A Kafka run frees its topic's memory and the next run
+// into it faults on the host first: writing into such memory runs several
+// times slower than into memory the guest kept (docs/perf.md, 14, has the
+// figures). A Kafka run frees its topic's memory and the next run
 // takes fresh memory, so each figure depended on the memory it happened
 // to get; and a FUSE target writes every byte twice (the mount's page
 // cache, then the tier), so it paid twice. A machine that keeps its

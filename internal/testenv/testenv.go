@@ -6,11 +6,15 @@ package testenv
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tierfs/tierfs/internal/fuseuring"
 )
 
 // CI reports whether the tests run under CI (CI=true).
@@ -55,16 +59,73 @@ func FUSE(t testing.TB) {
 // other's mount gets.
 func HoldURingSwitch(t testing.TB) {
 	t.Helper()
+	unlock, err := lockURingSwitch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(unlock)
+}
+
+func lockURingSwitch() (unlock func(), err error) {
 	fd, err := unix.Open("/run/lock/tierfs-test-enable-uring.lock", unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
 	if errors.Is(err, unix.ENOENT) {
 		fd, err = unix.Open(os.TempDir()+"/tierfs-test-enable-uring.lock", unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
 	}
 	if err != nil {
-		t.Fatalf("the io_uring switch's lock: %v", err)
+		return nil, fmt.Errorf("the io_uring switch's lock: %w", err)
 	}
 	if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
 		unix.Close(fd)
-		t.Fatalf("the io_uring switch's lock: %v", err)
+		return nil, fmt.Errorf("the io_uring switch's lock: %w", err)
 	}
-	t.Cleanup(func() { unix.Close(fd) })
+	return func() { unix.Close(fd) }, nil
+}
+
+// ErrNoURing says that the kernel has no FUSE over io_uring at all.
+var ErrNoURing = errors.New("this kernel has no FUSE over io_uring (CONFIG_FUSE_IO_URING)")
+
+// EnableURing turns the kernel's FUSE-over-io_uring switch on (it only
+// lets daemons ask for io_uring; mounts that do not are unchanged) for a
+// whole test binary's run, holding the switch's lock meanwhile: for a
+// TestMain whose every mount must be served over io_uring. restore puts
+// the switch back as it was and lets the lock go. ErrNoURing when the
+// kernel lacks it.
+func EnableURing() (restore func(), err error) {
+	unlock, err := lockURingSwitch()
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(fuseuring.EnableParam)
+	if errors.Is(err, os.ErrNotExist) {
+		unlock()
+		return nil, ErrNoURing
+	}
+	if err != nil {
+		unlock()
+		return nil, err
+	}
+	if strings.TrimSpace(string(b)) == "Y" {
+		return unlock, nil
+	}
+	if err := os.WriteFile(fuseuring.EnableParam, []byte("Y"), 0o644); err != nil {
+		unlock()
+		return nil, fmt.Errorf("enabling FUSE over io_uring: %w", err)
+	}
+	return func() {
+		os.WriteFile(fuseuring.EnableParam, b, 0o644)
+		unlock()
+	}, nil
+}
+
+// URing turns the switch on for t, as EnableURing does for a run, and puts
+// it back when t ends; it skips t (fails it under CI) when the kernel has
+// no FUSE over io_uring.
+func URing(t testing.TB) {
+	t.Helper()
+	restore, err := EnableURing()
+	Require(t, !errors.Is(err, ErrNoURing), ErrNoURing.Error())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(restore)
 }

@@ -1,45 +1,48 @@
-package fs
-
-// FUSE over io_uring (Linux 6.14+, CONFIG_FUSE_IO_URING, module parameter
-// fuse.enable_uring=Y).
+// Package fuseuring serves a FUSE connection's requests over io_uring
+// (Linux 6.14+, CONFIG_FUSE_IO_URING, module parameter
+// fuse.enable_uring=Y) instead of reading them from /dev/fuse. It knows
+// FUSE and go-fuse, nothing of tierfs: the caller mounts, hands it the
+// /dev/fuse descriptor and the RawFileSystem go-fuse serves, and it
+// answers the requests that come over the rings with go-fuse's
+// ProtocolServer.
 //
-// Why: on these machines a FUSE request costs far more in wake-ups than in
-// work. With /dev/fuse, a writer on CPU 0 queues its request and sleeps; a
-// daemon thread, sleeping on whichever CPU, is woken (an IPI, and on a VM
-// whose idle vCPUs halt, a trip through the host), answers, and wakes the
-// writer back across CPUs. Pinning the writer and the daemon to one CPU
-// doubled 16 KiB appends here (docs/perf.md). FUSE over io_uring does that
-// pinning properly: the kernel keeps one queue per CPU and hands a request
-// to the queue of the CPU its caller runs on, so a daemon thread bound to
-// that CPU takes it, answers and wakes the caller without leaving the CPU.
+// Why: a FUSE request costs far more in wake-ups than in work. With
+// /dev/fuse, a writer on CPU 0 queues its request and sleeps; a daemon
+// thread, sleeping on whichever CPU, is woken (an IPI, and on a VM whose
+// idle vCPUs halt, a trip through the host), answers, and wakes the writer
+// back across CPUs (docs/perf.md has what pinning both to one CPU did).
+// FUSE over io_uring does that pinning properly: the kernel keeps one
+// queue per CPU and hands a request to the queue of the CPU its caller
+// runs on, so a daemon thread bound to that CPU takes it, answers and
+// wakes the caller without leaving the CPU.
 //
-// How: every queue (one per possible CPU) gets uringThreadsPerQueue
-// threads. Each is a goroutine locked to its OS thread, bound to the
-// queue's CPU, with its own small io_uring and one ring entry: a header
-// buffer and a payload buffer in memory of its own (mmap, never moved by
-// the garbage collector). It registers the entry (FUSE_IO_URING_CMD_REGISTER)
-// and then loops: the completion says a request is in the buffers; go-fuse's
-// ProtocolServer decodes it and calls the same node bridge as the /dev/fuse
-// server; the reply goes back into the buffers and one
-// FUSE_IO_URING_CMD_COMMIT_AND_FETCH both commits it and waits for the next
-// request, one system call per request. Several threads per queue keep a
-// slow request (an fsync on the HDD tier) from holding up the other callers
-// on that CPU: the kernel gives a new request to whichever entry of the
-// queue is free.
+// How: every queue (one per possible CPU) gets threadsPerQueue threads.
+// Each is a goroutine locked to its OS thread, bound to the queue's CPU,
+// with its own small io_uring and one ring entry: a header buffer and a
+// payload buffer in memory of its own (mmap, never moved by the garbage
+// collector). It registers the entry (FUSE_IO_URING_CMD_REGISTER) and
+// then loops: the completion says a request is in the buffers; go-fuse's
+// ProtocolServer decodes it and calls the same node bridge as the
+// /dev/fuse server; the reply goes back into the buffers and one
+// FUSE_IO_URING_CMD_COMMIT_AND_FETCH both commits it and waits for the
+// next request, one system call per request. Several threads per queue
+// keep a slow request (an fsync on a slow disk) from holding up the other
+// callers on that CPU: the kernel gives a new request to whichever entry
+// of the queue is free.
 //
 // The /dev/fuse server still runs beside the rings: INIT, FORGET and
 // INTERRUPT always come that way. (An INTERRUPT for a request the ring is
 // answering is not found by the /dev/fuse server, which answers EAGAIN;
 // the kernel looks for that request among the /dev/fuse ones, does not
-// find it either, and drops the answer: the request runs to its end, as
-// tierfs's requests do anyway, since none of them waits on its caller.)
+// find it either, and drops the answer: the request runs to its end.)
 //
 // Once the kernel and the daemon agree on io_uring at INIT, every request
 // waits until each queue has an entry registered, and a failed
 // registration switches the connection back to /dev/fuse. So the rings
-// are set up before mounting (if that fails the daemon does not ask for
-// io_uring at all), and a thread whose entry fails in an unexpected way
-// registers a fresh one instead of leaving its queue short.
+// are set up (New) before mounting (if that fails the caller does not ask
+// for io_uring at all), and a thread whose entry fails in an unexpected
+// way registers a fresh one instead of leaving its queue short.
+package fuseuring
 
 import (
 	"encoding/binary"
@@ -91,12 +94,12 @@ const (
 	opInit        = 26
 )
 
-// EnableURingParam is the kernel's switch for FUSE over io_uring.
-const EnableURingParam = "/sys/module/fuse/parameters/enable_uring"
+// EnableParam is the kernel's switch for FUSE over io_uring.
+const EnableParam = "/sys/module/fuse/parameters/enable_uring"
 
-// uringThreadsPerQueue: how many requests from one CPU may be in the
-// daemon at once.
-func uringThreadsPerQueue() int {
+// threadsPerQueue: how many requests from one CPU may be in the daemon at
+// once.
+func threadsPerQueue() int {
 	if runtime.NumCPU() <= 4 {
 		return 4
 	}
@@ -260,8 +263,8 @@ func (e *uringEntry) close() {
 	}
 }
 
-// uringServer serves a mount's requests over io_uring.
-type uringServer struct {
+// Server serves a mount's requests over io_uring.
+type Server struct {
 	devFd   int // our own dup of the mount's /dev/fuse descriptor
 	entries []*uringEntry
 	ps      *fuse.ProtocolServer
@@ -273,9 +276,9 @@ type uringServer struct {
 	closeOnce        sync.Once
 }
 
-// uringAvailable says whether the kernel would take FUSE over io_uring.
-func uringAvailable() error {
-	b, err := os.ReadFile(EnableURingParam)
+// Available says whether the kernel would take FUSE over io_uring.
+func Available() error {
+	b, err := os.ReadFile(EnableParam)
 	if errors.Is(err, os.ErrNotExist) {
 		return errors.New("this kernel has no FUSE over io_uring (CONFIG_FUSE_IO_URING)")
 	}
@@ -283,24 +286,24 @@ func uringAvailable() error {
 		return err
 	}
 	if strings.TrimSpace(string(b)) != "Y" {
-		return fmt.Errorf("FUSE over io_uring is off: write Y to %s", EnableURingParam)
+		return fmt.Errorf("FUSE over io_uring is off: write Y to %s", EnableParam)
 	}
 	return nil
 }
 
-// newURingServer sets up the rings and buffers of every queue, before the
-// mount asks the kernel for io_uring.
-func newURingServer(payloadSize int, log zerolog.Logger) (*uringServer, error) {
+// New sets up the rings and buffers of every queue, before the mount asks
+// the kernel for io_uring; payloadSize is the mount's MaxWrite.
+func New(payloadSize int, log zerolog.Logger) (*Server, error) {
 	ncpu, err := possibleCPUs()
 	if err != nil {
 		return nil, err
 	}
-	u := &uringServer{devFd: -1, log: log, queues: ncpu, perQueue: uringThreadsPerQueue()}
+	u := &Server{devFd: -1, log: log, queues: ncpu, perQueue: threadsPerQueue()}
 	for q := 0; q < ncpu; q++ {
 		for range u.perQueue {
 			e, err := newURingEntry(uint16(q), payloadSize)
 			if err != nil {
-				u.close()
+				u.Close()
 				return nil, err
 			}
 			u.entries = append(u.entries, e)
@@ -330,8 +333,9 @@ func possibleCPUs() (int, error) {
 	return n, nil
 }
 
-// close frees the rings and buffers, once; only when no thread serves.
-func (u *uringServer) close() {
+// Close frees the rings and buffers, once; only when no thread serves
+// (before Start, or after Wait).
+func (u *Server) Close() {
 	u.closeOnce.Do(func() {
 		for _, e := range u.entries {
 			e.close()
@@ -342,10 +346,10 @@ func (u *uringServer) close() {
 	})
 }
 
-// start begins serving: the kernel answered INIT (kernel) and agreed on
-// io_uring. devFd is the mount's /dev/fuse descriptor; rawFS the bridge
-// the /dev/fuse server serves.
-func (u *uringServer) start(devFd int, rawFS fuse.RawFileSystem, mo *fuse.MountOptions, kernel *fuse.InitIn) error {
+// Start begins serving: the kernel answered INIT (kernel) and agreed on
+// io_uring (fuse.CAP_OVER_IO_URING). devFd is the mount's /dev/fuse
+// descriptor; rawFS and mo what the /dev/fuse server serves with.
+func (u *Server) Start(devFd int, rawFS fuse.RawFileSystem, mo *fuse.MountOptions, kernel *fuse.InitIn) error {
 	fd, err := unix.FcntlInt(uintptr(devFd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return err
@@ -371,13 +375,21 @@ func (u *uringServer) start(devFd int, rawFS fuse.RawFileSystem, mo *fuse.MountO
 	return nil
 }
 
-// wait returns when every serving thread has stopped (after unmount).
-func (u *uringServer) wait() {
+// Wait returns when every serving thread has stopped (after unmount),
+// and frees the rings.
+func (u *Server) Wait() {
 	u.wg.Wait()
-	u.close()
+	u.Close()
 }
 
-func (u *uringServer) serve(e *uringEntry) {
+// Served counts the requests answered over io_uring.
+func (u *Server) Served() uint64 { return u.served.Load() }
+
+// Queues says how the transport is laid out: queues (one per possible
+// CPU) and serving threads per queue.
+func (u *Server) Queues() (queues, threadsPerQueue int) { return u.queues, u.perQueue }
+
+func (u *Server) serve(e *uringEntry) {
 	defer u.wg.Done()
 	// The thread keeps its CPU binding to the end: it dies with the
 	// goroutine instead of going back to the runtime's pool.
@@ -421,7 +433,7 @@ func (u *uringServer) serve(e *uringEntry) {
 }
 
 // handle answers the request in e's buffers, in place.
-func (u *uringServer) handle(e *uringEntry) {
+func (u *Server) handle(e *uringEntry) {
 	h := *(*fuse.InHeader)(unsafe.Pointer(&e.hdr[0]))
 	psz := int(binary.LittleEndian.Uint32(e.hdr[uringPayloadSz:]))
 	opsz := int(h.Length) - inHeaderSize - psz

@@ -327,7 +327,7 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 		st.Size = size
 	}
 	if d.all {
-		err = copySparse(dfd, srcfd, st.Size)
+		err = recopyAll(dfd, srcfd, st.Size)
 	} else {
 		for _, r := range d.ranges {
 			if err = copyRange(dfd, srcfd, r[0], min(r[1], st.Size)); err != nil {
@@ -520,6 +520,15 @@ const chunk = 1 << 20
 
 func copySparse(dst, src int, size int64) error {
 	return (&copier{}).sparse(dst, src, size)
+}
+
+// recopyAll copies src to dst again whole: a sparse copy over the old
+// one would leave the old bytes where src has a hole now.
+func recopyAll(dst, src int, size int64) error {
+	if err := unix.Ftruncate(dst, 0); err != nil {
+		return err
+	}
+	return copySparse(dst, src, size)
 }
 
 func copyRange(dst, src int, from, to int64) error {
@@ -781,7 +790,7 @@ func (f *File) converge(dst, src int) error {
 		f.mu.RUnlock()
 		var err error
 		if d.all {
-			err = copySparse(dst, src, size)
+			err = recopyAll(dst, src, size)
 		} else {
 			for _, r := range d.ranges {
 				if err = copyRange(dst, src, r[0], min(r[1], size)); err != nil {

@@ -1,0 +1,70 @@
+package tiering
+
+import (
+	"bytes"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// A file written in more scattered places during a move than the move
+// keeps ranges for is copied again whole, and the copy must then equal
+// the source in its holes too: a hole punched (or a size cut and grown
+// back) after the bulk copy once kept the bulk copy's bytes there, so
+// the file read back old data after the move.
+func TestRecopyAllClearsHoles(t *testing.T) {
+	s := openTest(t, twoTiers(t, TypeNVMe, 0), Options{})
+	h, _, err := s.Create(RelPath(""), "f", unix.O_RDWR, 0o644, Owner{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 1 << 20
+	if _, err := h.Write(bytes.Repeat([]byte{0xaa}, size), 0); err != nil {
+		t.Fatal(err)
+	}
+	const holeFrom, holeLen = 512 << 10, 256 << 10
+	FailPoint = func(step string) {
+		if step != "move:copied" {
+			return
+		}
+		// More separate ranges than a move keeps (maxDirtyRanges): the
+		// rest of the move recopies the file as a whole.
+		for i := range maxDirtyRanges + 10 {
+			if _, err := h.Write([]byte{0x55}, int64(i)*2); err != nil {
+				t.Errorf("write during the move: %v", err)
+			}
+		}
+		if err := h.Allocate(holeFrom, holeLen, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE); err != nil {
+			t.Errorf("punch a hole during the move: %v", err)
+		}
+	}
+	t.Cleanup(func() { FailPoint = nil })
+	err = s.Move("f", "slow")
+	FailPoint = nil
+	if err != nil {
+		t.Fatalf("move: %v", err)
+	}
+	want := bytes.Repeat([]byte{0xaa}, size)
+	for i := range maxDirtyRanges + 10 {
+		want[i*2] = 0x55
+	}
+	clear(want[holeFrom : holeFrom+holeLen])
+	got := make([]byte, size)
+	if n, err := h.Read(got, 0); err != nil || n != size {
+		t.Fatalf("read after the move: %d, %v", n, err)
+	}
+	if !bytes.Equal(got, want) {
+		first := 0
+		for got[first] == want[first] {
+			first++
+		}
+		bad := 0
+		for i := range got {
+			if got[i] != want[i] {
+				bad++
+			}
+		}
+		t.Errorf("after the move %d bytes differ, the first at %d (%#x, want %#x)", bad, first, got[first], want[first])
+	}
+	h.Release()
+}

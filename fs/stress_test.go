@@ -193,7 +193,7 @@ const (
 	// 16, item 9). TestMoveLinkedFile, TestMoveLinkedCrash,
 	// TestLinkedFilesUnderMovesOnFullTier and TestSpillLinkedFileMmap
 	// cover such files meanwhile.
-	stressLinks = false
+	stressLinks = true
 	// An open file whose last name is gone cannot spill either: the move
 	// finds no name to commit under (tiering.ErrGone), so a write to it on
 	// a full tier gets ENOSPC although other tiers have room, and a

@@ -278,6 +278,7 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	if err := f.converge(dfd, srcfd); err != nil {
 		return s.moveDone(f, src, dest, 0, start, err)
 	}
+	failPoint("move:converged")
 
 	// A file with several names: find them before the namespace is locked
 	// (the commit checks them; linkmove.go).
@@ -797,6 +798,13 @@ func (f *File) converge(dst, src int) error {
 					break
 				}
 			}
+		}
+		if err == nil && d.sizeDirty {
+			// The copy takes the size the source had when this set was
+			// taken: a cut's bytes must not wait in the copy for the file
+			// to grow back over them (what changed it since is in the next
+			// set).
+			err = unix.Ftruncate(dst, size)
 		}
 		if err == nil {
 			err = unix.Fdatasync(dst)

@@ -68,3 +68,60 @@ func TestRecopyAllClearsHoles(t *testing.T) {
 	}
 	h.Release()
 }
+
+// A size cut during a move, then the file grown back past it: the cut
+// bytes read as zeros on the source. The copy was never cut (a pass
+// copied the cut range from a source too short to have it), so after the
+// move the grown file showed the bulk copy's old bytes there.
+func TestMoveCutAndRegrown(t *testing.T) {
+	s := openTest(t, twoTiers(t, TypeNVMe, 0), Options{})
+	h, _, err := s.Create(RelPath(""), "f", unix.O_RDWR, 0o644, Owner{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 256 << 10
+	if _, err := h.Write(bytes.Repeat([]byte{0xaa}, size), 0); err != nil {
+		t.Fatal(err)
+	}
+	const cut, tail = 4096, 200 << 10
+	FailPoint = func(step string) {
+		switch step {
+		case "move:copied":
+			if err := h.Truncate(cut); err != nil {
+				t.Errorf("truncate during the move: %v", err)
+			}
+		case "move:converged":
+			if _, err := h.Write([]byte("tail"), tail); err != nil {
+				t.Errorf("write during the move: %v", err)
+			}
+		}
+	}
+	t.Cleanup(func() { FailPoint = nil })
+	err = s.Move("f", "slow")
+	FailPoint = nil
+	if err != nil {
+		t.Fatalf("move: %v", err)
+	}
+	want := make([]byte, tail+4)
+	copy(want, bytes.Repeat([]byte{0xaa}, cut))
+	copy(want[tail:], "tail")
+	got := make([]byte, len(want)+10)
+	n, err := h.Read(got, 0)
+	if err != nil {
+		t.Fatalf("read after the move: %v", err)
+	}
+	got = got[:n]
+	if !bytes.Equal(got, want) {
+		bad, first := 0, -1
+		for i := range min(len(got), len(want)) {
+			if got[i] != want[i] {
+				bad++
+				if first < 0 {
+					first = i
+				}
+			}
+		}
+		t.Errorf("after the move: %d bytes (want %d), %d differ, the first at %d", len(got), len(want), bad, first)
+	}
+	h.Release()
+}

@@ -309,15 +309,23 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	s.openMu.Lock()
 	p, unlinked := f.path, f.unlinked
 	s.openMu.Unlock()
-	if unlinked || p == nil {
+	if unlinked {
 		return s.moveDone(f, src, dest, 0, start, ErrGone)
 	}
-	comps, ok := p.Components()
-	if !ok || len(comps) == 0 {
-		return s.moveDone(f, src, dest, 0, start, ErrGone)
+	// The name the file was last known by is only a hint: a node whose
+	// name went (and that the kernel forgot meanwhile) has none, and the
+	// file may still have another (nameOf walks for it).
+	var comps []string
+	if p != nil {
+		if c, ok := p.Components(); ok {
+			comps = c
+		}
 	}
 	if err := unix.Fstat(f.fd, &st); err != nil {
 		return s.moveDone(f, src, dest, 0, start, err)
+	}
+	if st.Nlink == 0 {
+		return s.moveDone(f, src, dest, 0, start, ErrGone)
 	}
 	if st.Nlink == 1 {
 		if comps = s.nameOf(f, src, &st, comps); comps == nil {

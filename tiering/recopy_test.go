@@ -125,3 +125,52 @@ func TestMoveCutAndRegrown(t *testing.T) {
 	}
 	h.Release()
 }
+
+// forgottenPath is the name of a node the kernel forgot once it lost it:
+// it can say nothing any more.
+type forgottenPath struct {
+	comps     []string
+	forgotten *bool
+}
+
+func (p forgottenPath) Components() ([]string, bool) {
+	if *p.forgotten {
+		return nil, false
+	}
+	return p.comps, true
+}
+
+// A file opened by a name it has lost, whose node can no longer say any
+// name, still moves (and spills) under the name it has left: the move
+// gave up with "file deleted" and the write on a full tier got ENOSPC
+// (fs.TestStress).
+func TestMoveByAForgottenName(t *testing.T) {
+	s := openTest(t, twoTiers(t, TypeNVMe, 0), Options{})
+	forgotten := false
+	h, _, err := s.Create(RelPath(""), "a", unix.O_RDWR, 0o644, Owner{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Write([]byte("data"), 0); err != nil {
+		t.Fatal(err)
+	}
+	h.Release()
+	h, err = s.Open(forgottenPath{comps: []string{"a"}, forgotten: &forgotten}, unix.O_RDWR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Release()
+	if _, err := s.Link(RelPath("a"), RelPath(""), "b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Unlink(RelPath(""), "a", nil); err != nil {
+		t.Fatal(err)
+	}
+	forgotten = true
+	if err := s.moveFile(h.f, s.tiers[1]); err != nil {
+		t.Fatalf("move of a file open by a forgotten name, with another left: %v", err)
+	}
+	if a, err := s.Getattr(RelPath("b")); err != nil || a.Tier != 1 {
+		t.Errorf("b after the move: tier %d, %v; want tier 1", a.Tier, err)
+	}
+}

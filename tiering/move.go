@@ -309,9 +309,6 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	s.openMu.Lock()
 	p, unlinked := f.path, f.unlinked
 	s.openMu.Unlock()
-	if unlinked {
-		return s.moveDone(f, src, dest, 0, start, ErrGone)
-	}
 	// The name the file was last known by is only a hint: a node whose
 	// name went (and that the kernel forgot meanwhile) has none, and the
 	// file may still have another (nameOf walks for it).
@@ -324,10 +321,8 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	if err := unix.Fstat(f.fd, &st); err != nil {
 		return s.moveDone(f, src, dest, 0, start, err)
 	}
-	if st.Nlink == 0 {
-		return s.moveDone(f, src, dest, 0, start, ErrGone)
-	}
-	if st.Nlink == 1 {
+	orphan := unlinked || st.Nlink == 0
+	if !orphan && st.Nlink == 1 {
 		if comps = s.nameOf(f, src, &st, comps); comps == nil {
 			return s.moveDone(f, src, dest, 0, start, ErrGone)
 		}
@@ -358,6 +353,31 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	}
 
 	failPoint("move:synced")
+
+	if orphan {
+		// An open file whose last name went: there is no name to commit
+		// under and nothing to keep across a crash (the file goes with
+		// its last descriptor, as on any filesystem). Its data moves so
+		// that its writes find room.
+		s.ct.keep(dest, dfd, s.ct.shown(src, &st))
+		old, oldPM := s.swapTo(f, src, dest, dfd, false)
+		committed = true
+		_ = unix.Unlinkat(sfd, staging, 0)
+		s.openMu.Lock()
+		det := f.detached // the pool's hold on the source, now free
+		f.detached = nil
+		s.openMu.Unlock()
+		release = append(release, func() {
+			if oldPM != nil {
+				oldPM.Close()
+			}
+			unix.Close(old)
+			if det != nil {
+				s.recycle(src, det)
+			}
+		})
+		return s.moveDone(f, src, dest, st.Size, start, nil)
+	}
 
 	if st.Nlink > 1 {
 		// Several names, all on src: they move together (linkmove.go).
@@ -416,7 +436,7 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 
 	// Step 5: swap. The copy shows the source's ctime.
 	s.ct.keep(dest, dfd, fileCtime)
-	old, oldPM := s.swapTo(f, src, dest, dfd)
+	old, oldPM := s.swapTo(f, src, dest, dfd, true)
 	failPoint("move:swapped")
 
 	// Step 6: the source goes (a pool file back into its pool).

@@ -2,6 +2,8 @@ package tiering
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -172,5 +174,48 @@ func TestMoveByAForgottenName(t *testing.T) {
 	}
 	if a, err := s.Getattr(RelPath("b")); err != nil || a.Tier != 1 {
 		t.Errorf("b after the move: tier %d, %v; want tier 1", a.Tier, err)
+	}
+}
+
+// An open file whose last name was unlinked spills like any other when
+// its tier is full: its writes got ENOSPC although the other tier had
+// room (and writes through a mapping of it were lost).
+func TestSpillOfAnUnlinkedOpenFile(t *testing.T) {
+	s := openTest(t, twoTiers(t, TypeNVMe, 1<<20), Options{})
+	h, _, err := s.Create(RelPath(""), "a", unix.O_RDWR, 0o644, Owner{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := bytes.Repeat([]byte{1}, 512<<10)
+	if _, err := h.Write(first, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Unlink(RelPath(""), "a", nil); err != nil {
+		t.Fatal(err)
+	}
+	filesBefore := s.tiers[0].files.Load() + s.tiers[1].files.Load()
+	second := bytes.Repeat([]byte{2}, 1<<20)
+	if n, err := h.Write(second, int64(len(first))); err != nil || n != len(second) {
+		t.Fatalf("a 1 MiB write to an unlinked file on a full 1 MiB tier: %d, %v; want it spilled", n, err)
+	}
+	if h.f.tier != s.tiers[1] {
+		t.Errorf("the file is on %s after the write, want slow", h.f.tier.Name)
+	}
+	got := make([]byte, len(first)+len(second))
+	if n, err := h.Read(got, 0); err != nil || n != len(got) || !bytes.Equal(got, append(first, second...)) {
+		t.Errorf("read back: %d bytes, %v, equal %v", n, err, bytes.Equal(got[:n], append(first, second...)[:n]))
+	}
+	if files := s.tiers[0].files.Load() + s.tiers[1].files.Load(); files != filesBefore {
+		t.Errorf("files counted after the spill: %d, before %d", files, filesBefore)
+	}
+	h.Release()
+	for _, tr := range s.tiers {
+		if u := tr.used.Load(); u != 0 {
+			t.Errorf("tier %s counts %d bytes used once the file is closed, want 0", tr.Name, u)
+		}
+		ents, err := os.ReadDir(filepath.Join(filepath.Dir(tr.Path), filepath.Base(tr.Path), ".tierfs", "staging"))
+		if err == nil && len(ents) > 0 {
+			t.Errorf("tier %s: staging holds %d entries", tr.Name, len(ents))
+		}
 	}
 }

@@ -50,6 +50,7 @@ type nodeName struct {
 var (
 	_ gofs.InodeEmbedder = (*Node)(nil)
 	_ tiering.Path       = (*Node)(nil)
+	_ tiering.Ident      = (*Node)(nil)
 
 	_ gofs.NodeLookuper       = (*Node)(nil)
 	_ gofs.NodeGetattrer      = (*Node)(nil)
@@ -105,6 +106,33 @@ func (n *Node) Components() ([]string, bool) {
 		}
 		rev = append(rev, at.name)
 		cur = at.parent
+	}
+	out := make([]string, len(rev))
+	for i := range rev {
+		out[len(rev)-1-i] = rev[i]
+	}
+	return out, true
+}
+
+// Ino implements tiering.Ident: the inode number the kernel knows n by,
+// which whatever its name leads to must carry.
+func (n *Node) Ino() uint64 { return n.StableAttr().Ino }
+
+// Relocate implements tiering.Ident: n's name as the FUSE library's tree
+// has it, for when the last known one leads elsewhere.
+func (n *Node) Relocate() ([]string, bool) {
+	var rev []string
+	cur := &n.Inode
+	for depth := 0; !cur.IsRoot(); depth++ {
+		if depth > 4096 {
+			return nil, false
+		}
+		name, p := cur.Parent()
+		if p == nil {
+			return nil, false
+		}
+		rev = append(rev, name)
+		cur = p
 	}
 	out := make([]string, len(rev))
 	for i := range rev {

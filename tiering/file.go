@@ -231,6 +231,21 @@ func (f *File) liveSize() (int64, bool) {
 	return f.pm.Size(), true
 }
 
+// liveOrBackingSize is the file's size now: the logical size of a pmem
+// file, else its backing's (the accounted size if it cannot be read).
+func (f *File) liveOrBackingSize() int64 {
+	if size, ok := f.liveSize(); ok {
+		return size
+	}
+	var st unix.Stat_t
+	if unix.Fstat(f.fd, &st) == nil {
+		return st.Size
+	}
+	f.acctMu.Lock()
+	defer f.acctMu.Unlock()
+	return f.size
+}
+
 // Open opens an existing regular file.
 func (s *Store) Open(p Path, flags int) (*Handle, error) {
 	s.ns.RLock()
@@ -356,15 +371,19 @@ func (f *File) shownSize(size int64) int64 {
 }
 
 func (f *File) account() {
+	// The stat is taken under acctMu: two writers that each stat and then
+	// store could store the older stat last, and the file's size and
+	// blocks (and its tier's usage) would stay behind until its next write.
+	f.acctMu.Lock()
 	var st unix.Stat_t
 	if unix.Fstat(f.fd, &st) != nil {
+		f.acctMu.Unlock()
 		return
 	}
 	size := st.Size
 	if f.pm != nil {
 		size = f.pm.Size()
 	}
-	f.acctMu.Lock()
 	b := usedBytes(&st)
 	f.tier.addUsed(b - f.blocks)
 	f.blocks = b
@@ -515,9 +534,10 @@ func (h *Handle) Truncate(size int64) error {
 }
 
 func (f *File) truncateLocked(size int64) error {
-	f.acctMu.Lock()
-	old := f.size
-	f.acctMu.Unlock()
+	// The size the backing has, not the one last accounted (a write that
+	// grew it may not have accounted yet): a move must recopy every byte
+	// the cut changes.
+	old := f.liveOrBackingSize()
 	f.recordDirty(min(old, size), max(old, size))
 	f.markSizeDirty()
 	var err error

@@ -278,6 +278,7 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	if err := f.converge(dfd, srcfd); err != nil {
 		return s.moveDone(f, src, dest, 0, start, err)
 	}
+	failPoint("move:converged")
 
 	// A file with several names: find them before the namespace is locked
 	// (the commit checks them; linkmove.go).
@@ -308,17 +309,20 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	s.openMu.Lock()
 	p, unlinked := f.path, f.unlinked
 	s.openMu.Unlock()
-	if unlinked || p == nil {
-		return s.moveDone(f, src, dest, 0, start, ErrGone)
-	}
-	comps, ok := p.Components()
-	if !ok || len(comps) == 0 {
-		return s.moveDone(f, src, dest, 0, start, ErrGone)
+	// The name the file was last known by is only a hint: a node whose
+	// name went (and that the kernel forgot meanwhile) has none, and the
+	// file may still have another (nameOf walks for it).
+	var comps []string
+	if p != nil {
+		if c, ok := p.Components(); ok {
+			comps = c
+		}
 	}
 	if err := unix.Fstat(f.fd, &st); err != nil {
 		return s.moveDone(f, src, dest, 0, start, err)
 	}
-	if st.Nlink == 1 {
+	orphan := unlinked || st.Nlink == 0
+	if !orphan && st.Nlink == 1 {
 		if comps = s.nameOf(f, src, &st, comps); comps == nil {
 			return s.moveDone(f, src, dest, 0, start, ErrGone)
 		}
@@ -327,7 +331,7 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 		st.Size = size
 	}
 	if d.all {
-		err = copySparse(dfd, srcfd, st.Size)
+		err = recopyAll(dfd, srcfd, st.Size)
 	} else {
 		for _, r := range d.ranges {
 			if err = copyRange(dfd, srcfd, r[0], min(r[1], st.Size)); err != nil {
@@ -349,6 +353,31 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	}
 
 	failPoint("move:synced")
+
+	if orphan {
+		// An open file whose last name went: there is no name to commit
+		// under and nothing to keep across a crash (the file goes with
+		// its last descriptor, as on any filesystem). Its data moves so
+		// that its writes find room.
+		s.ct.keep(dest, dfd, s.ct.shown(src, &st))
+		old, oldPM := s.swapTo(f, src, dest, dfd, false)
+		committed = true
+		_ = unix.Unlinkat(sfd, staging, 0)
+		s.openMu.Lock()
+		det := f.detached // the pool's hold on the source, now free
+		f.detached = nil
+		s.openMu.Unlock()
+		release = append(release, func() {
+			if oldPM != nil {
+				oldPM.Close()
+			}
+			unix.Close(old)
+			if det != nil {
+				s.recycle(src, det)
+			}
+		})
+		return s.moveDone(f, src, dest, st.Size, start, nil)
+	}
 
 	if st.Nlink > 1 {
 		// Several names, all on src: they move together (linkmove.go).
@@ -407,7 +436,7 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 
 	// Step 5: swap. The copy shows the source's ctime.
 	s.ct.keep(dest, dfd, fileCtime)
-	old, oldPM := s.swapTo(f, src, dest, dfd)
+	old, oldPM := s.swapTo(f, src, dest, dfd, true)
 	failPoint("move:swapped")
 
 	// Step 6: the source goes (a pool file back into its pool).
@@ -520,6 +549,15 @@ const chunk = 1 << 20
 
 func copySparse(dst, src int, size int64) error {
 	return (&copier{}).sparse(dst, src, size)
+}
+
+// recopyAll copies src to dst again whole: a sparse copy over the old
+// one would leave the old bytes where src has a hole now.
+func recopyAll(dst, src int, size int64) error {
+	if err := unix.Ftruncate(dst, 0); err != nil {
+		return err
+	}
+	return copySparse(dst, src, size)
 }
 
 func copyRange(dst, src int, from, to int64) error {
@@ -781,13 +819,20 @@ func (f *File) converge(dst, src int) error {
 		f.mu.RUnlock()
 		var err error
 		if d.all {
-			err = copySparse(dst, src, size)
+			err = recopyAll(dst, src, size)
 		} else {
 			for _, r := range d.ranges {
 				if err = copyRange(dst, src, r[0], min(r[1], size)); err != nil {
 					break
 				}
 			}
+		}
+		if err == nil && d.sizeDirty {
+			// The copy takes the size the source had when this set was
+			// taken: a cut's bytes must not wait in the copy for the file
+			// to grow back over them (what changed it since is in the next
+			// set).
+			err = unix.Ftruncate(dst, size)
 		}
 		if err == nil {
 			err = unix.Fdatasync(dst)

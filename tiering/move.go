@@ -104,6 +104,10 @@ type MoveOptions struct {
 	Limiter *rate.Limiter
 	// Progress, if set, is told the bytes copied so far and the total.
 	Progress func(done, total int64)
+
+	// spill: the move makes room for a write (spill), the one reason to
+	// move an open file whose last name went.
+	spill bool
 }
 
 // ErrChanged is returned when the name no longer holds the file a move
@@ -201,8 +205,9 @@ func (s *Store) spillOrder(full *Tier) []*Tier {
 	return order
 }
 
+// moveFile is spill's move.
 func (s *Store) moveFile(f *File, dest *Tier) error {
-	return s.moveFileWith(context.Background(), f, dest, &MoveOptions{})
+	return s.moveFileWith(context.Background(), f, dest, &MoveOptions{spill: true})
 }
 
 func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOptions) (err error) {
@@ -322,6 +327,10 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 		return s.moveDone(f, src, dest, 0, start, err)
 	}
 	orphan := unlinked || st.Nlink == 0
+	if orphan && !o.spill {
+		// Deleted meanwhile: only a write that needs room moves it on.
+		return s.moveDone(f, src, dest, 0, start, ErrGone)
+	}
 	if !orphan && st.Nlink == 1 {
 		if comps = s.nameOf(f, src, &st, comps); comps == nil {
 			return s.moveDone(f, src, dest, 0, start, ErrGone)

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/tierfs/tierfs/internal/fusedev"
 	"github.com/tierfs/tierfs/mountutil"
 	"github.com/tierfs/tierfs/tiering"
 )
@@ -571,9 +572,24 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 		RootStableAttr:  &gofs.StableAttr{Ino: tiering.RootIno},
 		NullPermissions: true,
 	}
-	// gofs.Mount, with the node bridge wrapped in killprivFS.
-	rawFS := killprivFS{gofs.NewNodeFS(root, opts)}
-	ms, err := mountutil.Mount(mountpoint, rawFS, opts.MountOptions, o.Config, root.fs.Log)
+	gen, supervised, err := mountutil.Supervised()
+	if err != nil {
+		return nil, err
+	}
+	var ms *mountutil.Server
+	if supervised {
+		// A connection that outlives this daemon (takeover.go).
+		opts.ExternalNodeID = true
+		opts.MountOptions.DisabledCapabilities |= fuse.CAP_READDIRPLUS
+		notify := &fusedev.Notifier{}
+		opts.ServerCallbacks = notify
+		tk := newTakeoverFS(killprivFS{gofs.NewNodeFS(root, opts)}, root.fs, gen)
+		ms, err = mountutil.MountSupervised(mountpoint, tk, opts.MountOptions, o.Config, root.fs.Log, notify, tk.before)
+	} else {
+		// gofs.Mount, with the node bridge wrapped in killprivFS.
+		rawFS := killprivFS{gofs.NewNodeFS(root, opts)}
+		ms, err = mountutil.Mount(mountpoint, rawFS, opts.MountOptions, o.Config, root.fs.Log)
+	}
 	if err != nil {
 		return nil, err
 	}

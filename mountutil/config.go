@@ -59,6 +59,14 @@ type Config struct {
 	// writes; a consumer right behind its producer, and every read(2),
 	// then goes to the daemon. Default false (docs/perf.md, 12).
 	DirectIO bool `toml:"direct_io"`
+	// Supervisor makes `tierfs mount` a supervisor that holds the FUSE
+	// connection and runs the daemon as its child: when the daemon dies
+	// (kill -9, a crash) or is replaced (`tierfs restart`), a new one
+	// takes the live connection over and programs see a pause, not an
+	// error (internal/supervisor; Linux 6.9+ for the requests the dead
+	// daemon had read). Requests then come through /dev/fuse, never
+	// io_uring, and READDIRPLUS is not offered. Needs root. Default false.
+	Supervisor bool `toml:"supervisor"`
 }
 
 const defaultControlMode os.FileMode = 0o600

@@ -12,7 +12,9 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/tierfs/tierfs/internal/fusedev"
 	"github.com/tierfs/tierfs/internal/fuseuring"
+	"github.com/tierfs/tierfs/internal/supervisor"
 )
 
 // Server is a FUSE mount and what serves it: go-fuse's server, which reads
@@ -28,6 +30,11 @@ type Server struct {
 	devFd      int               // the /dev/fuse descriptor of a mount made here
 	byHand     bool              // mounted here (for io_uring), not by go-fuse
 	started    bool
+	// dev serves /dev/fuse instead of go-fuse's server on a supervised
+	// mount (supervised.go); srv is nil then.
+	dev      *fusedev.Server
+	sup      *supervisor.Child
+	takeover bool // dev took the connection over from a predecessor
 }
 
 // Mount mounts rawFS at mountpoint with mo and answers the kernel's INIT;
@@ -73,7 +80,12 @@ func Mount(mountpoint string, rawFS fuse.RawFileSystem, mo fuse.MountOptions, c 
 
 // KernelSettings is the kernel's INIT: its version and the capabilities it
 // offered.
-func (s *Server) KernelSettings() *fuse.InitIn { return s.srv.KernelSettings() }
+func (s *Server) KernelSettings() *fuse.InitIn {
+	if s.dev != nil {
+		return s.dev.KernelSettings()
+	}
+	return s.srv.KernelSettings()
+}
 
 // Start serves the mount: over io_uring if it was asked for and the
 // kernel agreed at INIT, with /dev/fuse beside it; then it sets the
@@ -83,6 +95,9 @@ func (s *Server) Start() error {
 		return errors.New("mountutil: Start called twice")
 	}
 	s.started = true
+	if s.dev != nil {
+		return s.startSupervised()
+	}
 	if s.uring != nil {
 		if k := s.srv.KernelSettings(); k.Flags64()&fuse.CAP_OVER_IO_URING == 0 {
 			s.log.Warn().Msg("the kernel did not offer FUSE over io_uring at INIT; serving through /dev/fuse")
@@ -111,7 +126,12 @@ func (s *Server) Start() error {
 }
 
 // WaitMount waits until the mount is up (Start did).
-func (s *Server) WaitMount() error { return s.srv.WaitMount() }
+func (s *Server) WaitMount() error {
+	if s.dev != nil {
+		return nil // Start serves before it returns
+	}
+	return s.srv.WaitMount()
+}
 
 // IOUring reports whether requests are served over io_uring.
 func (s *Server) IOUring() bool { return s.uring != nil }
@@ -135,7 +155,7 @@ func (s *Server) URingQueues() (queues, threadsPerQueue int) {
 
 // Unmount unmounts the filesystem and waits for the serving to end.
 func (s *Server) Unmount() error {
-	if !s.byHand {
+	if !s.byHand && s.dev == nil {
 		return s.srv.Unmount()
 	}
 	var err error
@@ -157,6 +177,10 @@ func (s *Server) Unmount() error {
 
 // Wait waits until the filesystem is unmounted and every request served.
 func (s *Server) Wait() {
+	if s.dev != nil {
+		s.dev.Wait()
+		return
+	}
 	s.srv.Wait()
 	if s.uring != nil {
 		s.uring.Wait()

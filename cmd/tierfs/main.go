@@ -43,6 +43,9 @@ Usage:
         make the daemon re-read its configuration file (as SIGHUP does) and
         apply thresholds, rates, threads, intervals, pins and the log level;
         an invalid file is refused and the running configuration stays
+  tierfs restart [--json] MOUNTPOINT
+        replace the daemon of a mount made with [mount] supervisor = true:
+        the new daemon takes the live mount over; prints the pause
   tierfs version
         print the version
   tierfs help [COMMAND]
@@ -73,6 +76,7 @@ func init() {
 		{name: "pin", args: "--tier TIER [--wait] PATH...", short: "keep files on a tier (moving them there), across restarts", setup: setupPin},
 		{name: "unpin", args: "PATH...", short: "let the policy move pinned files again", setup: setupUnpin},
 		{name: "reload", args: "MOUNTPOINT", short: "make the daemon re-read its configuration file and apply it live", setup: setupReload},
+		{name: "restart", args: "[--json] MOUNTPOINT", short: "replace the daemon of a supervised mount, which stays mounted", setup: setupRestart},
 		{name: "version", args: "", short: "print the version", setup: setupVersion},
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tierfs/tierfs/internal/config"
 	"github.com/tierfs/tierfs/internal/control"
+	"github.com/tierfs/tierfs/internal/supervisor"
 	"github.com/tierfs/tierfs/mountutil"
 	"github.com/tierfs/tierfs/policy/engine"
 	"github.com/tierfs/tierfs/tiering"
@@ -123,17 +124,29 @@ func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc) 
 	if err != nil {
 		return 1, err
 	}
-	if err := cfg.CheckMountpoint(mp); err != nil {
+	sup, err := supervisor.Current()
+	if err != nil {
 		return 1, err
 	}
-	if err := mountutil.Prepare(mp); err != nil {
-		return 1, err
+	// A daemon taking a live mount over must not touch the mountpoint
+	// before it serves: nobody else would answer (supervise.go).
+	takeover := mountutil.TakingOver()
+	if !takeover {
+		if err := cfg.CheckMountpoint(mp); err != nil {
+			return 1, err
+		}
+	}
+	if sup == nil && cfg.Mount.Supervisor {
+		return runSupervisor(mp)
+	}
+	if !takeover {
+		if err := mountutil.Prepare(mp); err != nil {
+			return 1, err
+		}
 	}
 	// Name the mountpoint as the kernel (and so /proc/self/mountinfo,
 	// which clients search) will: symlinks resolved.
-	if resolved, err := filepath.EvalSymlinks(mp); err == nil {
-		mp = resolved
-	}
+	mp = resolveMountpoint(mp, takeover)
 	gid, err := cfg.Mount.ControlGID()
 	if err != nil {
 		return 1, fmt.Errorf("mount.control_group: %w", err)

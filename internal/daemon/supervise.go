@@ -1,0 +1,53 @@
+package daemon
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+
+	"github.com/tierfs/tierfs/internal/supervisor"
+	"github.com/tierfs/tierfs/mountutil"
+)
+
+// runSupervisor is `tierfs mount` with [mount] supervisor: this process
+// holds the connection and runs the daemon, this same command, as its
+// child (internal/supervisor).
+func runSupervisor(mp string) (int, error) {
+	if os.Geteuid() != 0 {
+		return 1, errors.New("mount.supervisor: the supervisor mounts by hand and needs root")
+	}
+	// Checked here too, so that a busy mountpoint fails before any child.
+	if err := mountutil.Prepare(mp); err != nil {
+		return 1, err
+	}
+	mp = resolveMountpoint(mp, false)
+	return supervisor.Run(supervisor.Config{
+		Mountpoint: mp,
+		Command: func() *exec.Cmd {
+			// This binary as it was started, even if replaced on disk
+			// since: an upgrade is `tierfs restart --binary`, later.
+			cmd := exec.Command("/proc/self/exe", os.Args[1:]...)
+			cmd.Args[0] = os.Args[0]
+			cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+			return cmd
+		},
+		Log: NewLogger(os.Stderr),
+	}), nil
+}
+
+// resolveMountpoint resolves the symlinks of mp; on a takeover only those
+// of its parent, since resolving mp itself would ask the mount, which no
+// one serves yet.
+func resolveMountpoint(mp string, takeover bool) string {
+	if takeover {
+		if dir, err := filepath.EvalSymlinks(filepath.Dir(mp)); err == nil {
+			return filepath.Join(dir, filepath.Base(mp))
+		}
+		return mp
+	}
+	if resolved, err := filepath.EvalSymlinks(mp); err == nil {
+		return resolved
+	}
+	return mp
+}

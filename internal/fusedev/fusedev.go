@@ -1,0 +1,431 @@
+// Package fusedev serves a FUSE connection's /dev/fuse descriptor from a
+// loop of its own, with go-fuse's ProtocolServer decoding each request
+// and calling the node bridge, as internal/fuseuring does for the rings.
+// It knows FUSE and go-fuse, nothing of tierfs.
+//
+// Why not go-fuse's Server: a connection that outlives its daemon (the
+// supervisor holds the descriptor, internal/supervisor) is served by a
+// new daemon that must not wait for an INIT the kernel sent long ago.
+// go-fuse's Server insists on reading INIT first and cannot stop reading
+// without an unmount. Here INIT is either read from the device (a fresh
+// mount) or replayed from the bytes the first daemon saved (a takeover),
+// the requests the dead daemon had read and not answered are asked for
+// again (FUSE_NOTIFY_RESEND), and a daemon that is replaced on purpose
+// stops reading, finishes what it has read, and leaves the rest to the
+// kernel to resend to its successor (Stop).
+package fusedev
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"unsafe"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+)
+
+// Opcodes and notification codes this package handles by number (the
+// uapi header installed here predates FUSE_NOTIFY_RESEND, Linux 6.9).
+const (
+	OpLookup        = 1
+	OpForget        = 2
+	OpRename        = 12
+	OpLink          = 13
+	OpInit          = 26
+	OpInterrupt     = 36
+	OpDestroy       = 38
+	OpBatchForget   = 42
+	OpRename2       = 45
+	OpCopyFileRange = 47
+
+	notifyInvalInode = 2
+	notifyInvalEntry = 3
+	notifyDelete     = 6
+	notifyResend     = 7
+
+	inHeaderSize  = int(unsafe.Sizeof(fuse.InHeader{}))
+	outHeaderSize = int(unsafe.Sizeof(fuse.OutHeader{}))
+)
+
+// Readers: at least minReaders threads wait in read(2) on the device;
+// one that takes a request starts another if none is left waiting, up to
+// maxReaders (a slow fsync or a move's commit holds its thread), and one
+// that finds more than idleReaders waiting ends.
+const (
+	minReaders  = 2
+	idleReaders = 4
+	maxReaders  = 64
+)
+
+// Server serves one FUSE connection's /dev/fuse descriptor.
+type Server struct {
+	fd  int
+	ps  *fuse.ProtocolServer
+	log zerolog.Logger
+	// Before, when set, is called with each request's opcode and the
+	// node IDs it names (the header's, and a RENAME's new parent, a
+	// LINK's target, a COPY_FILE_RANGE's destination) before it is
+	// decoded; a status other than OK is the request's answer. Not for
+	// FORGET, INTERRUPT and the like.
+	Before func(opcode uint32, nodes []uint64) fuse.Status
+
+	inSize, outSize int
+	kernel          fuse.InitIn
+	initReq         []byte // the INIT request as the kernel sent it
+	initReply       []byte // the answer it got
+
+	mu       sync.Mutex
+	stopping bool
+	waiting  int // readers in read(2)
+	readers  int
+	handling sync.WaitGroup
+	served   atomic.Uint64
+	done     chan struct{} // closed when the connection is gone
+	doneOnce sync.Once
+}
+
+// New makes the server of the connection on fd (the caller keeps fd open
+// while it serves) for rawFS with go-fuse's mount options mo (MaxWrite and
+// the capabilities asked for at INIT must be those of the mount).
+func New(fd int, rawFS fuse.RawFileSystem, mo *fuse.MountOptions, log zerolog.Logger) *Server {
+	maxWrite := mo.MaxWrite
+	if maxWrite <= 0 {
+		maxWrite = 128 << 10
+	}
+	// A WRITE's header and data, or a SETXATTR's value (up to 64 KiB);
+	// replies: a READ of MaxWrite, a LISTXATTR or READDIR of up to 64 KiB.
+	size := max(maxWrite, 64<<10) + 64<<10
+	return &Server{
+		fd: fd, ps: fuse.NewProtocolServer(rawFS, mo), log: log,
+		inSize: size, outSize: size, done: make(chan struct{}),
+	}
+}
+
+// ReadInit reads the kernel's INIT from the device and answers it: a
+// fresh mount. It returns the request and the answer, for a successor to
+// replay (Replay).
+func (s *Server) ReadInit() (req, reply []byte, err error) {
+	buf := make([]byte, s.inSize)
+	var n int
+	for {
+		n, err = unix.Read(s.fd, buf)
+		if err == unix.EINTR || err == unix.ENOENT {
+			continue
+		}
+		break
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading INIT: %w", err)
+	}
+	if n < inHeaderSize || (*fuse.InHeader)(unsafe.Pointer(&buf[0])).Opcode != OpInit {
+		return nil, nil, errors.New("the first request is not INIT")
+	}
+	req = append([]byte(nil), buf[:n]...)
+	reply, err = s.init(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := unix.Write(s.fd, reply); err != nil {
+		return nil, nil, fmt.Errorf("answering INIT: %w", err)
+	}
+	return req, reply, nil
+}
+
+// Replay takes over a connection whose INIT a predecessor answered: the
+// protocol server learns the kernel's version and flags from the saved
+// request, and must agree with the saved answer (the same mount options),
+// or the kernel and this daemon would read requests differently.
+func (s *Server) Replay(req, reply []byte) error {
+	got, err := s.init(req)
+	if err != nil {
+		return err
+	}
+	// The answer's header carries the kernel's unique, the same here.
+	if string(got) != string(reply) {
+		return fmt.Errorf("this daemon would answer the connection's INIT otherwise than the daemon that did (%d bytes, %d saved): the mount's options changed; unmount and mount again to apply them", len(got), len(reply))
+	}
+	return nil
+}
+
+func (s *Server) init(req []byte) ([]byte, error) {
+	if len(req) < inHeaderSize {
+		return nil, errors.New("INIT request too short")
+	}
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&s.kernel)), unsafe.Sizeof(s.kernel)), req)
+	out := make([]byte, 4096)
+	n, st := s.ps.HandleRequest([][]byte{req}, [][]byte{out})
+	if !st.Ok() || n < outHeaderSize {
+		return nil, fmt.Errorf("INIT: %v", st)
+	}
+	if oh := (*fuse.OutHeader)(unsafe.Pointer(&out[0])); oh.Status != 0 {
+		return nil, fmt.Errorf("INIT: %v", syscall.Errno(-oh.Status))
+	}
+	s.initReq = req
+	s.initReply = out[:n]
+	return out[:n], nil
+}
+
+// KernelSettings is the kernel's INIT: its version and what it offered.
+func (s *Server) KernelSettings() *fuse.InitIn {
+	k := s.kernel
+	return &k
+}
+
+// CanResend says whether the kernel resends requests on FUSE_NOTIFY_RESEND
+// (Linux 6.9+).
+func (s *Server) CanResend() bool { return s.kernel.Flags64()&fuse.CAP_HAS_RESEND != 0 }
+
+// Resend asks the kernel to queue again every request a reader of this
+// connection took and did not answer: those a dead predecessor had read.
+// Call it before Serve, never while this daemon's readers run (it would
+// resend the requests they are answering).
+func (s *Server) Resend() error {
+	return s.notify(notifyResend, nil)
+}
+
+// Serve starts the readers; it returns at once. Done is closed when the
+// connection is gone (unmounted or aborted).
+func (s *Server) Serve() {
+	s.mu.Lock()
+	for range minReaders {
+		s.startReaderLocked()
+	}
+	s.mu.Unlock()
+}
+
+// Done is closed once the connection is gone.
+func (s *Server) Done() <-chan struct{} { return s.done }
+
+// Served counts the requests answered.
+func (s *Server) Served() uint64 { return s.served.Load() }
+
+// Stop stops taking requests and waits for those being answered. A
+// request read after it is left unanswered: the kernel keeps it for a
+// successor's Resend. The readers still in read(2) end with the process.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	s.stopping = true
+	s.mu.Unlock()
+	s.handling.Wait()
+}
+
+func (s *Server) startReaderLocked() {
+	s.readers++
+	go s.reader()
+}
+
+func (s *Server) reader() {
+	in := make([]byte, s.inSize)
+	out := make([]byte, s.outSize)
+	for {
+		s.mu.Lock()
+		if s.stopping {
+			s.readers--
+			s.mu.Unlock()
+			return
+		}
+		s.waiting++
+		s.mu.Unlock()
+		n, err := unix.Read(s.fd, in)
+		s.mu.Lock()
+		s.waiting--
+		if err != nil {
+			s.mu.Unlock()
+			switch err {
+			case unix.EINTR, unix.ENOENT, unix.EAGAIN:
+				// ENOENT: the request was interrupted before we got it.
+				continue
+			case unix.ENODEV:
+			default:
+				s.log.Error().Err(err).Msg("reading /dev/fuse; this reader stops")
+			}
+			s.mu.Lock()
+			s.readers--
+			s.mu.Unlock()
+			s.doneOnce.Do(func() { close(s.done) })
+			return
+		}
+		if s.stopping {
+			// Left for the successor: the kernel resends it.
+			s.readers--
+			s.mu.Unlock()
+			return
+		}
+		s.handling.Add(1)
+		if s.waiting == 0 && s.readers < maxReaders {
+			s.startReaderLocked()
+		}
+		s.mu.Unlock()
+
+		s.handle(in[:n], out)
+		s.handling.Done()
+
+		s.mu.Lock()
+		if s.waiting >= idleReaders && s.readers > minReaders {
+			s.readers--
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+	}
+}
+
+// handle answers one request.
+func (s *Server) handle(req, out []byte) {
+	if len(req) < inHeaderSize {
+		return
+	}
+	h := (*fuse.InHeader)(unsafe.Pointer(&req[0]))
+	unique, opcode := h.Unique, h.Opcode
+	n, st := 0, fuse.OK
+	if s.Before != nil {
+		if ids, ok := nodesOf(req); ok {
+			st = s.Before(opcode, ids)
+		}
+	}
+	if st.Ok() {
+		n, st = s.ps.HandleRequest([][]byte{req}, [][]byte{out})
+	}
+	if n == 0 {
+		if st.Ok() {
+			return // FORGET, an INTERRUPT answered: no reply
+		}
+		n = errorReply(out, unique, st)
+	}
+	if _, err := unix.Write(s.fd, out[:n]); err != nil && err != unix.ENOENT {
+		// ENOENT: the request was interrupted and is gone.
+		s.log.Debug().Err(err).Uint32("opcode", opcode).Msg("writing a reply to /dev/fuse")
+	}
+	s.served.Add(1)
+}
+
+// errorReply writes an error answer to unique into out.
+func errorReply(out []byte, unique uint64, st fuse.Status) int {
+	*(*fuse.OutHeader)(unsafe.Pointer(&out[0])) = fuse.OutHeader{Length: uint32(outHeaderSize), Status: -int32(st), Unique: unique}
+	return outHeaderSize
+}
+
+// nodesOf returns the node IDs a request names; ok is false for the
+// requests that name none that must be known (FORGET, INTERRUPT, INIT).
+func nodesOf(req []byte) ([]uint64, bool) {
+	h := (*fuse.InHeader)(unsafe.Pointer(&req[0]))
+	switch h.Opcode {
+	case OpForget, OpBatchForget, OpInterrupt, OpInit, OpDestroy:
+		return nil, false
+	}
+	if h.NodeId == 0 {
+		return nil, false
+	}
+	ids := []uint64{h.NodeId}
+	at := func(off int) {
+		if len(req) >= inHeaderSize+off+8 {
+			if id := *(*uint64)(unsafe.Pointer(&req[inHeaderSize+off])); id != 0 {
+				ids = append(ids, id)
+			}
+		}
+	}
+	switch h.Opcode {
+	case OpRename, OpRename2:
+		at(0) // newdir
+	case OpLink:
+		at(0) // oldnodeid
+	case OpCopyFileRange:
+		at(16) // nodeid_out, after fh_in and off_in
+	}
+	return ids, true
+}
+
+// notify writes a notification (unique 0, the code in the error field).
+func (s *Server) notify(code int32, parts ...[]byte) error {
+	total := outHeaderSize
+	for _, p := range parts {
+		total += len(p)
+	}
+	buf := make([]byte, 0, total)
+	oh := fuse.OutHeader{Length: uint32(total), Status: code}
+	buf = append(buf, unsafe.Slice((*byte)(unsafe.Pointer(&oh)), outHeaderSize)...)
+	for _, p := range parts {
+		buf = append(buf, p...)
+	}
+	_, err := unix.Write(s.fd, buf)
+	return err
+}
+
+func bytesOf[T any](v *T) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(v)), unsafe.Sizeof(*v))
+}
+
+func status(err error) fuse.Status {
+	if err == nil {
+		return fuse.OK
+	}
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		return fuse.Status(e)
+	}
+	return fuse.EIO
+}
+
+// Notifier is go-fuse's ServerCallbacks over a /dev/fuse descriptor: the
+// node bridge's way to the kernel's caches when no go-fuse Server runs.
+// It is made before the connection exists (the bridge is built first);
+// until Attach, every notification answers ENOSYS.
+type Notifier struct {
+	s atomic.Pointer[Server]
+}
+
+// Attach sends the notifications through s.
+func (n *Notifier) Attach(s *Server) { n.s.Store(s) }
+
+func (n *Notifier) server() *Server { return n.s.Load() }
+
+// InodeNotify drops the kernel's cached data and attributes of a node.
+func (n *Notifier) InodeNotify(node uint64, off int64, length int64) fuse.Status {
+	s := n.server()
+	if s == nil {
+		return fuse.ENOSYS
+	}
+	o := fuse.NotifyInvalInodeOut{Ino: node, Off: off, Length: length}
+	return status(s.notify(notifyInvalInode, bytesOf(&o)))
+}
+
+// EntryNotify drops the kernel's entry for name in parent.
+func (n *Notifier) EntryNotify(parent uint64, name string) fuse.Status {
+	s := n.server()
+	if s == nil {
+		return fuse.ENOSYS
+	}
+	o := fuse.NotifyInvalEntryOut{Parent: parent, NameLen: uint32(len(name))}
+	return status(s.notify(notifyInvalEntry, bytesOf(&o), append([]byte(name), 0)))
+}
+
+// DeleteNotify tells the kernel that child left parent under name.
+func (n *Notifier) DeleteNotify(parent uint64, child uint64, name string) fuse.Status {
+	s := n.server()
+	if s == nil {
+		return fuse.ENOSYS
+	}
+	o := fuse.NotifyInvalDeleteOut{Parent: parent, Child: child, NameLen: uint32(len(name))}
+	return status(s.notify(notifyDelete, bytesOf(&o), append([]byte(name), 0)))
+}
+
+// InodeRetrieveCache is not offered (tierfs never asks for it).
+func (n *Notifier) InodeRetrieveCache(node uint64, offset int64, dest []byte) (int, fuse.Status) {
+	return 0, fuse.ENOSYS
+}
+
+// InodeNotifyStoreCache is not offered (tierfs never fills the cache).
+func (n *Notifier) InodeNotifyStoreCache(node uint64, offset int64, data []byte) fuse.Status {
+	return fuse.ENOSYS
+}
+
+// Wait returns once the connection is gone and no request is being
+// answered.
+func (s *Server) Wait() {
+	<-s.done
+	s.handling.Wait()
+}

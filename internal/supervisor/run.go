@@ -1,0 +1,451 @@
+package supervisor
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+)
+
+// Config is what a supervisor needs.
+type Config struct {
+	// Mountpoint as the kernel names it: it names the supervisor's socket.
+	Mountpoint string
+	// Command makes a daemon's command (not started); its environment
+	// gets EnvFD, and its ExtraFiles the supervisor's socket.
+	Command func() *exec.Cmd
+	Log     zerolog.Logger
+}
+
+// maxQuickDeaths: a daemon that dies before it serves, this many times
+// in a row, is not started again (its configuration or tiers refuse it);
+// the connection is then let go, as without a supervisor.
+const maxQuickDeaths = 3
+
+// Result answers a restart: the daemons' pids, the new one's generation
+// and how long the mount waited between them.
+type Result struct {
+	OldPid  int     `json:"old_pid,omitempty"`
+	NewPid  int     `json:"new_pid,omitempty"`
+	Gen     int     `json:"generation,omitempty"`
+	PauseMs float64 `json:"pause_ms,omitempty"`
+	Error   string  `json:"error,omitempty"`
+}
+
+// Status is the supervisor's account of its daemon.
+type Status struct {
+	Pid       int       `json:"pid"`
+	Gen       int       `json:"generation"`
+	Takeovers int       `json:"takeovers"`
+	Started   time.Time `json:"started"`
+	// Pauses are the last takeovers' pauses, in milliseconds, from the
+	// old daemon's death (or the drain's start) to the new one serving.
+	Pauses []float64 `json:"pauses_ms"`
+}
+
+// SocketPath is the supervisor's socket for mountpoint, beside the
+// daemon's control socket (internal/control.SocketPath, named the same
+// way; that package cannot be imported from here, mountutil imports it).
+func SocketPath(mountpoint string) (string, error) {
+	abs, err := filepath.Abs(mountpoint)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256([]byte(filepath.Clean(abs)))
+	return filepath.Join("/run/tierfs", hex.EncodeToString(sum[:])[:16]+".supervisor.sock"), nil
+}
+
+type event struct {
+	kind   string // "msg", "exit"
+	d      *daemon
+	m      message
+	fd     int
+	status error
+}
+
+type daemon struct {
+	cmd     *exec.Cmd
+	sock    int
+	pid     int
+	gen     int
+	started time.Time
+	serving bool
+	exiting bool
+}
+
+type request struct {
+	op    string
+	reply chan any
+}
+
+// Run supervises daemons until one exits for good; it returns the exit
+// status. The first daemon mounts; the next ones take over.
+func Run(c Config) int {
+	log := c.Log.With().Str("role", "supervisor").Logger()
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+
+	events := make(chan event, 16)
+	reqs := make(chan request)
+	ln, err := listen(c.Mountpoint, reqs, log)
+	if err != nil {
+		log.Error().Err(err).Msg("cannot listen for restarts; supervising anyway")
+	} else {
+		defer ln.close()
+	}
+
+	var (
+		connFd             = -1
+		initReq, initReply []byte
+		gen                int
+		cur                *daemon
+		signalled          bool
+		quick              int
+		takeovers          int
+		pauseFrom          time.Time
+		pauses             []float64
+		pending            *request
+		oldPid             int
+	)
+	defer func() {
+		if connFd >= 0 {
+			unix.Close(connFd)
+		}
+	}()
+	start := func() error {
+		gen++
+		d, err := startDaemon(c, gen, connFd, initReq, initReply, events)
+		if err != nil {
+			return err
+		}
+		cur = d
+		log.Info().Int("pid", d.pid).Int("generation", gen).Bool("takeover", connFd >= 0).Msg("daemon started")
+		return nil
+	}
+	if err := start(); err != nil {
+		log.Error().Err(err).Msg("cannot start the daemon")
+		return 1
+	}
+	for {
+		select {
+		case sig := <-sigs:
+			if sig != syscall.SIGHUP {
+				// The operator wants the mount gone: the daemon
+				// unmounts, and none follows it.
+				signalled = true
+			}
+			if cur != nil {
+				cur.cmd.Process.Signal(sig)
+			}
+		case r := <-reqs:
+			switch r.op {
+			case "status":
+				st := Status{Gen: gen, Takeovers: takeovers, Pauses: pauses}
+				if cur != nil {
+					st.Pid, st.Started = cur.pid, cur.started
+				}
+				r.reply <- st
+			case "restart":
+				switch {
+				case pending != nil || !pauseFrom.IsZero():
+					r.reply <- Result{Error: "a takeover is already under way"}
+				case cur == nil || !cur.serving || connFd < 0:
+					r.reply <- Result{Error: "the daemon is not serving yet"}
+				case signalled:
+					r.reply <- Result{Error: "the mount is being unmounted"}
+				default:
+					pending, oldPid, pauseFrom = &r, cur.pid, time.Now()
+					log.Info().Int("pid", cur.pid).Msg("restart asked for: draining the daemon")
+					if err := send(cur.sock, message{Op: "drain"}, -1); err != nil {
+						log.Warn().Err(err).Msg("cannot ask the daemon to drain; killing it")
+						cur.cmd.Process.Kill()
+					}
+				}
+			}
+		case ev := <-events:
+			switch ev.kind {
+			case "msg":
+				switch ev.m.Op {
+				case "conn":
+					if connFd >= 0 || ev.fd < 0 {
+						if ev.fd >= 0 {
+							unix.Close(ev.fd)
+						}
+						continue
+					}
+					connFd, initReq, initReply = ev.fd, ev.m.Init, ev.m.Reply
+					log.Info().Int("pid", ev.d.pid).Msg("holding the connection")
+				case "serving":
+					ev.d.serving = true
+					quick = 0
+					if !pauseFrom.IsZero() {
+						ms := float64(time.Since(pauseFrom).Microseconds()) / 1000
+						pauses = append(pauses, ms)
+						if len(pauses) > 100 {
+							pauses = pauses[1:]
+						}
+						takeovers++
+						log.Info().Int("pid", ev.d.pid).Int("generation", ev.d.gen).Float64("pause_ms", ms).Msg("takeover done: the new daemon serves")
+						if pending != nil {
+							pending.reply <- Result{OldPid: oldPid, NewPid: ev.d.pid, Gen: ev.d.gen, PauseMs: ms}
+							pending = nil
+						}
+						pauseFrom = time.Time{}
+					}
+				case "exiting":
+					ev.d.exiting = true
+				}
+			case "exit":
+				d := ev.d
+				unix.Close(d.sock)
+				if d != cur {
+					continue
+				}
+				cur = nil
+				status := exitStatus(ev.status)
+				switch {
+				case d.exiting || signalled:
+					log.Info().Int("pid", d.pid).Int("status", status).Msg("daemon exited; the mount is gone")
+					failPending(pending, "the daemon exited and the mount is gone")
+					return status
+				case connFd < 0:
+					log.Error().Int("pid", d.pid).Err(ev.status).Msg("daemon died before it mounted")
+					failPending(pending, "the daemon died before it mounted")
+					return max(status, 1)
+				}
+				if !d.serving {
+					quick++
+				}
+				if quick >= maxQuickDeaths {
+					log.Error().Int("pid", d.pid).Err(ev.status).Int("tries", quick).Msg("the daemons die before they serve; letting the connection go (the mount aborts)")
+					failPending(pending, "the new daemons die before they serve")
+					return 1
+				}
+				if pauseFrom.IsZero() {
+					pauseFrom = time.Now()
+					log.Warn().Int("pid", d.pid).Err(ev.status).Msg("daemon died; starting another on the same connection")
+				}
+				if err := start(); err != nil {
+					log.Error().Err(err).Msg("cannot start a daemon; letting the connection go (the mount aborts)")
+					failPending(pending, err.Error())
+					return 1
+				}
+			}
+		}
+	}
+}
+
+func failPending(p *request, msg string) {
+	if p != nil {
+		p.reply <- Result{Error: msg}
+	}
+}
+
+func exitStatus(err error) int {
+	if err == nil {
+		return 0
+	}
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return 128 + int(ws.Signal())
+		}
+		return ee.ExitCode()
+	}
+	return 1
+}
+
+// startDaemon starts generation gen with its end of a socket pair, sends
+// it the start message (with the connection on a takeover) and relays
+// what it says and its exit as events.
+func startDaemon(c Config, gen, connFd int, initReq, initReply []byte, events chan<- event) (*daemon, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	theirs := os.NewFile(uintptr(fds[1]), "supervisor")
+	defer theirs.Close()
+	cmd := c.Command()
+	cmd.ExtraFiles = append(cmd.ExtraFiles, theirs)
+	cmd.Env = append(cmd.Environ(), fmt.Sprintf("%s=%d", EnvFD, 2+len(cmd.ExtraFiles)))
+	// Its own process group: a terminal's ^C reaches the supervisor
+	// alone, which passes it on once. It dies with the supervisor.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		unix.Close(fds[0])
+		return nil, err
+	}
+	d := &daemon{cmd: cmd, sock: fds[0], pid: cmd.Process.Pid, gen: gen, started: time.Now()}
+	m := message{Op: "start", Gen: gen}
+	if connFd >= 0 {
+		m.Init, m.Reply = initReq, initReply
+	}
+	if err := send(d.sock, m, connFd); err != nil {
+		cmd.Process.Kill()
+	}
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		for {
+			m, fd, err := recv(d.sock)
+			if err != nil {
+				return // the daemon's end closed: it is gone
+			}
+			events <- event{kind: "msg", d: d, m: m, fd: fd}
+		}
+	}()
+	go func() {
+		err := cmd.Wait()
+		// Whatever it said before it died comes first (its "conn").
+		<-read
+		events <- event{kind: "exit", d: d, status: err}
+	}()
+	return d, nil
+}
+
+// listener is the supervisor's socket: one JSON request per connection
+// ({"op":"restart"} or {"op":"status"}), one JSON answer. Root's alone.
+type listener struct {
+	path string
+	ln   net.Listener
+}
+
+func listen(mountpoint string, reqs chan<- request, log zerolog.Logger) (*listener, error) {
+	path, err := SocketPath(mountpoint)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	if conn, err := net.DialTimeout("unix", path, time.Second); err == nil {
+		conn.Close()
+		return nil, fmt.Errorf("%s is in use: another supervisor serves this mountpoint", path)
+	}
+	os.Remove(path)
+	// Bound in a private directory and renamed into place once 0600.
+	tmpDir, err := os.MkdirTemp(filepath.Dir(path), ".bind-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmpDir)
+	if err := os.Chmod(tmpDir, 0o700); err != nil {
+		return nil, err
+	}
+	tmp := filepath.Join(tmpDir, "s")
+	ln, err := net.Listen("unix", tmp)
+	if err != nil {
+		return nil, err
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	l := &listener{path: path, ln: ln}
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go serveConn(conn, reqs, log)
+		}
+	}()
+	return l, nil
+}
+
+func serveConn(conn net.Conn, reqs chan<- request, log zerolog.Logger) {
+	defer conn.Close()
+	if uc, ok := conn.(*net.UnixConn); ok {
+		// Root's socket (0600), and root's peer: the file mode can be
+		// changed by hand.
+		if raw, err := uc.SyscallConn(); err == nil {
+			var cred *unix.Ucred
+			raw.Control(func(fd uintptr) { cred, _ = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) })
+			if cred == nil || cred.Uid != 0 {
+				json.NewEncoder(conn).Encode(Result{Error: "only root may restart the daemon"})
+				return
+			}
+		}
+	}
+	line, err := bufio.NewReader(conn).ReadBytes('\n')
+	if err != nil {
+		return
+	}
+	var in struct {
+		Op string `json:"op"`
+	}
+	if err := json.Unmarshal(line, &in); err != nil || (in.Op != "restart" && in.Op != "status") {
+		json.NewEncoder(conn).Encode(Result{Error: fmt.Sprintf("unknown request %q", strings.TrimSpace(string(line)))})
+		return
+	}
+	r := request{op: in.Op, reply: make(chan any, 1)}
+	reqs <- r
+	json.NewEncoder(conn).Encode(<-r.reply)
+}
+
+func (l *listener) close() {
+	l.ln.Close()
+	os.Remove(l.path)
+}
+
+// ask sends one request to the supervisor of mountpoint and decodes its
+// answer into out.
+func ask(mountpoint, op string, out any, timeout time.Duration) error {
+	path, err := SocketPath(mountpoint)
+	if err != nil {
+		return err
+	}
+	conn, err := net.DialTimeout("unix", path, 5*time.Second)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("no supervisor serves %s (mounted with [mount] supervisor = true?): %w", mountpoint, err)
+		}
+		return err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(timeout))
+	if _, err := fmt.Fprintf(conn, "{\"op\":%q}\n", op); err != nil {
+		return err
+	}
+	return json.NewDecoder(conn).Decode(out)
+}
+
+// Restart asks the supervisor of mountpoint to replace its daemon.
+func Restart(mountpoint string) (Result, error) {
+	var r Result
+	if err := ask(mountpoint, "restart", &r, 5*time.Minute); err != nil {
+		return r, err
+	}
+	if r.Error != "" {
+		return r, errors.New(r.Error)
+	}
+	return r, nil
+}
+
+// Query asks the supervisor of mountpoint for its status.
+func Query(mountpoint string) (Status, error) {
+	var s Status
+	err := ask(mountpoint, "status", &s, 30*time.Second)
+	return s, err
+}

@@ -1,0 +1,214 @@
+// Package supervisor keeps a FUSE connection alive across daemons: with
+// [mount] supervisor, `tierfs mount` becomes a small process that starts
+// the serving daemon as its child, holds the /dev/fuse descriptor the
+// daemon mounted with (passed over a unix socket, SCM_RIGHTS) and, when
+// the daemon dies or is asked to make way (`tierfs restart`), starts a new
+// one and hands it the same descriptor with the INIT the kernel and the
+// first daemon agreed on. The kernel never sees the daemon go: requests
+// wait for the new one, which asks for those the old one had read and
+// not answered (internal/fusedev).
+//
+// The supervisor does nothing else (no configuration, no tiers), so that
+// it has nothing to crash on; when it dies its daemon is killed with it
+// (PR_SET_PDEATHSIG) and the connection aborts, as a daemon's death did
+// before.
+package supervisor
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// EnvFD names the child's end of the supervisor's socket, in the child's
+// environment.
+const EnvFD = "TIERFS_SUPERVISOR_FD"
+
+// message is one datagram between the supervisor and its daemon.
+type message struct {
+	// Daemon → supervisor: "conn" (with the descriptor: the mount is
+	// made and INIT answered), "serving", "exiting" (the connection is
+	// gone: do not start another), "drained". Supervisor → daemon:
+	// "start" (with the descriptor on a takeover), "drain".
+	Op    string `json:"op"`
+	Gen   int    `json:"gen,omitempty"`
+	Init  []byte `json:"init,omitempty"`
+	Reply []byte `json:"reply,omitempty"`
+	Pid   int    `json:"pid,omitempty"`
+}
+
+// maxMessage bounds a datagram: an INIT request and its answer are a few
+// hundred bytes.
+const maxMessage = 64 << 10
+
+func send(sock int, m message, fd int) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	var oob []byte
+	if fd >= 0 {
+		oob = unix.UnixRights(fd)
+	}
+	return unix.Sendmsg(sock, b, oob, nil, 0)
+}
+
+// recv reads one message and the descriptor it carries (-1 if none).
+func recv(sock int) (message, int, error) {
+	buf := make([]byte, maxMessage)
+	oob := make([]byte, unix.CmsgSpace(4*4))
+	for {
+		n, oobn, _, _, err := unix.Recvmsg(sock, buf, oob, unix.MSG_CMSG_CLOEXEC)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return message{}, -1, err
+		}
+		if n == 0 {
+			return message{}, -1, errors.New("closed")
+		}
+		fd := -1
+		if oobn > 0 {
+			cms, err := unix.ParseSocketControlMessage(oob[:oobn])
+			if err == nil {
+				for _, cm := range cms {
+					if fds, err := unix.ParseUnixRights(&cm); err == nil {
+						for _, f := range fds {
+							if fd < 0 {
+								fd = f
+							} else {
+								unix.Close(f)
+							}
+						}
+					}
+				}
+			}
+		}
+		var m message
+		if err := json.Unmarshal(buf[:n], &m); err != nil {
+			if fd >= 0 {
+				unix.Close(fd)
+			}
+			return message{}, -1, fmt.Errorf("bad message from the supervisor's peer: %w", err)
+		}
+		return m, fd, nil
+	}
+}
+
+// Child is a daemon's side of its supervisor.
+type Child struct {
+	sock  int
+	gen   int
+	fd    int // the connection, on a takeover; -1 for a fresh mount
+	init  []byte
+	reply []byte
+
+	mu    sync.Mutex
+	drain func()
+}
+
+var (
+	childOnce sync.Once
+	child     *Child
+	childErr  error
+)
+
+// Current is the daemon's supervisor, nil when the daemon runs on its own
+// (no EnvFD in its environment). The first call reads the supervisor's
+// "start" message.
+func Current() (*Child, error) {
+	childOnce.Do(func() {
+		v := os.Getenv(EnvFD)
+		if v == "" {
+			return
+		}
+		// Nothing this process starts is a daemon of ours.
+		os.Unsetenv(EnvFD)
+		sock, err := strconv.Atoi(v)
+		if err != nil {
+			childErr = fmt.Errorf("%s=%q: %w", EnvFD, v, err)
+			return
+		}
+		unix.CloseOnExec(sock)
+		m, fd, err := recv(sock)
+		if err != nil {
+			childErr = fmt.Errorf("the supervisor's start message: %w", err)
+			return
+		}
+		if m.Op != "start" {
+			childErr = fmt.Errorf("the supervisor sent %q, want start", m.Op)
+			return
+		}
+		child = &Child{sock: sock, gen: m.Gen, fd: fd, init: m.Init, reply: m.Reply}
+		go child.listen()
+	})
+	return child, childErr
+}
+
+// Gen is this daemon's generation: 1 for the daemon that mounted, one
+// more for each takeover of the connection.
+func (c *Child) Gen() int { return c.gen }
+
+// Takeover gives the connection to serve and what INIT was, when this
+// daemon takes over from a predecessor.
+func (c *Child) Takeover() (fd int, init, reply []byte, ok bool) {
+	return c.fd, c.init, c.reply, c.fd >= 0
+}
+
+// Conn hands the supervisor the connection this daemon mounted, once
+// INIT is answered: from now on the connection outlives this process.
+func (c *Child) Conn(fd int, init, reply []byte) error {
+	return send(c.sock, message{Op: "conn", Init: init, Reply: reply}, fd)
+}
+
+// Serving tells the supervisor that requests are being answered.
+func (c *Child) Serving() error {
+	return send(c.sock, message{Op: "serving", Pid: os.Getpid()}, -1)
+}
+
+// Exiting tells the supervisor that the connection is gone (unmounted):
+// no daemon is to follow this one.
+func (c *Child) Exiting() error {
+	return send(c.sock, message{Op: "exiting"}, -1)
+}
+
+// OnDrain sets what stops serving when the supervisor asks this daemon
+// to make way: it returns once no request is being answered; the daemon
+// then exits.
+func (c *Child) OnDrain(f func()) {
+	c.mu.Lock()
+	c.drain = f
+	c.mu.Unlock()
+}
+
+func (c *Child) listen() {
+	for {
+		m, fd, err := recv(c.sock)
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		if err != nil {
+			return // the supervisor is gone; PR_SET_PDEATHSIG ends us
+		}
+		if m.Op != "drain" {
+			continue
+		}
+		c.mu.Lock()
+		f := c.drain
+		c.mu.Unlock()
+		if f != nil {
+			f()
+		}
+		send(c.sock, message{Op: "drained"}, -1)
+		// What this daemon held dies with it, as on a crash: the
+		// successor's recovery is the mount's (a move under way is
+		// rolled back or forward), and nothing unanswered is lost.
+		os.Exit(0)
+	}
+}

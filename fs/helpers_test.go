@@ -43,6 +43,9 @@ func TestMain(m *testing.M) {
 	if cfg := os.Getenv(serverEnv); cfg != "" {
 		os.Exit(serve(cfg))
 	}
+	if cfg := os.Getenv(supervisorEnv); cfg != "" {
+		os.Exit(superviseMain(cfg))
+	}
 	if cfg := os.Getenv(stressWorkerEnv); cfg != "" {
 		os.Exit(stressWorkerMain(cfg))
 	}
@@ -94,6 +97,9 @@ type serverConfig struct {
 	IOUring bool `json:"io_uring,omitempty"`
 	// DirectIO opens files for direct I/O ([mount] direct_io).
 	DirectIO bool `json:"direct_io,omitempty"`
+	// Supervised serves the mount from a daemon under a supervisor
+	// (takeover_test.go): the test's child is the supervisor.
+	Supervised bool `json:"supervised,omitempty"`
 }
 
 type request struct {
@@ -119,6 +125,8 @@ type reply struct {
 	Dropped uint64 `json:"dropped,omitempty"`
 	// Direct answers "directio": whether files are opened for direct I/O.
 	Direct bool `json:"direct,omitempty"`
+	// Pid is the daemon's, in the line that says it serves.
+	Pid int `json:"pid,omitempty"`
 }
 
 type uringInfo struct {
@@ -133,6 +141,10 @@ func serve(cfgJSON string) int {
 	if err := json.Unmarshal([]byte(cfgJSON), &cfg); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
+	}
+	if mountutil.TakingOver() {
+		// A successor recovers and serves; the crash was its predecessor's.
+		cfg.CrashAt, cfg.HoldAt = "", ""
 	}
 	if cfg.CrashAt != "" {
 		tiering.FailPoint = func(step string) {
@@ -186,7 +198,7 @@ func serve(cfgJSON string) int {
 		stopEngine = d.StartEngine()
 	}
 	out := json.NewEncoder(os.Stdout)
-	out.Encode(reply{})
+	out.Encode(reply{Pid: os.Getpid()})
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
 		var req request
@@ -266,6 +278,9 @@ type testMount struct {
 	mu    sync.Mutex
 	// allowErrors: the test provokes error logs on purpose.
 	allowErrors bool
+	// pid is the serving daemon's (cmd's, or its child's when supervised).
+	pid  int
+	logs func() string
 }
 
 type mountOpt struct {
@@ -282,6 +297,7 @@ type mountOpt struct {
 	iouring    bool         // serve over FUSE-over-io_uring
 	devFuse    bool         // serve through /dev/fuse, even under TIERFS_TEST_IOURING=1
 	directIO   bool         // open files for direct I/O
+	supervised bool         // a daemon under a supervisor (takeover_test.go)
 }
 
 var tierNames = []string{"fast", "slow", "cold", "colder"}
@@ -328,6 +344,10 @@ func mount(t testing.TB, o mountOpt) *testMount {
 	cfg.Writeback = o.writeback || os.Getenv("TIERFS_TEST_WRITEBACK") == "1"
 	cfg.IOUring = (o.iouring || os.Getenv(iouringEnv) == "1") && !o.devFuse
 	cfg.DirectIO = o.directIO || os.Getenv("TIERFS_TEST_DIRECTIO") == "1"
+	cfg.Supervised = o.supervised
+	if o.supervised {
+		cfg.IOUring = false
+	}
 	cfg.Mountpoint = filepath.Join(base, "mnt")
 	if err := os.Mkdir(cfg.Mountpoint, 0o755); err != nil {
 		t.Fatal(err)
@@ -339,7 +359,11 @@ func startServer(t testing.TB, cfg serverConfig) *testMount {
 	t.Helper()
 	b, _ := json.Marshal(cfg)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), serverEnv+"="+string(b), "GORACE=atexit_sleep_ms=0")
+	env := serverEnv
+	if cfg.Supervised {
+		env = supervisorEnv
+	}
+	cmd.Env = append(os.Environ(), env+"="+string(b), "GORACE=atexit_sleep_ms=0")
 	logs := &bytes.Buffer{}
 	var logMu sync.Mutex
 	cmd.Stderr = writerFunc(func(p []byte) (int, error) {
@@ -383,6 +407,12 @@ func startServer(t testing.TB, cfg serverConfig) *testMount {
 	var ready reply
 	if err := m.out.Decode(&ready); err != nil {
 		t.Fatalf("tierfs server did not start: %v\n%s", err, logs.String())
+	}
+	m.pid = ready.Pid
+	m.logs = func() string {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return logs.String()
 	}
 	if cfg.IOUring {
 		m.assertURing(t)

@@ -58,7 +58,7 @@ const (
 const (
 	minReaders  = 2
 	idleReaders = 4
-	maxReaders  = 64
+	maxReaders  = 32
 )
 
 // Server serves one FUSE connection's /dev/fuse descriptor.
@@ -219,8 +219,8 @@ func (s *Server) startReaderLocked() {
 }
 
 func (s *Server) reader() {
-	in := make([]byte, s.inSize)
-	out := make([]byte, s.outSize)
+	in := prefault(make([]byte, s.inSize))
+	out := prefault(make([]byte, s.outSize))
 	for {
 		s.mu.Lock()
 		if s.stopping {
@@ -272,6 +272,19 @@ func (s *Server) reader() {
 		}
 		s.mu.Unlock()
 	}
+}
+
+// prefault touches every page of b. The kernel copies a request into the
+// reader's buffer, and a reply out of it, by pinning its pages; a page
+// not yet mapped is faulted in, and that fails when the daemon is being
+// killed, which fails the request with EIO: the one request a kill -9
+// catches being copied would reach its caller as an error instead of
+// being resent to the successor. Mapped pages are pinned without a fault.
+func prefault(b []byte) []byte {
+	for i := 0; i < len(b); i += 4096 {
+		b[i] = 0
+	}
+	return b
 }
 
 // handle answers one request.

@@ -18,7 +18,6 @@ import (
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
-
 )
 
 // Config is what a supervisor needs.

@@ -1,0 +1,212 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tierfs/tierfs/internal/supervisor"
+)
+
+// rwLoop writes a block and reads it back, in a loop, through
+// descriptors held open on the mount; it keeps what the files must hold.
+type rwLoop struct {
+	files  []*os.File
+	want   [][]byte
+	ops    atomic.Int64
+	maxLat atomic.Int64
+	mu     sync.Mutex
+	err    error
+	stop   chan struct{}
+	done   chan struct{}
+}
+
+func startRWLoop(t *testing.T, paths []string) *rwLoop {
+	l := &rwLoop{stop: make(chan struct{}), done: make(chan struct{})}
+	for _, p := range paths {
+		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		l.files = append(l.files, f)
+		l.want = append(l.want, nil)
+	}
+	go func() {
+		defer close(l.done)
+		r := rand.New(rand.NewSource(2))
+		const blk = 4096 + 33
+		buf := make([]byte, blk)
+		for i := 0; ; i++ {
+			select {
+			case <-l.stop:
+				return
+			default:
+			}
+			fi := i % len(l.files)
+			off := int64((i/len(l.files))%200) * blk
+			data := make([]byte, blk)
+			r.Read(data)
+			start := time.Now()
+			_, err := l.files[fi].WriteAt(data, off)
+			if err == nil {
+				_, err = l.files[fi].ReadAt(buf, off)
+			}
+			if d := int64(time.Since(start)); d > l.maxLat.Load() {
+				l.maxLat.Store(d)
+			}
+			if err == nil && !bytes.Equal(buf, data) {
+				err = fmt.Errorf("read at %d returned other bytes than were written", off)
+			}
+			if err != nil {
+				l.mu.Lock()
+				l.err = fmt.Errorf("op %d: %w", i, err)
+				l.mu.Unlock()
+				return
+			}
+			w := l.want[fi]
+			if end := off + blk; end > int64(len(w)) {
+				w = append(w, make([]byte, end-int64(len(w)))...)
+			}
+			copy(w[off:], data)
+			l.want[fi] = w
+			l.ops.Add(1)
+		}
+	}()
+	return l
+}
+
+func (l *rwLoop) progress(t *testing.T, n int64) {
+	t.Helper()
+	mark := l.ops.Load()
+	poll(t, "the program using the mount to go on", func() (bool, error) {
+		select {
+		case <-l.done:
+			return true, nil
+		default:
+		}
+		return l.ops.Load() >= mark+n, nil
+	})
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err != nil {
+		t.Fatalf("the program using the mount saw an error: %v", l.err)
+	}
+}
+
+func (l *rwLoop) finish(t *testing.T) {
+	t.Helper()
+	close(l.stop)
+	<-l.done
+	if l.err != nil {
+		t.Fatalf("the program using the mount saw an error: %v", l.err)
+	}
+	for i, f := range l.files {
+		got, err := os.ReadFile(f.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, l.want[i]) {
+			t.Fatalf("%s: %d bytes, want %d: the data written is not all there", f.Name(), len(got), len(l.want[i]))
+		}
+		f.Close()
+	}
+}
+
+func msList(p []float64) string {
+	s := slices.Clone(p)
+	slices.Sort(s)
+	var b []string
+	for _, v := range s {
+		b = append(b, fmt.Sprintf("%.1f", v))
+	}
+	return fmt.Sprintf("min %.1f, median %.1f, max %.1f ms (%s)", s[0], s[len(s)/2], s[len(s)-1], strings.Join(b, " "))
+}
+
+// `tierfs restart` replaces the daemon of a supervised mount ten times
+// while a program reads and writes files it holds open: each time a new
+// daemon serves, the program sees a pause and no error, and every byte is
+// there; a kill -9 of the daemon is taken over the same way; SIGTERM to
+// `tierfs mount` (the supervisor) unmounts as before.
+func TestRestartCommand(t *testing.T) {
+	requireFUSE(t)
+	e := newEnv(t)
+	cfg, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, e.config, string(cfg)+"\n[mount]\nsupervisor = true\n")
+	d := startDaemon(t, e)
+	if err := os.MkdirAll(filepath.Join(e.mnt, "topic-0"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	for i := range 3 {
+		paths = append(paths, filepath.Join(e.mnt, "topic-0", fmt.Sprintf("%020d.log", i)))
+	}
+	l := startRWLoop(t, paths)
+	l.progress(t, 50)
+
+	var told, seen []float64
+	for k := 0; k < 10; k++ {
+		l.maxLat.Store(0)
+		out := mustTierfs(t, "", "restart", "--json", e.mnt)
+		var r supervisor.Result
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatalf("tierfs restart --json printed %q: %v", out, err)
+		}
+		if r.OldPid == 0 || r.NewPid == 0 || r.OldPid == r.NewPid || r.Gen != k+2 || r.PauseMs <= 0 {
+			t.Fatalf("restart %d: %+v", k+1, r)
+		}
+		if syscall.Kill(r.OldPid, 0) != syscall.ESRCH {
+			t.Fatalf("restart %d: the old daemon %d still runs", k+1, r.OldPid)
+		}
+		l.progress(t, 30)
+		told = append(told, r.PauseMs)
+		seen = append(seen, float64(l.maxLat.Load())/1e6)
+		if !mounted(e.mnt) {
+			t.Fatalf("restart %d: the mount is gone", k+1)
+		}
+	}
+	// The human form says the same.
+	out := mustTierfs(t, "", "restart", e.mnt)
+	if !strings.Contains(out, "daemon replaced: pid ") || !strings.Contains(out, "generation 12") {
+		t.Errorf("tierfs restart printed %q", out)
+	}
+	l.progress(t, 30)
+
+	// kill -9 of the daemon: the supervisor starts the next one.
+	st, err := supervisor.Query(e.mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(st.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "a new daemon after kill -9", func() (bool, error) {
+		now, err := supervisor.Query(e.mnt)
+		return err == nil && now.Pid != st.Pid && now.Takeovers == st.Takeovers+1, err
+	})
+	l.progress(t, 30)
+	statusJSON(t, e.mnt) // the control socket is the new daemon's
+	l.finish(t)
+	t.Logf("tierfs restart, 10 takeovers: pause the supervisor measured (drain to the new daemon serving): %s; the program's slowest call around each: %s", msList(told), msList(seen))
+
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	if code := d.waitExit(t); code != 0 {
+		t.Fatalf("tierfs mount exited %d after SIGTERM", code)
+	}
+	if mounted(e.mnt) {
+		t.Fatalf("still mounted after SIGTERM")
+	}
+}

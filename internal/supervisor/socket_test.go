@@ -25,4 +25,3 @@ func TestSocketPathBesideControl(t *testing.T) {
 		}
 	}
 }
-

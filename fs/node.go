@@ -524,6 +524,10 @@ func (s *Server) DroppedPages() uint64 { return s.fs.drop.sync() }
 
 // Mount serves the store at mountpoint; the caller waits on the server.
 func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
+	if saved, ok := mountutil.TakeoverConfig(); ok && saved != o.Config {
+		root.fs.Log.Warn().Msg("takeover: [mount] differs from the one the mount was made with; serving with that one until the next mount")
+		o.Config = saved
+	}
 	sec := time.Second
 	mo := fuse.MountOptions{
 		FsName:      "tierfs",

@@ -1,6 +1,7 @@
 package mountutil
 
 import (
+	"encoding/json"
 	"fmt"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -31,6 +32,22 @@ func TakingOver() bool {
 	}
 	_, _, _, ok := c.Takeover()
 	return ok
+}
+
+// TakeoverConfig is the [mount] table the connection was mounted with,
+// for a daemon that takes it over: it serves with that one, whatever the
+// file says now, since INIT was negotiated by it (a changed [mount] waits
+// for the next mount, as `tierfs reload` says).
+func TakeoverConfig() (Config, bool) {
+	c, _ := supervisor.Current()
+	if c == nil || !TakingOver() || len(c.MountConfig()) == 0 {
+		return Config{}, false
+	}
+	var m Config
+	if err := json.Unmarshal(c.MountConfig(), &m); err != nil {
+		return Config{}, false
+	}
+	return m, true
 }
 
 // MountSupervised is Mount for a daemon under a supervisor: requests come
@@ -72,7 +89,10 @@ func MountSupervised(mountpoint string, rawFS fuse.RawFileSystem, mo fuse.MountO
 		s.dev = fusedev.New(fd, rawFS, &s.mo, log)
 		init, reply, err := s.dev.ReadInit()
 		if err == nil {
-			err = sup.Conn(fd, init, reply)
+			var cfg []byte
+			if cfg, err = json.Marshal(c); err == nil {
+				err = sup.Conn(fd, init, reply, cfg)
+			}
 		}
 		if err != nil {
 			unix.Unmount(mountpoint, unix.MNT_DETACH)

@@ -178,12 +178,19 @@ func TestRestartCommand(t *testing.T) {
 			t.Fatalf("restart %d: the mount is gone", k+1)
 		}
 	}
+	// A [mount] change in the file waits for the next mount: the new
+	// daemon serves with the table the connection was made with (else
+	// INIT would not match, and the mount would be lost), and says so.
+	writeFile(t, e.config, string(cfg)+"\n[mount]\nsupervisor = true\nwriteback_cache = true\n")
 	// The human form says the same.
 	out := mustTierfs(t, "", "restart", e.mnt)
 	if !strings.Contains(out, "daemon replaced: pid ") || !strings.Contains(out, "generation 12") {
 		t.Errorf("tierfs restart printed %q", out)
 	}
 	l.progress(t, 30)
+	if !strings.Contains(d.stderr.String(), "[mount] differs from the one the mount was made with") {
+		t.Errorf("the daemon that took over with a changed [mount] did not say it keeps the mount's")
+	}
 
 	// kill -9 of the daemon: the supervisor starts the next one.
 	st, err := supervisor.Query(e.mnt)

@@ -111,6 +111,7 @@ func Run(c Config) int {
 	var (
 		connFd             = -1
 		initReq, initReply []byte
+		mountCfg           []byte
 		gen                int
 		cur                *daemon
 		signalled          bool
@@ -128,7 +129,7 @@ func Run(c Config) int {
 	}()
 	start := func() error {
 		gen++
-		d, err := startDaemon(c, gen, connFd, initReq, initReply, events)
+		d, err := startDaemon(c, gen, connFd, message{Init: initReq, Reply: initReply, Mount: mountCfg}, events)
 		if err != nil {
 			return err
 		}
@@ -187,7 +188,7 @@ func Run(c Config) int {
 						}
 						continue
 					}
-					connFd, initReq, initReply = ev.fd, ev.m.Init, ev.m.Reply
+					connFd, initReq, initReply, mountCfg = ev.fd, ev.m.Init, ev.m.Reply, ev.m.Mount
 					log.Info().Int("pid", ev.d.pid).Msg("holding the connection")
 				case "serving":
 					ev.d.serving = true
@@ -272,7 +273,7 @@ func exitStatus(err error) int {
 // startDaemon starts generation gen with its end of a socket pair, sends
 // it the start message (with the connection on a takeover) and relays
 // what it says and its exit as events.
-func startDaemon(c Config, gen, connFd int, initReq, initReply []byte, events chan<- event) (*daemon, error) {
+func startDaemon(c Config, gen, connFd int, saved message, events chan<- event) (*daemon, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
@@ -292,7 +293,7 @@ func startDaemon(c Config, gen, connFd int, initReq, initReply []byte, events ch
 	d := &daemon{cmd: cmd, sock: fds[0], pid: cmd.Process.Pid, gen: gen, started: time.Now()}
 	m := message{Op: "start", Gen: gen}
 	if connFd >= 0 {
-		m.Init, m.Reply = initReq, initReply
+		m.Init, m.Reply, m.Mount = saved.Init, saved.Reply, saved.Mount
 	}
 	if err := send(d.sock, m, connFd); err != nil {
 		cmd.Process.Kill()

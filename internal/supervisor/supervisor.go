@@ -39,6 +39,10 @@ type message struct {
 	Gen   int    `json:"gen,omitempty"`
 	Init  []byte `json:"init,omitempty"`
 	Reply []byte `json:"reply,omitempty"`
+	// Mount is the first daemon's [mount] table as it mounted with
+	// (JSON): its successors serve the connection with the same, so that
+	// they negotiate what INIT did whatever the file says now.
+	Mount []byte `json:"mount,omitempty"`
 	Pid   int    `json:"pid,omitempty"`
 }
 
@@ -108,6 +112,7 @@ type Child struct {
 	fd    int // the connection, on a takeover; -1 for a fresh mount
 	init  []byte
 	reply []byte
+	mount []byte
 
 	mu    sync.Mutex
 	drain func()
@@ -145,7 +150,7 @@ func Current() (*Child, error) {
 			childErr = fmt.Errorf("the supervisor sent %q, want start", m.Op)
 			return
 		}
-		child = &Child{sock: sock, gen: m.Gen, fd: fd, init: m.Init, reply: m.Reply}
+		child = &Child{sock: sock, gen: m.Gen, fd: fd, init: m.Init, reply: m.Reply, mount: m.Mount}
 		go child.listen()
 	})
 	return child, childErr
@@ -161,10 +166,15 @@ func (c *Child) Takeover() (fd int, init, reply []byte, ok bool) {
 	return c.fd, c.init, c.reply, c.fd >= 0
 }
 
+// MountConfig is the [mount] table the first daemon mounted with (JSON),
+// on a takeover.
+func (c *Child) MountConfig() []byte { return c.mount }
+
 // Conn hands the supervisor the connection this daemon mounted, once
-// INIT is answered: from now on the connection outlives this process.
-func (c *Child) Conn(fd int, init, reply []byte) error {
-	return send(c.sock, message{Op: "conn", Init: init, Reply: reply}, fd)
+// INIT is answered, with the [mount] table it mounted with: from now on
+// the connection outlives this process.
+func (c *Child) Conn(fd int, init, reply, mount []byte) error {
+	return send(c.sock, message{Op: "conn", Init: init, Reply: reply, Mount: mount}, fd)
 }
 
 // Serving tells the supervisor that requests are being answered.

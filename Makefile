@@ -67,9 +67,19 @@ deps:
 	fi
 	@command -v fusermount3 >/dev/null 2>&1 || { echo "deps: fusermount3 still missing" >&2; exit 1; }
 
+# Where `make build` puts the binary.
+BIN ?= bin/tierfs
+# The version stamp: Go records the commit itself only with -buildvcs
+# (off in GOFLAGS on some machines, and unreadable in some worktrees), so
+# the build passes what git says; `tierfs version` prints it.
+GIT_VERSION = $(shell git describe --tags --always --dirty 2>/dev/null)
+GIT_REVISION = $(shell git rev-parse HEAD 2>/dev/null)
+GIT_MODIFIED = $(shell [ -n "$$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && echo true || echo false)
+LDFLAGS_VERSION = -X main.version=$(GIT_VERSION) -X main.revision=$(GIT_REVISION) -X main.modified=$(GIT_MODIFIED)
+
 build:
-	@mkdir -p bin
-	$(GO) build -o bin/tierfs ./cmd/tierfs
+	@mkdir -p $(dir $(BIN))
+	$(GO) build -ldflags '$(LDFLAGS_VERSION)' -o $(BIN) ./cmd/tierfs
 
 fmt-check:
 	@unformatted=$$(find . -name '*.go' -not -path './.git/*' -not -path './.cache/*' \

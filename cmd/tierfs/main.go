@@ -8,13 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
-	"runtime/debug"
 	"strings"
 )
-
-// version is set at build time: -ldflags "-X main.version=v1.2.3".
-var version = "dev"
 
 const usageText = `tierfs: a tiered filesystem for Kafka
 
@@ -44,7 +39,8 @@ Usage:
         apply thresholds, rates, threads, intervals, pins and the log level;
         an invalid file is refused and the running configuration stays
   tierfs version
-        print the version
+        print the version, the source revision it was built from and the
+        Go and go-fuse versions
   tierfs help [COMMAND]
         print this help, or a command's
 
@@ -199,43 +195,4 @@ func fail(cmd string, err error) int {
 		fmt.Fprintf(stderr, "%s%s\n", prefix, line)
 	}
 	return 1
-}
-
-func setupVersion(fs *flag.FlagSet) func([]string) int {
-	return func(args []string) int {
-		if len(args) > 0 {
-			return usageError(fs, "unexpected arguments: %s", strings.Join(args, " "))
-		}
-		fmt.Fprintln(stdout, versionString())
-		return 0
-	}
-}
-
-func versionString() string {
-	v := version
-	extra := []string{runtime.Version(), runtime.GOOS + "/" + runtime.GOARCH}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		if v == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-			v = bi.Main.Version
-		}
-		var rev, modified string
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				rev = s.Value
-			case "vcs.modified":
-				modified = s.Value
-			}
-		}
-		if rev != "" {
-			if len(rev) > 12 {
-				rev = rev[:12]
-			}
-			if modified == "true" {
-				rev += "+dirty"
-			}
-			extra = append([]string{"commit " + rev}, extra...)
-		}
-	}
-	return fmt.Sprintf("tierfs %s (%s)", v, strings.Join(extra, ", "))
 }

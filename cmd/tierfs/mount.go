@@ -238,7 +238,7 @@ func mount(cfgPath, mountpoint string, debug bool, flags mountOverrides) int {
 	}()
 	log.Info().Str("mountpoint", mp).Strs("tiers", tierNames).Str("control", ctl.path).
 		Bool("writeback_cache", server.WritebackCache()).Int("read_ahead_kb", mcfg.ReadAheadKB).Bool("io_uring", mcfg.IOUring).Bool("direct_io", server.DirectIO()).Str("requests", cs.requests().Transport).
-		Int("pid", os.Getpid()).Msg("mounted")
+		Int("pid", os.Getpid()).Str("version", versionString()).Msg("mounted")
 
 	reason, forced := waitForExit(server, mp, served, sigs, func() { pol.Reload() }, log)
 

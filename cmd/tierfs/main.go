@@ -34,6 +34,8 @@ Usage:
         keep files on TIER (moving them there), across restarts
   tierfs unpin PATH...
         let the policy move pinned files again
+  tierfs umount [--lazy] [--timeout D] MOUNTPOINT
+        unmount a tierfs and wait until its daemon has exited
   tierfs reload MOUNTPOINT
         make the daemon re-read its configuration file (as SIGHUP does) and
         apply thresholds, rates, threads, intervals, pins and the log level;
@@ -43,6 +45,11 @@ Usage:
         Go and go-fuse versions
   tierfs help [COMMAND]
         print this help, or a command's
+  tierfs CONFIG MOUNTPOINT [-o OPTIONS]
+        the form mount(8) runs for 'mount -t fuse.tierfs CONFIG MOUNTPOINT'
+        and /etc/fstab (through mount.fuse3): mount, and return once the
+        mount answers, the daemon running on detached; OPTIONS may hold
+        writeback_cache, io_uring, direct_io (=true or =false) and debug
 
 Run 'tierfs COMMAND -h' for a command's flags.
 `
@@ -69,6 +76,7 @@ func init() {
 		{name: "pin", args: "--tier TIER [--wait] PATH...", short: "keep files on a tier (moving them there), across restarts", setup: setupPin},
 		{name: "unpin", args: "PATH...", short: "let the policy move pinned files again", setup: setupUnpin},
 		{name: "reload", args: "MOUNTPOINT", short: "make the daemon re-read its configuration file and apply it live", setup: setupReload},
+		{name: "umount", args: "[--lazy] [--timeout D] MOUNTPOINT", short: "unmount a tierfs and wait until its daemon has exited", setup: setupUmount},
 		{name: "version", args: "", short: "print the version", setup: setupVersion},
 	}
 }
@@ -95,6 +103,9 @@ func run(args []string, out, errw io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usageText)
 		return 2
+	}
+	if isMountHelperForm(args) {
+		return runMountHelper(args)
 	}
 	name := args[0]
 	switch name {

@@ -152,7 +152,7 @@ func mount(cfgPath, mountpoint string, debug bool, flags mountOverrides) int {
 		return fail("mount", fmt.Errorf("mount.control_group: %w", err))
 	}
 
-	log := newLogger(os.Stderr)
+	log := newLogger(logOutput(cfg.Log.File))
 	setLogLevel(cfg.Log.Level, debug)
 	if addr := os.Getenv("TIERFS_PPROF"); addr != "" {
 		// Profiling for performance work: go tool pprof http://ADDR/debug/pprof/profile
@@ -236,9 +236,13 @@ func mount(cfgPath, mountpoint string, debug bool, flags mountOverrides) int {
 		defer close(engDone)
 		eng.Run(engCtx)
 	}()
-	log.Info().Str("mountpoint", mp).Strs("tiers", tierNames).Str("control", ctl.path).
-		Bool("writeback_cache", server.WritebackCache()).Int("read_ahead_kb", mcfg.ReadAheadKB).Bool("io_uring", mcfg.IOUring).Bool("direct_io", server.DirectIO()).Str("requests", cs.requests().Transport).
-		Int("pid", os.Getpid()).Str("version", versionString()).Msg("mounted")
+	ml := log.Info().Str("mountpoint", mp).Strs("tiers", tierNames).Str("control", ctl.path).
+		Bool("writeback_cache", server.WritebackCache()).Int("read_ahead_kb", mcfg.ReadAheadKB).Bool("io_uring", server.IOUring()).Bool("direct_io", server.DirectIO()).Str("requests", cs.requests().Transport)
+	if why := uringOff(mcfg.IOUring, server.IOUring()); why != "" {
+		ml = ml.Str("io_uring_off", why)
+	}
+	ml.Int("pid", os.Getpid()).Str("version", versionString()).Msg("mounted")
+	notifyMounted()
 
 	reason, forced := waitForExit(server, mp, served, sigs, func() { pol.Reload() }, log)
 

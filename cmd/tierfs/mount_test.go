@@ -84,13 +84,22 @@ func TestMountSettingsFromConfig(t *testing.T) {
 		t.Errorf("read_ahead_kb of the mount = %s, want 256 from the file", got)
 	}
 	var mounted struct {
-		WritebackCache *bool `json:"writeback_cache"`
-		ReadAheadKB    *int  `json:"read_ahead_kb"`
-		IOUring        *bool `json:"io_uring"`
+		WritebackCache *bool  `json:"writeback_cache"`
+		ReadAheadKB    *int   `json:"read_ahead_kb"`
+		IOUring        *bool  `json:"io_uring"`
+		Requests       string `json:"requests"`
+		IOUringOff     string `json:"io_uring_off"`
 	}
 	if !mountedLog(d.stderr.String(), &mounted) || mounted.WritebackCache == nil || *mounted.WritebackCache ||
-		mounted.ReadAheadKB == nil || *mounted.ReadAheadKB != 256 || mounted.IOUring == nil || !*mounted.IOUring {
-		t.Errorf("the 'mounted' log line: %+v; want writeback_cache false (the flag), read_ahead_kb 256, io_uring true (the default)", mounted)
+		mounted.ReadAheadKB == nil || *mounted.ReadAheadKB != 256 || mounted.IOUring == nil {
+		t.Errorf("the 'mounted' log line: %+v; want writeback_cache false (the flag), read_ahead_kb 256, io_uring", mounted)
+	} else if inEffect := mounted.Requests == "io_uring"; *mounted.IOUring != inEffect || (mounted.IOUringOff == "") == !inEffect {
+		// io_uring is asked for (the default): the line says what is in
+		// effect, and why not when it is not.
+		t.Errorf("the 'mounted' log line: io_uring %v, requests %q, io_uring_off %q; want io_uring as in effect, and why not",
+			*mounted.IOUring, mounted.Requests, mounted.IOUringOff)
+	} else if !inEffect && mounted.IOUringOff != uringOff(true, false) {
+		t.Errorf("io_uring_off %q, want %q", mounted.IOUringOff, uringOff(true, false))
 	}
 
 	e.setConfig(t, "", idlePolicy+"\n[mount]\nwriteback_cache = false\nread_ahead_kb = 512\n")

@@ -171,7 +171,15 @@ func TestDemoDepsLeaveBenchmarkPackages(t *testing.T) {
 		}
 		return string(out)
 	}
-	demo, test := dry("demo"), dry("test")
+	// deps is what `make test` runs first.
+	mk, err := os.ReadFile(filepath.Join(root(t), "Makefile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(mk, []byte("\ntest: deps\n")) {
+		t.Fatal("the Makefile's test target no longer starts with deps")
+	}
+	demo, test := dry("demo"), dry("deps")
 	for _, pkg := range []string{"mergerfs:mergerfs", "mkfs.xfs:xfsprogs"} {
 		if strings.Contains(demo, pkg) {
 			t.Errorf("make demo would install %s", pkg)

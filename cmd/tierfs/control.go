@@ -104,6 +104,10 @@ type jobResponse struct {
 	BytesTotal int64  `json:"bytes_total"`
 	Finished   bool   `json:"finished"`
 	Error      string `json:"error,omitempty"`
+	// Already: the file was on the tier; nothing moved (state done).
+	Already bool `json:"already,omitempty"`
+	// MoveMs is how long the copy has run, not counting the time queued.
+	MoveMs int64 `json:"move_ms"`
 }
 
 // Job states.
@@ -525,12 +529,12 @@ func cleanRel(p string) (string, bool) {
 
 func (s *controlServer) handleMigrate(w http.ResponseWriter, r *http.Request) {
 	rel, tier, size, ok := s.fileArgs(w, r, "migrate")
-	if !ok {
+	if !ok || s.answerAlreadyOn(w, r, rel, tier, size) {
 		return
 	}
 	j, err := s.policy.Migrate(rel, tier)
 	if err != nil {
-		writeError(w, http.StatusConflict, fmt.Sprintf("migrate %s to %s: %v", rel, tier, err))
+		writeError(w, http.StatusConflict, fmt.Sprintf("migrate %s: cannot move to %s: %v", rel, tier, err))
 		return
 	}
 	p, _ := s.caller(r)
@@ -566,7 +570,8 @@ func (s *controlServer) jobReply(rec *jobRecord) jobResponse {
 	if total == 0 {
 		total = rec.size
 	}
-	out := jobResponse{ID: rec.id, Path: j.Path, To: j.To, BytesDone: done, BytesTotal: total, Finished: fin}
+	out := jobResponse{ID: rec.id, Path: j.Path, To: j.To, BytesDone: done, BytesTotal: total, Finished: fin,
+		Already: j.Already(), MoveMs: j.Moving(time.Now()).Milliseconds()}
 	switch {
 	case fin && err != nil:
 		out.State, out.Error = jobFailed, err.Error()
@@ -595,7 +600,7 @@ func (s *controlServer) handlePin(w http.ResponseWriter, r *http.Request) {
 	}
 	j, err := s.policy.Pin(rel, tier)
 	if err != nil {
-		writeError(w, http.StatusConflict, fmt.Sprintf("pin %s to %s: %v", rel, tier, err))
+		writeError(w, http.StatusConflict, fmt.Sprintf("pin %s: cannot pin to %s: %v", rel, tier, err))
 		return
 	}
 	p, _ := s.caller(r)

@@ -29,9 +29,11 @@ Usage:
         show which tier holds each file at or under PATH
   tierfs migrate --to TIER [--wait] PATH...
         move files (every file under a directory) to TIER now, ahead of the
-        policy's moves; --wait shows their progress until they end
+        policy's moves (--tier TIER says the same); --wait shows their
+        progress until they end; a file already there is said to be
   tierfs pin --tier TIER [--wait] PATH...
-        keep files on TIER (moving them there), across restarts
+        keep files on TIER (moving them there), across restarts (--to TIER
+        says the same)
   tierfs unpin PATH...
         let the policy move pinned files again
   tierfs umount [--lazy] [--timeout D] MOUNTPOINT
@@ -153,7 +155,7 @@ func newFlagSet(c *command) *flag.FlagSet {
 		fs.VisitAll(func(*flag.Flag) { n++ })
 		if n > 0 {
 			fmt.Fprintf(w, "\nFlags:\n")
-			fs.PrintDefaults()
+			printFlags(w, fs)
 		}
 	}
 	return fs

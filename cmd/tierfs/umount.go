@@ -16,7 +16,7 @@ import (
 
 func setupUmount(fs *flag.FlagSet) func([]string) int {
 	lazy := fs.Bool("lazy", false, "detach a busy mount at once; the daemon exits when the last open file is closed")
-	timeout := fs.Duration("timeout", 2*time.Minute, "how long to wait for the daemon to exit (0: no limit)")
+	timeout := fs.Duration("timeout", 2*time.Minute, "how long (`D`, e.g. 30s, 5m) to wait for the daemon to exit (0: no limit)")
 	return func(args []string) int {
 		if len(args) != 1 {
 			return usageError(fs, "want exactly one MOUNTPOINT")

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -104,5 +105,30 @@ func TestHelpSpellsFlagsOnce(t *testing.T) {
 		if !strings.Contains(out, "--to TIER") || !strings.Contains(out, "--tier TIER") {
 			t.Errorf("help %s lacks --to or --tier:\n%s", c, out)
 		}
+	}
+}
+
+// A spill's log line names the file it moved, as every move line does.
+func TestSpillLineNamesTheFile(t *testing.T) {
+	requireFUSE(t)
+	t.Parallel()
+	e := newEnv(t)
+	cfg, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A fast tier of 2 MiB: a 4 MiB file cannot stay there.
+	writeFile(t, e.config, strings.Replace(string(cfg), `capacity = "64MiB"`, `capacity = "2MiB"`, 1)+idlePolicy)
+	d := startDaemon(t, e)
+	if err := os.Mkdir(filepath.Join(e.mnt, "t-0"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(e.mnt, "t-0", "big.log"), strings.Repeat("z", 4<<20))
+	if got := lsJSON(t, "", filepath.Join(e.mnt, "t-0", "big.log")); got["t-0/big.log"].Tier != "slow" {
+		t.Fatalf("the 4 MiB file is on %q, want slow (spilled)", got["t-0/big.log"].Tier)
+	}
+	if !strings.Contains(d.stderr.String(), `"path":"t-0/big.log","from":"fast","to":"slow"`) ||
+		!strings.Contains(d.stderr.String(), `"message":"tier full: file moved on"`) {
+		t.Errorf("no spill line naming t-0/big.log:\n%s", d.stderr.String())
 	}
 }

@@ -89,9 +89,13 @@ func (f *File) markSizeDirty() {
 var ErrBusy = fmt.Errorf("file is being moved: %w", unix.EBUSY)
 
 // Move relocates the file at rel (relative to the mount root) to the tier
-// named to. The file may be open, mapped and written throughout.
+// named to. The file may be open, mapped and written throughout. A file
+// already there is not an error.
 func (s *Store) Move(rel string, to string) error {
-	return s.MoveWith(context.Background(), rel, to, MoveOptions{})
+	if err := s.MoveWith(context.Background(), rel, to, MoveOptions{}); !errors.Is(err, ErrAlreadyThere) {
+		return err
+	}
+	return nil
 }
 
 // MoveOptions shape one move.
@@ -115,7 +119,8 @@ var ErrChanged = errors.New("file changed since it was planned")
 // It is ENOENT to errors.Is, and not a failed move in the status.
 var ErrGone = fmt.Errorf("file deleted while it was being moved: %w", unix.ENOENT)
 
-// MoveWith is Move with options; ctx cancels the bulk copy.
+// MoveWith is Move with options; ctx cancels the bulk copy. A file
+// already on the tier is ErrAlreadyThere.
 func (s *Store) MoveWith(ctx context.Context, rel string, to string, o MoveOptions) error {
 	dest, err := s.TierByName(to)
 	if err != nil {
@@ -128,6 +133,12 @@ func (s *Store) MoveWith(ctx context.Context, rel string, to string, o MoveOptio
 	defer s.release(f)
 	if o.Ino != 0 && f.ino != o.Ino {
 		return ErrChanged
+	}
+	f.mu.RLock()
+	there := f.tier == dest
+	f.mu.RUnlock()
+	if there {
+		return ErrAlreadyThere
 	}
 	return s.moveFileWith(ctx, f, dest, &o)
 }
@@ -178,7 +189,7 @@ func (s *Store) spill(f *File, full *Tier, want int64, tried []*Tier) error {
 		}
 		err := s.moveFile(f, t)
 		if err == nil {
-			s.log.Info().Str("from", full.Name).Str("to", t.Name).Uint64("ino", f.ino).Msg("tier full: file moved on")
+			s.log.Info().Str("path", s.currentName(f)).Str("from", full.Name).Str("to", t.Name).Uint64("ino", f.ino).Msg("tier full: file moved on")
 			return nil
 		}
 		if errors.Is(err, ErrBusy) {
@@ -463,7 +474,7 @@ func (s *Store) moveDone(f *File, src, dest *Tier, bytes int64, start time.Time,
 	} else if err != nil {
 		ev = ev.Err(err)
 	}
-	ev.Str("from", src.Name).Str("to", dest.Name).Uint64("ino", f.ino).Int64("bytes", bytes).Dur("dur", time.Since(start)).Msg("move")
+	ev.Str("from", src.Name).Str("to", dest.Name).Uint64("ino", f.ino).Int64("bytes", bytes).Int64("dur_ms", time.Since(start).Milliseconds()).Msg("move")
 	return err
 }
 

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"sort"
@@ -29,19 +30,31 @@ import (
 type Log struct {
 	// Level is debug, info, warn or error.
 	Level string `toml:"level"`
+	// File is where the daemon appends its log, from the mount on; ""
+	// logs to stderr (docs/operating.md: where a detached daemon logs).
+	File string `toml:"file"`
 }
 
 // Log levels.
 var logLevels = []string{"debug", "info", "warn", "error"}
 
-// Validate checks the level; the error is a *units.KeyError for "log.level".
+// Validate checks the level and the file; the errors are *units.KeyError
+// for "log.level" and "log.file".
 func (l Log) Validate() error {
+	var errs []error
+	known := false
 	for _, v := range logLevels {
-		if l.Level == v {
-			return nil
-		}
+		known = known || l.Level == v
 	}
-	return units.Errorf("log.level", "unknown level %q (want debug, info, warn or error)", l.Level)
+	if !known {
+		errs = append(errs, units.Errorf("log.level", "unknown level %q (want debug, info, warn or error)", l.Level))
+	}
+	// The daemon runs from "/" once detached: a relative name would mean
+	// something else there than where it was written.
+	if l.File != "" && !filepath.IsAbs(l.File) {
+		errs = append(errs, units.Errorf("log.file", "must be an absolute path, got %q", l.File))
+	}
+	return errors.Join(errs...)
 }
 
 // Config is the whole file.

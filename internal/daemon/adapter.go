@@ -58,6 +58,8 @@ func (a Adapter) Move(ctx context.Context, m engine.MoveRequest) error {
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, tiering.ErrAlreadyThere):
+		return fmt.Errorf("%w: %w", engine.ErrAlreadyThere, err)
 	case errors.Is(err, tiering.ErrChanged):
 		return fmt.Errorf("%w: %w", engine.ErrChanged, err)
 	case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESTALE):

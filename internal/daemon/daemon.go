@@ -17,6 +17,8 @@ import (
 
 	"github.com/tierfs/tierfs/internal/config"
 	"github.com/tierfs/tierfs/internal/control"
+	"github.com/tierfs/tierfs/internal/fuseuring"
+	"github.com/tierfs/tierfs/internal/version"
 	"github.com/tierfs/tierfs/mountutil"
 	"github.com/tierfs/tierfs/policy/engine"
 	"github.com/tierfs/tierfs/tiering"
@@ -105,9 +107,10 @@ type MountFunc func(store *tiering.Store, mountpoint string, m mountutil.Config,
 // Run is `tierfs mount`: it loads the configuration, opens the tiers,
 // mounts them, serves the control socket and the policy until the mount
 // is unmounted or a signal asks for it (SIGHUP reloads), then shuts down
-// in order. err is a failure before the mount served; status the exit
-// status after.
-func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc) (status int, err error) {
+// in order. mounted, if not nil, is called once the mount serves and the
+// control socket listens: the mount helper form's parent waits for that.
+// err is a failure before the mount served; status the exit status after.
+func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc, mounted func()) (status int, err error) {
 	// The kernel applied the caller's umask to the modes FUSE passes in
 	// already; applying ours again would be wrong.
 	unix.Umask(0)
@@ -139,7 +142,7 @@ func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc) 
 		return 1, fmt.Errorf("mount.control_group: %w", err)
 	}
 
-	log := NewLogger(os.Stderr)
+	log := NewLogger(LogOutput(cfg.Log.File))
 	SetLogLevel(cfg.Log.Level, debug)
 	if addr := os.Getenv("TIERFS_PPROF"); addr != "" {
 		// Profiling for performance work: go tool pprof http://ADDR/debug/pprof/profile
@@ -196,9 +199,17 @@ func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc) 
 		return 1, err
 	}
 	stopEngine := d.StartEngine()
-	log.Info().Str("mountpoint", mp).Strs("tiers", tierNames).Str("control", ctl.Path()).
-		Bool("writeback_cache", server.WritebackCache()).Int("read_ahead_kb", mcfg.ReadAheadKB).Bool("io_uring", mcfg.IOUring).Bool("direct_io", server.DirectIO()).Str("requests", server.Requests().Transport).
-		Int("pid", os.Getpid()).Msg("mounted")
+	transport := server.Requests().Transport
+	uring := transport == "io_uring"
+	ml := log.Info().Str("mountpoint", mp).Strs("tiers", tierNames).Str("control", ctl.Path()).
+		Bool("writeback_cache", server.WritebackCache()).Int("read_ahead_kb", mcfg.ReadAheadKB).Bool("io_uring", uring).Bool("direct_io", server.DirectIO()).Str("requests", transport)
+	if why := URingOff(mcfg.IOUring, uring); why != "" {
+		ml = ml.Str("io_uring_off", why)
+	}
+	ml.Int("pid", os.Getpid()).Str("version", version.Read().Short()).Msg("mounted")
+	if mounted != nil {
+		mounted()
+	}
 
 	reason, forced := waitForExit(server, mp, served, sigs, func() { d.Policy.Reload() }, log)
 
@@ -281,6 +292,34 @@ func unmountServer(server interface{ Unmount() error }, mp string, served <-chan
 		log.Info().Str("mountpoint", mp).Msg("detached; serving the files still open until they are closed (signal again to exit now)")
 	}
 	return nil
+}
+
+// LogOutput is where the daemon logs: [log] file, appended to, or stderr.
+func LogOutput(file string) *os.File {
+	if file == "" {
+		return os.Stderr
+	}
+	f, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "tierfs: log.file: %v; logging to stderr\n", err)
+		return os.Stderr
+	}
+	return f
+}
+
+// URingOff says why the mount is not served over io_uring ("" when it
+// is): not asked for, or what the kernel lacks.
+func URingOff(asked, inEffect bool) string {
+	switch {
+	case inEffect:
+		return ""
+	case !asked:
+		return "io_uring is off in [mount] or on the command line"
+	}
+	if err := fuseuring.Available(); err != nil {
+		return err.Error()
+	}
+	return "the kernel did not offer FUSE over io_uring at INIT"
 }
 
 // NewLogger logs to w: for people on a terminal, JSON otherwise. It lets

@@ -43,8 +43,9 @@ type Source interface {
 	FileIno(rel string) (uint64, error)
 }
 
-// Mover carries out one move. Its errors are ErrChanged, ErrGone or
-// context.Canceled (wrapped) when the move had nothing left to do.
+// Mover carries out one move. Its errors are ErrChanged, ErrGone,
+// ErrAlreadyThere or context.Canceled (wrapped) when the move had nothing
+// left to do.
 type Mover interface {
 	Move(ctx context.Context, m MoveRequest) error
 }
@@ -79,6 +80,9 @@ var (
 	ErrGone = errors.New("file deleted")
 	// ErrNoFile: the name holds no regular file.
 	ErrNoFile = errors.New("no regular file")
+	// ErrAlreadyThere: the file was on the tier asked for; nothing was
+	// copied, and it is no move to count or log as one.
+	ErrAlreadyThere = errors.New("already on that tier")
 )
 
 // pin is a CLI pin.
@@ -121,12 +125,34 @@ type Job struct {
 
 	done  atomic.Int64
 	total atomic.Int64
-	fin   chan struct{}
-	err   error
+	// started and ended are when the move began and ended (unix
+	// nanoseconds, 0 until then): the time spent queued is not in them.
+	started atomic.Int64
+	ended   atomic.Int64
+	already atomic.Bool
+	fin     chan struct{}
+	err     error
 }
 
 // Progress reports bytes copied and the file's size.
 func (j *Job) Progress() (done, total int64) { return j.done.Load(), j.total.Load() }
+
+// Moving is how long the move has run (until now, or until it ended);
+// 0 while queued.
+func (j *Job) Moving(now time.Time) time.Duration {
+	s := j.started.Load()
+	if s == 0 {
+		return 0
+	}
+	if e := j.ended.Load(); e != 0 {
+		return time.Duration(e - s)
+	}
+	return now.Sub(time.Unix(0, s))
+}
+
+// Already reports whether the job found its file on the tier already:
+// it ended without moving anything.
+func (j *Job) Already() bool { return j.already.Load() }
 
 // Wait blocks until the job ends and returns its error.
 func (j *Job) Wait(ctx context.Context) error {
@@ -527,6 +553,7 @@ func (e *Engine) dispatch(ctx context.Context, wg *sync.WaitGroup) {
 
 func (e *Engine) execute(ctx context.Context, j *Job) {
 	start := e.now()
+	j.started.Store(start.UnixNano())
 	err := e.store.Move(ctx, MoveRequest{
 		Path:    j.Path,
 		Ino:     j.Ino,
@@ -538,6 +565,14 @@ func (e *Engine) execute(ctx context.Context, j *Job) {
 			j.total.Store(total)
 		},
 	})
+	end := e.now()
+	j.ended.Store(max(end.UnixNano(), start.UnixNano()+1))
+	// Nothing moved: no move to count or log as one.
+	already := errors.Is(err, ErrAlreadyThere)
+	if already {
+		err = nil
+		j.already.Store(true)
+	}
 	e.mu.Lock()
 	delete(e.running, j)
 	delete(e.byPath, j.Path)
@@ -546,18 +581,20 @@ func (e *Engine) execute(ctx context.Context, j *Job) {
 	// failure: the next plan sees the directory as it is now.
 	benign := errors.Is(err, context.Canceled) || errors.Is(err, ErrChanged) ||
 		(!j.Manual && errors.Is(err, ErrGone))
-	if err == nil {
+	if err == nil && !already {
 		e.done++
 		e.bytes += j.total.Load()
-	} else if !benign {
+	} else if err != nil && !benign {
 		e.failed++
 	}
 	e.mu.Unlock()
 	if err != nil && !benign {
 		e.recordErr(fmt.Errorf("move %s to %s: %w", j.Path, j.To, err))
+	} else if already {
+		e.log.Info().Str("path", j.Path).Str("to", j.To).Str("reason", j.Reason).Msg("already on the tier: nothing moved")
 	} else if err == nil {
 		e.log.Info().Str("path", j.Path).Str("to", j.To).Str("reason", j.Reason).Int64("bytes", j.total.Load()).
-			Dur("dur", e.now().Sub(start)).Msg("moved")
+			Int64("dur_ms", end.Sub(start).Milliseconds()).Msg("moved")
 	}
 	j.err = err
 	close(j.fin)
@@ -580,26 +617,28 @@ func (e *Engine) Migrate(rel, tier string) (*Job, error) {
 	ino, err := e.store.FileIno(rel)
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.migrateLocked(rel, tier, ino, err == nil)
+	return e.migrateLocked(rel, tier, ino, err == nil, "manual")
 }
 
-func (e *Engine) migrateLocked(rel, tier string, ino uint64, known bool) (*Job, error) {
+// migrateLocked queues the move; reason is "manual" (tierfs migrate) or
+// "pin" (tierfs pin). Its errors do not name the file: the caller does.
+func (e *Engine) migrateLocked(rel, tier string, ino uint64, known bool, reason string) (*Job, error) {
 	// Pinned files stay on their tier: an operator unpins first.
 	if p := e.pinOfLocked(rel, ino, known); p != nil && p.Tier != tier {
-		return nil, fmt.Errorf("%s is pinned to tier %s: unpin it first", rel, p.Tier)
+		return nil, fmt.Errorf("pinned to tier %s: unpin it first", p.Tier)
 	}
 	for _, g := range e.cfg.Policy.Pin {
 		if policy.MatchGlob(g, rel) {
-			return nil, fmt.Errorf("%s is pinned by [policy] pin %q: change the configuration first", rel, g)
+			return nil, fmt.Errorf("pinned by [policy] pin %q: change the configuration first", g)
 		}
 	}
 	if j, ok := e.byPath[rel]; ok {
 		if j.To == tier {
 			return j, nil
 		}
-		return nil, fmt.Errorf("%s is already queued to move to %s", rel, j.To)
+		return nil, fmt.Errorf("already queued to move to %s", j.To)
 	}
-	j := newJob(rel, tier, "manual", true)
+	j := newJob(rel, tier, reason, true)
 	e.queue = append([]*Job{j}, e.queue...)
 	e.byPath[rel] = j
 	e.poke()
@@ -633,7 +672,7 @@ func (e *Engine) Pin(rel, tier string) (*Job, error) {
 	if err := e.savePinsLocked(); err != nil {
 		return nil, err
 	}
-	j, err := e.migrateLocked(rel, tier, ino, true)
+	j, err := e.migrateLocked(rel, tier, ino, true, "pin")
 	if j != nil && j.Ino == 0 && j.Path == rel {
 		j.Ino = ino // the move is of the pinned file, not of one put in its place
 	}

@@ -493,8 +493,8 @@ func TestMountEndToEnd(t *testing.T) {
 	if tiers["fast"].Files != 2 || tiers["slow"].Files != 1 || tiers["slow"].UsedBytes <= 0 {
 		t.Errorf("after the move, tiers = %+v; want 2 files on fast, 1 on slow", st.Tiers)
 	}
-	if st.Moves.Done != 1 || st.Moves.Failed != 0 || st.Moves.BytesMoved < int64(len(logData)) {
-		t.Errorf("after the move, moves = %+v; want 1 done of %d bytes", st.Moves, len(logData))
+	if st.Moves.Moved != 1 || st.Moves.Failed != 0 || st.Moves.BytesMoved < int64(len(logData)) {
+		t.Errorf("after the move, moves = %+v; want 1 moved of %d bytes", st.Moves, len(logData))
 	}
 	// Move errors have codes and JSON bodies.
 	for _, tc := range []struct {

@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/tierfs/tierfs/internal/iostats"
 	"github.com/tierfs/tierfs/tiering"
 )
 
@@ -469,7 +470,11 @@ type Server struct {
 	ownMount   bool         // mounted here, by descriptor, not by go-fuse
 	writeback  bool         // the kernel caches writes (FUSE_WRITEBACK_CACHE agreed)
 	fs         *FS
+	stats      *iostats.Requests
 }
+
+// Stats counts the requests answered, by operation (for the metrics).
+func (s *Server) Stats() *iostats.Requests { return s.stats }
 
 // IOUring reports whether requests are served over io_uring.
 func (s *Server) IOUring() bool { return s.uring != nil }
@@ -606,9 +611,10 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 		RootStableAttr:  &gofs.StableAttr{Ino: tiering.RootIno},
 		NullPermissions: true,
 	}
-	// gofs.Mount, with the node bridge wrapped in killprivFS.
-	rawFS := killprivFS{gofs.NewNodeFS(root, opts)}
-	s := &Server{mountpoint: mountpoint, fs: root.fs}
+	// gofs.Mount, with the node bridge wrapped in killprivFS, and that
+	// in statsFS, which counts the requests.
+	s := &Server{mountpoint: mountpoint, fs: root.fs, stats: newRequestStats()}
+	rawFS := statsFS{killprivFS{gofs.NewNodeFS(root, opts)}, s.stats}
 	target := mountpoint
 	devFd := -1
 	if o.IOUring {

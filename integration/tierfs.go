@@ -209,6 +209,10 @@ path = %q
 [log]
 level = %q
 %s`, o.FastType, fs.Fast, capacity, o.SlowType, fs.Slow, o.LogLevel, o.Extra)
+	if !strings.Contains(o.Extra, "[metrics]") {
+		// Several daemons run at once: each its own port.
+		conf += "\n[metrics]\nlisten = \"127.0.0.1:0\"\n"
+	}
 	if err := os.WriteFile(fs.Config, []byte(conf), 0o644); err != nil {
 		fatalf(t, "%v", err)
 	}

@@ -125,8 +125,22 @@ path = %q
 
 [log]
 level = "debug"
-`, e.fast, e.slow))
+
+`+testMetrics, e.fast, e.slow))
 	return e
+}
+
+// testMetrics gives each test daemon a port of its own: they run in
+// parallel, and the default port would be taken by the first.
+const testMetrics = "[metrics]\nlisten = \"127.0.0.1:0\"\n"
+
+// metricsUnlessIn is testMetrics, unless the configuration's tail has a
+// [metrics] table of its own.
+func metricsUnlessIn(tail string) string {
+	if strings.Contains(tail, "[metrics]") {
+		return ""
+	}
+	return testMetrics
 }
 
 func writeFile(t *testing.T, path, content string) {

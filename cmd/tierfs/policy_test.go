@@ -38,7 +38,8 @@ path = %q
 [log]
 level = "debug"
 
-%s`, e.fast, fastExtra, e.slow, tail)
+%s
+%s`, e.fast, fastExtra, e.slow, tail, metricsUnlessIn(tail))
 	writeFile(t, e.config, text)
 	return text
 }

@@ -20,6 +20,9 @@ import (
 // tiering nor the engine knows the other.
 type Adapter struct {
 	Store *tiering.Store
+	// OnList, if set, sees each complete listing a plan takes (the
+	// metrics count bytes per topic from it: no walk of their own).
+	OnList func(tiering.Listing)
 }
 
 var _ engine.Store = Adapter{}
@@ -27,6 +30,9 @@ var _ engine.Store = Adapter{}
 // Snapshot implements engine.Source.
 func (a Adapter) Snapshot(now time.Time) (policy.Snapshot, error) {
 	l, err := a.Store.ListFiles()
+	if err == nil && a.OnList != nil {
+		a.OnList(l)
+	}
 	snap := policy.Snapshot{Now: now, Complete: l.Complete}
 	for _, t := range l.Tiers {
 		snap.Tiers = append(snap.Tiers, policy.Tier{Name: t.Name, Capacity: t.Capacity, Used: t.Used})

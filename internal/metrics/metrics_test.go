@@ -51,12 +51,12 @@ func TestConfigValidate(t *testing.T) {
 
 func TestTopicOf(t *testing.T) {
 	for comps, want := range map[string]string{
-		"orders-3/00000000000000000000.log": "orders",
+		"orders-3/00000000000000000000.log":   "orders",
 		"orders-x-12/leader-epoch-checkpoint": "orders-x",
-		"__consumer_offsets-49/a.log":       "__consumer_offsets",
-		"no-partition/a":                    "no-partition",
-		"trailing-/a":                       "trailing-",
-		"meta.properties":                   metrics.Other,
+		"__consumer_offsets-49/a.log":         "__consumer_offsets",
+		"no-partition/a":                      "no-partition",
+		"trailing-/a":                         "trailing-",
+		"meta.properties":                     metrics.Other,
 	} {
 		if got := metrics.TopicOf(strings.Split(comps, "/")); got != want {
 			t.Errorf("TopicOf(%s) = %q, want %q", comps, got, want)

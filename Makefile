@@ -1,7 +1,8 @@
 # tierfs — build, test and demo.
 #
 #   make deps    install what the tests need (fuse3, attr, mergerfs and xfsprogs for the
-#                benchmark kit's tests; gcc for -race) via apt-get
+#                benchmark kit's tests; gcc for -race; prometheus for promtool, which
+#                checks the metrics endpoint's output) via apt-get
 #   make build   build bin/tierfs
 #   make test    gofmt check, go vet, race tests, a short fuzz run, the Kafka drills,
 #                and the fs tests and main drills again over FUSE over io_uring
@@ -58,6 +59,7 @@ deps:
 	command -v getfattr >/dev/null 2>&1 || missing="$$missing attr"; \
 	command -v mergerfs >/dev/null 2>&1 || missing="$$missing mergerfs"; \
 	command -v mkfs.xfs >/dev/null 2>&1 || missing="$$missing xfsprogs"; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 		if ! command -v apt-get >/dev/null 2>&1; then \
 			echo "deps: missing packages:$$missing (no apt-get; install them by hand)" >&2; exit 1; \

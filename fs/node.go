@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/tierfs/tierfs/internal/iostats"
 	"github.com/tierfs/tierfs/mountutil"
 	"github.com/tierfs/tierfs/tiering"
 )
@@ -470,6 +471,12 @@ type Server struct {
 	*mountutil.Server
 	writeback bool // the kernel caches writes (FUSE_WRITEBACK_CACHE agreed)
 	fs        *FS
+	stats     *iostats.Requests
+}
+
+// Stats counts the requests answered, by operation (for the metrics).
+func (s *Server) Stats() *iostats.Requests {
+	return s.stats
 }
 
 // Unmount unmounts the filesystem and waits for the serving to end.
@@ -571,13 +578,15 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 		RootStableAttr:  &gofs.StableAttr{Ino: tiering.RootIno},
 		NullPermissions: true,
 	}
-	// gofs.Mount, with the node bridge wrapped in killprivFS.
-	rawFS := killprivFS{gofs.NewNodeFS(root, opts)}
+	// gofs.Mount, with the node bridge wrapped in killprivFS, and that
+	// in statsFS, which counts the requests.
+	stats := newRequestStats()
+	rawFS := statsFS{killprivFS{gofs.NewNodeFS(root, opts)}, stats}
 	ms, err := mountutil.Mount(mountpoint, rawFS, opts.MountOptions, o.Config, root.fs.Log)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Server: ms, fs: root.fs}
+	s := &Server{Server: ms, fs: root.fs, stats: stats}
 	// INIT is answered and nothing else served yet: settle what the
 	// kernel's answer decides.
 	k := ms.KernelSettings().Flags64()

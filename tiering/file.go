@@ -37,6 +37,7 @@ type File struct {
 	dirty *dirtySet // non-nil while a move copies
 
 	lastRead atomic.Int64 // unix nanoseconds of the last read that reached us
+	io       *IOBucket    // where reads count (Options.IOBucket); may be nil
 
 	acctMu sync.Mutex
 	blocks int64 // bytes this file is counted for on tier
@@ -69,7 +70,7 @@ type Handle struct {
 }
 
 func (s *Store) registerNew(ino uint64, t *Tier, fd int, pm *pmem.File, p Path, st *unix.Stat_t) *File {
-	f := &File{s: s, ino: ino, fd: fd, pm: pm, tier: t, refs: 1, path: p, blocks: usedBytes(st), size: st.Size}
+	f := &File{s: s, ino: ino, fd: fd, pm: pm, tier: t, refs: 1, path: p, blocks: usedBytes(st), size: st.Size, io: s.ioBucket(p)}
 	t.addUsed(f.blocks)
 	s.openMu.Lock()
 	s.open[ino] = f
@@ -163,7 +164,7 @@ func (s *Store) getFile(l *loc, ino uint64, p Path) (*File, error) {
 		return s.sameFile(f, l)
 	}
 	defer s.openMu.Unlock()
-	f := &File{s: s, ino: ino, fd: fd, pm: pm, tier: l.tier, readOnly: readOnly, refs: 1, path: p, blocks: counted, size: st.Size}
+	f := &File{s: s, ino: ino, fd: fd, pm: pm, tier: l.tier, readOnly: readOnly, refs: 1, path: p, blocks: counted, size: st.Size, io: s.ioBucket(p)}
 	s.open[ino] = f
 	if pm != nil {
 		s.forgetPlainLocked(ino)
@@ -397,6 +398,22 @@ func (h *Handle) Read(p []byte, off int64) (int, error) {
 	f.lastRead.Store(time.Now().UnixNano())
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	n, err := f.readLocked(p, off)
+	f.countRead(n)
+	return n, err
+}
+
+// countRead counts n bytes read from the file's tier. Caller holds f.mu.
+func (f *File) countRead(n int) {
+	t := f.tier
+	t.reads.Add(1)
+	t.readBytes.Add(int64(n))
+	if f.io != nil && t.Index < len(f.io.ReadBytes) {
+		f.io.ReadBytes[t.Index].Add(int64(n))
+	}
+}
+
+func (f *File) readLocked(p []byte, off int64) (int, error) {
 	if f.pm != nil {
 		n, err := f.pm.ReadAt(p, off)
 		if err == io.EOF {
@@ -435,6 +452,7 @@ func (h *Handle) Write(p []byte, off int64) (int, error) {
 		f.mu.RLock()
 		n, err := f.writeLocked(p[done:], off+int64(done))
 		t := f.tier
+		t.writtenBytes.Add(int64(n))
 		f.mu.RUnlock()
 		done += n
 		if err == nil {

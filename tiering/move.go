@@ -99,15 +99,14 @@ type MoveOptions struct {
 	// Ino, when non-zero, must be the file's inode number: a planner's
 	// snapshot may be older than a rename or a replacement.
 	Ino uint64
+	// Reason is why the move was asked for, for the ledger ("" counts
+	// as ReasonManual).
+	Reason MoveReason
 	// Limiter paces the bulk copy (shared by all moves for a bandwidth
 	// cap); nil is unlimited.
-	Limiter *rate.Limiter
+	Limiter Pacer
 	// Progress, if set, is told the bytes copied so far and the total.
 	Progress func(done, total int64)
-
-	// spill: the move makes room for a write (spill), the one reason to
-	// move an open file whose last name went.
-	spill bool
 }
 
 // ErrChanged is returned when the name no longer holds the file a move
@@ -122,18 +121,18 @@ var ErrGone = fmt.Errorf("file deleted while it was being moved: %w", unix.ENOEN
 // MoveWith is Move with options; ctx cancels the bulk copy.
 func (s *Store) MoveWith(ctx context.Context, rel string, to string, o MoveOptions) error {
 	dest, err := s.TierByName(to)
-	if err != nil {
-		return err
+	if err == nil {
+		var f *File
+		if f, err = s.acquire(RelPath(rel)); err == nil {
+			defer s.release(f)
+			if o.Ino == 0 || f.ino == o.Ino {
+				return s.moveRecorded(ctx, f, dest, &o, rel)
+			}
+			err = ErrChanged
+		}
 	}
-	f, err := s.acquire(RelPath(rel))
-	if err != nil {
-		return err
-	}
-	defer s.release(f)
-	if o.Ino != 0 && f.ino != o.Ino {
-		return ErrChanged
-	}
-	return s.moveFileWith(ctx, f, dest, &o)
+	s.ledger.skip(o.Reason, rel, err)
+	return err
 }
 
 // acquire registers the file at p as open without a handle.
@@ -207,7 +206,7 @@ func (s *Store) spillOrder(full *Tier) []*Tier {
 
 // moveFile is spill's move.
 func (s *Store) moveFile(f *File, dest *Tier) error {
-	return s.moveFileWith(context.Background(), f, dest, &MoveOptions{spill: true})
+	return s.moveRecorded(context.Background(), f, dest, &MoveOptions{Reason: ReasonSpill}, "")
 }
 
 func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOptions) (err error) {
@@ -327,7 +326,7 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 		return s.moveDone(f, src, dest, 0, start, err)
 	}
 	orphan := unlinked || st.Nlink == 0
-	if orphan && !o.spill {
+	if orphan && o.Reason != ReasonSpill {
 		// Deleted meanwhile: only a write that needs room moves it on.
 		return s.moveDone(f, src, dest, 0, start, ErrGone)
 	}
@@ -476,32 +475,28 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	return s.moveDone(f, src, dest, st.Size, start, nil)
 }
 
-// moveDone ends a move: clears the moving state, counts it, logs it.
-// Caller may hold f.mu exclusively; moveDone does not take it.
+// moveDone ends a move: clears the moving state, counts it on the
+// ledger, logs it. Caller may hold f.mu exclusively; moveDone does not
+// take it.
 func (s *Store) moveDone(f *File, src, dest *Tier, bytes int64, start time.Time, err error) error {
 	f.dmu.Lock()
 	f.dirty = nil
 	f.dmu.Unlock()
 	f.moving.Store(false)
-	moot := errors.Is(err, context.Canceled) || errors.Is(err, ErrGone)
-	s.statsMu.Lock()
-	if moot {
-		// Shutdown, or the file went meanwhile: not a failure.
-	} else if err != nil {
-		s.stats.Failed++
-		s.stats.LastError = err.Error()
-	} else {
-		s.stats.Done++
-		s.stats.BytesMoved += bytes
-	}
-	s.statsMu.Unlock()
+	dur := time.Since(start)
+	reason, name := s.ledger.done(f, src, dest, bytes, dur, err)
 	ev := s.log.Debug()
-	if err != nil && !moot {
+	switch Outcome(err) {
+	case OutcomeFailed:
 		ev = s.log.Warn().Err(err)
-	} else if err != nil {
+	case OutcomeMoved:
+	default:
 		ev = ev.Err(err)
 	}
-	ev.Str("from", src.Name).Str("to", dest.Name).Uint64("ino", f.ino).Int64("bytes", bytes).Dur("dur", time.Since(start)).Msg("move")
+	if name != "" {
+		ev = ev.Str("path", name)
+	}
+	ev.Str("reason", string(reason)).Str("from", src.Name).Str("to", dest.Name).Uint64("ino", f.ino).Int64("bytes", bytes).Dur("dur", dur).Msg("move")
 	return err
 }
 
@@ -509,7 +504,7 @@ func (s *Store) moveDone(f *File, src, dest *Tier, bytes int64, start time.Time,
 // value copies at full speed.
 type copier struct {
 	ctx      context.Context
-	limiter  *rate.Limiter
+	limiter  Pacer
 	progress func(done, total int64)
 	done     int64
 	total    int64

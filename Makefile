@@ -1,7 +1,8 @@
 # tierfs — build, test and demo.
 #
 #   make deps    install what the tests need (fuse3, attr, mergerfs and xfsprogs for the
-#                benchmark kit's tests, gcc for -race, systemd-analyze, dpkg-deb) via apt-get
+#                benchmark kit's tests; gcc for -race; prometheus for promtool, which
+#                checks the metrics endpoint's output; systemd-analyze, dpkg-deb) via apt-get
 #   make build   build bin/tierfs, stamped with its commit (tierfs version)
 #   make deb     build bin/tierfs.deb, the Debian package (dist/nfpm.yaml)
 #   make test    gofmt check, go vet, race tests, a short fuzz run, the Kafka drills,
@@ -55,10 +56,10 @@ all: build
 # Packages, as COMMAND:PACKAGE[+PACKAGE]: a missing command installs its
 # packages with apt-get. The demo needs FUSE alone; the tests also the
 # benchmark kit's mergerfs and xfsprogs (its own tests run in `unit`),
-# systemd-analyze for the shipped units and dpkg-deb for the package;
-# the benchmarks add fio.
+# promtool for the metrics endpoint's output, systemd-analyze for the
+# shipped units and dpkg-deb for the package; the benchmarks add fio.
 DEMO_DEPS := fusermount3:fuse3 gcc:gcc+libc6-dev getfattr:attr
-TEST_DEPS := $(DEMO_DEPS) mergerfs:mergerfs mkfs.xfs:xfsprogs systemd-analyze:systemd dpkg-deb:dpkg
+TEST_DEPS := $(DEMO_DEPS) mergerfs:mergerfs mkfs.xfs:xfsprogs promtool:prometheus systemd-analyze:systemd dpkg-deb:dpkg
 BENCH_DEPS := mergerfs:mergerfs mkfs.xfs:xfsprogs fio:fio
 
 # $(call install-missing,TARGET,DEPS)

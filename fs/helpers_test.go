@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/tierfs/tierfs/internal/config"
 	"github.com/tierfs/tierfs/internal/daemon"
+	"github.com/tierfs/tierfs/internal/metrics"
 	"github.com/tierfs/tierfs/internal/testenv"
 	"github.com/tierfs/tierfs/internal/units"
 	"github.com/tierfs/tierfs/mountutil"
@@ -94,6 +96,10 @@ type serverConfig struct {
 	IOUring bool `json:"io_uring,omitempty"`
 	// DirectIO opens files for direct I/O ([mount] direct_io).
 	DirectIO bool `json:"direct_io,omitempty"`
+	// Metrics, when set, is where the daemon serves its Prometheus
+	// endpoint ("127.0.0.1:0": a port of its own); "metrics" answers
+	// the address.
+	Metrics string `json:"metrics,omitempty"`
 }
 
 type request struct {
@@ -119,6 +125,8 @@ type reply struct {
 	Dropped uint64 `json:"dropped,omitempty"`
 	// Direct answers "directio": whether files are opened for direct I/O.
 	Direct bool `json:"direct,omitempty"`
+	// Addr answers "metrics": where the Prometheus endpoint listens.
+	Addr string `json:"addr,omitempty"`
 }
 
 type uringInfo struct {
@@ -168,6 +176,14 @@ func serve(cfgJSON string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
+	var metricsLn net.Listener
+	if cfg.Metrics != "" {
+		// Before the mount, as `tierfs mount` does.
+		if metricsLn, err = metrics.Listen(cfg.Metrics); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+	}
 	st := d.Store
 	root := NewRoot(st, log)
 	srv, err := Mount(root, cfg.Mountpoint, Options{Config: mountutil.Config{
@@ -184,6 +200,10 @@ func serve(cfgJSON string) int {
 	stopEngine := func() {}
 	if cfg.Policy != nil {
 		stopEngine = d.StartEngine()
+	}
+	var ms *metrics.Server
+	if metricsLn != nil {
+		ms = d.ServeMetrics(metricsLn, srv)
 	}
 	out := json.NewEncoder(os.Stdout)
 	out.Encode(reply{})
@@ -213,6 +233,10 @@ func serve(cfgJSON string) int {
 			rep.Direct = srv.DirectIO()
 		case "dropped":
 			rep.Dropped = srv.DroppedPages()
+		case "metrics":
+			if ms != nil {
+				rep.Addr = ms.Addr()
+			}
 		case "uring":
 			rep.URing = &uringInfo{Active: srv.IOUring(), Served: srv.URingServed()}
 		case "held":
@@ -229,6 +253,9 @@ func serve(cfgJSON string) int {
 		out.Encode(rep)
 	}
 	stopEngine()
+	if ms != nil {
+		ms.Close()
+	}
 	return unmountAndClose(srv, st)
 }
 
@@ -282,6 +309,7 @@ type mountOpt struct {
 	iouring    bool         // serve over FUSE-over-io_uring
 	devFuse    bool         // serve through /dev/fuse, even under TIERFS_TEST_IOURING=1
 	directIO   bool         // open files for direct I/O
+	metrics    bool         // serve the Prometheus endpoint on a port of its own
 }
 
 var tierNames = []string{"fast", "slow", "cold", "colder"}
@@ -328,6 +356,9 @@ func mount(t testing.TB, o mountOpt) *testMount {
 	cfg.Writeback = o.writeback || os.Getenv("TIERFS_TEST_WRITEBACK") == "1"
 	cfg.IOUring = (o.iouring || os.Getenv(iouringEnv) == "1") && !o.devFuse
 	cfg.DirectIO = o.directIO || os.Getenv("TIERFS_TEST_DIRECTIO") == "1"
+	if o.metrics {
+		cfg.Metrics = "127.0.0.1:0"
+	}
 	cfg.Mountpoint = filepath.Join(base, "mnt")
 	if err := os.Mkdir(cfg.Mountpoint, 0o755); err != nil {
 		t.Fatal(err)

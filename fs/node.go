@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/tierfs/tierfs/internal/iostats"
 	"github.com/tierfs/tierfs/mountutil"
 	"github.com/tierfs/tierfs/tiering"
 )
@@ -50,6 +51,7 @@ type nodeName struct {
 var (
 	_ gofs.InodeEmbedder = (*Node)(nil)
 	_ tiering.Path       = (*Node)(nil)
+	_ tiering.Ident      = (*Node)(nil)
 
 	_ gofs.NodeLookuper       = (*Node)(nil)
 	_ gofs.NodeGetattrer      = (*Node)(nil)
@@ -105,6 +107,33 @@ func (n *Node) Components() ([]string, bool) {
 		}
 		rev = append(rev, at.name)
 		cur = at.parent
+	}
+	out := make([]string, len(rev))
+	for i := range rev {
+		out[len(rev)-1-i] = rev[i]
+	}
+	return out, true
+}
+
+// Ino implements tiering.Ident: the inode number the kernel knows n by,
+// which whatever its name leads to must carry.
+func (n *Node) Ino() uint64 { return n.StableAttr().Ino }
+
+// Relocate implements tiering.Ident: n's name as the FUSE library's tree
+// has it, for when the last known one leads elsewhere.
+func (n *Node) Relocate() ([]string, bool) {
+	var rev []string
+	cur := &n.Inode
+	for depth := 0; !cur.IsRoot(); depth++ {
+		if depth > 4096 {
+			return nil, false
+		}
+		name, p := cur.Parent()
+		if p == nil {
+			return nil, false
+		}
+		rev = append(rev, name)
+		cur = p
 	}
 	out := make([]string, len(rev))
 	for i := range rev {
@@ -442,6 +471,12 @@ type Server struct {
 	*mountutil.Server
 	writeback bool // the kernel caches writes (FUSE_WRITEBACK_CACHE agreed)
 	fs        *FS
+	stats     *iostats.Requests
+}
+
+// Stats counts the requests answered, by operation (for the metrics).
+func (s *Server) Stats() *iostats.Requests {
+	return s.stats
 }
 
 // Unmount unmounts the filesystem and waits for the serving to end.
@@ -543,13 +578,15 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 		RootStableAttr:  &gofs.StableAttr{Ino: tiering.RootIno},
 		NullPermissions: true,
 	}
-	// gofs.Mount, with the node bridge wrapped in killprivFS.
-	rawFS := killprivFS{gofs.NewNodeFS(root, opts)}
+	// gofs.Mount, with the node bridge wrapped in killprivFS, and that
+	// in statsFS, which counts the requests.
+	stats := newRequestStats()
+	rawFS := statsFS{killprivFS{gofs.NewNodeFS(root, opts)}, stats}
 	ms, err := mountutil.Mount(mountpoint, rawFS, opts.MountOptions, o.Config, root.fs.Log)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Server: ms, fs: root.fs}
+	s := &Server{Server: ms, fs: root.fs, stats: stats}
 	// INIT is answered and nothing else served yet: settle what the
 	// kernel's answer decides.
 	k := ms.KernelSettings().Flags64()

@@ -37,6 +37,7 @@ type File struct {
 	dirty *dirtySet // non-nil while a move copies
 
 	lastRead atomic.Int64 // unix nanoseconds of the last read that reached us
+	io       *IOBucket    // where reads count (Options.IOBucket); may be nil
 
 	acctMu sync.Mutex
 	blocks int64 // bytes this file is counted for on tier
@@ -69,7 +70,7 @@ type Handle struct {
 }
 
 func (s *Store) registerNew(ino uint64, t *Tier, fd int, pm *pmem.File, p Path, st *unix.Stat_t) *File {
-	f := &File{s: s, ino: ino, fd: fd, pm: pm, tier: t, refs: 1, path: p, blocks: usedBytes(st), size: st.Size}
+	f := &File{s: s, ino: ino, fd: fd, pm: pm, tier: t, refs: 1, path: p, blocks: usedBytes(st), size: st.Size, io: s.ioBucket(p)}
 	t.addUsed(f.blocks)
 	s.openMu.Lock()
 	s.open[ino] = f
@@ -163,7 +164,7 @@ func (s *Store) getFile(l *loc, ino uint64, p Path) (*File, error) {
 		return s.sameFile(f, l)
 	}
 	defer s.openMu.Unlock()
-	f := &File{s: s, ino: ino, fd: fd, pm: pm, tier: l.tier, readOnly: readOnly, refs: 1, path: p, blocks: counted, size: st.Size}
+	f := &File{s: s, ino: ino, fd: fd, pm: pm, tier: l.tier, readOnly: readOnly, refs: 1, path: p, blocks: counted, size: st.Size, io: s.ioBucket(p)}
 	s.open[ino] = f
 	if pm != nil {
 		s.forgetPlainLocked(ino)
@@ -229,6 +230,21 @@ func (f *File) liveSize() (int64, bool) {
 		return 0, false
 	}
 	return f.pm.Size(), true
+}
+
+// liveOrBackingSize is the file's size now: the logical size of a pmem
+// file, else its backing's (the accounted size if it cannot be read).
+func (f *File) liveOrBackingSize() int64 {
+	if size, ok := f.liveSize(); ok {
+		return size
+	}
+	var st unix.Stat_t
+	if unix.Fstat(f.fd, &st) == nil {
+		return st.Size
+	}
+	f.acctMu.Lock()
+	defer f.acctMu.Unlock()
+	return f.size
 }
 
 // Open opens an existing regular file.
@@ -356,15 +372,19 @@ func (f *File) shownSize(size int64) int64 {
 }
 
 func (f *File) account() {
+	// The stat is taken under acctMu: two writers that each stat and then
+	// store could store the older stat last, and the file's size and
+	// blocks (and its tier's usage) would stay behind until its next write.
+	f.acctMu.Lock()
 	var st unix.Stat_t
 	if unix.Fstat(f.fd, &st) != nil {
+		f.acctMu.Unlock()
 		return
 	}
 	size := st.Size
 	if f.pm != nil {
 		size = f.pm.Size()
 	}
-	f.acctMu.Lock()
 	b := usedBytes(&st)
 	f.tier.addUsed(b - f.blocks)
 	f.blocks = b
@@ -378,6 +398,22 @@ func (h *Handle) Read(p []byte, off int64) (int, error) {
 	f.lastRead.Store(time.Now().UnixNano())
 	f.mu.RLock()
 	defer f.mu.RUnlock()
+	n, err := f.readLocked(p, off)
+	f.countRead(n)
+	return n, err
+}
+
+// countRead counts n bytes read from the file's tier. Caller holds f.mu.
+func (f *File) countRead(n int) {
+	t := f.tier
+	t.reads.Add(1)
+	t.readBytes.Add(int64(n))
+	if f.io != nil && t.Index < len(f.io.ReadBytes) {
+		f.io.ReadBytes[t.Index].Add(int64(n))
+	}
+}
+
+func (f *File) readLocked(p []byte, off int64) (int, error) {
 	if f.pm != nil {
 		n, err := f.pm.ReadAt(p, off)
 		if err == io.EOF {
@@ -416,6 +452,7 @@ func (h *Handle) Write(p []byte, off int64) (int, error) {
 		f.mu.RLock()
 		n, err := f.writeLocked(p[done:], off+int64(done))
 		t := f.tier
+		t.writtenBytes.Add(int64(n))
 		f.mu.RUnlock()
 		done += n
 		if err == nil {
@@ -515,9 +552,10 @@ func (h *Handle) Truncate(size int64) error {
 }
 
 func (f *File) truncateLocked(size int64) error {
-	f.acctMu.Lock()
-	old := f.size
-	f.acctMu.Unlock()
+	// The size the backing has, not the one last accounted (a write that
+	// grew it may not have accounted yet): a move must recopy every byte
+	// the cut changes.
+	old := f.liveOrBackingSize()
 	f.recordDirty(min(old, size), max(old, size))
 	f.markSizeDirty()
 	var err error

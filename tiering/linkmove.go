@@ -379,7 +379,7 @@ func (s *Store) commitLinked(f *File, src, dest *Tier, sfd int, staging string, 
 
 	// Step 4.
 	s.ct.keep(dest, dfd, s.ct.shown(src, st)) // the copy shows the source's ctime
-	old, oldPM := s.swapTo(f, src, dest, dfd)
+	old, oldPM := s.swapTo(f, src, dest, dfd, true)
 	failPoint("link-move:swapped")
 
 	// Step 5: the source's names go (a pool file with several names is
@@ -415,9 +415,10 @@ func (s *Store) commitLinked(f *File, src, dest *Tier, sfd int, staging string, 
 }
 
 // swapTo makes dfd, the committed copy on dest, the backing of every
-// handle of f, and returns the old backing. Caller holds f.mu
-// exclusively.
-func (s *Store) swapTo(f *File, src, dest *Tier, dfd int) (old int, oldPM *pmem.File) {
+// handle of f, and returns the old backing. named says whether f is
+// counted among its tier's files (an open file with no name left is not).
+// Caller holds f.mu exclusively.
+func (s *Store) swapTo(f *File, src, dest *Tier, dfd int, named bool) (old int, oldPM *pmem.File) {
 	old, oldPM = f.fd, f.pm
 	f.fd, f.pm = dfd, nil
 	f.tier = dest
@@ -431,8 +432,10 @@ func (s *Store) swapTo(f *File, src, dest *Tier, dfd int) (old int, oldPM *pmem.
 	f.size = nst.Size
 	dest.addUsed(f.blocks)
 	f.acctMu.Unlock()
-	src.files.Add(-1)
-	dest.files.Add(1)
+	if named {
+		src.files.Add(-1)
+		dest.files.Add(1)
+	}
 	return old, oldPM
 }
 

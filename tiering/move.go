@@ -103,9 +103,12 @@ type MoveOptions struct {
 	// Ino, when non-zero, must be the file's inode number: a planner's
 	// snapshot may be older than a rename or a replacement.
 	Ino uint64
+	// Reason is why the move was asked for, for the ledger ("" counts
+	// as ReasonManual).
+	Reason MoveReason
 	// Limiter paces the bulk copy (shared by all moves for a bandwidth
 	// cap); nil is unlimited.
-	Limiter *rate.Limiter
+	Limiter Pacer
 	// Progress, if set, is told the bytes copied so far and the total.
 	Progress func(done, total int64)
 }
@@ -123,24 +126,18 @@ var ErrGone = fmt.Errorf("file deleted while it was being moved: %w", unix.ENOEN
 // already on the tier is ErrAlreadyThere.
 func (s *Store) MoveWith(ctx context.Context, rel string, to string, o MoveOptions) error {
 	dest, err := s.TierByName(to)
-	if err != nil {
-		return err
+	if err == nil {
+		var f *File
+		if f, err = s.acquire(RelPath(rel)); err == nil {
+			defer s.release(f)
+			if o.Ino == 0 || f.ino == o.Ino {
+				return s.moveRecorded(ctx, f, dest, &o, rel)
+			}
+			err = ErrChanged
+		}
 	}
-	f, err := s.acquire(RelPath(rel))
-	if err != nil {
-		return err
-	}
-	defer s.release(f)
-	if o.Ino != 0 && f.ino != o.Ino {
-		return ErrChanged
-	}
-	f.mu.RLock()
-	there := f.tier == dest
-	f.mu.RUnlock()
-	if there {
-		return ErrAlreadyThere
-	}
-	return s.moveFileWith(ctx, f, dest, &o)
+	s.ledger.skip(o.Reason, rel, err)
+	return err
 }
 
 // acquire registers the file at p as open without a handle.
@@ -212,8 +209,14 @@ func (s *Store) spillOrder(full *Tier) []*Tier {
 	return order
 }
 
+// moveFile is spill's move; a file some other move took there already
+// is where spill wants it.
 func (s *Store) moveFile(f *File, dest *Tier) error {
-	return s.moveFileWith(context.Background(), f, dest, &MoveOptions{})
+	err := s.moveRecorded(context.Background(), f, dest, &MoveOptions{Reason: ReasonSpill}, "")
+	if errors.Is(err, ErrAlreadyThere) {
+		return nil
+	}
+	return err
 }
 
 func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOptions) (err error) {
@@ -289,6 +292,7 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	if err := f.converge(dfd, srcfd); err != nil {
 		return s.moveDone(f, src, dest, 0, start, err)
 	}
+	failPoint("move:converged")
 
 	// A file with several names: find them before the namespace is locked
 	// (the commit checks them; linkmove.go).
@@ -319,17 +323,24 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	s.openMu.Lock()
 	p, unlinked := f.path, f.unlinked
 	s.openMu.Unlock()
-	if unlinked || p == nil {
-		return s.moveDone(f, src, dest, 0, start, ErrGone)
-	}
-	comps, ok := p.Components()
-	if !ok || len(comps) == 0 {
-		return s.moveDone(f, src, dest, 0, start, ErrGone)
+	// The name the file was last known by is only a hint: a node whose
+	// name went (and that the kernel forgot meanwhile) has none, and the
+	// file may still have another (nameOf walks for it).
+	var comps []string
+	if p != nil {
+		if c, ok := p.Components(); ok {
+			comps = c
+		}
 	}
 	if err := unix.Fstat(f.fd, &st); err != nil {
 		return s.moveDone(f, src, dest, 0, start, err)
 	}
-	if st.Nlink == 1 {
+	orphan := unlinked || st.Nlink == 0
+	if orphan && o.Reason != ReasonSpill {
+		// Deleted meanwhile: only a write that needs room moves it on.
+		return s.moveDone(f, src, dest, 0, start, ErrGone)
+	}
+	if !orphan && st.Nlink == 1 {
 		if comps = s.nameOf(f, src, &st, comps); comps == nil {
 			return s.moveDone(f, src, dest, 0, start, ErrGone)
 		}
@@ -338,7 +349,7 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 		st.Size = size
 	}
 	if d.all {
-		err = copySparse(dfd, srcfd, st.Size)
+		err = recopyAll(dfd, srcfd, st.Size)
 	} else {
 		for _, r := range d.ranges {
 			if err = copyRange(dfd, srcfd, r[0], min(r[1], st.Size)); err != nil {
@@ -360,6 +371,31 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	}
 
 	failPoint("move:synced")
+
+	if orphan {
+		// An open file whose last name went: there is no name to commit
+		// under and nothing to keep across a crash (the file goes with
+		// its last descriptor, as on any filesystem). Its data moves so
+		// that its writes find room.
+		s.ct.keep(dest, dfd, s.ct.shown(src, &st))
+		old, oldPM := s.swapTo(f, src, dest, dfd, false)
+		committed = true
+		_ = unix.Unlinkat(sfd, staging, 0)
+		s.openMu.Lock()
+		det := f.detached // the pool's hold on the source, now free
+		f.detached = nil
+		s.openMu.Unlock()
+		release = append(release, func() {
+			if oldPM != nil {
+				oldPM.Close()
+			}
+			unix.Close(old)
+			if det != nil {
+				s.recycle(src, det)
+			}
+		})
+		return s.moveDone(f, src, dest, st.Size, start, nil)
+	}
 
 	if st.Nlink > 1 {
 		// Several names, all on src: they move together (linkmove.go).
@@ -418,7 +454,7 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 
 	// Step 5: swap. The copy shows the source's ctime.
 	s.ct.keep(dest, dfd, fileCtime)
-	old, oldPM := s.swapTo(f, src, dest, dfd)
+	old, oldPM := s.swapTo(f, src, dest, dfd, true)
 	failPoint("move:swapped")
 
 	// Step 6: the source goes (a pool file back into its pool).
@@ -449,32 +485,28 @@ func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOp
 	return s.moveDone(f, src, dest, st.Size, start, nil)
 }
 
-// moveDone ends a move: clears the moving state, counts it, logs it.
-// Caller may hold f.mu exclusively; moveDone does not take it.
+// moveDone ends a move: clears the moving state, counts it on the
+// ledger, logs it. Caller may hold f.mu exclusively; moveDone does not
+// take it.
 func (s *Store) moveDone(f *File, src, dest *Tier, bytes int64, start time.Time, err error) error {
 	f.dmu.Lock()
 	f.dirty = nil
 	f.dmu.Unlock()
 	f.moving.Store(false)
-	moot := errors.Is(err, context.Canceled) || errors.Is(err, ErrGone)
-	s.statsMu.Lock()
-	if moot {
-		// Shutdown, or the file went meanwhile: not a failure.
-	} else if err != nil {
-		s.stats.Failed++
-		s.stats.LastError = err.Error()
-	} else {
-		s.stats.Done++
-		s.stats.BytesMoved += bytes
-	}
-	s.statsMu.Unlock()
+	dur := time.Since(start)
+	reason, name := s.ledger.done(f, src, dest, bytes, dur, err)
 	ev := s.log.Debug()
-	if err != nil && !moot {
+	switch Outcome(err) {
+	case OutcomeFailed:
 		ev = s.log.Warn().Err(err)
-	} else if err != nil {
+	case OutcomeMoved:
+	default:
 		ev = ev.Err(err)
 	}
-	ev.Str("from", src.Name).Str("to", dest.Name).Uint64("ino", f.ino).Int64("bytes", bytes).Int64("dur_ms", time.Since(start).Milliseconds()).Msg("move")
+	if name != "" {
+		ev = ev.Str("path", name)
+	}
+	ev.Str("reason", string(reason)).Str("from", src.Name).Str("to", dest.Name).Uint64("ino", f.ino).Int64("bytes", bytes).Int64("dur_ms", dur.Milliseconds()).Msg("move")
 	return err
 }
 
@@ -482,7 +514,7 @@ func (s *Store) moveDone(f *File, src, dest *Tier, bytes int64, start time.Time,
 // value copies at full speed.
 type copier struct {
 	ctx      context.Context
-	limiter  *rate.Limiter
+	limiter  Pacer
 	progress func(done, total int64)
 	done     int64
 	total    int64
@@ -531,6 +563,15 @@ const chunk = 1 << 20
 
 func copySparse(dst, src int, size int64) error {
 	return (&copier{}).sparse(dst, src, size)
+}
+
+// recopyAll copies src to dst again whole: a sparse copy over the old
+// one would leave the old bytes where src has a hole now.
+func recopyAll(dst, src int, size int64) error {
+	if err := unix.Ftruncate(dst, 0); err != nil {
+		return err
+	}
+	return copySparse(dst, src, size)
 }
 
 func copyRange(dst, src int, from, to int64) error {
@@ -792,13 +833,20 @@ func (f *File) converge(dst, src int) error {
 		f.mu.RUnlock()
 		var err error
 		if d.all {
-			err = copySparse(dst, src, size)
+			err = recopyAll(dst, src, size)
 		} else {
 			for _, r := range d.ranges {
 				if err = copyRange(dst, src, r[0], min(r[1], size)); err != nil {
 					break
 				}
 			}
+		}
+		if err == nil && d.sizeDirty {
+			// The copy takes the size the source had when this set was
+			// taken: a cut's bytes must not wait in the copy for the file
+			// to grow back over them (what changed it since is in the next
+			// set).
+			err = unix.Ftruncate(dst, size)
 		}
 		if err == nil {
 			err = unix.Fdatasync(dst)

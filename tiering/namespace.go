@@ -206,7 +206,8 @@ func (s *Store) resolve(p Path) (locs, error) {
 	if err != nil {
 		return nil, err
 	}
-	return s.locatePath(c)
+	ls, err := s.locatePath(c)
+	return s.resolveIdent(p, c, ls, err)
 }
 
 // primary is the copy that speaks for a name: for a directory the first
@@ -791,6 +792,7 @@ func (s *Store) Link(target Path, dir Path, name string) (Attr, error) {
 		return Attr{}, unix.EPERM
 	}
 	src, err := s.locatePath(tc)
+	src, err = s.resolveIdent(target, tc, src, err)
 	if err != nil {
 		return Attr{}, err
 	}

@@ -98,15 +98,16 @@ func helperEnv(t *testing.T) (*env, string) {
 	testenv.Require(t, errMount == nil && errHelper == nil, "mount(8) and mount.fuse3 (packages mount and fuse3: make deps) are needed")
 	e := newEnv(t)
 	logFile := filepath.Join(e.base, "tierfs.log")
-	f, err := os.OpenFile(e.config, os.O_WRONLY|os.O_APPEND, 0)
+	text, err := os.ReadFile(e.config)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Appended to newEnv's [log] table.
-	if _, err := f.WriteString("file = " + strconv.Quote(logFile) + "\n"); err != nil {
-		t.Fatal(err)
+	// Into newEnv's [log] table (a [metrics] table follows it).
+	const level = "[log]\nlevel = \"debug\"\n"
+	if !strings.Contains(string(text), level) {
+		t.Fatalf("newEnv's configuration has no %q", level)
 	}
-	f.Close()
+	writeFile(t, e.config, strings.Replace(string(text), level, level+"file = "+strconv.Quote(logFile)+"\n", 1))
 	t.Cleanup(func() {
 		if mounted(e.mnt) {
 			if err := mountutil.Unmount(e.mnt); err != nil {

@@ -32,9 +32,9 @@ func TestCLISaysWhatHappened(t *testing.T) {
 	if m == nil {
 		t.Errorf("migrate --tier slow --wait printed %q", out)
 	}
-	before := policyOf(t, e.mnt)
-	if before.Done != 1 {
-		t.Fatalf("moves_done %d after one move", before.Done)
+	before, _ := statusJSON(t, e.mnt)
+	if before.Moves.Started != 1 || before.Moves.Moved != 1 {
+		t.Fatalf("moves %+v after one move", before.Moves)
 	}
 	for _, args := range [][]string{{"migrate", "--to", "slow", "--wait", "seg"}, {"migrate", "--to", "slow", "seg"}} {
 		if out := mustTierfs(t, e.mnt, args...); out != "seg: already on slow\n" {
@@ -45,9 +45,9 @@ func TestCLISaysWhatHappened(t *testing.T) {
 		out != "seg: pinned to slow, where it is already\n" {
 		t.Errorf("pin --to slow of a file on slow printed %q", out)
 	}
-	if after := policyOf(t, e.mnt); after.Done != before.Done || after.BytesMoved != before.BytesMoved {
-		t.Errorf("moves_done %d -> %d, bytes_moved %d -> %d: a file already on its tier counted as moved",
-			before.Done, after.Done, before.BytesMoved, after.BytesMoved)
+	if after, _ := statusJSON(t, e.mnt); after.Moves.Started != before.Moves.Started || after.Moves.Moved != before.Moves.Moved ||
+		after.Moves.BytesMoved != before.Moves.BytesMoved {
+		t.Errorf("moves %+v -> %+v: a file already on its tier counted as a move", before.Moves, after.Moves)
 	}
 
 	// The pinned file cannot go elsewhere: the error names it once.

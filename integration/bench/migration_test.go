@@ -172,9 +172,12 @@ func TestMigration(t *testing.T) {
 		problems = append(problems, "tierfs log: "+l)
 	}
 	if st.Policy != nil {
-		for _, e := range st.Policy.LastErrors {
+		for _, e := range st.Policy.PlanErrors {
 			problems = append(problems, "policy: "+e)
 		}
+	}
+	for _, e := range st.Moves.LastErrors {
+		problems = append(problems, "move: "+e)
 	}
 
 	var p0, p1, m0, m1, perMove []float64

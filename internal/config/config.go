@@ -1,6 +1,7 @@
 // Package config loads tierfs's TOML configuration file. Each package owns
 // its table, with defaults and a Validate method: [[tier]] (tiering),
-// [policy] (policy), [pmem] (pmem), [mount] (mountutil); [log] is here.
+// [policy] (policy), [pmem] (pmem), [mount] (mountutil), [metrics]
+// (internal/metrics); [log] is here.
 // This package composes them, refuses unknown keys, and reports every
 // problem as "FILE:LINE: KEY: message".
 package config
@@ -19,6 +20,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/tierfs/tierfs/internal/metrics"
 	"github.com/tierfs/tierfs/internal/units"
 	"github.com/tierfs/tierfs/mountutil"
 	"github.com/tierfs/tierfs/pmem"
@@ -59,11 +61,12 @@ func (l Log) Validate() error {
 
 // Config is the whole file.
 type Config struct {
-	Tiers  []tiering.TierConfig `toml:"tier"`
-	Policy policy.Config        `toml:"policy"`
-	PMem   pmem.Config          `toml:"pmem"`
-	Mount  mountutil.Config     `toml:"mount"`
-	Log    Log                  `toml:"log"`
+	Tiers   []tiering.TierConfig `toml:"tier"`
+	Policy  policy.Config        `toml:"policy"`
+	PMem    pmem.Config          `toml:"pmem"`
+	Mount   mountutil.Config     `toml:"mount"`
+	Metrics metrics.Config       `toml:"metrics"`
+	Log     Log                  `toml:"log"`
 
 	// Source is the file the configuration came from ("" for Default).
 	Source string `toml:"-"`
@@ -75,10 +78,11 @@ type Config struct {
 // Default returns every package's defaults and no tiers.
 func Default() Config {
 	return Config{
-		Policy: policy.DefaultConfig(),
-		PMem:   pmem.DefaultConfig(),
-		Mount:  mountutil.DefaultConfig(),
-		Log:    Log{Level: "info"},
+		Policy:  policy.DefaultConfig(),
+		PMem:    pmem.DefaultConfig(),
+		Mount:   mountutil.DefaultConfig(),
+		Metrics: metrics.DefaultConfig(),
+		Log:     Log{Level: "info"},
 	}
 }
 
@@ -205,6 +209,7 @@ func (c *Config) decode(data []byte) (errs []*Error, bad map[string]bool) {
 		{"policy", &c.Policy},
 		{"pmem", &c.PMem},
 		{"mount", &c.Mount},
+		{"metrics", &c.Metrics},
 		{"log", &c.Log},
 	} {
 		if p, ok := raw[s.name]; ok {
@@ -458,6 +463,7 @@ func (c *Config) validate() []*Error {
 		c.Policy.Validate(),
 		c.PMem.Validate(),
 		c.Mount.Validate(),
+		c.Metrics.Validate(),
 		c.Log.Validate(),
 	} {
 		for _, e := range flatten(err) {

@@ -273,7 +273,7 @@ func (s *Server) redactStatus(st *StatusResponse, p peer) {
 	for i := range st.Tiers {
 		st.Tiers[i].Path = ""
 	}
-	st.Moves.LastError = ""
+	st.Moves.LastErrors = nil
 	if st.Policy == nil {
 		return
 	}
@@ -298,7 +298,7 @@ func (s *Server) redactStatus(st *StatusResponse, p peer) {
 			pins[path] = tier
 		}
 	}
-	ps.Pins, ps.LastErrors, ps.Config = pins, nil, ""
+	ps.Pins, ps.PlanErrors, ps.Config = pins, nil, ""
 	st.Policy = &ps
 }
 

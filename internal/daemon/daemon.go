@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	_ "net/http/pprof" // TIERFS_PPROF
 	"os"
@@ -18,6 +19,8 @@ import (
 	"github.com/tierfs/tierfs/internal/config"
 	"github.com/tierfs/tierfs/internal/control"
 	"github.com/tierfs/tierfs/internal/fuseuring"
+	"github.com/tierfs/tierfs/internal/iostats"
+	"github.com/tierfs/tierfs/internal/metrics"
 	"github.com/tierfs/tierfs/internal/version"
 	"github.com/tierfs/tierfs/mountutil"
 	"github.com/tierfs/tierfs/policy/engine"
@@ -48,28 +51,58 @@ type Daemon struct {
 	Store  *tiering.Store
 	Engine *engine.Engine
 	Policy *LivePolicy
+	// Topics counts reads and bytes by Kafka topic for the metrics.
+	Topics *metrics.Topics
 	o      Options
 }
 
 // Open opens the tiers of cfg and makes the policy engine over them; the
 // engine keeps its CLI pins where the store says.
 func Open(cfg *config.Config, o Options) (*Daemon, error) {
+	topics := metrics.NewTopics(len(cfg.Tiers), cfg.Metrics.MaxTopics)
 	store, err := tiering.Open(cfg.Tiers, tiering.Options{
 		SegmentSize: int64(cfg.PMem.SegmentSize),
 		PMem:        &cfg.PMem,
 		Log:         o.Log,
 		Holder:      fmt.Sprintf("pid %d, mountpoint %s", os.Getpid(), o.Mountpoint),
+		IOBucket:    topics.Bucket,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening the tiers: %w", err)
 	}
-	eng, err := engine.New(Adapter{Store: store}, engineConfig(cfg), store.StatePath(pinsFile), o.Log)
+	eng, err := engine.New(Adapter{Store: store, OnList: topics.Observe}, engineConfig(cfg), store.StatePath(pinsFile), o.Log)
 	if err != nil {
 		store.Close()
 		return nil, fmt.Errorf("policy engine: %w", err)
 	}
 	pol := &LivePolicy{eng: eng, cfgPath: o.ConfigPath, mountpoint: o.Mountpoint, debug: o.Debug, overrides: o.Overrides, log: o.Log, cfg: cfg}
-	return &Daemon{Store: store, Engine: eng, Policy: pol, o: o}, nil
+	return &Daemon{Store: store, Engine: eng, Policy: pol, Topics: topics, o: o}, nil
+}
+
+// FUSE is what the metrics read of a mounted FUSE server: its request
+// counters and its transport.
+type FUSE interface {
+	Stats() *iostats.Requests
+	IOUring() bool
+}
+
+// ServeMetrics serves the Prometheus endpoint on ln (metrics.Listen,
+// before the mount) for the mounted server srv, until the returned
+// server is closed.
+func (d *Daemon) ServeMetrics(ln net.Listener, srv FUSE) *metrics.Server {
+	return metrics.Serve(ln, metrics.Sources{
+		Store:      d.Store,
+		Engine:     d.Engine,
+		Thresholds: d.Policy.Thresholds,
+		Requests:   srv.Stats(),
+		Transport: func() string {
+			if srv.IOUring() {
+				return "io_uring"
+			}
+			return "/dev/fuse"
+		},
+		Topics: d.Topics,
+	})
 }
 
 // StartEngine runs the policy engine until stop, which cancels the
@@ -91,6 +124,7 @@ func (d *Daemon) StartEngine() (stop func()) {
 // Server is a mounted FUSE server as the daemon drives it (fs.Server,
 // with how requests reach it).
 type Server interface {
+	FUSE
 	Unmount() error
 	Wait()
 	WritebackCache() bool
@@ -162,6 +196,15 @@ func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc, 
 	if err != nil {
 		return 1, err
 	}
+	// The metrics' port is taken before the mount: a second daemon on
+	// the host whose port is taken fails here, saying so.
+	var metricsLn net.Listener
+	if addr := cfg.Metrics.Listen; addr != "" {
+		if metricsLn, err = metrics.Listen(addr); err != nil {
+			d.Store.Close()
+			return 1, err
+		}
+	}
 
 	// From here a signal must unmount, not kill us with the mount left
 	// behind; one that arrives before the loop below waits in sigs.
@@ -172,8 +215,22 @@ func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc, 
 	mcfg := ov.Apply(cfg.Mount)
 	server, err := mount(d.Store, mp, mcfg, debug, log)
 	if err != nil {
+		if metricsLn != nil {
+			metricsLn.Close()
+		}
 		d.Store.Close()
 		return 1, fmt.Errorf("mounting on %s: %w", mp, err)
+	}
+	metricsAddr := "off"
+	var ms *metrics.Server
+	if metricsLn != nil {
+		ms = d.ServeMetrics(metricsLn, server)
+		metricsAddr = "http://" + ms.Addr() + "/metrics"
+	}
+	closeMetrics := func() {
+		if ms != nil {
+			ms.Close()
+		}
 	}
 	served := make(chan struct{})
 	go func() {
@@ -190,6 +247,7 @@ func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc, 
 	ctl, err := control.Listen(mp, cs, cfg.Mount.SocketMode(), gid)
 	if err != nil {
 		log.Error().Err(err).Msg("cannot start the control server; unmounting")
+		closeMetrics()
 		if uerr := unmountServer(server, mp, served, log); uerr != nil {
 			log.Error().Err(uerr).Msg("unmount failed")
 		} else {
@@ -199,10 +257,10 @@ func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc, 
 		return 1, err
 	}
 	stopEngine := d.StartEngine()
-	transport := server.Requests().Transport
-	uring := transport == "io_uring"
+	uring := server.IOUring()
 	ml := log.Info().Str("mountpoint", mp).Strs("tiers", tierNames).Str("control", ctl.Path()).
-		Bool("writeback_cache", server.WritebackCache()).Int("read_ahead_kb", mcfg.ReadAheadKB).Bool("io_uring", uring).Bool("direct_io", server.DirectIO()).Str("requests", transport)
+		Bool("writeback_cache", server.WritebackCache()).Int("read_ahead_kb", mcfg.ReadAheadKB).Bool("io_uring", uring).Bool("direct_io", server.DirectIO()).Str("requests", server.Requests().Transport).
+		Str("metrics", metricsAddr)
 	if why := URingOff(mcfg.IOUring, uring); why != "" {
 		ml = ml.Str("io_uring_off", why)
 	}
@@ -219,6 +277,7 @@ func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc, 
 		log.Warn().Err(err).Msg("closing the control socket")
 	}
 	stopEngine()
+	closeMetrics()
 	if forced {
 		// The FUSE server may still run: leave the tiers' descriptors
 		// to the exit.

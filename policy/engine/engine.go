@@ -65,10 +65,34 @@ type MoveRequest struct {
 	Ino    uint64
 	To     string // tier name
 	Manual bool   // an operator's (tierfs migrate, pin), not the plan's
+	// Reason is the job's: the plan's ("demote: ...", "promote: ...",
+	// "pin"), "manual" (tierfs migrate) or "pin" (tierfs pin).
+	Reason string
 	// Limiter paces the copy; every move shares it, for max_rate.
-	Limiter *rate.Limiter
+	Limiter Pacer
 	// Progress, if set, is told the bytes copied so far and the total.
 	Progress func(done, total int64)
+}
+
+// Pacer paces a move's copy under max_rate: *rate.Limiter's methods,
+// which the engine's own pacer also measures.
+type Pacer interface {
+	Limit() rate.Limit
+	Burst() int
+	WaitN(ctx context.Context, n int) error
+}
+
+// throttle is the engine's limiter, counting the time copies wait on it.
+type throttle struct {
+	*rate.Limiter
+	waited *atomic.Int64 // nanoseconds
+}
+
+func (t throttle) WaitN(ctx context.Context, n int) error {
+	start := time.Now()
+	err := t.Limiter.WaitN(ctx, n)
+	t.waited.Add(int64(time.Since(start)))
+	return err
 }
 
 // The outcomes of a move that had nothing to do, and of a pin's lookup.
@@ -183,17 +207,20 @@ type JobStatus struct {
 	Total  int64  `json:"bytes_total"`
 }
 
-// Status is the engine's part of `tierfs status`.
+// Status is the engine's part of `tierfs status`: its queue and plans.
+// How moves ended is the store's move ledger (tiering.MoveStats), not
+// counted here.
 type Status struct {
-	Enabled    bool              `json:"enabled"`
-	Queued     []JobStatus       `json:"queued"`
-	InFlight   []JobStatus       `json:"in_flight"`
-	Done       int64             `json:"moves_done"`
-	Failed     int64             `json:"moves_failed"`
-	BytesMoved int64             `json:"bytes_moved"`
-	LastErrors []string          `json:"last_errors,omitempty"`
-	LastPlan   time.Time         `json:"last_plan,omitempty"`
-	Pins       map[string]string `json:"pins,omitempty"`
+	Enabled  bool        `json:"enabled"`
+	Queued   []JobStatus `json:"queued"`
+	InFlight []JobStatus `json:"in_flight"`
+	// PlanErrors are the last errors of planning (a snapshot that
+	// failed), oldest first.
+	PlanErrors []string  `json:"plan_errors,omitempty"`
+	LastPlan   time.Time `json:"last_plan,omitempty"`
+	// ThrottledSeconds is how long copies waited for max_rate, in all.
+	ThrottledSeconds float64           `json:"throttled_seconds"`
+	Pins             map[string]string `json:"pins,omitempty"`
 }
 
 const maxErrors = 10
@@ -217,11 +244,10 @@ type Engine struct {
 	queue      []*Job
 	byPath     map[string]*Job // queued or running
 	running    map[*Job]bool
-	done       int64
-	failed     int64
-	bytes      int64
-	lastErrors []string
+	planErrors []string
 	lastPlan   time.Time
+
+	throttled atomic.Int64 // nanoseconds copies waited on limiter
 
 	wake chan struct{}
 }
@@ -559,7 +585,8 @@ func (e *Engine) execute(ctx context.Context, j *Job) {
 		Ino:     j.Ino,
 		To:      j.To,
 		Manual:  j.Manual,
-		Limiter: e.limiter,
+		Reason:  j.Reason,
+		Limiter: throttle{e.limiter, &e.throttled},
 		Progress: func(done, total int64) {
 			j.done.Store(done)
 			j.total.Store(total)
@@ -576,20 +603,15 @@ func (e *Engine) execute(ctx context.Context, j *Job) {
 	e.mu.Lock()
 	delete(e.running, j)
 	delete(e.byPath, j.Path)
-	// A file renamed, replaced or deleted since the plan (Kafka replaces
-	// its checkpoints and deletes segments at any time) is not a
-	// failure: the next plan sees the directory as it is now.
+	e.mu.Unlock()
+	// The store's ledger counts the move; the log says what the engine
+	// asked for. A file renamed, replaced or deleted since the plan
+	// (Kafka replaces its checkpoints and deletes segments at any time)
+	// is no failure: the next plan sees the directory as it is now.
 	benign := errors.Is(err, context.Canceled) || errors.Is(err, ErrChanged) ||
 		(!j.Manual && errors.Is(err, ErrGone))
-	if err == nil && !already {
-		e.done++
-		e.bytes += j.total.Load()
-	} else if err != nil && !benign {
-		e.failed++
-	}
-	e.mu.Unlock()
 	if err != nil && !benign {
-		e.recordErr(fmt.Errorf("move %s to %s: %w", j.Path, j.To, err))
+		e.log.Warn().Err(err).Str("path", j.Path).Str("to", j.To).Str("reason", j.Reason).Msg("move failed")
 	} else if already {
 		e.log.Info().Str("path", j.Path).Str("to", j.To).Str("reason", j.Reason).Msg("already on the tier: nothing moved")
 	} else if err == nil {
@@ -601,12 +623,13 @@ func (e *Engine) execute(ctx context.Context, j *Job) {
 	e.poke()
 }
 
+// recordErr keeps an error of planning for status.
 func (e *Engine) recordErr(err error) {
 	e.log.Warn().Err(err).Msg("policy")
 	e.mu.Lock()
-	e.lastErrors = append(e.lastErrors, e.now().UTC().Format(time.RFC3339)+" "+err.Error())
-	if len(e.lastErrors) > maxErrors {
-		e.lastErrors = e.lastErrors[len(e.lastErrors)-maxErrors:]
+	e.planErrors = append(e.planErrors, e.now().UTC().Format(time.RFC3339)+" "+err.Error())
+	if len(e.planErrors) > maxErrors {
+		e.planErrors = e.planErrors[len(e.planErrors)-maxErrors:]
 	}
 	e.mu.Unlock()
 }
@@ -766,9 +789,9 @@ func (e *Engine) Status() Status {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	st := Status{
-		Enabled: e.enabledLocked(), Done: e.done, Failed: e.failed, BytesMoved: e.bytes,
-		LastErrors: append([]string(nil), e.lastErrors...), LastPlan: e.lastPlan,
-		Queued: []JobStatus{}, InFlight: []JobStatus{},
+		Enabled: e.enabledLocked(), PlanErrors: append([]string(nil), e.planErrors...), LastPlan: e.lastPlan,
+		ThrottledSeconds: e.Throttled().Seconds(),
+		Queued:           []JobStatus{}, InFlight: []JobStatus{},
 	}
 	if len(e.pins) > 0 {
 		st.Pins = map[string]string{}
@@ -786,4 +809,20 @@ func (e *Engine) Status() Status {
 	}
 	sort.Slice(st.InFlight, func(a, b int) bool { return st.InFlight[a].Path < st.InFlight[b].Path })
 	return st
+}
+
+// Throttled is how long copies have waited for max_rate since the start.
+func (e *Engine) Throttled() time.Duration { return time.Duration(e.throttled.Load()) }
+
+// Queue counts the moves queued and running, and the bytes the running
+// ones still have to copy: what the metrics show, without the job lists
+// Status builds.
+func (e *Engine) Queue() (queued, running int, bytesLeft int64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for j := range e.running {
+		d, t := j.Progress()
+		bytesLeft += max(t-d, 0)
+	}
+	return len(e.queue), len(e.running), bytesLeft
 }

@@ -106,9 +106,10 @@ func TestEngineReportsWhatHappened(t *testing.T) {
 	if got[12*time.Second] != 1 || got[2*time.Second] != 1 {
 		t.Errorf("move times %v and %v; want 12s (held) and 2s (queued 10s, not counted)", ja.Moving(time.Now()), jb.Moving(time.Now()))
 	}
-	st := e.Status()
-	if st.Done != 2 || st.BytesMoved != 2*4096 {
-		t.Fatalf("status %+v; want 2 moves of 4 KiB", st)
+	// The store's ledger is the count of moves.
+	st := s.MoveStats()
+	if st.Started != 2 || st.Moved != 2 || st.BytesMoved != 2*4096 {
+		t.Fatalf("move ledger %+v; want 2 moves of 4 KiB", st)
 	}
 
 	jc, err := e.Migrate("a", "slow")
@@ -121,8 +122,8 @@ func TestEngineReportsWhatHappened(t *testing.T) {
 	if !jc.Already() {
 		t.Error("a migrate of a file already on its tier is not said to be")
 	}
-	if st := e.Status(); st.Done != 2 || st.BytesMoved != 2*4096 || st.Failed != 0 {
-		t.Errorf("status after a migrate to where the file is: %+v; want nothing counted", st)
+	if st := s.MoveStats(); st.Started != 2 || st.Moved != 2 || st.BytesMoved != 2*4096 || st.Skipped != 0 || st.Failed != 0 {
+		t.Errorf("move ledger after a migrate to where the file is: %+v; want nothing counted", st)
 	}
 
 	jp, err := e.Pin("b", "fast")

@@ -1,0 +1,134 @@
+package tiering
+
+import (
+	"errors"
+	"slices"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Ident is a Path that knows the inode number of the object it names, as a
+// FUSE node does: a name that leads to another object is not its name, and
+// acting there would act on another file (answer its attributes, link it,
+// truncate it). Relocate, if the name failed, gives the names it may have
+// by another account (the FUSE library's tree); a walk of the tiers is the
+// last resort.
+type Ident interface {
+	Path
+	Ino() uint64
+	Relocate() (comps []string, ok bool)
+}
+
+// resolveIdent is resolve with p's identity checked: c, the components p
+// gave, led to ls (or err). It returns the copies of the object p names, found by
+// another name if need be.
+func (s *Store) resolveIdent(p Path, c []string, ls locs, err error) (locs, error) {
+	id, ok := p.(Ident)
+	if !ok || len(c) == 0 || (err != nil && !errors.Is(err, unix.ENOENT)) {
+		return ls, err
+	}
+	want := id.Ino()
+	if want == 0 || want == RootIno {
+		return ls, err
+	}
+	if err == nil {
+		if got, ierr := s.inoOf(ls[0].tier, ls[0].dirfd, ls[0].name, &ls[0].st); ierr == nil && got == want {
+			return ls, nil
+		}
+		ls.close()
+	}
+	ev := s.log.Warn().Uint64("ino", want).Str("name", strings.Join(c, "/"))
+	rc, ok := id.Relocate()
+	if ok && len(rc) > 0 && !slices.Equal(rc, c) {
+		if ls, err := s.locatePath(rc); err == nil {
+			if got, err := s.inoOf(ls[0].tier, ls[0].dirfd, ls[0].name, &ls[0].st); err == nil && got == want {
+				ev.Str("found", strings.Join(rc, "/")).Msg("a node's name led elsewhere; found it by the name the FUSE tree knows")
+				return ls, nil
+			}
+			ls.close()
+		}
+	} else if err != nil {
+		// The name is gone and nothing knows another: an unlinked
+		// file's node, no reason for a walk.
+		return nil, err
+	}
+	if !ok {
+		ev.Msg("a node's name led to another object, and it has no other name")
+		return nil, unix.ENOENT
+	}
+	for _, t := range s.tiers {
+		rc, err := findIno(t, want)
+		if err != nil || rc == nil {
+			continue
+		}
+		if ls, err := s.locatePath(rc); err == nil {
+			if got, err := s.inoOf(ls[0].tier, ls[0].dirfd, ls[0].name, &ls[0].st); err == nil && got == want {
+				ev.Str("found", strings.Join(rc, "/")).Msg("a node's name led to another object; found it by a walk")
+				return ls, nil
+			}
+			ls.close()
+		}
+	}
+	ev.Msg("a node's name led to another object, and it has no name left")
+	return nil, unix.ENOENT
+}
+
+// findIno walks t's copy of the namespace for a regular file or directory
+// carrying inode number ino, reading directories without touching their
+// atime. nil if there is none. Caller holds ns.
+func findIno(t *Tier, ino uint64) ([]string, error) {
+	const dirFlags = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_NOATIME | unix.O_CLOEXEC
+	var found []string
+	var walk func(fd int, comps []string) error
+	walk = func(fd int, comps []string) error {
+		names, err := readNames(fd)
+		if err != nil {
+			return err
+		}
+		for _, n := range names {
+			if found != nil {
+				return nil
+			}
+			if hidden(comps, n) {
+				continue
+			}
+			var st unix.Stat_t
+			if err := unix.Fstatat(fd, n, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				continue
+			}
+			ft := st.Mode & unix.S_IFMT
+			if ft != unix.S_IFREG && ft != unix.S_IFDIR {
+				continue
+			}
+			if got, err := getIno(fd, n); err == nil && got == ino {
+				found = append(slices.Clone(comps), n)
+				return nil
+			}
+			if ft == unix.S_IFDIR {
+				sub, err := unix.Openat(fd, n, dirFlags, 0)
+				if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+					continue
+				}
+				if err != nil {
+					return err
+				}
+				err = walk(sub, append(slices.Clone(comps), n))
+				unix.Close(sub)
+				if err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	root, err := unix.Openat(t.root, ".", dirFlags, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(root)
+	if err := walk(root, nil); err != nil {
+		return nil, err
+	}
+	return found, nil
+}

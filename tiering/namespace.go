@@ -844,6 +844,7 @@ func (s *Store) Unlink(dir Path, name string, commit func()) error {
 	if hidden(d, name) {
 		return unix.ENOENT
 	}
+	s.settleLeftAt(d, name)
 	ls, err := s.locate(d, name)
 	if err != nil {
 		return err

@@ -41,6 +41,8 @@ func (s *Store) Rename(srcDir Path, srcName string, dstDir Path, dstName string,
 	if hidden(sd, srcName) || hidden(dd, dstName) {
 		return unix.EPERM
 	}
+	s.settleLeftAt(sd, srcName)
+	s.settleLeftAt(dd, dstName)
 	src, err := s.locate(sd, srcName)
 	if err != nil {
 		return err

@@ -237,3 +237,64 @@ func noMarkers(t *testing.T, tiers []TierConfig) {
 		})
 	}
 }
+
+// Between a move's rename and its source's unlink (which waits for the
+// rename to be durable) the source stays under its name, marked. An
+// unlink or rename of the name then must take it too: left behind, it
+// would be the name's only copy, the file back under its old name.
+func TestNameChangesWhileTheSourceWaits(t *testing.T) {
+	for _, op := range []string{"unlink", "rename", "rename-over"} {
+		t.Run(op, func(t *testing.T) {
+			tiers := twoTiers(t, TypeNVMe, 0)
+			s := openTest(t, tiers, Options{})
+			data := noise(1<<20, 3)
+			writeStoreFile(t, s, "", "moving", data)
+			writeStoreFile(t, s, "", "other", []byte("other"))
+			release := holdMove(t, s, "moving", "slow", "move:durable")
+			within(t, op, func() error {
+				switch op {
+				case "unlink":
+					return s.Unlink(RelPath(""), "moving", nil)
+				case "rename":
+					return s.Rename(RelPath(""), "moving", RelPath(""), "renamed", 0, nil)
+				default:
+					return s.Rename(RelPath(""), "other", RelPath(""), "moving", 0, nil)
+				}
+			})
+			// Before the move goes on: the name is what the operation
+			// left, not the source.
+			a, err := s.Getattr(RelPath("moving"))
+			if op == "rename-over" {
+				if err != nil || a.Size != int64(len("other")) {
+					t.Errorf("moving after the rename over it: %d bytes, %v; want other's %d", a.Size, err, len("other"))
+				}
+			} else if err == nil {
+				t.Errorf("moving is there after its %s (%d bytes, tier %d): the move's source came back", op, a.Size, a.Tier)
+			}
+			if err := release(); err != nil {
+				t.Fatalf("move: %v", err)
+			}
+			switch op {
+			case "unlink":
+				for _, tc := range tiers {
+					if _, err := os.Lstat(filepath.Join(dataOf(tc), "moving")); err == nil {
+						t.Errorf("moving is on tier %s after its unlink", tc.Name)
+					}
+				}
+			case "rename":
+				onlyOn(t, tiers, 1, data, "renamed")
+				for _, tc := range tiers {
+					if _, err := os.Lstat(filepath.Join(dataOf(tc), "moving")); err == nil {
+						t.Errorf("moving is on tier %s after its rename", tc.Name)
+					}
+				}
+			default:
+				onlyOn(t, tiers, 0, []byte("other"), "moving")
+			}
+			noMarkers(t, tiers)
+			if _, err := s.Getattr(RelPath("moving")); op != "rename-over" && err == nil {
+				t.Errorf("moving still there after the %s", op)
+			}
+		})
+	}
+}

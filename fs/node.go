@@ -142,6 +142,23 @@ func (n *Node) Relocate() ([]string, bool) {
 	return out, true
 }
 
+// Relearn implements tiering.Ident: comps is n's name now; n takes it if
+// the FUSE tree knows the directories on its way.
+func (n *Node) Relearn(comps []string) {
+	if len(comps) == 0 {
+		return
+	}
+	cur := n.Root()
+	for _, c := range comps[:len(comps)-1] {
+		if cur = cur.GetChild(c); cur == nil {
+			return
+		}
+	}
+	if p, ok := cur.Operations().(*Node); ok {
+		n.at.Store(&nodeName{parent: p, name: comps[len(comps)-1]})
+	}
+}
+
 func (n *Node) errno(op string, err error) syscall.Errno { return toErrno(n.fs.Log, op, err) }
 
 func owner(ctx context.Context) tiering.Owner {

@@ -28,6 +28,10 @@ type File struct {
 	// ETXTBSY): what an open for writing gets.
 	readOnly error
 	moving   atomic.Bool // a move is copying this file
+	// sealed, while non-nil, is closed when a move lets the file's
+	// reads, writes, fallocates and fsyncs go on (rlockIO): from its last
+	// copy until its rename is durable (commit.go).
+	sealed chan struct{}
 	// pm, when non-nil, is the mmap backing of a pmem file (one that
 	// carries a logical size, see package pmem): data goes through it,
 	// and fd is its backing. Swapped with fd.
@@ -396,7 +400,7 @@ func (f *File) account() {
 func (h *Handle) Read(p []byte, off int64) (int, error) {
 	f := h.f
 	f.lastRead.Store(time.Now().UnixNano())
-	f.mu.RLock()
+	f.rlockIO()
 	defer f.mu.RUnlock()
 	n, err := f.readLocked(p, off)
 	f.countRead(n)
@@ -449,7 +453,7 @@ func (h *Handle) Write(p []byte, off int64) (int, error) {
 	done := 0
 	var full []*Tier // the tiers this write found full
 	for {
-		f.mu.RLock()
+		f.rlockIO()
 		n, err := f.writeLocked(p[done:], off+int64(done))
 		t := f.tier
 		t.writtenBytes.Add(int64(n))
@@ -530,7 +534,7 @@ func (f *File) allocates(from, to int64) bool {
 // Fsync makes the file's data (and with !dataOnly, metadata) durable.
 func (h *Handle) Fsync(dataOnly bool) error {
 	f := h.f
-	f.mu.RLock()
+	f.rlockIO()
 	defer f.mu.RUnlock()
 	if f.pm != nil {
 		// The logical size is metadata that even fdatasync must keep:
@@ -571,7 +575,7 @@ func (f *File) truncateLocked(size int64) error {
 // Allocate is fallocate(2).
 func (h *Handle) Allocate(off, length int64, mode uint32) error {
 	f := h.f
-	f.mu.RLock()
+	f.rlockIO()
 	defer f.mu.RUnlock()
 	f.recordDirty(off, off+length)
 	f.markSizeDirty()

@@ -18,6 +18,9 @@ type Ident interface {
 	Path
 	Ino() uint64
 	Relocate() (comps []string, ok bool)
+	// Relearn tells it the name it was found by, under the namespace
+	// lock, so that the next call need not search again.
+	Relearn(comps []string)
 }
 
 // resolveIdent is resolve with p's identity checked: c, the components p
@@ -44,6 +47,7 @@ func (s *Store) resolveIdent(p Path, c []string, ls locs, err error) (locs, erro
 		if ls, err := s.locatePath(rc); err == nil {
 			if got, err := s.inoOf(ls[0].tier, ls[0].dirfd, ls[0].name, &ls[0].st); err == nil && got == want {
 				ev.Str("found", strings.Join(rc, "/")).Msg("a node's name led elsewhere; found it by the name the FUSE tree knows")
+				id.Relearn(rc)
 				return ls, nil
 			}
 			ls.close()
@@ -65,6 +69,7 @@ func (s *Store) resolveIdent(p Path, c []string, ls locs, err error) (locs, erro
 		if ls, err := s.locatePath(rc); err == nil {
 			if got, err := s.inoOf(ls[0].tier, ls[0].dirfd, ls[0].name, &ls[0].st); err == nil && got == want {
 				ev.Str("found", strings.Join(rc, "/")).Msg("a node's name led to another object; found it by a walk")
+				id.Relearn(rc)
 				return ls, nil
 			}
 			ls.close()

@@ -16,6 +16,7 @@ type staleNode struct {
 func (n staleNode) Components() ([]string, bool) { return n.at, true }
 func (n staleNode) Ino() uint64                  { return n.ino }
 func (n staleNode) Relocate() ([]string, bool)   { return n.tree, n.tree != nil }
+func (n staleNode) Relearn([]string)             {}
 
 // A node whose name leads to another file is never answered for with that
 // file: its attributes, a link made to it, and an open all act on the

@@ -135,6 +135,10 @@ type Store struct {
 	journalSeq     uint64
 	journalStale   []*Tier
 	journalPending *linkMoveRecord
+	// left is the sources of committed moves still under their names
+	// until the rename on the destination is durable (commit.go).
+	// Guarded by ns.
+	left []*leftSource
 
 	ct ctimes // ctimes shown in place of those tierfs's own work changed (ctime.go)
 

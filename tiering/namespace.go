@@ -203,10 +203,10 @@ func (s *Store) locatePath(c []string) (locs, error) {
 // resolve finds every copy of p (the root: every tier's root).
 func (s *Store) resolve(p Path) (locs, error) {
 	c, err := s.comps(p)
-	if err != nil {
-		return nil, err
+	var ls locs
+	if err == nil {
+		ls, err = s.locatePath(c)
 	}
-	ls, err := s.locatePath(c)
 	return s.resolveIdent(p, c, ls, err)
 }
 
@@ -795,10 +795,6 @@ func (s *Store) Link(target Path, dir Path, name string) (Attr, error) {
 	}
 	s.ns.Lock()
 	defer s.ns.Unlock()
-	tc, err := s.comps(target)
-	if err != nil {
-		return Attr{}, err
-	}
 	d, err := s.comps(dir)
 	if err != nil {
 		return Attr{}, err
@@ -806,8 +802,7 @@ func (s *Store) Link(target Path, dir Path, name string) (Attr, error) {
 	if hidden(d, name) {
 		return Attr{}, unix.EPERM
 	}
-	src, err := s.locatePath(tc)
-	src, err = s.resolveIdent(target, tc, src, err)
+	src, err := s.resolve(target)
 	if err != nil {
 		return Attr{}, err
 	}

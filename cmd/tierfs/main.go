@@ -43,6 +43,10 @@ Usage:
         make the daemon re-read its configuration file (as SIGHUP does) and
         apply thresholds, rates, threads, intervals, pins and the log level;
         an invalid file is refused and the running configuration stays
+  tierfs plan [--config FILE | --live MOUNTPOINT] [--peak RATE] [--slow-bw RATE | --measure] [--burst DURATION] [--json]
+        size the fast tier for bursts: how long one at the peak rate is
+        absorbed, how long the reserve takes to drain, the ingest the tiers
+        sustain, and the threshold that absorbs a burst of --burst
   tierfs version
         print the version
   tierfs help [COMMAND]
@@ -73,6 +77,7 @@ func init() {
 		{name: "pin", args: "--tier TIER [--wait] PATH...", short: "keep files on a tier (moving them there), across restarts", setup: setupPin},
 		{name: "unpin", args: "PATH...", short: "let the policy move pinned files again", setup: setupUnpin},
 		{name: "reload", args: "MOUNTPOINT", short: "make the daemon re-read its configuration file and apply it live", setup: setupReload},
+		{name: "plan", args: planArgs, short: planShort, setup: setupPlan},
 		{name: "version", args: "", short: "print the version", setup: setupVersion},
 	}
 }

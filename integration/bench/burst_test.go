@@ -10,6 +10,7 @@ import (
 
 	"github.com/tierfs/tierfs/integration"
 	"github.com/tierfs/tierfs/integration/benchkit"
+	"github.com/tierfs/tierfs/internal/plan"
 )
 
 // burstResult is what one burst did.
@@ -329,21 +330,16 @@ func (o burstOutcome) report(t *testing.T, root string) string {
 		absorbedRates = append(absorbedRates, r.AbsorbedRate)
 		moveRates = append(moveRates, r.MoveRate)
 	}
+	// The predictions are tierfs plan's formulas (internal/plan).
 	reserveMiB := float64(reserve) / float64(mib)
 	R, M := benchkit.Median(absorbedRates), benchkit.Median(moveRates)
-	predIssue := reserveMiB / R
-	predNet := math.Inf(1)
-	if R > M {
-		predNet = reserveMiB / (R - M)
-	}
+	predIssue := plan.Absorb(reserveMiB, R, 0)
+	predNet := plan.Absorb(reserveMiB, R, M)
 	W := float64(cfg.BPS) / float64(mib)
-	drainPred := reserveMiB / W
+	drainPred := plan.Drain(reserveMiB, W, 0)
 	// While the reserve drains, the low producer goes on writing to the
 	// fast tier: it empties at W − L, not W.
-	drainNet := math.Inf(1)
-	if W > lowMiB {
-		drainNet = reserveMiB / (W - lowMiB)
-	}
+	drainNet := plan.Drain(reserveMiB, W, lowMiB)
 
 	var md strings.Builder
 	fmt.Fprintf(&md, "### (%s) %s: W = %s/s, C = %s, bursts of %s\n\n", cfg.Name, cfg.Title, mibStr(cfg.BPS),
@@ -380,7 +376,7 @@ func (o burstOutcome) report(t *testing.T, root string) string {
 		md.WriteString(o.fitsReport(tRates, hRates, drains, W))
 		return md.String() + o.plot(t, root)
 	}
-	fmt.Fprintf(&md, "Against the predictions, with R the log growth while absorbed (median of bursts 1–2: %.1f MiB/s), "+
+	fmt.Fprintf(&md, "Against the predictions (the formulas of `tierfs plan`, internal/plan), with R the log growth while absorbed (median of bursts 1–2: %.1f MiB/s), "+
 		"M what the moves took out meanwhile (%.1f MiB/s), W = %.0f MiB/s, L the low producer's %d MiB/s:\n\n", R, M, W, lowMiB)
 	full := false
 	for _, r := range o.T {
@@ -445,10 +441,7 @@ func (o burstOutcome) fitsReport(tRates, hRates, drains []float64, W float64) st
 	if len(whole) > 0 {
 		wholeCell = strings.Join(whole, ", ")
 	}
-	drainNet := math.Inf(1)
-	if W > lowMiB {
-		drainNet = benchkit.Median(excess) / (W - lowMiB)
-	}
+	drainNet := plan.Drain(benchkit.Median(excess), W, lowMiB)
 	fmt.Fprintf(&md, "Bursts that fit the reserve, W = %.0f MiB/s, L the low producer's %d MiB/s:\n\n", W, lowMiB)
 	md.WriteString(benchkit.Table([]string{"quantity (issue #6)", "measured", "prediction", "verdict"}, [][]string{
 		{"burst throughput, tierfs / HDD-only (target ≥ 5×)", benchkit.Ratio(tRates, hRates), "",

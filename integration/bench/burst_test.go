@@ -47,6 +47,9 @@ type burstConfig struct {
 	Capacity int64 // C
 	Burst    int64 // bytes a burst writes
 	Fits     bool  // bursts sized to fit the reserve: judged whole, not by when the tier filled
+	// BW is the slow tier's write bandwidth, MiB/s, measured before the
+	// run: on an operator's own tiers, where there is no throttle.
+	BW float64
 }
 
 // burstOutcome is what one configuration measured.
@@ -92,6 +95,10 @@ func TestBurst(t *testing.T) {
 	k := benchSetup(t, map[string]string{"mkfs.xfs": "xfsprogs"})
 	root := integration.RepoRoot(t)
 	dir := integration.WorkDir(t)
+	if user := userTiers(t); user != nil {
+		burstOnUserTiers(t, k, user, root, dir)
+		return
+	}
 	ca := burstConfig{Name: "a", Title: "the issue's slow tier", BPS: hddBPS(t), Capacity: scaled(t, gib)}
 	ca.Burst = ca.Capacity / 2
 	a := burstScenario(t, k, filepath.Join(dir, "a"), ca)
@@ -135,7 +142,7 @@ func TestBurst(t *testing.T) {
 		mibStr(b.Cfg.BPS), mibStr(b.Cfg.Capacity), mibStr(b.Cfg.Burst),
 		mibStr(c.Cfg.BPS), mibStr(c.Cfg.Capacity), mibStr(c.Cfg.Burst))
 	for _, o := range outcomes {
-		md.WriteString(o.report(t, root))
+		md.WriteString(o.report(t, benchkit.ReportRoot(root)))
 	}
 	fmt.Fprintf(&md, "Why the dirty-page bound: without it this %s machine takes gigabytes of writes into the page cache at "+
 		"memory speed before any writer waits for the disk, and the HDD-only broker would look as fast as tmpfs for every "+
@@ -151,7 +158,7 @@ func TestBurst(t *testing.T) {
 	fmt.Fprintf(&md, "\nProblems in the brokers' and tierfs's logs:\n\n%s", codeBlock(problems))
 	fmt.Fprintf(&md, "\nRerun: `TIERFS_BENCH=1 go test -run '^TestBurst$' -v -timeout 60m ./integration/bench/`; "+
 		"`TIERFS_BENCH_SCALE` scales C (and so the bursts), `TIERFS_BENCH_HDD_BPS` sets W of (a), `TIERFS_BENCH_BURST_BPS` W of (b), `TIERFS_BENCH_PEAK_BPS` W of (c).\n")
-	if err := benchkit.Fragment(root, "burst", md.String()); err != nil {
+	if err := benchkit.Fragment(benchkit.ReportRoot(root), "burst", md.String()); err != nil {
 		t.Fatalf("%v", err)
 	}
 	t.Logf("docs/bench/burst.md:\n%s", md.String())
@@ -165,6 +172,14 @@ const lowMiB = 2
 
 // burstScenario runs one configuration of TestBurst under dir.
 func burstScenario(t *testing.T, k *integration.Kafka, dir string, cfg burstConfig) burstOutcome {
+	return burstScenarioOn(t, k, dir, cfg, nil)
+}
+
+// burstScenarioOn is burstScenario; with user, on an operator's own tiers
+// (a directory of each for tierfs, one of the slow tier's for the broker
+// on it alone) instead of a tmpfs and the throttled HDD: cfg.BPS is then
+// unused, the slow tier's measured bandwidth stands for it.
+func burstScenarioOn(t *testing.T, k *integration.Kafka, dir string, cfg burstConfig, user *benchkit.UserTiers) burstOutcome {
 	const (
 		threshold  = 0.5
 		partitions = 4
@@ -173,28 +188,36 @@ func burstScenario(t *testing.T, k *integration.Kafka, dir string, cfg burstConf
 	o := burstOutcome{Cfg: cfg, Threshold: threshold, Partitions: partitions}
 	o.Segment = min(64*mib, max(8*mib, capacity/32/mib*mib))
 	burstRecords := cfg.Burst / recordSize
-	hdd, err := benchkit.SetupHDD(dir, max(24*gib, 8*(capacity+3*cfg.Burst)), cfg.BPS) // sparse
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	t.Cleanup(func() {
-		if err := hdd.Close(); err != nil {
-			t.Errorf("closing the HDD: %v", err)
+	var fastDir, slowDir, aloneDir string
+	if user == nil {
+		hdd, err := benchkit.SetupHDD(dir, max(24*gib, 8*(capacity+3*cfg.Burst)), cfg.BPS) // sparse
+		if err != nil {
+			t.Fatalf("%v", err)
 		}
-	})
-	limitDirty(t, hdd)
-	o.BW = hddWriteBandwidth(t, hdd.Dir, min(256*mib, max(32*mib, cfg.BPS*3)))
-	t.Logf("(%s) HDD throttled to %s/s; write bandwidth (1 MiB writes + fsync): %.1f MiB/s", cfg.Name, mibStr(cfg.BPS), o.BW)
+		t.Cleanup(func() {
+			if err := hdd.Close(); err != nil {
+				t.Errorf("closing the HDD: %v", err)
+			}
+		})
+		limitDirty(t, hdd)
+		o.BW = hddWriteBandwidth(t, hdd.Dir, min(256*mib, max(32*mib, cfg.BPS*3)))
+		t.Logf("(%s) HDD throttled to %s/s; write bandwidth (1 MiB writes + fsync): %.1f MiB/s", cfg.Name, mibStr(cfg.BPS), o.BW)
+		slowDir, aloneDir = filepath.Join(hdd.Dir, "tierfs-slow"), hdd.Dir
+	} else {
+		fastDir, slowDir = userDirs(t, user, "burst-"+cfg.Name+"-tierfs")
+		_, aloneDir = userDirs(t, user, "burst-"+cfg.Name+"-alone")
+		o.BW = cfg.BW
+	}
 
 	fs := integration.MountTierfs(t, filepath.Join(dir, "tierfs"), integration.TierfsOptions{
 		FastSize: fmt.Sprintf("%d", capacity+64*mib), FastCapacity: fmt.Sprintf("%d", capacity),
-		SlowDir: filepath.Join(hdd.Dir, "tierfs-slow"), Extra: policyTable(threshold)})
+		FastDir: fastDir, SlowDir: slowDir, Extra: policyTable(threshold)})
 	status := newStatusClient(fs.Mnt)
 	props := brokerProps(nil)
 	tdir, hdir := filepath.Join(dir, "tierfs"), filepath.Join(dir, "hdd")
 	bt := integration.NewBroker(t, k, tdir, filepath.Join(fs.Mnt, "kafka-logs"),
 		integration.BrokerOptions{SegmentBytes: o.Segment, Heap: "1g", Extra: props})
-	bh := integration.NewBroker(t, k, hdir, filepath.Join(hdd.Dir, "kafka-logs"),
+	bh := integration.NewBroker(t, k, hdir, filepath.Join(aloneDir, "kafka-logs"),
 		integration.BrokerOptions{SegmentBytes: o.Segment, Heap: "1g", Extra: props})
 	bt.Start(t)
 	const topic = "burst"
@@ -279,7 +302,7 @@ func burstScenario(t *testing.T, k *integration.Kafka, dir string, cfg burstConf
 	bh.Start(t)
 	bh.CreateTopic(t, hdir, topic, partitions)
 	startProducer(t, bh, hdir, topic, burstRecords, -1).wait(t, 20*time.Minute) // the warm-up burst
-	hsmp := startSampler(t, 250*time.Millisecond, nil, filepath.Join(hdd.Dir, "kafka-logs"))
+	hsmp := startSampler(t, 250*time.Millisecond, nil, filepath.Join(aloneDir, "kafka-logs"))
 	hlow := startProducer(t, bh, hdir, topic, 1<<40/recordSize, lowMiB*1024)
 	time.Sleep(10 * time.Second)
 	for i := 0; i < 3; i++ {

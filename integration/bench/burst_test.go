@@ -210,7 +210,7 @@ func burstScenarioOn(t *testing.T, k *integration.Kafka, dir string, cfg burstCo
 	}
 
 	fs := integration.MountTierfs(t, filepath.Join(dir, "tierfs"), integration.TierfsOptions{
-		FastSize: fmt.Sprintf("%d", capacity+64*mib), FastCapacity: fmt.Sprintf("%d", capacity),
+		FastSize: fmt.Sprintf("%d", capacity+64*mib), FastCapacity: fmt.Sprintf("%dB", capacity),
 		FastDir: fastDir, SlowDir: slowDir, Extra: policyTable(threshold)})
 	status := newStatusClient(fs.Mnt)
 	props := brokerProps(nil)

@@ -367,9 +367,13 @@ func (o burstOutcome) report(t *testing.T, root string) string {
 	var md strings.Builder
 	fmt.Fprintf(&md, "### (%s) %s: W = %s/s, C = %s, bursts of %s\n\n", cfg.Name, cfg.Title, mibStr(cfg.BPS),
 		mibStr(capacity), mibStr(cfg.Burst))
-	fmt.Fprintf(&md, "HDD write bandwidth measured as the moves use it (1 MiB writes, then fsync): %.1f MiB/s. "+
+	bwHow := "HDD write bandwidth measured as the moves use it (1 MiB writes, then fsync)"
+	if cfg.BW > 0 {
+		bwHow = "Slow tier write bandwidth measured by `tierfs plan`'s timed write (1 MiB writes, O_DIRECT where allowed, then fdatasync)"
+	}
+	fmt.Fprintf(&md, "%s: %.1f MiB/s. "+
 		"log.segment.bytes %s. Producer at full speed on tierfs while filling the fast tier to t·C: %.1f MiB/s.\n\n",
-		o.BW, mibStr(o.Segment), o.ProdRate)
+		bwHow, o.BW, mibStr(o.Segment), o.ProdRate)
 	var rows [][]string
 	for i := range o.T {
 		r, h := o.T[i], o.H[i]

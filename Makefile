@@ -8,7 +8,8 @@
 #   make test    gofmt check, go vet, race tests, a short fuzz run, the Kafka drills,
 #                and the fs tests and main drills again over FUSE over io_uring
 #   make demo    mount a two-tier tierfs under ./.demo and poke at it
-#   make bench   the benchmark suite (root; sets up its own tiers) -> docs/BENCHMARKS.md
+#   make bench   the benchmark suite (root; sets up its own tiers) -> docs/BENCHMARKS.md;
+#                BENCH_FAST_DIR=DIR BENCH_SLOW_DIR=DIR: on your own devices -> bench-local/
 #   make clean   remove build and demo output
 
 GO ?= go
@@ -181,13 +182,27 @@ demo: demo-deps build kafka-jars
 # docs/bench/ and assembled into docs/BENCHMARKS.md. Needs root: it mounts its own tmpfs,
 # loop-device and FUSE tiers and removes them however it ends.
 # BENCH_RUN selects tests (go test -run), e.g. BENCH_RUN=TestMicro.
+#
+# On your own devices: make bench BENCH_FAST_DIR=/mnt/nvme/x BENCH_SLOW_DIR=/mnt/hdd/y
+# runs the micro suite and the burst scenario with every target's files
+# under those two directories (empty, owned by root; emptied again after)
+# instead of the suite's tmpfs and throttled loop device, and writes its
+# report to BENCH_OUT/docs/BENCHMARKS.md (default ./bench-local), leaving
+# the repository's own figures alone.
+BENCH_FAST_DIR ?=
+BENCH_SLOW_DIR ?=
+BENCH_OUT ?= $(CURDIR)/bench-local
+ifneq ($(BENCH_FAST_DIR)$(BENCH_SLOW_DIR),)
+BENCH_RUN ?= ^(TestMicro|TestBurst)$$
+BENCH_ENV := TIERFS_BENCH_FAST_DIR='$(BENCH_FAST_DIR)' TIERFS_BENCH_SLOW_DIR='$(BENCH_SLOW_DIR)' TIERFS_BENCH_OUT='$(BENCH_OUT)'
+endif
 BENCH_RUN ?= .
 
 bench-deps:
 	$(call install-missing,bench-deps,$(BENCH_DEPS))
 
 bench: bench-deps deps build kafka-jars
-	TIERFS_BENCH=1 TIERFS_KAFKA_RACE=0 $(GO) test -count=1 -timeout 150m -run '$(BENCH_RUN)' -v ./integration/bench/
+	TIERFS_BENCH=1 TIERFS_KAFKA_RACE=0 $(BENCH_ENV) $(GO) test -count=1 -timeout 150m -run '$(BENCH_RUN)' -v ./integration/bench/
 
 clean:
 	@# Never recurse into a live (or stale) demo mount.

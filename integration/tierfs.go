@@ -99,6 +99,10 @@ type TierfsOptions struct {
 	// SlowDir, if set, is the slow tier's backing directory (an HDD's
 	// mount, say) instead of <dir>/slow.
 	SlowDir string
+	// FastDir, if set, is the fast tier's backing directory (an
+	// operator's own device, make bench BENCH_FAST_DIR) instead of a
+	// tmpfs on <dir>/fast; FastSize is then unused.
+	FastDir string
 	// Extra is appended to the configuration (e.g. a [policy] table).
 	Extra string
 	// LogLevel of the daemon; default "info".
@@ -159,6 +163,9 @@ func MountTierfs(t *testing.T, dir string, o TierfsOptions) *Tierfs {
 	if o.SlowDir != "" {
 		fs.Slow = o.SlowDir
 	}
+	if o.FastDir != "" {
+		fs.Fast = o.FastDir
+	}
 	fs.FastData, fs.SlowData = filepath.Join(fs.Fast, "data"), filepath.Join(fs.Slow, "data")
 	for _, d := range []string{fs.Mnt, fs.Fast, fs.Slow} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -166,8 +173,10 @@ func MountTierfs(t *testing.T, dir string, o TierfsOptions) *Tierfs {
 		}
 	}
 
-	// The fast tier: a private tmpfs.
-	MountTmpfs(t, fs.Fast, o.FastSize)
+	// The fast tier: a private tmpfs, unless given.
+	if o.FastDir == "" {
+		MountTmpfs(t, fs.Fast, o.FastSize)
+	}
 	fs.writeConfig(t)
 	// Registered before the daemon starts: runs after the broker's
 	// cleanups, before the tmpfs's.

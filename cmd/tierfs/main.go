@@ -42,6 +42,10 @@ Usage:
         make the daemon re-read its configuration file (as SIGHUP does) and
         apply thresholds, rates, threads, intervals, pins and the log level;
         an invalid file is refused and the running configuration stays
+  tierfs plan [--config FILE | --live MOUNTPOINT] [--peak RATE] [--slow-bw RATE | --measure] [--burst DURATION] [--json]
+        size the fast tier for bursts: how long one at the peak rate is
+        absorbed, how long the reserve takes to drain, the ingest the tiers
+        sustain, and the threshold that absorbs a burst of --burst
   tierfs version
         print the version, the source revision it was built from and the
         Go and go-fuse versions
@@ -79,6 +83,7 @@ func init() {
 		{name: "unpin", args: "PATH...", short: "let the policy move pinned files again", setup: setupUnpin},
 		{name: "reload", args: "MOUNTPOINT", short: "make the daemon re-read its configuration file and apply it live", setup: setupReload},
 		{name: "umount", args: "[--lazy] [--timeout D] MOUNTPOINT", short: "unmount a tierfs and wait until its daemon has exited", setup: setupUmount},
+		{name: "plan", args: planArgs, short: planShort, setup: setupPlan},
 		{name: "version", args: "", short: "print the version", setup: setupVersion},
 	}
 }

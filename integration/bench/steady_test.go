@@ -54,7 +54,7 @@ func TestSteady(t *testing.T) {
 	hdd := setupHDD(t, dir, max(16*gib, 16*capacity)) // sparse
 
 	fs := integration.MountTierfs(t, filepath.Join(dir, "tierfs"), integration.TierfsOptions{
-		FastSize: fmt.Sprintf("%d", capacity+64*mib), FastCapacity: fmt.Sprintf("%d", capacity),
+		FastSize: fmt.Sprintf("%d", capacity+64*mib), FastCapacity: fmt.Sprintf("%dB", capacity),
 		SlowDir: filepath.Join(hdd.Dir, "tierfs-slow"), Extra: policyTable(-1)})
 	status := newStatusClient(fs.Mnt)
 	props := brokerProps(nil)

@@ -1,12 +1,15 @@
 # tierfs — build, test and demo.
 #
 #   make deps    install what the tests need (fuse3, attr, mergerfs and xfsprogs for the
-#                benchmark kit's tests; gcc for -race) via apt-get
-#   make build   build bin/tierfs
+#                benchmark kit's tests; gcc for -race; prometheus for promtool, which
+#                checks the metrics endpoint's output; systemd-analyze, dpkg-deb) via apt-get
+#   make build   build bin/tierfs, stamped with its commit (tierfs version)
+#   make deb     build bin/tierfs.deb, the Debian package (dist/nfpm.yaml)
 #   make test    gofmt check, go vet, race tests, a short fuzz run, the Kafka drills,
 #                and the fs tests and main drills again over FUSE over io_uring
 #   make demo    mount a two-tier tierfs under ./.demo and poke at it
-#   make bench   the benchmark suite (root; sets up its own tiers) -> docs/BENCHMARKS.md
+#   make bench   the benchmark suite (root; sets up its own tiers) -> docs/BENCHMARKS.md;
+#                BENCH_FAST_DIR=DIR BENCH_SLOW_DIR=DIR: on your own devices -> bench-local/
 #   make clean   remove build and demo output
 
 GO ?= go
@@ -44,33 +47,75 @@ endif
 # The race detector needs cgo.
 export CGO_ENABLED ?= 1
 
-.PHONY: all deps build test fmt-check vet unit fuzz test-iouring test-directio demo clean bench bench-deps
+.PHONY: all deps demo-deps build deb test fmt-check vet unit fuzz test-iouring test-directio demo clean bench bench-deps
 
 # kafka-jars and test-kafka: a real Kafka broker on a tierfs mount.
 include integration/kafka.mk
 
 all: build
 
-deps:
+# Packages, as COMMAND:PACKAGE[+PACKAGE]: a missing command installs its
+# packages with apt-get. The demo needs FUSE alone; the tests also the
+# benchmark kit's mergerfs and xfsprogs (its own tests run in `unit`),
+# promtool for the metrics endpoint's output, systemd-analyze for the
+# shipped units and dpkg-deb for the package; the benchmarks add fio.
+DEMO_DEPS := fusermount3:fuse3 gcc:gcc+libc6-dev getfattr:attr
+TEST_DEPS := $(DEMO_DEPS) mergerfs:mergerfs mkfs.xfs:xfsprogs promtool:prometheus systemd-analyze:systemd dpkg-deb:dpkg
+BENCH_DEPS := mergerfs:mergerfs mkfs.xfs:xfsprogs fio:fio
+
+# $(call install-missing,TARGET,DEPS)
+define install-missing
 	@missing=""; \
-	command -v fusermount3 >/dev/null 2>&1 || missing="$$missing fuse3"; \
-	command -v gcc >/dev/null 2>&1 || missing="$$missing gcc libc6-dev"; \
-	command -v getfattr >/dev/null 2>&1 || missing="$$missing attr"; \
-	command -v mergerfs >/dev/null 2>&1 || missing="$$missing mergerfs"; \
-	command -v mkfs.xfs >/dev/null 2>&1 || missing="$$missing xfsprogs"; \
+	for dep in $(2); do \
+		command -v "$${dep%%:*}" >/dev/null 2>&1 || missing="$$missing $$(echo "$${dep#*:}" | tr + ' ')"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 		if ! command -v apt-get >/dev/null 2>&1; then \
-			echo "deps: missing packages:$$missing (no apt-get; install them by hand)" >&2; exit 1; \
+			echo "$(1): missing packages:$$missing (no apt-get; install them by hand)" >&2; exit 1; \
 		fi; \
 		echo "==> installing$$missing"; \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update; \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
-	fi
-	@command -v fusermount3 >/dev/null 2>&1 || { echo "deps: fusermount3 still missing" >&2; exit 1; }
+	fi; \
+	for dep in $(2); do \
+		command -v "$${dep%%:*}" >/dev/null 2>&1 || { echo "$(1): $${dep%%:*} still missing" >&2; exit 1; }; \
+	done
+endef
+
+deps:
+	$(call install-missing,deps,$(TEST_DEPS))
+
+demo-deps:
+	$(call install-missing,demo-deps,$(DEMO_DEPS))
+
+# Where `make build` puts the binary.
+BIN ?= bin/tierfs
+# The version stamp: Go records the commit itself only with -buildvcs
+# (off in GOFLAGS on some machines, and unreadable in some worktrees), so
+# the build passes what git says; `tierfs version` prints it.
+GIT_VERSION = $(shell git describe --tags --always --dirty 2>/dev/null)
+GIT_REVISION = $(shell git rev-parse HEAD 2>/dev/null)
+GIT_MODIFIED = $(shell [ -n "$$(git status --porcelain --untracked-files=no 2>/dev/null)" ] && echo true || echo false)
+VERSION_PKG = github.com/tierfs/tierfs/internal/version
+LDFLAGS_VERSION = -X $(VERSION_PKG).version=$(GIT_VERSION) -X $(VERSION_PKG).revision=$(GIT_REVISION) -X $(VERSION_PKG).modified=$(GIT_MODIFIED)
 
 build:
-	@mkdir -p bin
-	$(GO) build -o bin/tierfs ./cmd/tierfs
+	@mkdir -p $(dir $(BIN))
+	$(GO) build -ldflags '$(LDFLAGS_VERSION)' -o $(BIN) ./cmd/tierfs
+
+# The Debian package: the stamped binary, the example configuration as
+# /etc/tierfs/tierfs.toml (a conffile), the mount unit, the docs; see
+# dist/nfpm.yaml. nfpm runs with `go run`, at this version, outside go.mod.
+NFPM ?= github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.48.0
+DEB ?= bin/tierfs.deb
+DEB_ARCH ?= $(shell $(GO) env GOARCH)
+# Debian versions start with a digit; git describe's need not.
+DEB_VERSION ?= 0.0.0~git$(shell git log -1 --format=%cd --date=format:%Y%m%d%H%M%S 2>/dev/null).$(shell git rev-parse --short HEAD 2>/dev/null)$(shell [ "$(GIT_MODIFIED)" = true ] && echo +dirty)
+
+deb: build
+	@mkdir -p $(dir $(DEB))
+	TIERFS_BIN=$(BIN) DEB_VERSION='$(DEB_VERSION)' DEB_ARCH=$(DEB_ARCH) \
+		$(GO) run $(NFPM) package --config dist/nfpm.yaml --packager deb --target $(DEB)
 
 fmt-check:
 	@unformatted=$$(find . -name '*.go' -not -path './.git/*' -not -path './.cache/*' \
@@ -127,7 +172,7 @@ test-iouring: build kafka-jars
 # tmpfs mount; the control socket lives in /run/tierfs); kafka-jars installs
 # Java and Maven when missing and fetches the pinned Kafka jars. Leaves no
 # mount or process behind however it ends; .demo/ stays until `make clean`.
-demo: deps build kafka-jars
+demo: demo-deps build kafka-jars
 	bash ./examples/demo.sh
 
 # The benchmark suite (integration/bench): micro-benchmarks against the
@@ -137,24 +182,27 @@ demo: deps build kafka-jars
 # docs/bench/ and assembled into docs/BENCHMARKS.md. Needs root: it mounts its own tmpfs,
 # loop-device and FUSE tiers and removes them however it ends.
 # BENCH_RUN selects tests (go test -run), e.g. BENCH_RUN=TestMicro.
+#
+# On your own devices: make bench BENCH_FAST_DIR=/mnt/nvme/x BENCH_SLOW_DIR=/mnt/hdd/y
+# runs the micro suite and the burst scenario with every target's files
+# under those two directories (empty, owned by root; emptied again after)
+# instead of the suite's tmpfs and throttled loop device, and writes its
+# report to BENCH_OUT/docs/BENCHMARKS.md (default ./bench-local), leaving
+# the repository's own figures alone.
+BENCH_FAST_DIR ?=
+BENCH_SLOW_DIR ?=
+BENCH_OUT ?= $(CURDIR)/bench-local
+ifneq ($(BENCH_FAST_DIR)$(BENCH_SLOW_DIR),)
+BENCH_RUN ?= ^(TestMicro|TestBurst)$$
+BENCH_ENV := TIERFS_BENCH_FAST_DIR='$(BENCH_FAST_DIR)' TIERFS_BENCH_SLOW_DIR='$(BENCH_SLOW_DIR)' TIERFS_BENCH_OUT='$(BENCH_OUT)'
+endif
 BENCH_RUN ?= .
 
 bench-deps:
-	@missing=""; \
-	command -v mergerfs >/dev/null 2>&1 || missing="$$missing mergerfs"; \
-	command -v mkfs.xfs >/dev/null 2>&1 || missing="$$missing xfsprogs"; \
-	command -v fio >/dev/null 2>&1 || missing="$$missing fio"; \
-	if [ -n "$$missing" ]; then \
-		if ! command -v apt-get >/dev/null 2>&1; then \
-			echo "bench-deps: missing packages:$$missing (no apt-get; install them by hand)" >&2; exit 1; \
-		fi; \
-		echo "==> installing$$missing"; \
-		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update; \
-		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
-	fi
+	$(call install-missing,bench-deps,$(BENCH_DEPS))
 
 bench: bench-deps deps build kafka-jars
-	TIERFS_BENCH=1 TIERFS_KAFKA_RACE=0 $(GO) test -count=1 -timeout 150m -run '$(BENCH_RUN)' -v ./integration/bench/
+	TIERFS_BENCH=1 TIERFS_KAFKA_RACE=0 $(BENCH_ENV) $(GO) test -count=1 -timeout 150m -run '$(BENCH_RUN)' -v ./integration/bench/
 
 clean:
 	@# Never recurse into a live (or stale) demo mount.

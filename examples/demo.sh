@@ -554,6 +554,12 @@ status_line
 say "tierfs status $MNT"
 "$TIERFS" status "$MNT" | indent
 
+METRICS_URL=$(grep -o '"metrics":"http[^"]*"' "$LOG" | head -1 | cut -d'"' -f4 || true)
+say "metrics: ${METRICS_URL:-off} (Prometheus; examples/grafana/tierfs.json is a dashboard on them)"
+if [ -n "$METRICS_URL" ] && command -v curl >/dev/null 2>&1; then
+	curl -fsS "$METRICS_URL" | grep -E '^tierfs_(tier_used_bytes|tier_demotion_lag_bytes|burst_reserve_(bytes|seconds)|moves_finished_total\{outcome="moved")' | indent || true
+fi
+
 P=$MNT/$TOPIC-0
 LS=$KDIR/ls-partition.txt
 "$TIERFS" ls -r "$P" >"$LS"

@@ -39,7 +39,7 @@ func checkClean(t *testing.T, m *testMount) {
 // mounts again: the file is there exactly once, byte for byte, with the
 // same inode number, and nothing is left over.
 func TestMoveCrash(t *testing.T) {
-	steps := []string{"move:staged", "move:copied", "move:synced", "move:marked", "move:renamed", "move:swapped", "move:unlinked"}
+	steps := []string{"move:staged", "move:copied", "move:synced", "move:marked", "move:renamed", "move:swapped", "move:durable", "move:unlinked", "move:release"}
 	for _, step := range steps {
 		t.Run(step, func(t *testing.T) {
 			m := mount(t, mountOpt{crashAt: step})
@@ -70,7 +70,7 @@ func TestMoveCrash(t *testing.T) {
 			checkClean(t, m2)
 			// The tier says where the crash fell: before the rename, the
 			// source is the file; after, the destination.
-			committed := step == "move:renamed" || step == "move:swapped" || step == "move:unlinked"
+			committed := step == "move:renamed" || step == "move:swapped" || step == "move:durable" || step == "move:unlinked" || step == "move:release"
 			if committed != (tier == 1) {
 				t.Fatalf("after a crash at %s the file is on tier %d", step, tier)
 			}
@@ -215,7 +215,7 @@ func TestDirRenameCrash(t *testing.T) {
 // runs and the daemon dies at each step, over several iterations. After
 // the remount every byte that an fsync acknowledged is there.
 func TestMoveCrashUnderWrites(t *testing.T) {
-	steps := []string{"move:staged", "move:copied", "move:synced", "move:marked", "move:renamed", "move:swapped", "move:unlinked"}
+	steps := []string{"move:staged", "move:copied", "move:synced", "move:marked", "move:renamed", "move:swapped", "move:durable", "move:unlinked", "move:release"}
 	for iter := 0; iter < 4; iter++ {
 		// The last iteration moves a pmem pool segment (mmap writes, a
 		// logical size, the slot going back to the pool).

@@ -315,7 +315,7 @@ func TestSpillNeedsRoomForTheWrite(t *testing.T) {
 	if !errors.Is(err, unix.ENOSPC) {
 		t.Fatalf("a write no tier has room for: %v, want ENOSPC", err)
 	}
-	if after := m.status(t).Moves; after.Done != before.Done || after.Failed != before.Failed {
+	if after := m.status(t).Moves; after.Started != before.Started || after.Failed != before.Failed {
 		t.Fatalf("the file was moved for a write that fits nowhere: moves %+v, then %+v", before, after)
 	}
 	if tier := m.tierOf(t, "f"); tier != 0 {

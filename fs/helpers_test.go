@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/tierfs/tierfs/internal/config"
 	"github.com/tierfs/tierfs/internal/daemon"
+	"github.com/tierfs/tierfs/internal/metrics"
 	"github.com/tierfs/tierfs/internal/testenv"
 	"github.com/tierfs/tierfs/internal/units"
 	"github.com/tierfs/tierfs/mountutil"
@@ -100,6 +102,10 @@ type serverConfig struct {
 	// Supervised serves the mount from a daemon under a supervisor
 	// (takeover_test.go): the test's child is the supervisor.
 	Supervised bool `json:"supervised,omitempty"`
+	// Metrics, when set, is where the daemon serves its Prometheus
+	// endpoint ("127.0.0.1:0": a port of its own); "metrics" answers
+	// the address.
+	Metrics string `json:"metrics,omitempty"`
 }
 
 type request struct {
@@ -127,6 +133,8 @@ type reply struct {
 	Direct bool `json:"direct,omitempty"`
 	// Pid is the daemon's, in the line that says it serves.
 	Pid int `json:"pid,omitempty"`
+	// Addr answers "metrics": where the Prometheus endpoint listens.
+	Addr string `json:"addr,omitempty"`
 }
 
 type uringInfo struct {
@@ -180,6 +188,14 @@ func serve(cfgJSON string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
+	var metricsLn net.Listener
+	if cfg.Metrics != "" {
+		// Before the mount, as `tierfs mount` does.
+		if metricsLn, err = metrics.Listen(cfg.Metrics); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+	}
 	st := d.Store
 	root := NewRoot(st, log)
 	srv, err := Mount(root, cfg.Mountpoint, Options{Config: mountutil.Config{
@@ -196,6 +212,10 @@ func serve(cfgJSON string) int {
 	stopEngine := func() {}
 	if cfg.Policy != nil {
 		stopEngine = d.StartEngine()
+	}
+	var ms *metrics.Server
+	if metricsLn != nil {
+		ms = d.ServeMetrics(metricsLn, srv)
 	}
 	out := json.NewEncoder(os.Stdout)
 	out.Encode(reply{Pid: os.Getpid()})
@@ -225,6 +245,10 @@ func serve(cfgJSON string) int {
 			rep.Direct = srv.DirectIO()
 		case "dropped":
 			rep.Dropped = srv.DroppedPages()
+		case "metrics":
+			if ms != nil {
+				rep.Addr = ms.Addr()
+			}
 		case "uring":
 			rep.URing = &uringInfo{Active: srv.IOUring(), Served: srv.URingServed()}
 		case "held":
@@ -241,6 +265,9 @@ func serve(cfgJSON string) int {
 		out.Encode(rep)
 	}
 	stopEngine()
+	if ms != nil {
+		ms.Close()
+	}
 	return unmountAndClose(srv, st)
 }
 
@@ -298,6 +325,7 @@ type mountOpt struct {
 	devFuse    bool         // serve through /dev/fuse, even under TIERFS_TEST_IOURING=1
 	directIO   bool         // open files for direct I/O
 	supervised bool         // a daemon under a supervisor (takeover_test.go)
+	metrics    bool         // serve the Prometheus endpoint on a port of its own
 }
 
 var tierNames = []string{"fast", "slow", "cold", "colder"}
@@ -347,6 +375,9 @@ func mount(t testing.TB, o mountOpt) *testMount {
 	cfg.Supervised = o.supervised
 	if o.supervised {
 		cfg.IOUring = false
+	}
+	if o.metrics {
+		cfg.Metrics = "127.0.0.1:0"
 	}
 	cfg.Mountpoint = filepath.Join(base, "mnt")
 	if err := os.Mkdir(cfg.Mountpoint, 0o755); err != nil {

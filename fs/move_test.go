@@ -147,7 +147,7 @@ func testMoveUnderIO(t *testing.T, o mountOpt, rel string) {
 		t.Fatalf("user.tierfs.tier = %q", v)
 	}
 	st := m.status(t)
-	if st.Moves.Done != int64(len(tiers)) || st.Moves.Failed != 0 {
+	if st.Moves.Moved != int64(len(tiers)) || st.Moves.Failed != 0 {
 		t.Fatalf("move stats %+v", st.Moves)
 	}
 	for i, d := range m.roots {

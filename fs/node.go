@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tierfs/tierfs/internal/fusedev"
+	"github.com/tierfs/tierfs/internal/iostats"
 	"github.com/tierfs/tierfs/mountutil"
 	"github.com/tierfs/tierfs/tiering"
 )
@@ -140,6 +141,23 @@ func (n *Node) Relocate() ([]string, bool) {
 		out[len(rev)-1-i] = rev[i]
 	}
 	return out, true
+}
+
+// Relearn implements tiering.Ident: comps is n's name now; n takes it if
+// the FUSE tree knows the directories on its way.
+func (n *Node) Relearn(comps []string) {
+	if len(comps) == 0 {
+		return
+	}
+	cur := n.Root()
+	for _, c := range comps[:len(comps)-1] {
+		if cur = cur.GetChild(c); cur == nil {
+			return
+		}
+	}
+	if p, ok := cur.Operations().(*Node); ok {
+		n.at.Store(&nodeName{parent: p, name: comps[len(comps)-1]})
+	}
 }
 
 func (n *Node) errno(op string, err error) syscall.Errno { return toErrno(n.fs.Log, op, err) }
@@ -471,6 +489,12 @@ type Server struct {
 	*mountutil.Server
 	writeback bool // the kernel caches writes (FUSE_WRITEBACK_CACHE agreed)
 	fs        *FS
+	stats     *iostats.Requests
+}
+
+// Stats counts the requests answered, by operation (for the metrics).
+func (s *Server) Stats() *iostats.Requests {
+	return s.stats
 }
 
 // Unmount unmounts the filesystem and waits for the serving to end.
@@ -576,6 +600,9 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 		RootStableAttr:  &gofs.StableAttr{Ino: tiering.RootIno},
 		NullPermissions: true,
 	}
+	// The node bridge wrapped in killprivFS, and that in statsFS, which
+	// counts the requests.
+	stats := newRequestStats()
 	gen, supervised, err := mountutil.Supervised()
 	if err != nil {
 		return nil, err
@@ -587,17 +614,16 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 		opts.MountOptions.DisabledCapabilities |= fuse.CAP_READDIRPLUS
 		notify := &fusedev.Notifier{}
 		opts.ServerCallbacks = notify
-		tk := newTakeoverFS(killprivFS{gofs.NewNodeFS(root, opts)}, root.fs, gen)
+		tk := newTakeoverFS(statsFS{killprivFS{gofs.NewNodeFS(root, opts)}, stats}, root.fs, gen)
 		ms, err = mountutil.MountSupervised(mountpoint, tk, opts.MountOptions, o.Config, root.fs.Log, notify, tk.before)
 	} else {
-		// gofs.Mount, with the node bridge wrapped in killprivFS.
-		rawFS := killprivFS{gofs.NewNodeFS(root, opts)}
+		rawFS := statsFS{killprivFS{gofs.NewNodeFS(root, opts)}, stats}
 		ms, err = mountutil.Mount(mountpoint, rawFS, opts.MountOptions, o.Config, root.fs.Log)
 	}
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Server: ms, fs: root.fs}
+	s := &Server{Server: ms, fs: root.fs, stats: stats}
 	// INIT is answered and nothing else served yet: settle what the
 	// kernel's answer decides.
 	k := ms.KernelSettings().Flags64()

@@ -212,7 +212,7 @@ func TestKafkaThreeBrokers(t *testing.T) {
 		checkPolicyHealthy(t, st)
 		checkTierfsListing(t, mounts[i])
 		checkBacking(t, mounts[i])
-		t.Logf("node %d: policy: %d moves, %d bytes", b.NodeID, st.Policy.Done, st.Policy.BytesMoved)
+		t.Logf("node %d: policy: %d moves, %d bytes", b.NodeID, st.Moves.PolicyMoved(), st.Moves.PolicyBytes())
 	}
 	for _, fs := range mounts {
 		fs.Stop(t)

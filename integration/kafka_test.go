@@ -136,8 +136,8 @@ func checkTierfsListing(t *testing.T, fs *Tierfs) map[string]int {
 	if !tiers["fast"] || !tiers["slow"] || len(st.Tiers) != 2 {
 		errorf(t, "tierfs status lists tiers %v, want fast and slow", tiers)
 	}
-	if st.Moves.Failed > 0 || st.Moves.LastError != "" {
-		errorf(t, "tierfs status: %d failed moves, last error %q", st.Moves.Failed, st.Moves.LastError)
+	if st.Moves.Failed > 0 || len(st.Moves.LastErrors) > 0 {
+		errorf(t, "tierfs status: %d failed moves, last errors %q", st.Moves.Failed, st.Moves.LastErrors)
 	}
 
 	var ls []LsEntry

@@ -49,14 +49,14 @@ func TestKafkaPolicyMoves(t *testing.T) {
 	st := fs.Status(t)
 	used, capacity := tierUsage(st, "fast")
 	t.Logf("production done: fast tier %d of %d bytes used; policy: %d moves done, %d queued, %d in flight",
-		used, capacity, st.Policy.Done, len(st.Policy.Queued), len(st.Policy.InFlight))
+		used, capacity, st.Moves.PolicyMoved(), len(st.Policy.Queued), len(st.Policy.InFlight))
 
 	st = waitPolicySettled(t, fs, 0.5, 60*time.Second)
 	used, _ = tierUsage(st, "fast")
 	t.Logf("settled: fast tier %d of %d bytes used (threshold 0.5: %d); policy: %d moves, %d bytes",
-		used, capacity, capacity/2, st.Policy.Done, st.Policy.BytesMoved)
+		used, capacity, capacity/2, st.Moves.PolicyMoved(), st.Moves.PolicyBytes())
 	checkPolicyHealthy(t, st)
-	if st.Policy.Done == 0 {
+	if st.Moves.PolicyMoved() == 0 {
 		fatalf(t, "the policy moved nothing")
 	}
 	ls := fs.Ls(t)
@@ -168,7 +168,7 @@ func TestKafkaPolicyMoves(t *testing.T) {
 	checkPolicyHealthy(t, st)
 	perTier := checkTierfsListing(t, fs)
 	checkBacking(t, fs)
-	t.Logf("segments per tier: %v; policy: %d moves, %d bytes", perTier, st.Policy.Done, st.Policy.BytesMoved)
+	t.Logf("segments per tier: %v; policy: %d moves, %d bytes", perTier, st.Moves.PolicyMoved(), st.Moves.PolicyBytes())
 	fs.Stop(t)
 	checkTierfsErrors(t, fs)
 	t.Logf("done in %v", time.Since(testStart).Round(time.Millisecond))

@@ -95,12 +95,12 @@ func TestKafkaBrokerRestarts(t *testing.T) {
 	})
 	st := fs.Status(t)
 	checkPolicyHealthy(t, st)
-	if st.Policy == nil || st.Policy.Done == 0 {
+	if st.Policy == nil || st.Moves.PolicyMoved() == 0 {
 		errorf(t, "the policy moved nothing: %+v", st.Policy)
 	}
 	perTier := checkTierfsListing(t, fs)
 	checkBacking(t, fs)
-	t.Logf("segments per tier: %v; policy: %d moves, %d bytes", perTier, st.Policy.Done, st.Policy.BytesMoved)
+	t.Logf("segments per tier: %v; policy: %d moves, %d bytes", perTier, st.Moves.PolicyMoved(), st.Moves.PolicyBytes())
 	fs.Stop(t)
 	checkTierfsErrors(t, fs)
 	t.Logf("done in %v", time.Since(testStart).Round(time.Millisecond))

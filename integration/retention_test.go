@@ -118,7 +118,7 @@ func TestKafkaRetentionAndDeletion(t *testing.T) {
 	ls := tfs.Ls(t)
 	retSlow := segmentsOn(ls, ret, "slow")
 	t.Logf("policy: %d moves; %s segments on the slow tier: %d, on the fast one: %d",
-		st.Policy.Done, ret, len(retSlow), len(segmentsOn(ls, ret, "fast")))
+		st.Moves.PolicyMoved(), ret, len(retSlow), len(segmentsOn(ls, ret, "fast")))
 	if len(retSlow) == 0 {
 		fatalf(t, "the policy moved no segment of %s to the slow tier", ret)
 	}
@@ -264,7 +264,7 @@ func TestKafkaRetentionAndDeletion(t *testing.T) {
 	checkPolicyHealthy(t, st)
 	perTier := checkTierfsListing(t, tfs)
 	checkBacking(t, tfs)
-	t.Logf("segments per tier: %v; policy: %d moves, %d bytes", perTier, st.Policy.Done, st.Policy.BytesMoved)
+	t.Logf("segments per tier: %v; policy: %d moves, %d bytes", perTier, st.Moves.PolicyMoved(), st.Moves.PolicyBytes())
 	tfs.Stop(t)
 	checkTierfsErrors(t, tfs)
 	t.Logf("done in %v", time.Since(testStart).Round(time.Millisecond))

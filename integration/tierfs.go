@@ -99,6 +99,10 @@ type TierfsOptions struct {
 	// SlowDir, if set, is the slow tier's backing directory (an HDD's
 	// mount, say) instead of <dir>/slow.
 	SlowDir string
+	// FastDir, if set, is the fast tier's backing directory (an
+	// operator's own device, make bench BENCH_FAST_DIR) instead of a
+	// tmpfs on <dir>/fast; FastSize is then unused.
+	FastDir string
 	// Extra is appended to the configuration (e.g. a [policy] table).
 	Extra string
 	// LogLevel of the daemon; default "info".
@@ -159,6 +163,9 @@ func MountTierfs(t *testing.T, dir string, o TierfsOptions) *Tierfs {
 	if o.SlowDir != "" {
 		fs.Slow = o.SlowDir
 	}
+	if o.FastDir != "" {
+		fs.Fast = o.FastDir
+	}
 	fs.FastData, fs.SlowData = filepath.Join(fs.Fast, "data"), filepath.Join(fs.Slow, "data")
 	for _, d := range []string{fs.Mnt, fs.Fast, fs.Slow} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -166,8 +173,10 @@ func MountTierfs(t *testing.T, dir string, o TierfsOptions) *Tierfs {
 		}
 	}
 
-	// The fast tier: a private tmpfs.
-	MountTmpfs(t, fs.Fast, o.FastSize)
+	// The fast tier: a private tmpfs, unless given.
+	if o.FastDir == "" {
+		MountTmpfs(t, fs.Fast, o.FastSize)
+	}
 	fs.writeConfig(t)
 	// Registered before the daemon starts: runs after the broker's
 	// cleanups, before the tmpfs's.
@@ -209,6 +218,10 @@ path = %q
 [log]
 level = %q
 %s`, o.FastType, fs.Fast, capacity, o.SlowType, fs.Slow, o.LogLevel, o.Extra)
+	if !strings.Contains(o.Extra, "[metrics]") {
+		// Several daemons run at once: each its own port.
+		conf += "\n[metrics]\nlisten = \"127.0.0.1:0\"\n"
+	}
 	if err := os.WriteFile(fs.Config, []byte(conf), 0o644); err != nil {
 		fatalf(t, "%v", err)
 	}
@@ -409,23 +422,56 @@ type StatusJSON struct {
 		Transport string `json:"transport"`
 		DataPath  string `json:"data_path"`
 	} `json:"requests"`
-	Moves struct {
-		Done       int64  `json:"done"`
-		Failed     int64  `json:"failed"`
-		BytesMoved int64  `json:"bytes_moved"`
-		LastError  string `json:"last_error"`
-	} `json:"moves"`
+	Moves MovesJSON `json:"moves"`
 }
+
+// MovesJSON is the move ledger in `tierfs status --json`: every move
+// since the mount, the policy's, the operator's and the spills.
+type MovesJSON struct {
+	Started    int64    `json:"started"`
+	InFlight   int64    `json:"in_flight"`
+	Moved      int64    `json:"moved"`
+	Skipped    int64    `json:"skipped"`
+	Failed     int64    `json:"failed"`
+	Spills     int64    `json:"spills"`
+	BytesMoved int64    `json:"bytes_moved"`
+	LastErrors []string `json:"last_errors"`
+	ByReason   []struct {
+		Reason     string           `json:"reason"`
+		Outcomes   map[string]int64 `json:"outcomes"`
+		BytesMoved int64            `json:"bytes_moved"`
+	} `json:"by_reason"`
+}
+
+// PolicyMoved counts the moves the policy's plans made (demotions,
+// promotions, pins kept); PolicyBytes their bytes.
+func (m MovesJSON) PolicyMoved() (n int64) {
+	for _, r := range m.ByReason {
+		if planned(r.Reason) {
+			n += r.Outcomes["moved"]
+		}
+	}
+	return n
+}
+
+// PolicyBytes is the bytes the moves of PolicyMoved moved.
+func (m MovesJSON) PolicyBytes() (n int64) {
+	for _, r := range m.ByReason {
+		if planned(r.Reason) {
+			n += r.BytesMoved
+		}
+	}
+	return n
+}
+
+func planned(reason string) bool { return reason == "demote" || reason == "promote" || reason == "pin" }
 
 // PolicyJSON is the "policy" part of `tierfs status --json`.
 type PolicyJSON struct {
 	Enabled    bool              `json:"enabled"`
 	Queued     []json.RawMessage `json:"queued"`
 	InFlight   []json.RawMessage `json:"in_flight"`
-	Done       int64             `json:"moves_done"`
-	Failed     int64             `json:"moves_failed"`
-	BytesMoved int64             `json:"bytes_moved"`
-	LastErrors []string          `json:"last_errors"`
+	PlanErrors []string          `json:"plan_errors"`
 }
 
 // Status is `tierfs status --json`.

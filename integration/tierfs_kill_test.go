@@ -61,7 +61,7 @@ func TestKafkaTierfsKilled(t *testing.T) {
 	}
 	fs.Kill(t)
 	t.Logf("tierfs killed under the broker after %d acknowledged records, %d policy moves done, in flight: %s",
-		p.Acked(), st.Policy.Done, compactJSON(st.Policy.InFlight[0]))
+		p.Acked(), st.Moves.PolicyMoved(), compactJSON(st.Policy.InFlight[0]))
 
 	// The broker finds its log dir failed and stops, as on a failed disk.
 	code, exited := b.WaitExit(90 * time.Second)

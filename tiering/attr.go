@@ -51,6 +51,7 @@ func (h *Handle) Setattr(in SetAttr) (Attr, error) {
 }
 
 func (f *File) setattrFd(in *SetAttr) error {
+	defer f.markMetaDirty()
 	if in.Size != nil {
 		if err := f.truncateLocked(*in.Size); err != nil {
 			return err
@@ -346,6 +347,7 @@ func (s *Store) Setxattr(p Path, name string, data []byte, flags int) error {
 			f &^= unix.XATTR_CREATE | unix.XATTR_REPLACE
 		}
 		first = false
+		defer s.xattrChanged(l)
 		return onObject(l, func(pp string) error { return unix.Setxattr(pp, name, data, f) })
 	})
 }
@@ -359,6 +361,7 @@ func (s *Store) Removexattr(p Path, name string) error {
 	}
 	removed := false
 	err := s.eachCopy(p, func(l *loc) error {
+		defer s.xattrChanged(l)
 		err := onObject(l, func(pp string) error { return unix.Removexattr(pp, name) })
 		if errors.Is(err, unix.ENODATA) {
 			return nil
@@ -372,6 +375,24 @@ func (s *Store) Removexattr(p Path, name string) error {
 		return unix.ENODATA
 	}
 	return err
+}
+
+// xattrChanged tells the open file at l, if any, that its xattrs may have
+// changed: a move sealed meanwhile must copy them again.
+func (s *Store) xattrChanged(l *loc) {
+	if l.st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return
+	}
+	ino, err := getIno(l.dirfd, l.name)
+	if err != nil {
+		return
+	}
+	s.openMu.Lock()
+	f := s.open[ino]
+	s.openMu.Unlock()
+	if f != nil {
+		f.markMetaDirty()
+	}
 }
 
 func (s *Store) eachCopy(p Path, fn func(*loc) error) error {

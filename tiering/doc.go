@@ -12,16 +12,24 @@
 //
 //	Store.ns      RWMutex. Exclusive for every change of the namespace
 //	              (create, mkdir, unlink, rmdir, rename, link, symlink,
-//	              mknod) and for the commit step of a move; shared for
-//	              lookups, getattr, readdir, open, setattr and xattrs.
-//	              It also guards every File.path and Path implementation,
-//	              and the rename journal's state (journal.go).
+//	              mknod) and, in a move, to validate, rename and swap
+//	              (then again to unlink the source); shared for lookups,
+//	              getattr, readdir, open, setattr and xattrs. It guards
+//	              what every Path implementation returns (fs renames its
+//	              nodes under it), the rename journal's state (journal.go)
+//	              and the sources moves left (Store.left, commit.go). A
+//	              one-name move copies, fsyncs and closes nothing under it.
 //	File.mu       RWMutex. Shared for I/O on the backing (pread, pwrite,
 //	              ftruncate, fsync, fallocate); exclusive to swap the
-//	              backing fd (move, spill, reopen for writing).
+//	              backing fd (move, spill, reopen for writing) and to
+//	              seal or unseal the file (File.sealed: while a move
+//	              commits, reads, writes, fallocates and fsyncs wait for
+//	              it with no lock held; rlockIO).
 //	File.dmu      Mutex for the dirty ranges recorded while a move copies.
 //	File.acctMu   Mutex for the file's share of its tier's usage.
 //	Store.openMu  Mutex for the table of open files and their ref counts,
+//	              File.path and File.unlinked (set with ns held in either
+//	              mode: an open records the name it used under ns shared),
 //	              and for what getattr remembers of plain files
 //	              (Store.plain, plain.go); a leaf: nothing is taken while
 //	              holding it.

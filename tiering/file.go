@@ -28,6 +28,10 @@ type File struct {
 	// ETXTBSY): what an open for writing gets.
 	readOnly error
 	moving   atomic.Bool // a move is copying this file
+	// sealed, while non-nil, is closed when a move lets the file's
+	// reads, writes, fallocates and fsyncs go on (rlockIO): from its last
+	// copy until its rename is durable (commit.go).
+	sealed chan struct{}
 	// pm, when non-nil, is the mmap backing of a pmem file (one that
 	// carries a logical size, see package pmem): data goes through it,
 	// and fd is its backing. Swapped with fd.
@@ -37,6 +41,7 @@ type File struct {
 	dirty *dirtySet // non-nil while a move copies
 
 	lastRead atomic.Int64 // unix nanoseconds of the last read that reached us
+	io       *IOBucket    // where reads count (Options.IOBucket); may be nil
 
 	acctMu sync.Mutex
 	blocks int64 // bytes this file is counted for on tier
@@ -69,7 +74,7 @@ type Handle struct {
 }
 
 func (s *Store) registerNew(ino uint64, t *Tier, fd int, pm *pmem.File, p Path, st *unix.Stat_t) *File {
-	f := &File{s: s, ino: ino, fd: fd, pm: pm, tier: t, refs: 1, path: p, blocks: usedBytes(st), size: st.Size}
+	f := &File{s: s, ino: ino, fd: fd, pm: pm, tier: t, refs: 1, path: p, blocks: usedBytes(st), size: st.Size, io: s.ioBucket(p)}
 	t.addUsed(f.blocks)
 	s.openMu.Lock()
 	s.open[ino] = f
@@ -163,7 +168,7 @@ func (s *Store) getFile(l *loc, ino uint64, p Path) (*File, error) {
 		return s.sameFile(f, l)
 	}
 	defer s.openMu.Unlock()
-	f := &File{s: s, ino: ino, fd: fd, pm: pm, tier: l.tier, readOnly: readOnly, refs: 1, path: p, blocks: counted, size: st.Size}
+	f := &File{s: s, ino: ino, fd: fd, pm: pm, tier: l.tier, readOnly: readOnly, refs: 1, path: p, blocks: counted, size: st.Size, io: s.ioBucket(p)}
 	s.open[ino] = f
 	if pm != nil {
 		s.forgetPlainLocked(ino)
@@ -395,8 +400,24 @@ func (f *File) account() {
 func (h *Handle) Read(p []byte, off int64) (int, error) {
 	f := h.f
 	f.lastRead.Store(time.Now().UnixNano())
-	f.mu.RLock()
+	f.rlockIO()
 	defer f.mu.RUnlock()
+	n, err := f.readLocked(p, off)
+	f.countRead(n)
+	return n, err
+}
+
+// countRead counts n bytes read from the file's tier. Caller holds f.mu.
+func (f *File) countRead(n int) {
+	t := f.tier
+	t.reads.Add(1)
+	t.readBytes.Add(int64(n))
+	if f.io != nil && t.Index < len(f.io.ReadBytes) {
+		f.io.ReadBytes[t.Index].Add(int64(n))
+	}
+}
+
+func (f *File) readLocked(p []byte, off int64) (int, error) {
 	if f.pm != nil {
 		n, err := f.pm.ReadAt(p, off)
 		if err == io.EOF {
@@ -432,9 +453,10 @@ func (h *Handle) Write(p []byte, off int64) (int, error) {
 	done := 0
 	var full []*Tier // the tiers this write found full
 	for {
-		f.mu.RLock()
+		f.rlockIO()
 		n, err := f.writeLocked(p[done:], off+int64(done))
 		t := f.tier
+		t.writtenBytes.Add(int64(n))
 		f.mu.RUnlock()
 		done += n
 		if err == nil {
@@ -512,7 +534,7 @@ func (f *File) allocates(from, to int64) bool {
 // Fsync makes the file's data (and with !dataOnly, metadata) durable.
 func (h *Handle) Fsync(dataOnly bool) error {
 	f := h.f
-	f.mu.RLock()
+	f.rlockIO()
 	defer f.mu.RUnlock()
 	if f.pm != nil {
 		// The logical size is metadata that even fdatasync must keep:
@@ -553,7 +575,7 @@ func (f *File) truncateLocked(size int64) error {
 // Allocate is fallocate(2).
 func (h *Handle) Allocate(off, length int64, mode uint32) error {
 	f := h.f
-	f.mu.RLock()
+	f.rlockIO()
 	defer f.mu.RUnlock()
 	f.recordDirty(off, off+length)
 	f.markSizeDirty()

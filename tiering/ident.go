@@ -18,14 +18,22 @@ type Ident interface {
 	Path
 	Ino() uint64
 	Relocate() (comps []string, ok bool)
+	// Relearn tells it the name it was found by, under the namespace
+	// lock, so that the next call need not search again.
+	Relearn(comps []string)
 }
 
 // resolveIdent is resolve with p's identity checked: c, the components p
-// gave, led to ls (or err). It returns the copies of the object p names, found by
-// another name if need be.
+// gave (nil if it could give none), led to ls (or err). It returns the
+// copies of the object p names, found by another name if need be: the
+// name the FUSE tree knows, then a walk of the tiers. A request on a node
+// comes by a name the kernel holds, so a node is looked for even when
+// nothing here knows its name any more; only a node whose file has no
+// name left (an unlinked file, asked without a handle) costs a walk in
+// vain, which the kernel rarely does.
 func (s *Store) resolveIdent(p Path, c []string, ls locs, err error) (locs, error) {
 	id, ok := p.(Ident)
-	if !ok || len(c) == 0 || (err != nil && !errors.Is(err, unix.ENOENT)) {
+	if !ok || (err != nil && !errors.Is(err, unix.ENOENT)) {
 		return ls, err
 	}
 	want := id.Ino()
@@ -39,23 +47,15 @@ func (s *Store) resolveIdent(p Path, c []string, ls locs, err error) (locs, erro
 		ls.close()
 	}
 	ev := s.log.Warn().Uint64("ino", want).Str("name", strings.Join(c, "/"))
-	rc, ok := id.Relocate()
-	if ok && len(rc) > 0 && !slices.Equal(rc, c) {
+	if rc, ok := id.Relocate(); ok && len(rc) > 0 && !slices.Equal(rc, c) {
 		if ls, err := s.locatePath(rc); err == nil {
 			if got, err := s.inoOf(ls[0].tier, ls[0].dirfd, ls[0].name, &ls[0].st); err == nil && got == want {
 				ev.Str("found", strings.Join(rc, "/")).Msg("a node's name led elsewhere; found it by the name the FUSE tree knows")
+				id.Relearn(rc)
 				return ls, nil
 			}
 			ls.close()
 		}
-	} else if err != nil {
-		// The name is gone and nothing knows another: an unlinked
-		// file's node, no reason for a walk.
-		return nil, err
-	}
-	if !ok {
-		ev.Msg("a node's name led to another object, and it has no other name")
-		return nil, unix.ENOENT
 	}
 	for _, t := range s.tiers {
 		rc, err := findIno(t, want)
@@ -65,12 +65,14 @@ func (s *Store) resolveIdent(p Path, c []string, ls locs, err error) (locs, erro
 		if ls, err := s.locatePath(rc); err == nil {
 			if got, err := s.inoOf(ls[0].tier, ls[0].dirfd, ls[0].name, &ls[0].st); err == nil && got == want {
 				ev.Str("found", strings.Join(rc, "/")).Msg("a node's name led to another object; found it by a walk")
+				id.Relearn(rc)
 				return ls, nil
 			}
 			ls.close()
 		}
 	}
-	ev.Msg("a node's name led to another object, and it has no name left")
+	ev.Discard()
+	s.log.Debug().Uint64("ino", want).Msg("a node's file has no name left")
 	return nil, unix.ENOENT
 }
 

@@ -13,9 +13,10 @@ type staleNode struct {
 	at, tree []string
 }
 
-func (n staleNode) Components() ([]string, bool) { return n.at, true }
+func (n staleNode) Components() ([]string, bool) { return n.at, n.at != nil }
 func (n staleNode) Ino() uint64                  { return n.ino }
 func (n staleNode) Relocate() ([]string, bool)   { return n.tree, n.tree != nil }
+func (n staleNode) Relearn([]string)             {}
 
 // A node whose name leads to another file is never answered for with that
 // file: its attributes, a link made to it, and an open all act on the
@@ -49,12 +50,13 @@ func TestStaleNodeNameNeverActsOnAnotherFile(t *testing.T) {
 	}{
 		{"by the tree's name", staleNode{ino: mine, at: []string{"other"}, tree: []string{"d", "mine"}}},
 		{"by a walk", staleNode{ino: mine, at: []string{"other"}, tree: []string{"other"}}},
+		{"when no name is known", staleNode{ino: mine}},
 	} {
 		a, err := s.Getattr(c.node)
 		if err != nil || a.Ino != mine || a.Size != 4 {
 			t.Errorf("%s: getattr: inode %d, %d bytes, %v; want inode %d, 4 bytes", c.what, a.Ino, a.Size, err, mine)
 		}
-		name := "link-" + c.what[3:6]
+		name := "link-" + c.what[:8]
 		if _, err := s.Link(c.node, RelPath(""), name); err != nil {
 			t.Errorf("%s: link: %v", c.what, err)
 		} else if a, err := s.Getattr(RelPath(name)); err != nil || a.Ino != mine {

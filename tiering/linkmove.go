@@ -247,14 +247,23 @@ func (s *Store) restoreTimes(k *keptTimes) {
 	}
 }
 
-// commitLinked commits the move of f, which has several names, from src
-// to dest: steps 1 to 6 above. The staged copy (dfd, named staging in
-// the directory sfd) is complete and fsynced, st is the source's stat,
-// names what a walk found of its names (nil: none yet). committed says
-// whether dest is the file now (an error comes only without it: what
-// fails after the commit point is logged and left to settleJournal).
-// Caller holds ns and f.mu exclusively.
-func (s *Store) commitLinked(f *File, src, dest *Tier, sfd int, staging string, dfd int, st *unix.Stat_t, names [][]string) (committed bool, err error) {
+// commitLinked commits the move m of a file with several names: steps 1
+// to 6 above. The staged copy is complete and fsynced (the move's seal),
+// m.st is the source's stat, m.names what a walk found of its names (nil:
+// none yet). committed says whether the destination is the file now (an
+// error comes only without it: what fails after the commit point is
+// logged and left to settleJournal). The source's descriptors are closed
+// once the locks are dropped (m.release). Caller holds ns and f.mu
+// exclusively.
+//
+// Unlike a one-name move's, this commit fsyncs under ns: the record must
+// be durable before a name is made on the destination (it is what tells
+// recovery which copies go), and from the first name made to the marker
+// the name is on two tiers unmarked, which a lookup without the lock
+// would answer EIO. Kafka makes no hard links.
+func (m *move) commitLinked() (committed bool, err error) {
+	s, f, src, dest := m.s, m.f, m.src, m.dest
+	sfd, staging, dfd, st, names := m.sfd, m.staging, m.dfd, &m.st, m.names
 	ls, err := s.checkNames(f, src, st, names)
 	if err != nil {
 		// A link, unlink or rename since the walk (or none yet): walk
@@ -378,15 +387,19 @@ func (s *Store) commitLinked(f *File, src, dest *Tier, sfd int, staging string, 
 	failPoint("link-move:marked")
 
 	// Step 4.
-	s.ct.keep(dest, dfd, s.ct.shown(src, st)) // the copy shows the source's ctime
+	s.ct.keep(dest, dfd, m.shown) // the copy shows the source's ctime
 	old, oldPM := s.swapTo(f, src, dest, dfd, true)
 	failPoint("link-move:swapped")
+	m.release = append(m.release, func() {
+		if oldPM != nil {
+			oldPM.Close()
+		}
+		unix.Close(old)
+	})
 
 	// Step 5: the source's names go (a pool file with several names is
-	// not the pool's to take back: its space is freed).
-	if oldPM != nil {
-		oldPM.Close()
-	}
+	// not the pool's to take back: its space is freed once the move
+	// closes it).
 	left := false
 	for i := range ls {
 		if err := unix.Unlinkat(ls[i].dirfd, ls[i].name, 0); err != nil {
@@ -401,7 +414,6 @@ func (s *Store) commitLinked(f *File, src, dest *Tier, sfd int, staging string, 
 	for i := range ls {
 		_ = fsyncDirAt(ls[i].dirfd)
 	}
-	unix.Close(old)
 
 	// Step 6.
 	if left {

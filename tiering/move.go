@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -14,29 +13,42 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// A move, step by step (see docs/design.md for the crash analysis):
+// A move, step by step (commit.go has a method for each; docs/design.md
+// the crash analysis). The namespace lock (Store.ns), which every
+// operation of the mount takes, is held only for step 5 and the unlink of
+// step 7: no copy, no fsync, no close that frees the source under it.
 //
 //  1. Register the file as open (so every handle shares its backing) and
 //     start recording the ranges that writers touch.
 //  2. Copy the data, sparse-aware, into .tierfs/staging/<ino> on the
 //     destination tier, without stopping I/O, writing it out a window
-//     behind the copy (writtenBehind), and fdatasync it.
-//  3. Take the namespace lock and the file's write lock: no writer runs.
-//     Copy the recorded ranges again, set the size, copy mode, owner,
-//     times and user xattrs, fsync the copy.
-//  4. Mark the source superseded (xattr naming the destination) and fsync
-//     it; rename the copy to the file's name on the destination and fsync
-//     that directory. From here the destination is the file.
-//  5. Swap the backing of every handle to the copy, release the locks.
-//  6. Unlink the source and fsync its directory.
+//     behind the copy (writtenBehind), and fdatasync it; copy and flush
+//     what was written meanwhile, in passes (File.converge).
+//  3. Seal, under the file's write lock only: copy the ranges left, set
+//     the size, mode, owner, times and user xattrs, fsync the copy.
+//  4. With one name: mark the source superseded (xattr naming the
+//     destination) and fsync it. From here to step 6 the file's reads,
+//     writes and fallocates wait (File.sealed); a truncate, chmod or
+//     xattr by name is recorded and has step 3 run again.
+//  5. Commit, under ns and the file's write lock: nothing changed since
+//     the seal, the name is still this file on the source; rename the
+//     copy to it on the destination (the destination is the file now),
+//     swap the backing of every handle to it. Release ns.
+//  6. Still under the file's lock: fsync the destination's directory, so
+//     that the rename is durable before any write lands on the copy and
+//     before the source's unlink can be. Reads and writes go on.
+//  7. Under ns again: unlink the source (an Unlink or Rename of its name
+//     in between does it first: leftSource). Then, with no lock, fsync
+//     its directory and close its last descriptor, which frees its pages.
 //
-// A file with several names moves with all of them: steps 4 to 6 are
+// A file with several names moves with all of them: its step 5 is
 // commitLinked's, under a journal record (linkmove.go).
 //
-// Recovery at mount deletes staging files (step 2-3 crash: the source is
-// still the file), and resolves a name found on two tiers by deleting the
-// copy marked superseded (step 4-6 crash); a marker whose winner does not
-// exist is cleared (crash between marking and renaming).
+// Recovery at mount deletes staging files (crash before step 5: the
+// source is still the file), and resolves a name found on two tiers by
+// deleting the copy marked superseded (crash after it); a marker whose
+// winner does not exist is cleared (crash between marking and renaming,
+// or a rename that did not reach the disk before step 6).
 
 // FailPoint, when set, is called at each named step of a move or a
 // rename-over, and when a write is in the backing but has not returned
@@ -54,6 +66,7 @@ type dirtySet struct {
 	ranges    [][2]int64
 	all       bool // too many ranges: recopy everything
 	sizeDirty bool
+	meta      bool // mode, owner, times or xattrs changed
 }
 
 const maxDirtyRanges = 4096
@@ -77,6 +90,16 @@ func (f *File) recordDirty(from, to int64) {
 	f.dmu.Unlock()
 }
 
+// markMetaDirty records a change of mode, owner, times or xattrs, which a
+// move's commit must copy again.
+func (f *File) markMetaDirty() {
+	f.dmu.Lock()
+	if f.dirty != nil {
+		f.dirty.meta = true
+	}
+	f.dmu.Unlock()
+}
+
 func (f *File) markSizeDirty() {
 	f.dmu.Lock()
 	if f.dirty != nil {
@@ -89,9 +112,13 @@ func (f *File) markSizeDirty() {
 var ErrBusy = fmt.Errorf("file is being moved: %w", unix.EBUSY)
 
 // Move relocates the file at rel (relative to the mount root) to the tier
-// named to. The file may be open, mapped and written throughout.
+// named to. The file may be open, mapped and written throughout. A file
+// already there is not an error.
 func (s *Store) Move(rel string, to string) error {
-	return s.MoveWith(context.Background(), rel, to, MoveOptions{})
+	if err := s.MoveWith(context.Background(), rel, to, MoveOptions{}); !errors.Is(err, ErrAlreadyThere) {
+		return err
+	}
+	return nil
 }
 
 // MoveOptions shape one move.
@@ -99,15 +126,14 @@ type MoveOptions struct {
 	// Ino, when non-zero, must be the file's inode number: a planner's
 	// snapshot may be older than a rename or a replacement.
 	Ino uint64
+	// Reason is why the move was asked for, for the ledger ("" counts
+	// as ReasonManual).
+	Reason MoveReason
 	// Limiter paces the bulk copy (shared by all moves for a bandwidth
 	// cap); nil is unlimited.
-	Limiter *rate.Limiter
+	Limiter Pacer
 	// Progress, if set, is told the bytes copied so far and the total.
 	Progress func(done, total int64)
-
-	// spill: the move makes room for a write (spill), the one reason to
-	// move an open file whose last name went.
-	spill bool
 }
 
 // ErrChanged is returned when the name no longer holds the file a move
@@ -119,21 +145,22 @@ var ErrChanged = errors.New("file changed since it was planned")
 // It is ENOENT to errors.Is, and not a failed move in the status.
 var ErrGone = fmt.Errorf("file deleted while it was being moved: %w", unix.ENOENT)
 
-// MoveWith is Move with options; ctx cancels the bulk copy.
+// MoveWith is Move with options; ctx cancels the bulk copy. A file
+// already on the tier is ErrAlreadyThere.
 func (s *Store) MoveWith(ctx context.Context, rel string, to string, o MoveOptions) error {
 	dest, err := s.TierByName(to)
-	if err != nil {
-		return err
+	if err == nil {
+		var f *File
+		if f, err = s.acquire(RelPath(rel)); err == nil {
+			defer s.release(f)
+			if o.Ino == 0 || f.ino == o.Ino {
+				return s.moveRecorded(ctx, f, dest, &o, rel)
+			}
+			err = ErrChanged
+		}
 	}
-	f, err := s.acquire(RelPath(rel))
-	if err != nil {
-		return err
-	}
-	defer s.release(f)
-	if o.Ino != 0 && f.ino != o.Ino {
-		return ErrChanged
-	}
-	return s.moveFileWith(ctx, f, dest, &o)
+	s.ledger.skip(o.Reason, rel, err)
+	return err
 }
 
 // acquire registers the file at p as open without a handle.
@@ -182,7 +209,7 @@ func (s *Store) spill(f *File, full *Tier, want int64, tried []*Tier) error {
 		}
 		err := s.moveFile(f, t)
 		if err == nil {
-			s.log.Info().Str("from", full.Name).Str("to", t.Name).Uint64("ino", f.ino).Msg("tier full: file moved on")
+			s.log.Info().Str("path", s.currentName(f)).Str("from", full.Name).Str("to", t.Name).Uint64("ino", f.ino).Msg("tier full: file moved on")
 			return nil
 		}
 		if errors.Is(err, ErrBusy) {
@@ -205,303 +232,49 @@ func (s *Store) spillOrder(full *Tier) []*Tier {
 	return order
 }
 
-// moveFile is spill's move.
+// moveFile is spill's move; a file some other move took there already
+// is where spill wants it.
 func (s *Store) moveFile(f *File, dest *Tier) error {
-	return s.moveFileWith(context.Background(), f, dest, &MoveOptions{spill: true})
-}
-
-func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOptions) (err error) {
-	start := time.Now()
-	if !f.moving.CompareAndSwap(false, true) {
-		return ErrBusy
-	}
-	f.mu.Lock()
-	if f.tier == dest {
-		f.mu.Unlock()
-		f.moving.Store(false)
+	err := s.moveRecorded(context.Background(), f, dest, &MoveOptions{Reason: ReasonSpill}, "")
+	if errors.Is(err, ErrAlreadyThere) {
 		return nil
 	}
-	src := f.tier
-	f.dmu.Lock()
-	f.dirty = &dirtySet{}
-	f.dmu.Unlock()
-	f.mu.Unlock()
-
-	staging := strconv.FormatUint(f.ino, 10)
-	sfd, err := unix.Openat(dest.meta, "staging", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return s.moveDone(f, src, dest, 0, start, err)
-	}
-	defer unix.Close(sfd)
-	dfd, err := unix.Openat(sfd, staging, unix.O_RDWR|unix.O_CREAT|unix.O_TRUNC|unix.O_CLOEXEC, 0o600)
-	if err != nil {
-		return s.moveDone(f, src, dest, 0, start, err)
-	}
-	failPoint("move:staged")
-	committed := false
-	defer func() {
-		if !committed {
-			unix.Close(dfd)
-			_ = unix.Unlinkat(sfd, staging, 0)
-		}
-	}()
-
-	// Step 2: bulk copy while I/O goes on. Holding the read lock only
-	// keeps the fd from being closed; writers proceed and record ranges.
-	f.mu.RLock()
-	// The copy reads through a descriptor of its own that does not touch
-	// the source's atime: a move must not change what stat shows.
-	srcfd := noatime(f.fd)
-	defer closeIfNot(srcfd, f.fd)
-	var st unix.Stat_t
-	err = unix.Fstat(srcfd, &st)
-	if err == nil {
-		if size, ok := f.liveSize(); ok {
-			st.Size = size // a pmem file: the logical size only
-		}
-		cp := &copier{ctx: ctx, limiter: o.Limiter, progress: o.Progress, total: st.Size, writeBehind: true}
-		err = cp.sparse(dfd, srcfd, st.Size)
-	}
-	f.mu.RUnlock()
-	if err == nil {
-		// Flush the bulk of the copy now, without any lock: under the
-		// locks of step 3 (which stop every operation on the mount) only
-		// the ranges written meanwhile remain to be flushed. On a slow
-		// tier this fsync takes the copy's size over its bandwidth.
-		err = unix.Fdatasync(dfd)
-	}
-	if err != nil {
-		return s.moveDone(f, src, dest, 0, start, err)
-	}
-	failPoint("move:copied")
-	if dest.capacity > 0 && dest.used.Load()+st.Blocks*512 > dest.capacity {
-		return s.moveDone(f, src, dest, 0, start, unix.ENOSPC)
-	}
-	// What was written during the copy is copied and flushed again while
-	// only this file's I/O waits, so that little is left for step 3,
-	// which stops every operation on the mount.
-	if err := f.converge(dfd, srcfd); err != nil {
-		return s.moveDone(f, src, dest, 0, start, err)
-	}
-	failPoint("move:converged")
-
-	// A file with several names: find them before the namespace is locked
-	// (the commit checks them; linkmove.go).
-	var names [][]string
-	if st.Nlink > 1 {
-		names = s.linkNames(src, &st)
-		failPoint("link-move:found")
-	}
-
-	// Step 3: quiesce. What frees the source (closing its last descriptor
-	// drops its pages: tens of ms for a large file on tmpfs) waits in
-	// release until the locks are gone; deferred before them, it runs
-	// after them.
-	var release []func()
-	defer func() {
-		for _, fn := range release {
-			fn()
-		}
-	}()
-	s.ns.Lock()
-	defer s.ns.Unlock()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.dmu.Lock()
-	d := f.dirty
-	f.dirty = nil
-	f.dmu.Unlock()
-	s.openMu.Lock()
-	p, unlinked := f.path, f.unlinked
-	s.openMu.Unlock()
-	// The name the file was last known by is only a hint: a node whose
-	// name went (and that the kernel forgot meanwhile) has none, and the
-	// file may still have another (nameOf walks for it).
-	var comps []string
-	if p != nil {
-		if c, ok := p.Components(); ok {
-			comps = c
-		}
-	}
-	if err := unix.Fstat(f.fd, &st); err != nil {
-		return s.moveDone(f, src, dest, 0, start, err)
-	}
-	orphan := unlinked || st.Nlink == 0
-	if orphan && !o.spill {
-		// Deleted meanwhile: only a write that needs room moves it on.
-		return s.moveDone(f, src, dest, 0, start, ErrGone)
-	}
-	if !orphan && st.Nlink == 1 {
-		if comps = s.nameOf(f, src, &st, comps); comps == nil {
-			return s.moveDone(f, src, dest, 0, start, ErrGone)
-		}
-	}
-	if size, ok := f.liveSize(); ok {
-		st.Size = size
-	}
-	if d.all {
-		err = recopyAll(dfd, srcfd, st.Size)
-	} else {
-		for _, r := range d.ranges {
-			if err = copyRange(dfd, srcfd, r[0], min(r[1], st.Size)); err != nil {
-				break
-			}
-		}
-	}
-	if err == nil {
-		err = unix.Ftruncate(dfd, st.Size)
-	}
-	if err == nil {
-		err = copyMeta(dfd, f.fd, &st)
-	}
-	if err == nil {
-		err = unix.Fsync(dfd)
-	}
-	if err != nil {
-		return s.moveDone(f, src, dest, 0, start, err)
-	}
-
-	failPoint("move:synced")
-
-	if orphan {
-		// An open file whose last name went: there is no name to commit
-		// under and nothing to keep across a crash (the file goes with
-		// its last descriptor, as on any filesystem). Its data moves so
-		// that its writes find room.
-		s.ct.keep(dest, dfd, s.ct.shown(src, &st))
-		old, oldPM := s.swapTo(f, src, dest, dfd, false)
-		committed = true
-		_ = unix.Unlinkat(sfd, staging, 0)
-		s.openMu.Lock()
-		det := f.detached // the pool's hold on the source, now free
-		f.detached = nil
-		s.openMu.Unlock()
-		release = append(release, func() {
-			if oldPM != nil {
-				oldPM.Close()
-			}
-			unix.Close(old)
-			if det != nil {
-				s.recycle(src, det)
-			}
-		})
-		return s.moveDone(f, src, dest, st.Size, start, nil)
-	}
-
-	if st.Nlink > 1 {
-		// Several names, all on src: they move together (linkmove.go).
-		if committed, err = s.commitLinked(f, src, dest, sfd, staging, dfd, &st, names); !committed {
-			return s.moveDone(f, src, dest, 0, start, err)
-		}
-		return s.moveDone(f, src, dest, st.Size, start, nil)
-	}
-
-	// Step 4: commit. The name must still be this file on src.
-	dir, name := comps[:len(comps)-1], comps[len(comps)-1]
-	ls, err := s.locate(dir, name)
-	if err != nil {
-		return s.moveDone(f, src, dest, 0, start, err)
-	}
-	defer ls.close()
-	if len(ls) != 1 || ls[0].tier != src {
-		return s.moveDone(f, src, dest, 0, start, fmt.Errorf("name %q is not where the file is: %w", name, unix.ESTALE))
-	}
-	if ino, _ := getIno(ls[0].dirfd, name); ino != f.ino || ls[0].st.Dev != st.Dev || ls[0].st.Ino != st.Ino {
-		return s.moveDone(f, src, dest, 0, start, fmt.Errorf("name %q is another file now: %w", name, unix.ESTALE))
-	}
-	// The directory's copies keep their times: the entry leaves one and
-	// enters the other, which a program must not see.
-	srcTimes, destTimes := &keptTimes{t: src}, &keptTimes{t: dest}
-	s.keepTimes(srcTimes, dir)
-	s.keepTimes(destTimes, dir)
-	defer s.restoreTimes(destTimes)
-	defer s.restoreTimes(srcTimes)
-	fileCtime := s.ct.shown(src, &st)
-	pfd, err := dest.walk(dir, s.dirMetaFor(dir))
-	if err != nil {
-		return s.moveDone(f, src, dest, 0, start, err)
-	}
-	defer unix.Close(pfd)
-	if err := unix.Fsetxattr(f.fd, xattrSuperseded, []byte(dest.Name), 0); err != nil {
-		return s.moveDone(f, src, dest, 0, start, err)
-	}
-	if err := unix.Fsync(f.fd); err != nil {
-		_ = unix.Fremovexattr(f.fd, xattrSuperseded)
-		return s.moveDone(f, src, dest, 0, start, err)
-	}
-	failPoint("move:marked")
-	if err := unix.Renameat(sfd, staging, pfd, name); err != nil {
-		_ = unix.Fremovexattr(f.fd, xattrSuperseded)
-		return s.moveDone(f, src, dest, 0, start, err)
-	}
-	committed = true
-	failPoint("move:renamed")
-	if err := fsyncDirAt(pfd); err != nil {
-		// The rename may not be durable; the source still is the file
-		// after a crash, and recovery resolves either way.
-		s.log.Error().Err(err).Str("tier", dest.Name).Msg("fsync directory after move")
-	}
-	_ = fsyncDirAt(sfd)
-
-	// Step 5: swap. The copy shows the source's ctime.
-	s.ct.keep(dest, dfd, fileCtime)
-	old, oldPM := s.swapTo(f, src, dest, dfd, true)
-	failPoint("move:swapped")
-
-	// Step 6: the source goes (a pool file back into its pool).
-	var detached *pmem.Detached
-	if oldPM != nil {
-		release = append(release, func() { oldPM.Close() })
-		if src.pool != nil {
-			var derr error
-			if detached, derr = src.pool.Detach(ls[0].dirfd, name, &ls[0].st); derr != nil {
-				detached = nil
-			}
-		}
-	}
-	if detached != nil {
-		_ = fsyncDirAt(ls[0].dirfd)
-	} else if err := unix.Unlinkat(ls[0].dirfd, name, 0); err != nil {
-		s.log.Error().Err(err).Str("tier", src.Name).Str("name", name).Msg("unlink moved source; recovery removes it at next mount")
-	} else {
-		_ = fsyncDirAt(ls[0].dirfd)
-	}
-	failPoint("move:unlinked")
-	release = append(release, func() {
-		unix.Close(old)
-		if detached != nil {
-			s.recycle(src, detached)
-		}
-	})
-	return s.moveDone(f, src, dest, st.Size, start, nil)
+	return err
 }
 
-// moveDone ends a move: clears the moving state, counts it, logs it.
-// Caller may hold f.mu exclusively; moveDone does not take it.
+// moveFileWith moves f to dest, step by step (commit.go).
+func (s *Store) moveFileWith(ctx context.Context, f *File, dest *Tier, o *MoveOptions) error {
+	m, err := s.beginMove(f, dest, o)
+	if m == nil {
+		return err
+	}
+	err = m.run(ctx)
+	m.end()
+	return s.moveDone(f, m.src, dest, m.bytes, m.start, err)
+}
+
+// moveDone ends a move: clears the moving state, counts it on the
+// ledger, logs it. Caller may hold f.mu exclusively; moveDone does not
+// take it.
 func (s *Store) moveDone(f *File, src, dest *Tier, bytes int64, start time.Time, err error) error {
 	f.dmu.Lock()
 	f.dirty = nil
 	f.dmu.Unlock()
 	f.moving.Store(false)
-	moot := errors.Is(err, context.Canceled) || errors.Is(err, ErrGone)
-	s.statsMu.Lock()
-	if moot {
-		// Shutdown, or the file went meanwhile: not a failure.
-	} else if err != nil {
-		s.stats.Failed++
-		s.stats.LastError = err.Error()
-	} else {
-		s.stats.Done++
-		s.stats.BytesMoved += bytes
-	}
-	s.statsMu.Unlock()
+	dur := time.Since(start)
+	reason, name := s.ledger.done(f, src, dest, bytes, dur, err)
 	ev := s.log.Debug()
-	if err != nil && !moot {
+	switch Outcome(err) {
+	case OutcomeFailed:
 		ev = s.log.Warn().Err(err)
-	} else if err != nil {
+	case OutcomeMoved:
+	default:
 		ev = ev.Err(err)
 	}
-	ev.Str("from", src.Name).Str("to", dest.Name).Uint64("ino", f.ino).Int64("bytes", bytes).Dur("dur", time.Since(start)).Msg("move")
+	if name != "" {
+		ev = ev.Str("path", name)
+	}
+	ev.Str("reason", string(reason)).Str("from", src.Name).Str("to", dest.Name).Uint64("ino", f.ino).Int64("bytes", bytes).Int64("dur_ms", dur.Milliseconds()).Msg("move")
 	return err
 }
 
@@ -509,7 +282,7 @@ func (s *Store) moveDone(f *File, src, dest *Tier, bytes int64, start time.Time,
 // value copies at full speed.
 type copier struct {
 	ctx      context.Context
-	limiter  *rate.Limiter
+	limiter  Pacer
 	progress func(done, total int64)
 	done     int64
 	total    int64

@@ -36,8 +36,11 @@ func TestMoveOfAFileDeletedMeanwhile(t *testing.T) {
 	if !errors.Is(err, unix.ENOENT) {
 		t.Fatalf("move of a file deleted while it was copied: %v, want ENOENT", err)
 	}
-	if m := s.Status().Moves; m.Failed != 0 || m.LastError != "" || m.Done != 0 {
-		t.Errorf("status after the move: %+v, want neither done nor failed", m)
+	if m := s.Status().Moves; m.Failed != 0 || len(m.LastErrors) != 0 || m.Moved != 0 || m.Skipped != 1 || m.InFlight != 0 {
+		t.Errorf("status after the move: %+v, want one skipped, neither moved nor failed", m)
+	}
+	if o := reasonOf(s.Status().Moves, ReasonManual).Outcomes; o[OutcomeGone] != 1 {
+		t.Errorf("outcomes of the manual moves: %v, want one gone", o)
 	}
 }
 

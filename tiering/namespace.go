@@ -203,10 +203,10 @@ func (s *Store) locatePath(c []string) (locs, error) {
 // resolve finds every copy of p (the root: every tier's root).
 func (s *Store) resolve(p Path) (locs, error) {
 	c, err := s.comps(p)
-	if err != nil {
-		return nil, err
+	var ls locs
+	if err == nil {
+		ls, err = s.locatePath(c)
 	}
-	ls, err := s.locatePath(c)
 	return s.resolveIdent(p, c, ls, err)
 }
 
@@ -477,90 +477,105 @@ func (s *Store) Create(dir Path, name string, flags int, mode uint32, o Owner) (
 	}
 	if len(ls) > 0 {
 		defer ls.close()
-		if flags&unix.O_EXCL != 0 {
-			return nil, Attr{}, unix.EEXIST
-		}
-		a, err := s.attrOf(&ls[0])
-		if err != nil {
-			return nil, Attr{}, err
-		}
-		h, err := s.openLoc(&ls[0], a.Ino, childPath{dir, name}, flags)
-		if err != nil {
-			return nil, Attr{}, err
-		}
-		return h, a, nil
+		return s.openExisting(&ls[0], childPath{dir, name}, flags)
 	}
 	var lastErr error = unix.ENOSPC
 	for _, t := range s.placement() {
-		pfd, err := t.walk(d, s.dirMetaFor(d))
-		if err != nil {
-			lastErr = err
-			if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
-				continue
-			}
-			return nil, Attr{}, err
-		}
-		ino, err := s.allocIno()
-		if err != nil {
-			unix.Close(pfd)
-			return nil, Attr{}, err
-		}
-		if fd, pm, ok, err := s.takeSlot(t, pfd, d, name, mode, o, ino); ok || err != nil {
-			if err != nil {
-				unix.Close(pfd)
-				return nil, Attr{}, err
-			}
-			var st unix.Stat_t
-			err = unix.Fstat(fd, &st)
-			unix.Close(pfd)
-			if err != nil {
-				pm.Close()
-				unix.Close(fd)
-				return nil, Attr{}, err
-			}
-			t.files.Add(1)
-			s.dirChanged(d, t)
-			st.Ino = ino
-			f := s.registerNew(ino, t, fd, pm, childPath{dir, name}, &st)
-			st.Size = pm.Size()
-			return &Handle{f: f, flags: flags}, Attr{Stat_t: st, Tier: t.Index}, nil
-		}
-		fd, err := unix.Openat(pfd, name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, mode&0o7777)
-		if err != nil {
-			unix.Close(pfd)
-			lastErr = err
-			if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
-				continue
-			}
-			return nil, Attr{}, err
-		}
-		err = setInoFd(fd, ino)
-		if err == nil && (o.UID != 0 || o.GID != 0) {
-			err = unix.Fchown(fd, int(o.UID), int(o.GID))
-		}
-		var st unix.Stat_t
+		h, a, next, err := s.createOn(t, d, childPath{dir, name}, name, flags, mode, o)
 		if err == nil {
-			err = unix.Fstat(fd, &st)
+			return h, a, nil
 		}
-		if err != nil {
-			unix.Close(fd)
-			_ = unix.Unlinkat(pfd, name, 0)
-			unix.Close(pfd)
-			lastErr = err
-			if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
-				continue
-			}
+		if !next {
 			return nil, Attr{}, err
 		}
-		unix.Close(pfd)
-		t.files.Add(1)
-		s.dirChanged(d, t)
-		st.Ino = ino
-		f := s.registerNew(ino, t, fd, nil, childPath{dir, name}, &st)
-		h := &Handle{f: f, flags: flags}
-		return h, Attr{Stat_t: st, Tier: t.Index}, nil
+		lastErr = err
 	}
 	return nil, Attr{}, lastErr
+}
+
+// noRoom says a tier could not take a new file: the next may.
+func noRoom(err error) bool { return errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) }
+
+// openExisting is Create of a name that exists: an open, unless O_EXCL.
+// Caller holds ns.
+func (s *Store) openExisting(l *loc, p Path, flags int) (*Handle, Attr, error) {
+	if flags&unix.O_EXCL != 0 {
+		return nil, Attr{}, unix.EEXIST
+	}
+	a, err := s.attrOf(l)
+	if err != nil {
+		return nil, Attr{}, err
+	}
+	h, err := s.openLoc(l, a.Ino, p, flags)
+	if err != nil {
+		return nil, Attr{}, err
+	}
+	return h, a, nil
+}
+
+// createOn makes the new file p (name in directory d) on tier t, a pool
+// slot where t has one for it, and opens it. next says the tier had no
+// room for it: the next one is asked. Caller holds ns exclusively.
+func (s *Store) createOn(t *Tier, d []string, p Path, name string, flags int, mode uint32, o Owner) (h *Handle, a Attr, next bool, err error) {
+	pfd, err := t.walk(d, s.dirMetaFor(d))
+	if err != nil {
+		return nil, Attr{}, noRoom(err), err
+	}
+	defer unix.Close(pfd)
+	ino, err := s.allocIno()
+	if err != nil {
+		return nil, Attr{}, false, err
+	}
+	fd, pm, slot, err := s.takeSlot(t, pfd, d, name, mode, o, ino)
+	if err != nil {
+		return nil, Attr{}, false, err
+	}
+	var st unix.Stat_t
+	if slot {
+		if err := unix.Fstat(fd, &st); err != nil {
+			pm.Close()
+			unix.Close(fd)
+			return nil, Attr{}, false, err
+		}
+	} else {
+		pm = nil
+		if fd, err = createFileAt(pfd, name, mode, o, ino); err == nil {
+			if err = unix.Fstat(fd, &st); err != nil {
+				unix.Close(fd)
+				_ = unix.Unlinkat(pfd, name, 0)
+			}
+		}
+		if err != nil {
+			return nil, Attr{}, noRoom(err), err
+		}
+	}
+	t.files.Add(1)
+	s.dirChanged(d, t)
+	st.Ino = ino
+	f := s.registerNew(ino, t, fd, pm, p, &st)
+	if pm != nil {
+		st.Size = pm.Size()
+	}
+	return &Handle{f: f, flags: flags}, Attr{Stat_t: st, Tier: t.Index}, false, nil
+}
+
+// createFileAt makes and opens name in pfd with the inode number ino
+// and its owner; a file it could not finish is removed.
+func createFileAt(pfd int, name string, mode uint32, o Owner, ino uint64) (int, error) {
+	fd, err := unix.Openat(pfd, name, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, mode&0o7777)
+	if err != nil {
+		return -1, err
+	}
+	err = setInoFd(fd, ino)
+	if err == nil && (o.UID != 0 || o.GID != 0) {
+		err = unix.Fchown(fd, int(o.UID), int(o.GID))
+	}
+	if err != nil {
+		unix.Close(fd)
+		_ = unix.Unlinkat(pfd, name, 0)
+		return -1, err
+	}
+	return fd, nil
 }
 
 // childPath names dir/name; it follows dir's renames.
@@ -780,10 +795,6 @@ func (s *Store) Link(target Path, dir Path, name string) (Attr, error) {
 	}
 	s.ns.Lock()
 	defer s.ns.Unlock()
-	tc, err := s.comps(target)
-	if err != nil {
-		return Attr{}, err
-	}
 	d, err := s.comps(dir)
 	if err != nil {
 		return Attr{}, err
@@ -791,8 +802,7 @@ func (s *Store) Link(target Path, dir Path, name string) (Attr, error) {
 	if hidden(d, name) {
 		return Attr{}, unix.EPERM
 	}
-	src, err := s.locatePath(tc)
-	src, err = s.resolveIdent(target, tc, src, err)
+	src, err := s.resolve(target)
 	if err != nil {
 		return Attr{}, err
 	}
@@ -846,6 +856,7 @@ func (s *Store) Unlink(dir Path, name string, commit func()) error {
 	if hidden(d, name) {
 		return unix.ENOENT
 	}
+	s.settleLeftAt(d, name)
 	ls, err := s.locate(d, name)
 	if err != nil {
 		return err

@@ -21,90 +21,102 @@ const (
 // that has a copy, under a journal record that recovery rolls forward.
 // commit runs under the namespace lock once the rename is done.
 func (s *Store) Rename(srcDir Path, srcName string, dstDir Path, dstName string, flags uint32, commit func()) error {
+	if err := renameArgs(dstName, flags); err != nil {
+		return err
+	}
+	s.ns.Lock()
+	defer s.ns.Unlock()
+	s.nameDrops.Add(1)
+	sd, dd, src, dst, err := s.renameLocate(srcDir, srcName, dstDir, dstName)
+	if err != nil {
+		return err
+	}
+	defer src.close()
+	defer dst.close()
+	if flags&RenameNoReplace != 0 && len(dst) > 0 {
+		return unix.EEXIST
+	}
+	if flags&RenameExchange != 0 {
+		err = s.renameExchangeLocked(sd, srcName, dd, dstName, src, dst)
+	} else {
+		err = s.renameReplaceLocked(sd, srcName, dd, dstName, src, dst)
+	}
+	if err != nil {
+		return err
+	}
+	if commit != nil {
+		commit()
+	}
+	return nil
+}
+
+// renameArgs checks a rename's new name and flags.
+func renameArgs(dstName string, flags uint32) error {
 	if err := validName(dstName); err != nil {
 		return err
 	}
 	if flags&^uint32(RenameNoReplace|RenameExchange) != 0 || flags == RenameNoReplace|RenameExchange {
 		return unix.EINVAL
 	}
-	s.ns.Lock()
-	defer s.ns.Unlock()
-	s.nameDrops.Add(1)
-	sd, err := s.comps(srcDir)
-	if err != nil {
-		return err
+	return nil
+}
+
+// renameLocate resolves both directories and finds both names' copies
+// (none for a target that does not exist); the source must exist. A
+// source a move left under either name goes first. Caller holds ns
+// exclusively.
+func (s *Store) renameLocate(srcDir Path, srcName string, dstDir Path, dstName string) (sd, dd []string, src, dst locs, err error) {
+	if sd, err = s.comps(srcDir); err != nil {
+		return nil, nil, nil, nil, err
 	}
-	dd, err := s.comps(dstDir)
-	if err != nil {
-		return err
+	if dd, err = s.comps(dstDir); err != nil {
+		return nil, nil, nil, nil, err
 	}
 	if hidden(sd, srcName) || hidden(dd, dstName) {
-		return unix.EPERM
+		return nil, nil, nil, nil, unix.EPERM
 	}
-	src, err := s.locate(sd, srcName)
-	if err != nil {
-		return err
+	s.settleLeftAt(sd, srcName)
+	s.settleLeftAt(dd, dstName)
+	if src, err = s.locate(sd, srcName); err != nil {
+		return nil, nil, nil, nil, err
 	}
-	defer src.close()
 	if len(src) == 0 {
+		return nil, nil, nil, nil, unix.ENOENT
+	}
+	if dst, err = s.locate(dd, dstName); err != nil {
+		src.close()
+		return nil, nil, nil, nil, err
+	}
+	return sd, dd, src, dst, nil
+}
+
+// renameExchangeLocked swaps two names of one tier (RENAME_EXCHANGE).
+// Caller holds ns exclusively.
+func (s *Store) renameExchangeLocked(sd []string, srcName string, dd []string, dstName string, src, dst locs) error {
+	if len(dst) == 0 {
 		return unix.ENOENT
 	}
-	dst, err := s.locate(dd, dstName)
-	if err != nil {
+	if len(src) != 1 || len(dst) != 1 || src[0].tier != dst[0].tier {
+		return unix.EINVAL // only a same-tier exchange is atomic
+	}
+	s.forgetPlainAt(&src[0])
+	s.forgetPlainAt(&dst[0])
+	if err := unix.Renameat2(src[0].dirfd, srcName, dst[0].dirfd, dstName, unix.RENAME_EXCHANGE); err != nil {
 		return err
 	}
-	defer dst.close()
-	if flags&RenameNoReplace != 0 && len(dst) > 0 {
-		return unix.EEXIST
+	s.dirChanged(sd, src[0].tier)
+	s.dirChanged(dd, src[0].tier)
+	return nil
+}
+
+// renameReplaceLocked renames src to the target, replacing dst (its
+// copies, if any). Caller holds ns exclusively.
+func (s *Store) renameReplaceLocked(sd []string, srcName string, dd []string, dstName string, src, dst locs) error {
+	if same, err := replaceable(src, dst, dstName); err != nil || same {
+		return err
 	}
-	if flags&RenameExchange != 0 {
-		if len(dst) == 0 {
-			return unix.ENOENT
-		}
-		if len(src) != 1 || len(dst) != 1 || src[0].tier != dst[0].tier {
-			return unix.EINVAL // only a same-tier exchange is atomic
-		}
-		s.forgetPlainAt(&src[0])
-		s.forgetPlainAt(&dst[0])
-		if err := unix.Renameat2(src[0].dirfd, srcName, dst[0].dirfd, dstName, unix.RENAME_EXCHANGE); err != nil {
-			return err
-		}
-		s.dirChanged(sd, src[0].tier)
-		s.dirChanged(dd, src[0].tier)
-		if commit != nil {
-			commit()
-		}
-		return nil
-	}
-	srcIsDir := isDir(&src[0].st)
-	if len(dst) > 0 {
-		dstIsDir := isDir(&dst[0].st)
-		switch {
-		case srcIsDir && !dstIsDir:
-			return unix.ENOTDIR
-		case !srcIsDir && dstIsDir:
-			return unix.EISDIR
-		case srcIsDir:
-			for i := range dst {
-				empty, err := dirEmpty(dst[i].dirfd, dstName)
-				if err != nil {
-					return err
-				}
-				if !empty {
-					return unix.ENOTEMPTY
-				}
-			}
-		}
-		// Same inode under both names (hard links): nothing to do.
-		if !srcIsDir && len(src) == 1 && len(dst) == 1 && src[0].tier == dst[0].tier &&
-			src[0].st.Ino == dst[0].st.Ino && src[0].st.Dev == dst[0].st.Dev {
-			if commit != nil {
-				commit()
-			}
-			return nil
-		}
-	}
-	if srcIsDir {
+	var err error
+	if isDir(&src[0].st) {
 		err = s.renameDirLocked(sd, srcName, dd, dstName, src, dst)
 	} else {
 		err = s.renameFileLocked(dd, dstName, &src[0], dst)
@@ -121,10 +133,36 @@ func (s *Store) Rename(srcDir Path, srcName string, dstDir Path, dstName string,
 	for i := range dst {
 		s.dirChanged(dd, dst[i].tier)
 	}
-	if commit != nil {
-		commit()
-	}
 	return nil
+}
+
+// replaceable checks that src may replace dst (dstName's copies; none is
+// fine): a directory only an empty directory, anything else anything
+// but a directory. same says both are one file (hard links): nothing to
+// do.
+func replaceable(src, dst locs, dstName string) (same bool, err error) {
+	if len(dst) == 0 {
+		return false, nil
+	}
+	srcIsDir, dstIsDir := isDir(&src[0].st), isDir(&dst[0].st)
+	switch {
+	case srcIsDir && !dstIsDir:
+		return false, unix.ENOTDIR
+	case !srcIsDir && dstIsDir:
+		return false, unix.EISDIR
+	case srcIsDir:
+		for i := range dst {
+			empty, err := dirEmpty(dst[i].dirfd, dstName)
+			if err != nil {
+				return false, err
+			}
+			if !empty {
+				return false, unix.ENOTEMPTY
+			}
+		}
+	}
+	return !srcIsDir && len(src) == 1 && len(dst) == 1 && src[0].tier == dst[0].tier &&
+		src[0].st.Ino == dst[0].st.Ino && src[0].st.Dev == dst[0].st.Dev, nil
 }
 
 func (s *Store) renameFileLocked(dd []string, dstName string, src *loc, dst locs) error {

@@ -16,6 +16,11 @@ type TierStatus struct {
 	UsedBytes     int64  `json:"used_bytes"`
 	FreeBytes     int64  `json:"free_bytes"`
 	Files         int64  `json:"files"`
+	// What the mount read and wrote on the tier since the mount: read
+	// requests, bytes read, bytes written.
+	Reads        int64 `json:"reads"`
+	ReadBytes    int64 `json:"read_bytes"`
+	WrittenBytes int64 `json:"written_bytes"`
 	// Pool is the pmem pool of the tier; nil on tiers without one.
 	Pool *PoolStatus `json:"pool,omitempty"`
 }
@@ -38,14 +43,6 @@ type Status struct {
 	Moves     MoveStats    `json:"moves"`
 }
 
-// MoveStats counts completed and failed moves since mount.
-type MoveStats struct {
-	Done       int64  `json:"done"`
-	Failed     int64  `json:"failed"`
-	BytesMoved int64  `json:"bytes_moved"`
-	LastError  string `json:"last_error,omitempty"`
-}
-
 // Entry is one file in `tierfs ls`.
 type Entry struct {
 	Path  string `json:"path"` // relative to the mount root, "/"-separated
@@ -61,6 +58,7 @@ func (s *Store) Status() Status {
 		ts := TierStatus{
 			Name: t.Name, Type: t.Type, Path: t.Path,
 			CapacityBytes: t.Capacity(), UsedBytes: t.Used(), FreeBytes: t.Free(), Files: t.files.Load(),
+			Reads: t.reads.Load(), ReadBytes: t.readBytes.Load(), WrittenBytes: t.writtenBytes.Load(),
 		}
 		if p := t.pool; p != nil {
 			slots, free, used := p.Stats()
@@ -71,9 +69,7 @@ func (s *Store) Status() Status {
 	s.openMu.Lock()
 	out.OpenFiles = len(s.open)
 	s.openMu.Unlock()
-	s.statsMu.Lock()
-	out.Moves = s.stats
-	s.statsMu.Unlock()
+	out.Moves = s.ledger.stats()
 	return out
 }
 

@@ -39,6 +39,33 @@ type Options struct {
 	// Holder says who holds the tiers (pid, mountpoint), for the error a
 	// second daemon on the same tiers gets.
 	Holder string
+	// IOBucket, when set, names the counters a file's reads count into
+	// (per tier), given its path when it is first opened: the daemon
+	// counts by Kafka topic. A file keeps its bucket while open.
+	IOBucket func(comps []string) *IOBucket
+}
+
+// IOBucket counts the bytes read from files, by tier index. Its counters
+// are updated on the read path: atomics only.
+type IOBucket struct {
+	ReadBytes []atomic.Int64
+}
+
+// NewIOBucket makes a bucket for ntiers tiers.
+func NewIOBucket(ntiers int) *IOBucket {
+	return &IOBucket{ReadBytes: make([]atomic.Int64, ntiers)}
+}
+
+// ioBucket is the bucket of the file at p. Caller holds ns.
+func (s *Store) ioBucket(p Path) *IOBucket {
+	if s.opts.IOBucket == nil || p == nil {
+		return nil
+	}
+	comps, ok := p.Components()
+	if !ok {
+		return nil
+	}
+	return s.opts.IOBucket(comps)
 }
 
 // Path names a file or directory in the mount. Components is called only
@@ -108,6 +135,10 @@ type Store struct {
 	journalSeq     uint64
 	journalStale   []*Tier
 	journalPending *linkMoveRecord
+	// left is the sources of committed moves still under their names
+	// until the rename on the destination is durable (commit.go).
+	// Guarded by ns.
+	left []*leftSource
 
 	ct ctimes // ctimes shown in place of those tierfs's own work changed (ctime.go)
 
@@ -115,8 +146,7 @@ type Store struct {
 	scanInos  map[uint64]scanned // where recover found each inode number
 	scanDups  []dupIno           // numbers recover found on two objects
 
-	statsMu sync.Mutex
-	stats   MoveStats
+	ledger ledger // every move, by reason and outcome (ledger.go)
 
 	poolCancel context.CancelFunc
 	poolWG     sync.WaitGroup // pool fills and retargeters

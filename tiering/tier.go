@@ -65,6 +65,10 @@ type Tier struct {
 	used  atomic.Int64 // bytes allocated by files tierfs holds here
 	files atomic.Int64
 
+	// What the mount read and wrote here (metrics): atomics, on the
+	// request path.
+	reads, readBytes, writtenBytes atomic.Int64
+
 	// pool holds free preallocated segments on a pmem tier (pool.go);
 	// nil elsewhere.
 	pool    *pmem.Pool

@@ -8,13 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
-	"runtime/debug"
 	"strings"
 )
-
-// version is set at build time: -ldflags "-X main.version=v1.2.3".
-var version = "dev"
 
 const usageText = `tierfs: a tiered filesystem for Kafka
 
@@ -34,11 +29,15 @@ Usage:
         show which tier holds each file at or under PATH
   tierfs migrate --to TIER [--wait] PATH...
         move files (every file under a directory) to TIER now, ahead of the
-        policy's moves; --wait shows their progress until they end
+        policy's moves (--tier TIER says the same); --wait shows their
+        progress until they end; a file already there is said to be
   tierfs pin --tier TIER [--wait] PATH...
-        keep files on TIER (moving them there), across restarts
+        keep files on TIER (moving them there), across restarts (--to TIER
+        says the same)
   tierfs unpin PATH...
         let the policy move pinned files again
+  tierfs umount [--lazy] [--timeout D] MOUNTPOINT
+        unmount a tierfs and wait until its daemon has exited
   tierfs reload MOUNTPOINT
         make the daemon re-read its configuration file (as SIGHUP does) and
         apply thresholds, rates, threads, intervals, pins and the log level;
@@ -46,10 +45,20 @@ Usage:
   tierfs restart [--json] MOUNTPOINT
         replace the daemon of a mount made with [mount] supervisor = true:
         the new daemon takes the live mount over; prints the pause
+  tierfs plan [--config FILE | --live MOUNTPOINT] [--peak RATE] [--slow-bw RATE | --measure] [--burst DURATION] [--json]
+        size the fast tier for bursts: how long one at the peak rate is
+        absorbed, how long the reserve takes to drain, the ingest the tiers
+        sustain, and the threshold that absorbs a burst of --burst
   tierfs version
-        print the version
+        print the version, the source revision it was built from and the
+        Go and go-fuse versions
   tierfs help [COMMAND]
         print this help, or a command's
+  tierfs CONFIG MOUNTPOINT [-o OPTIONS]
+        the form mount(8) runs for 'mount -t fuse.tierfs CONFIG MOUNTPOINT'
+        and /etc/fstab (through mount.fuse3): mount, and return once the
+        mount answers, the daemon running on detached; OPTIONS may hold
+        writeback_cache, io_uring, direct_io (=true or =false) and debug
 
 Run 'tierfs COMMAND -h' for a command's flags.
 `
@@ -77,6 +86,8 @@ func init() {
 		{name: "unpin", args: "PATH...", short: "let the policy move pinned files again", setup: setupUnpin},
 		{name: "reload", args: "MOUNTPOINT", short: "make the daemon re-read its configuration file and apply it live", setup: setupReload},
 		{name: "restart", args: "[--json] MOUNTPOINT", short: "replace the daemon of a supervised mount, which stays mounted", setup: setupRestart},
+		{name: "umount", args: "[--lazy] [--timeout D] MOUNTPOINT", short: "unmount a tierfs and wait until its daemon has exited", setup: setupUmount},
+		{name: "plan", args: planArgs, short: planShort, setup: setupPlan},
 		{name: "version", args: "", short: "print the version", setup: setupVersion},
 	}
 }
@@ -103,6 +114,9 @@ func run(args []string, out, errw io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usageText)
 		return 2
+	}
+	if isMountHelperForm(args) {
+		return runMountHelper(args)
 	}
 	name := args[0]
 	switch name {
@@ -150,7 +164,7 @@ func newFlagSet(c *command) *flag.FlagSet {
 		fs.VisitAll(func(*flag.Flag) { n++ })
 		if n > 0 {
 			fmt.Fprintf(w, "\nFlags:\n")
-			fs.PrintDefaults()
+			printFlags(w, fs)
 		}
 	}
 	return fs
@@ -203,43 +217,4 @@ func fail(cmd string, err error) int {
 		fmt.Fprintf(stderr, "%s%s\n", prefix, line)
 	}
 	return 1
-}
-
-func setupVersion(fs *flag.FlagSet) func([]string) int {
-	return func(args []string) int {
-		if len(args) > 0 {
-			return usageError(fs, "unexpected arguments: %s", strings.Join(args, " "))
-		}
-		fmt.Fprintln(stdout, versionString())
-		return 0
-	}
-}
-
-func versionString() string {
-	v := version
-	extra := []string{runtime.Version(), runtime.GOOS + "/" + runtime.GOARCH}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		if v == "dev" && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-			v = bi.Main.Version
-		}
-		var rev, modified string
-		for _, s := range bi.Settings {
-			switch s.Key {
-			case "vcs.revision":
-				rev = s.Value
-			case "vcs.modified":
-				modified = s.Value
-			}
-		}
-		if rev != "" {
-			if len(rev) > 12 {
-				rev = rev[:12]
-			}
-			if modified == "true" {
-				rev += "+dirty"
-			}
-			extra = append([]string{"commit " + rev}, extra...)
-		}
-	}
-	return fmt.Sprintf("tierfs %s (%s)", v, strings.Join(extra, ", "))
 }

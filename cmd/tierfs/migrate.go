@@ -180,11 +180,11 @@ type queued struct {
 }
 
 func setupMigrate(fs *flag.FlagSet) func([]string) int {
-	to := fs.String("to", "", "the `TIER` to move the files to (required)")
+	to := tierFlag(fs, "to", "tier", "the `TIER` to move the files to (required)")
 	wait := fs.Bool("wait", false, "wait until the moves end, showing their progress")
 	return func(args []string) int {
 		if *to == "" {
-			return usageError(fs, "--to is required")
+			return usageError(fs, "--to (or --tier) is required")
 		}
 		if len(args) == 0 {
 			return usageError(fs, "want at least one PATH")
@@ -218,8 +218,12 @@ func setupMigrate(fs *flag.FlagSet) func([]string) int {
 				j, err := c.Migrate(ctx, f.rel, *to)
 				cancel()
 				if err != nil {
-					fmt.Fprintf(stderr, "tierfs migrate: %s: %v\n", f.rel, err)
+					fmt.Fprintf(stderr, "tierfs migrate: %s: %v\n", f.rel, fileErr(err, "migrate", f.rel))
 					status = 1
+					continue
+				}
+				if j.Already {
+					fmt.Fprintf(stdout, "%s: already on %s\n", f.rel, *to)
 					continue
 				}
 				if !*wait {
@@ -239,11 +243,11 @@ func setupMigrate(fs *flag.FlagSet) func([]string) int {
 }
 
 func setupPin(fs *flag.FlagSet) func([]string) int {
-	tier := fs.String("tier", "", "the `TIER` to keep the files on (required)")
+	tier := tierFlag(fs, "tier", "to", "the `TIER` to keep the files on (required)")
 	wait := fs.Bool("wait", false, "wait until the files are on the tier, showing the moves' progress")
 	return func(args []string) int {
 		if *tier == "" {
-			return usageError(fs, "--tier is required")
+			return usageError(fs, "--tier (or --to) is required")
 		}
 		if len(args) == 0 {
 			return usageError(fs, "want at least one PATH")
@@ -265,11 +269,15 @@ func setupPin(fs *flag.FlagSet) func([]string) int {
 			p, err := c.Pin(ctx, t.rel, *tier)
 			cancel()
 			if err != nil {
-				fmt.Fprintf(stderr, "tierfs pin: %s: %v\n", t.arg, notFoundErr(err))
+				fmt.Fprintf(stderr, "tierfs pin: %s: %v\n", t.arg, fileErr(notFoundErr(err), "pin", t.rel))
 				status = 1
 				continue
 			}
-			fmt.Fprintf(stdout, "%s: pinned to %s\n", p.Path, p.Tier)
+			if p.Job.Finished && p.Job.Already {
+				fmt.Fprintf(stdout, "%s: pinned to %s, where it is already\n", p.Path, p.Tier)
+			} else {
+				fmt.Fprintf(stdout, "%s: pinned to %s\n", p.Path, p.Tier)
+			}
 			if *wait && !p.Job.Finished {
 				jobs = append(jobs, &queued{c: c, rel: p.Path, id: p.Job.ID, queued: time.Now(), last: p.Job})
 			} else if p.Job.State == control.JobFailed {
@@ -307,7 +315,7 @@ func setupUnpin(fs *flag.FlagSet) func([]string) int {
 			err = c.Unpin(ctx, t.rel)
 			cancel()
 			if err != nil {
-				fmt.Fprintf(stderr, "tierfs unpin: %s: %v\n", t.arg, err)
+				fmt.Fprintf(stderr, "tierfs unpin: %s: %v\n", t.arg, fileErr(err, "unpin", t.rel))
 				status = 1
 				continue
 			}
@@ -411,9 +419,14 @@ func waitJobs(cmd string, jobs []*queued) int {
 			switch j.State {
 			case control.JobDone:
 				clear()
-				took := now.Sub(q.queued)
+				if j.Already {
+					fmt.Fprintf(stdout, "%s: already on %s\n", q.rel, j.To)
+					break
+				}
+				// The copy's own time: not the time spent queued.
+				took := time.Duration(j.MoveMs) * time.Millisecond
 				fmt.Fprintf(stdout, "%s: moved to %s (%s in %s%s)\n", q.rel, j.To,
-					units.Human(j.BytesTotal), took.Round(time.Millisecond), rateText(", ", q.rate(now)))
+					units.Human(j.BytesTotal), took, rateText(", ", q.rate(now)))
 			case control.JobFailed:
 				clear()
 				fmt.Fprintf(stderr, "tierfs %s: %s: move to %s failed: %s\n", cmd, q.rel, j.To, j.Error)
@@ -451,18 +464,14 @@ func waitJobs(cmd string, jobs []*queued) int {
 	}
 }
 
-// rate is the job's copy speed in bytes per second since it was first
-// seen copying.
-func (q *queued) rate(now time.Time) float64 {
-	start, from := q.moving, q.from
-	if start.IsZero() {
-		start, from = q.queued, 0
-	}
-	d := now.Sub(start).Seconds()
-	if d <= 0 {
+// rate is the job's copy speed in bytes per second: the bytes copied
+// over the time the copy has run, as the daemon counts it (the time
+// queued is not in it); 0 until a millisecond of copying.
+func (q *queued) rate(time.Time) float64 {
+	if q.last.MoveMs <= 0 {
 		return 0
 	}
-	return float64(q.last.BytesDone-from) / d
+	return float64(q.last.BytesDone) / (float64(q.last.MoveMs) / 1000)
 }
 
 // rateText is sep and the rate, or "" while there is none to show.
@@ -545,4 +554,24 @@ func sortedKeys[V any](m map[string]V) []string {
 func isTerminal(f *os.File) bool {
 	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
 	return err == nil
+}
+
+// tierFlag defines --name and its alias --alias for one tier: migrate
+// says --to and pin --tier, and each takes the other's.
+func tierFlag(fs *flag.FlagSet, name, alias, usage string) *string {
+	v := fs.String(name, "", usage)
+	fs.StringVar(v, alias, "", "the same as --"+name+" `TIER`")
+	return v
+}
+
+// fileErr is err as printed after "tierfs OP: REL: ": the daemon's
+// message begins "OP REL: " too, which would name the file twice.
+func fileErr(err error, op, rel string) error {
+	var ae *control.APIError
+	if errors.As(err, &ae) {
+		if msg, ok := strings.CutPrefix(ae.Msg, op+" "+rel+": "); ok {
+			return errors.New(msg)
+		}
+	}
+	return err
 }

@@ -17,7 +17,7 @@ func setupMount(fs *flag.FlagSet) func([]string) int {
 	debug := fs.Bool("debug", false, "log every FUSE request and set the log level to debug")
 	fs.Bool("writeback-cache", false, "let the kernel cache writes and send them in batches: faster small writes, "+
 		"but written data not yet fsynced is lost if the daemon dies (overrides [mount] writeback_cache)")
-	fs.Bool("io-uring", true, "serve FUSE requests over io_uring where the kernel allows it (overrides [mount] io_uring, default true)")
+	fs.Bool("io-uring", true, "serve FUSE requests over io_uring where the kernel allows it (overrides [mount] io_uring)")
 	fs.Bool("direct-io", false, "open files for direct I/O: read and write bypass the page cache, sendfile and mmap use it; "+
 		"faster writes, slower consumers (overrides [mount] direct_io)")
 	return func(args []string) int {
@@ -27,7 +27,7 @@ func setupMount(fs *flag.FlagSet) func([]string) int {
 		if len(args) != 1 {
 			return usageError(fs, "want exactly one MOUNTPOINT")
 		}
-		status, err := daemon.Run(*cfgPath, args[0], *debug, mountFlagOverrides(fs), mountFS)
+		status, err := daemon.Run(*cfgPath, args[0], *debug, mountFlagOverrides(fs), mountFS, nil)
 		if err != nil {
 			return fail("mount", err)
 		}

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	tfs "github.com/tierfs/tierfs/fs"
+	"github.com/tierfs/tierfs/internal/daemon"
 	"github.com/tierfs/tierfs/internal/fuseuring"
 	"github.com/tierfs/tierfs/internal/testenv"
 	"github.com/tierfs/tierfs/mountutil"
@@ -73,13 +74,22 @@ func TestMountSettingsFromConfig(t *testing.T) {
 		t.Errorf("read_ahead_kb of the mount = %s, want 256 from the file", got)
 	}
 	var mounted struct {
-		WritebackCache *bool `json:"writeback_cache"`
-		ReadAheadKB    *int  `json:"read_ahead_kb"`
-		IOUring        *bool `json:"io_uring"`
+		WritebackCache *bool  `json:"writeback_cache"`
+		ReadAheadKB    *int   `json:"read_ahead_kb"`
+		IOUring        *bool  `json:"io_uring"`
+		Requests       string `json:"requests"`
+		IOUringOff     string `json:"io_uring_off"`
 	}
 	if !mountedLog(d.stderr.String(), &mounted) || mounted.WritebackCache == nil || *mounted.WritebackCache ||
-		mounted.ReadAheadKB == nil || *mounted.ReadAheadKB != 256 || mounted.IOUring == nil || !*mounted.IOUring {
-		t.Errorf("the 'mounted' log line: %+v; want writeback_cache false (the flag), read_ahead_kb 256, io_uring true (the default)", mounted)
+		mounted.ReadAheadKB == nil || *mounted.ReadAheadKB != 256 || mounted.IOUring == nil {
+		t.Errorf("the 'mounted' log line: %+v; want writeback_cache false (the flag), read_ahead_kb 256, io_uring", mounted)
+	} else if inEffect := mounted.Requests == "io_uring"; *mounted.IOUring != inEffect || (mounted.IOUringOff == "") == !inEffect {
+		// io_uring is asked for (the default): the line says what is in
+		// effect, and why not when it is not.
+		t.Errorf("the 'mounted' log line: io_uring %v, requests %q, io_uring_off %q; want io_uring as in effect, and why not",
+			*mounted.IOUring, mounted.Requests, mounted.IOUringOff)
+	} else if !inEffect && mounted.IOUringOff != daemon.URingOff(true, false) {
+		t.Errorf("io_uring_off %q, want %q", mounted.IOUringOff, daemon.URingOff(true, false))
 	}
 
 	e.setConfig(t, "", idlePolicy+"\n[mount]\nwriteback_cache = false\nread_ahead_kb = 512\n")

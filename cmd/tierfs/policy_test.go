@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/tierfs/tierfs/internal/control"
+	"github.com/tierfs/tierfs/tiering"
 )
 
 // setConfig rewrites the configuration: fastExtra goes into the fast
@@ -37,7 +38,8 @@ path = %q
 [log]
 level = "debug"
 
-%s`, e.fast, fastExtra, e.slow, tail)
+%s
+%s`, e.fast, fastExtra, e.slow, tail, metricsUnlessIn(tail))
 	writeFile(t, e.config, text)
 	return text
 }
@@ -125,12 +127,18 @@ func TestMigrateCLI(t *testing.T) {
 			t.Errorf("%s reads back different after its moves (%v)", rel, err)
 		}
 	}
-	p := policyOf(t, e.mnt)
-	if p.Done != 5 || p.Failed != 0 || p.BytesMoved < 2*(3<<20) || len(p.Queued)+len(p.InFlight) != 0 {
+	if p := policyOf(t, e.mnt); len(p.Queued)+len(p.InFlight) != 0 {
 		t.Errorf("policy status after the moves: %+v", p)
 	}
+	// The store's ledger counts the moves, once, all the operator's.
+	st, _ := statusJSON(t, e.mnt)
+	if m := st.Moves; m.Moved != 5 || m.Failed != 0 || m.Started != 5 || m.BytesMoved < 2*(3<<20) ||
+		m.ByReason[3].Reason != tiering.ReasonManual || m.ByReason[3].Outcomes[tiering.OutcomeMoved] != 5 {
+		t.Errorf("move ledger after the moves: %+v", m)
+	}
 	human := mustTierfs(t, "", "status", e.mnt)
-	for _, want := range []string{"Policy: enabled; every 1h0m0s", "Thresholds: fast 0.5, slow 0.5", "Moves: 5 done, 0 failed"} {
+	for _, want := range []string{"Policy: enabled; every 1h0m0s", "Thresholds: fast 0.5, slow 0.5", "Moves: 5 moved (", "0 failed, 0 in flight; 0 spills",
+		"  manual  5        5"} {
 		if !strings.Contains(human, want) {
 			t.Errorf("status lacks %q:\n%s", want, human)
 		}
@@ -384,8 +392,8 @@ func TestPolicyDemotes(t *testing.T) {
 	// segments leaves 3 MiB, one that saw five leaves 3 MiB and then the
 	// sixth makes exactly 4 MiB, which is not above.
 	settled(fastCap/2, 2)
-	if p := policyOf(t, e.mnt); p.Done < 2 || p.Failed != 0 {
-		t.Errorf("policy counters: %+v", p)
+	if st, _ := statusJSON(t, e.mnt); st.Moves.ByReason[0].Outcomes[tiering.OutcomeMoved] < 2 || st.Moves.Failed != 0 {
+		t.Errorf("move ledger: %+v, want 2 demotions or more, none failed", st.Moves)
 	}
 
 	// A lower threshold, live: above 0.3 of 8 MiB, down to 0.25.

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	tfs "github.com/tierfs/tierfs/fs"
 	"github.com/tierfs/tierfs/internal/control"
@@ -127,14 +128,41 @@ func printStatus(st control.StatusResponse) {
 			fmt.Fprintf(stdout, "Data: %s.\n", d)
 		}
 	}
-	m := st.Moves
-	fmt.Fprintf(stdout, "\nOpen files: %d. Moves: %d done, %d failed, %s moved.\n",
-		st.OpenFiles, m.Done, m.Failed, units.Human(m.BytesMoved))
-	if m.LastError != "" {
-		fmt.Fprintf(stdout, "Last move error: %s\n", m.LastError)
-	}
+	fmt.Fprintf(stdout, "\nOpen files: %d.\n", st.OpenFiles)
+	printMoves(st.Moves)
 	if st.Policy != nil {
 		printPolicy(st)
+	}
+}
+
+// printMoves is the move ledger in `tierfs status`: every move since the
+// mount, the policy's, the operator's and the spills, counted once.
+func printMoves(m tiering.MoveStats) {
+	fmt.Fprintf(stdout, "Moves: %d moved (%s), %d skipped, %d failed, %d in flight; %d spills.\n",
+		m.Moved, units.Human(m.BytesMoved), m.Skipped, m.Failed, m.InFlight, m.Spills)
+	if m.Started > 0 {
+		tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, "  REASON\tSTARTED\tMOVED\tSKIPPED\tFAILED\tBYTES")
+		for _, r := range m.ByReason {
+			if r.Started == 0 {
+				continue
+			}
+			var skipped int64
+			for o, n := range r.Outcomes {
+				if o != tiering.OutcomeMoved && o != tiering.OutcomeFailed {
+					skipped += n
+				}
+			}
+			fmt.Fprintf(tw, "  %s\t%d\t%d\t%d\t%d\t%s\n", r.Reason, r.Started, r.Outcomes[tiering.OutcomeMoved],
+				skipped, r.Outcomes[tiering.OutcomeFailed], units.Human(r.BytesMoved))
+		}
+		tw.Flush()
+	}
+	if len(m.LastErrors) > 0 {
+		fmt.Fprintln(stdout, "  Last move errors:")
+		for _, e := range m.LastErrors {
+			fmt.Fprintf(stdout, "    %s\n", e)
+		}
 	}
 }
 
@@ -172,8 +200,8 @@ func printPolicy(st control.StatusResponse) {
 	if len(p.PinGlobs) > 0 {
 		fmt.Fprintf(stdout, "  Pin globs: %s\n", strings.Join(p.PinGlobs, ", "))
 	}
-	fmt.Fprintf(stdout, "  Moves: %d done, %d failed, %s moved; %d queued, %d in flight.\n",
-		p.Done, p.Failed, units.Human(p.BytesMoved), len(p.Queued), len(p.InFlight))
+	fmt.Fprintf(stdout, "  Queue: %d queued, %d in flight; copies waited %s for max rate.\n",
+		len(p.Queued), len(p.InFlight), (time.Duration(p.ThrottledSeconds * 1e9)).Round(time.Millisecond))
 	if len(p.InFlight)+len(p.Queued) > 0 {
 		tw := tabwriter.NewWriter(stdout, 0, 8, 2, ' ', 0)
 		fmt.Fprintln(tw, "  STATE\tPATH\tTO\tPROGRESS\tREASON")
@@ -197,9 +225,9 @@ func printPolicy(st control.StatusResponse) {
 		}
 		tw.Flush()
 	}
-	if len(p.LastErrors) > 0 {
-		fmt.Fprintln(stdout, "  Last errors:")
-		for _, e := range p.LastErrors {
+	if len(p.PlanErrors) > 0 {
+		fmt.Fprintln(stdout, "  Last planning errors:")
+		for _, e := range p.PlanErrors {
 			fmt.Fprintf(stdout, "    %s\n", e)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tierfs/tierfs/integration"
 	"github.com/tierfs/tierfs/integration/benchkit"
+	"github.com/tierfs/tierfs/internal/plan"
 )
 
 // burstResult is what one burst did.
@@ -46,6 +47,9 @@ type burstConfig struct {
 	Capacity int64 // C
 	Burst    int64 // bytes a burst writes
 	Fits     bool  // bursts sized to fit the reserve: judged whole, not by when the tier filled
+	// BW is the slow tier's write bandwidth, MiB/s, measured before the
+	// run: on an operator's own tiers, where there is no throttle.
+	BW float64
 }
 
 // burstOutcome is what one configuration measured.
@@ -91,6 +95,10 @@ func TestBurst(t *testing.T) {
 	k := benchSetup(t, map[string]string{"mkfs.xfs": "xfsprogs"})
 	root := integration.RepoRoot(t)
 	dir := integration.WorkDir(t)
+	if user := userTiers(t); user != nil {
+		burstOnUserTiers(t, k, user, root, dir)
+		return
+	}
 	ca := burstConfig{Name: "a", Title: "the issue's slow tier", BPS: hddBPS(t), Capacity: scaled(t, gib)}
 	ca.Burst = ca.Capacity / 2
 	a := burstScenario(t, k, filepath.Join(dir, "a"), ca)
@@ -134,7 +142,7 @@ func TestBurst(t *testing.T) {
 		mibStr(b.Cfg.BPS), mibStr(b.Cfg.Capacity), mibStr(b.Cfg.Burst),
 		mibStr(c.Cfg.BPS), mibStr(c.Cfg.Capacity), mibStr(c.Cfg.Burst))
 	for _, o := range outcomes {
-		md.WriteString(o.report(t, root))
+		md.WriteString(o.report(t, benchkit.ReportRoot(root)))
 	}
 	fmt.Fprintf(&md, "Why the dirty-page bound: without it this %s machine takes gigabytes of writes into the page cache at "+
 		"memory speed before any writer waits for the disk, and the HDD-only broker would look as fast as tmpfs for every "+
@@ -150,7 +158,7 @@ func TestBurst(t *testing.T) {
 	fmt.Fprintf(&md, "\nProblems in the brokers' and tierfs's logs:\n\n%s", codeBlock(problems))
 	fmt.Fprintf(&md, "\nRerun: `TIERFS_BENCH=1 go test -run '^TestBurst$' -v -timeout 60m ./integration/bench/`; "+
 		"`TIERFS_BENCH_SCALE` scales C (and so the bursts), `TIERFS_BENCH_HDD_BPS` sets W of (a), `TIERFS_BENCH_BURST_BPS` W of (b), `TIERFS_BENCH_PEAK_BPS` W of (c).\n")
-	if err := benchkit.Fragment(root, "burst", md.String()); err != nil {
+	if err := benchkit.Fragment(benchkit.ReportRoot(root), "burst", md.String()); err != nil {
 		t.Fatalf("%v", err)
 	}
 	t.Logf("docs/bench/burst.md:\n%s", md.String())
@@ -164,6 +172,14 @@ const lowMiB = 2
 
 // burstScenario runs one configuration of TestBurst under dir.
 func burstScenario(t *testing.T, k *integration.Kafka, dir string, cfg burstConfig) burstOutcome {
+	return burstScenarioOn(t, k, dir, cfg, nil)
+}
+
+// burstScenarioOn is burstScenario; with user, on an operator's own tiers
+// (a directory of each for tierfs, one of the slow tier's for the broker
+// on it alone) instead of a tmpfs and the throttled HDD: cfg.BPS is then
+// unused, the slow tier's measured bandwidth stands for it.
+func burstScenarioOn(t *testing.T, k *integration.Kafka, dir string, cfg burstConfig, user *benchkit.UserTiers) burstOutcome {
 	const (
 		threshold  = 0.5
 		partitions = 4
@@ -172,28 +188,36 @@ func burstScenario(t *testing.T, k *integration.Kafka, dir string, cfg burstConf
 	o := burstOutcome{Cfg: cfg, Threshold: threshold, Partitions: partitions}
 	o.Segment = min(64*mib, max(8*mib, capacity/32/mib*mib))
 	burstRecords := cfg.Burst / recordSize
-	hdd, err := benchkit.SetupHDD(dir, max(24*gib, 8*(capacity+3*cfg.Burst)), cfg.BPS) // sparse
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	t.Cleanup(func() {
-		if err := hdd.Close(); err != nil {
-			t.Errorf("closing the HDD: %v", err)
+	var fastDir, slowDir, aloneDir string
+	if user == nil {
+		hdd, err := benchkit.SetupHDD(dir, max(24*gib, 8*(capacity+3*cfg.Burst)), cfg.BPS) // sparse
+		if err != nil {
+			t.Fatalf("%v", err)
 		}
-	})
-	limitDirty(t, hdd)
-	o.BW = hddWriteBandwidth(t, hdd.Dir, min(256*mib, max(32*mib, cfg.BPS*3)))
-	t.Logf("(%s) HDD throttled to %s/s; write bandwidth (1 MiB writes + fsync): %.1f MiB/s", cfg.Name, mibStr(cfg.BPS), o.BW)
+		t.Cleanup(func() {
+			if err := hdd.Close(); err != nil {
+				t.Errorf("closing the HDD: %v", err)
+			}
+		})
+		limitDirty(t, hdd)
+		o.BW = hddWriteBandwidth(t, hdd.Dir, min(256*mib, max(32*mib, cfg.BPS*3)))
+		t.Logf("(%s) HDD throttled to %s/s; write bandwidth (1 MiB writes + fsync): %.1f MiB/s", cfg.Name, mibStr(cfg.BPS), o.BW)
+		slowDir, aloneDir = filepath.Join(hdd.Dir, "tierfs-slow"), hdd.Dir
+	} else {
+		fastDir, slowDir = userDirs(t, user, "burst-"+cfg.Name+"-tierfs")
+		_, aloneDir = userDirs(t, user, "burst-"+cfg.Name+"-alone")
+		o.BW = cfg.BW
+	}
 
 	fs := integration.MountTierfs(t, filepath.Join(dir, "tierfs"), integration.TierfsOptions{
-		FastSize: fmt.Sprintf("%d", capacity+64*mib), FastCapacity: fmt.Sprintf("%d", capacity),
-		SlowDir: filepath.Join(hdd.Dir, "tierfs-slow"), Extra: policyTable(threshold)})
+		FastSize: fmt.Sprintf("%d", capacity+64*mib), FastCapacity: fmt.Sprintf("%dB", capacity),
+		FastDir: fastDir, SlowDir: slowDir, Extra: policyTable(threshold)})
 	status := newStatusClient(fs.Mnt)
 	props := brokerProps(nil)
 	tdir, hdir := filepath.Join(dir, "tierfs"), filepath.Join(dir, "hdd")
 	bt := integration.NewBroker(t, k, tdir, filepath.Join(fs.Mnt, "kafka-logs"),
 		integration.BrokerOptions{SegmentBytes: o.Segment, Heap: "1g", Extra: props})
-	bh := integration.NewBroker(t, k, hdir, filepath.Join(hdd.Dir, "kafka-logs"),
+	bh := integration.NewBroker(t, k, hdir, filepath.Join(aloneDir, "kafka-logs"),
 		integration.BrokerOptions{SegmentBytes: o.Segment, Heap: "1g", Extra: props})
 	bt.Start(t)
 	const topic = "burst"
@@ -278,7 +302,7 @@ func burstScenario(t *testing.T, k *integration.Kafka, dir string, cfg burstConf
 	bh.Start(t)
 	bh.CreateTopic(t, hdir, topic, partitions)
 	startProducer(t, bh, hdir, topic, burstRecords, -1).wait(t, 20*time.Minute) // the warm-up burst
-	hsmp := startSampler(t, 250*time.Millisecond, nil, filepath.Join(hdd.Dir, "kafka-logs"))
+	hsmp := startSampler(t, 250*time.Millisecond, nil, filepath.Join(aloneDir, "kafka-logs"))
 	hlow := startProducer(t, bh, hdir, topic, 1<<40/recordSize, lowMiB*1024)
 	time.Sleep(10 * time.Second)
 	for i := 0; i < 3; i++ {
@@ -329,28 +353,27 @@ func (o burstOutcome) report(t *testing.T, root string) string {
 		absorbedRates = append(absorbedRates, r.AbsorbedRate)
 		moveRates = append(moveRates, r.MoveRate)
 	}
+	// The predictions are tierfs plan's formulas (internal/plan).
 	reserveMiB := float64(reserve) / float64(mib)
 	R, M := benchkit.Median(absorbedRates), benchkit.Median(moveRates)
-	predIssue := reserveMiB / R
-	predNet := math.Inf(1)
-	if R > M {
-		predNet = reserveMiB / (R - M)
-	}
+	predIssue := plan.Absorb(reserveMiB, R, 0)
+	predNet := plan.Absorb(reserveMiB, R, M)
 	W := float64(cfg.BPS) / float64(mib)
-	drainPred := reserveMiB / W
+	drainPred := plan.Drain(reserveMiB, W, 0)
 	// While the reserve drains, the low producer goes on writing to the
 	// fast tier: it empties at W − L, not W.
-	drainNet := math.Inf(1)
-	if W > lowMiB {
-		drainNet = reserveMiB / (W - lowMiB)
-	}
+	drainNet := plan.Drain(reserveMiB, W, lowMiB)
 
 	var md strings.Builder
 	fmt.Fprintf(&md, "### (%s) %s: W = %s/s, C = %s, bursts of %s\n\n", cfg.Name, cfg.Title, mibStr(cfg.BPS),
 		mibStr(capacity), mibStr(cfg.Burst))
-	fmt.Fprintf(&md, "HDD write bandwidth measured as the moves use it (1 MiB writes, then fsync): %.1f MiB/s. "+
+	bwHow := "HDD write bandwidth measured as the moves use it (1 MiB writes, then fsync)"
+	if cfg.BW > 0 {
+		bwHow = "Slow tier write bandwidth measured by `tierfs plan`'s timed write (1 MiB writes, O_DIRECT where allowed, then fdatasync)"
+	}
+	fmt.Fprintf(&md, "%s: %.1f MiB/s. "+
 		"log.segment.bytes %s. Producer at full speed on tierfs while filling the fast tier to t·C: %.1f MiB/s.\n\n",
-		o.BW, mibStr(o.Segment), o.ProdRate)
+		bwHow, o.BW, mibStr(o.Segment), o.ProdRate)
 	var rows [][]string
 	for i := range o.T {
 		r, h := o.T[i], o.H[i]
@@ -380,7 +403,7 @@ func (o burstOutcome) report(t *testing.T, root string) string {
 		md.WriteString(o.fitsReport(tRates, hRates, drains, W))
 		return md.String() + o.plot(t, root)
 	}
-	fmt.Fprintf(&md, "Against the predictions, with R the log growth while absorbed (median of bursts 1–2: %.1f MiB/s), "+
+	fmt.Fprintf(&md, "Against the predictions (the formulas of `tierfs plan`, internal/plan), with R the log growth while absorbed (median of bursts 1–2: %.1f MiB/s), "+
 		"M what the moves took out meanwhile (%.1f MiB/s), W = %.0f MiB/s, L the low producer's %d MiB/s:\n\n", R, M, W, lowMiB)
 	full := false
 	for _, r := range o.T {
@@ -445,10 +468,7 @@ func (o burstOutcome) fitsReport(tRates, hRates, drains []float64, W float64) st
 	if len(whole) > 0 {
 		wholeCell = strings.Join(whole, ", ")
 	}
-	drainNet := math.Inf(1)
-	if W > lowMiB {
-		drainNet = benchkit.Median(excess) / (W - lowMiB)
-	}
+	drainNet := plan.Drain(benchkit.Median(excess), W, lowMiB)
 	fmt.Fprintf(&md, "Bursts that fit the reserve, W = %.0f MiB/s, L the low producer's %d MiB/s:\n\n", W, lowMiB)
 	md.WriteString(benchkit.Table([]string{"quantity (issue #6)", "measured", "prediction", "verdict"}, [][]string{
 		{"burst throughput, tierfs / HDD-only (target ≥ 5×)", benchkit.Ratio(tRates, hRates), "",

@@ -34,6 +34,7 @@ func TestMain(m *testing.M) {
 	integration.CleanupBuilds()
 	if os.Getenv("TIERFS_BENCH") == "1" {
 		root, err := benchkit.RepoRoot()
+		root = benchkit.ReportRoot(root)
 		if err == nil {
 			err = benchkit.Assemble(root)
 		}

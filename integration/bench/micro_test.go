@@ -70,12 +70,23 @@ func TestMicro(t *testing.T) {
 	tmpfsSize := fmt.Sprintf("%dm", (p.seq+p.seq/2)>>20+256)
 
 	dir := integration.WorkDir(t)
+	// On an operator's own tiers (make bench BENCH_FAST_DIR=...
+	// BENCH_SLOW_DIR=...), every target's files go in a directory of its
+	// own under them instead of on the suite's tmpfses.
+	user := userTiers(t)
+	opts := func(name string, o integration.TierfsOptions) integration.TierfsOptions {
+		t.Helper()
+		if user != nil {
+			o.FastDir, o.SlowDir = userDirs(t, user, name)
+		}
+		return o
+	}
 	// tierfs over a tmpfs, the policy off and quiet (no moves, no
 	// snapshots during the runs: interval 1h), since raw and mergerfs
 	// write into the same tmpfs, beside the tier's files.
 	policy := "\n[policy]\nmigrate_threshold = -1\ninterval = \"1h\"\n"
-	fs := integration.MountTierfs(t, filepath.Join(dir, "tierfs"), integration.TierfsOptions{
-		FastSize: tmpfsSize, Extra: policy})
+	fs := integration.MountTierfs(t, filepath.Join(dir, "tierfs"), opts("tierfs", integration.TierfsOptions{
+		FastSize: tmpfsSize, Extra: policy}))
 	mkdir := func(p string) string {
 		t.Helper()
 		if err := os.MkdirAll(p, 0o755); err != nil {
@@ -89,13 +100,13 @@ func TestMicro(t *testing.T) {
 	}
 	// The opt-in modes, each the defaults with one switch, each over a
 	// tmpfs of its own of the same size.
-	fsU := mountTierfsURing(t, filepath.Join(dir, "tierfs-uring"), integration.TierfsOptions{
-		FastSize: tmpfsSize, Extra: policy})
-	fsD := integration.MountTierfs(t, filepath.Join(dir, "tierfs-direct"), integration.TierfsOptions{
-		FastSize: tmpfsSize, Extra: policy, DirectIO: true})
+	fsU := mountTierfsURing(t, filepath.Join(dir, "tierfs-uring"), opts("tierfs-uring", integration.TierfsOptions{
+		FastSize: tmpfsSize, Extra: policy}))
+	fsD := integration.MountTierfs(t, filepath.Join(dir, "tierfs-direct"), opts("tierfs-direct", integration.TierfsOptions{
+		FastSize: tmpfsSize, Extra: policy, DirectIO: true}))
 	requireTransport(t, "tierfs-direct", fsD, transportDevFuse)
-	fsW := integration.MountTierfs(t, filepath.Join(dir, "tierfs-wbcache"), integration.TierfsOptions{
-		FastSize: tmpfsSize, Extra: policy + "\n[mount]\nwriteback_cache = true\n"})
+	fsW := integration.MountTierfs(t, filepath.Join(dir, "tierfs-wbcache"), opts("tierfs-wbcache", integration.TierfsOptions{
+		FastSize: tmpfsSize, Extra: policy + "\n[mount]\nwriteback_cache = true\n"}))
 	if st := requireTransport(t, "tierfs-wbcache", fsW, transportDevFuse); st.Requests.DataPath != "write-back cache" {
 		t.Fatalf("the tierfs-wbcache target: data path %q, want \"write-back cache\"", st.Requests.DataPath)
 	}
@@ -103,8 +114,15 @@ func TestMicro(t *testing.T) {
 		return microTarget{name: name, dir: mkdir(filepath.Join(m.Mnt, "bench-tierfs")), mnt: m.Mnt,
 			place: &benchkit.Placement{Target: name, Fast: m.FastData, Others: []string{m.SlowData}}}
 	}
-	mfsBranch := mkdir(filepath.Join(fs.Fast, "bench-mergerfs"))
-	mfsSlow := mkdir(filepath.Join(dir, "mergerfs-slow"))
+	var mfsBranch, mfsSlow, rawDir string
+	if user != nil {
+		mfsBranch, mfsSlow = userDirs(t, user, "mergerfs")
+		rawDir, _ = userDirs(t, user, "raw")
+	} else {
+		mfsBranch = mkdir(filepath.Join(fs.Fast, "bench-mergerfs"))
+		mfsSlow = mkdir(filepath.Join(dir, "mergerfs-slow"))
+		rawDir = mkdir(filepath.Join(fs.Fast, "bench-raw"))
+	}
 	mfsMnt := filepath.Join(dir, "mergerfs-mnt")
 	// Registered after MountTierfs: unmounted before the tmpfs under it.
 	umountMfs, err := benchkit.MountMergerfs(mfsMnt, mfsBranch, mfsSlow)
@@ -118,7 +136,7 @@ func TestMicro(t *testing.T) {
 	})
 
 	targets := []microTarget{
-		{name: "raw", dir: mkdir(filepath.Join(fs.Fast, "bench-raw"))},
+		{name: "raw", dir: rawDir},
 		tierfsTarget("tierfs", fs),
 		{name: "mergerfs", dir: mkdir(filepath.Join(mfsMnt, "bench-mergerfs")), mnt: mfsMnt,
 			place: &benchkit.Placement{Target: "mergerfs", Fast: mfsBranch, Others: []string{mfsSlow}}},
@@ -186,7 +204,11 @@ func TestMicro(t *testing.T) {
 		rows = append(rows, []string{w.name + ", " + w.unit, benchkit.Cell(m["raw"]), benchkit.Cell(m["tierfs"]),
 			benchkit.Cell(m["mergerfs"]), ratioCell(w.name, "tierfs", "raw"), ratioCell(w.name, "tierfs", "mergerfs")})
 	}
-	table := benchkit.Table([]string{"workload", "raw tmpfs", "tierfs (defaults)", "mergerfs", "tierfs / raw", "tierfs / mergerfs"}, rows)
+	rawName := "raw tmpfs"
+	if user != nil {
+		rawName = "raw fast dir"
+	}
+	table := benchkit.Table([]string{"workload", rawName, "tierfs (defaults)", "mergerfs", "tierfs / raw", "tierfs / mergerfs"}, rows)
 	// Each opt-in mode: its figure and its ratio to the defaults, a row
 	// per mode and workload.
 	var orows [][]string
@@ -224,6 +246,14 @@ func TestMicro(t *testing.T) {
 	targetsTable := benchkit.Table([]string{"target (issue 19)", "configuration", "ratio: median of the rounds (min–max)", "verdict"}, trows)
 
 	root := integration.RepoRoot(t)
+	if user != nil {
+		md := userMicroReport(user, runs, scale, elapsed, table, targetsTable, otable)
+		if err := benchkit.Fragment(benchkit.ReportRoot(root), "micro", md); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("micro-benchmarks on your tiers, medians of %d runs (min–max):\n%s\n%s\n%s\n%s", runs, table, targetsTable, otable, strings.Join(verdicts, "\n"))
+		return
+	}
 	goFuse := "go-fuse (version unknown)"
 	if b, err := os.ReadFile(filepath.Join(root, "go.mod")); err == nil {
 		if m := regexp.MustCompile(`github\.com/hanwen/go-fuse/v2 (\S+)`).FindSubmatch(b); m != nil {
@@ -334,7 +364,7 @@ Commands (`+"`$W`"+` is the run's work directory):
 		p.seq/8>>20, p.seq>>20, p.append>>20, p.read>>20, p.read>>20,
 		p.small, p.conc/8>>20, runs, strconv.FormatFloat(scale, 'g', -1, 64), tmpfsSize, benchkit.MergerfsOptions,
 		benchkit.URingParam, tmpfsSize, tmpfsSize, tmpfsSize, microIndent(W(string(conf)), "    "), optConf)
-	if err := benchkit.Fragment(root, "micro", md.String()); err != nil {
+	if err := benchkit.Fragment(benchkit.ReportRoot(root), "micro", md.String()); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("micro-benchmarks, medians of %d runs (min–max):\n%s\n%s\n%s\n%s", runs, table, targetsTable, otable, strings.Join(verdicts, "\n"))

@@ -75,7 +75,7 @@ func TestMigration(t *testing.T) {
 	t.Logf("HDD write bandwidth (1 MiB writes + fsync): %.1f MiB/s", bw)
 
 	fs := integration.MountTierfs(t, filepath.Join(dir, "tierfs"), integration.TierfsOptions{
-		FastSize: fmt.Sprintf("%d", capacity+64*mib), FastCapacity: fmt.Sprintf("%d", capacity),
+		FastSize: fmt.Sprintf("%d", capacity+64*mib), FastCapacity: fmt.Sprintf("%dB", capacity),
 		SlowDir: filepath.Join(hdd.Dir, "tierfs-slow"), Extra: pol(-1)})
 	status := newStatusClient(fs.Mnt)
 	tdir := filepath.Join(dir, "tierfs")
@@ -172,9 +172,12 @@ func TestMigration(t *testing.T) {
 		problems = append(problems, "tierfs log: "+l)
 	}
 	if st.Policy != nil {
-		for _, e := range st.Policy.LastErrors {
+		for _, e := range st.Policy.PlanErrors {
 			problems = append(problems, "policy: "+e)
 		}
+	}
+	for _, e := range st.Moves.LastErrors {
+		problems = append(problems, "move: "+e)
 	}
 
 	var p0, p1, m0, m1, perMove []float64

@@ -685,9 +685,8 @@ func (s *sampler) sampleOnce() {
 			sm.FastUsed, _ = st.tier("fast")
 			sm.SlowUsed, _ = st.tier("slow")
 			sm.Moved = st.Moves.BytesMoved
-			sm.Spills = st.Moves.Done
+			sm.Spills = st.Moves.Spills
 			if st.Policy != nil {
-				sm.Spills -= st.Policy.Done
 				sm.InFlight = len(st.Policy.InFlight)
 				for _, j := range st.Policy.InFlight {
 					sm.Moved += j.Done

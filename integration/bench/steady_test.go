@@ -54,7 +54,7 @@ func TestSteady(t *testing.T) {
 	hdd := setupHDD(t, dir, max(16*gib, 16*capacity)) // sparse
 
 	fs := integration.MountTierfs(t, filepath.Join(dir, "tierfs"), integration.TierfsOptions{
-		FastSize: fmt.Sprintf("%d", capacity+64*mib), FastCapacity: fmt.Sprintf("%d", capacity),
+		FastSize: fmt.Sprintf("%d", capacity+64*mib), FastCapacity: fmt.Sprintf("%dB", capacity),
 		SlowDir: filepath.Join(hdd.Dir, "tierfs-slow"), Extra: policyTable(-1)})
 	status := newStatusClient(fs.Mnt)
 	props := brokerProps(nil)
@@ -102,7 +102,7 @@ func TestSteady(t *testing.T) {
 		var spills0 int64
 		if st != nil {
 			s0 := st.mustStatus(t)
-			spills0 = s0.Moves.Done
+			spills0 = s0.Moves.Spills
 		}
 		smp := startSampler(t, 500*time.Millisecond, st, roots...)
 		n := int64((ratio + 1) * float64(capacity) / recordSize)
@@ -130,7 +130,7 @@ func TestSteady(t *testing.T) {
 			s1 := st.mustStatus(t)
 			r.FastEnd, _ = s1.tier("fast")
 			r.SlowEnd, _ = s1.tier("slow")
-			r.Spills = s1.Moves.Done - spills0
+			r.Spills = s1.Moves.Spills - spills0
 		}
 		t.Logf("steady %-6s r=%.1f: %.1f MiB/s overall, %.1f MiB/s steady, %.0f s; fast %s, slow %s, %d spills",
 			target, ratio, r.MiBPerSec, r.Steady, r.Seconds, mibStr(max(r.FastEnd, 0)), mibStr(max(r.SlowEnd, 0)), r.Spills)

@@ -239,8 +239,12 @@ func Assemble(repoRoot string) error {
 	b.WriteString("data path, each with its before/after figures, are in [perf.md](perf.md).\n\n")
 	b.WriteString(MethodText)
 	b.WriteString("\n")
+	command := "`make bench`"
+	if f, sl := os.Getenv(EnvFastDir), os.Getenv(EnvSlowDir); f != "" || sl != "" {
+		command = fmt.Sprintf("`make bench BENCH_FAST_DIR=%s BENCH_SLOW_DIR=%s`: on these two directories, not the suite's own tiers", f, sl)
+	}
 	b.WriteString(Table([]string{"", ""}, [][]string{
-		{"command", "`make bench`"},
+		{"command", command},
 		{"date", time.Now().UTC().Format("2006-01-02 15:04 UTC")},
 		{"kernel", m.Kernel},
 		{"CPU", m.CPU},

@@ -1,6 +1,7 @@
 // Package config loads tierfs's TOML configuration file. Each package owns
 // its table, with defaults and a Validate method: [[tier]] (tiering),
-// [policy] (policy), [pmem] (pmem), [mount] (mountutil); [log] is here.
+// [policy] (policy), [pmem] (pmem), [mount] (mountutil), [metrics]
+// (internal/metrics); [log] is here.
 // This package composes them, refuses unknown keys, and reports every
 // problem as "FILE:LINE: KEY: message".
 package config
@@ -10,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"sort"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/tierfs/tierfs/internal/metrics"
 	"github.com/tierfs/tierfs/internal/units"
 	"github.com/tierfs/tierfs/mountutil"
 	"github.com/tierfs/tierfs/pmem"
@@ -29,28 +32,41 @@ import (
 type Log struct {
 	// Level is debug, info, warn or error.
 	Level string `toml:"level"`
+	// File is where the daemon appends its log, from the mount on; ""
+	// logs to stderr (docs/operating.md: where a detached daemon logs).
+	File string `toml:"file"`
 }
 
 // Log levels.
 var logLevels = []string{"debug", "info", "warn", "error"}
 
-// Validate checks the level; the error is a *units.KeyError for "log.level".
+// Validate checks the level and the file; the errors are *units.KeyError
+// for "log.level" and "log.file".
 func (l Log) Validate() error {
+	var errs []error
+	known := false
 	for _, v := range logLevels {
-		if l.Level == v {
-			return nil
-		}
+		known = known || l.Level == v
 	}
-	return units.Errorf("log.level", "unknown level %q (want debug, info, warn or error)", l.Level)
+	if !known {
+		errs = append(errs, units.Errorf("log.level", "unknown level %q (want debug, info, warn or error)", l.Level))
+	}
+	// The daemon runs from "/" once detached: a relative name would mean
+	// something else there than where it was written.
+	if l.File != "" && !filepath.IsAbs(l.File) {
+		errs = append(errs, units.Errorf("log.file", "must be an absolute path, got %q", l.File))
+	}
+	return errors.Join(errs...)
 }
 
 // Config is the whole file.
 type Config struct {
-	Tiers  []tiering.TierConfig `toml:"tier"`
-	Policy policy.Config        `toml:"policy"`
-	PMem   pmem.Config          `toml:"pmem"`
-	Mount  mountutil.Config     `toml:"mount"`
-	Log    Log                  `toml:"log"`
+	Tiers   []tiering.TierConfig `toml:"tier"`
+	Policy  policy.Config        `toml:"policy"`
+	PMem    pmem.Config          `toml:"pmem"`
+	Mount   mountutil.Config     `toml:"mount"`
+	Metrics metrics.Config       `toml:"metrics"`
+	Log     Log                  `toml:"log"`
 
 	// Source is the file the configuration came from ("" for Default).
 	Source string `toml:"-"`
@@ -62,10 +78,11 @@ type Config struct {
 // Default returns every package's defaults and no tiers.
 func Default() Config {
 	return Config{
-		Policy: policy.DefaultConfig(),
-		PMem:   pmem.DefaultConfig(),
-		Mount:  mountutil.DefaultConfig(),
-		Log:    Log{Level: "info"},
+		Policy:  policy.DefaultConfig(),
+		PMem:    pmem.DefaultConfig(),
+		Mount:   mountutil.DefaultConfig(),
+		Metrics: metrics.DefaultConfig(),
+		Log:     Log{Level: "info"},
 	}
 }
 
@@ -192,6 +209,7 @@ func (c *Config) decode(data []byte) (errs []*Error, bad map[string]bool) {
 		{"policy", &c.Policy},
 		{"pmem", &c.PMem},
 		{"mount", &c.Mount},
+		{"metrics", &c.Metrics},
 		{"log", &c.Log},
 	} {
 		if p, ok := raw[s.name]; ok {
@@ -445,6 +463,7 @@ func (c *Config) validate() []*Error {
 		c.Policy.Validate(),
 		c.PMem.Validate(),
 		c.Mount.Validate(),
+		c.Metrics.Validate(),
 		c.Log.Validate(),
 	} {
 		for _, e := range flatten(err) {

@@ -325,6 +325,8 @@ func TestErrors(t *testing.T) {
 			"tierfs.toml:12: pmem.segment_size: ", "invalid size"},
 		{"log level", base + "[log]\nlevel = \"loud\"\n",
 			"tierfs.toml:12: log.level: ", `unknown level "loud"`},
+		{"log file", base + "[log]\nfile = \"tierfs.log\"\n",
+			"tierfs.toml:12: log.file: ", `must be an absolute path, got "tierfs.log"`},
 		{"control_mode not octal", base + "[mount]\ncontrol_mode = \"0800\"\n",
 			"tierfs.toml:12: mount.control_mode: ", "octal"},
 		{"control_mode too big", base + "[mount]\ncontrol_mode = \"1777\"\n",

@@ -37,6 +37,9 @@ read_ahead_kb = "1MiB"
 writeback_cache = "yes"
 [log]
 level = "loud"
+[metrics]
+listen = "localhost:http"
+max_topics = -1
 `
 
 func TestEveryProblemReported(t *testing.T) {
@@ -66,6 +69,8 @@ func TestEveryProblemReported(t *testing.T) {
 		"tierfs.toml:25: mount.read_ahead_kb: wrong type: want an integer, got a string",
 		"tierfs.toml:26: mount.writeback_cache: wrong type: want true or false, got a string",
 		`tierfs.toml:28: log.level: unknown level "loud"`,
+		`tierfs.toml:30: metrics.listen: port "http" is not a number from 0 to 65535`,
+		"tierfs.toml:31: metrics.max_topics: must be 0 or more",
 	}
 	got := strings.Split(err.Error(), "\n")
 	for i, w := range want {

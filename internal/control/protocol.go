@@ -68,6 +68,10 @@ type JobResponse struct {
 	BytesTotal int64  `json:"bytes_total"`
 	Finished   bool   `json:"finished"`
 	Error      string `json:"error,omitempty"`
+	// Already: the file was on the tier; nothing moved (state done).
+	Already bool `json:"already,omitempty"`
+	// MoveMs is how long the copy has run, not counting the time queued.
+	MoveMs int64 `json:"move_ms"`
 }
 
 // Job states.

@@ -273,7 +273,7 @@ func (s *Server) redactStatus(st *StatusResponse, p peer) {
 	for i := range st.Tiers {
 		st.Tiers[i].Path = ""
 	}
-	st.Moves.LastError = ""
+	st.Moves.LastErrors = nil
 	if st.Policy == nil {
 		return
 	}
@@ -298,7 +298,7 @@ func (s *Server) redactStatus(st *StatusResponse, p peer) {
 			pins[path] = tier
 		}
 	}
-	ps.Pins, ps.LastErrors, ps.Config = pins, nil, ""
+	ps.Pins, ps.PlanErrors, ps.Config = pins, nil, ""
 	st.Policy = &ps
 }
 
@@ -415,12 +415,12 @@ func cleanRel(p string) (string, bool) {
 
 func (s *Server) handleMigrate(w http.ResponseWriter, r *http.Request) {
 	rel, tier, size, ok := s.fileArgs(w, r, "migrate")
-	if !ok {
+	if !ok || s.answerAlreadyOn(w, r, rel, tier, size) {
 		return
 	}
 	j, err := s.policy.Migrate(rel, tier)
 	if err != nil {
-		writeError(w, http.StatusConflict, fmt.Sprintf("migrate %s to %s: %v", rel, tier, err))
+		writeError(w, http.StatusConflict, fmt.Sprintf("migrate %s: cannot move to %s: %v", rel, tier, err))
 		return
 	}
 	p, _ := s.caller(r)
@@ -456,7 +456,8 @@ func (s *Server) jobReply(rec *jobRecord) JobResponse {
 	if total == 0 {
 		total = rec.size
 	}
-	out := JobResponse{ID: rec.id, Path: j.Path, To: j.To, BytesDone: done, BytesTotal: total, Finished: fin}
+	out := JobResponse{ID: rec.id, Path: j.Path, To: j.To, BytesDone: done, BytesTotal: total, Finished: fin,
+		Already: j.Already(), MoveMs: j.Moving(time.Now()).Milliseconds()}
 	switch {
 	case fin && err != nil:
 		out.State, out.Error = JobFailed, err.Error()
@@ -485,7 +486,7 @@ func (s *Server) handlePin(w http.ResponseWriter, r *http.Request) {
 	}
 	j, err := s.policy.Pin(rel, tier)
 	if err != nil {
-		writeError(w, http.StatusConflict, fmt.Sprintf("pin %s to %s: %v", rel, tier, err))
+		writeError(w, http.StatusConflict, fmt.Sprintf("pin %s: cannot pin to %s: %v", rel, tier, err))
 		return
 	}
 	p, _ := s.caller(r)

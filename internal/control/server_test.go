@@ -31,7 +31,7 @@ func (f *fakeStore) Status() tiering.Status {
 			{Name: "slow", Type: "hdd", Path: "/t/slow", CapacityBytes: 1000, Files: 0},
 		},
 		OpenFiles: 1,
-		Moves:     tiering.MoveStats{Done: 3, Failed: 1, BytesMoved: 4096, LastError: "boom"},
+		Moves:     tiering.MoveStats{Started: 4, Moved: 3, Failed: 1, BytesMoved: 4096, LastErrors: []string{"boom"}},
 	}
 }
 

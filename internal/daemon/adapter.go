@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -19,6 +20,9 @@ import (
 // tiering nor the engine knows the other.
 type Adapter struct {
 	Store *tiering.Store
+	// OnList, if set, sees each complete listing a plan takes (the
+	// metrics count bytes per topic from it: no walk of their own).
+	OnList func(tiering.Listing)
 }
 
 var _ engine.Store = Adapter{}
@@ -26,6 +30,9 @@ var _ engine.Store = Adapter{}
 // Snapshot implements engine.Source.
 func (a Adapter) Snapshot(now time.Time) (policy.Snapshot, error) {
 	l, err := a.Store.ListFiles()
+	if err == nil && a.OnList != nil {
+		a.OnList(l)
+	}
 	snap := policy.Snapshot{Now: now, Complete: l.Complete}
 	for _, t := range l.Tiers {
 		snap.Tiers = append(snap.Tiers, policy.Tier{Name: t.Name, Capacity: t.Capacity, Used: t.Used})
@@ -52,16 +59,32 @@ func (a Adapter) FileIno(rel string) (uint64, error) {
 
 // Move implements engine.Mover.
 func (a Adapter) Move(ctx context.Context, m engine.MoveRequest) error {
-	err := a.Store.MoveWith(ctx, m.Path, m.To, tiering.MoveOptions{
-		Ino: m.Ino, Limiter: m.Limiter, Progress: m.Progress,
-	})
+	o := tiering.MoveOptions{Ino: m.Ino, Reason: moveReason(m), Progress: m.Progress}
+	if m.Limiter != nil {
+		o.Limiter = m.Limiter
+	}
+	err := a.Store.MoveWith(ctx, m.Path, m.To, o)
 	switch {
 	case err == nil:
 		return nil
+	case errors.Is(err, tiering.ErrAlreadyThere):
+		return fmt.Errorf("%w: %w", engine.ErrAlreadyThere, err)
 	case errors.Is(err, tiering.ErrChanged):
 		return fmt.Errorf("%w: %w", engine.ErrChanged, err)
 	case errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESTALE):
 		return fmt.Errorf("%w: %w", engine.ErrGone, err)
 	}
 	return err
+}
+
+// moveReason is the ledger's reason for an engine's move: the first word
+// of the plan's reason ("demote: fast above threshold 0.50"), "pin" for
+// pins, "manual" for an operator's migrate.
+func moveReason(m engine.MoveRequest) tiering.MoveReason {
+	word, _, _ := strings.Cut(m.Reason, ":")
+	switch r := tiering.MoveReason(word); r {
+	case tiering.ReasonDemote, tiering.ReasonPromote, tiering.ReasonPin:
+		return r
+	}
+	return tiering.ReasonManual
 }

@@ -2,8 +2,10 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	_ "net/http/pprof" // TIERFS_PPROF
 	"os"
@@ -17,7 +19,11 @@ import (
 
 	"github.com/tierfs/tierfs/internal/config"
 	"github.com/tierfs/tierfs/internal/control"
+	"github.com/tierfs/tierfs/internal/fuseuring"
+	"github.com/tierfs/tierfs/internal/iostats"
+	"github.com/tierfs/tierfs/internal/metrics"
 	"github.com/tierfs/tierfs/internal/supervisor"
+	"github.com/tierfs/tierfs/internal/version"
 	"github.com/tierfs/tierfs/mountutil"
 	"github.com/tierfs/tierfs/policy/engine"
 	"github.com/tierfs/tierfs/tiering"
@@ -47,28 +53,58 @@ type Daemon struct {
 	Store  *tiering.Store
 	Engine *engine.Engine
 	Policy *LivePolicy
+	// Topics counts reads and bytes by Kafka topic for the metrics.
+	Topics *metrics.Topics
 	o      Options
 }
 
 // Open opens the tiers of cfg and makes the policy engine over them; the
 // engine keeps its CLI pins where the store says.
 func Open(cfg *config.Config, o Options) (*Daemon, error) {
+	topics := metrics.NewTopics(len(cfg.Tiers), cfg.Metrics.MaxTopics)
 	store, err := tiering.Open(cfg.Tiers, tiering.Options{
 		SegmentSize: int64(cfg.PMem.SegmentSize),
 		PMem:        &cfg.PMem,
 		Log:         o.Log,
 		Holder:      fmt.Sprintf("pid %d, mountpoint %s", os.Getpid(), o.Mountpoint),
+		IOBucket:    topics.Bucket,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening the tiers: %w", err)
 	}
-	eng, err := engine.New(Adapter{Store: store}, engineConfig(cfg), store.StatePath(pinsFile), o.Log)
+	eng, err := engine.New(Adapter{Store: store, OnList: topics.Observe}, engineConfig(cfg), store.StatePath(pinsFile), o.Log)
 	if err != nil {
 		store.Close()
 		return nil, fmt.Errorf("policy engine: %w", err)
 	}
 	pol := &LivePolicy{eng: eng, cfgPath: o.ConfigPath, mountpoint: o.Mountpoint, debug: o.Debug, overrides: o.Overrides, log: o.Log, cfg: cfg}
-	return &Daemon{Store: store, Engine: eng, Policy: pol, o: o}, nil
+	return &Daemon{Store: store, Engine: eng, Policy: pol, Topics: topics, o: o}, nil
+}
+
+// FUSE is what the metrics read of a mounted FUSE server: its request
+// counters and its transport.
+type FUSE interface {
+	Stats() *iostats.Requests
+	IOUring() bool
+}
+
+// ServeMetrics serves the Prometheus endpoint on ln (metrics.Listen,
+// before the mount) for the mounted server srv, until the returned
+// server is closed.
+func (d *Daemon) ServeMetrics(ln net.Listener, srv FUSE) *metrics.Server {
+	return metrics.Serve(ln, metrics.Sources{
+		Store:      d.Store,
+		Engine:     d.Engine,
+		Thresholds: d.Policy.Thresholds,
+		Requests:   srv.Stats(),
+		Transport: func() string {
+			if srv.IOUring() {
+				return "io_uring"
+			}
+			return "/dev/fuse"
+		},
+		Topics: d.Topics,
+	})
 }
 
 // StartEngine runs the policy engine until stop, which cancels the
@@ -90,6 +126,7 @@ func (d *Daemon) StartEngine() (stop func()) {
 // Server is a mounted FUSE server as the daemon drives it (fs.Server,
 // with how requests reach it).
 type Server interface {
+	FUSE
 	Unmount() error
 	Wait()
 	WritebackCache() bool
@@ -106,9 +143,10 @@ type MountFunc func(store *tiering.Store, mountpoint string, m mountutil.Config,
 // Run is `tierfs mount`: it loads the configuration, opens the tiers,
 // mounts them, serves the control socket and the policy until the mount
 // is unmounted or a signal asks for it (SIGHUP reloads), then shuts down
-// in order. err is a failure before the mount served; status the exit
-// status after.
-func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc) (status int, err error) {
+// in order. mounted, if not nil, is called once the mount serves and the
+// control socket listens: the mount helper form's parent waits for that.
+// err is a failure before the mount served; status the exit status after.
+func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc, mounted func()) (status int, err error) {
 	// The kernel applied the caller's umask to the modes FUSE passes in
 	// already; applying ours again would be wrong.
 	unix.Umask(0)
@@ -137,7 +175,10 @@ func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc) 
 		}
 	}
 	if sup == nil && cfg.Mount.Supervisor {
-		return runSupervisor(mp)
+		if mounted != nil {
+			return 1, errors.New("mount.supervisor: not with the mount(8) and /etc/fstab form yet; run `tierfs mount` (under systemd, say)")
+		}
+		return runSupervisor(mp, NewLogger(LogOutput(cfg.Log.File)))
 	}
 	if !takeover {
 		if err := mountutil.Prepare(mp); err != nil {
@@ -152,7 +193,7 @@ func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc) 
 		return 1, fmt.Errorf("mount.control_group: %w", err)
 	}
 
-	log := NewLogger(os.Stderr)
+	log := NewLogger(LogOutput(cfg.Log.File))
 	SetLogLevel(cfg.Log.Level, debug)
 	if addr := os.Getenv("TIERFS_PPROF"); addr != "" {
 		// Profiling for performance work: go tool pprof http://ADDR/debug/pprof/profile
@@ -172,6 +213,15 @@ func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc) 
 	if err != nil {
 		return 1, err
 	}
+	// The metrics' port is taken before the mount: a second daemon on
+	// the host whose port is taken fails here, saying so.
+	var metricsLn net.Listener
+	if addr := cfg.Metrics.Listen; addr != "" {
+		if metricsLn, err = metrics.Listen(addr); err != nil {
+			d.Store.Close()
+			return 1, err
+		}
+	}
 
 	// From here a signal must unmount, not kill us with the mount left
 	// behind; one that arrives before the loop below waits in sigs.
@@ -182,8 +232,22 @@ func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc) 
 	mcfg := ov.Apply(cfg.Mount)
 	server, err := mount(d.Store, mp, mcfg, debug, log)
 	if err != nil {
+		if metricsLn != nil {
+			metricsLn.Close()
+		}
 		d.Store.Close()
 		return 1, fmt.Errorf("mounting on %s: %w", mp, err)
+	}
+	metricsAddr := "off"
+	var ms *metrics.Server
+	if metricsLn != nil {
+		ms = d.ServeMetrics(metricsLn, server)
+		metricsAddr = "http://" + ms.Addr() + "/metrics"
+	}
+	closeMetrics := func() {
+		if ms != nil {
+			ms.Close()
+		}
 	}
 	served := make(chan struct{})
 	go func() {
@@ -200,6 +264,7 @@ func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc) 
 	ctl, err := control.Listen(mp, cs, cfg.Mount.SocketMode(), gid)
 	if err != nil {
 		log.Error().Err(err).Msg("cannot start the control server; unmounting")
+		closeMetrics()
 		if uerr := unmountServer(server, mp, served, log); uerr != nil {
 			log.Error().Err(uerr).Msg("unmount failed")
 		} else {
@@ -209,9 +274,17 @@ func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc) 
 		return 1, err
 	}
 	stopEngine := d.StartEngine()
-	log.Info().Str("mountpoint", mp).Strs("tiers", tierNames).Str("control", ctl.Path()).
-		Bool("writeback_cache", server.WritebackCache()).Int("read_ahead_kb", mcfg.ReadAheadKB).Bool("io_uring", mcfg.IOUring).Bool("direct_io", server.DirectIO()).Str("requests", server.Requests().Transport).
-		Int("pid", os.Getpid()).Msg("mounted")
+	uring := server.IOUring()
+	ml := log.Info().Str("mountpoint", mp).Strs("tiers", tierNames).Str("control", ctl.Path()).
+		Bool("writeback_cache", server.WritebackCache()).Int("read_ahead_kb", mcfg.ReadAheadKB).Bool("io_uring", uring).Bool("direct_io", server.DirectIO()).Str("requests", server.Requests().Transport).
+		Str("metrics", metricsAddr)
+	if why := URingOff(mcfg.IOUring, uring); why != "" {
+		ml = ml.Str("io_uring_off", why)
+	}
+	ml.Int("pid", os.Getpid()).Str("version", version.Read().Short()).Msg("mounted")
+	if mounted != nil {
+		mounted()
+	}
 
 	reason, forced := waitForExit(server, mp, served, sigs, func() { d.Policy.Reload() }, log)
 
@@ -221,6 +294,7 @@ func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc) 
 		log.Warn().Err(err).Msg("closing the control socket")
 	}
 	stopEngine()
+	closeMetrics()
 	if forced {
 		// The FUSE server may still run: leave the tiers' descriptors
 		// to the exit.
@@ -294,6 +368,34 @@ func unmountServer(server interface{ Unmount() error }, mp string, served <-chan
 		log.Info().Str("mountpoint", mp).Msg("detached; serving the files still open until they are closed (signal again to exit now)")
 	}
 	return nil
+}
+
+// LogOutput is where the daemon logs: [log] file, appended to, or stderr.
+func LogOutput(file string) *os.File {
+	if file == "" {
+		return os.Stderr
+	}
+	f, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "tierfs: log.file: %v; logging to stderr\n", err)
+		return os.Stderr
+	}
+	return f
+}
+
+// URingOff says why the mount is not served over io_uring ("" when it
+// is): not asked for, or what the kernel lacks.
+func URingOff(asked, inEffect bool) string {
+	switch {
+	case inEffect:
+		return ""
+	case !asked:
+		return "io_uring is off in [mount] or on the command line"
+	}
+	if err := fuseuring.Available(); err != nil {
+		return err.Error()
+	}
+	return "the kernel did not offer FUSE over io_uring at INIT"
 }
 
 // NewLogger logs to w: for people on a terminal, JSON otherwise. It lets

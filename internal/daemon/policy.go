@@ -71,6 +71,19 @@ func (p *LivePolicy) Status() control.PolicyStatus {
 
 var _ control.Policy = (*LivePolicy)(nil)
 
+// Thresholds is each tier's effective migrate_threshold by name, as
+// running (the metrics read it at each scrape).
+func (p *LivePolicy) Thresholds() map[string]float64 {
+	p.mu.Lock()
+	cfg := p.cfg
+	p.mu.Unlock()
+	out := make(map[string]float64, len(cfg.Tiers))
+	for i, t := range cfg.Tiers {
+		out[t.Name] = cfg.TierThreshold(i)
+	}
+	return out
+}
+
 // Reload re-reads the configuration file and applies what can change
 // live: the policy's thresholds, rate, threads, interval, minimum age and
 // pin globs, and the log level. A file that does not validate, or that
@@ -92,14 +105,17 @@ func (p *LivePolicy) Reload() (control.ReloadResult, error) {
 	}
 	res.Changes = append(res.Changes, thresholdChanges(p.cfg, nc)...)
 	res.Changes = append(res.Changes, structChanges("policy", p.cfg.Policy, nc.Policy)...)
-	res.Changes = append(res.Changes, structChanges("log", p.cfg.Log, nc.Log)...)
+	// The level applies live; the log file is opened at the mount.
+	res.Changes = append(res.Changes, structChanges("log", config.Log{Level: p.cfg.Log.Level}, config.Log{Level: nc.Log.Level})...)
 	res.Restart = structChanges("pmem", p.cfg.PMem, nc.PMem)
+	res.Restart = append(res.Restart, structChanges("metrics", p.cfg.Metrics, nc.Metrics)...)
+	res.Restart = append(res.Restart, structChanges("log", config.Log{File: p.cfg.Log.File}, config.Log{File: nc.Log.File})...)
 	for _, ch := range structChanges("mount", p.cfg.Mount, nc.Mount) {
 		res.Restart = append(res.Restart, p.overrides.note(ch))
 	}
 
 	run := *nc
-	run.PMem, run.Mount = p.cfg.PMem, p.cfg.Mount // applied at the next mount
+	run.PMem, run.Mount, run.Metrics, run.Log.File = p.cfg.PMem, p.cfg.Mount, p.cfg.Metrics, p.cfg.Log.File // applied at the next mount
 	p.eng.Reconfigure(engineConfig(&run))
 	p.cfg = &run
 	ev := p.log.Info().Str("config", p.cfgPath).Strs("changes", res.Changes)

@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"path/filepath"
 
+	"github.com/rs/zerolog"
+
 	"github.com/tierfs/tierfs/internal/supervisor"
 	"github.com/tierfs/tierfs/mountutil"
 )
@@ -13,7 +15,7 @@ import (
 // runSupervisor is `tierfs mount` with [mount] supervisor: this process
 // holds the connection and runs the daemon, this same command, as its
 // child (internal/supervisor).
-func runSupervisor(mp string) (int, error) {
+func runSupervisor(mp string, log zerolog.Logger) (int, error) {
 	if os.Geteuid() != 0 {
 		return 1, errors.New("mount.supervisor: the supervisor mounts by hand and needs root")
 	}
@@ -32,7 +34,7 @@ func runSupervisor(mp string) (int, error) {
 			cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 			return cmd
 		},
-		Log: NewLogger(os.Stderr),
+		Log: log,
 	}), nil
 }
 

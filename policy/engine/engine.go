@@ -43,8 +43,9 @@ type Source interface {
 	FileIno(rel string) (uint64, error)
 }
 
-// Mover carries out one move. Its errors are ErrChanged, ErrGone or
-// context.Canceled (wrapped) when the move had nothing left to do.
+// Mover carries out one move. Its errors are ErrChanged, ErrGone,
+// ErrAlreadyThere or context.Canceled (wrapped) when the move had nothing
+// left to do.
 type Mover interface {
 	Move(ctx context.Context, m MoveRequest) error
 }
@@ -64,10 +65,34 @@ type MoveRequest struct {
 	Ino    uint64
 	To     string // tier name
 	Manual bool   // an operator's (tierfs migrate, pin), not the plan's
+	// Reason is the job's: the plan's ("demote: ...", "promote: ...",
+	// "pin"), "manual" (tierfs migrate) or "pin" (tierfs pin).
+	Reason string
 	// Limiter paces the copy; every move shares it, for max_rate.
-	Limiter *rate.Limiter
+	Limiter Pacer
 	// Progress, if set, is told the bytes copied so far and the total.
 	Progress func(done, total int64)
+}
+
+// Pacer paces a move's copy under max_rate: *rate.Limiter's methods,
+// which the engine's own pacer also measures.
+type Pacer interface {
+	Limit() rate.Limit
+	Burst() int
+	WaitN(ctx context.Context, n int) error
+}
+
+// throttle is the engine's limiter, counting the time copies wait on it.
+type throttle struct {
+	*rate.Limiter
+	waited *atomic.Int64 // nanoseconds
+}
+
+func (t throttle) WaitN(ctx context.Context, n int) error {
+	start := time.Now()
+	err := t.Limiter.WaitN(ctx, n)
+	t.waited.Add(int64(time.Since(start)))
+	return err
 }
 
 // The outcomes of a move that had nothing to do, and of a pin's lookup.
@@ -79,6 +104,9 @@ var (
 	ErrGone = errors.New("file deleted")
 	// ErrNoFile: the name holds no regular file.
 	ErrNoFile = errors.New("no regular file")
+	// ErrAlreadyThere: the file was on the tier asked for; nothing was
+	// copied, and it is no move to count or log as one.
+	ErrAlreadyThere = errors.New("already on that tier")
 )
 
 // pin is a CLI pin.
@@ -121,12 +149,34 @@ type Job struct {
 
 	done  atomic.Int64
 	total atomic.Int64
-	fin   chan struct{}
-	err   error
+	// started and ended are when the move began and ended (unix
+	// nanoseconds, 0 until then): the time spent queued is not in them.
+	started atomic.Int64
+	ended   atomic.Int64
+	already atomic.Bool
+	fin     chan struct{}
+	err     error
 }
 
 // Progress reports bytes copied and the file's size.
 func (j *Job) Progress() (done, total int64) { return j.done.Load(), j.total.Load() }
+
+// Moving is how long the move has run (until now, or until it ended);
+// 0 while queued.
+func (j *Job) Moving(now time.Time) time.Duration {
+	s := j.started.Load()
+	if s == 0 {
+		return 0
+	}
+	if e := j.ended.Load(); e != 0 {
+		return time.Duration(e - s)
+	}
+	return now.Sub(time.Unix(0, s))
+}
+
+// Already reports whether the job found its file on the tier already:
+// it ended without moving anything.
+func (j *Job) Already() bool { return j.already.Load() }
 
 // Wait blocks until the job ends and returns its error.
 func (j *Job) Wait(ctx context.Context) error {
@@ -157,17 +207,20 @@ type JobStatus struct {
 	Total  int64  `json:"bytes_total"`
 }
 
-// Status is the engine's part of `tierfs status`.
+// Status is the engine's part of `tierfs status`: its queue and plans.
+// How moves ended is the store's move ledger (tiering.MoveStats), not
+// counted here.
 type Status struct {
-	Enabled    bool              `json:"enabled"`
-	Queued     []JobStatus       `json:"queued"`
-	InFlight   []JobStatus       `json:"in_flight"`
-	Done       int64             `json:"moves_done"`
-	Failed     int64             `json:"moves_failed"`
-	BytesMoved int64             `json:"bytes_moved"`
-	LastErrors []string          `json:"last_errors,omitempty"`
-	LastPlan   time.Time         `json:"last_plan,omitempty"`
-	Pins       map[string]string `json:"pins,omitempty"`
+	Enabled  bool        `json:"enabled"`
+	Queued   []JobStatus `json:"queued"`
+	InFlight []JobStatus `json:"in_flight"`
+	// PlanErrors are the last errors of planning (a snapshot that
+	// failed), oldest first.
+	PlanErrors []string  `json:"plan_errors,omitempty"`
+	LastPlan   time.Time `json:"last_plan,omitempty"`
+	// ThrottledSeconds is how long copies waited for max_rate, in all.
+	ThrottledSeconds float64           `json:"throttled_seconds"`
+	Pins             map[string]string `json:"pins,omitempty"`
 }
 
 const maxErrors = 10
@@ -191,11 +244,10 @@ type Engine struct {
 	queue      []*Job
 	byPath     map[string]*Job // queued or running
 	running    map[*Job]bool
-	done       int64
-	failed     int64
-	bytes      int64
-	lastErrors []string
+	planErrors []string
 	lastPlan   time.Time
+
+	throttled atomic.Int64 // nanoseconds copies waited on limiter
 
 	wake chan struct{}
 }
@@ -527,49 +579,57 @@ func (e *Engine) dispatch(ctx context.Context, wg *sync.WaitGroup) {
 
 func (e *Engine) execute(ctx context.Context, j *Job) {
 	start := e.now()
+	j.started.Store(start.UnixNano())
 	err := e.store.Move(ctx, MoveRequest{
 		Path:    j.Path,
 		Ino:     j.Ino,
 		To:      j.To,
 		Manual:  j.Manual,
-		Limiter: e.limiter,
+		Reason:  j.Reason,
+		Limiter: throttle{e.limiter, &e.throttled},
 		Progress: func(done, total int64) {
 			j.done.Store(done)
 			j.total.Store(total)
 		},
 	})
+	end := e.now()
+	j.ended.Store(max(end.UnixNano(), start.UnixNano()+1))
+	// Nothing moved: no move to count or log as one.
+	already := errors.Is(err, ErrAlreadyThere)
+	if already {
+		err = nil
+		j.already.Store(true)
+	}
 	e.mu.Lock()
 	delete(e.running, j)
 	delete(e.byPath, j.Path)
-	// A file renamed, replaced or deleted since the plan (Kafka replaces
-	// its checkpoints and deletes segments at any time) is not a
-	// failure: the next plan sees the directory as it is now.
+	e.mu.Unlock()
+	// The store's ledger counts the move; the log says what the engine
+	// asked for. A file renamed, replaced or deleted since the plan
+	// (Kafka replaces its checkpoints and deletes segments at any time)
+	// is no failure: the next plan sees the directory as it is now.
 	benign := errors.Is(err, context.Canceled) || errors.Is(err, ErrChanged) ||
 		(!j.Manual && errors.Is(err, ErrGone))
-	if err == nil {
-		e.done++
-		e.bytes += j.total.Load()
-	} else if !benign {
-		e.failed++
-	}
-	e.mu.Unlock()
 	if err != nil && !benign {
-		e.recordErr(fmt.Errorf("move %s to %s: %w", j.Path, j.To, err))
+		e.log.Warn().Err(err).Str("path", j.Path).Str("to", j.To).Str("reason", j.Reason).Msg("move failed")
+	} else if already {
+		e.log.Info().Str("path", j.Path).Str("to", j.To).Str("reason", j.Reason).Msg("already on the tier: nothing moved")
 	} else if err == nil {
 		e.log.Info().Str("path", j.Path).Str("to", j.To).Str("reason", j.Reason).Int64("bytes", j.total.Load()).
-			Dur("dur", e.now().Sub(start)).Msg("moved")
+			Int64("dur_ms", end.Sub(start).Milliseconds()).Msg("moved")
 	}
 	j.err = err
 	close(j.fin)
 	e.poke()
 }
 
+// recordErr keeps an error of planning for status.
 func (e *Engine) recordErr(err error) {
 	e.log.Warn().Err(err).Msg("policy")
 	e.mu.Lock()
-	e.lastErrors = append(e.lastErrors, e.now().UTC().Format(time.RFC3339)+" "+err.Error())
-	if len(e.lastErrors) > maxErrors {
-		e.lastErrors = e.lastErrors[len(e.lastErrors)-maxErrors:]
+	e.planErrors = append(e.planErrors, e.now().UTC().Format(time.RFC3339)+" "+err.Error())
+	if len(e.planErrors) > maxErrors {
+		e.planErrors = e.planErrors[len(e.planErrors)-maxErrors:]
 	}
 	e.mu.Unlock()
 }
@@ -580,26 +640,28 @@ func (e *Engine) Migrate(rel, tier string) (*Job, error) {
 	ino, err := e.store.FileIno(rel)
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.migrateLocked(rel, tier, ino, err == nil)
+	return e.migrateLocked(rel, tier, ino, err == nil, "manual")
 }
 
-func (e *Engine) migrateLocked(rel, tier string, ino uint64, known bool) (*Job, error) {
+// migrateLocked queues the move; reason is "manual" (tierfs migrate) or
+// "pin" (tierfs pin). Its errors do not name the file: the caller does.
+func (e *Engine) migrateLocked(rel, tier string, ino uint64, known bool, reason string) (*Job, error) {
 	// Pinned files stay on their tier: an operator unpins first.
 	if p := e.pinOfLocked(rel, ino, known); p != nil && p.Tier != tier {
-		return nil, fmt.Errorf("%s is pinned to tier %s: unpin it first", rel, p.Tier)
+		return nil, fmt.Errorf("pinned to tier %s: unpin it first", p.Tier)
 	}
 	for _, g := range e.cfg.Policy.Pin {
 		if policy.MatchGlob(g, rel) {
-			return nil, fmt.Errorf("%s is pinned by [policy] pin %q: change the configuration first", rel, g)
+			return nil, fmt.Errorf("pinned by [policy] pin %q: change the configuration first", g)
 		}
 	}
 	if j, ok := e.byPath[rel]; ok {
 		if j.To == tier {
 			return j, nil
 		}
-		return nil, fmt.Errorf("%s is already queued to move to %s", rel, j.To)
+		return nil, fmt.Errorf("already queued to move to %s", j.To)
 	}
-	j := newJob(rel, tier, "manual", true)
+	j := newJob(rel, tier, reason, true)
 	e.queue = append([]*Job{j}, e.queue...)
 	e.byPath[rel] = j
 	e.poke()
@@ -633,7 +695,7 @@ func (e *Engine) Pin(rel, tier string) (*Job, error) {
 	if err := e.savePinsLocked(); err != nil {
 		return nil, err
 	}
-	j, err := e.migrateLocked(rel, tier, ino, true)
+	j, err := e.migrateLocked(rel, tier, ino, true, "pin")
 	if j != nil && j.Ino == 0 && j.Path == rel {
 		j.Ino = ino // the move is of the pinned file, not of one put in its place
 	}
@@ -727,9 +789,9 @@ func (e *Engine) Status() Status {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	st := Status{
-		Enabled: e.enabledLocked(), Done: e.done, Failed: e.failed, BytesMoved: e.bytes,
-		LastErrors: append([]string(nil), e.lastErrors...), LastPlan: e.lastPlan,
-		Queued: []JobStatus{}, InFlight: []JobStatus{},
+		Enabled: e.enabledLocked(), PlanErrors: append([]string(nil), e.planErrors...), LastPlan: e.lastPlan,
+		ThrottledSeconds: e.Throttled().Seconds(),
+		Queued:           []JobStatus{}, InFlight: []JobStatus{},
 	}
 	if len(e.pins) > 0 {
 		st.Pins = map[string]string{}
@@ -747,4 +809,20 @@ func (e *Engine) Status() Status {
 	}
 	sort.Slice(st.InFlight, func(a, b int) bool { return st.InFlight[a].Path < st.InFlight[b].Path })
 	return st
+}
+
+// Throttled is how long copies have waited for max_rate since the start.
+func (e *Engine) Throttled() time.Duration { return time.Duration(e.throttled.Load()) }
+
+// Queue counts the moves queued and running, and the bytes the running
+// ones still have to copy: what the metrics show, without the job lists
+// Status builds.
+func (e *Engine) Queue() (queued, running int, bytesLeft int64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for j := range e.running {
+		d, t := j.Progress()
+		bytesLeft += max(t-d, 0)
+	}
+	return len(e.queue), len(e.running), bytesLeft
 }

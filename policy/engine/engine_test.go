@@ -7,6 +7,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -109,9 +110,8 @@ func TestEngineConverges(t *testing.T) {
 		st := e.Status()
 		return s.Status().Tiers[0].UsedBytes <= 4<<20 && len(st.Queued) == 0 && len(st.InFlight) == 0
 	})
-	st := e.Status()
-	if st.Done == 0 || st.Failed != 0 {
-		t.Fatalf("engine status %+v", st)
+	if m := s.Status().Moves; m.Moved == 0 || m.Failed != 0 || m.Moved != m.ByReason[0].Outcomes["moved"] {
+		t.Fatalf("move ledger %+v: want demotions (the first reason) only, none failed", m)
 	}
 	// Oldest first: the first segments went down, the newest stayed.
 	for i := 0; i < 6; i++ {
@@ -231,8 +231,20 @@ func TestEngineMigrateAndPins(t *testing.T) {
 	if err := j.Wait(ctx); err == nil {
 		t.Fatalf("move to an unknown tier succeeded")
 	}
-	if st := e.Status(); st.Failed != 1 || len(st.LastErrors) != 1 {
-		t.Fatalf("failed move not reported: %+v", st)
+	if m := s.Status().Moves; m.Failed != 1 || len(m.LastErrors) != 1 || !strings.Contains(m.LastErrors[0], "other") {
+		t.Fatalf("failed move not reported: %+v", m)
+	}
+	if st := e.Status(); len(st.PlanErrors) != 0 {
+		t.Fatalf("a failed move reported as a planning error: %q", st.PlanErrors)
+	}
+	// Each move counted once, under the reason it was asked for: the
+	// migrate and the failed one manual, the pin's pin.
+	m := s.Status().Moves
+	for _, rs := range m.ByReason {
+		want := map[tiering.MoveReason][2]int64{tiering.ReasonManual: {1, 1}, tiering.ReasonPin: {1, 0}}[rs.Reason]
+		if rs.Outcomes["moved"] != want[0] || rs.Outcomes["failed"] != want[1] {
+			t.Errorf("%s: outcomes %v, want %d moved, %d failed", rs.Reason, rs.Outcomes, want[0], want[1])
+		}
 	}
 }
 

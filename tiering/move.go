@@ -303,9 +303,9 @@ const writeBehindWindow = 8 << 20
 // writtenBehind starts writeback of [off,end), just copied, and waits
 // for what lies more than a window before end. Left to the kernel, a
 // lone copy to a slow disk dirties pages until the dirty limit throttles
-// it, and the flusher writes them in bursts with the disk idle between:
-// one move reached 0.6–0.8 of the disk's bandwidth, two at once all of
-// it. With the copy feeding the disk itself, it always has a window
+// it, and the flusher writes them in bursts with the disk idle between,
+// so a lone move leaves part of the disk's bandwidth unused (docs/perf.md,
+// 9). With the copy feeding the disk itself, it always has a window
 // queued, and the final fdatasync finds little left to do. A file system
 // without sync_file_range (EINVAL, ENOSYS) is left to the kernel.
 func (c *copier) writtenBehind(dst int, off, end int64) error {

@@ -365,8 +365,8 @@ say "mounted $MNT (tierfs pid $PID)"
 
 # --- status helpers -----------------------------------------------------------
 # read_status sets FAST_USED FAST_CAP SLOW_USED (bytes), POLICY_MOVES
-# (moves the policy finished) and PENDING (moves queued or in flight) from
-# `tierfs status --json`.
+# (moves done: the move ledger's "moved") and PENDING (the policy's jobs
+# queued or in flight, each with a "to") from `tierfs status --json`.
 read_status() {
 	local out
 	out=$("$TIERFS" status --json "$MNT" 2>/dev/null | awk '
@@ -374,8 +374,8 @@ read_status() {
 		/"name":/ { t++ }
 		/"capacity_bytes":/ { cap[t] = num($2) }
 		/"used_bytes":/ { used[t] = num($2) }
-		/"moves_done":/ { done = num($2) }
-		/^ *"reason":/ { pending++ }
+		/^    "moved":/ { done = num($2) }
+		/^ *"to":/ { pending++ }
 		END { if (t) printf "%d %d %d %d %d\n", used[1], cap[1], used[2], done, pending }') || true
 	[ -n "$out" ] || return 1
 	read -r FAST_USED FAST_CAP SLOW_USED POLICY_MOVES PENDING <<<"$out"
@@ -383,7 +383,7 @@ read_status() {
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
 status_line() {
 	read_status || { echo "    [tierfs] (no answer from tierfs status)"; return 0; }
-	printf '    [tierfs] fast %s of %s (%d%%), slow %s; policy moves done: %d, pending: %d\n' \
+	printf '    [tierfs] fast %s of %s (%d%%), slow %s; moves done: %d, pending: %d\n' \
 		"$(mib "$FAST_USED")" "$(mib "$FAST_CAP")" $((FAST_USED * 100 / (FAST_CAP > 0 ? FAST_CAP : 1))) \
 		"$(mib "$SLOW_USED")" "$POLICY_MOVES" "$PENDING"
 }

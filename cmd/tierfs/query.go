@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	tfs "github.com/tierfs/tierfs/fs"
 	"github.com/tierfs/tierfs/internal/control"
+	"github.com/tierfs/tierfs/internal/supervisor"
 	"github.com/tierfs/tierfs/internal/units"
 	"github.com/tierfs/tierfs/mountutil"
 	"github.com/tierfs/tierfs/policy/engine"
@@ -80,6 +82,7 @@ func setupStatus(fs *flag.FlagSet) func([]string) int {
 		if err != nil {
 			return fail("status", err)
 		}
+		st.Supervisor = askSupervisor(root)
 		if *asJSON {
 			return printJSON(st)
 		}
@@ -127,6 +130,16 @@ func printStatus(st control.StatusResponse) {
 		if d, ok := dataPathText[r.DataPath]; ok {
 			fmt.Fprintf(stdout, "Data: %s.\n", d)
 		}
+	}
+	if d := st.Daemon; d != nil {
+		fmt.Fprintf(stdout, "Daemon: pid %d, %s, serving since %s.\n", d.Pid, d.Version, d.Started.Format(time.RFC3339))
+	}
+	if sv := st.Supervisor; sv != nil {
+		fmt.Fprintf(stdout, "Supervisor: daemon generation %d, %d takeovers", sv.Generation, sv.Takeovers)
+		if n := len(sv.PausesMs); n > 0 {
+			fmt.Fprintf(stdout, " (last pause %.1f ms)", sv.PausesMs[n-1])
+		}
+		fmt.Fprintln(stdout, ".")
 	}
 	fmt.Fprintf(stdout, "\nOpen files: %d.\n", st.OpenFiles)
 	printMoves(st.Moves)
@@ -311,4 +324,22 @@ func lsOne(path string, recursive bool) ([]tiering.Entry, error) {
 		return nil, errors.New("no such file or directory")
 	}
 	return ents, err
+}
+
+// askSupervisor is what the supervisor of a supervised mount says of its
+// daemons; nil when the mount has none, or its socket refuses the caller
+// (it is root's alone).
+func askSupervisor(mountpoint string) *control.SupervisorStatus {
+	sock, err := supervisor.SocketPath(mountpoint)
+	if err != nil {
+		return nil
+	}
+	if _, err := os.Stat(sock); err != nil {
+		return nil
+	}
+	s, err := supervisor.Query(mountpoint)
+	if err != nil {
+		return nil
+	}
+	return &control.SupervisorStatus{Generation: s.Gen, Takeovers: s.Takeovers, PausesMs: s.Pauses}
 }

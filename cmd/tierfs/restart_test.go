@@ -205,7 +205,23 @@ func TestRestartCommand(t *testing.T) {
 		return err == nil && now.Pid != st.Pid && now.Takeovers == st.Takeovers+1, err
 	})
 	l.progress(t, 30)
-	statusJSON(t, e.mnt) // the control socket is the new daemon's
+	// status names the daemon that serves now and the supervisor's count
+	// (issue 20): the control socket is the new daemon's.
+	now, err := supervisor.Query(e.mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sj, _ := statusJSON(t, e.mnt)
+	if sj.Daemon == nil || sj.Daemon.Pid != now.Pid || sj.Daemon.Version == "" || sj.Daemon.Started.IsZero() {
+		t.Errorf("status --json daemon: %+v, want pid %d, a version and a start", sj.Daemon, now.Pid)
+	}
+	if sv := sj.Supervisor; sv == nil || sv.Generation != now.Gen || sv.Takeovers != now.Takeovers || sv.Takeovers < 12 {
+		t.Errorf("status --json supervisor: %+v, want generation %d and %d takeovers (12 or more)", sv, now.Gen, now.Takeovers)
+	}
+	if text := mustTierfs(t, "", "status", e.mnt); !strings.Contains(text, fmt.Sprintf("Daemon: pid %d,", now.Pid)) ||
+		!strings.Contains(text, fmt.Sprintf("%d takeovers", now.Takeovers)) {
+		t.Errorf("tierfs status does not name the daemon and the takeovers:\n%s", text)
+	}
 	l.finish(t)
 	t.Logf("tierfs restart, 10 takeovers: pause the supervisor measured (drain to the new daemon serving): %s; the program's slowest call around each: %s", msList(told), msList(seen))
 

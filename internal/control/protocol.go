@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"path/filepath"
+	"time"
 
 	"github.com/tierfs/tierfs/internal/units"
 	"github.com/tierfs/tierfs/policy/engine"
@@ -39,6 +40,27 @@ type StatusResponse struct {
 	Policy *PolicyStatus `json:"policy,omitempty"`
 	// Requests says how the kernel's requests reach the daemon.
 	Requests *RequestsStatus `json:"requests,omitempty"`
+	// Daemon is the daemon that answers.
+	Daemon *DaemonStatus `json:"daemon,omitempty"`
+	// Supervisor, on a supervised mount, is its account of the daemons
+	// it ran (filled in by the CLI, which asks the supervisor).
+	Supervisor *SupervisorStatus `json:"supervisor,omitempty"`
+}
+
+// DaemonStatus is the serving daemon: which process and build, since when.
+type DaemonStatus struct {
+	Pid     int       `json:"pid"`
+	Version string    `json:"version"`
+	Started time.Time `json:"started"`
+}
+
+// SupervisorStatus is what a supervised mount's supervisor says: the
+// daemon's generation (1: the one that mounted), how many took over from
+// a predecessor, and the last takeovers' pauses.
+type SupervisorStatus struct {
+	Generation int       `json:"generation"`
+	Takeovers  int       `json:"takeovers"`
+	PausesMs   []float64 `json:"pauses_ms,omitempty"`
 }
 
 // RequestsStatus is the FUSE transport of the mount and its data path.

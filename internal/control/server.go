@@ -121,6 +121,8 @@ type Server struct {
 	jobs       jobTable
 	// Requests, when set, reports the mount's FUSE transport.
 	Requests func() *RequestsStatus
+	// Daemon, when set, is the daemon status reports.
+	Daemon *DaemonStatus
 	// access judges each caller (control_access.go).
 	access *controlAccess
 }
@@ -258,6 +260,7 @@ func (s *Server) handleStatus(w http.ResponseWriter, r *http.Request) {
 	if s.Requests != nil {
 		st.Requests = s.Requests()
 	}
+	st.Daemon = s.Daemon
 	if p, priv := s.caller(r); !priv {
 		s.redactStatus(&st, p)
 	}

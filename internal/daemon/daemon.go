@@ -147,6 +147,7 @@ type MountFunc func(store *tiering.Store, mountpoint string, m mountutil.Config,
 // control socket listens: the mount helper form's parent waits for that.
 // err is a failure before the mount served; status the exit status after.
 func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc, mounted func()) (status int, err error) {
+	started := time.Now()
 	// The kernel applied the caller's umask to the modes FUSE passes in
 	// already; applying ours again would be wrong.
 	unix.Umask(0)
@@ -257,6 +258,7 @@ func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc, 
 
 	cs := control.NewServer(d.Store, d.Policy, mp, log)
 	cs.Requests = server.Requests
+	cs.Daemon = &control.DaemonStatus{Pid: os.Getpid(), Version: version.Read().Short(), Started: started}
 	if err := cs.SetAccess(gid, cfg.Mount.ControlGroup, mcfg.AllowOther); err != nil {
 		log.Warn().Err(err).Str("mountpoint", mp).Msg("cannot stat the mount; the control socket answers path requests only for root and control_group")
 	}

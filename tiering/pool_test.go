@@ -204,6 +204,9 @@ func TestPoolRecycledSlotShowsNoOldData(t *testing.T) {
 		h.Release()
 	}
 	// Nothing on the tier holds the secret: not the files, not the pool.
+	// The pool's fill stops first: it renames the files it makes, and a
+	// walk beside it read a name it had just renamed.
+	s.closePools()
 	filepath.WalkDir(tiers[0].Path, func(p string, e os.DirEntry, err error) error {
 		if err != nil || e.IsDir() {
 			return err

@@ -234,7 +234,9 @@ func (m *move) seal() error {
 // sealed: only the move swaps it, and the move holds a reference.
 func (m *move) mark() error {
 	fd := m.sourceFd()
+	m.s.ct.hold(m.src, &m.st, m.shown)
 	if err := unix.Fsetxattr(fd, xattrSuperseded, []byte(m.dest.Name), 0); err != nil {
+		m.s.ct.keep(m.src, fd, m.shown)
 		return err
 	}
 	m.marked = true
@@ -251,6 +253,7 @@ func (m *move) mark() error {
 // for committed.
 func (m *move) unmark() error {
 	fd := m.sourceFd()
+	m.s.ct.hold(m.src, &m.st, m.shown)
 	err := unix.Fremovexattr(fd, xattrSuperseded)
 	if err == nil || errors.Is(err, unix.ENODATA) {
 		err = unix.Fsync(fd)

@@ -36,6 +36,9 @@ type ctimeKey struct {
 
 type ctimeEntry struct {
 	backing, shown unix.Timespec
+	// pending: tierfs is changing the object's ctime right now (hold);
+	// it shows shown whatever its ctime, until keep.
+	pending bool
 }
 
 // ctimes is the Store's table of kept ctimes.
@@ -54,6 +57,8 @@ func (c *ctimes) shown(t *Tier, st *unix.Stat_t) unix.Timespec {
 	switch {
 	case !ok:
 		return st.Ctim
+	case e.pending:
+		return e.shown
 	case e.backing != st.Ctim:
 		delete(c.entries, k) // changed since: its own ctime from now on
 		return st.Ctim
@@ -64,11 +69,33 @@ func (c *ctimes) shown(t *Tier, st *unix.Stat_t) unix.Timespec {
 	return e.shown
 }
 
+// hold has the object st describes on tier t show shown while tierfs
+// changes its ctime (an xattr of its own, outside the namespace lock, so
+// a getattr may come between the change and keep), until keep.
+func (c *ctimes) hold(t *Tier, st *unix.Stat_t, shown unix.Timespec) {
+	if shown == (unix.Timespec{}) {
+		return
+	}
+	c.mu.Lock()
+	if c.entries == nil {
+		c.entries = map[ctimeKey]ctimeEntry{}
+	}
+	c.entries[ctimeKey{t.Index, st.Dev, st.Ino}] = ctimeEntry{shown: shown, pending: true}
+	c.mu.Unlock()
+}
+
 // keep records that the object open as fd on tier t, whose ctime tierfs
 // just changed, is to show shown for as long as its ctime stays.
 func (c *ctimes) keep(t *Tier, fd int, shown unix.Timespec) {
 	var st unix.Stat_t
 	if shown == (unix.Timespec{}) || unix.Fstat(fd, &st) != nil || st.Ctim == shown {
+		if st.Ino != 0 {
+			c.mu.Lock()
+			if e, ok := c.entries[ctimeKey{t.Index, st.Dev, st.Ino}]; ok && e.pending {
+				delete(c.entries, ctimeKey{t.Index, st.Dev, st.Ino})
+			}
+			c.mu.Unlock()
+		}
 		return
 	}
 	e := ctimeEntry{backing: st.Ctim, shown: shown}

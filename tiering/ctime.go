@@ -36,6 +36,10 @@ type ctimeKey struct {
 
 type ctimeEntry struct {
 	backing, shown unix.Timespec
+	// prev is the backing ctime the entry had before tierfs last changed
+	// it (or shown, if none): a getattr that stat'ed the object before
+	// that change and asks after it must still get shown.
+	prev unix.Timespec
 	// pending: tierfs is changing the object's ctime right now (hold);
 	// it shows shown whatever its ctime, until keep.
 	pending bool
@@ -57,10 +61,16 @@ func (c *ctimes) shown(t *Tier, st *unix.Stat_t) unix.Timespec {
 	switch {
 	case !ok:
 		return st.Ctim
-	case e.pending:
+	case e.pending || st.Ctim == e.prev:
 		return e.shown
 	case e.backing != st.Ctim:
-		delete(c.entries, k) // changed since: its own ctime from now on
+		// Changed since (a write, a chmod): its own ctime from now on.
+		// Only a stat taken after the entry's may say so: one taken
+		// before tierfs's own change (a getattr outside the lock that
+		// change no longer holds) would drop the entry too soon.
+		if timespecAfter(st.Ctim, e.backing) {
+			delete(c.entries, k)
+		}
 		return st.Ctim
 	}
 	if c.live != nil {
@@ -80,7 +90,12 @@ func (c *ctimes) hold(t *Tier, st *unix.Stat_t, shown unix.Timespec) {
 	if c.entries == nil {
 		c.entries = map[ctimeKey]ctimeEntry{}
 	}
-	c.entries[ctimeKey{t.Index, st.Dev, st.Ino}] = ctimeEntry{shown: shown, pending: true}
+	k := ctimeKey{t.Index, st.Dev, st.Ino}
+	prev := st.Ctim
+	if e, ok := c.entries[k]; ok && !e.pending && e.backing == st.Ctim {
+		prev = e.backing
+	}
+	c.entries[k] = ctimeEntry{shown: shown, prev: prev, pending: true}
 	c.mu.Unlock()
 }
 
@@ -98,10 +113,13 @@ func (c *ctimes) keep(t *Tier, fd int, shown unix.Timespec) {
 		}
 		return
 	}
-	e := ctimeEntry{backing: st.Ctim, shown: shown}
+	e := ctimeEntry{backing: st.Ctim, shown: shown, prev: shown}
 	c.mu.Lock()
 	if c.entries == nil {
 		c.entries = map[ctimeKey]ctimeEntry{}
+	}
+	if old, ok := c.entries[ctimeKey{t.Index, st.Dev, st.Ino}]; ok && old.pending {
+		e.prev = old.prev // the ctime the object had before the change held
 	}
 	c.entries[ctimeKey{t.Index, st.Dev, st.Ino}] = e
 	c.mu.Unlock()
@@ -170,4 +188,8 @@ func (c *ctimes) settle(tiers []*Tier) {
 		// Written whole before it replaces the old log.
 		_ = publishFile(t.meta, ctimeLog, []byte(b.String()), "")
 	}
+}
+
+func timespecAfter(a, b unix.Timespec) bool {
+	return a.Sec > b.Sec || a.Sec == b.Sec && a.Nsec > b.Nsec
 }

@@ -187,8 +187,9 @@ func TestMoveLinkedCrash(t *testing.T) {
 		{"move:synced", false},
 		{"link-move:journaled", false},
 		{"link-move:linked", false},
-		{"link-move:marked", true},
+		{"link-move:durable", false},
 		{"link-move:swapped", true},
+		{"link-move:marked", true},
 		{"link-move:unlinked", true},
 	}
 	for _, s := range steps {

@@ -237,14 +237,22 @@ func (m *move) seal() error {
 // sealed: only the move swaps it, and the move holds a reference.
 func (m *move) mark() error {
 	fd := m.sourceFd()
+	// Under ns shared: a rename that replaced the source (renameOver)
+	// marked it for its own winner, and unlinks it once that is durable.
+	m.s.ns.RLock()
+	if m.s.replacedMeanwhile(m.src, &m.st) {
+		m.s.ns.RUnlock()
+		return ErrGone
+	}
 	m.s.ct.hold(m.src, &m.st, m.shown)
-	if err := unix.Fsetxattr(fd, xattrSuperseded, []byte(m.dest.Name), 0); err != nil {
-		m.s.ct.keep(m.src, fd, m.shown)
+	err := unix.Fsetxattr(fd, xattrSuperseded, []byte(m.dest.Name), 0)
+	// The marker changes the source's ctime, which a program must not see.
+	m.s.ct.keep(m.src, fd, m.shown)
+	m.s.ns.RUnlock()
+	if err != nil {
 		return err
 	}
 	m.marked = true
-	// The marker changes the source's ctime, which a program must not see.
-	m.s.ct.keep(m.src, fd, m.shown)
 	if err := unix.Fsync(fd); err != nil {
 		return errors.Join(err, m.unmark())
 	}
@@ -256,12 +264,21 @@ func (m *move) mark() error {
 // for committed.
 func (m *move) unmark() error {
 	fd := m.sourceFd()
+	m.s.ns.RLock()
+	if m.s.replacedMeanwhile(m.src, &m.st) {
+		// The marker is a rename's now (renameOver), which the source's
+		// unlink takes with it.
+		m.s.ns.RUnlock()
+		m.marked = false
+		return nil
+	}
 	m.s.ct.hold(m.src, &m.st, m.shown)
 	err := unix.Fremovexattr(fd, xattrSuperseded)
+	m.s.ct.keep(m.src, fd, m.shown)
+	m.s.ns.RUnlock()
 	if err == nil || errors.Is(err, unix.ENODATA) {
 		err = unix.Fsync(fd)
 	}
-	m.s.ct.keep(m.src, fd, m.shown)
 	if err != nil {
 		m.s.log.Error().Err(err).Str("tier", m.src.Name).Uint64("ino", m.f.ino).Msg("cannot take a failed move's marker off its source; the next mount clears it")
 		return err
@@ -280,6 +297,14 @@ func (m *move) sourceFd() int {
 // commit is steps 5 to 7. again says the file changed since the seal:
 // seal again. The file stays sealed until the rename is durable.
 func (m *move) commit() (again bool, err error) {
+	if m.st.Nlink > 1 {
+		// Several names, all on src: they move together (linkmove.go).
+		again, err = m.commitLinked()
+		if !again {
+			m.unseal()
+		}
+		return again, err
+	}
 	s, f := m.s, m.f
 	s.ns.Lock()
 	f.mu.Lock()
@@ -301,7 +326,8 @@ func (m *move) commit() (again bool, err error) {
 	return again, err
 }
 
-// commitLocked is step 5. Caller holds ns and f.mu exclusively.
+// commitLocked is step 5 of a file with one name (the seal's: one with
+// several is commitLinked's). Caller holds ns and f.mu exclusively.
 func (m *move) commitLocked() (again bool, err error) {
 	s, f := m.s, m.f
 	if f.changedSinceSeal() {
@@ -322,14 +348,6 @@ func (m *move) commitLocked() (again bool, err error) {
 		}
 		m.commitOrphan()
 		return false, nil
-	}
-	if st.Nlink > 1 {
-		// Several names, all on src: they move together (linkmove.go).
-		m.committed, err = m.commitLinked()
-		if m.committed {
-			m.bytes = m.st.Size
-		}
-		return false, err
 	}
 	if comps = s.nameOf(f, m.src, &st, comps); comps == nil {
 		return false, ErrGone
@@ -503,9 +521,10 @@ func (m *move) end() {
 	}
 }
 
-// leftSource is the source of a committed one-name move, marked, still
-// under its name on its tier until the rename on the destination is
-// durable: its unlink must not reach the disk first. Lookups skip it (its
+// leftSource is the source of a committed one-name move (or a copy a
+// rename replaced on another tier: renameOver), marked, still under its
+// name on its tier until the rename on the destination (the winner's
+// tier) is durable: its unlink must not reach the disk first. Lookups skip it (its
 // winner has the name); an Unlink or Rename of its name removes it first
 // (settleLeftAt), as it would otherwise outlive the name's copy on the
 // destination. Guarded by ns (Store.left).
@@ -520,6 +539,12 @@ type leftSource struct {
 	durable  chan struct{} // closed once the destination's directory is fsynced
 	done     bool
 	detached *pmem.Detached
+	// replaced: not a move's source but a copy a rename replaced
+	// (renameOver), st its stat, in dir: it goes as an unlink's would,
+	// with its usage.
+	replaced bool
+	st       unix.Stat_t
+	dir      []string
 }
 
 // dropSourceLocked removes l, once the rename it waits for is durable,
@@ -534,6 +559,12 @@ func (s *Store) dropSourceLocked(l *leftSource) {
 	var st unix.Stat_t
 	if err := unix.Fstatat(l.dirfd, l.name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || st.Dev != l.dev || st.Ino != l.ino {
 		return // not there any more
+	}
+	if l.replaced {
+		if err := s.removeFileLocked(&loc{tier: l.t, dirfd: l.dirfd, name: l.name, st: l.st}); err != nil {
+			s.log.Error().Err(err).Str("tier", l.t.Name).Str("name", l.name).Msg("unlink the copy a rename replaced; recovery removes it at next mount")
+		}
+		return
 	}
 	removed := false
 	if l.pool {
@@ -551,6 +582,18 @@ func (s *Store) dropSourceLocked(l *leftSource) {
 		setDirTimes(l.dirfd, l.times)
 		s.ct.keep(l.t, l.dirfd, l.ctime)
 	}
+}
+
+// replacedMeanwhile says whether the backing st describes on t is a copy
+// that a rename replaced and that waits for its unlink (Store.left).
+// Caller holds ns.
+func (s *Store) replacedMeanwhile(t *Tier, st *unix.Stat_t) bool {
+	for _, l := range s.left {
+		if l.replaced && l.t == t && l.dev == st.Dev && l.ino == st.Ino {
+			return true
+		}
+	}
+	return false
 }
 
 // settleLeftAt removes the source a move left at dir/name, if any, before

@@ -2,6 +2,7 @@ package tiering
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,6 +24,14 @@ const nsWait = 10 * time.Second
 // and returns the move's error.
 func holdMove(t *testing.T, s *Store, rel, to, step string) (release func() error) {
 	t.Helper()
+	return holdAt(t, "the move of "+rel, step, func() error { return s.Move(rel, to) })
+}
+
+// holdAt runs op (what) in the background and holds it at step: it
+// returns once op is there, and release lets it go on and returns op's
+// error.
+func holdAt(t *testing.T, what, step string, op func() error) (release func() error) {
+	t.Helper()
 	reached := make(chan struct{})
 	goOn := make(chan struct{})
 	var once sync.Once
@@ -36,13 +45,13 @@ func holdMove(t *testing.T, s *Store, rel, to, step string) (release func() erro
 	}
 	t.Cleanup(func() { FailPoint = nil })
 	done := make(chan error, 1)
-	go func() { done <- s.Move(rel, to) }()
+	go func() { done <- op() }()
 	select {
 	case <-reached:
 	case err := <-done:
-		t.Fatalf("the move of %s ended (%v) without reaching %s", rel, err, step)
+		t.Fatalf("%s ended (%v) without reaching %s", what, err, step)
 	case <-time.After(nsWait):
-		t.Fatalf("the move of %s did not reach %s", rel, step)
+		t.Fatalf("%s did not reach %s", what, step)
 	}
 	var released bool
 	release = func() error {
@@ -62,7 +71,8 @@ func holdMove(t *testing.T, s *Store, rel, to, step string) (release func() erro
 }
 
 // within runs op and fails the test if it has not returned within nsWait:
-// the namespace lock was held across the step the move is held at.
+// the namespace lock was held across the step a move or rename is held
+// at.
 func within(t *testing.T, what string, op func() error) {
 	t.Helper()
 	done := make(chan error, 1)
@@ -73,7 +83,7 @@ func within(t *testing.T, what string, op func() error) {
 			t.Fatalf("%s: %v", what, err)
 		}
 	case <-time.After(nsWait):
-		t.Fatalf("%s waited for the move held in its commit (still waiting after %v): the namespace lock is held across it", what, nsWait)
+		t.Fatalf("%s waited for the move or rename held at a step (still waiting after %v): the namespace lock is held across it", what, nsWait)
 	}
 }
 
@@ -188,38 +198,52 @@ func TestCommitKeepsWhatChangesMeanwhile(t *testing.T) {
 			return data
 		}},
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			tiers := twoTiers(t, TypeNVMe, 0)
-			s := openTest(t, tiers, Options{})
-			data := noise(2<<20, 11)
-			writeStoreFile(t, s, "", "moving", data)
-			h, err := s.Open(RelPath("moving"), unix.O_RDWR)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer h.Release()
-			release := holdMove(t, s, "moving", "slow", "move:marked")
-			wait := c.change(t, s, h)
-			if err := release(); err != nil {
-				t.Fatalf("move: %v", err)
-			}
-			wait()
-			h.Release()
-			want := c.check(t, s, data)
-			h2, err := s.Open(RelPath("moving"), unix.O_RDONLY)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := readAll(t, h2)
-			h2.Release()
-			if !bytes.Equal(got, want) {
-				t.Errorf("after the move: %d bytes, want %d (equal: %v)", len(got), len(want), bytes.Equal(got, want))
-			}
-			onlyOn(t, tiers, 1, want, "moving")
-			noMarkers(t, tiers)
-		})
+	// A file with several names is held where its names are on both
+	// tiers, the source not yet marked, and the namespace lock free.
+	for _, several := range []bool{false, true} {
+		for _, c := range cases {
+			t.Run(fmt.Sprintf("%s/several-names=%v", c.name, several), func(t *testing.T) {
+				changeWhileCommitting(t, several, c.change, c.check)
+			})
+		}
 	}
+}
+
+func changeWhileCommitting(t *testing.T, several bool, change func(t *testing.T, s *Store, h *Handle) (wait func()),
+	check func(t *testing.T, s *Store, data []byte) []byte) {
+	tiers := twoTiers(t, TypeNVMe, 0)
+	s := openTest(t, tiers, Options{})
+	data := noise(2<<20, 11)
+	names, step := []string{"moving"}, "move:marked"
+	if several {
+		names, step = []string{"moving", "d/link"}, "link-move:durable"
+	}
+	linkedOn(t, s, data, names...)
+	h, err := s.Open(RelPath("moving"), unix.O_RDWR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Release()
+	release := holdMove(t, s, "moving", "slow", step)
+	wait := change(t, s, h)
+	if err := release(); err != nil {
+		t.Fatalf("move: %v", err)
+	}
+	wait()
+	h.Release()
+	want := check(t, s, data)
+	h2, err := s.Open(RelPath("moving"), unix.O_RDONLY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := readAll(t, h2)
+	h2.Release()
+	if !bytes.Equal(got, want) {
+		t.Errorf("after the move: %d bytes, want %d (equal: %v)", len(got), len(want), bytes.Equal(got, want))
+	}
+	onlyOn(t, tiers, 1, want, names...)
+	noMarkers(t, tiers)
+	noJournal(t, tiers)
 }
 
 // noMarkers fails if a file on a tier carries the move's marker.
@@ -295,6 +319,90 @@ func TestNameChangesWhileTheSourceWaits(t *testing.T) {
 			if _, err := s.Getattr(RelPath("moving")); op != "rename-over" && err == nil {
 				t.Errorf("moving still there after the %s", op)
 			}
+		})
+	}
+}
+
+// A move of a file with several names writes its journal record, makes
+// the names on the destination durable (directory fsyncs on the
+// destination tier, a slow disk) and its commit point (the source's
+// marker, fsynced) with the namespace lock free: held at each of those
+// steps, it leaves stat, open and create of other files free, and every
+// name of the moving file answers once, from the source until the
+// commit point and from the destination after (never EIO, though the
+// names are on both tiers from the second step on). A rename, unlink or
+// link waits for the commit (Store.names): they could change the names
+// it moves.
+func TestLinkedCommitLeavesNamespaceFree(t *testing.T) {
+	for _, c := range []struct {
+		step string
+		tier int // where the names are looked up while the move is held
+	}{
+		{"link-move:journaled", 0},
+		{"link-move:durable", 0},
+		{"link-move:marked", 1},
+	} {
+		t.Run(c.step, func(t *testing.T) {
+			tiers := twoTiers(t, TypeNVMe, 0)
+			s := openTest(t, tiers, Options{})
+			data := noise(3<<20, 11)
+			names := []string{"a/f", "b/g", "a/h"}
+			linkedOn(t, s, data, names...)
+			writeStoreFile(t, s, "", "other", []byte("other"))
+			release := holdMove(t, s, "a/f", "slow", c.step)
+
+			within(t, "stat of another file", func() error {
+				_, err := s.Getattr(RelPath("other"))
+				return err
+			})
+			within(t, "open of another file", func() error {
+				h, err := s.Open(RelPath("other"), unix.O_RDONLY)
+				if err == nil {
+					h.Release()
+				}
+				return err
+			})
+			within(t, "create of a new file", func() error {
+				h, _, err := s.Create(RelPath("a"), "new", unix.O_RDWR|unix.O_EXCL, 0o644, Owner{})
+				if err == nil {
+					h.Release()
+				}
+				return err
+			})
+			for _, n := range names {
+				within(t, "lookup of "+n, func() error {
+					a, err := s.Lookup(RelPath(filepath.Dir(n)), filepath.Base(n))
+					if err == nil && a.Tier != c.tier {
+						t.Errorf("%s held at %s: looked up on tier %d, want %d", n, c.step, a.Tier, c.tier)
+					}
+					return err
+				})
+			}
+			within(t, "readdir of a", func() error {
+				ents, err := s.Readdir(RelPath("a"))
+				var got []string
+				for _, e := range ents {
+					got = append(got, e.Name)
+				}
+				slices.Sort(got)
+				if err == nil && !slices.Equal(got, []string{"f", "h", "new"}) {
+					t.Errorf("readdir of a held at %s: %v, want f, h and new once each", c.step, got)
+				}
+				return err
+			})
+
+			// An unlink waits for the commit, and then goes.
+			unlinked := make(chan error, 1)
+			go func() { unlinked <- s.Unlink(RelPath("a"), "new", nil) }()
+			if err := release(); err != nil {
+				t.Fatalf("move: %v", err)
+			}
+			if err := <-unlinked; err != nil {
+				t.Fatalf("unlink during the move: %v", err)
+			}
+			onlyOn(t, tiers, 1, data, names...)
+			noMarkers(t, tiers)
+			noJournal(t, tiers)
 		})
 	}
 }

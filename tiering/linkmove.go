@@ -21,28 +21,37 @@ import (
 // any lock while the data is copied, and checked at the commit (the
 // number of names must be the inode's link count, each name still the
 // inode); only when a link, unlink or rename came in between is the walk
-// done again, under the namespace lock. Kafka never hard-links, so the
+// done again, with the names held. Kafka never hard-links, so the
 // walk is rare, and a table kept by every link, unlink and directory
 // rename would cost every file.
 //
-// The commit, under Store.ns and the file's write lock, after the staged
-// copy is complete and fsynced (steps 1–3 of a move):
+// The commit, after the staged copy is complete and fsynced and the file
+// sealed (steps 1–3 of a move), holding the names (Store.names: no
+// unlink, rename or link meanwhile) and taking ns only where marked:
 //
 //  1. A journal record (journal.go) names the file's tierfs inode number,
 //     every name, both tiers, and the backing inode of the source and of
 //     the staged copy.
-//  2. The staged copy takes the first name on the destination (rename),
-//     each other name is linked to it (linkat), and the destination
-//     directories are fsynced.
-//  3. The source is marked superseded by the destination and fsynced:
-//     this is the commit point. A marker alone could not be: it is on
-//     every name of the source, and a crash that left some names on the
-//     destination would have recovery's "lone marked copy" rule keep the
-//     others on the source, two files where there was one. With the
+//  2. Under ns: each name is linked to the staged copy on the
+//     destination (linkat, never over anything), which lookups skip from
+//     here to step 4 (Store.pending). Then the destination directories
+//     are fsynced.
+//  3. The source is marked superseded by the destination (under ns, with
+//     step 4) and fsynced (after): this is the commit point; the file
+//     stays sealed until it is durable. A marker alone could not be: it
+//     is on every name of the source, and a crash that left some names on
+//     the destination would have recovery's "lone marked copy" rule keep
+//     the others on the source, two files where there was one. With the
 //     record it only says which way recovery goes.
-//  4. Every handle's backing is swapped to the copy.
-//  5. Every source name is unlinked, their directories fsynced.
+//  4. Under ns: every handle's backing is swapped to the copy, whose
+//     staging name goes.
+//  5. Under ns: every source name is unlinked. Then their directories
+//     are fsynced.
 //  6. The record is removed.
+//
+// A change the seal did not see (a truncate, chmod or xattr by name,
+// which hold ns shared) found at step 2 or 4 takes back the names made
+// and has the move seal again.
 //
 // Recovery (replayLinkMove) with a record: if a source name still holds
 // the source inode unmarked, the commit did not happen and the copies of
@@ -144,7 +153,7 @@ func findNames(t *Tier, dev, ino uint64, want int) ([][]string, error) {
 // checkNames locates each of names, which must be all the names of the
 // file f whose backing on t st describes: one copy, on t, that object,
 // with f's inode number, and as many names as it has links. It returns
-// each name's copy. Caller holds ns exclusively.
+// each name's copy. Caller holds ns.
 func (s *Store) checkNames(f *File, t *Tier, st *unix.Stat_t, names [][]string) (locs, error) {
 	if len(names) != int(st.Nlink) {
 		return nil, fmt.Errorf("file has %d names, %d found on tier %s: %w", st.Nlink, len(names), t.Name, unix.ESTALE)
@@ -248,158 +257,319 @@ func (s *Store) restoreTimes(k *keptTimes) {
 }
 
 // commitLinked commits the move m of a file with several names: steps 1
-// to 6 above. The staged copy is complete and fsynced (the move's seal),
-// m.st is the source's stat, m.names what a walk found of its names (nil:
-// none yet). committed says whether the destination is the file now (an
-// error comes only without it: what fails after the commit point is
-// logged and left to settleJournal). The source's descriptors are closed
-// once the locks are dropped (m.release). Caller holds ns and f.mu
-// exclusively.
+// to 6 above. The staged copy is complete and fsynced, and the file
+// sealed (the move's seal); m.st is the source's stat, m.names what a
+// walk found of its names (nil: none yet). again says the file changed
+// since the seal: seal again. An error comes only without the commit:
+// what fails after the commit point is logged and left to settleJournal.
+// The source's descriptors are closed once the locks are dropped
+// (m.release). Caller holds no lock.
 //
-// Unlike a one-name move's, this commit fsyncs under ns: the record must
-// be durable before a name is made on the destination (it is what tells
-// recovery which copies go), and from the first name made to the marker
-// the name is on two tiers unmarked, which a lookup without the lock
-// would answer EIO. Kafka makes no hard links.
-func (m *move) commitLinked() (committed bool, err error) {
-	s, f, src, dest := m.s, m.f, m.src, m.dest
-	sfd, staging, dfd, st, names := m.sfd, m.staging, m.dfd, &m.st, m.names
-	ls, err := s.checkNames(f, src, st, names)
+// The names are held (Store.names, exclusively) throughout: no unlink,
+// rename or link can change them, nor write the journal, so the record
+// and every fsync are written with ns free. ns is taken three times, for
+// no fsync: to make the names on the destination (which lookups skip
+// until the swap: pendingLinks, so that the name on two tiers unmarked
+// never answers EIO), to mark the source and swap (the marker's fsync,
+// the commit point, follows with the file still sealed), and to unlink
+// the source's names.
+func (m *move) commitLinked() (again bool, err error) {
+	s, f := m.s, m.f
+	s.names.Lock()
+	defer s.names.Unlock()
+	if m.changed() {
+		return true, nil
+	}
+	ls, err := m.linkedNames()
 	if err != nil {
-		// A link, unlink or rename since the walk (or none yet): walk
-		// again, under the lock this time.
-		if names, err = findNames(src, st.Dev, st.Ino, int(st.Nlink)); err != nil {
-			return false, err
-		}
-		if ls, err = s.checkNames(f, src, st, names); err != nil {
-			if len(names) < int(st.Nlink) {
-				// A name outside the tier's namespace (made behind
-				// tierfs's back): it could not move with the others.
-				return false, fmt.Errorf("file has %d names, %d of them in tier %s's namespace: %w", st.Nlink, len(names), src.Name, unix.EMLINK)
-			}
-			return false, err
-		}
+		return false, err
 	}
 	defer ls.close()
 	var staged unix.Stat_t
-	if err := unix.Fstat(dfd, &staged); err != nil {
+	if err := unix.Fstat(m.dfd, &staged); err != nil {
 		return false, err
-	}
-
-	// The directories keep their times; those the destination lacks are
-	// made there (with the metadata of the copy the mount shows).
-	srcTimes, destTimes := &keptTimes{t: src}, &keptTimes{t: dest}
-	defer s.restoreTimes(destTimes)
-	defer s.restoreTimes(srcTimes)
-	pfds := make([]int, len(names))
-	defer func() {
-		for _, fd := range pfds {
-			closeQuiet(fd)
-		}
-	}()
-	for i := range pfds {
-		pfds[i] = -1
-	}
-	for i, n := range names {
-		dir := n[:len(n)-1]
-		s.keepTimes(srcTimes, dir)
-		s.keepTimes(destTimes, dir)
-		if pfds[i], err = dest.walk(dir, s.dirMetaFor(dir)); err != nil {
-			return false, err
-		}
 	}
 
 	// Step 1: the record.
 	if err := s.settleJournal(); err != nil {
 		return false, err
 	}
-	rec := &linkMoveRecord{Ino: f.ino, Names: names, Src: src.Name, Dest: dest.Name, SrcInode: st.Ino, DestInode: staged.Ino}
-	jt, err := s.writeJournal(&renameRecord{LinkMove: rec})
-	if err != nil {
+	c := &linkCommit{m: m, names: m.names, pfds: make([]int, len(m.names)),
+		pending: &pendingLink{t: m.dest, dev: staged.Dev, ino: staged.Ino},
+		rec:     &linkMoveRecord{Ino: f.ino, Names: m.names, Src: m.src.Name, Dest: m.dest.Name, SrcInode: m.st.Ino, DestInode: staged.Ino}}
+	for i := range c.pfds {
+		c.pfds[i] = -1
+	}
+	defer c.close()
+	if c.jt, err = s.writeJournal(&renameRecord{LinkMove: c.rec}); err != nil {
 		return false, err
 	}
 	failPoint("link-move:journaled")
 
-	// Step 2: every name on dest. Until the commit point an error takes
-	// back the names made there.
-	made := 0
-	undo := func(cause error) (bool, error) {
-		left := false
-		for i := range made {
-			if err := unix.Unlinkat(pfds[i], names[i][len(names[i])-1], 0); err != nil && !errors.Is(err, unix.ENOENT) {
-				left = true
-			}
-		}
-		for i := range made {
-			if fsyncDirAt(pfds[i]) != nil {
-				left = true
-			}
-		}
-		if left {
-			// The names left on dest answer EIO until the next journaled
-			// operation, or the next mount, removes them (the record
-			// says the move did not commit).
-			s.log.Error().Err(cause).Str("tier", dest.Name).Uint64("ino", f.ino).Msg("move of a file with several names failed and not every name it made could be removed")
-			s.journalPending = rec
-			s.journalStale = append(s.journalStale, jt)
-		} else {
-			s.clearJournal(jt)
-		}
-		return false, cause
+	// Step 2: every name on dest, then durable. Until the commit point
+	// an error (or a change) takes back the names made there.
+	if again, err := c.makeNames(); again || err != nil {
+		return c.undo(again, err)
 	}
-	for i, n := range names {
-		name := n[len(n)-1]
-		if i == 0 {
-			// Never over anything: the name is the source's alone.
-			err = unix.Renameat2(sfd, staging, pfds[i], name, unix.RENAME_NOREPLACE)
-			if errors.Is(err, unix.EINVAL) {
-				err = unix.Renameat(sfd, staging, pfds[i], name) // no RENAME_NOREPLACE here
-			}
-		} else {
-			err = unix.Linkat(dfd, "", pfds[i], name, unix.AT_EMPTY_PATH)
+	for _, fd := range c.pfds {
+		if err := fsyncDirAt(fd); err != nil {
+			return c.undo(false, err)
 		}
-		if err != nil {
-			return undo(err)
+	}
+	failPoint("link-move:durable")
+
+	// Steps 3 and 4: the marker, and the swap; the marker's fsync, the
+	// commit point, before the file is unsealed.
+	if again, err := c.markAndSwap(); again || err != nil {
+		return c.undo(again, err)
+	}
+	failPoint("link-move:swapped")
+	if err := unix.Fsync(m.srcfd); err != nil {
+		// The file is the destination's now; only a power cut before
+		// the marker is on disk would take it back to the source.
+		s.log.Error().Err(err).Str("tier", m.src.Name).Uint64("ino", f.ino).Msg("fsync of a moved file's marker failed; the move goes on")
+	}
+	failPoint("link-move:marked")
+	m.unseal()
+
+	// Steps 5 and 6.
+	c.dropSource(ls)
+	return false, nil
+}
+
+// linkedNames checks the names the lock-free walk found (m.names), and
+// walks again if a link, unlink or rename came in between (or the walk
+// failed); with the names held, none can change now. It returns each
+// name's copy on the source. Caller holds Store.names exclusively.
+func (m *move) linkedNames() (locs, error) {
+	s, f, src, st := m.s, m.f, m.src, &m.st
+	s.ns.RLock()
+	ls, err := s.checkNames(f, src, st, m.names)
+	s.ns.RUnlock()
+	if err == nil {
+		return ls, nil
+	}
+	names, err := findNames(src, st.Dev, st.Ino, int(st.Nlink))
+	if err != nil {
+		return nil, err
+	}
+	s.ns.RLock()
+	ls, err = s.checkNames(f, src, st, names)
+	s.ns.RUnlock()
+	if err != nil {
+		if len(names) < int(st.Nlink) {
+			// A name outside the tier's namespace (made behind
+			// tierfs's back): it could not move with the others.
+			return nil, fmt.Errorf("file has %d names, %d of them in tier %s's namespace: %w", st.Nlink, len(names), src.Name, unix.EMLINK)
 		}
-		made++
+		return nil, err
+	}
+	m.names = names
+	return ls, nil
+}
+
+// changed says whether the file changed since the seal in a way the
+// commit must seal again for: written to, truncated, chmodded or given
+// xattrs by name, or linked or unlinked behind tierfs's back.
+func (m *move) changed() bool {
+	f := m.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return m.changedLocked()
+}
+
+// changedLocked is changed; caller holds f.mu exclusively.
+func (m *move) changedLocked() bool {
+	var st unix.Stat_t
+	return m.f.changedSinceSeal() || unix.Fstat(m.f.fd, &st) != nil || st.Nlink != m.st.Nlink
+}
+
+// unseal lets the file's reads and writes go on.
+func (m *move) unseal() {
+	f := m.f
+	f.mu.Lock()
+	if f.sealed != nil {
+		close(f.sealed)
+		f.sealed = nil
+	}
+	f.mu.Unlock()
+}
+
+// pendingLink is the staged copy of a several-name move, under the
+// file's names on the destination before the move's commit point:
+// lookups skip it, the source is the file. Guarded by ns (Store.pending).
+type pendingLink struct {
+	t        *Tier
+	dev, ino uint64
+}
+
+// dropPending sets aside the copies in ls that a several-name move made
+// and has not committed. Caller holds ns.
+func (s *Store) dropPending(ls locs) locs {
+	if len(s.pending) == 0 {
+		return ls
+	}
+	keep := ls[:0]
+	for i := range ls {
+		if s.isPending(&ls[i]) {
+			closeQuiet(ls[i].dirfd)
+			continue
+		}
+		keep = append(keep, ls[i])
+	}
+	return keep
+}
+
+func (s *Store) isPending(l *loc) bool {
+	for _, p := range s.pending {
+		if l.tier == p.t && l.st.Dev == p.dev && l.st.Ino == p.ino {
+			return true
+		}
+	}
+	return false
+}
+
+// linkCommit is a several-name move's commit in progress.
+type linkCommit struct {
+	m         *move
+	names     [][]string
+	pfds      []int // the destination's copy of each name's directory
+	made      int   // names made on the destination
+	pending   *pendingLink
+	rec       *linkMoveRecord
+	jt        *Tier      // the tier holding the record
+	destTimes *keptTimes // the destination directories' times
+}
+
+func (c *linkCommit) close() {
+	for _, fd := range c.pfds {
+		closeQuiet(fd)
+	}
+}
+
+// makeNames is step 2 but for the fsyncs: the directories the
+// destination lacks are made (with the metadata of the copy the mount
+// shows), each name linked to the staged copy (its staging name stays
+// until the swap, so that a move that must seal again can), and the copy
+// set aside from lookups. Takes ns and f.mu.
+func (c *linkCommit) makeNames() (again bool, err error) {
+	m := c.m
+	s, f := m.s, m.f
+	s.ns.Lock()
+	defer s.ns.Unlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if m.changedLocked() {
+		return true, nil
+	}
+	// The directories keep their times: a move must not show in them.
+	c.destTimes = &keptTimes{t: m.dest}
+	defer s.restoreTimes(c.destTimes)
+	for i, n := range c.names {
+		dir := n[:len(n)-1]
+		s.keepTimes(c.destTimes, dir)
+		if c.pfds[i], err = m.dest.walk(dir, s.dirMetaFor(dir)); err != nil {
+			return false, err
+		}
+	}
+	s.pending = append(s.pending, c.pending)
+	for i, n := range c.names {
+		// Never over anything: the name is the source's alone.
+		if err := unix.Linkat(m.dfd, "", c.pfds[i], n[len(n)-1], unix.AT_EMPTY_PATH); err != nil {
+			return false, err
+		}
+		c.made++
 		if i == 0 {
 			failPoint("link-move:linked")
 		}
 	}
-	for _, fd := range pfds {
-		if err := fsyncDirAt(fd); err != nil {
-			return undo(err)
-		}
-	}
-	_ = fsyncDirAt(sfd)
+	return false, nil
+}
 
-	// Step 3: the commit point.
-	if err := unix.Fsetxattr(f.fd, xattrSuperseded, []byte(dest.Name), 0); err != nil {
-		return undo(err)
+// markAndSwap is steps 3 and 4 but for the marker's fsync: nothing
+// changed since the seal; the source is marked superseded by the
+// destination, the handles swapped to the copy, which lookups see from
+// now on, and its staging name goes. Takes ns and f.mu.
+func (c *linkCommit) markAndSwap() (again bool, err error) {
+	m := c.m
+	s, f := m.s, m.f
+	s.ns.Lock()
+	defer s.ns.Unlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if m.changedLocked() {
+		return true, nil
 	}
-	if err := unix.Fsync(f.fd); err != nil {
-		if rerr := unix.Fremovexattr(f.fd, xattrSuperseded); rerr == nil {
-			return undo(err)
-		}
-		// The marker stands, so a crash finds the move committed: it is.
-		s.log.Error().Err(err).Str("tier", src.Name).Uint64("ino", f.ino).Msg("fsync of a moved file's marker failed; the move goes on")
+	if err := unix.Fsetxattr(f.fd, xattrSuperseded, []byte(m.dest.Name), 0); err != nil {
+		return false, err
 	}
-	failPoint("link-move:marked")
-
-	// Step 4.
-	s.ct.keep(dest, dfd, m.shown) // the copy shows the source's ctime
-	old, oldPM := s.swapTo(f, src, dest, dfd, true)
-	failPoint("link-move:swapped")
+	// The copy is the file; with its staging name gone its link count is
+	// the file's.
+	s.pending = slices.DeleteFunc(s.pending, func(p *pendingLink) bool { return p == c.pending })
+	_ = unix.Unlinkat(m.sfd, m.staging, 0)
+	s.ct.keep(m.dest, m.dfd, m.shown) // the copy shows the source's ctime
+	old, oldPM := s.swapTo(f, m.src, m.dest, m.dfd, true)
+	m.committed = true
+	m.bytes = m.st.Size
 	m.release = append(m.release, func() {
 		if oldPM != nil {
 			oldPM.Close()
 		}
 		unix.Close(old)
 	})
+	return false, nil
+}
 
-	// Step 5: the source's names go (a pool file with several names is
-	// not the pool's to take back: its space is freed once the move
-	// closes it).
+// undo takes back what a several-name move made on the destination
+// before its commit point: the names (lookups skip them meanwhile), then
+// the record. A name that cannot go is left to settleJournal (the record
+// says the move did not commit) and answers EIO until then.
+func (c *linkCommit) undo(again bool, cause error) (bool, error) {
+	m := c.m
+	s := m.s
+	s.ns.Lock()
+	s.pending = slices.DeleteFunc(s.pending, func(p *pendingLink) bool { return p == c.pending })
+	left := false
+	for i := range c.made {
+		if err := unix.Unlinkat(c.pfds[i], c.names[i][len(c.names[i])-1], 0); err != nil && !errors.Is(err, unix.ENOENT) {
+			left = true
+		}
+	}
+	if c.destTimes != nil {
+		s.restoreTimes(c.destTimes)
+	}
+	s.ns.Unlock()
+	for i := range c.made {
+		if fsyncDirAt(c.pfds[i]) != nil {
+			left = true
+		}
+	}
+	if left {
+		s.log.Error().Err(cause).Str("tier", m.dest.Name).Uint64("ino", m.f.ino).Msg("move of a file with several names failed and not every name it made could be removed")
+		s.journalPending = c.rec
+		s.journalStale = append(s.journalStale, c.jt)
+		if again {
+			return false, fmt.Errorf("take back the names a move made before it sealed the file again: %w", unix.EIO)
+		}
+	} else {
+		s.clearJournal(c.jt)
+	}
+	return again, cause
+}
+
+// dropSource is steps 5 and 6: the source's names go (their directories
+// keep their times), under ns; their directories' fsyncs and the
+// record's removal follow without it. A pool file with several names is
+// not the pool's to take back: its space is freed once the move closes
+// it.
+func (c *linkCommit) dropSource(ls locs) {
+	m := c.m
+	s, src := m.s, m.src
+	s.ns.Lock()
+	srcTimes := &keptTimes{t: src}
+	for _, n := range c.names {
+		s.keepTimes(srcTimes, n[:len(n)-1])
+	}
 	left := false
 	for i := range ls {
 		if err := unix.Unlinkat(ls[i].dirfd, ls[i].name, 0); err != nil {
@@ -411,19 +581,19 @@ func (m *move) commitLinked() (committed bool, err error) {
 			failPoint("link-move:unlinked")
 		}
 	}
+	s.restoreTimes(srcTimes)
+	s.ns.Unlock()
 	for i := range ls {
 		_ = fsyncDirAt(ls[i].dirfd)
 	}
-
-	// Step 6.
+	_ = fsyncDirAt(m.sfd)
 	if left {
 		// Marked, the names left are hidden (dropSuperseded) until they go.
-		s.journalPending = rec
-		s.journalStale = append(s.journalStale, jt)
+		s.journalPending = c.rec
+		s.journalStale = append(s.journalStale, c.jt)
 	} else {
-		s.clearJournal(jt)
+		s.clearJournal(c.jt)
 	}
-	return true, nil
 }
 
 // swapTo makes dfd, the committed copy on dest, the backing of every

@@ -68,6 +68,9 @@ func (s *Store) comps(p Path) ([]string, error) {
 // to another, so the name is EIO until an operator removes one.
 func (s *Store) locate(dir []string, name string) (locs, error) {
 	ls, err := s.locateAll(dir, name)
+	if err == nil && len(ls) > 1 {
+		ls = s.dropPending(ls)
+	}
 	if err != nil || len(ls) < 2 || allDirs(ls) {
 		return ls, err
 	}
@@ -793,6 +796,8 @@ func (s *Store) Link(target Path, dir Path, name string) (Attr, error) {
 	if err := validName(name); err != nil {
 		return Attr{}, err
 	}
+	s.names.RLock()
+	defer s.names.RUnlock()
 	s.ns.Lock()
 	defer s.ns.Unlock()
 	d, err := s.comps(dir)
@@ -846,6 +851,8 @@ func (s *Store) Link(target Path, dir Path, name string) (Attr, error) {
 // Unlink removes a name that is not a directory. commit runs under the
 // namespace lock once the name is gone, so the caller can update its view.
 func (s *Store) Unlink(dir Path, name string, commit func()) error {
+	s.names.RLock()
+	defer s.names.RUnlock()
 	s.ns.Lock()
 	defer s.ns.Unlock()
 	s.nameDrops.Add(1)

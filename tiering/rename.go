@@ -24,6 +24,8 @@ func (s *Store) Rename(srcDir Path, srcName string, dstDir Path, dstName string,
 	if err := renameArgs(dstName, flags); err != nil {
 		return err
 	}
+	s.names.RLock()
+	defer s.names.RUnlock()
 	s.ns.Lock()
 	defer s.ns.Unlock()
 	s.nameDrops.Add(1)

@@ -101,6 +101,15 @@ type Store struct {
 	log   zerolog.Logger
 
 	ns sync.RWMutex
+	// names is held shared, before ns, by the operations that change a
+	// file's names (unlink, rename, link), and exclusively by a move of a
+	// file with several names across its commit, whose fsyncs run with ns
+	// free (linkmove.go): lookups, opens, creates go on meanwhile.
+	names sync.RWMutex
+	// pending is the staged copies of several-name moves under the
+	// file's names on the destination before their commit point, which
+	// lookups skip (linkmove.go). Guarded by ns.
+	pending []*pendingLink
 	// nameDrops counts the unlinks, rmdirs and renames begun (under ns
 	// held exclusively): a walk during which it did not change saw every
 	// file that existed when it started and still does (ListFiles).
@@ -131,7 +140,7 @@ type Store struct {
 	// journalStale the tiers whose record is still to be removed
 	// (journal.go); journalPending the move of a file with several names
 	// whose record must be replayed before it is (linkmove.go). Guarded
-	// by ns.
+	// by names held exclusively, or shared with ns held exclusively.
 	journalSeq     uint64
 	journalStale   []*Tier
 	journalPending *linkMoveRecord

@@ -113,7 +113,14 @@ func TestRenameOverCrash(t *testing.T) {
 		}, readsOld},
 	}
 	for _, k := range kinds {
-		for _, step := range []string{"rename:marked", "rename:renamed"} {
+		steps := []string{"rename:marked", "rename:renamed"}
+		if k.name == "file" {
+			// A loser that carries a marker is replaced with the namespace
+			// lock free between the steps (tiering.renameOver): the
+			// winner's directory is durable before the loser goes.
+			steps = append(steps, "rename:durable")
+		}
+		for _, step := range steps {
 			t.Run(k.name+"/"+step, func(t *testing.T) {
 				m := mount(t, mountOpt{crashAt: step})
 				mustOK(t, k.make(m), "make the old "+k.name)
@@ -141,7 +148,7 @@ func TestRenameOverCrash(t *testing.T) {
 						t.Fatalf("rename lost after crash at %s", step)
 					}
 				case string(got) == "new" && os.IsNotExist(tmpErr):
-					if step != "rename:renamed" {
+					if step == "rename:marked" {
 						t.Fatalf("rename happened before the crash point %s", step)
 					}
 				default:

@@ -3,6 +3,7 @@ package tiering
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -24,6 +25,23 @@ func (s *Store) Rename(srcDir Path, srcName string, dstDir Path, dstName string,
 	if err := renameArgs(dstName, flags); err != nil {
 		return err
 	}
+	over, err := s.renameLocked(srcDir, srcName, dstDir, dstName, flags, commit, true)
+	if !over {
+		return err
+	}
+	// Over copies on other tiers that can be marked: the fsyncs go
+	// without ns, unless the names changed meanwhile.
+	if done, err := s.renameOver(srcDir, srcName, dstDir, dstName, commit); done {
+		return err
+	}
+	_, err = s.renameLocked(srcDir, srcName, dstDir, dstName, flags, commit, false)
+	return err
+}
+
+// renameLocked is Rename under ns. With tryOver, a file renamed over
+// copies on other tiers that can all be marked is left to renameOver:
+// over says so, and nothing changed.
+func (s *Store) renameLocked(srcDir Path, srcName string, dstDir Path, dstName string, flags uint32, commit func(), tryOver bool) (over bool, err error) {
 	s.names.RLock()
 	defer s.names.RUnlock()
 	s.ns.Lock()
@@ -31,12 +49,15 @@ func (s *Store) Rename(srcDir Path, srcName string, dstDir Path, dstName string,
 	s.nameDrops.Add(1)
 	sd, dd, src, dst, err := s.renameLocate(srcDir, srcName, dstDir, dstName)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer src.close()
 	defer dst.close()
 	if flags&RenameNoReplace != 0 && len(dst) > 0 {
-		return unix.EEXIST
+		return false, unix.EEXIST
+	}
+	if tryOver && flags == 0 && s.overAnotherTier(src, dst) {
+		return true, nil
 	}
 	if flags&RenameExchange != 0 {
 		err = s.renameExchangeLocked(sd, srcName, dd, dstName, src, dst)
@@ -44,12 +65,33 @@ func (s *Store) Rename(srcDir Path, srcName string, dstDir Path, dstName string,
 		err = s.renameReplaceLocked(sd, srcName, dd, dstName, src, dst)
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	if commit != nil {
 		commit()
 	}
-	return nil
+	return false, nil
+}
+
+// overAnotherTier says whether renaming src, a file, over dst replaces
+// copies on other tiers than src's, each of which can carry a marker
+// and none of which a move has in progress (renameOver). Caller holds
+// ns.
+func (s *Store) overAnotherTier(src, dst locs) bool {
+	if len(src) != 1 || isDir(&src[0].st) {
+		return false
+	}
+	n := 0
+	for i := range dst {
+		if dst[i].tier == src[0].tier {
+			continue
+		}
+		if !markable(&dst[i].st) || s.moving(&dst[i]) {
+			return false
+		}
+		n++
+	}
+	return n > 0
 }
 
 // renameArgs checks a rename's new name and flags.
@@ -231,17 +273,7 @@ func (s *Store) renameFileLocked(dd []string, dstName string, src *loc, dst locs
 		}
 		return err
 	}
-	// An open file is known by its new name from now on (a spill moves
-	// it by that name), unless its name is one that follows renames by
-	// itself (package fs's nodes, updated in commit).
-	s.openMu.Lock()
-	if f := s.open[srcIno]; f != nil && srcIno != 0 && !f.unlinked {
-		switch f.path.(type) {
-		case RelPath, childPath:
-			f.path = RelPath(strings.Join(append(append([]string(nil), dd...), dstName), "/"))
-		}
-	}
-	s.openMu.Unlock()
+	s.renamedOpen(srcIno, dd, dstName)
 	if len(others) > 0 {
 		failPoint("rename:renamed")
 	}
@@ -418,4 +450,273 @@ func (s *Store) replayReplace(rec renameRecord) error {
 		return fmt.Errorf("recovery: remove the replaced copy on tier %s: %w", loser.tier.Name, err)
 	}
 	return fsyncDirAt(loser.dirfd)
+}
+
+// overPlan is what renameOver found of a rename over a name with copies
+// on other tiers, before it held ns exclusively.
+type overPlan struct {
+	winner   *Tier // the renamed file's tier
+	dev, ino uint64
+	losers   []overLoser
+}
+
+// overLoser is a copy the rename replaces on another tier than the
+// winner's, open to be marked.
+type overLoser struct {
+	t     *Tier
+	fd    int
+	st    unix.Stat_t
+	shown unix.Timespec // the ctime it shows, which its marker must not change
+}
+
+func (p *overPlan) close() {
+	for _, l := range p.losers {
+		unix.Close(l.fd)
+	}
+}
+
+// renameOver renames a file over a name with copies on other tiers (the
+// losers, each a regular file with one name) with no fsync under ns:
+// the losers are marked superseded and fsynced before ns is taken, the
+// rename made under it (checking that the names are as planned), the
+// winner's directory fsynced without it, the losers unlinked under it
+// (from the rename to their unlink lookups skip them, as a move's
+// source: Store.left) and their directories fsynced without it. The
+// names are held (Store.names) throughout, so no unlink, rename or link
+// comes between; a move of a loser may (it marks the loser too), which
+// the check under ns sees. done false leaves the rename to Rename's path
+// under ns: not such a rename (a loser that cannot carry a marker needs
+// the journal), or a name that changed between the looks.
+func (s *Store) renameOver(srcDir Path, srcName string, dstDir Path, dstName string, commit func()) (done bool, err error) {
+	s.names.Lock()
+	defer s.names.Unlock()
+	p, ok := s.planOver(srcDir, srcName, dstDir, dstName)
+	if !ok {
+		return false, nil
+	}
+	defer p.close()
+	for _, l := range p.losers {
+		// The rename must not be durable before its losers' markers are
+		// (two unmarked copies would answer EIO after a crash).
+		if err := s.markLoser(l, p.winner.Name); err != nil {
+			return false, nil // Rename's path marks under ns, and says why it cannot
+		}
+	}
+	failPoint("rename:marked")
+
+	pfd, left, ok, err := s.renameOverLocked(p, srcDir, srcName, dstDir, dstName, commit)
+	if !ok || err != nil {
+		return ok, err
+	}
+	defer unix.Close(pfd)
+	failPoint("rename:renamed")
+	if err := fsyncDirAt(pfd); err != nil {
+		// Not known durable: the losers stay, marked (lookups skip them),
+		// and the next mount removes them once the rename is there.
+		s.ns.Lock()
+		s.left = slices.DeleteFunc(s.left, func(l *leftSource) bool { return slices.Contains(left, l) })
+		s.ns.Unlock()
+		for _, l := range left {
+			unix.Close(l.dirfd)
+		}
+		return true, err
+	}
+	for _, l := range left {
+		close(l.durable)
+	}
+	failPoint("rename:durable")
+	s.ns.Lock()
+	for _, l := range left {
+		s.dropSourceLocked(l)
+	}
+	s.ns.Unlock()
+	for _, l := range left {
+		// Not durable, the unlink leaves a marked copy that the next
+		// mount removes: the rename is done either way.
+		_ = fsyncDirAt(l.dirfd)
+		unix.Close(l.dirfd)
+	}
+	return true, nil
+}
+
+// planOver looks, under ns shared, whether srcDir/srcName is a file that
+// a rename would put over copies of dstDir/dstName on other tiers that
+// can each carry a marker (a regular file with one name, that no move
+// is marking), and opens those.
+func (s *Store) planOver(srcDir Path, srcName string, dstDir Path, dstName string) (*overPlan, bool) {
+	s.ns.RLock()
+	defer s.ns.RUnlock()
+	sd, err1 := s.comps(srcDir)
+	dd, err2 := s.comps(dstDir)
+	if err1 != nil || err2 != nil || hidden(sd, srcName) || hidden(dd, dstName) {
+		return nil, false
+	}
+	src, err := s.locate(sd, srcName)
+	if err != nil {
+		return nil, false
+	}
+	defer src.close()
+	dst, err := s.locate(dd, dstName)
+	if err != nil {
+		return nil, false
+	}
+	defer dst.close()
+	if !s.overAnotherTier(src, dst) {
+		return nil, false
+	}
+	if same, err := replaceable(src, dst, dstName); err != nil || same {
+		return nil, false
+	}
+	p := &overPlan{winner: src[0].tier, dev: src[0].st.Dev, ino: src[0].st.Ino}
+	for i := range dst {
+		d := &dst[i]
+		if d.tier == p.winner {
+			continue
+		}
+		fd, err := unix.Openat(d.dirfd, d.name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+		if err != nil {
+			p.close()
+			return nil, false
+		}
+		var st unix.Stat_t
+		if unix.Fstat(fd, &st) != nil || st.Dev != d.st.Dev || st.Ino != d.st.Ino {
+			unix.Close(fd)
+			p.close()
+			return nil, false
+		}
+		p.losers = append(p.losers, overLoser{t: d.tier, fd: fd, st: st, shown: s.ct.shown(d.tier, &st)})
+	}
+	return p, true
+}
+
+// moving says whether a move has the file at l open and in progress.
+// Caller holds ns.
+func (s *Store) moving(l *loc) bool {
+	ino, err := getIno(l.dirfd, l.name)
+	if err != nil {
+		return true // unknown: leave it to the path under ns
+	}
+	s.openMu.Lock()
+	f := s.open[ino]
+	s.openMu.Unlock()
+	return f != nil && f.moving.Load()
+}
+
+// markLoser marks the loser l superseded by winner, durably, keeping the
+// ctime it shows (it is still the name's file until the rename).
+func (s *Store) markLoser(l overLoser, winner string) error {
+	s.ct.hold(l.t, &l.st, l.shown)
+	err := unix.Fsetxattr(l.fd, xattrSuperseded, []byte(winner), 0)
+	s.ct.keep(l.t, l.fd, l.shown)
+	if err != nil {
+		return err
+	}
+	return unix.Fsync(l.fd)
+}
+
+// renameOverLocked is renameOver's rename, under ns: the names must be
+// as planned (the file on the winner's tier, the same losers, still
+// marked for it), else ok is false and nothing changed. It returns the
+// winner's directory and the losers, left under their names (Store.left)
+// until the rename is durable.
+func (s *Store) renameOverLocked(p *overPlan, srcDir Path, srcName string, dstDir Path, dstName string, commit func()) (pfd int, left []*leftSource, ok bool, err error) {
+	s.ns.Lock()
+	defer s.ns.Unlock()
+	s.nameDrops.Add(1)
+	sd, dd, src, dst, err := s.renameLocate(srcDir, srcName, dstDir, dstName)
+	if err != nil {
+		return -1, nil, true, err
+	}
+	defer src.close()
+	defer dst.close()
+	if !p.holds(src, dst) {
+		return -1, nil, false, nil
+	}
+	t := src[0].tier
+	s.forgetPlainAt(&src[0])
+	if pfd, err = t.walk(dd, s.dirMetaFor(dd)); err != nil {
+		return -1, nil, true, err
+	}
+	var replaced *loc
+	var replacedIno uint64
+	for i := range dst {
+		if dst[i].tier == t && dst[i].st.Mode&unix.S_IFMT == unix.S_IFREG {
+			replaced = &dst[i]
+			replacedIno, _ = getIno(replaced.dirfd, replaced.name)
+		}
+	}
+	srcIno, _ := getIno(src[0].dirfd, src[0].name)
+	if err := unix.Renameat(src[0].dirfd, src[0].name, pfd, dstName); err != nil {
+		unix.Close(pfd)
+		return -1, nil, true, err
+	}
+	s.renamedOpen(srcIno, dd, dstName)
+	if replaced != nil {
+		s.forgetReplaced(t, replacedIno, &replaced.st)
+	}
+	for i := range dst {
+		if dst[i].tier == t {
+			continue
+		}
+		l := &leftSource{t: dst[i].tier, name: dstName, dev: dst[i].st.Dev, ino: dst[i].st.Ino,
+			replaced: true, st: dst[i].st, dir: dd, durable: make(chan struct{})}
+		if l.dirfd, err = unix.Dup(dst[i].dirfd); err != nil {
+			l.dirfd = -1
+		}
+		s.left = append(s.left, l)
+		left = append(left, l)
+	}
+	s.dirChanged(sd, t)
+	s.dirChanged(dd, t)
+	for i := range dst {
+		s.dirChanged(dd, dst[i].tier)
+	}
+	if commit != nil {
+		commit()
+	}
+	return pfd, left, true, nil
+}
+
+// holds says whether src and dst, located under ns, are what p planned
+// for: one copy of a file on p's winner tier, and on the other tiers the
+// losers p marked, still marked for it.
+func (p *overPlan) holds(src, dst locs) bool {
+	if len(src) != 1 || src[0].tier != p.winner || src[0].st.Dev != p.dev || src[0].st.Ino != p.ino {
+		return false
+	}
+	if same, err := replaceable(src, dst, ""); err != nil || same {
+		return false
+	}
+	n := 0
+	buf := make([]byte, 256)
+	for i := range dst {
+		if dst[i].tier == p.winner {
+			continue
+		}
+		n++
+		if !slices.ContainsFunc(p.losers, func(l overLoser) bool {
+			return l.t == dst[i].tier && l.st.Dev == dst[i].st.Dev && l.st.Ino == dst[i].st.Ino
+		}) {
+			return false
+		}
+		if w, ok := supersededBy(&dst[i], buf); !ok || w != p.winner.Name {
+			return false
+		}
+	}
+	return n == len(p.losers)
+}
+
+// renamedOpen has the open file with inode number ino, if any, known by
+// its new name dd/name (a spill moves it by that name), unless its name
+// is one that follows renames by itself (package fs's nodes, updated in
+// Rename's commit). Caller holds ns exclusively.
+func (s *Store) renamedOpen(ino uint64, dd []string, name string) {
+	s.openMu.Lock()
+	if f := s.open[ino]; f != nil && ino != 0 && !f.unlinked {
+		switch f.path.(type) {
+		case RelPath, childPath:
+			f.path = RelPath(strings.Join(append(append([]string(nil), dd...), name), "/"))
+		}
+	}
+	s.openMu.Unlock()
 }

@@ -10,15 +10,25 @@
 //
 // Lock discipline (taken in this order, never the reverse):
 //
+//	Store.names   RWMutex. Shared, before ns, for what changes a file's
+//	              names (unlink, rename, link); exclusive across the
+//	              commit of a move of a file with several names and a
+//	              rename over copies on other tiers, which fsync with ns
+//	              free (linkmove.go, rename.go). With ns exclusive (or
+//	              alone, exclusive) it guards the rename journal's state.
 //	Store.ns      RWMutex. Exclusive for every change of the namespace
 //	              (create, mkdir, unlink, rmdir, rename, link, symlink,
 //	              mknod) and, in a move, to validate, rename and swap
 //	              (then again to unlink the source); shared for lookups,
 //	              getattr, readdir, open, setattr and xattrs. It guards
 //	              what every Path implementation returns (fs renames its
-//	              nodes under it), the rename journal's state (journal.go)
-//	              and the sources moves left (Store.left, commit.go). A
-//	              one-name move copies, fsyncs and closes nothing under it.
+//	              nodes under it), the sources moves and renames left
+//	              (Store.left, commit.go) and the copies several-name moves
+//	              have not committed (Store.pending, linkmove.go). A move
+//	              copies, fsyncs and closes nothing under it, nor does a
+//	              rename over a file on another tier that can be marked;
+//	              a directory rename, and a rename over anything else on
+//	              another tier, fsync under it (rename.go).
 //	File.mu       RWMutex. Shared for I/O on the backing (pread, pwrite,
 //	              ftruncate, fsync, fallocate); exclusive to swap the
 //	              backing fd (move, spill, reopen for writing) and to

@@ -238,11 +238,12 @@ func (m *move) seal() error {
 func (m *move) mark() error {
 	fd := m.sourceFd()
 	// Under ns shared: a rename that replaced the source (renameOver)
-	// marked it for its own winner, and unlinks it once that is durable.
+	// marked it for its own winner, and unlinks it once that is durable;
+	// then the file has no name, and a spill moves it as such.
 	m.s.ns.RLock()
 	if m.s.replacedMeanwhile(m.src, &m.st) {
 		m.s.ns.RUnlock()
-		return ErrGone
+		return errReplaced
 	}
 	m.s.ct.hold(m.src, &m.st, m.shown)
 	err := unix.Fsetxattr(fd, xattrSuperseded, []byte(m.dest.Name), 0)
@@ -583,6 +584,12 @@ func (s *Store) dropSourceLocked(l *leftSource) {
 		s.ct.keep(l.t, l.dirfd, l.ctime)
 	}
 }
+
+// errReplaced ends a move whose source a rename replaced while it
+// sealed; like a move already in progress, a write that wanted it
+// (spill) tries again, and finds it with no name once the rename is
+// durable.
+var errReplaced = fmt.Errorf("file replaced by a rename while it moved: %w", ErrBusy)
 
 // replacedMeanwhile says whether the backing st describes on t is a copy
 // that a rename replaced and that waits for its unlink (Store.left).

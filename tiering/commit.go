@@ -75,7 +75,7 @@ func (m *move) run(ctx context.Context) error {
 	if err := m.copyBulk(ctx); err != nil {
 		return err
 	}
-	if err := m.f.converge(m.dfd, m.srcfd, m.runner()); err != nil {
+	if err := m.f.converge(m.dfd, m.srcfd); err != nil {
 		return err
 	}
 	failPoint("move:converged")
@@ -131,16 +131,13 @@ func (m *move) copyBulk(ctx context.Context) error {
 			st.Size = size // a pmem file: the logical size only
 		}
 		cp := &copier{ctx: ctx, limiter: m.o.Limiter, progress: m.o.Progress, total: st.Size, writeBehind: true}
-		// The read lock is this goroutine's; no one takes the write lock
-		// while the move copies (only the move itself does), so the
-		// background thread keeps no one waiting.
-		err = m.runner()(func() error { return cp.sparse(m.dfd, m.srcfd, st.Size) })
+		err = cp.sparse(m.dfd, m.srcfd, st.Size)
 	}
 	f.mu.RUnlock()
 	if err == nil {
 		// The bulk of the copy is flushed with no lock held: on a slow
 		// tier this takes the copy's size over its bandwidth.
-		err = m.runner()(func() error { return unix.Fdatasync(m.dfd) })
+		err = unix.Fdatasync(m.dfd)
 	}
 	if err != nil {
 		return err

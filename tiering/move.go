@@ -577,9 +577,8 @@ const convergePasses = 3
 // lock while it copies. Taking the set of ranges waits for the writes
 // that recorded them (they hold f.mu shared from the record to the
 // write), so that what a pass copies is what they wrote; writes after
-// that go to the next set. run runs each pass's copy and flush, which
-// take no lock (the move's background thread).
-func (f *File) converge(dst, src int, run runner) error {
+// that go to the next set.
+func (f *File) converge(dst, src int) error {
 	for range convergePasses {
 		f.mu.Lock()
 		f.dmu.Lock()
@@ -600,7 +599,26 @@ func (f *File) converge(dst, src int, run runner) error {
 			size = live
 		}
 		f.mu.RUnlock()
-		err := run(func() error { return copyPass(dst, src, d, size) })
+		var err error
+		if d.all {
+			err = recopyAll(dst, src, size)
+		} else {
+			for _, r := range d.ranges {
+				if err = copyRange(dst, src, r[0], min(r[1], size)); err != nil {
+					break
+				}
+			}
+		}
+		if err == nil && d.sizeDirty {
+			// The copy takes the size the source had when this set was
+			// taken: a cut's bytes must not wait in the copy for the file
+			// to grow back over them (what changed it since is in the next
+			// set).
+			err = unix.Ftruncate(dst, size)
+		}
+		if err == nil {
+			err = unix.Fdatasync(dst)
+		}
 		// A set whose size changed must be judged at the commit again.
 		if d.sizeDirty {
 			f.markSizeDirty()
@@ -610,32 +628,6 @@ func (f *File) converge(dst, src int, run runner) error {
 		}
 	}
 	return nil
-}
-
-// copyPass is one pass of converge: the ranges of d, copied from src to
-// dst and flushed.
-func copyPass(dst, src int, d *dirtySet, size int64) error {
-	var err error
-	if d.all {
-		err = recopyAll(dst, src, size)
-	} else {
-		for _, r := range d.ranges {
-			if err = copyRange(dst, src, r[0], min(r[1], size)); err != nil {
-				break
-			}
-		}
-	}
-	if err == nil && d.sizeDirty {
-		// The copy takes the size the source had when this set was
-		// taken: a cut's bytes must not wait in the copy for the file
-		// to grow back over them (what changed it since is in the next
-		// set).
-		err = unix.Ftruncate(dst, size)
-	}
-	if err == nil {
-		err = unix.Fdatasync(dst)
-	}
-	return err
 }
 
 // noatime opens fd's file again for reading without updating its atime

@@ -522,10 +522,10 @@ func (m *move) end() {
 // leftSource is the source of a committed one-name move (or a copy a
 // rename replaced on another tier: renameOver), marked, still under its
 // name on its tier until the rename on the destination (the winner's
-// tier) is durable: its unlink must not reach the disk first. Lookups skip it (its
-// winner has the name); an Unlink or Rename of its name removes it first
-// (settleLeftAt), as it would otherwise outlive the name's copy on the
-// destination. Guarded by ns (Store.left).
+// tier) is durable: its unlink must not reach the disk first. Lookups
+// skip it (its winner has the name); an Unlink or Rename of its name
+// removes it first (settleLeftAt), as it would otherwise outlive the
+// name's copy on the destination. Guarded by ns (Store.left).
 type leftSource struct {
 	t        *Tier
 	dirfd    int // its directory, owned by the move
@@ -538,11 +538,10 @@ type leftSource struct {
 	done     bool
 	detached *pmem.Detached
 	// replaced: not a move's source but a copy a rename replaced
-	// (renameOver), st its stat, in dir: it goes as an unlink's would,
-	// with its usage.
+	// (renameOver), st its stat: it goes as an unlink's would, with its
+	// usage.
 	replaced bool
 	st       unix.Stat_t
-	dir      []string
 }
 
 // dropSourceLocked removes l, once the rename it waits for is durable,

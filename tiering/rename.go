@@ -659,7 +659,7 @@ func (s *Store) renameOverLocked(p *overPlan, srcDir Path, srcName string, dstDi
 			continue
 		}
 		l := &leftSource{t: dst[i].tier, name: dstName, dev: dst[i].st.Dev, ino: dst[i].st.Ino,
-			replaced: true, st: dst[i].st, dir: dd, durable: make(chan struct{})}
+			replaced: true, st: dst[i].st, durable: make(chan struct{})}
 		if l.dirfd, err = unix.Dup(dst[i].dirfd); err != nil {
 			l.dirfd = -1
 		}

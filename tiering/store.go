@@ -102,9 +102,10 @@ type Store struct {
 
 	ns sync.RWMutex
 	// names is held shared, before ns, by the operations that change a
-	// file's names (unlink, rename, link), and exclusively by a move of a
-	// file with several names across its commit, whose fsyncs run with ns
-	// free (linkmove.go): lookups, opens, creates go on meanwhile.
+	// file's names (unlink, rename, link), and exclusively across the
+	// commit of a move of a file with several names (linkmove.go) and a
+	// rename over files on other tiers (renameOver), whose fsyncs run
+	// with ns free: lookups, opens, creates go on meanwhile.
 	names sync.RWMutex
 	// pending is the staged copies of several-name moves under the
 	// file's names on the destination before their commit point, which

@@ -295,8 +295,31 @@ func (s *Store) readdir(p Path, read func(int) ([]string, error)) ([]DirEntry, e
 	if err != nil {
 		return nil, err
 	}
-	seen := map[string]bool{}
 	var out []DirEntry
+	err = s.unionDir(c, read, func(t *Tier, dir int, n string) bool {
+		var st unix.Stat_t
+		if err := unix.Fstatat(dir, n, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return false // raced with nothing we know of: skip it
+		}
+		ino, err := s.inoOf(t, dir, n, &st)
+		if err != nil {
+			ino = 0
+		}
+		out = append(out, DirEntry{Name: n, Mode: st.Mode & unix.S_IFMT, Ino: ino})
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// unionDir reads directory c's copy on every tier that has one, in tier
+// order, with read, and offers each name to take, less the hidden ones and
+// those an earlier tier's copy already answered (take returned true).
+// ENOENT when no tier has c. Caller holds ns.
+func (s *Store) unionDir(c []string, read func(int) ([]string, error), take func(t *Tier, dir int, name string) bool) error {
+	seen := map[string]bool{}
 	found := false
 	for _, t := range s.tiers {
 		fd, err := t.walk(c, nil)
@@ -304,35 +327,25 @@ func (s *Store) readdir(p Path, read func(int) ([]string, error)) ([]DirEntry, e
 			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 				continue
 			}
-			return nil, err
+			return err
 		}
 		found = true
 		names, err := read(fd)
 		if err != nil {
 			unix.Close(fd)
-			return nil, err
+			return err
 		}
 		for _, n := range names {
-			if seen[n] || hidden(c, n) {
-				continue
+			if !seen[n] && !hidden(c, n) && take(t, fd, n) {
+				seen[n] = true
 			}
-			var st unix.Stat_t
-			if err := unix.Fstatat(fd, n, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-				continue // raced with nothing we know of: skip it
-			}
-			seen[n] = true
-			ino, err := s.inoOf(t, fd, n, &st)
-			if err != nil {
-				ino = 0
-			}
-			out = append(out, DirEntry{Name: n, Mode: st.Mode & unix.S_IFMT, Ino: ino})
 		}
 		unix.Close(fd)
 	}
 	if !found {
-		return nil, unix.ENOENT
+		return unix.ENOENT
 	}
-	return out, nil
+	return nil
 }
 
 // readNamesQuiet is readNames without moving the directory's atime

@@ -81,7 +81,10 @@ func (s *Store) resolveIdent(p Path, c []string, ls locs, err error) (locs, erro
 // atime. nil if there is none. Caller holds ns.
 func findIno(t *Tier, ino uint64) ([]string, error) {
 	var found []string
-	err := walkTier(t, func(dir int, comps []string, name string, _ *unix.Stat_t) bool {
+	err := walkTier(t, func(dir int, comps []string, name string, st *unix.Stat_t) bool {
+		if ft := st.Mode & unix.S_IFMT; ft != unix.S_IFREG && ft != unix.S_IFDIR {
+			return false
+		}
 		if got, err := getIno(dir, name); err == nil && got == ino {
 			found = append(slices.Clone(comps), name)
 			return true

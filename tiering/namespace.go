@@ -637,34 +637,20 @@ func (s *Store) Mkdir(dir Path, name string, mode uint32, o Owner) (Attr, error)
 	if err != nil {
 		return Attr{}, err
 	}
-	var lastErr error = unix.ENOSPC
-	for _, t := range s.tiers {
-		pfd, err := t.walk(d, s.dirMetaFor(d))
-		if err == nil {
-			err = unix.Mkdirat(pfd, name, mode&0o7777)
-			if err != nil {
-				unix.Close(pfd)
-			}
-		}
-		if err != nil {
-			lastErr = err
-			if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
-				continue
-			}
-			return Attr{}, err
-		}
-		st, ino, err := s.finishMkdir(pfd, name, mode, o)
-		if err != nil {
-			_ = unix.Unlinkat(pfd, name, unix.AT_REMOVEDIR)
-			unix.Close(pfd)
-			return Attr{}, err
-		}
-		unix.Close(pfd)
-		s.dirChanged(d, t)
-		st.Ino = ino
-		return Attr{Stat_t: st, Tier: t.Index}, nil
+	t, pfd, err := s.makeOnFirst(s.tiers, d, func(pfd int) error { return unix.Mkdirat(pfd, name, mode&0o7777) })
+	if err != nil {
+		return Attr{}, err
 	}
-	return Attr{}, lastErr
+	st, ino, err := s.finishMkdir(pfd, name, mode, o)
+	if err != nil {
+		_ = unix.Unlinkat(pfd, name, unix.AT_REMOVEDIR)
+		unix.Close(pfd)
+		return Attr{}, err
+	}
+	unix.Close(pfd)
+	s.dirChanged(d, t)
+	st.Ino = ino
+	return Attr{Stat_t: st, Tier: t.Index}, nil
 }
 
 // finishMkdir numbers, chowns and chmods the directory just made at
@@ -696,6 +682,27 @@ func (s *Store) finishMkdir(pfd int, name string, mode uint32, o Owner) (unix.St
 		err = unix.Fstat(fd, &st)
 	}
 	return st, ino, err
+}
+
+// makeOnFirst makes an entry with mk in directory d of the first of tiers
+// that has room for it, and returns that tier and the directory's
+// descriptor, open. Caller holds ns exclusively.
+func (s *Store) makeOnFirst(tiers []*Tier, d []string, mk func(pfd int) error) (*Tier, int, error) {
+	var lastErr error = unix.ENOSPC
+	for _, t := range tiers {
+		pfd, err := t.walk(d, s.dirMetaFor(d))
+		if err == nil {
+			if err = mk(pfd); err == nil {
+				return t, pfd, nil
+			}
+			unix.Close(pfd)
+		}
+		if !noRoom(err) {
+			return nil, -1, err
+		}
+		lastErr = err
+	}
+	return nil, -1, lastErr
 }
 
 // madeByUs checks that fd is what the daemon (root) just created, of type
@@ -741,36 +748,22 @@ func (s *Store) makeSpecial(dir Path, name string, ft uint32, o Owner, mk func(p
 	if err != nil {
 		return Attr{}, err
 	}
-	var lastErr error = unix.ENOSPC
-	for _, t := range s.placement() {
-		pfd, err := t.walk(d, s.dirMetaFor(d))
-		if err == nil {
-			err = mk(pfd)
-			if err != nil {
-				unix.Close(pfd)
-			}
-		}
-		if err != nil {
-			lastErr = err
-			if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
-				continue
-			}
-			return Attr{}, err
-		}
-		defer unix.Close(pfd)
-		if err := chownNew(pfd, name, ft, o); err != nil {
-			_ = unix.Unlinkat(pfd, name, 0)
-			return Attr{}, err
-		}
-		s.dirChanged(d, t)
-		var st unix.Stat_t
-		if err := unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return Attr{}, err
-		}
-		l := loc{tier: t, dirfd: pfd, name: name, st: st}
-		return s.attrOf(&l)
+	t, pfd, err := s.makeOnFirst(s.placement(), d, mk)
+	if err != nil {
+		return Attr{}, err
 	}
-	return Attr{}, lastErr
+	defer unix.Close(pfd)
+	if err := chownNew(pfd, name, ft, o); err != nil {
+		_ = unix.Unlinkat(pfd, name, 0)
+		return Attr{}, err
+	}
+	s.dirChanged(d, t)
+	var st unix.Stat_t
+	if err := unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return Attr{}, err
+	}
+	l := loc{tier: t, dirfd: pfd, name: name, st: st}
+	return s.attrOf(&l)
 }
 
 // Readlink reads a symbolic link.

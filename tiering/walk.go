@@ -7,8 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// walkTier visits the regular files and directories of t's copy of the
-// namespace, depth first, a directory before what it holds, without
+// walkTier visits every entry of t's copy of the namespace, depth first, a directory before what it holds, without
 // following a symlink or touching an atime (a walk must not show). visit
 // gets the open parent directory, the parent's components, the entry's
 // name and its lstat; it returns true to end the walk. An entry gone
@@ -37,15 +36,11 @@ func walkTier(t *Tier, visit func(dir int, comps []string, name string, st *unix
 				}
 				return err
 			}
-			ft := st.Mode & unix.S_IFMT
-			if ft != unix.S_IFREG && ft != unix.S_IFDIR {
-				continue
-			}
 			if visit(fd, comps, n, &st) {
 				stopped = true
 				return nil
 			}
-			if ft != unix.S_IFDIR {
+			if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 				continue
 			}
 			sub, err := unix.Openat(fd, n, dirFlags, 0)

@@ -197,17 +197,7 @@ func requireFUSE(t *testing.T) {
 	testenv.FUSE(t)
 }
 
-// waitFor polls cond until it returns true or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+var waitFor = testenv.WaitFor
 
 type helper struct {
 	mp     string

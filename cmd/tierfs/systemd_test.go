@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tierfs/tierfs/internal/testenv"
 	"github.com/tierfs/tierfs/mountutil"
 )
@@ -27,6 +29,7 @@ type systemdNS struct {
 	units  string
 	cgroup []string
 	out    *syncBuffer
+	done   chan struct{} // closed when unshare has exited
 }
 
 // The script that becomes PID 1: it makes the mount namespace safe for
@@ -36,21 +39,39 @@ mount --make-rprivate /
 mount -t tmpfs tmpfs /run
 mount --bind "$KEEP_RW" "$KEEP_RW"
 mount --bind -o remount,ro /
-for h in systemd:none,name=systemd unified:; do
-	d=/sys/fs/cgroup/${h%%:*}
-	umount "$d" 2>/dev/null || true
-	if [ "${h#*:}" = "" ]; then mount -t cgroup2 cgroup2 "$d"; else mount -t cgroup -o "${h#*:}" cgroup "$d"; fi
-done
+# The cgroup trees again, rooted at the new cgroup namespace's root.
+if [ "$CGROUP_MODE" = unified ]; then
+	mount -t cgroup2 cgroup2 /sys/fs/cgroup
+else
+	umount /sys/fs/cgroup/systemd
+	mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd
+	if [ -d /sys/fs/cgroup/unified ]; then
+		umount /sys/fs/cgroup/unified
+		mount -t cgroup2 cgroup2 /sys/fs/cgroup/unified
+	fi
+fi
 exec /lib/systemd/systemd --unit=idle.target --log-target=console --log-level=info
 `
 
 func startSystemdNS(t *testing.T, rw string, units map[string]string) *systemdNS {
 	t.Helper()
-	for _, p := range []string{"/lib/systemd/systemd", "/usr/bin/unshare", "/usr/bin/nsenter", "/usr/bin/systemctl", "/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified"} {
+	for _, p := range []string{"/lib/systemd/systemd", "/usr/bin/unshare", "/usr/bin/nsenter", "/usr/bin/systemctl"} {
 		_, err := os.Stat(p)
-		testenv.Require(t, err == nil, p+" is needed to run systemd in a namespace (packages systemd, util-linux; a hybrid cgroup tree)")
+		testenv.Require(t, err == nil, p+" is needed to run systemd in a namespace (packages systemd, util-linux)")
 	}
-	s := &systemdNS{units: filepath.Join(rw, "units"), out: &syncBuffer{}}
+	// cgroup v2 alone, or v1 with systemd's named tree (and perhaps v2
+	// beside it at unified/).
+	mode, trees := "unified", []string{"/sys/fs/cgroup"}
+	var fs unix.Statfs_t
+	if err := unix.Statfs("/sys/fs/cgroup", &fs); err != nil || fs.Type != unix.CGROUP2_SUPER_MAGIC {
+		mode, trees = "hybrid", []string{"/sys/fs/cgroup/systemd"}
+		if _, err := os.Stat("/sys/fs/cgroup/unified/cgroup.procs"); err == nil {
+			trees = append(trees, "/sys/fs/cgroup/unified")
+		}
+		_, err := os.Stat("/sys/fs/cgroup/systemd/cgroup.procs")
+		testenv.Require(t, err == nil, "a cgroup tree systemd can run in (cgroup2 at /sys/fs/cgroup or name=systemd at /sys/fs/cgroup/systemd)")
+	}
+	s := &systemdNS{units: filepath.Join(rw, "units"), out: &syncBuffer{}, done: make(chan struct{})}
 	if err := os.Mkdir(s.units, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -61,8 +82,8 @@ func startSystemdNS(t *testing.T, rw string, units map[string]string) *systemdNS
 	// A cgroup of its own in both hierarchies, below which the manager
 	// makes its slices: this machine's other processes are not its.
 	name := fmt.Sprintf("tierfs-test-%d-%d", os.Getpid(), time.Now().UnixNano())
-	for _, h := range []string{"systemd", "unified"} {
-		d := filepath.Join("/sys/fs/cgroup", h, name)
+	for _, tree := range trees {
+		d := filepath.Join(tree, name)
 		if err := os.Mkdir(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -72,17 +93,30 @@ func startSystemdNS(t *testing.T, rw string, units map[string]string) *systemdNS
 	writeFile(t, script, systemdInit)
 	// The cgroup is joined by the shell before it execs unshare, so
 	// that the manager starts inside it.
-	join := fmt.Sprintf(`echo $$ > %s/cgroup.procs && echo $$ > %s/cgroup.procs && exec unshare --pid --fork --kill-child --mount --cgroup --uts --ipc --net --mount-proc /bin/sh %s`, s.cgroup[0], s.cgroup[1], script)
+	var join string
+	for _, d := range s.cgroup {
+		join += fmt.Sprintf("echo $$ > %s/cgroup.procs && ", d)
+	}
+	join += "exec unshare --pid --fork --kill-child --mount --cgroup --uts --ipc --net --mount-proc /bin/sh " + script
 	s.cmd = exec.Command("/bin/sh", "-c", join)
-	s.cmd.Env = append(os.Environ(), "KEEP_RW="+rw, "container=tierfs-test", "SYSTEMD_UNIT_PATH="+s.units)
+	s.cmd.Env = append(os.Environ(), "KEEP_RW="+rw, "CGROUP_MODE="+mode, "container=tierfs-test", "SYSTEMD_UNIT_PATH="+s.units)
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	go func() {
+		s.cmd.Wait()
+		close(s.done)
+	}()
 	t.Cleanup(func() { s.stop(t) })
 	// PID 1 is unshare's child; it execs systemd.
 	poll(t, "systemd as PID 1 of the namespace", func() (bool, error) {
+		select {
+		case <-s.done:
+			t.Fatalf("the namespace's init exited:\n%s", s.out.String())
+		default:
+		}
 		if s.pid == 0 {
 			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", s.cmd.Process.Pid, s.cmd.Process.Pid))
 			if err != nil {
@@ -162,7 +196,7 @@ func (s *systemdNS) stop(t *testing.T) {
 		syscall.Kill(s.pid, syscall.SIGKILL)
 	}
 	s.cmd.Process.Kill()
-	s.cmd.Wait()
+	<-s.done
 	// The namespace's other processes die with its PID 1, and leave
 	// their cgroups once reaped.
 	deadline := time.Now().Add(waitTimeout)
@@ -231,7 +265,9 @@ func tierfsUnit(t *testing.T, e *env, logFile string) string {
 		t.Fatalf("tierfs.service lost its store settings:\n%s", svc)
 	}
 	return "[Unit]\nDescription=tierfs under test\nDefaultDependencies=no\n\n[Service]\n" + strings.Join(lines, "\n") +
-		"\nRestartSec=100ms\nStandardOutput=append:" + logFile + "\nStandardError=inherit\n"
+		"\nRestartSec=100ms\nStandardOutput=append:" + logFile + "\nStandardError=inherit\n" +
+		// A -race binary would sleep a second at each exit.
+		"Environment=GORACE=atexit_sleep_ms=0\n"
 }
 
 // Under a real systemd, with the shipped unit: `systemctl restart`
@@ -251,8 +287,11 @@ func TestSystemdRestartKeepsMount(t *testing.T) {
 	logFile := filepath.Join(e.base, "tierfs.log")
 	sd := startSystemdNS(t, e.base, map[string]string{"tierfs.service": tierfsUnit(t, e, logFile)})
 	defer func() {
+		b, _ := os.ReadFile(logFile)
+		if bytes.Contains(b, []byte("WARNING: DATA RACE")) {
+			t.Errorf("tierfs reported a data race")
+		}
 		if t.Failed() {
-			b, _ := os.ReadFile(logFile)
 			t.Logf("tierfs's log:\n%s", b)
 		}
 	}()

@@ -274,6 +274,12 @@ func (u *unitStore) adopt(mountpoint string, mounted func(string) (MountRef, err
 	if err != nil {
 		u.log.Warn().Err(err).Msg("systemd: the descriptors passed are unusable")
 	}
+	return u.adoptFiles(files, mountpoint, mounted)
+}
+
+// adoptFiles is adopt's check of the descriptors passed (all closed but
+// the connection it returns).
+func (u *unitStore) adoptFiles(files []sdnotify.File, mountpoint string, mounted func(string) (MountRef, error)) (fd int, st storedState, ok bool) {
 	fuseFd, stateFd, stateGen := -1, -1, 0
 	var stale []string
 	for _, f := range files {
@@ -323,7 +329,8 @@ func (u *unitStore) adopt(mountpoint string, mounted func(string) (MountRef, err
 	if fuseFd < 0 || stateFd < 0 {
 		return fail("the connection or its state is missing from the store", nil)
 	}
-	if st, err = readState(stateFd); err != nil {
+	st, err := readState(stateFd)
+	if err != nil {
 		return fail("its state", err)
 	}
 	if st.Mountpoint != mountpoint || st.Gen != stateGen || len(st.Init) == 0 || len(st.Reply) == 0 {

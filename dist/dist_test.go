@@ -159,7 +159,8 @@ func TestDebInstallRemove(t *testing.T) {
 		t.Fatalf("make deb: %v\n%s", err, out)
 	}
 
-	files := []string{"/usr/bin/tierfs", "/etc/tierfs/tierfs.toml", "/lib/systemd/system/var-lib-kafka-data.mount",
+	files := []string{"/usr/bin/tierfs", "/etc/tierfs/tierfs.toml", "/lib/systemd/system/var-lib-kafka-data.mount", "/lib/systemd/system/tierfs.service",
+		"/usr/share/doc/tierfs/examples/systemd/supervised/kafka.service.d/tierfs.conf",
 		"/usr/share/doc/tierfs/README.md", "/usr/share/doc/tierfs/operating.md",
 		"/usr/share/doc/tierfs/examples/systemd/kafka.service.d/tierfs.conf"}
 	t.Cleanup(func() {

@@ -384,3 +384,46 @@ func killInNS(sd *systemdNS, pid int) error {
 	}
 	return nil
 }
+
+// Without [mount] supervisor, under the same unit, tierfs itself says
+// READY=1 once it serves (else systemctl start would time out), and a
+// restart (SIGUSR1) is a stop and a start: the mount is made again.
+func TestSystemdNotifyWithoutSupervisor(t *testing.T) {
+	requireFUSE(t)
+	e := newEnv(t)
+	logFile := filepath.Join(e.base, "tierfs.log")
+	unit := tierfsUnit(t, e, logFile) + "TimeoutStartSec=20s\n"
+	sd := startSystemdNS(t, e.base, map[string]string{"tierfs.service": unit})
+	defer func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(logFile)
+			t.Logf("tierfs's log:\n%s", b)
+		}
+	}()
+	sd.mustCtl(t, "start", "tierfs.service")
+	m, ok := sd.mount(e.mnt)
+	if !ok || !m.IsTierfs() {
+		t.Fatalf("after systemctl start: no tierfs mount at %s", e.mnt)
+	}
+	if st := sd.show(t, "tierfs.service", "StatusText"); st != "serving "+e.mnt {
+		t.Errorf("the unit's status is %q", st)
+	}
+	pid := sd.show(t, "tierfs.service", "MainPID")
+	sd.mustCtl(t, "restart", "tierfs.service")
+	// The kernel may give the new mount the old one's ID and device:
+	// the log tells the two apart.
+	if _, ok := sd.mount(e.mnt); !ok || sd.show(t, "tierfs.service", "MainPID") == pid {
+		t.Fatalf("after systemctl restart: no mount, or the same process")
+	}
+	log, _ := os.ReadFile(logFile)
+	if n := strings.Count(string(log), `"message":"mounted"`); n != 2 || !strings.Contains(string(log), `"reason":"signal user defined signal 1","status":0`) {
+		t.Fatalf("after systemctl restart: %d mounts logged, want 2, the first unmounted on SIGUSR1", n)
+	}
+	if _, err := os.ReadDir(sd.path(e.mnt)); err != nil {
+		t.Fatalf("the new mount does not answer: %v", err)
+	}
+	sd.mustCtl(t, "stop", "tierfs.service")
+	if m2, ok := sd.mount(e.mnt); ok {
+		t.Fatalf("after systemctl stop: still mounted: %+v", m2)
+	}
+}

@@ -235,6 +235,11 @@ func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc, 
 	// behind; one that arrives before the loop below waits in sigs.
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	if notifier != nil {
+		// The supervised unit's RestartKillSignal=: with no supervisor
+		// to keep the connection, a restart is a stop and a start.
+		signal.Notify(sigs, syscall.SIGUSR1)
+	}
 	defer signal.Stop(sigs)
 
 	mcfg := ov.Apply(cfg.Mount)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tierfs/tierfs/internal/supervisor"
 	"github.com/tierfs/tierfs/internal/testenv"
 	"github.com/tierfs/tierfs/mountutil"
 )
@@ -345,6 +347,18 @@ func TestSystemdRestartKeepsMount(t *testing.T) {
 	if got := strings.Count(string(log), "systemd kept the connection: taking it over"); got != 3 {
 		t.Errorf("the supervisors took the stored connection over %d times, want 3", got)
 	}
+	// The generation (which file handles carry) went on through the
+	// store: 1 mounted, 2 to 4 by systemd's restarts, 5 now.
+	cmd := exec.Command("nsenter", "-t", strconv.Itoa(sd.pid), "-m", "-p", "--", tierfsBin, "restart", "--json", e.mnt)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("tierfs restart in the namespace: %v\n%s", err, out)
+	}
+	var r supervisor.Result
+	if err := json.Unmarshal(out, &r); err != nil || r.Gen != 5 {
+		t.Fatalf("tierfs restart --json: %s (%v); want generation 5", out, err)
+	}
+	l.progress(t, 30)
 
 	// kill -9 of the supervisor: its daemon dies with it, the store
 	// keeps the connection, and Restart=on-failure starts the next.

@@ -490,6 +490,15 @@ type Options struct {
 // its producer: docs/perf.md, 13).
 const maxBackground = 64
 
+// cacheTimeout is how long the kernel keeps a name's entry and a node's
+// attributes without asking. Nothing changes them but requests through
+// this mount, after which the kernel drops what it cached itself, and a
+// move keeps the inode number, size and times; so the timeout only bounds
+// how long a change made behind tierfs's back on a tier could go unseen.
+// A negative entry keeps 1 s: a name made on a tier by hand (which the
+// operator may do to repair) shows within a second.
+const cacheTimeout = time.Hour
+
 // Server is a mounted tierfs: the mount and what serves it (mountutil),
 // and what this package decided from the kernel's answer at INIT.
 type Server struct {
@@ -559,7 +568,7 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 		root.fs.Log.Warn().Msg("takeover: [mount] differs from the one the mount was made with; serving with that one until the next mount")
 		o.Config = saved
 	}
-	sec := time.Second
+	sec, long := time.Second, cacheTimeout
 	mo := fuse.MountOptions{
 		FsName:      "tierfs",
 		Name:        "tierfs",
@@ -601,8 +610,8 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 	}
 	opts := &gofs.Options{
 		MountOptions:    mo,
-		EntryTimeout:    &sec,
-		AttrTimeout:     &sec,
+		EntryTimeout:    &long,
+		AttrTimeout:     &long,
 		NegativeTimeout: &sec,
 		RootStableAttr:  &gofs.StableAttr{Ino: tiering.RootIno},
 		NullPermissions: true,

@@ -2,13 +2,13 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	_ "net/http/pprof" // TIERFS_PPROF
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"syscall"
@@ -32,6 +32,21 @@ import (
 // controlShutdownTimeout is how long requests in flight on the control
 // socket get to finish at exit.
 const controlShutdownTimeout = 30 * time.Second
+
+// Helper is what the mount(8) helper form (cmd/tierfs/fusemount.go) asks
+// of Run beside `tierfs mount`'s work.
+type Helper struct {
+	// Mounted is called once the mount serves and the control socket
+	// listens: the helper form's parent waits for that. Under a
+	// supervisor it is called in the supervisor, when its first daemon
+	// is there, and in that daemon.
+	Mounted func()
+	// Daemon, when set, adapts the command a supervisor starts a
+	// daemon with (this binary and its arguments): the helper form's
+	// daemons run in the foreground, and the first reports its startup
+	// errors to the helper's parent.
+	Daemon func(*exec.Cmd)
+}
 
 // Options are what the daemon is told beside its configuration.
 type Options struct {
@@ -143,10 +158,10 @@ type MountFunc func(store *tiering.Store, mountpoint string, m mountutil.Config,
 // Run is `tierfs mount`: it loads the configuration, opens the tiers,
 // mounts them, serves the control socket and the policy until the mount
 // is unmounted or a signal asks for it (SIGHUP reloads), then shuts down
-// in order. mounted, if not nil, is called once the mount serves and the
-// control socket listens: the mount helper form's parent waits for that.
-// err is a failure before the mount served; status the exit status after.
-func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc, mounted func()) (status int, err error) {
+// in order. helper is the mount(8) helper form's (nil for `tierfs
+// mount`). err is a failure before the mount served; status the exit
+// status after.
+func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc, helper *Helper) (status int, err error) {
 	started := time.Now()
 	// The kernel applied the caller's umask to the modes FUSE passes in
 	// already; applying ours again would be wrong.
@@ -175,11 +190,21 @@ func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc, 
 			return 1, err
 		}
 	}
-	if sup == nil && cfg.Mount.Supervisor {
-		if mounted != nil {
-			return 1, errors.New("mount.supervisor: not with the mount(8) and /etc/fstab form yet; run `tierfs mount` (under systemd, say)")
+	log := NewLogger(LogOutput(cfg.Log.File))
+	SetLogLevel(cfg.Log.Level, debug)
+	supervisorOff := ""
+	if sup == nil {
+		m := ov.Apply(cfg.Mount)
+		if supervisorOff = mountutil.SupervisionOff(m); supervisorOff == "" {
+			return runSupervisor(mp, log, helper)
 		}
-		return runSupervisor(mp, NewLogger(LogOutput(cfg.Log.File)))
+		// Served as before supervision: a daemon's death aborts the
+		// mount (docs/operating.md, stale mounts).
+		ev := log.Warn()
+		if !m.Supervisor {
+			ev = log.Info()
+		}
+		ev.Str("reason", supervisorOff).Msg("no supervisor: a daemon's death will abort the mount")
 	}
 	if !takeover {
 		if err := mountutil.Prepare(mp); err != nil {
@@ -194,8 +219,6 @@ func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc, 
 		return 1, fmt.Errorf("mount.control_group: %w", err)
 	}
 
-	log := NewLogger(LogOutput(cfg.Log.File))
-	SetLogLevel(cfg.Log.Level, debug)
 	if addr := os.Getenv("TIERFS_PPROF"); addr != "" {
 		// Profiling for performance work: go tool pprof http://ADDR/debug/pprof/profile
 		go func() {
@@ -283,9 +306,19 @@ func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc, 
 	if why := URingOff(mcfg.IOUring, uring); why != "" {
 		ml = ml.Str("io_uring_off", why)
 	}
+	if sup != nil {
+		ml = ml.Int("generation", sup.Gen())
+	} else {
+		ml = ml.Str("supervisor_off", supervisorOff)
+	}
 	ml.Int("pid", os.Getpid()).Str("version", version.Read().Short()).Msg("mounted")
-	if mounted != nil {
-		mounted()
+	if sup != nil {
+		if err := sup.Ready(); err != nil {
+			log.Warn().Err(err).Msg("cannot tell the supervisor that the mount is ready")
+		}
+	}
+	if helper != nil && helper.Mounted != nil {
+		helper.Mounted()
 	}
 
 	reason, forced := waitForExit(server, mp, served, sigs, func() { d.Policy.Reload() }, log)

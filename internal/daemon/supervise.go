@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,17 +13,14 @@ import (
 
 // runSupervisor is `tierfs mount` with [mount] supervisor: this process
 // holds the connection and runs the daemon, this same command, as its
-// child (internal/supervisor).
-func runSupervisor(mp string, log zerolog.Logger) (int, error) {
-	if os.Geteuid() != 0 {
-		return 1, errors.New("mount.supervisor: the supervisor mounts by hand and needs root")
-	}
+// child (internal/supervisor). helper is the mount(8) form's, or nil.
+func runSupervisor(mp string, log zerolog.Logger, helper *Helper) (int, error) {
 	// Checked here too, so that a busy mountpoint fails before any child.
 	if err := mountutil.Prepare(mp); err != nil {
 		return 1, err
 	}
 	mp = resolveMountpoint(mp, false)
-	return supervisor.Run(supervisor.Config{
+	c := supervisor.Config{
 		Mountpoint: mp,
 		Command: func() *exec.Cmd {
 			// This binary as it was started, even if replaced on disk
@@ -32,10 +28,17 @@ func runSupervisor(mp string, log zerolog.Logger) (int, error) {
 			cmd := exec.Command("/proc/self/exe", os.Args[1:]...)
 			cmd.Args[0] = os.Args[0]
 			cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+			if helper != nil && helper.Daemon != nil {
+				helper.Daemon(cmd)
+			}
 			return cmd
 		},
 		Log: log,
-	}), nil
+	}
+	if helper != nil {
+		c.Ready = helper.Mounted
+	}
+	return supervisor.Run(c), nil
 }
 
 // resolveMountpoint resolves the symlinks of mp; on a takeover only those

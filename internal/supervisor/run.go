@@ -28,6 +28,9 @@ type Config struct {
 	// gets EnvFD, and its ExtraFiles the supervisor's socket.
 	Command func() *exec.Cmd
 	Log     zerolog.Logger
+	// Ready, when set, is called once, when the first daemon says its
+	// mount serves and its control socket listens.
+	Ready func()
 }
 
 // maxQuickDeaths: a daemon that dies before it serves, this many times
@@ -209,6 +212,11 @@ func Run(c Config) int {
 					}
 				case "exiting":
 					ev.d.exiting = true
+				case "ready":
+					if c.Ready != nil {
+						c.Ready()
+						c.Ready = nil
+					}
 				}
 			case "exit":
 				d := ev.d

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/tierfs/tierfs/internal/supervisor"
+)
+
+// noURing keeps a test's mount off io_uring whatever the kernel's switch
+// says (another package's test may hold it on): io_uring in effect turns
+// the default supervision off.
+const noURing = "\n[mount]\nio_uring = false\n"
+
+// heldFile creates name on the mount and keeps it open for the test.
+func heldFile(t *testing.T, mnt, name string) *os.File {
+	t.Helper()
+	f, err := os.OpenFile(filepath.Join(mnt, name), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	if _, err := f.WriteString("before\n"); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// killDaemon kills the serving daemon of mnt with SIGKILL and waits for
+// its supervisor to have the next one serving.
+func killDaemon(t *testing.T, mnt string) supervisor.Status {
+	t.Helper()
+	before, err := supervisor.Query(mnt)
+	if err != nil {
+		t.Fatalf("the supervisor of %s: %v", mnt, err)
+	}
+	if err := syscall.Kill(before.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var after supervisor.Status
+	poll(t, "the next daemon to serve", func() (bool, error) {
+		after, err = supervisor.Query(mnt)
+		return err == nil && after.Takeovers == before.Takeovers+1 && after.Pid != before.Pid, nil
+	})
+	return after
+}
+
+// waitMounted waits for the "mounted" line of the daemon of generation
+// gen in d's log, and decodes it into v.
+func waitMounted(t *testing.T, d *daemonProc, gen int, v any) {
+	t.Helper()
+	poll(t, "the mounted line of daemon generation "+strconv.Itoa(gen), func() (bool, error) {
+		var m struct {
+			Generation int `json:"generation"`
+		}
+		return lastMounted(d.stderr.String(), &m) && m.Generation == gen, nil
+	})
+	lastMountedLine(t, d.stderr.String(), v)
+}
+
+// checkHeld writes through f, held across a takeover, and reads the whole
+// file back.
+func checkHeld(t *testing.T, f *os.File) {
+	t.Helper()
+	if _, err := f.WriteString("after\n"); err != nil {
+		t.Fatalf("write through a descriptor held across the takeover: %v", err)
+	}
+	b := make([]byte, 64)
+	n, err := f.ReadAt(b, 0)
+	if string(b[:n]) != "before\nafter\n" {
+		t.Fatalf("read back %q (%v), want both writes", b[:n], err)
+	}
+}
+
+// lastMountedLine decodes the last "mounted" line of a log into v: the
+// serving daemon's, after takeovers.
+func lastMountedLine(t *testing.T, log string, v any) {
+	t.Helper()
+	if !lastMounted(log, v) {
+		t.Fatalf("no mounted line in:\n%s", log)
+	}
+}
+
+func lastMounted(log string, v any) bool {
+	var last []byte
+	sc := bufio.NewScanner(strings.NewReader(log))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), `"message":"mounted"`) {
+			last = append(last[:0], sc.Bytes()...)
+		}
+	}
+	return last != nil && json.Unmarshal(last, v) == nil
+}
+
+// `tierfs mount` as root supervises by default: the process started is
+// the supervisor, the daemon its child (generation 1, in the mounted
+// line and in status), and a kill -9 of the daemon is a pause for a
+// program holding a file, not an error.
+func TestMountSupervisedByDefault(t *testing.T) {
+	requireFUSE(t)
+	t.Parallel()
+	e := newEnv(t)
+	e.setConfig(t, "", idlePolicy+noURing)
+	d := startDaemon(t, e)
+	st, _ := statusJSON(t, e.mnt)
+	if st.Supervisor == nil || st.Supervisor.Generation != 1 || st.Daemon == nil || st.Daemon.Pid == d.cmd.Process.Pid {
+		t.Fatalf("status of a mount with the default [mount] supervisor: supervisor %+v, daemon %+v (tierfs mount is pid %d)", st.Supervisor, st.Daemon, d.cmd.Process.Pid)
+	}
+	var m struct {
+		Generation int    `json:"generation"`
+		Off        string `json:"supervisor_off"`
+	}
+	lastMountedLine(t, d.stderr.String(), &m)
+	if m.Generation != 1 || m.Off != "" {
+		t.Errorf("the mounted line: generation %d, supervisor_off %q; want 1 and none", m.Generation, m.Off)
+	}
+	f := heldFile(t, e.mnt, "held.log")
+	after := killDaemon(t, e.mnt)
+	checkHeld(t, f)
+	if after.Gen != 2 {
+		t.Errorf("after one kill: generation %d, want 2", after.Gen)
+	}
+	waitMounted(t, d, 2, &m)
+	if m.Off != "" {
+		t.Errorf("the new daemon's mounted line: supervisor_off %q", m.Off)
+	}
+}
+
+// supervisor = false is today's mount: the process started serves, no
+// supervisor answers, and the log says why there is none.
+func TestMountSupervisorOptOut(t *testing.T) {
+	requireFUSE(t)
+	t.Parallel()
+	e := newEnv(t)
+	e.setConfig(t, "", idlePolicy+"\n[mount]\nsupervisor = false\n")
+	d := startDaemon(t, e)
+	st, _ := statusJSON(t, e.mnt)
+	if st.Supervisor != nil || st.Daemon == nil || st.Daemon.Pid != d.cmd.Process.Pid {
+		t.Fatalf("status with supervisor = false: supervisor %+v, daemon %+v; want none, and pid %d", st.Supervisor, st.Daemon, d.cmd.Process.Pid)
+	}
+	var m struct {
+		Off string `json:"supervisor_off"`
+	}
+	lastMountedLine(t, d.stderr.String(), &m)
+	if m.Off != "[mount] supervisor = false" {
+		t.Errorf("the mounted line's supervisor_off: %q", m.Off)
+	}
+	if !strings.Contains(d.stderr.String(), `"message":"no supervisor: a daemon's death will abort the mount"`) {
+		t.Errorf("the log does not say the mount has no supervisor:\n%s", d.stderr.String())
+	}
+	if _, err := supervisor.Query(e.mnt); err == nil {
+		t.Errorf("a supervisor answers for a mount made with supervisor = false")
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/tierfs/tierfs/internal/metrics/metricstest"
 	"github.com/tierfs/tierfs/internal/supervisor"
 )
 
@@ -158,4 +159,45 @@ func TestMountSupervisorOptOut(t *testing.T) {
 	if _, err := supervisor.Query(e.mnt); err == nil {
 		t.Errorf("a supervisor answers for a mount made with supervisor = false")
 	}
+}
+
+// The metrics count takeovers: none on a fresh mount, then after a
+// kill -9 the new daemon's endpoint says generation 2, one takeover and
+// its pause, in a form promtool accepts.
+func TestMetricsCountTakeovers(t *testing.T) {
+	requireFUSE(t)
+	t.Parallel()
+	e := newEnv(t)
+	e.setConfig(t, "", idlePolicy+noURing)
+	d := startDaemon(t, e)
+	sc := metricstest.Get(t, metricsAddr(t, d))
+	if v, ok := sc.Value("tierfs_takeovers_total"); !ok || v != 0 {
+		t.Errorf("takeovers on a fresh mount: %v (present %v), want 0", v, ok)
+	}
+	if v, _ := sc.Value("tierfs_daemon_generation"); v != 1 {
+		t.Errorf("generation on a fresh mount: %v, want 1", v)
+	}
+	if _, ok := sc.Value("tierfs_takeover_last_pause_seconds"); ok {
+		t.Errorf("a last pause before any takeover")
+	}
+	f := heldFile(t, e.mnt, "held.log")
+	after := killDaemon(t, e.mnt)
+	checkHeld(t, f)
+	// The new daemon listens anew ("127.0.0.1:0": another port).
+	var m struct {
+		Metrics string `json:"metrics"`
+	}
+	waitMounted(t, d, 2, &m)
+	sc = metricstest.Get(t, strings.TrimSuffix(strings.TrimPrefix(m.Metrics, "http://"), "/metrics"))
+	if v, _ := sc.Value("tierfs_takeovers_total"); v != 1 {
+		t.Errorf("takeovers after one kill: %v, want 1", v)
+	}
+	if v, _ := sc.Value("tierfs_daemon_generation"); v != 2 {
+		t.Errorf("generation after one kill: %v, want 2", v)
+	}
+	pause, ok := sc.Value("tierfs_takeover_last_pause_seconds")
+	if want := after.Pauses[len(after.Pauses)-1] / 1000; !ok || pause != want {
+		t.Errorf("last pause %v s (present %v), want the supervisor's %v s", pause, ok, want)
+	}
+	metricstest.Promtool(t, sc.Text)
 }

@@ -107,7 +107,7 @@ type FUSE interface {
 // before the mount) for the mounted server srv, until the returned
 // server is closed.
 func (d *Daemon) ServeMetrics(ln net.Listener, srv FUSE) *metrics.Server {
-	return metrics.Serve(ln, metrics.Sources{
+	src := metrics.Sources{
 		Store:      d.Store,
 		Engine:     d.Engine,
 		Thresholds: d.Policy.Thresholds,
@@ -119,7 +119,14 @@ func (d *Daemon) ServeMetrics(ln net.Listener, srv FUSE) *metrics.Server {
 			return "/dev/fuse"
 		},
 		Topics: d.Topics,
-	})
+	}
+	if c, _ := supervisor.Current(); c != nil {
+		src.Supervisor = func() (supervisor.Status, error) {
+			// A scrape must not wait long on a busy supervisor.
+			return supervisor.QueryWithin(d.o.Mountpoint, 2*time.Second)
+		}
+	}
+	return metrics.Serve(ln, src)
 }
 
 // StartEngine runs the policy engine until stop, which cancels the

@@ -453,7 +453,12 @@ func Restart(mountpoint string) (Result, error) {
 
 // Query asks the supervisor of mountpoint for its status.
 func Query(mountpoint string) (Status, error) {
+	return QueryWithin(mountpoint, 30*time.Second)
+}
+
+// QueryWithin is Query, waiting at most d for the answer.
+func QueryWithin(mountpoint string, d time.Duration) (Status, error) {
 	var s Status
-	err := ask(mountpoint, "status", &s, 30*time.Second)
+	err := ask(mountpoint, "status", &s, d)
 	return s, err
 }

@@ -201,3 +201,33 @@ func TestMetricsCountTakeovers(t *testing.T) {
 	}
 	metricstest.Promtool(t, sc.Text)
 }
+
+// systemd's stop signals every process of the unit: the daemon gets
+// SIGTERM from systemd and again from its supervisor. That is one stop:
+// the mount goes, both exit 0, and the daemon closes its tiers cleanly.
+func TestMountStopSignalledTwice(t *testing.T) {
+	requireFUSE(t)
+	t.Parallel()
+	e := newEnv(t)
+	e.setConfig(t, "", idlePolicy+noURing)
+	d := startDaemon(t, e)
+	daemon := d.servingPid(t)
+	if daemon == d.cmd.Process.Pid {
+		t.Fatal("not supervised")
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(daemon, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := d.waitExit(t); code != 0 {
+		t.Fatalf("tierfs mount exited %d:\n%s", code, d.stderr.String())
+	}
+	if mounted(e.mnt) {
+		t.Errorf("still mounted")
+	}
+	if !strings.Contains(d.stderr.String(), `"reason":"signal terminated","status":0`) {
+		t.Errorf("the daemon did not exit cleanly on the signal:\n%s", d.stderr.String())
+	}
+}

@@ -297,7 +297,7 @@ func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc, 
 	if err != nil {
 		log.Error().Err(err).Msg("cannot start the control server; unmounting")
 		closeMetrics()
-		if uerr := unmountServer(server, mp, served, log); uerr != nil {
+		if _, uerr := unmountServer(server, mp, served, log); uerr != nil {
 			log.Error().Err(uerr).Msg("unmount failed")
 		} else {
 			<-served
@@ -367,9 +367,18 @@ func waitForExit(server interface{ Unmount() error }, mp string, served <-chan s
 			}
 			reason = "signal " + sig.String()
 			log.Info().Str("signal", sig.String()).Str("mountpoint", mp).Msg("unmounting")
-			if err := unmountServer(server, mp, served, log); err != nil {
+			lazy, err := unmountServer(server, mp, served, log)
+			if err != nil {
 				log.Error().Err(err).Msg("cannot unmount; exiting anyway")
 				return reason, true
+			}
+			if !lazy {
+				// Unmounted: the serving ends by itself. A second
+				// signal here is not an operator's "exit now" but
+				// the same stop again (systemd signals every process
+				// of the unit, the supervisor passes its own on).
+				<-served
+				return reason, false
 			}
 			for {
 				select {
@@ -388,28 +397,30 @@ func waitForExit(server interface{ Unmount() error }, mp string, served <-chan s
 }
 
 // unmountServer unmounts mp. When the mount is busy it is detached
-// lazily, so that the mountpoint is free at once; the server then keeps
-// serving the files still open until they are closed (served closes).
-func unmountServer(server interface{ Unmount() error }, mp string, served <-chan struct{}, log zerolog.Logger) error {
-	err := server.Unmount()
+// lazily (lazy), so that the mountpoint is free at once; the server then
+// keeps serving the files still open until they are closed (served
+// closes).
+func unmountServer(server interface{ Unmount() error }, mp string, served <-chan struct{}, log zerolog.Logger) (lazy bool, err error) {
+	err = server.Unmount()
 	if err == nil {
-		return nil
+		return false, nil
 	}
 	select {
 	case <-served:
-		return nil // unmounted meanwhile
+		return false, nil // unmounted meanwhile
 	default:
 	}
 	log.Warn().Err(err).Str("mountpoint", mp).Msg("unmount failed (busy?); detaching lazily")
 	if err := mountutil.Unmount(mp); err != nil {
-		return err
+		return false, err
 	}
 	select {
 	case <-served:
+		return false, nil
 	default:
 		log.Info().Str("mountpoint", mp).Msg("detached; serving the files still open until they are closed (signal again to exit now)")
 	}
-	return nil
+	return true, nil
 }
 
 // LogOutput is where the daemon logs: [log] file, appended to, or stderr.

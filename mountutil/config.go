@@ -66,7 +66,9 @@ type Config struct {
 	// error (internal/supervisor). Default true; where it cannot work
 	// (not root, a kernel before 6.9 that cannot resend the requests a
 	// dead daemon had read, io_uring in effect) the mount is served as
-	// without it, and the log says why (SupervisionOff). false opts out.
+	// without it, and the log says why (SupervisionOff). false opts out;
+	// true written in the file insists: root only, and requests through
+	// /dev/fuse even where io_uring could serve.
 	Supervisor bool `toml:"supervisor"`
 }
 

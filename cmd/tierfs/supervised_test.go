@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -10,8 +11,10 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/tierfs/tierfs/internal/fuseuring"
 	"github.com/tierfs/tierfs/internal/metrics/metricstest"
 	"github.com/tierfs/tierfs/internal/supervisor"
+	"github.com/tierfs/tierfs/internal/testenv"
 )
 
 // noURing keeps a test's mount off io_uring whatever the kernel's switch
@@ -229,5 +232,43 @@ func TestMountStopSignalledTwice(t *testing.T) {
 	}
 	if !strings.Contains(d.stderr.String(), `"reason":"signal terminated","status":0`) {
 		t.Errorf("the daemon did not exit cleanly on the signal:\n%s", d.stderr.String())
+	}
+}
+
+// With the kernel's io_uring switch on, the default gives io_uring the
+// mount and goes without a supervisor, saying why; supervisor = true
+// written in the file insists, and the mount is served through
+// /dev/fuse, supervised.
+func TestSupervisionAndURing(t *testing.T) {
+	requireFUSE(t)
+	testenv.HoldURingSwitch(t)
+	b, err := os.ReadFile(fuseuring.EnableParam)
+	testenv.Require(t, err == nil, fmt.Sprintf("this kernel has no FUSE over io_uring: %v", err))
+	t.Cleanup(func() { os.WriteFile(fuseuring.EnableParam, b, 0o644) })
+	if err := os.WriteFile(fuseuring.EnableParam, []byte("Y"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	e := newEnv(t)
+	e.setConfig(t, "", idlePolicy)
+	d := startDaemon(t, e)
+	st, _ := statusJSON(t, e.mnt)
+	if st.Supervisor != nil || st.Requests == nil || st.Requests.Transport != "io_uring" {
+		t.Errorf("the defaults with the switch on: supervisor %+v, requests %+v; want none and io_uring", st.Supervisor, st.Requests)
+	}
+	var m struct {
+		Off string `json:"supervisor_off"`
+	}
+	lastMountedLine(t, d.stderr.String(), &m)
+	if !strings.Contains(m.Off, "io_uring") {
+		t.Errorf("the mounted line's supervisor_off %q does not name io_uring", m.Off)
+	}
+
+	e2 := newEnv(t)
+	e2.setConfig(t, "", idlePolicy+"\n[mount]\nsupervisor = true\n")
+	startDaemon(t, e2)
+	st2, _ := statusJSON(t, e2.mnt)
+	if st2.Supervisor == nil || st2.Requests == nil || st2.Requests.Transport != "/dev/fuse" {
+		t.Errorf("supervisor = true with the switch on: supervisor %+v, requests %+v; want one and /dev/fuse", st2.Supervisor, st2.Requests)
 	}
 }

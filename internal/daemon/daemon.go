@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -202,6 +203,14 @@ func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc, 
 	supervisorOff := ""
 	if sup == nil {
 		m := ov.Apply(cfg.Mount)
+		if m.Supervisor && cfg.Sets("mount.supervisor") {
+			// Asked for by name: supervised wherever it can be done
+			// at all, io_uring given up for it (MountSupervised).
+			if os.Geteuid() != 0 {
+				return 1, errors.New("mount.supervisor = true: the supervised daemon mounts by hand and needs root (leave the key out to mount without a supervisor where there cannot be one)")
+			}
+			return runSupervisor(mp, log, helper)
+		}
 		if supervisorOff = mountutil.SupervisionOff(m); supervisorOff == "" {
 			return runSupervisor(mp, log, helper)
 		}

@@ -135,6 +135,10 @@ type reply struct {
 	Pid int `json:"pid,omitempty"`
 	// Addr answers "metrics": where the Prometheus endpoint listens.
 	Addr string `json:"addr,omitempty"`
+	// Adopted and ReadDirPlus answer "adopted": the nodes a daemon that
+	// took over adopted (takeover.go), and the READDIRPLUS it answered.
+	Adopted     uint64 `json:"adopted,omitempty"`
+	ReadDirPlus uint64 `json:"readdirplus,omitempty"`
 }
 
 type uringInfo struct {
@@ -249,6 +253,11 @@ func serve(cfgJSON string) int {
 			if ms != nil {
 				rep.Addr = ms.Addr()
 			}
+		case "adopted":
+			if srv.tk != nil {
+				rep.Adopted = srv.tk.adopted.Load()
+			}
+			rep.ReadDirPlus = srv.stats.Latency(reqReaddirplus).Snapshot().Count
 		case "uring":
 			rep.URing = &uringInfo{Active: srv.IOUring(), Served: srv.URingServed()}
 		case "held":

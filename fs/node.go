@@ -506,6 +506,7 @@ type Server struct {
 	writeback bool // the kernel caches writes (FUSE_WRITEBACK_CACHE agreed)
 	fs        *FS
 	stats     *iostats.Requests
+	tk        *takeoverFS // on a supervised mount
 }
 
 // Stats counts the requests answered, by operation (for the metrics).
@@ -624,13 +625,13 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 		return nil, err
 	}
 	var ms *mountutil.Server
+	var tk *takeoverFS
 	if supervised {
 		// A connection that outlives this daemon (takeover.go).
 		opts.ExternalNodeID = true
-		opts.MountOptions.DisabledCapabilities |= fuse.CAP_READDIRPLUS
 		notify := &fusedev.Notifier{}
 		opts.ServerCallbacks = notify
-		tk := newTakeoverFS(statsFS{killprivFS{gofs.NewNodeFS(root, opts)}, stats}, root.fs, gen)
+		tk = newTakeoverFS(statsFS{killprivFS{gofs.NewNodeFS(root, opts)}, stats}, root.fs, gen)
 		ms, err = mountutil.MountSupervised(mountpoint, tk, opts.MountOptions, o.Config, root.fs.Log, notify, tk.before)
 	} else {
 		rawFS := statsFS{killprivFS{gofs.NewNodeFS(root, opts)}, stats}
@@ -639,7 +640,7 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Server: ms, fs: root.fs, stats: stats}
+	s := &Server{Server: ms, fs: root.fs, stats: stats, tk: tk}
 	// INIT is answered and nothing else served yet: settle what the
 	// kernel's answer decides.
 	k := ms.KernelSettings().Flags64()

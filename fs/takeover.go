@@ -2,6 +2,7 @@ package fs
 
 import (
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -20,9 +21,9 @@ import (
 //
 // Lookup counts: a node the kernel knew before this daemon started has a
 // count only the dead daemon knew, so a daemon that took over answers no
-// FORGET (its nodes stay until it exits). READDIRPLUS is not offered on
-// a supervised mount: every node the kernel learns then comes from a
-// reply this wrapper sees, which is how it knows what go-fuse knows.
+// FORGET (its nodes stay until it exits). Every node the kernel learns
+// comes from a reply this wrapper sees (a READDIRPLUS answer's entries
+// read back), which is how it knows what go-fuse knows.
 type takeoverFS struct {
 	fuse.RawFileSystem
 	fs  *FS
@@ -37,6 +38,9 @@ type takeoverFS struct {
 	// adoptMu serialises adoptions and the index they read.
 	adoptMu sync.Mutex
 	index   map[uint64][]string
+	// adopted counts the nodes adopted (the tests' view of how often a
+	// request named a node go-fuse did not know).
+	adopted atomic.Uint64
 }
 
 const (
@@ -176,6 +180,7 @@ func (t *takeoverFS) adopt(id uint64) fuse.Status {
 				t.markKnown(parent)
 			}
 			if parent == id {
+				t.adopted.Add(1)
 				t.fs.Log.Debug().Uint64("ino", id).Strs("name", comps).Msg("takeover: adopted a node the previous daemon gave")
 				return fuse.OK
 			}
@@ -445,8 +450,25 @@ func (t *takeoverFS) ReadDir(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.
 }
 
 func (t *takeoverFS) ReadDirPlus(cancel <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
-	// Not offered on a supervised mount (see takeoverFS).
-	return fuse.ENOSYS
+	fh, st := t.handle(in.Fh, in.NodeId, true, false)
+	if !st.Ok() {
+		return st
+	}
+	in.Fh = fh
+	st = t.RawFileSystem.ReadDirPlus(cancel, in, out)
+	if st.Ok() && t.adopting {
+		// Each entry carries the node ID the bridge looked up, known
+		// to the kernel once the reply is written.
+		_, entries, err := fuse.ParseDirLookupEntries(out.Bytes())
+		if err != nil {
+			t.fs.Log.Error().Err(err).Msg("takeover: cannot read back a READDIRPLUS answer")
+			return fuse.EIO
+		}
+		for i := range entries {
+			t.markKnown(entries[i].NodeId)
+		}
+	}
+	return st
 }
 
 func (t *takeoverFS) CopyFileRange(cancel <-chan struct{}, in *fuse.CopyFileRangeIn) (uint32, fuse.Status) {

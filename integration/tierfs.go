@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tierfs/tierfs/internal/supervisor"
 	"github.com/tierfs/tierfs/mountutil"
 )
 
@@ -322,10 +323,16 @@ func (fs *Tierfs) Stop(t *testing.T) {
 	}
 }
 
-// Pid is the daemon's process id (0 before the first start).
+// Pid is the process id of the daemon that serves the mount (0 before
+// the first start): the process started, or, under a supervisor ([mount]
+// supervisor, the default as root), the child it runs now; the CPU a
+// benchmark charges to the daemon is that one's.
 func (fs *Tierfs) Pid() int {
 	if fs.p == nil {
 		return 0
+	}
+	if st, err := supervisor.Query(fs.Mnt); err == nil && st.Pid != 0 {
+		return st.Pid
 	}
 	return fs.p.cmd.Process.Pid
 }
@@ -333,17 +340,41 @@ func (fs *Tierfs) Pid() int {
 // Running reports whether the daemon is alive.
 func (fs *Tierfs) Running() bool { return fs.p != nil && !fs.p.exited() }
 
-// Kill ends the daemon with SIGKILL, as a crash would, and waits for it.
-// The mount stays, dead: every access to it fails with ENOTCONN
-// ("Transport endpoint is not connected") until DetachDead.
+// Kill ends tierfs mount with SIGKILL, as a crash would, and waits for
+// it: the daemon, or the supervisor and with it its daemon (the
+// supervisor's death is the old crash). The mount stays, dead: every
+// access to it fails with ENOTCONN ("Transport endpoint is not
+// connected") until DetachDead.
 func (fs *Tierfs) Kill(t *testing.T) {
 	t.Helper()
 	if !fs.Running() {
 		fatalf(t, "tierfs is not running")
 	}
-	pid := fs.p.cmd.Process.Pid
+	pid, daemon := fs.p.cmd.Process.Pid, fs.Pid()
 	fs.p.stop(syscall.SIGKILL, tierfsStopTimeout)
+	if daemon != pid {
+		// It dies with its supervisor (PR_SET_PDEATHSIG); the
+		// connection aborts once it has.
+		err := waitFor(tierfsStopTimeout, fmt.Sprintf("daemon %d to die with its supervisor", daemon), func() (bool, error) {
+			return processGone(daemon), nil
+		})
+		if err != nil {
+			fatalf(t, "%v", err)
+		}
+	}
 	t.Logf("killed tierfs (pid %d) with SIGKILL", pid)
+}
+
+// processGone reports whether pid has exited: no such process, or a
+// zombie (an orphan is its new parent's to reap).
+func processGone(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && i+2 < len(s) && s[i+2] == 'Z'
 }
 
 // DetachDead checks that the mount is stale (its daemon is gone) and

@@ -63,9 +63,12 @@ type Config struct {
 	// connection and runs the daemon as its child: when the daemon dies
 	// (kill -9, a crash) or is replaced (`tierfs restart`), a new one
 	// takes the live connection over and programs see a pause, not an
-	// error (internal/supervisor; Linux 6.9+ for the requests the dead
-	// daemon had read). Requests then come through /dev/fuse, never
-	// io_uring, and READDIRPLUS is not offered. Needs root. Default false.
+	// error (internal/supervisor). Default true; where it cannot work
+	// (not root, a kernel before 6.9 that cannot resend the requests a
+	// dead daemon had read, io_uring in effect) the mount is served as
+	// without it, and the log says why (SupervisionOff). false opts out;
+	// true written in the file insists: root only, and requests through
+	// /dev/fuse even where io_uring could serve.
 	Supervisor bool `toml:"supervisor"`
 }
 
@@ -83,7 +86,7 @@ const MaxReadAheadKB = 65536
 
 // DefaultConfig returns the [mount] defaults.
 func DefaultConfig() Config {
-	return Config{ControlMode: "0600", ReadAheadKB: DefaultReadAheadKB, IOUring: true}
+	return Config{ControlMode: "0600", ReadAheadKB: DefaultReadAheadKB, IOUring: true, Supervisor: true}
 }
 
 // parseControlMode parses an octal mode such as "0660", "660" or "0o660".

@@ -3,14 +3,58 @@ package mountutil
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
 	"github.com/tierfs/tierfs/internal/fusedev"
+	"github.com/tierfs/tierfs/internal/fuseuring"
 	"github.com/tierfs/tierfs/internal/supervisor"
 )
+
+// SupervisionOff says why a mount with the [mount] table c is served
+// without a supervisor ("" when it is supervised): opted out, not root
+// (the supervised daemon mounts by hand), a kernel that cannot resend
+// the requests a dead daemon had read (FUSE_NOTIFY_RESEND, Linux 6.9: a
+// takeover would leave their callers waiting until the unmount), or
+// requests over io_uring, whose queues die with their daemon.
+func SupervisionOff(c Config) string {
+	if !c.Supervisor {
+		return "[mount] supervisor = false"
+	}
+	if os.Geteuid() != 0 {
+		return "not root: the supervised daemon mounts by hand"
+	}
+	var u unix.Utsname
+	if err := unix.Uname(&u); err == nil {
+		if rel := unix.ByteSliceToString(u.Release[:]); !kernelAtLeast(rel, 6, 9) {
+			return fmt.Sprintf("Linux %s cannot resend the requests a dead daemon had read (FUSE_NOTIFY_RESEND, Linux 6.9+)", rel)
+		}
+	}
+	if c.IOUring && fuseuring.Available() == nil {
+		return "requests come over io_uring, which a takeover cannot keep yet (io_uring = false to be supervised)"
+	}
+	return ""
+}
+
+// kernelAtLeast reports whether a kernel release ("6.18.4-foo") is
+// major.minor or later; one that does not parse is taken as older.
+func kernelAtLeast(release string, major, minor int) bool {
+	fields := strings.FieldsFunc(release, func(r rune) bool { return r < '0' || r > '9' })
+	if len(fields) < 2 {
+		return false
+	}
+	maj, err1 := strconv.Atoi(fields[0])
+	min, err2 := strconv.Atoi(fields[1])
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return maj > major || (maj == major && min >= minor)
+}
 
 // Supervised says whether this process is a daemon under a supervisor
 // (internal/supervisor: [mount] supervisor), and its generation: 1 for
@@ -71,7 +115,11 @@ func MountSupervised(mountpoint string, rawFS fuse.RawFileSystem, mo fuse.MountO
 		mo.MaxWrite = 128 << 10
 	}
 	if c.IOUring {
-		log.Info().Msg("supervised mount: requests come through /dev/fuse (a takeover cannot keep a dead daemon's io_uring queues)")
+		if err := fuseuring.Available(); err != nil {
+			log.Info().Str("reason", err.Error()).Msg("FUSE over io_uring unavailable; serving through /dev/fuse")
+		} else {
+			log.Info().Msg("supervised mount: requests come through /dev/fuse (a takeover cannot keep a dead daemon's io_uring queues)")
+		}
 	}
 	s := &Server{mountpoint: mountpoint, rawFS: rawFS, c: c, log: log, devFd: -1, mo: mo, sup: sup}
 	if fd, init, reply, ok := sup.Takeover(); ok {

@@ -145,7 +145,7 @@ func runMountHelper(args []string) int {
 		return runDetachedChild(cfgPath, mnt, o)
 	}
 	if o.foreground {
-		return runDaemon(cfgPath, mnt, o, nil)
+		return runForeground(cfgPath, mnt, o)
 	}
 	return detach(cfgPath, mnt, args)
 }
@@ -271,7 +271,8 @@ func checkMountAnswers(mnt string) error {
 	return nil
 }
 
-// runDetachedChild is the daemon detach started: startup errors go to
+// runDetachedChild is the process detach started: the supervisor (see
+// [mount] supervisor) or, without one, the daemon. Startup errors go to
 // the parent on fd 4 until the mount is up, when fd 3 says "ready".
 func runDetachedChild(cfgPath, mnt string, o helperOptions) int {
 	ready, errs := os.NewFile(3, "ready"), os.NewFile(4, "errors")
@@ -279,21 +280,64 @@ func runDetachedChild(cfgPath, mnt string, o helperOptions) int {
 		fmt.Fprintln(stderr, "tierfs: "+helperChildEnv+" is set but fds 3 and 4 are not open")
 		return 2
 	}
+	// Not for the daemons a supervisor starts: they get what they need.
+	unix.CloseOnExec(3)
+	unix.CloseOnExec(4)
 	os.Unsetenv(helperChildEnv)
 	stderr = errs
-	return runDaemon(cfgPath, mnt, o, func() {
-		ready.WriteString("ready\n")
-		ready.Close()
-		// Errors at exit go to the log from now on.
-		stderr = os.Stderr
-		errs.Close()
+	errsOpen := true
+	return runDaemon(cfgPath, mnt, o, &daemon.Helper{
+		Mounted: func() {
+			ready.WriteString("ready\n")
+			ready.Close()
+			// Errors at exit go to the log from now on.
+			stderr = os.Stderr
+			errs.Close()
+			errsOpen = false
+		},
+		// A supervised daemon runs in the foreground under this
+		// process; until the mount is up, the first one's startup
+		// errors go to the parent too (runForeground).
+		Daemon: func(cmd *exec.Cmd) {
+			cmd.Args = append(cmd.Args, "-f")
+			if errsOpen {
+				cmd.Env = append(cmd.Environ(), fmt.Sprintf("%s=%d", helperErrorsEnv, 3+len(cmd.ExtraFiles)))
+				cmd.ExtraFiles = append(cmd.ExtraFiles, errs)
+			}
+		},
 	})
 }
 
-// runDaemon is the helper form's daemon: tierfs mount's, with the -o
-// options for its flags; mounted is told when the mount is up.
-func runDaemon(cfgPath, mnt string, o helperOptions, mounted func()) int {
-	status, err := daemon.Run(cfgPath, mnt, o.debug, o.flags, mountFS, mounted)
+// helperErrorsEnv names, in a helper form's supervised daemon, the
+// descriptor its startup errors go to (the helper's parent).
+const helperErrorsEnv = "TIERFS_MOUNT_HELPER_ERRORS"
+
+// runForeground is `tierfs CONFIG MOUNTPOINT -f`, as an operator or a
+// helper form's supervisor (runDetachedChild) runs it.
+func runForeground(cfgPath, mnt string, o helperOptions) int {
+	v := os.Getenv(helperErrorsEnv)
+	if v == "" {
+		return runDaemon(cfgPath, mnt, o, nil)
+	}
+	os.Unsetenv(helperErrorsEnv)
+	fd, err := strconv.Atoi(v)
+	if err != nil || fd < 3 {
+		fmt.Fprintf(stderr, "tierfs: %s=%q is not a descriptor\n", helperErrorsEnv, v)
+		return 2
+	}
+	unix.CloseOnExec(fd)
+	errs := os.NewFile(uintptr(fd), "errors")
+	stderr = errs
+	return runDaemon(cfgPath, mnt, o, &daemon.Helper{Mounted: func() {
+		stderr = os.Stderr
+		errs.Close()
+	}})
+}
+
+// runDaemon is the helper form's daemon (or its supervisor): tierfs
+// mount's, with the -o options for its flags.
+func runDaemon(cfgPath, mnt string, o helperOptions, h *daemon.Helper) int {
+	status, err := daemon.Run(cfgPath, mnt, o.debug, o.flags, mountFS, h)
 	if err != nil {
 		return fail("mount", err)
 	}

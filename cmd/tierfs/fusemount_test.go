@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -183,11 +185,20 @@ func TestMountHelperForm(t *testing.T) {
 		t.Errorf("the file on the fast tier: %q, %v", b, err)
 	}
 	pid := daemonPid(t, logFile)
-	if sid, err := unix.Getsid(pid); err != nil || sid != pid {
-		t.Errorf("daemon pid %d: session %d (%v); want a session of its own", pid, sid, err)
+	// Supervised (the default, as root): the daemon is the child of a
+	// supervisor, which has the session of its own.
+	if st.Supervisor == nil {
+		t.Fatalf("the helper form's mount is not supervised: %+v\n%s", st, mustRead(t, logFile))
 	}
-	if ppid := parentOf(t, pid); ppid == os.Getpid() {
-		t.Errorf("the daemon is the test's child: not detached")
+	sup := parentOf(t, pid)
+	if sid, err := unix.Getsid(pid); err != nil || sid != sup {
+		t.Errorf("daemon pid %d: session %d (%v); want its supervisor's, %d", pid, sid, err, sup)
+	}
+	if sid, err := unix.Getsid(sup); err != nil || sid != sup {
+		t.Errorf("supervisor pid %d: session %d (%v); want a session of its own", sup, sid, err)
+	}
+	if ppid := parentOf(t, sup); ppid == os.Getpid() {
+		t.Errorf("the supervisor is the test's child: not detached")
 	}
 	log, _ := os.ReadFile(logFile)
 	if !bytes.Contains(log, []byte(`"io_uring":false`)) || !bytes.Contains(log, []byte(`"io_uring_off":"io_uring is off in [mount] or on the command line"`)) {
@@ -218,11 +229,11 @@ func TestMountHelperForm(t *testing.T) {
 	}
 	f.Close()
 	out = mustTierfs(t, "", "umount", e.mnt)
-	if want := e.mnt + ": unmounted; daemon pid " + strconv.Itoa(pid) + " exited\n"; out != want {
+	if want := fmt.Sprintf("%s: unmounted; daemon pid %d and supervisor pid %d exited\n", e.mnt, pid, sup); out != want {
 		t.Errorf("umount said %q, want %q", out, want)
 	}
-	if mounted(e.mnt) || !gone(pid) {
-		t.Errorf("after umount: mounted %v, daemon gone %v", mounted(e.mnt), gone(pid))
+	if mounted(e.mnt) || !gone(pid) || !gone(sup) {
+		t.Errorf("after umount: mounted %v, daemon gone %v, supervisor gone %v", mounted(e.mnt), gone(pid), gone(sup))
 	}
 	if log, _ := os.ReadFile(logFile); !bytes.Contains(log, []byte(`"reason":"unmounted","status":0`)) {
 		t.Errorf("the daemon's log has no clean exit:\n%s", log)
@@ -314,5 +325,58 @@ func TestDetachedLogUnwritable(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "log.file: ") {
 		t.Errorf("error %q does not name log.file", err)
+	}
+}
+
+// The helper form supervises too: a kill -9 of its daemon is a pause
+// for a program holding a file, status names the new daemon, and tierfs
+// umount returns once daemon and supervisor have exited. A supervised
+// daemon's own startup error (tiers another daemon holds) still comes
+// out of mount(8).
+func TestMountHelperFormTakeover(t *testing.T) {
+	requireFUSE(t)
+	e, _ := helperEnv(t)
+	installForMount(t)
+	if out, code := runMount(t, "-t", "fuse.tierfs", "-o", "io_uring=false", e.config, e.mnt); code != 0 {
+		t.Fatalf("mount -t fuse.tierfs: exit %d\n%s", code, out)
+	}
+	f := heldFile(t, e.mnt, "held.log")
+	after := killDaemon(t, e.mnt)
+	checkHeld(t, f)
+	poll(t, "status from the new daemon", func() (bool, error) {
+		out, _, code := tierfs(t, "", "status", "--json", e.mnt)
+		var st struct {
+			Daemon struct {
+				Pid int `json:"pid"`
+			} `json:"daemon"`
+		}
+		return code == 0 && json.Unmarshal([]byte(out), &st) == nil && st.Daemon.Pid == after.Pid, nil
+	})
+	st, _ := statusJSON(t, e.mnt)
+	if st.Supervisor == nil || st.Supervisor.Generation != 2 || st.Supervisor.Takeovers != 1 {
+		t.Errorf("status after a kill: supervisor %+v, want generation 2 and 1 takeover", st.Supervisor)
+	}
+	sup := parentOf(t, after.Pid)
+
+	mnt2 := filepath.Join(e.base, "mnt2")
+	if err := os.Mkdir(mnt2, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, code := runMount(t, "-t", "fuse.tierfs", "-o", "io_uring=false", e.config, mnt2)
+	if code == 0 || !strings.Contains(out, "in use by another tierfs daemon (pid "+strconv.Itoa(after.Pid)) {
+		t.Errorf("a second mount of the same tiers: exit %d, want an error naming daemon %d:\n%s", code, after.Pid, out)
+	}
+	if mounted(mnt2) {
+		mountutil.Unmount(mnt2)
+		t.Error("a second mount of the same tiers mounted")
+	}
+
+	f.Close()
+	out = mustTierfs(t, "", "umount", e.mnt)
+	if want := fmt.Sprintf("%s: unmounted; daemon pid %d and supervisor pid %d exited\n", e.mnt, after.Pid, sup); out != want {
+		t.Errorf("umount said %q, want %q", out, want)
+	}
+	if mounted(e.mnt) || !gone(sup) {
+		t.Errorf("after umount: mounted %v, supervisor gone %v", mounted(e.mnt), gone(sup))
 	}
 }

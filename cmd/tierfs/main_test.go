@@ -225,6 +225,20 @@ func startDaemon(t *testing.T, e *env, flags ...string) *daemonProc {
 	return d
 }
 
+// servingPid is the pid of the daemon that serves the mount: the
+// process started, or its child under a supervisor ([mount] supervisor).
+func (d *daemonProc) servingPid(t *testing.T) int {
+	t.Helper()
+	st, _ := statusJSON(t, d.mnt)
+	if st.Daemon == nil || st.Daemon.Pid == 0 {
+		t.Fatalf("status names no daemon: %+v", st)
+	}
+	if st.Supervisor == nil && st.Daemon.Pid != d.cmd.Process.Pid {
+		t.Fatalf("status names daemon pid %d, not the %d started, and no supervisor", st.Daemon.Pid, d.cmd.Process.Pid)
+	}
+	return st.Daemon.Pid
+}
+
 func (d *daemonProc) exited() bool {
 	select {
 	case <-d.done:

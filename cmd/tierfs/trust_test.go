@@ -24,7 +24,7 @@ func TestSecondDaemonRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, errOut, code := tierfs(t, "", "mount", "--config", e.config, mnt2)
-	want := fmt.Sprintf("in use by another tierfs daemon (pid %d, mountpoint %s)", d.cmd.Process.Pid, e.mnt)
+	want := fmt.Sprintf("in use by another tierfs daemon (pid %d, mountpoint %s)", d.servingPid(t), e.mnt)
 	if code != 1 || !strings.Contains(errOut, want) {
 		t.Errorf("second mount: exit %d, stderr %q; want 1 and %q", code, errOut, want)
 	}

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tierfs/tierfs/internal/control"
+	"github.com/tierfs/tierfs/internal/supervisor"
 	"github.com/tierfs/tierfs/mountutil"
 )
 
@@ -43,6 +44,15 @@ func umount(path string, lazy bool, timeout time.Duration) int {
 	if perr == nil {
 		defer unix.Close(pidfd)
 	}
+	// A supervised mount's supervisor exits after its daemon: a mount
+	// made at once after this one returns must not find it still there.
+	supPid, supFd := 0, -1
+	if sock, err := supervisor.SocketPath(mp); err == nil {
+		if p, fd, err := peerOf(sock); err == nil {
+			supPid, supFd = p, fd
+			defer unix.Close(supFd)
+		}
+	}
 	if err := unmountPath(mp, lazy); err != nil {
 		return fail("umount", err)
 	}
@@ -52,6 +62,13 @@ func umount(path string, lazy bool, timeout time.Duration) int {
 	}
 	if err := waitExit(pidfd, timeout); err != nil {
 		return fail("umount", fmt.Errorf("%s: unmounted, but daemon pid %d %w", mp, pid, err))
+	}
+	if supFd >= 0 {
+		if err := waitExit(supFd, timeout); err != nil {
+			return fail("umount", fmt.Errorf("%s: unmounted, but supervisor pid %d %w", mp, supPid, err))
+		}
+		fmt.Fprintf(stdout, "%s: unmounted; daemon pid %d and supervisor pid %d exited\n", mp, pid, supPid)
+		return 0
 	}
 	fmt.Fprintf(stdout, "%s: unmounted; daemon pid %d exited\n", mp, pid)
 	return 0
@@ -65,9 +82,19 @@ func daemonOf(mp string) (int, int, error) {
 	if err != nil {
 		return 0, -1, err
 	}
-	conn, err := net.DialTimeout("unix", sock, control.RequestTimeout)
+	pid, fd, err := peerOf(sock)
 	if err != nil {
 		return 0, -1, fmt.Errorf("no daemon answers on its control socket %s: %w", sock, err)
+	}
+	return pid, fd, nil
+}
+
+// peerOf returns the pid of the process listening on the unix socket
+// sock and a pidfd of it.
+func peerOf(sock string) (int, int, error) {
+	conn, err := net.DialTimeout("unix", sock, control.RequestTimeout)
+	if err != nil {
+		return 0, -1, err
 	}
 	defer conn.Close()
 	raw, err := conn.(*net.UnixConn).SyscallConn()

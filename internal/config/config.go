@@ -575,6 +575,12 @@ type locator struct {
 	raw map[string]string
 }
 
+// Sets reports whether the file sets key ("mount.supervisor"), rather
+// than leaving it at its default.
+func (c *Config) Sets(key string) bool {
+	return c.loc != nil && c.loc.lines[key] != 0
+}
+
 // line is the line of key, or of the nearest table above it that is in the
 // file; 0 if none is.
 func (l *locator) line(key string) int {

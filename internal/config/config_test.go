@@ -612,3 +612,25 @@ migrate_threshold = 0.5
 		}
 	}
 }
+
+// Sets tells a key the file sets from one left at its default, whatever
+// the value ([mount] supervisor: asked for by name, or the default).
+func TestSets(t *testing.T) {
+	for _, c := range []struct {
+		extra string
+		want  bool
+	}{
+		{"", false},
+		{"[mount]\nallow_other = false\n", false},
+		{"[mount]\nsupervisor = true\n", true},
+		{"[mount]\n# supervisor = true\nsupervisor=false\n", true},
+	} {
+		cfg, err := parse(t, base+c.extra)
+		if err != nil {
+			t.Fatalf("%q: %v", c.extra, err)
+		}
+		if got := cfg.Sets("mount.supervisor"); got != c.want {
+			t.Errorf("%q: Sets(mount.supervisor) = %v, want %v", c.extra, got, c.want)
+		}
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	_ "net/http/pprof" // TIERFS_PPROF
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"syscall"
@@ -33,6 +34,21 @@ import (
 // controlShutdownTimeout is how long requests in flight on the control
 // socket get to finish at exit.
 const controlShutdownTimeout = 30 * time.Second
+
+// Helper is what the mount(8) helper form (cmd/tierfs/fusemount.go) asks
+// of Run beside `tierfs mount`'s work.
+type Helper struct {
+	// Mounted is called once the mount serves and the control socket
+	// listens: the helper form's parent waits for that. Under a
+	// supervisor it is called in the supervisor, when its first daemon
+	// is there, and in that daemon.
+	Mounted func()
+	// Daemon, when set, adapts the command a supervisor starts a
+	// daemon with (this binary and its arguments): the helper form's
+	// daemons run in the foreground, and the first reports its startup
+	// errors to the helper's parent.
+	Daemon func(*exec.Cmd)
+}
 
 // Options are what the daemon is told beside its configuration.
 type Options struct {
@@ -93,7 +109,7 @@ type FUSE interface {
 // before the mount) for the mounted server srv, until the returned
 // server is closed.
 func (d *Daemon) ServeMetrics(ln net.Listener, srv FUSE) *metrics.Server {
-	return metrics.Serve(ln, metrics.Sources{
+	src := metrics.Sources{
 		Store:      d.Store,
 		Engine:     d.Engine,
 		Thresholds: d.Policy.Thresholds,
@@ -105,7 +121,14 @@ func (d *Daemon) ServeMetrics(ln net.Listener, srv FUSE) *metrics.Server {
 			return "/dev/fuse"
 		},
 		Topics: d.Topics,
-	})
+	}
+	if c, _ := supervisor.Current(); c != nil {
+		src.Supervisor = func() (supervisor.Status, error) {
+			// A scrape must not wait long on a busy supervisor.
+			return supervisor.QueryWithin(d.o.Mountpoint, 2*time.Second)
+		}
+	}
+	return metrics.Serve(ln, src)
 }
 
 // StartEngine runs the policy engine until stop, which cancels the
@@ -144,10 +167,10 @@ type MountFunc func(store *tiering.Store, mountpoint string, m mountutil.Config,
 // Run is `tierfs mount`: it loads the configuration, opens the tiers,
 // mounts them, serves the control socket and the policy until the mount
 // is unmounted or a signal asks for it (SIGHUP reloads), then shuts down
-// in order. mounted, if not nil, is called once the mount serves and the
-// control socket listens: the mount helper form's parent waits for that.
-// err is a failure before the mount served; status the exit status after.
-func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc, mounted func()) (status int, err error) {
+// in order. helper is the mount(8) helper form's (nil for `tierfs
+// mount`). err is a failure before the mount served; status the exit
+// status after.
+func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc, helper *Helper) (status int, err error) {
 	started := time.Now()
 	// The kernel applied the caller's umask to the modes FUSE passes in
 	// already; applying ours again would be wrong.
@@ -172,17 +195,36 @@ func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc, 
 	// before it serves: nobody else would answer (supervise.go).
 	takeover := mountutil.TakingOver()
 	// A supervisor that systemd hands the connection it kept: the same.
-	handed := sup == nil && cfg.Mount.Supervisor && mounted == nil && supervisor.Handed(mp)
+	handed := sup == nil && cfg.Mount.Supervisor && helper == nil && supervisor.Handed(mp)
 	if !takeover && !handed {
 		if err := cfg.CheckMountpoint(mp); err != nil {
 			return 1, err
 		}
 	}
-	if sup == nil && cfg.Mount.Supervisor {
-		if mounted != nil {
-			return 1, errors.New("mount.supervisor: not with the mount(8) and /etc/fstab form yet; run `tierfs mount` (under systemd, say)")
+	log := NewLogger(LogOutput(cfg.Log.File))
+	SetLogLevel(cfg.Log.Level, debug)
+	supervisorOff := ""
+	check := func() error { return cfg.CheckMountpoint(mp) }
+	if sup == nil {
+		m := ov.Apply(cfg.Mount)
+		if m.Supervisor && cfg.Sets("mount.supervisor") {
+			// Asked for by name: supervised wherever it can be done
+			// at all, io_uring given up for it (MountSupervised).
+			if os.Geteuid() != 0 {
+				return 1, errors.New("mount.supervisor = true: the supervised daemon mounts by hand and needs root (leave the key out to mount without a supervisor where there cannot be one)")
+			}
+			return runSupervisor(mp, handed, check, log, helper)
 		}
-		return runSupervisor(mp, handed, func() error { return cfg.CheckMountpoint(mp) }, NewLogger(LogOutput(cfg.Log.File)))
+		if supervisorOff = mountutil.SupervisionOff(m); supervisorOff == "" {
+			return runSupervisor(mp, handed, check, log, helper)
+		}
+		// Served as before supervision: a daemon's death aborts the
+		// mount (docs/operating.md, stale mounts).
+		ev := log.Warn()
+		if !m.Supervisor {
+			ev = log.Info()
+		}
+		ev.Str("reason", supervisorOff).Msg("no supervisor: a daemon's death will abort the mount")
 	}
 	// Under systemd (Type=notify) without a supervisor this process is
 	// the service's: it says when it serves. (A supervisor's daemon has
@@ -201,8 +243,6 @@ func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc, 
 		return 1, fmt.Errorf("mount.control_group: %w", err)
 	}
 
-	log := NewLogger(LogOutput(cfg.Log.File))
-	SetLogLevel(cfg.Log.Level, debug)
 	if addr := os.Getenv("TIERFS_PPROF"); addr != "" {
 		// Profiling for performance work: go tool pprof http://ADDR/debug/pprof/profile
 		go func() {
@@ -279,7 +319,7 @@ func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc, 
 	if err != nil {
 		log.Error().Err(err).Msg("cannot start the control server; unmounting")
 		closeMetrics()
-		if uerr := unmountServer(server, mp, served, log); uerr != nil {
+		if _, uerr := unmountServer(server, mp, served, log); uerr != nil {
 			log.Error().Err(uerr).Msg("unmount failed")
 		} else {
 			<-served
@@ -295,9 +335,19 @@ func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc, 
 	if why := URingOff(mcfg.IOUring, uring); why != "" {
 		ml = ml.Str("io_uring_off", why)
 	}
+	if sup != nil {
+		ml = ml.Int("generation", sup.Gen())
+	} else {
+		ml = ml.Str("supervisor_off", supervisorOff)
+	}
 	ml.Int("pid", os.Getpid()).Str("version", version.Read().Short()).Msg("mounted")
-	if mounted != nil {
-		mounted()
+	if sup != nil {
+		if err := sup.Ready(); err != nil {
+			log.Warn().Err(err).Msg("cannot tell the supervisor that the mount is ready")
+		}
+	}
+	if helper != nil && helper.Mounted != nil {
+		helper.Mounted()
 	}
 	if notifier != nil {
 		if err := notifier.Notify("READY=1\nSTATUS=serving " + mp); err != nil {
@@ -347,9 +397,18 @@ func waitForExit(server interface{ Unmount() error }, mp string, served <-chan s
 			}
 			reason = "signal " + sig.String()
 			log.Info().Str("signal", sig.String()).Str("mountpoint", mp).Msg("unmounting")
-			if err := unmountServer(server, mp, served, log); err != nil {
+			lazy, err := unmountServer(server, mp, served, log)
+			if err != nil {
 				log.Error().Err(err).Msg("cannot unmount; exiting anyway")
 				return reason, true
+			}
+			if !lazy {
+				// Unmounted: the serving ends by itself. A second
+				// signal here is not an operator's "exit now" but
+				// the same stop again (systemd signals every process
+				// of the unit, the supervisor passes its own on).
+				<-served
+				return reason, false
 			}
 			for {
 				select {
@@ -368,28 +427,30 @@ func waitForExit(server interface{ Unmount() error }, mp string, served <-chan s
 }
 
 // unmountServer unmounts mp. When the mount is busy it is detached
-// lazily, so that the mountpoint is free at once; the server then keeps
-// serving the files still open until they are closed (served closes).
-func unmountServer(server interface{ Unmount() error }, mp string, served <-chan struct{}, log zerolog.Logger) error {
-	err := server.Unmount()
+// lazily (lazy), so that the mountpoint is free at once; the server then
+// keeps serving the files still open until they are closed (served
+// closes).
+func unmountServer(server interface{ Unmount() error }, mp string, served <-chan struct{}, log zerolog.Logger) (lazy bool, err error) {
+	err = server.Unmount()
 	if err == nil {
-		return nil
+		return false, nil
 	}
 	select {
 	case <-served:
-		return nil // unmounted meanwhile
+		return false, nil // unmounted meanwhile
 	default:
 	}
 	log.Warn().Err(err).Str("mountpoint", mp).Msg("unmount failed (busy?); detaching lazily")
 	if err := mountutil.Unmount(mp); err != nil {
-		return err
+		return false, err
 	}
 	select {
 	case <-served:
+		return false, nil
 	default:
 		log.Info().Str("mountpoint", mp).Msg("detached; serving the files still open until they are closed (signal again to exit now)")
 	}
-	return nil
+	return true, nil
 }
 
 // LogOutput is where the daemon logs: [log] file, appended to, or stderr.

@@ -15,14 +15,14 @@ import (
 
 // runSupervisor is `tierfs mount` with [mount] supervisor: this process
 // holds the connection and runs the daemon, this same command, as its
-// child (internal/supervisor).
+// child (internal/supervisor). helper is the mount(8) form's, or nil.
 //
 // handed: systemd passed the connection of mp kept in the unit's store
 // (supervisor.Handed): mp may be a mount that nobody serves until the
 // supervisor takes it over, so it is neither checked nor resolved.
 // check is the configuration's check of the mountpoint, made before a
 // fresh mount.
-func runSupervisor(mp string, handed bool, check func() error, log zerolog.Logger) (int, error) {
+func runSupervisor(mp string, handed bool, check func() error, log zerolog.Logger, helper *Helper) (int, error) {
 	if os.Geteuid() != 0 {
 		return 1, errors.New("mount.supervisor: the supervisor mounts by hand and needs root")
 	}
@@ -34,7 +34,7 @@ func runSupervisor(mp string, handed bool, check func() error, log zerolog.Logge
 		}
 	}
 	mp = resolveMountpoint(mp, handed)
-	return supervisor.Run(supervisor.Config{
+	c := supervisor.Config{
 		Mountpoint: mp,
 		// When what systemd passed is no use: the checks not made.
 		Prepare: func() error {
@@ -53,10 +53,17 @@ func runSupervisor(mp string, handed bool, check func() error, log zerolog.Logge
 			cmd := exec.Command("/proc/self/exe", os.Args[1:]...)
 			cmd.Args[0] = os.Args[0]
 			cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+			if helper != nil && helper.Daemon != nil {
+				helper.Daemon(cmd)
+			}
 			return cmd
 		},
 		Log: log,
-	}), nil
+	}
+	if helper != nil {
+		c.Ready = helper.Mounted
+	}
+	return supervisor.Run(c), nil
 }
 
 // mountedAt is mountinfo's topmost entry for mp, read without touching

@@ -122,7 +122,8 @@ func TestGrafanaDashboard(t *testing.T) {
 	}
 	// What the issue asks the dashboard to show.
 	for _, n := range []string{"tierfs_tier_threshold_ratio", "tierfs_moved_bytes_total", "tierfs_tier_demotion_lag_bytes",
-		"tierfs_burst_reserve_seconds", "tierfs_topic_read_bytes_total", "tierfs_fuse_request_duration_seconds_bucket"} {
+		"tierfs_burst_reserve_seconds", "tierfs_topic_read_bytes_total", "tierfs_fuse_request_duration_seconds_bucket",
+		"tierfs_takeovers_total", "tierfs_takeover_last_pause_seconds"} {
 		if !used[n] {
 			t.Errorf("the dashboard does not show %s", n)
 		}

@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tierfs/tierfs/internal/iostats"
+	"github.com/tierfs/tierfs/internal/supervisor"
 	"github.com/tierfs/tierfs/policy/engine"
 	"github.com/tierfs/tierfs/tiering"
 )
@@ -42,6 +43,9 @@ type Sources struct {
 	Requests  *iostats.Requests
 	Transport func() string
 	Topics    *Topics
+	// Supervisor, on a supervised mount, asks the supervisor for its
+	// account of the daemons it ran.
+	Supervisor func() (supervisor.Status, error)
 }
 
 // Listen opens the endpoint's socket: before the mount, so that a port
@@ -145,6 +149,10 @@ var (
 	dErrors    = desc("fuse_errors_total", "FUSE requests answered with an error, by errno.", "errno")
 	dTransport = desc("fuse_transport_info", "How requests reach the daemon (always 1): io_uring or /dev/fuse.", "transport")
 
+	dGeneration = desc("daemon_generation", "On a supervised mount, the serving daemon's generation: 1 for the daemon that mounted, one more for each daemon started on the same connection since.")
+	dTakeovers  = desc("takeovers_total", "On a supervised mount, the daemons that took the live connection over from one that died or was replaced (tierfs restart).")
+	dLastPause  = desc("takeover_last_pause_seconds", "On a supervised mount, the last takeover's pause: from the old daemon's death (or its drain) to the new one serving (absent before the first).")
+
 	dTopicBytes = desc("topic_bytes", "Bytes a topic's files take on each tier, as of the policy's last listing (topic: the top directory without -PARTITION; \"other\" past [metrics] max_topics).", "topic", "tier")
 	dTopicRead  = desc("topic_read_bytes_total", "Bytes read through the mount from a topic's files, by the tier they were on.", "topic", "tier")
 )
@@ -162,7 +170,7 @@ func newCollector(src Sources) *collector {
 	c := &collector{src: src, build: buildInfo(), ingest: newIngestRate(src.Store)}
 	c.descs = []*prometheus.Desc{dBuildInfo, dCapacity, dUsed, dFree, dFiles, dThreshold, dLag, dReadB, dWrittenB, dReads,
 		dPromos, dOpen, dStarted, dFinished, dMovedB, dMoveDur, dInFlight, dQueued, dInFlightB, dThrottled,
-		dReserve, dReserveS, dIngest, dRequests, dErrors, dTransport, dTopicBytes, dTopicRead}
+		dReserve, dReserveS, dIngest, dRequests, dErrors, dTransport, dGeneration, dTakeovers, dLastPause, dTopicBytes, dTopicRead}
 	return c
 }
 
@@ -288,6 +296,16 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.src.Transport != nil {
 		gauge(ch, dTransport, 1, c.src.Transport())
+	}
+
+	if c.src.Supervisor != nil {
+		if sv, err := c.src.Supervisor(); err == nil {
+			gauge(ch, dGeneration, float64(sv.Gen))
+			counter(ch, dTakeovers, float64(sv.Takeovers))
+			if n := len(sv.Pauses); n > 0 {
+				gauge(ch, dLastPause, sv.Pauses[n-1]/1000)
+			}
+		}
 	}
 
 	if tp := c.src.Topics; tp != nil {

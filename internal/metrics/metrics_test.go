@@ -16,6 +16,7 @@ import (
 	"github.com/tierfs/tierfs/internal/iostats"
 	"github.com/tierfs/tierfs/internal/metrics"
 	"github.com/tierfs/tierfs/internal/metrics/metricstest"
+	"github.com/tierfs/tierfs/internal/supervisor"
 	"github.com/tierfs/tierfs/internal/testenv"
 	"github.com/tierfs/tierfs/internal/units"
 	"github.com/tierfs/tierfs/tiering"
@@ -149,6 +150,11 @@ func serve(t *testing.T, s *tiering.Store, topics *metrics.Topics) (string, *ios
 		Requests:   reqs,
 		Transport:  func() string { return "/dev/fuse" },
 		Topics:     topics,
+		// What a supervisor answers after two takeovers
+		// (cmd/tierfs's TestMetricsCountTakeovers asks a real one).
+		Supervisor: func() (supervisor.Status, error) {
+			return supervisor.Status{Gen: 3, Takeovers: 2, Pauses: []float64{8.5, 12.25}}, nil
+		},
 	})
 	t.Cleanup(func() { srv.Close() })
 	return srv.Addr(), reqs
@@ -179,6 +185,9 @@ func TestScrapeFollowsTheStore(t *testing.T) {
 	must(t, sc, 0, "tierfs_tier_demotion_lag_bytes", "tier", "fast")
 	must(t, sc, 0, "tierfs_moves_started_total", "reason", "manual")
 	must(t, sc, 1, "tierfs_fuse_transport_info", "transport", "/dev/fuse")
+	must(t, sc, 3, "tierfs_daemon_generation")
+	must(t, sc, 2, "tierfs_takeovers_total")
+	must(t, sc, 0.01225, "tierfs_takeover_last_pause_seconds")
 	if v, ok := sc.Value("tierfs_burst_reserve_seconds"); !ok || !math.IsInf(v, 1) {
 		t.Errorf("burst reserve seconds of an idle tier: %v, want +Inf", v)
 	}

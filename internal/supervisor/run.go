@@ -35,6 +35,9 @@ type Config struct {
 	// Mounted reads the mount table's entry for a mountpoint, without
 	// touching the mount (systemd.go).
 	Mounted func(mountpoint string) (MountRef, error)
+	// Ready, when set, is called once, when the first daemon says its
+	// mount serves and its control socket listens.
+	Ready func()
 }
 
 // maxQuickDeaths: a daemon that dies before it serves, this many times
@@ -281,6 +284,11 @@ func Run(c Config) int {
 					}
 				case "exiting":
 					ev.d.exiting = true
+				case "ready":
+					if c.Ready != nil {
+						c.Ready()
+						c.Ready = nil
+					}
 				}
 			case "exit":
 				d := ev.d
@@ -528,7 +536,12 @@ func Restart(mountpoint string) (Result, error) {
 
 // Query asks the supervisor of mountpoint for its status.
 func Query(mountpoint string) (Status, error) {
+	return QueryWithin(mountpoint, 30*time.Second)
+}
+
+// QueryWithin is Query, waiting at most d for the answer.
+func QueryWithin(mountpoint string, d time.Duration) (Status, error) {
 	var s Status
-	err := ask(mountpoint, "status", &s, 30*time.Second)
+	err := ask(mountpoint, "status", &s, d)
 	return s, err
 }

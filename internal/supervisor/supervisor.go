@@ -32,7 +32,8 @@ const EnvFD = "TIERFS_SUPERVISOR_FD"
 // message is one datagram between the supervisor and its daemon.
 type message struct {
 	// Daemon → supervisor: "conn" (with the descriptor: the mount is
-	// made and INIT answered), "serving", "exiting" (the connection is
+	// made and INIT answered), "serving", "ready" (its control socket
+	// listens too), "exiting" (the connection is
 	// gone: do not start another), "drained". Supervisor → daemon:
 	// "start" (with the descriptor on a takeover), "drain".
 	Op    string `json:"op"`
@@ -180,6 +181,12 @@ func (c *Child) Conn(fd int, init, reply, mount []byte) error {
 // Serving tells the supervisor that requests are being answered.
 func (c *Child) Serving() error {
 	return send(c.sock, message{Op: "serving", Pid: os.Getpid()}, -1)
+}
+
+// Ready tells the supervisor that the mount serves and the daemon's
+// control socket listens.
+func (c *Child) Ready() error {
+	return send(c.sock, message{Op: "ready"}, -1)
 }
 
 // Exiting tells the supervisor that the connection is gone (unmounted):

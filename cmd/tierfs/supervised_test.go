@@ -1,0 +1,274 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/tierfs/tierfs/internal/fuseuring"
+	"github.com/tierfs/tierfs/internal/metrics/metricstest"
+	"github.com/tierfs/tierfs/internal/supervisor"
+	"github.com/tierfs/tierfs/internal/testenv"
+)
+
+// noURing keeps a test's mount off io_uring whatever the kernel's switch
+// says (another package's test may hold it on): io_uring in effect turns
+// the default supervision off.
+const noURing = "\n[mount]\nio_uring = false\n"
+
+// heldFile creates name on the mount and keeps it open for the test.
+func heldFile(t *testing.T, mnt, name string) *os.File {
+	t.Helper()
+	f, err := os.OpenFile(filepath.Join(mnt, name), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	if _, err := f.WriteString("before\n"); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// killDaemon kills the serving daemon of mnt with SIGKILL and waits for
+// its supervisor to have the next one serving.
+func killDaemon(t *testing.T, mnt string) supervisor.Status {
+	t.Helper()
+	before, err := supervisor.Query(mnt)
+	if err != nil {
+		t.Fatalf("the supervisor of %s: %v", mnt, err)
+	}
+	if err := syscall.Kill(before.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	var after supervisor.Status
+	poll(t, "the next daemon to serve", func() (bool, error) {
+		after, err = supervisor.Query(mnt)
+		return err == nil && after.Takeovers == before.Takeovers+1 && after.Pid != before.Pid, nil
+	})
+	return after
+}
+
+// waitMounted waits for the "mounted" line of the daemon of generation
+// gen in d's log, and decodes it into v.
+func waitMounted(t *testing.T, d *daemonProc, gen int, v any) {
+	t.Helper()
+	poll(t, "the mounted line of daemon generation "+strconv.Itoa(gen), func() (bool, error) {
+		var m struct {
+			Generation int `json:"generation"`
+		}
+		return lastMounted(d.stderr.String(), &m) && m.Generation == gen, nil
+	})
+	lastMountedLine(t, d.stderr.String(), v)
+}
+
+// checkHeld writes through f, held across a takeover, and reads the whole
+// file back.
+func checkHeld(t *testing.T, f *os.File) {
+	t.Helper()
+	if _, err := f.WriteString("after\n"); err != nil {
+		t.Fatalf("write through a descriptor held across the takeover: %v", err)
+	}
+	b := make([]byte, 64)
+	n, err := f.ReadAt(b, 0)
+	if string(b[:n]) != "before\nafter\n" {
+		t.Fatalf("read back %q (%v), want both writes", b[:n], err)
+	}
+}
+
+// lastMountedLine decodes the last "mounted" line of a log into v: the
+// serving daemon's, after takeovers.
+func lastMountedLine(t *testing.T, log string, v any) {
+	t.Helper()
+	if !lastMounted(log, v) {
+		t.Fatalf("no mounted line in:\n%s", log)
+	}
+}
+
+func lastMounted(log string, v any) bool {
+	var last []byte
+	sc := bufio.NewScanner(strings.NewReader(log))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if strings.Contains(sc.Text(), `"message":"mounted"`) {
+			last = append(last[:0], sc.Bytes()...)
+		}
+	}
+	return last != nil && json.Unmarshal(last, v) == nil
+}
+
+// `tierfs mount` as root supervises by default: the process started is
+// the supervisor, the daemon its child (generation 1, in the mounted
+// line and in status), and a kill -9 of the daemon is a pause for a
+// program holding a file, not an error.
+func TestMountSupervisedByDefault(t *testing.T) {
+	requireFUSE(t)
+	t.Parallel()
+	e := newEnv(t)
+	e.setConfig(t, "", idlePolicy+noURing)
+	d := startDaemon(t, e)
+	st, _ := statusJSON(t, e.mnt)
+	if st.Supervisor == nil || st.Supervisor.Generation != 1 || st.Daemon == nil || st.Daemon.Pid == d.cmd.Process.Pid {
+		t.Fatalf("status of a mount with the default [mount] supervisor: supervisor %+v, daemon %+v (tierfs mount is pid %d)", st.Supervisor, st.Daemon, d.cmd.Process.Pid)
+	}
+	var m struct {
+		Generation int    `json:"generation"`
+		Off        string `json:"supervisor_off"`
+	}
+	lastMountedLine(t, d.stderr.String(), &m)
+	if m.Generation != 1 || m.Off != "" {
+		t.Errorf("the mounted line: generation %d, supervisor_off %q; want 1 and none", m.Generation, m.Off)
+	}
+	f := heldFile(t, e.mnt, "held.log")
+	after := killDaemon(t, e.mnt)
+	checkHeld(t, f)
+	if after.Gen != 2 {
+		t.Errorf("after one kill: generation %d, want 2", after.Gen)
+	}
+	waitMounted(t, d, 2, &m)
+	if m.Off != "" {
+		t.Errorf("the new daemon's mounted line: supervisor_off %q", m.Off)
+	}
+}
+
+// supervisor = false is today's mount: the process started serves, no
+// supervisor answers, and the log says why there is none.
+func TestMountSupervisorOptOut(t *testing.T) {
+	requireFUSE(t)
+	t.Parallel()
+	e := newEnv(t)
+	e.setConfig(t, "", idlePolicy+"\n[mount]\nsupervisor = false\n")
+	d := startDaemon(t, e)
+	st, _ := statusJSON(t, e.mnt)
+	if st.Supervisor != nil || st.Daemon == nil || st.Daemon.Pid != d.cmd.Process.Pid {
+		t.Fatalf("status with supervisor = false: supervisor %+v, daemon %+v; want none, and pid %d", st.Supervisor, st.Daemon, d.cmd.Process.Pid)
+	}
+	var m struct {
+		Off string `json:"supervisor_off"`
+	}
+	lastMountedLine(t, d.stderr.String(), &m)
+	if m.Off != "[mount] supervisor = false" {
+		t.Errorf("the mounted line's supervisor_off: %q", m.Off)
+	}
+	if !strings.Contains(d.stderr.String(), `"message":"no supervisor: a daemon's death will abort the mount"`) {
+		t.Errorf("the log does not say the mount has no supervisor:\n%s", d.stderr.String())
+	}
+	if _, err := supervisor.Query(e.mnt); err == nil {
+		t.Errorf("a supervisor answers for a mount made with supervisor = false")
+	}
+}
+
+// The metrics count takeovers: none on a fresh mount, then after a
+// kill -9 the new daemon's endpoint says generation 2, one takeover and
+// its pause, in a form promtool accepts.
+func TestMetricsCountTakeovers(t *testing.T) {
+	requireFUSE(t)
+	t.Parallel()
+	e := newEnv(t)
+	e.setConfig(t, "", idlePolicy+noURing)
+	d := startDaemon(t, e)
+	sc := metricstest.Get(t, metricsAddr(t, d))
+	if v, ok := sc.Value("tierfs_takeovers_total"); !ok || v != 0 {
+		t.Errorf("takeovers on a fresh mount: %v (present %v), want 0", v, ok)
+	}
+	if v, _ := sc.Value("tierfs_daemon_generation"); v != 1 {
+		t.Errorf("generation on a fresh mount: %v, want 1", v)
+	}
+	if _, ok := sc.Value("tierfs_takeover_last_pause_seconds"); ok {
+		t.Errorf("a last pause before any takeover")
+	}
+	f := heldFile(t, e.mnt, "held.log")
+	after := killDaemon(t, e.mnt)
+	checkHeld(t, f)
+	// The new daemon listens anew ("127.0.0.1:0": another port).
+	var m struct {
+		Metrics string `json:"metrics"`
+	}
+	waitMounted(t, d, 2, &m)
+	sc = metricstest.Get(t, strings.TrimSuffix(strings.TrimPrefix(m.Metrics, "http://"), "/metrics"))
+	if v, _ := sc.Value("tierfs_takeovers_total"); v != 1 {
+		t.Errorf("takeovers after one kill: %v, want 1", v)
+	}
+	if v, _ := sc.Value("tierfs_daemon_generation"); v != 2 {
+		t.Errorf("generation after one kill: %v, want 2", v)
+	}
+	pause, ok := sc.Value("tierfs_takeover_last_pause_seconds")
+	if want := after.Pauses[len(after.Pauses)-1] / 1000; !ok || pause != want {
+		t.Errorf("last pause %v s (present %v), want the supervisor's %v s", pause, ok, want)
+	}
+	metricstest.Promtool(t, sc.Text)
+}
+
+// systemd's stop signals every process of the unit: the daemon gets
+// SIGTERM from systemd and again from its supervisor. That is one stop:
+// the mount goes, both exit 0, and the daemon closes its tiers cleanly.
+func TestMountStopSignalledTwice(t *testing.T) {
+	requireFUSE(t)
+	t.Parallel()
+	e := newEnv(t)
+	e.setConfig(t, "", idlePolicy+noURing)
+	d := startDaemon(t, e)
+	daemon := d.servingPid(t)
+	if daemon == d.cmd.Process.Pid {
+		t.Fatal("not supervised")
+	}
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(daemon, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := d.waitExit(t); code != 0 {
+		t.Fatalf("tierfs mount exited %d:\n%s", code, d.stderr.String())
+	}
+	if mounted(e.mnt) {
+		t.Errorf("still mounted")
+	}
+	if !strings.Contains(d.stderr.String(), `"reason":"signal terminated","status":0`) {
+		t.Errorf("the daemon did not exit cleanly on the signal:\n%s", d.stderr.String())
+	}
+}
+
+// With the kernel's io_uring switch on, the default gives io_uring the
+// mount and goes without a supervisor, saying why; supervisor = true
+// written in the file insists, and the mount is served through
+// /dev/fuse, supervised.
+func TestSupervisionAndURing(t *testing.T) {
+	requireFUSE(t)
+	testenv.HoldURingSwitch(t)
+	b, err := os.ReadFile(fuseuring.EnableParam)
+	testenv.Require(t, err == nil, fmt.Sprintf("this kernel has no FUSE over io_uring: %v", err))
+	t.Cleanup(func() { os.WriteFile(fuseuring.EnableParam, b, 0o644) })
+	if err := os.WriteFile(fuseuring.EnableParam, []byte("Y"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	e := newEnv(t)
+	e.setConfig(t, "", idlePolicy)
+	d := startDaemon(t, e)
+	st, _ := statusJSON(t, e.mnt)
+	if st.Supervisor != nil || st.Requests == nil || st.Requests.Transport != "io_uring" {
+		t.Errorf("the defaults with the switch on: supervisor %+v, requests %+v; want none and io_uring", st.Supervisor, st.Requests)
+	}
+	var m struct {
+		Off string `json:"supervisor_off"`
+	}
+	lastMountedLine(t, d.stderr.String(), &m)
+	if !strings.Contains(m.Off, "io_uring") {
+		t.Errorf("the mounted line's supervisor_off %q does not name io_uring", m.Off)
+	}
+
+	e2 := newEnv(t)
+	e2.setConfig(t, "", idlePolicy+"\n[mount]\nsupervisor = true\n")
+	startDaemon(t, e2)
+	st2, _ := statusJSON(t, e2.mnt)
+	if st2.Supervisor == nil || st2.Requests == nil || st2.Requests.Transport != "/dev/fuse" {
+		t.Errorf("supervisor = true with the switch on: supervisor %+v, requests %+v; want one and /dev/fuse", st2.Supervisor, st2.Requests)
+	}
+}

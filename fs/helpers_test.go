@@ -373,9 +373,6 @@ func mount(t testing.TB, o mountOpt) *testMount {
 	cfg.IOUring = (o.iouring || os.Getenv(iouringEnv) == "1") && !o.devFuse
 	cfg.DirectIO = o.directIO || os.Getenv("TIERFS_TEST_DIRECTIO") == "1"
 	cfg.Supervised = o.supervised
-	if o.supervised {
-		cfg.IOUring = false
-	}
 	if o.metrics {
 		cfg.Metrics = "127.0.0.1:0"
 	}

@@ -72,7 +72,7 @@ type event struct {
 	kind   string // "msg", "exit"
 	d      *daemon
 	m      message
-	fd     int
+	fd     [maxFds]int
 	status error
 }
 
@@ -110,8 +110,9 @@ func Run(c Config) int {
 
 	var (
 		connFd             = -1
+		ringFd             = -1
 		initReq, initReply []byte
-		mountCfg           []byte
+		mountCfg, ring     []byte
 		gen                int
 		cur                *daemon
 		signalled          bool
@@ -126,10 +127,13 @@ func Run(c Config) int {
 		if connFd >= 0 {
 			unix.Close(connFd)
 		}
+		if ringFd >= 0 {
+			unix.Close(ringFd)
+		}
 	}()
 	start := func() error {
 		gen++
-		d, err := startDaemon(c, gen, connFd, message{Init: initReq, Reply: initReply, Mount: mountCfg}, events)
+		d, err := startDaemon(c, gen, connFd, ringFd, message{Init: initReq, Reply: initReply, Mount: mountCfg, Ring: ring}, events)
 		if err != nil {
 			return err
 		}
@@ -171,7 +175,7 @@ func Run(c Config) int {
 				default:
 					pending, oldPid, pauseFrom = &r, cur.pid, time.Now()
 					log.Info().Int("pid", cur.pid).Msg("restart asked for: draining the daemon")
-					if err := send(cur.sock, message{Op: "drain"}, -1); err != nil {
+					if err := send(cur.sock, message{Op: "drain"}); err != nil {
 						log.Warn().Err(err).Msg("cannot ask the daemon to drain; killing it")
 						cur.cmd.Process.Kill()
 					}
@@ -182,14 +186,17 @@ func Run(c Config) int {
 			case "msg":
 				switch ev.m.Op {
 				case "conn":
-					if connFd >= 0 || ev.fd < 0 {
-						if ev.fd >= 0 {
-							unix.Close(ev.fd)
-						}
+					if connFd >= 0 || ev.fd[0] < 0 {
+						closeFds(ev.fd)
 						continue
 					}
-					connFd, initReq, initReply, mountCfg = ev.fd, ev.m.Init, ev.m.Reply, ev.m.Mount
+					connFd, initReq, initReply, mountCfg = ev.fd[0], ev.m.Init, ev.m.Reply, ev.m.Mount
+					ringFd, ring = ev.fd[1], ev.m.Ring
 					log.Info().Int("pid", ev.d.pid).Msg("holding the connection")
+				default:
+					closeFds(ev.fd)
+				}
+				switch ev.m.Op {
 				case "serving":
 					ev.d.serving = true
 					quick = 0
@@ -273,7 +280,7 @@ func exitStatus(err error) int {
 // startDaemon starts generation gen with its end of a socket pair, sends
 // it the start message (with the connection on a takeover) and relays
 // what it says and its exit as events.
-func startDaemon(c Config, gen, connFd int, saved message, events chan<- event) (*daemon, error) {
+func startDaemon(c Config, gen, connFd, ringFd int, saved message, events chan<- event) (*daemon, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
@@ -293,9 +300,11 @@ func startDaemon(c Config, gen, connFd int, saved message, events chan<- event) 
 	d := &daemon{cmd: cmd, sock: fds[0], pid: cmd.Process.Pid, gen: gen, started: time.Now()}
 	m := message{Op: "start", Gen: gen}
 	if connFd >= 0 {
-		m.Init, m.Reply, m.Mount = saved.Init, saved.Reply, saved.Mount
+		m.Init, m.Reply, m.Mount, m.Ring = saved.Init, saved.Reply, saved.Mount, saved.Ring
+	} else {
+		ringFd = -1
 	}
-	if err := send(d.sock, m, connFd); err != nil {
+	if err := send(d.sock, m, connFd, ringFd); err != nil {
 		cmd.Process.Kill()
 	}
 	read := make(chan struct{})

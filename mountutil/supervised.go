@@ -213,9 +213,11 @@ func (s *Server) startSupervised() error {
 			// out only when an entry of the queue commits an answer
 			// (registering does not): one request of our own per queue.
 			queues, _ := s.uring.Queues()
-			if _, err := s.kickQueues(allQueues(queues), 1); err != nil {
-				s.log.Error().Err(err).Msg("takeover: requests that came while no daemon served may wait until the next request from their CPU")
-			}
+			go func() {
+				if _, err := s.kickQueues(allQueues(queues), 1); err != nil {
+					s.log.Error().Err(err).Msg("takeover: requests that came while no daemon served may wait until the next request from their CPU")
+				}
+			}()
 		}
 	}
 	go func() {

@@ -200,6 +200,8 @@ func serve(cfgJSON string) int {
 	root := NewRoot(st, log)
 	srv, err := Mount(root, cfg.Mountpoint, Options{Config: mountutil.Config{
 		AllowOther: cfg.AllowOther, WritebackCache: cfg.Writeback, IOUring: cfg.IOUring, DirectIO: cfg.DirectIO, ReadAheadKB: testReadAheadKB,
+		// A supervised test mount asked to serve over io_uring does.
+		SupervisorIOUring: cfg.IOUring,
 	}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

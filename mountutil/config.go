@@ -64,9 +64,16 @@ type Config struct {
 	// (kill -9, a crash) or is replaced (`tierfs restart`), a new one
 	// takes the live connection over and programs see a pause, not an
 	// error (internal/supervisor; Linux 6.9+ for the requests the dead
-	// daemon had read). Requests then come through /dev/fuse, never
-	// io_uring, and READDIRPLUS is not offered. Needs root. Default false.
+	// daemon had read). Requests then come through /dev/fuse unless
+	// SupervisorIOUring, and READDIRPLUS is not offered. Needs root.
+	// Default false.
 	Supervisor bool `toml:"supervisor"`
+	// SupervisorIOUring serves a supervised mount over io_uring (where
+	// IOUring would): its successors serve the same rings. A kill -9 of
+	// the daemon can then fail calls in flight with ECANCELED (the
+	// kernel's, docs/design.md), which /dev/fuse never does; a restart
+	// loses nothing either way. Default false.
+	SupervisorIOUring bool `toml:"supervisor_io_uring"`
 }
 
 const defaultControlMode os.FileMode = 0o600

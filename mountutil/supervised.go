@@ -54,7 +54,7 @@ func TakeoverConfig() (Config, bool) {
 
 // MountSupervised is Mount for a daemon under a supervisor: requests come
 // through /dev/fuse served by internal/fusedev, and over io_uring when c
-// asks for it and the kernel agrees (the rings' entries live in memory
+// asks for it (IOUring and SupervisorIOUring) and the kernel agrees (the rings' entries live in memory
 // the supervisor holds, so that a successor can answer what they held:
 // internal/fuseuring's region.go). The first daemon mounts by hand,
 // answers INIT and hands the descriptors and INIT to the supervisor; a
@@ -99,7 +99,10 @@ func MountSupervised(mountpoint string, rawFS fuse.RawFileSystem, mo fuse.MountO
 		}
 	} else {
 		var u *fuseuring.Server
-		if c.IOUring {
+		if c.IOUring && !c.SupervisorIOUring {
+			log.Info().Msg("supervised mount: requests come through /dev/fuse ([mount] supervisor_io_uring is off: a kill -9 over io_uring can fail calls in flight)")
+		}
+		if c.IOUring && c.SupervisorIOUring {
 			if u = sharedRings(&s.mo, log); u != nil {
 				s.mo.ExtraCapabilities |= fuse.CAP_OVER_IO_URING
 			}

@@ -13,8 +13,8 @@ import (
 	"github.com/tierfs/tierfs/internal/testenv"
 )
 
-// A supervised mount serves over io_uring (the default where the kernel's
-// switch is on), and keeps doing so across `tierfs restart` while a
+// A supervised mount serves over io_uring with [mount] supervisor_io_uring
+// (where the kernel's switch is on), and keeps doing so across `tierfs restart` while a
 // program reads and writes files it holds open: the program sees no
 // error, status says io_uring after every takeover and that requests are
 // answered that way, and every byte is there. (A kill -9 over io_uring
@@ -29,7 +29,7 @@ func TestRestartOverURing(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := newEnv(t)
-	e.setConfig(t, "", idlePolicy+"\n[mount]\nsupervisor = true\n")
+	e.setConfig(t, "", idlePolicy+"\n[mount]\nsupervisor = true\nsupervisor_io_uring = true\n")
 	d := startDaemon(t, e)
 	if err := os.MkdirAll(filepath.Join(e.mnt, "topic-0"), 0o755); err != nil {
 		t.Fatal(err)

@@ -530,9 +530,8 @@ func (u *Server) serve(e *uringEntry, armed func()) {
 		e.ring.submitFuseCmd(u.devFd, cmd, iov, commitID, e.qid)
 		if armed != nil {
 			if err := e.ring.submit(); err != nil {
-				armed()
 				u.log.Error().Err(err).Uint16("queue", e.qid).Msg("io_uring: serving thread stops")
-				return
+				return // armed by the deferred call
 			}
 			// A commit the kernel refused completes at once: the entry
 			// is armed only by the registration that follows.
@@ -581,18 +580,14 @@ func (u *Server) serve(e *uringEntry, armed func()) {
 		commitID = e.kernelID()
 		e.take(commitID)
 		u.answer(e)
-		stop := u.stopping
 		u.mu.RUnlock()
-		if stop {
-			return
-		}
 		cmd = fuseURingCmdCommitAndFetch
 	}
 }
 
-// Stop stops taking requests and waits for those being answered: their
-// answers stay in the buffers, and requests delivered after stay there
-// unread, for a successor (Adopt) to commit and answer. Then it empties
+// Stop stops taking requests and waits for those being answered (they
+// are committed); requests delivered after stay in the buffers unread,
+// for a successor (Adopt) to answer. Then it empties
 // every queue it can of the entries still waiting in the kernel: a
 // request the kernel hands such an entry while its process exits is
 // ended with ECANCELED (fs/fuse/dev_uring.c, fuse_uring_send_in_task), so

@@ -204,6 +204,8 @@ func serve(cfgJSON string) int {
 	root := NewRoot(st, log)
 	srv, err := Mount(root, cfg.Mountpoint, Options{Config: mountutil.Config{
 		AllowOther: cfg.AllowOther, WritebackCache: cfg.Writeback, IOUring: cfg.IOUring, DirectIO: cfg.DirectIO, ReadAheadKB: testReadAheadKB,
+		// A supervised test mount asked to serve over io_uring does.
+		SupervisorIOUring: cfg.IOUring,
 	}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -382,9 +384,6 @@ func mount(t testing.TB, o mountOpt) *testMount {
 	cfg.IOUring = (o.iouring || os.Getenv(iouringEnv) == "1") && !o.devFuse
 	cfg.DirectIO = o.directIO || os.Getenv("TIERFS_TEST_DIRECTIO") == "1"
 	cfg.Supervised = o.supervised
-	if o.supervised {
-		cfg.IOUring = false
-	}
 	if o.metrics {
 		cfg.Metrics = "127.0.0.1:0"
 	}

@@ -63,13 +63,19 @@ type Config struct {
 	// connection and runs the daemon as its child: when the daemon dies
 	// (kill -9, a crash) or is replaced (`tierfs restart`), a new one
 	// takes the live connection over and programs see a pause, not an
-	// error (internal/supervisor). Default true; where it cannot work
-	// (not root, a kernel before 6.9 that cannot resend the requests a
-	// dead daemon had read, io_uring in effect) the mount is served as
-	// without it, and the log says why (SupervisionOff). false opts out;
-	// true written in the file insists: root only, and requests through
-	// /dev/fuse even where io_uring could serve.
+	// error (internal/supervisor; Linux 6.9+ for the requests the dead
+	// daemon had read). Default true; where it cannot work (not root, an
+	// older kernel) the mount is served as without it, and the log says
+	// why (SupervisionOff). Requests then come through /dev/fuse, even
+	// where io_uring could serve, unless SupervisorIOUring. false opts
+	// out; true written in the file insists: root only.
 	Supervisor bool `toml:"supervisor"`
+	// SupervisorIOUring serves a supervised mount over io_uring (where
+	// IOUring would): its successors serve the same rings. A kill -9 of
+	// the daemon can then fail calls in flight with ECANCELED (the
+	// kernel's, docs/design.md), which /dev/fuse never does; a restart
+	// loses nothing either way. Default false.
+	SupervisorIOUring bool `toml:"supervisor_io_uring"`
 }
 
 const defaultControlMode os.FileMode = 0o600

@@ -179,6 +179,9 @@ func (s *Server) Unmount() error {
 func (s *Server) Wait() {
 	if s.dev != nil {
 		s.dev.Wait()
+		if s.uring != nil {
+			s.uring.Wait()
+		}
 		return
 	}
 	s.srv.Wait()

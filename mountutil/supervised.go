@@ -2,6 +2,7 @@ package mountutil
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -20,8 +21,10 @@ import (
 // without a supervisor ("" when it is supervised): opted out, not root
 // (the supervised daemon mounts by hand), a kernel that cannot resend
 // the requests a dead daemon had read (FUSE_NOTIFY_RESEND, Linux 6.9: a
-// takeover would leave their callers waiting until the unmount), or
-// requests over io_uring, whose queues die with their daemon.
+// takeover would leave their callers waiting until the unmount). Where
+// io_uring could serve, supervision wins: the mount is served through
+// /dev/fuse, on which a kill -9 fails no call, unless
+// supervisor_io_uring.
 func SupervisionOff(c Config) string {
 	if !c.Supervisor {
 		return "[mount] supervisor = false"
@@ -34,9 +37,6 @@ func SupervisionOff(c Config) string {
 		if rel := unix.ByteSliceToString(u.Release[:]); !kernelAtLeast(rel, 6, 9) {
 			return fmt.Sprintf("Linux %s cannot resend the requests a dead daemon had read (FUSE_NOTIFY_RESEND, Linux 6.9+)", rel)
 		}
-	}
-	if c.IOUring && fuseuring.Available() == nil {
-		return "requests come over io_uring, which a takeover cannot keep yet (io_uring = false to be supervised)"
 	}
 	return ""
 }
@@ -95,13 +95,14 @@ func TakeoverConfig() (Config, bool) {
 }
 
 // MountSupervised is Mount for a daemon under a supervisor: requests come
-// through /dev/fuse served by internal/fusedev, never io_uring (the
-// rings die with a daemon; a takeover serves /dev/fuse). The first daemon
-// mounts by hand, answers INIT and hands the descriptor and INIT to the
-// supervisor; a later one gets them from the supervisor and mounts
-// nothing. notify is attached to the connection for the node bridge's
-// notifications; before, when set, sees each request first
-// (fusedev.Server.Before).
+// through /dev/fuse served by internal/fusedev, and over io_uring when c
+// asks for it (IOUring and SupervisorIOUring) and the kernel agrees (the rings' entries live in memory
+// the supervisor holds, so that a successor can answer what they held:
+// internal/fuseuring's region.go). The first daemon mounts by hand,
+// answers INIT and hands the descriptors and INIT to the supervisor; a
+// later one gets them from the supervisor and mounts nothing. notify is
+// attached to the connection for the node bridge's notifications;
+// before, when set, sees each request first (fusedev.Server.Before).
 func MountSupervised(mountpoint string, rawFS fuse.RawFileSystem, mo fuse.MountOptions, c Config, log zerolog.Logger,
 	notify *fusedev.Notifier, before func(uint32, []uint64) fuse.Status) (*Server, error) {
 	sup, err := supervisor.Current()
@@ -114,48 +115,118 @@ func MountSupervised(mountpoint string, rawFS fuse.RawFileSystem, mo fuse.MountO
 	if mo.MaxWrite <= 0 {
 		mo.MaxWrite = 128 << 10
 	}
-	if c.IOUring {
-		if err := fuseuring.Available(); err != nil {
-			log.Info().Str("reason", err.Error()).Msg("FUSE over io_uring unavailable; serving through /dev/fuse")
-		} else {
-			log.Info().Msg("supervised mount: requests come through /dev/fuse (a takeover cannot keep a dead daemon's io_uring queues)")
-		}
+	if c.IOUring && !c.SupervisorIOUring && fuseuring.Available() == nil {
+		log.Info().Msg("supervised mount: requests come through /dev/fuse (a kill -9 over io_uring can fail calls in flight: [mount] supervisor_io_uring)")
 	}
 	s := &Server{mountpoint: mountpoint, rawFS: rawFS, c: c, log: log, devFd: -1, mo: mo, sup: sup}
 	if fd, init, reply, ok := sup.Takeover(); ok {
 		s.devFd, s.takeover = fd, true
+		if c.IOUring {
+			// As the first daemon asked: the INIT replayed must match.
+			s.mo.ExtraCapabilities |= fuse.CAP_OVER_IO_URING
+		}
 		s.dev = fusedev.New(fd, rawFS, &s.mo, log)
 		if err := s.dev.Replay(init, reply); err != nil {
 			return nil, err
 		}
+		if s.uringAgreed() {
+			// Every request of this connection comes over the rings
+			// now: without them nothing is served.
+			ringFd, layout := sup.Ring()
+			if ringFd < 0 {
+				return nil, errors.New("takeover: the connection serves over io_uring and the supervisor holds no ring memory")
+			}
+			u, err := fuseuring.Adopt(ringFd, layout, log)
+			if err != nil {
+				return nil, fmt.Errorf("takeover: %w", err)
+			}
+			s.uring = u
+		}
 	} else {
+		var u *fuseuring.Server
+		if c.IOUring && !c.SupervisorIOUring {
+			log.Info().Msg("supervised mount: requests come through /dev/fuse ([mount] supervisor_io_uring is off: a kill -9 over io_uring can fail calls in flight)")
+		}
+		if c.IOUring && c.SupervisorIOUring {
+			if u = sharedRings(&s.mo, log); u != nil {
+				s.mo.ExtraCapabilities |= fuse.CAP_OVER_IO_URING
+			}
+		}
 		fd, err := mountDevFuse(mountpoint, &s.mo)
 		if err != nil {
+			if u != nil {
+				u.Close()
+			}
 			return nil, err
 		}
 		s.devFd, s.byHand = fd, true
 		s.dev = fusedev.New(fd, rawFS, &s.mo, log)
 		init, reply, err := s.dev.ReadInit()
+		if err == nil && u != nil {
+			if s.uringAgreed() {
+				s.uring = u
+			} else {
+				log.Warn().Msg("the kernel did not offer FUSE over io_uring at INIT; serving through /dev/fuse")
+				u.Close()
+				u = nil
+			}
+		}
 		if err == nil {
+			// What the successors serve with: io_uring only if this
+			// connection has it.
+			saved := c
+			saved.IOUring = u != nil
+			ringFd, layout := -1, []byte(nil)
+			if u != nil {
+				ringFd, layout = u.Region()
+			}
 			var cfg []byte
-			if cfg, err = json.Marshal(c); err == nil {
-				err = sup.Conn(fd, init, reply, cfg)
+			if cfg, err = json.Marshal(saved); err == nil {
+				err = sup.Conn(fd, init, reply, cfg, ringFd, layout)
 			}
 		}
 		if err != nil {
+			if u != nil {
+				u.Close()
+			}
 			unix.Unmount(mountpoint, unix.MNT_DETACH)
 			unix.Close(fd)
 			return nil, err
 		}
 	}
 	s.dev.Before = before
+	if s.uring != nil {
+		s.uring.Before = before
+	}
 	notify.Attach(s.dev)
 	return s, nil
 }
 
+// sharedRings sets up rings whose memory a successor can take over, or
+// says in the log why requests will come through /dev/fuse.
+func sharedRings(mo *fuse.MountOptions, log zerolog.Logger) *fuseuring.Server {
+	if err := fuseuring.Available(); err != nil {
+		log.Info().Str("reason", err.Error()).Msg("FUSE over io_uring unavailable; serving through /dev/fuse")
+		return nil
+	}
+	u, err := fuseuring.NewShared(mo.MaxWrite, log)
+	if err != nil {
+		log.Warn().Err(err).Msg("cannot serve over io_uring; serving through /dev/fuse")
+		return nil
+	}
+	return u
+}
+
+// uringAgreed says whether INIT settled on FUSE over io_uring: asked for
+// and offered.
+func (s *Server) uringAgreed() bool {
+	return s.mo.ExtraCapabilities&fuse.CAP_OVER_IO_URING != 0 && s.dev.KernelSettings().Flags64()&fuse.CAP_OVER_IO_URING != 0
+}
+
 // startSupervised serves: on a takeover, the requests the dead daemon had
-// read are asked for again first (before any reader of ours could be
-// answering one).
+// read from /dev/fuse are asked for again first (before any reader of
+// ours could be answering one), and the rings answer what the dead
+// daemon's entries held.
 func (s *Server) startSupervised() error {
 	if s.takeover {
 		if !s.dev.CanResend() {
@@ -164,8 +235,39 @@ func (s *Server) startSupervised() error {
 			s.log.Error().Err(err).Msg("takeover: FUSE_NOTIFY_RESEND failed; the requests the previous daemon had read stay unanswered")
 		}
 	}
-	s.sup.OnDrain(s.dev.Stop)
+	s.sup.OnDrain(func() {
+		if s.uring != nil {
+			s.uring.Stop(func(queues []int, n int) map[int]bool {
+				ran, err := s.kickQueues(queues, n)
+				if err != nil {
+					s.log.Warn().Err(err).Msg("drain: cannot empty the rings' waiting entries; a request the kernel hands them as this daemon exits fails with ECANCELED")
+				}
+				return ran
+			})
+		}
+		s.dev.Stop()
+	})
 	s.dev.Serve()
+	if s.uring != nil {
+		if err := s.uring.Start(s.devFd, s.rawFS, &s.mo, s.dev.KernelSettings()); err != nil {
+			// The rings cannot be served, and every request waits for
+			// them: let the connection go.
+			s.log.Error().Err(err).Msg("io_uring: cannot serve the rings")
+			return fmt.Errorf("io_uring: %w", err)
+		}
+		if s.takeover {
+			// A request that came while no entry of its CPU's queue was
+			// registered waits in that queue, and the kernel hands it
+			// out only when an entry of the queue commits an answer
+			// (registering does not): one request of our own per queue.
+			queues, _ := s.uring.Queues()
+			go func() {
+				if _, err := s.kickQueues(allQueues(queues), 1); err != nil {
+					s.log.Error().Err(err).Msg("takeover: requests that came while no daemon served may wait until the next request from their CPU")
+				}
+			}()
+		}
+	}
 	go func() {
 		<-s.dev.Done()
 		// The connection is gone: nothing is left to take over.
@@ -180,4 +282,12 @@ func (s *Server) startSupervised() error {
 		s.log.Warn().Err(err).Msg("cannot tell the supervisor that the mount is served")
 	}
 	return nil
+}
+
+func allQueues(n int) []int {
+	q := make([]int, n)
+	for i := range q {
+		q[i] = i
+	}
+	return q
 }

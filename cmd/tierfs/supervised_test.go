@@ -18,8 +18,7 @@ import (
 )
 
 // noURing keeps a test's mount off io_uring whatever the kernel's switch
-// says (another package's test may hold it on): io_uring in effect turns
-// the default supervision off.
+// says (another package's test may hold it on).
 const noURing = "\n[mount]\nio_uring = false\n"
 
 // heldFile creates name on the mount and keeps it open for the test.
@@ -235,10 +234,10 @@ func TestMountStopSignalledTwice(t *testing.T) {
 	}
 }
 
-// With the kernel's io_uring switch on, the default gives io_uring the
-// mount and goes without a supervisor, saying why; supervisor = true
-// written in the file insists, and the mount is served through
-// /dev/fuse, supervised.
+// With the kernel's io_uring switch on, supervision still wins by
+// default: the mount is supervised and served through /dev/fuse, on which
+// a kill -9 fails no call; supervisor_io_uring = true keeps the
+// supervisor and takes io_uring; supervisor = false takes io_uring alone.
 func TestSupervisionAndURing(t *testing.T) {
 	requireFUSE(t)
 	testenv.HoldURingSwitch(t)
@@ -248,27 +247,21 @@ func TestSupervisionAndURing(t *testing.T) {
 	if err := os.WriteFile(fuseuring.EnableParam, []byte("Y"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-
-	e := newEnv(t)
-	e.setConfig(t, "", idlePolicy)
-	d := startDaemon(t, e)
-	st, _ := statusJSON(t, e.mnt)
-	if st.Supervisor != nil || st.Requests == nil || st.Requests.Transport != "io_uring" {
-		t.Errorf("the defaults with the switch on: supervisor %+v, requests %+v; want none and io_uring", st.Supervisor, st.Requests)
-	}
-	var m struct {
-		Off string `json:"supervisor_off"`
-	}
-	lastMountedLine(t, d.stderr.String(), &m)
-	if !strings.Contains(m.Off, "io_uring") {
-		t.Errorf("the mounted line's supervisor_off %q does not name io_uring", m.Off)
-	}
-
-	e2 := newEnv(t)
-	e2.setConfig(t, "", idlePolicy+"\n[mount]\nsupervisor = true\n")
-	startDaemon(t, e2)
-	st2, _ := statusJSON(t, e2.mnt)
-	if st2.Supervisor == nil || st2.Requests == nil || st2.Requests.Transport != "/dev/fuse" {
-		t.Errorf("supervisor = true with the switch on: supervisor %+v, requests %+v; want one and /dev/fuse", st2.Supervisor, st2.Requests)
+	for _, c := range []struct {
+		conf      string
+		supervise bool
+		transport string
+	}{
+		{"", true, "/dev/fuse"},
+		{"\n[mount]\nsupervisor_io_uring = true\n", true, "io_uring"},
+		{"\n[mount]\nsupervisor = false\n", false, "io_uring"},
+	} {
+		e := newEnv(t)
+		e.setConfig(t, "", idlePolicy+c.conf)
+		startDaemon(t, e)
+		st, _ := statusJSON(t, e.mnt)
+		if (st.Supervisor != nil) != c.supervise || st.Requests == nil || st.Requests.Transport != c.transport {
+			t.Errorf("%q with the switch on: supervisor %+v, requests %+v; want supervised %v over %s", c.conf, st.Supervisor, st.Requests, c.supervise, c.transport)
+		}
 	}
 }

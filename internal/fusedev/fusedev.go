@@ -333,10 +333,18 @@ func nodesOf(req []byte) ([]uint64, bool) {
 	if h.NodeId == 0 {
 		return nil, false
 	}
+	return NodesOf(h, req[inHeaderSize:]), true
+}
+
+// NodesOf returns the node IDs a request with header h and arguments
+// args (what follows the header) names: the header's, and a RENAME's new
+// parent, a LINK's target, a COPY_FILE_RANGE's destination. For the
+// io_uring transport too, whose requests come in pieces.
+func NodesOf(h *fuse.InHeader, args []byte) []uint64 {
 	ids := []uint64{h.NodeId}
 	at := func(off int) {
-		if len(req) >= inHeaderSize+off+8 {
-			if id := *(*uint64)(unsafe.Pointer(&req[inHeaderSize+off])); id != 0 {
+		if len(args) >= off+8 {
+			if id := *(*uint64)(unsafe.Pointer(&args[off])); id != 0 {
 				ids = append(ids, id)
 			}
 		}
@@ -349,7 +357,7 @@ func nodesOf(req []byte) ([]uint64, bool) {
 	case OpCopyFileRange:
 		at(16) // nodeid_out, after fh_in and off_in
 	}
-	return ids, true
+	return ids
 }
 
 // notify writes a notification (unique 0, the code in the error field).

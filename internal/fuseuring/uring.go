@@ -60,6 +60,8 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
+
+	"github.com/tierfs/tierfs/internal/fusedev"
 )
 
 const (
@@ -206,6 +208,25 @@ func (r *uring) submitFuseCmd(devFd int, cmdOp uint32, iov uintptr, commitID uin
 	atomic.StoreUint32(r.sqTail, tail+1)
 }
 
+// submit hands the kernel what is queued, without waiting.
+func (r *uring) submit() error {
+	for {
+		toSubmit := *r.sqTail - atomic.LoadUint32(r.sqHead)
+		if toSubmit == 0 {
+			return nil
+		}
+		_, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(toSubmit), 0, 0, 0, 0)
+		if errno != 0 && errno != unix.EINTR && errno != unix.EAGAIN && errno != unix.EBUSY {
+			return fmt.Errorf("io_uring_enter: %w", errno)
+		}
+	}
+}
+
+// completed says whether a completion waits to be consumed.
+func (r *uring) completed() bool {
+	return *r.cqHead != atomic.LoadUint32(r.cqTail)
+}
+
 // wait submits what is queued and waits for one completion, which it
 // consumes: its result (a negative errno on failure).
 func (r *uring) wait() (int32, error) {
@@ -225,30 +246,30 @@ func (r *uring) wait() (int32, error) {
 	}
 }
 
-// uringEntry is one serving thread's ring, buffers and queue.
+// uringEntry is one serving thread's ring, buffers and queue. Its
+// buffers are a slot of the server's region (region.go).
 type uringEntry struct {
 	ring    *uring
 	qid     uint16
-	mem     []byte // the entry's page, then the payload
+	slot    []byte // the entry's page, the payload, then the scratch
 	hdr     []byte
 	payload []byte
-	scratch []byte // request payloads other than write data, copied out
+	scratch []byte // a request's payload other than write data, saved
 	iov     uintptr
+	// resume, on a takeover: what this slot's predecessor left (none,
+	// a request to answer, an answer to commit).
+	resume resumeKind
 }
 
-func newURingEntry(qid uint16, payloadSize int) (*uringEntry, error) {
+func newURingEntry(qid uint16, slot []byte, payloadSize int) (*uringEntry, error) {
 	r, err := newURing(2)
 	if err != nil {
 		return nil, err
 	}
 	page := os.Getpagesize()
-	mem, err := unix.Mmap(-1, 0, page+payloadSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
-	if err != nil {
-		r.close()
-		return nil, fmt.Errorf("io_uring entry buffers: %w", err)
-	}
-	e := &uringEntry{ring: r, qid: qid, mem: mem, hdr: mem[:uringHeaderBytes], payload: mem[page:]}
-	iov := (*[2]unix.Iovec)(unsafe.Pointer(&mem[uringIovecOff]))
+	e := &uringEntry{ring: r, qid: qid, slot: slot, hdr: slot[:uringHeaderBytes],
+		payload: slot[page : page+payloadSize], scratch: slot[page+payloadSize : page+2*payloadSize]}
+	iov := (*[2]unix.Iovec)(unsafe.Pointer(&slot[uringIovecOff]))
 	iov[0].Base, iov[0].Len = &e.hdr[0], uint64(len(e.hdr))
 	iov[1].Base, iov[1].Len = &e.payload[0], uint64(len(e.payload))
 	e.iov = uintptr(unsafe.Pointer(iov))
@@ -257,23 +278,31 @@ func newURingEntry(qid uint16, payloadSize int) (*uringEntry, error) {
 
 func (e *uringEntry) close() {
 	e.ring.close()
-	if e.mem != nil {
-		unix.Munmap(e.mem)
-		e.mem, e.hdr, e.payload = nil, nil, nil
-	}
 }
 
 // Server serves a mount's requests over io_uring.
 type Server struct {
 	devFd   int // our own dup of the mount's /dev/fuse descriptor
 	entries []*uringEntry
+	reg     *region
 	ps      *fuse.ProtocolServer
 	log     zerolog.Logger
 	wg      sync.WaitGroup
 	served  atomic.Uint64
+	// Before, when set, is called with each request's opcode and the
+	// node IDs it names before it is decoded (fusedev.Server.Before).
+	Before func(opcode uint32, nodes []uint64) fuse.Status
 
 	queues, perQueue int
-	closeOnce        sync.Once
+	payloadSize      int
+	qwg              []sync.WaitGroup // per queue: its serving threads
+	takeover         bool             // the region is a predecessor's (Adopt)
+	// mu is held shared while a request is answered; Stop takes it to
+	// set stopping.
+	mu        sync.RWMutex
+	stopping  bool
+	recovered atomic.Uint64
+	closeOnce sync.Once
 }
 
 // Available says whether the kernel would take FUSE over io_uring.
@@ -292,24 +321,76 @@ func Available() error {
 }
 
 // New sets up the rings and buffers of every queue, before the mount asks
-// the kernel for io_uring; payloadSize is the mount's MaxWrite.
+// the kernel for io_uring; payloadSize is the mount's MaxWrite. The
+// buffers are private: they die with the daemon (no takeover).
 func New(payloadSize int, log zerolog.Logger) (*Server, error) {
+	return newServer(payloadSize, log, false)
+}
+
+// NewShared is New with the buffers in memory a successor can map at the
+// same address (Region, Adopt): a supervised mount, whose next daemon
+// answers the requests this one's rings held when it died.
+func NewShared(payloadSize int, log zerolog.Logger) (*Server, error) {
+	return newServer(payloadSize, log, true)
+}
+
+func newServer(payloadSize int, log zerolog.Logger, shared bool) (*Server, error) {
 	ncpu, err := possibleCPUs()
 	if err != nil {
 		return nil, err
 	}
-	u := &Server{devFd: -1, log: log, queues: ncpu, perQueue: threadsPerQueue()}
-	for q := 0; q < ncpu; q++ {
-		for range u.perQueue {
-			e, err := newURingEntry(uint16(q), payloadSize)
-			if err != nil {
-				u.Close()
-				return nil, err
-			}
-			u.entries = append(u.entries, e)
-		}
+	u := &Server{devFd: -1, log: log, queues: ncpu, perQueue: threadsPerQueue(), payloadSize: payloadSize}
+	l := newLayout(ncpu, u.perQueue, payloadSize)
+	if u.reg, err = makeRegion(l, shared); err != nil {
+		return nil, err
+	}
+	if err := u.makeEntries(); err != nil {
+		u.Close()
+		return nil, err
 	}
 	return u, nil
+}
+
+// Adopt takes over a predecessor's rings: it maps the entry memory it
+// left (fd, with its layout) at the same address, where the kernel still
+// reads and writes the entries that held requests when the predecessor
+// died, and notes what each slot holds, for Start to answer.
+func Adopt(fd int, layout []byte, log zerolog.Logger) (*Server, error) {
+	reg, err := adoptRegion(fd, layout)
+	if err != nil {
+		return nil, err
+	}
+	l := reg.layout
+	u := &Server{devFd: -1, log: log, queues: l.Queues, perQueue: l.PerQueue, payloadSize: l.Payload, reg: reg, takeover: true}
+	if ncpu, err := possibleCPUs(); err == nil && ncpu != l.Queues {
+		u.Close()
+		return nil, fmt.Errorf("io_uring: the rings were laid out for %d CPUs, this machine has %d", l.Queues, ncpu)
+	}
+	if err := u.makeEntries(); err != nil {
+		u.Close()
+		return nil, err
+	}
+	for _, e := range u.entries {
+		e.resume = e.pending()
+	}
+	return u, nil
+}
+
+func (u *Server) makeEntries() error {
+	for i := range u.reg.layout.Slots {
+		e, err := newURingEntry(uint16(i/u.perQueue), u.reg.slot(i), u.payloadSize)
+		if err != nil {
+			return err
+		}
+		u.entries = append(u.entries, e)
+	}
+	return nil
+}
+
+// Region is the entry memory to hand a successor (the supervisor holds
+// it): its descriptor (-1 when private) and its layout.
+func (u *Server) Region() (fd int, layout []byte) {
+	return u.reg.fd, u.reg.layoutJSON()
 }
 
 // possibleCPUs is the kernel's num_possible_cpus(): the number of queues
@@ -340,6 +421,9 @@ func (u *Server) Close() {
 		for _, e := range u.entries {
 			e.close()
 		}
+		if u.reg != nil {
+			u.reg.close()
+		}
 		if u.devFd >= 0 {
 			unix.Close(u.devFd)
 		}
@@ -355,9 +439,27 @@ func (u *Server) Start(devFd int, rawFS fuse.RawFileSystem, mo *fuse.MountOption
 		return err
 	}
 	u.devFd = fd
+	if err := u.initProtocol(rawFS, mo, kernel); err != nil {
+		return err
+	}
+	var armed sync.WaitGroup
+	u.qwg = make([]sync.WaitGroup, u.queues)
+	for _, e := range u.entries {
+		u.wg.Add(1)
+		u.qwg[e.qid].Add(1)
+		armed.Add(1)
+		go u.serve(e, armed.Done)
+	}
+	// Every entry is registered (or its predecessor's committed) once
+	// this returns: a request sent now finds its queue served.
+	armed.Wait()
+	return nil
+}
+
+// initProtocol makes the protocol server, which learns the kernel's
+// version and flags from an INIT of its own; it decodes requests by them.
+func (u *Server) initProtocol(rawFS fuse.RawFileSystem, mo *fuse.MountOptions, kernel *fuse.InitIn) error {
 	u.ps = fuse.NewProtocolServer(rawFS, mo)
-	// The protocol server learns the kernel's version and flags from an
-	// INIT of its own; it decodes requests by them.
 	init := *kernel // go-fuse's InitIn starts with its InHeader
 	init.InHeader = fuse.InHeader{Length: uint32(unsafe.Sizeof(init)), Opcode: opInit, Unique: 1}
 	initBytes := unsafe.Slice((*byte)(unsafe.Pointer(&init)), unsafe.Sizeof(init))
@@ -367,10 +469,6 @@ func (u *Server) Start(devFd int, rawFS fuse.RawFileSystem, mo *fuse.MountOption
 	}
 	if oh := (*fuse.OutHeader)(unsafe.Pointer(&out[0])); oh.Status != 0 {
 		return fmt.Errorf("protocol server init: %v", syscall.Errno(-oh.Status))
-	}
-	for _, e := range u.entries {
-		u.wg.Add(1)
-		go u.serve(e)
 	}
 	return nil
 }
@@ -389,8 +487,14 @@ func (u *Server) Served() uint64 { return u.served.Load() }
 // CPU) and serving threads per queue.
 func (u *Server) Queues() (queues, threadsPerQueue int) { return u.queues, u.perQueue }
 
-func (u *Server) serve(e *uringEntry) {
+func (u *Server) serve(e *uringEntry, armed func()) {
 	defer u.wg.Done()
+	defer u.qwg[e.qid].Done()
+	defer func() {
+		if armed != nil {
+			armed()
+		}
+	}()
 	// The thread keeps its CPU binding to the end: it dies with the
 	// goroutine instead of going back to the runtime's pool.
 	runtime.LockOSThread()
@@ -400,12 +504,42 @@ func (u *Server) serve(e *uringEntry) {
 		u.log.Debug().Err(err).Uint16("queue", e.qid).Msg("io_uring: cannot bind the thread to its queue's CPU")
 	}
 	cmd, commitID, backoff := uint32(fuseURingCmdRegister), uint64(0), time.Millisecond
+	// What a predecessor left in this slot is answered (or its answer
+	// committed) on the kernel's entry that holds it, which then serves
+	// on as this thread's; if the kernel no longer knows that request,
+	// the slot is registered afresh.
+	switch e.resume {
+	case resumeSaved:
+		cmd, commitID = fuseURingCmdCommitAndFetch, e.u64(recID)
+		u.answer(e)
+	case resumeUnseen:
+		cmd, commitID = fuseURingCmdCommitAndFetch, e.kernelID()
+		e.take(commitID)
+		u.answer(e)
+	case resumeCommit:
+		cmd, commitID = fuseURingCmdCommitAndFetch, e.u64(recID)
+		e.finishWriteOut()
+	}
+	recovering := e.resume != resumeNone
 	for {
 		iov := uintptr(0)
 		if cmd == fuseURingCmdRegister {
+			e.markRegistering()
 			iov = e.iov
 		}
 		e.ring.submitFuseCmd(u.devFd, cmd, iov, commitID, e.qid)
+		if armed != nil {
+			if err := e.ring.submit(); err != nil {
+				u.log.Error().Err(err).Uint16("queue", e.qid).Msg("io_uring: serving thread stops")
+				return // armed by the deferred call
+			}
+			// A commit the kernel refused completes at once: the entry
+			// is armed only by the registration that follows.
+			if !recovering || !e.ring.completed() {
+				armed()
+				armed = nil
+			}
+		}
 		res, err := e.ring.wait()
 		if err != nil {
 			u.log.Error().Err(err).Uint16("queue", e.qid).Msg("io_uring: serving thread stops")
@@ -415,6 +549,12 @@ func (u *Server) serve(e *uringEntry) {
 		case res == 0:
 		case errno == unix.ENOTCONN || errno == unix.ECANCELED || errno == unix.ENODEV || errno == unix.ECONNABORTED:
 			return // unmounted
+		case recovering && errno == unix.ENOENT:
+			// The predecessor's commit had reached the kernel (or its
+			// entry is gone): nothing of it waits; a fresh entry.
+			u.log.Debug().Uint16("queue", e.qid).Uint64("commit_id", commitID).Msg("io_uring: takeover: the kernel had this answer already")
+			cmd, commitID, recovering = fuseURingCmdRegister, 0, false
+			continue
 		default:
 			// The entry is lost (a commit the kernel did not
 			// recognise, a registration refused): register afresh, so
@@ -422,41 +562,144 @@ func (u *Server) serve(e *uringEntry) {
 			u.log.Warn().Err(errno).Uint16("queue", e.qid).Uint32("cmd", cmd).Msg("io_uring: entry failed; registering a new one")
 			time.Sleep(backoff)
 			backoff = min(2*backoff, time.Second)
-			cmd, commitID = fuseURingCmdRegister, 0
+			cmd, commitID, recovering = fuseURingCmdRegister, 0, false
 			continue
 		}
+		if recovering {
+			u.recovered.Add(1)
+			recovering = false
+		}
 		backoff = time.Millisecond
-		commitID = binary.LittleEndian.Uint64(e.hdr[uringCommitID:])
-		u.handle(e)
+		u.mu.RLock()
+		if u.stopping {
+			// Draining (Stop): the request stays in the buffers, unread,
+			// for the successor.
+			u.mu.RUnlock()
+			return
+		}
+		commitID = e.kernelID()
+		e.take(commitID)
+		u.answer(e)
+		u.mu.RUnlock()
 		cmd = fuseURingCmdCommitAndFetch
 	}
 }
 
-// handle answers the request in e's buffers, in place.
-func (u *Server) handle(e *uringEntry) {
-	h := *(*fuse.InHeader)(unsafe.Pointer(&e.hdr[0]))
+// Stop stops taking requests and waits for those being answered (they
+// are committed); requests delivered after stay in the buffers unread,
+// for a successor (Adopt) to answer. Then it empties
+// every queue it can of the entries still waiting in the kernel: a
+// request the kernel hands such an entry while its process exits is
+// ended with ECANCELED (fs/fuse/dev_uring.c, fuse_uring_send_in_task), so
+// each waiting entry is handed one of kick's requests instead, which its
+// thread leaves unread for the successor. kick(queues, n) sends n
+// requests from each queue's CPU, from another process (one of this
+// process's own would keep it from exiting until the successor answers
+// it), and returns once they are sent, with the queues whose CPU it ran
+// on; Stop returns once no entry of those waits (a queue of a CPU it
+// cannot run on gets no request from anyone).
+func (u *Server) Stop(kick func(queues []int, n int) map[int]bool) {
+	u.mu.Lock()
+	u.stopping = true
+	u.mu.Unlock()
+	if kick == nil || u.qwg == nil {
+		return
+	}
+	queues := make([]int, u.queues)
+	for q := range queues {
+		queues[q] = q
+	}
+	for q, ran := range kick(queues, u.perQueue) {
+		if ran && q >= 0 && q < len(u.qwg) {
+			u.qwg[q].Wait()
+		}
+	}
+}
+
+// Recovered counts the predecessor's ring entries whose request this
+// server answered or committed (a takeover).
+func (u *Server) Recovered() uint64 { return u.recovered.Load() }
+
+// take saves the request the kernel put in e's buffers (commit ID id):
+// its in-header and op_in, and a payload other than WRITE data (which
+// stays in place: its answer is kept out of the payload until it is
+// complete). The answer is written over the buffers; from the saved
+// copy a successor can answer the request again.
+func (e *uringEntry) take(id uint64) {
+	h := (*fuse.InHeader)(unsafe.Pointer(&e.hdr[0]))
 	psz := int(binary.LittleEndian.Uint32(e.hdr[uringPayloadSz:]))
 	opsz := int(h.Length) - inHeaderSize - psz
+	if opsz < 0 || opsz > uringEntInOut-uringOpIn || psz > len(e.payload) {
+		opsz, psz = -1, 0 // answered EIO (answer)
+	}
+	saved := e.slot[slotSaved : slotSaved+savedMax]
+	copy(saved, e.hdr[:inHeaderSize])
+	n := inHeaderSize
+	if opsz > 0 {
+		n += copy(saved[n:], e.hdr[uringOpIn:uringOpIn+opsz])
+	}
+	if psz > 0 && h.Opcode != opWrite {
+		copy(e.scratch[:psz], e.payload[:psz])
+	}
+	binary.LittleEndian.PutUint64(e.slot[recID:], id)
+	e.setU32(recSaved, uint32(n))
+	if opsz < 0 {
+		e.setU32(recSaved, 0)
+	}
+	e.setU32(recPsz, uint32(psz))
+	e.setU32(recOutArgs, 0)
+	e.setState(stHandling)
+}
+
+// finishWriteOut moves a WRITE's answer from where it was written into
+// the payload, where the kernel reads it; done again by a successor if
+// the daemon died in between.
+func (e *uringEntry) finishWriteOut() {
+	if n := int(e.u32(recOutArgs)); n > 0 && n <= writeOutMax {
+		copy(e.payload[:n], e.slot[slotWriteOut:slotWriteOut+n])
+		binary.LittleEndian.PutUint32(e.hdr[uringPayloadSz:], uint32(n))
+	}
+}
+
+// answer answers the request saved in e's slot (take) into e's buffers,
+// and marks the slot replied.
+func (u *Server) answer(e *uringEntry) {
+	saved := e.slot[slotSaved : slotSaved+savedMax]
+	nsaved := int(e.u32(recSaved))
+	psz := int(e.u32(recPsz))
+	h := *(*fuse.InHeader)(unsafe.Pointer(&saved[0]))
 	n, st := 0, fuse.EIO
-	if opsz >= 0 && opsz <= uringEntInOut-uringOpIn && psz <= len(e.payload) {
-		in := [][]byte{e.hdr[:inHeaderSize], e.hdr[uringOpIn : uringOpIn+opsz]}
+	writeOut := 0
+	if nsaved >= inHeaderSize && psz <= len(e.payload) {
+		in := [][]byte{saved[:inHeaderSize], saved[inHeaderSize:nsaved]}
 		if psz > 0 {
-			p := e.payload[:psz]
-			if h.Opcode != opWrite {
-				// Names and values are small; the reply may be written
-				// over the payload buffer while they are being read.
-				if cap(e.scratch) < psz {
-					e.scratch = make([]byte, psz)
-				}
-				p = e.scratch[:copy(e.scratch[:psz], p)]
+			if h.Opcode == opWrite {
+				in = append(in, e.payload[:psz])
+			} else {
+				in = append(in, e.scratch[:psz])
 			}
-			in = append(in, p)
 		}
-		n, st = u.ps.HandleRequest(in, [][]byte{e.hdr[:outHeaderSize], e.payload})
+		st = fuse.OK
+		if u.Before != nil && h.NodeId != 0 {
+			st = u.Before(h.Opcode, fusedev.NodesOf(&h, saved[inHeaderSize:nsaved]))
+		}
+		if st.Ok() {
+			out := e.payload
+			if h.Opcode == opWrite {
+				// The data stays whole until the answer is complete: a
+				// successor may have to write it again.
+				out = e.slot[slotWriteOut : slotWriteOut+writeOutMax]
+			}
+			n, st = u.ps.HandleRequest(in, [][]byte{e.hdr[:outHeaderSize], out})
+			if h.Opcode == opWrite && n > outHeaderSize {
+				writeOut = n - outHeaderSize
+			}
+		}
 	}
 	if n < outHeaderSize {
-		// Decoding failed, or a reply was suppressed (no such request
-		// comes this way): the kernel still waits for an answer.
+		// Decoding failed, a hook refused, or a reply was suppressed
+		// (no such request comes this way): the kernel still waits for
+		// an answer.
 		if st.Ok() {
 			st = fuse.EIO
 		}
@@ -465,5 +708,8 @@ func (u *Server) handle(e *uringEntry) {
 		n = outHeaderSize
 	}
 	binary.LittleEndian.PutUint32(e.hdr[uringPayloadSz:], uint32(n-outHeaderSize))
+	e.setU32(recOutArgs, uint32(writeOut))
+	e.setState(stReplied)
+	e.finishWriteOut()
 	u.served.Add(1)
 }

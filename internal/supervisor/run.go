@@ -82,7 +82,7 @@ type event struct {
 	kind   string // "msg", "exit"
 	d      *daemon
 	m      message
-	fd     int
+	fd     [maxFds]int
 	status error
 }
 
@@ -126,8 +126,9 @@ func Run(c Config) int {
 
 	var (
 		connFd             = -1
+		ringFd             = -1
 		initReq, initReply []byte
-		mountCfg           []byte
+		mountCfg, ring     []byte
 		gen                int
 		cur                *daemon
 		signalled          bool
@@ -142,6 +143,9 @@ func Run(c Config) int {
 	defer func() {
 		if connFd >= 0 {
 			unix.Close(connFd)
+		}
+		if ringFd >= 0 {
+			unix.Close(ringFd)
 		}
 	}()
 	if fd, st, ok := sd.adopt(c.Mountpoint, c.Mounted); ok {
@@ -167,7 +171,7 @@ func Run(c Config) int {
 		if connFd >= 0 {
 			sd.holdGen(gen)
 		}
-		d, err := startDaemon(c, gen, connFd, message{Init: initReq, Reply: initReply, Mount: mountCfg}, events)
+		d, err := startDaemon(c, gen, connFd, ringFd, message{Init: initReq, Reply: initReply, Mount: mountCfg, Ring: ring}, events)
 		if err != nil {
 			return err
 		}
@@ -230,7 +234,7 @@ func Run(c Config) int {
 				default:
 					pending, oldPid, pauseFrom = &r, cur.pid, time.Now()
 					log.Info().Int("pid", cur.pid).Msg("restart asked for: draining the daemon")
-					if err := send(cur.sock, message{Op: "drain"}, -1); err != nil {
+					if err := send(cur.sock, message{Op: "drain"}); err != nil {
 						log.Warn().Err(err).Msg("cannot ask the daemon to drain; killing it")
 						cur.cmd.Process.Kill()
 					}
@@ -241,15 +245,19 @@ func Run(c Config) int {
 			case "msg":
 				switch ev.m.Op {
 				case "conn":
-					if connFd >= 0 || ev.fd < 0 {
-						if ev.fd >= 0 {
-							unix.Close(ev.fd)
-						}
+					if connFd >= 0 || ev.fd[0] < 0 {
+						closeFds(ev.fd)
 						continue
 					}
-					connFd, initReq, initReply, mountCfg = ev.fd, ev.m.Init, ev.m.Reply, ev.m.Mount
+					connFd, initReq, initReply, mountCfg = ev.fd[0], ev.m.Init, ev.m.Reply, ev.m.Mount
+					ringFd, ring = ev.fd[1], ev.m.Ring
 					log.Info().Int("pid", ev.d.pid).Msg("holding the connection")
-					if sd.storing() {
+					switch {
+					case sd.storing() && ringFd >= 0:
+						// The store keeps /dev/fuse and the mount's record, not
+						// the rings' memory a successor must map.
+						log.Warn().Msg("systemd: the unit's store does not keep a supervised io_uring mount; a restart of the unit will lose it")
+					case sd.storing():
 						st, err := connFacts(c.Mountpoint, connFd, c.Mounted)
 						if err != nil {
 							log.Warn().Err(err).Msg("systemd: cannot tell the new mount; a restart of the unit will lose it")
@@ -259,6 +267,10 @@ func Run(c Config) int {
 						sd.holdConn(connFd, st)
 						sd.holdGen(ev.d.gen)
 					}
+				default:
+					closeFds(ev.fd)
+				}
+				switch ev.m.Op {
 				case "serving":
 					ev.d.serving = true
 					quick = 0
@@ -364,7 +376,7 @@ func exitStatus(err error) int {
 // startDaemon starts generation gen with its end of a socket pair, sends
 // it the start message (with the connection on a takeover) and relays
 // what it says and its exit as events.
-func startDaemon(c Config, gen, connFd int, saved message, events chan<- event) (*daemon, error) {
+func startDaemon(c Config, gen, connFd, ringFd int, saved message, events chan<- event) (*daemon, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
@@ -384,9 +396,11 @@ func startDaemon(c Config, gen, connFd int, saved message, events chan<- event) 
 	d := &daemon{cmd: cmd, sock: fds[0], pid: cmd.Process.Pid, gen: gen, started: time.Now()}
 	m := message{Op: "start", Gen: gen}
 	if connFd >= 0 {
-		m.Init, m.Reply, m.Mount = saved.Init, saved.Reply, saved.Mount
+		m.Init, m.Reply, m.Mount, m.Ring = saved.Init, saved.Reply, saved.Mount, saved.Ring
+	} else {
+		ringFd = -1
 	}
-	if err := send(d.sock, m, connFd); err != nil {
+	if err := send(d.sock, m, connFd, ringFd); err != nil {
 		cmd.Process.Kill()
 	}
 	read := make(chan struct{})

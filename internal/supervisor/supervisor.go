@@ -44,27 +44,45 @@ type message struct {
 	// (JSON): its successors serve the connection with the same, so that
 	// they negotiate what INIT did whatever the file says now.
 	Mount []byte `json:"mount,omitempty"`
-	Pid   int    `json:"pid,omitempty"`
+	// Ring is the layout of the io_uring entries' memory (fuseuring.
+	// Layout, JSON) when the connection is served over io_uring; the
+	// memory itself is the message's second descriptor.
+	Ring []byte `json:"ring,omitempty"`
+	Pid  int    `json:"pid,omitempty"`
 }
 
 // maxMessage bounds a datagram: an INIT request and its answer are a few
 // hundred bytes.
 const maxMessage = 64 << 10
 
-func send(sock int, m message, fd int) error {
+// send sends m with the descriptors fds (those below 0 left out, so the
+// first that is not is the connection).
+func send(sock int, m message, fds ...int) error {
 	b, err := json.Marshal(m)
 	if err != nil {
 		return err
 	}
 	var oob []byte
-	if fd >= 0 {
-		oob = unix.UnixRights(fd)
+	var rights []int
+	for _, fd := range fds {
+		if fd >= 0 {
+			rights = append(rights, fd)
+		}
+	}
+	if len(rights) > 0 {
+		oob = unix.UnixRights(rights...)
 	}
 	return unix.Sendmsg(sock, b, oob, nil, 0)
 }
 
-// recv reads one message and the descriptor it carries (-1 if none).
-func recv(sock int) (message, int, error) {
+// maxFds is how many descriptors a message carries at most: the
+// connection and the io_uring entries' memory.
+const maxFds = 2
+
+// recv reads one message and the descriptors it carries (-1 for those
+// it does not: fd[0] the connection, fd[1] the rings' memory).
+func recv(sock int) (message, [maxFds]int, error) {
+	none := [maxFds]int{-1, -1}
 	buf := make([]byte, maxMessage)
 	oob := make([]byte, unix.CmsgSpace(4*4))
 	for {
@@ -73,20 +91,21 @@ func recv(sock int) (message, int, error) {
 			continue
 		}
 		if err != nil {
-			return message{}, -1, err
+			return message{}, none, err
 		}
 		if n == 0 {
-			return message{}, -1, errors.New("closed")
+			return message{}, none, errors.New("closed")
 		}
-		fd := -1
+		fd, got := none, 0
 		if oobn > 0 {
 			cms, err := unix.ParseSocketControlMessage(oob[:oobn])
 			if err == nil {
 				for _, cm := range cms {
 					if fds, err := unix.ParseUnixRights(&cm); err == nil {
 						for _, f := range fds {
-							if fd < 0 {
-								fd = f
+							if got < maxFds {
+								fd[got] = f
+								got++
 							} else {
 								unix.Close(f)
 							}
@@ -97,12 +116,18 @@ func recv(sock int) (message, int, error) {
 		}
 		var m message
 		if err := json.Unmarshal(buf[:n], &m); err != nil {
-			if fd >= 0 {
-				unix.Close(fd)
-			}
-			return message{}, -1, fmt.Errorf("bad message from the supervisor's peer: %w", err)
+			closeFds(fd)
+			return message{}, none, fmt.Errorf("bad message from the supervisor's peer: %w", err)
 		}
 		return m, fd, nil
+	}
+}
+
+func closeFds(fds [maxFds]int) {
+	for _, f := range fds {
+		if f >= 0 {
+			unix.Close(f)
+		}
 	}
 }
 
@@ -114,6 +139,10 @@ type Child struct {
 	init  []byte
 	reply []byte
 	mount []byte
+	// ringFd and ring: the io_uring entries' memory and its layout, on
+	// a takeover of a connection served over io_uring.
+	ringFd int
+	ring   []byte
 
 	mu    sync.Mutex
 	drain func()
@@ -148,10 +177,11 @@ func Current() (*Child, error) {
 			return
 		}
 		if m.Op != "start" {
+			closeFds(fd)
 			childErr = fmt.Errorf("the supervisor sent %q, want start", m.Op)
 			return
 		}
-		child = &Child{sock: sock, gen: m.Gen, fd: fd, init: m.Init, reply: m.Reply, mount: m.Mount}
+		child = &Child{sock: sock, gen: m.Gen, fd: fd[0], init: m.Init, reply: m.Reply, mount: m.Mount, ringFd: fd[1], ring: m.Ring}
 		go child.listen()
 	})
 	return child, childErr
@@ -167,20 +197,26 @@ func (c *Child) Takeover() (fd int, init, reply []byte, ok bool) {
 	return c.fd, c.init, c.reply, c.fd >= 0
 }
 
+// Ring is the io_uring entries' memory and its layout, on a takeover of
+// a connection served over io_uring (fd -1 otherwise).
+func (c *Child) Ring() (fd int, layout []byte) { return c.ringFd, c.ring }
+
 // MountConfig is the [mount] table the first daemon mounted with (JSON),
 // on a takeover.
 func (c *Child) MountConfig() []byte { return c.mount }
 
 // Conn hands the supervisor the connection this daemon mounted, once
-// INIT is answered, with the [mount] table it mounted with: from now on
-// the connection outlives this process.
-func (c *Child) Conn(fd int, init, reply, mount []byte) error {
-	return send(c.sock, message{Op: "conn", Init: init, Reply: reply, Mount: mount}, fd)
+// INIT is answered, with the [mount] table it mounted with and, when
+// requests come over io_uring, the rings' entry memory (ringFd, -1 if
+// none) and its layout: from now on the connection outlives this
+// process, and a successor can answer what the rings held.
+func (c *Child) Conn(fd int, init, reply, mount []byte, ringFd int, ring []byte) error {
+	return send(c.sock, message{Op: "conn", Init: init, Reply: reply, Mount: mount, Ring: ring}, fd, ringFd)
 }
 
 // Serving tells the supervisor that requests are being answered.
 func (c *Child) Serving() error {
-	return send(c.sock, message{Op: "serving", Pid: os.Getpid()}, -1)
+	return send(c.sock, message{Op: "serving", Pid: os.Getpid()})
 }
 
 // Ready tells the supervisor that the mount serves and the daemon's
@@ -192,7 +228,7 @@ func (c *Child) Ready() error {
 // Exiting tells the supervisor that the connection is gone (unmounted):
 // no daemon is to follow this one.
 func (c *Child) Exiting() error {
-	return send(c.sock, message{Op: "exiting"}, -1)
+	return send(c.sock, message{Op: "exiting"})
 }
 
 // OnDrain sets what stops serving when the supervisor asks this daemon
@@ -207,9 +243,7 @@ func (c *Child) OnDrain(f func()) {
 func (c *Child) listen() {
 	for {
 		m, fd, err := recv(c.sock)
-		if fd >= 0 {
-			unix.Close(fd)
-		}
+		closeFds(fd)
 		if err != nil {
 			return // the supervisor is gone; PR_SET_PDEATHSIG ends us
 		}
@@ -222,7 +256,7 @@ func (c *Child) listen() {
 		if f != nil {
 			f()
 		}
-		send(c.sock, message{Op: "drained"}, -1)
+		send(c.sock, message{Op: "drained"})
 		// What this daemon held dies with it, as on a crash: the
 		// successor's recovery is the mount's (a move under way is
 		// rolled back or forward), and nothing unanswered is lost.

@@ -75,6 +75,51 @@ func TestSystemdUnitsVerify(t *testing.T) {
 	}
 }
 
+// The supervised service and its broker drop-in verify too. verify
+// wants ExecStart='s binary to exist: a stand-in takes /usr/bin/tierfs's
+// place; a misspelt key is caught here as well.
+func TestSystemdServiceVerify(t *testing.T) {
+	testenv.Require(t, lookPath("systemd-analyze"), "systemd-analyze (package systemd: make deps) is needed")
+	dir := t.TempDir()
+	src := filepath.Join(root(t), "examples", "systemd", "supervised")
+	unit, err := os.ReadFile(filepath.Join(src, "tierfs.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"\nType=notify\n", "\nNotifyAccess=main\n", "\nFileDescriptorStoreMax=", "\nRestartKillSignal=SIGUSR1\n", "\nKillMode=mixed\n"} {
+		if !bytes.Contains(unit, []byte(key)) {
+			t.Errorf("tierfs.service lacks %q", strings.TrimSpace(key))
+		}
+	}
+	stand := filepath.Join(dir, "tierfs")
+	if err := os.WriteFile(stand, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write := func(b []byte) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, "tierfs.service"), bytes.ReplaceAll(b, []byte("/usr/bin/tierfs"), []byte(stand)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(unit)
+	copyFile(t, filepath.Join(src, "kafka.service.d", "tierfs.conf"), filepath.Join(dir, "kafka.service.d", "tierfs.conf"))
+	if err := os.WriteFile(filepath.Join(dir, "kafka.service"), []byte("[Unit]\nDescription=a stand-in for the broker's unit\n\n[Service]\nExecStart=/bin/true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	verify := func(units ...string) ([]byte, error) {
+		cmd := exec.Command("systemd-analyze", append([]string{"verify", "--man=no"}, units...)...)
+		cmd.Env = append(os.Environ(), "SYSTEMD_UNIT_PATH="+dir+":")
+		return cmd.CombinedOutput()
+	}
+	if out, err := verify(filepath.Join(dir, "tierfs.service"), filepath.Join(dir, "kafka.service")); err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+	write(bytes.Replace(unit, []byte("\nFileDescriptorStoreMax="), []byte("\nFileDescriptorStorMax="), 1))
+	if out, _ := verify(filepath.Join(dir, "tierfs.service")); !bytes.Contains(out, []byte("FileDescriptorStorMax")) {
+		t.Errorf("systemd-analyze verify said nothing of an unknown key:\n%s", out)
+	}
+}
+
 func run(t *testing.T, dir, name string, args ...string) string {
 	t.Helper()
 	cmd := exec.Command(name, args...)
@@ -114,7 +159,8 @@ func TestDebInstallRemove(t *testing.T) {
 		t.Fatalf("make deb: %v\n%s", err, out)
 	}
 
-	files := []string{"/usr/bin/tierfs", "/etc/tierfs/tierfs.toml", "/lib/systemd/system/var-lib-kafka-data.mount",
+	files := []string{"/usr/bin/tierfs", "/etc/tierfs/tierfs.toml", "/lib/systemd/system/var-lib-kafka-data.mount", "/lib/systemd/system/tierfs.service",
+		"/usr/share/doc/tierfs/examples/systemd/supervised/kafka.service.d/tierfs.conf",
 		"/usr/share/doc/tierfs/README.md", "/usr/share/doc/tierfs/operating.md",
 		"/usr/share/doc/tierfs/examples/systemd/kafka.service.d/tierfs.conf"}
 	t.Cleanup(func() {

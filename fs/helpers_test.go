@@ -611,14 +611,4 @@ func (m *testMount) tierOf(t testing.TB, rel string) int {
 // testReadAheadKB is the read-ahead the test daemons set on their mounts.
 const testReadAheadKB = 1024
 
-// waitFor polls cond until it holds, failing the test after 10 s: for
-// what the kernel does a moment later (a RELEASE after close), not a sleep.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+var waitFor = testenv.WaitFor

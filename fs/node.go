@@ -30,8 +30,9 @@ type FS struct {
 	// nil with the write-back cache or direct I/O. Set by Mount before
 	// the first request is served.
 	drop *pageDropper
-	// openFlags answer every open: FOPEN_KEEP_CACHE, or FOPEN_DIRECT_IO
-	// with [mount] direct_io. Set by Mount before the first request.
+	// openFlags answer every open: FOPEN_KEEP_CACHE (and FOPEN_DIRECT_IO
+	// with [mount] direct_io), with FOPEN_NOFLUSH. Set by Mount before
+	// the first request.
 	openFlags uint32
 }
 
@@ -76,9 +77,15 @@ var (
 	_ gofs.NodeIoctler        = (*Node)(nil)
 )
 
+// noFlush spares every close(2) a FLUSH round trip (Linux 5.16+; older
+// kernels ignore the flag): a write is in the backing when it returns and
+// locks stay with the kernel, so fileHandle.Flush has nothing to do. With
+// the write-back cache the kernel flushes anyway, as it must.
+const noFlush = fuse.FOPEN_NOFLUSH
+
 // NewRoot makes the root node of a mount of store.
 func NewRoot(store *tiering.Store, log zerolog.Logger) *Node {
-	return &Node{fs: &FS{Store: store, Log: log, openFlags: fuse.FOPEN_KEEP_CACHE}}
+	return &Node{fs: &FS{Store: store, Log: log, openFlags: fuse.FOPEN_KEEP_CACHE | noFlush}}
 }
 
 // Components implements tiering.Path: the node's names from the root. It
@@ -483,6 +490,15 @@ type Options struct {
 // its producer: docs/perf.md, 13).
 const maxBackground = 64
 
+// cacheTimeout is how long the kernel keeps a name's entry and a node's
+// attributes without asking. Nothing changes them but requests through
+// this mount, after which the kernel drops what it cached itself, and a
+// move keeps the inode number, size and times; so the timeout only bounds
+// how long a change made behind tierfs's back on a tier could go unseen.
+// A negative entry keeps 1 s: a name made on a tier by hand (which the
+// operator may do to repair) shows within a second.
+const cacheTimeout = time.Hour
+
 // Server is a mounted tierfs: the mount and what serves it (mountutil),
 // and what this package decided from the kernel's answer at INIT.
 type Server struct {
@@ -552,7 +568,7 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 		root.fs.Log.Warn().Msg("takeover: [mount] differs from the one the mount was made with; serving with that one until the next mount")
 		o.Config = saved
 	}
-	sec := time.Second
+	sec, long := time.Second, cacheTimeout
 	mo := fuse.MountOptions{
 		FsName:      "tierfs",
 		Name:        "tierfs",
@@ -594,8 +610,8 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 	}
 	opts := &gofs.Options{
 		MountOptions:    mo,
-		EntryTimeout:    &sec,
-		AttrTimeout:     &sec,
+		EntryTimeout:    &long,
+		AttrTimeout:     &long,
 		NegativeTimeout: &sec,
 		RootStableAttr:  &gofs.StableAttr{Ino: tiering.RootIno},
 		NullPermissions: true,
@@ -630,7 +646,7 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 	s.writeback = o.WritebackCache && k&fuse.CAP_WRITEBACK_CACHE != 0
 	if o.DirectIO {
 		if k&fuse.CAP_DIRECT_IO_ALLOW_MMAP != 0 {
-			root.fs.openFlags = fuse.FOPEN_DIRECT_IO | fuse.FOPEN_KEEP_CACHE
+			root.fs.openFlags = fuse.FOPEN_DIRECT_IO | fuse.FOPEN_KEEP_CACHE | noFlush
 		} else {
 			root.fs.Log.Warn().Msg("direct_io: the kernel cannot mmap files opened for direct I/O (FUSE_DIRECT_IO_ALLOW_MMAP, Linux 6.6); keeping the page cache")
 		}

@@ -50,9 +50,15 @@ type MountInfo struct {
 	Mountpoint string // absolute path, octal escapes decoded
 	FSType     string // e.g. "fuse.tierfs", "ext4"
 	Source     string // e.g. "tierfs", "/dev/sda1"
+	// Dev is the filesystem's device, "major:minor"; for FUSE the minor
+	// is the connection's number (/sys/fs/fuse/connections/N).
+	Dev string
 
 	id, parent int // mount IDs, to tell stacked mounts apart
 }
+
+// ID is the mount's ID in this namespace (mountinfo's first field).
+func (m MountInfo) ID() int { return m.id }
 
 // IsTierfs reports whether m looks like a tierfs mount: fstype
 // "fuse.tierfs", or a plain "fuse" mount whose source is "tierfs".
@@ -115,6 +121,7 @@ func ParseMountinfo(r io.Reader) ([]MountInfo, error) {
 		mi := MountInfo{
 			Mountpoint: unescapeOctal(fields[4]),
 			FSType:     unescapeOctal(fields[sep+1]),
+			Dev:        fields[2],
 			id:         id,
 			parent:     parent,
 		}

@@ -59,6 +59,10 @@ func TestParseMountinfo(t *testing.T) {
 	if got[1].IsTierfs() {
 		t.Errorf("%+v: IsTierfs = true", got[1])
 	}
+	// The device and the ID, which tell a FUSE connection's mount.
+	if got[4].Dev != "0:42" || got[4].ID() != 32 {
+		t.Errorf("%+v: Dev %q, ID %d; want 0:42, 32", got[4], got[4].Dev, got[4].ID())
+	}
 }
 
 func TestParseMountinfoMalformed(t *testing.T) {
@@ -197,17 +201,7 @@ func requireFUSE(t *testing.T) {
 	testenv.FUSE(t)
 }
 
-// waitFor polls cond until it returns true or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
+var waitFor = testenv.WaitFor
 
 type helper struct {
 	mp     string

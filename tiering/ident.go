@@ -80,56 +80,18 @@ func (s *Store) resolveIdent(p Path, c []string, ls locs, err error) (locs, erro
 // carrying inode number ino, reading directories without touching their
 // atime. nil if there is none. Caller holds ns.
 func findIno(t *Tier, ino uint64) ([]string, error) {
-	const dirFlags = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_NOATIME | unix.O_CLOEXEC
 	var found []string
-	var walk func(fd int, comps []string) error
-	walk = func(fd int, comps []string) error {
-		names, err := readNames(fd)
-		if err != nil {
-			return err
+	err := walkTier(t, func(dir int, comps []string, name string, st *unix.Stat_t) bool {
+		if ft := st.Mode & unix.S_IFMT; ft != unix.S_IFREG && ft != unix.S_IFDIR {
+			return false
 		}
-		for _, n := range names {
-			if found != nil {
-				return nil
-			}
-			if hidden(comps, n) {
-				continue
-			}
-			var st unix.Stat_t
-			if err := unix.Fstatat(fd, n, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-				continue
-			}
-			ft := st.Mode & unix.S_IFMT
-			if ft != unix.S_IFREG && ft != unix.S_IFDIR {
-				continue
-			}
-			if got, err := getIno(fd, n); err == nil && got == ino {
-				found = append(slices.Clone(comps), n)
-				return nil
-			}
-			if ft == unix.S_IFDIR {
-				sub, err := unix.Openat(fd, n, dirFlags, 0)
-				if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
-					continue
-				}
-				if err != nil {
-					return err
-				}
-				err = walk(sub, append(slices.Clone(comps), n))
-				unix.Close(sub)
-				if err != nil {
-					return err
-				}
-			}
+		if got, err := getIno(dir, name); err == nil && got == ino {
+			found = append(slices.Clone(comps), name)
+			return true
 		}
-		return nil
-	}
-	root, err := unix.Openat(t.root, ".", dirFlags, 0)
+		return false
+	})
 	if err != nil {
-		return nil, err
-	}
-	defer unix.Close(root)
-	if err := walk(root, nil); err != nil {
 		return nil, err
 	}
 	return found, nil

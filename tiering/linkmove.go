@@ -85,56 +85,14 @@ func (r *linkMoveRecord) valid() bool {
 // them. It reads directories without touching their atime: a move must
 // not show. It takes no lock; what it finds is checked (checkNames).
 func findNames(t *Tier, dev, ino uint64, want int) ([][]string, error) {
-	const dirFlags = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_NOATIME | unix.O_CLOEXEC
 	var out [][]string
-	var walk func(fd int, comps []string) error
-	walk = func(fd int, comps []string) error {
-		names, err := readNames(fd)
-		if err != nil {
-			return err
+	err := walkTier(t, func(_ int, comps []string, name string, st *unix.Stat_t) bool {
+		if st.Mode&unix.S_IFMT == unix.S_IFREG && st.Dev == dev && st.Ino == ino {
+			out = append(out, append(slices.Clone(comps), name))
 		}
-		for _, n := range names {
-			if len(out) >= want {
-				return nil
-			}
-			if hidden(comps, n) {
-				continue
-			}
-			var st unix.Stat_t
-			if err := unix.Fstatat(fd, n, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-				if errors.Is(err, unix.ENOENT) {
-					continue // gone meanwhile: the check sees it
-				}
-				return err
-			}
-			switch st.Mode & unix.S_IFMT {
-			case unix.S_IFREG:
-				if st.Dev == dev && st.Ino == ino {
-					out = append(out, append(slices.Clone(comps), n))
-				}
-			case unix.S_IFDIR:
-				sub, err := unix.Openat(fd, n, dirFlags, 0)
-				if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
-					continue
-				}
-				if err != nil {
-					return err
-				}
-				err = walk(sub, append(slices.Clone(comps), n))
-				unix.Close(sub)
-				if err != nil {
-					return err
-				}
-			}
-		}
-		return nil
-	}
-	root, err := unix.Openat(t.root, ".", dirFlags, 0)
+		return len(out) >= want
+	})
 	if err != nil {
-		return nil, err
-	}
-	defer unix.Close(root)
-	if err := walk(root, nil); err != nil {
 		return nil, fmt.Errorf("tier %s: find the names of a file with several: %w", t.Name, err)
 	}
 	slices.SortFunc(out, slices.Compare) // in the record in one order

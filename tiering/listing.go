@@ -92,32 +92,13 @@ func (s *Store) FileIno(rel string) (uint64, error) {
 func (s *Store) dirNames(c []string) ([]string, error) {
 	s.ns.RLock()
 	defer s.ns.RUnlock()
-	seen := map[string]bool{}
 	var out []string
-	found := false
-	for _, t := range s.tiers {
-		fd, err := t.walk(c, nil)
-		if err != nil {
-			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
-				continue
-			}
-			return nil, err
-		}
-		found = true
-		names, err := readNamesQuiet(fd)
-		unix.Close(fd)
-		if err != nil {
-			return nil, err
-		}
-		for _, n := range names {
-			if !seen[n] && !hidden(c, n) {
-				seen[n] = true
-				out = append(out, n)
-			}
-		}
-	}
-	if !found {
-		return nil, unix.ENOENT
+	err := s.unionDir(c, readNamesQuiet, func(_ *Tier, _ int, n string) bool {
+		out = append(out, n)
+		return true
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

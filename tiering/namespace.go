@@ -295,8 +295,31 @@ func (s *Store) readdir(p Path, read func(int) ([]string, error)) ([]DirEntry, e
 	if err != nil {
 		return nil, err
 	}
-	seen := map[string]bool{}
 	var out []DirEntry
+	err = s.unionDir(c, read, func(t *Tier, dir int, n string) bool {
+		var st unix.Stat_t
+		if err := unix.Fstatat(dir, n, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return false // raced with nothing we know of: skip it
+		}
+		ino, err := s.inoOf(t, dir, n, &st)
+		if err != nil {
+			ino = 0
+		}
+		out = append(out, DirEntry{Name: n, Mode: st.Mode & unix.S_IFMT, Ino: ino})
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// unionDir reads directory c's copy on every tier that has one, in tier
+// order, with read, and offers each name to take, less the hidden ones and
+// those an earlier tier's copy already answered (take returned true).
+// ENOENT when no tier has c. Caller holds ns.
+func (s *Store) unionDir(c []string, read func(int) ([]string, error), take func(t *Tier, dir int, name string) bool) error {
+	seen := map[string]bool{}
 	found := false
 	for _, t := range s.tiers {
 		fd, err := t.walk(c, nil)
@@ -304,35 +327,25 @@ func (s *Store) readdir(p Path, read func(int) ([]string, error)) ([]DirEntry, e
 			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 				continue
 			}
-			return nil, err
+			return err
 		}
 		found = true
 		names, err := read(fd)
 		if err != nil {
 			unix.Close(fd)
-			return nil, err
+			return err
 		}
 		for _, n := range names {
-			if seen[n] || hidden(c, n) {
-				continue
+			if !seen[n] && !hidden(c, n) && take(t, fd, n) {
+				seen[n] = true
 			}
-			var st unix.Stat_t
-			if err := unix.Fstatat(fd, n, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-				continue // raced with nothing we know of: skip it
-			}
-			seen[n] = true
-			ino, err := s.inoOf(t, fd, n, &st)
-			if err != nil {
-				ino = 0
-			}
-			out = append(out, DirEntry{Name: n, Mode: st.Mode & unix.S_IFMT, Ino: ino})
 		}
 		unix.Close(fd)
 	}
 	if !found {
-		return nil, unix.ENOENT
+		return unix.ENOENT
 	}
-	return out, nil
+	return nil
 }
 
 // readNamesQuiet is readNames without moving the directory's atime
@@ -624,34 +637,20 @@ func (s *Store) Mkdir(dir Path, name string, mode uint32, o Owner) (Attr, error)
 	if err != nil {
 		return Attr{}, err
 	}
-	var lastErr error = unix.ENOSPC
-	for _, t := range s.tiers {
-		pfd, err := t.walk(d, s.dirMetaFor(d))
-		if err == nil {
-			err = unix.Mkdirat(pfd, name, mode&0o7777)
-			if err != nil {
-				unix.Close(pfd)
-			}
-		}
-		if err != nil {
-			lastErr = err
-			if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
-				continue
-			}
-			return Attr{}, err
-		}
-		st, ino, err := s.finishMkdir(pfd, name, mode, o)
-		if err != nil {
-			_ = unix.Unlinkat(pfd, name, unix.AT_REMOVEDIR)
-			unix.Close(pfd)
-			return Attr{}, err
-		}
-		unix.Close(pfd)
-		s.dirChanged(d, t)
-		st.Ino = ino
-		return Attr{Stat_t: st, Tier: t.Index}, nil
+	t, pfd, err := s.makeOnFirst(s.tiers, d, func(pfd int) error { return unix.Mkdirat(pfd, name, mode&0o7777) })
+	if err != nil {
+		return Attr{}, err
 	}
-	return Attr{}, lastErr
+	st, ino, err := s.finishMkdir(pfd, name, mode, o)
+	if err != nil {
+		_ = unix.Unlinkat(pfd, name, unix.AT_REMOVEDIR)
+		unix.Close(pfd)
+		return Attr{}, err
+	}
+	unix.Close(pfd)
+	s.dirChanged(d, t)
+	st.Ino = ino
+	return Attr{Stat_t: st, Tier: t.Index}, nil
 }
 
 // finishMkdir numbers, chowns and chmods the directory just made at
@@ -683,6 +682,27 @@ func (s *Store) finishMkdir(pfd int, name string, mode uint32, o Owner) (unix.St
 		err = unix.Fstat(fd, &st)
 	}
 	return st, ino, err
+}
+
+// makeOnFirst makes an entry with mk in directory d of the first of tiers
+// that has room for it, and returns that tier and the directory's
+// descriptor, open. Caller holds ns exclusively.
+func (s *Store) makeOnFirst(tiers []*Tier, d []string, mk func(pfd int) error) (*Tier, int, error) {
+	var lastErr error = unix.ENOSPC
+	for _, t := range tiers {
+		pfd, err := t.walk(d, s.dirMetaFor(d))
+		if err == nil {
+			if err = mk(pfd); err == nil {
+				return t, pfd, nil
+			}
+			unix.Close(pfd)
+		}
+		if !noRoom(err) {
+			return nil, -1, err
+		}
+		lastErr = err
+	}
+	return nil, -1, lastErr
 }
 
 // madeByUs checks that fd is what the daemon (root) just created, of type
@@ -728,36 +748,22 @@ func (s *Store) makeSpecial(dir Path, name string, ft uint32, o Owner, mk func(p
 	if err != nil {
 		return Attr{}, err
 	}
-	var lastErr error = unix.ENOSPC
-	for _, t := range s.placement() {
-		pfd, err := t.walk(d, s.dirMetaFor(d))
-		if err == nil {
-			err = mk(pfd)
-			if err != nil {
-				unix.Close(pfd)
-			}
-		}
-		if err != nil {
-			lastErr = err
-			if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
-				continue
-			}
-			return Attr{}, err
-		}
-		defer unix.Close(pfd)
-		if err := chownNew(pfd, name, ft, o); err != nil {
-			_ = unix.Unlinkat(pfd, name, 0)
-			return Attr{}, err
-		}
-		s.dirChanged(d, t)
-		var st unix.Stat_t
-		if err := unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return Attr{}, err
-		}
-		l := loc{tier: t, dirfd: pfd, name: name, st: st}
-		return s.attrOf(&l)
+	t, pfd, err := s.makeOnFirst(s.placement(), d, mk)
+	if err != nil {
+		return Attr{}, err
 	}
-	return Attr{}, lastErr
+	defer unix.Close(pfd)
+	if err := chownNew(pfd, name, ft, o); err != nil {
+		_ = unix.Unlinkat(pfd, name, 0)
+		return Attr{}, err
+	}
+	s.dirChanged(d, t)
+	var st unix.Stat_t
+	if err := unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return Attr{}, err
+	}
+	l := loc{tier: t, dirfd: pfd, name: name, st: st}
+	return s.attrOf(&l)
 }
 
 // Readlink reads a symbolic link.

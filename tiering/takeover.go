@@ -1,7 +1,6 @@
 package tiering
 
 import (
-	"errors"
 	"slices"
 
 	"golang.org/x/sys/unix"
@@ -28,55 +27,16 @@ func (s *Store) InoIndex() (map[uint64][]string, error) {
 }
 
 func indexTier(t *Tier, idx map[uint64][]string) error {
-	const dirFlags = unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_NOATIME | unix.O_CLOEXEC
-	var walk func(fd int, comps []string) error
-	walk = func(fd int, comps []string) error {
-		names, err := readNames(fd)
-		if err != nil {
-			return err
+	return walkTier(t, func(dir int, comps []string, n string, st *unix.Stat_t) bool {
+		var ino uint64
+		if ft := st.Mode & unix.S_IFMT; ft == unix.S_IFREG || ft == unix.S_IFDIR {
+			ino, _ = getIno(dir, n) // 0 when it has none yet
+		} else {
+			ino = derivedIno(t.Index, st.Ino)
 		}
-		for _, n := range names {
-			if hidden(comps, n) {
-				continue
-			}
-			var st unix.Stat_t
-			if err := unix.Fstatat(fd, n, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-				continue
-			}
-			ft := st.Mode & unix.S_IFMT
-			var ino uint64
-			if ft == unix.S_IFREG || ft == unix.S_IFDIR {
-				if ino, err = getIno(fd, n); err != nil {
-					ino = 0
-				}
-			} else {
-				ino = derivedIno(t.Index, st.Ino)
-			}
-			path := append(slices.Clone(comps), n)
-			if _, seen := idx[ino]; ino != 0 && !seen {
-				idx[ino] = path
-			}
-			if ft == unix.S_IFDIR {
-				sub, err := unix.Openat(fd, n, dirFlags, 0)
-				if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
-					continue
-				}
-				if err != nil {
-					return err
-				}
-				err = walk(sub, path)
-				unix.Close(sub)
-				if err != nil {
-					return err
-				}
-			}
+		if _, seen := idx[ino]; ino != 0 && !seen {
+			idx[ino] = append(slices.Clone(comps), n)
 		}
-		return nil
-	}
-	root, err := unix.Openat(t.root, ".", dirFlags, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(root)
-	return walk(root, nil)
+		return false
+	})
 }

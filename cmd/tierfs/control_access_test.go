@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/tierfs/tierfs/internal/control"
+	"github.com/tierfs/tierfs/internal/testenv"
 )
 
 // newSharedEnv is a tierfs setup that other users can reach (the test's
@@ -35,27 +36,10 @@ func newSharedEnv(t *testing.T, mountConf string) *env {
 	return e
 }
 
-// mkdirMode and writeFileMode make root's files through the mount with
-// exactly mode.
-func mkdirMode(t *testing.T, path string, mode os.FileMode) {
-	t.Helper()
-	if err := os.Mkdir(path, mode); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(path, mode); err != nil {
-		t.Fatal(err)
-	}
-}
-
-func writeFileMode(t *testing.T, path, content string, mode os.FileMode) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(content), mode); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(path, mode); err != nil {
-		t.Fatal(err)
-	}
-}
+var (
+	mkdirMode     = testenv.MkdirMode
+	writeFileMode = testenv.WriteFileMode
+)
 
 // lsPaths is the set of files `ls --json` printed.
 func lsPaths(t *testing.T, out string) map[string]lsEntry {

@@ -69,26 +69,9 @@ func requireFUSE(t *testing.T) {
 	testenv.FUSE(t)
 }
 
-const waitTimeout = 30 * time.Second
+const waitTimeout = testenv.WaitTimeout
 
-// poll calls cond every few milliseconds until it returns true or the
-// deadline passes (then the test fails with what and cond's last error).
-func poll(t *testing.T, what string, cond func() (bool, error)) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	wait := time.Millisecond
-	for {
-		ok, err := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s (last error: %v)", waitTimeout, what, err)
-		}
-		time.Sleep(wait)
-		wait = min(2*wait, 50*time.Millisecond)
-	}
-}
+var poll = testenv.Poll
 
 // env is a tierfs setup: two tier directories, a mountpoint and a
 // configuration naming them.

@@ -311,7 +311,7 @@ Targets:
   `+"`minfreespace=0`"+` (mergerfs's default, 4G, makes its create policies skip a branch with less free space, as this
   tmpfs is: every file went to the disk branch), `+"`category.create=ff`"+` (new files and directories on the first
   branch with room, as tierfs's on its first tier), `+"`cache.files=full`"+` (the page cache kept across opens, tierfs's
-  FOPEN_KEEP_CACHE), no write-back cache, tierfs's 1 s attribute, entry and negative-entry timeouts, no
+  FOPEN_KEEP_CACHE), no write-back cache, tierfs's timeouts (an hour for attributes and entries, 1 s for negative entries), no
   `+"`dropcacheonclose`"+`.
 - **tierfs-uring** (opt-in): the defaults served over FUSE over io_uring (`+"`tierfs mount --io-uring`"+`: one queue per
   CPU, each answered by daemon threads bound to that CPU: here %d queues of %d threads); it answered %d requests over

@@ -641,16 +641,16 @@ func detachLoop(dev string) error {
 //     tierfs does only when asked (--direct-io, a row of its own).
 //   - cache.writeback=false: no FUSE write-back cache, as tierfs by
 //     default (each write(2) reaches the daemon before it returns).
-//   - cache.attr=1,cache.entry=1,cache.negative_entry=1: tierfs's 1 s
-//     attribute, entry and negative-entry timeouts (mergerfs's default
-//     negative timeout is 0).
+//   - cache.attr=3600,cache.entry=3600,cache.negative_entry=1: tierfs's
+//     attribute and entry timeouts (an hour) and negative-entry timeout
+//     (1 s; mergerfs's default is 0).
 //   - dropcacheonclose=false: no posix_fadvise(DONTNEED) on close
 //     (tierfs does none).
 //
 // Everything else is mergerfs's default (threads = the number of cores,
 // 1 MiB FUSE messages, xattrs passed through).
 const MergerfsOptions = "fsname=tierfs-bench-mergerfs,minfreespace=0,category.create=ff,cache.files=full," +
-	"cache.writeback=false,cache.attr=1,cache.entry=1,cache.negative_entry=1,dropcacheonclose=false"
+	"cache.writeback=false,cache.attr=3600,cache.entry=3600,cache.negative_entry=1,dropcacheonclose=false"
 
 // MountMergerfs mounts mergerfs on mnt (created if needed) over the
 // branches, with MergerfsOptions, and returns the unmount func. mergerfs

@@ -154,7 +154,7 @@ const MethodText = `## Method
   the slow branch on disk; ` + "`category.create=ff`" + `, new files on the first branch, as tierfs puts them on its
   first tier; ` + "`cache.files=full`" + `, the page cache kept across opens, as tierfs's FOPEN_KEEP_CACHE
   (` + "`partial`" + ` would drop it at each open, ` + "`off`" + ` is direct I/O, an opt-in mode of tierfs); no write-back
-  cache, as tierfs by default; tierfs's 1 s attribute, entry and negative-entry timeouts; no
+  cache, as tierfs by default; tierfs's timeouts (an hour for attributes and entries, 1 s for negative entries); no
   ` + "`dropcacheonclose`" + `.
 - **Checked, not assumed.** After every file a micro-benchmark writes, and after every Kafka run, the
   suite checks on the branches and tiers themselves that the target's data is on its fast medium and on

@@ -7,50 +7,17 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/tierfs/tierfs/internal/testenv"
 )
 
-func mkdirMode(t *testing.T, path string, mode os.FileMode) {
-	t.Helper()
-	if err := os.Mkdir(path, mode); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(path, mode); err != nil {
-		t.Fatal(err)
-	}
-}
+var (
+	mkdirMode     = testenv.MkdirMode
+	writeFileMode = testenv.WriteFileMode
+	poll          = testenv.Poll
+)
 
-func writeFileMode(t *testing.T, path, content string, mode os.FileMode) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(content), mode); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(path, mode); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// lsPaths is the set of files `ls --json` printed.
-// waitTimeout bounds how long a test waits for the daemon.
-const waitTimeout = 30 * time.Second
-
-// poll waits for cond, checking often at first.
-func poll(t *testing.T, what string, cond func() (bool, error)) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	wait := time.Millisecond
-	for {
-		ok, err := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s (last error: %v)", waitTimeout, what, err)
-		}
-		time.Sleep(wait)
-		wait = min(2*wait, 50*time.Millisecond)
-	}
-}
+const waitTimeout = testenv.WaitTimeout
 
 // pathCheck judges by the permission bits of what a walk finds, as the
 // kernel's path walk would, and follows no symlink. A directory stands in

@@ -22,6 +22,7 @@ import (
 	"github.com/tierfs/tierfs/internal/fuseuring"
 	"github.com/tierfs/tierfs/internal/iostats"
 	"github.com/tierfs/tierfs/internal/metrics"
+	"github.com/tierfs/tierfs/internal/sdnotify"
 	"github.com/tierfs/tierfs/internal/supervisor"
 	"github.com/tierfs/tierfs/internal/version"
 	"github.com/tierfs/tierfs/mountutil"
@@ -170,7 +171,9 @@ func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc, 
 	// A daemon taking a live mount over must not touch the mountpoint
 	// before it serves: nobody else would answer (supervise.go).
 	takeover := mountutil.TakingOver()
-	if !takeover {
+	// A supervisor that systemd hands the connection it kept: the same.
+	handed := sup == nil && cfg.Mount.Supervisor && mounted == nil && supervisor.Handed(mp)
+	if !takeover && !handed {
 		if err := cfg.CheckMountpoint(mp); err != nil {
 			return 1, err
 		}
@@ -179,8 +182,12 @@ func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc, 
 		if mounted != nil {
 			return 1, errors.New("mount.supervisor: not with the mount(8) and /etc/fstab form yet; run `tierfs mount` (under systemd, say)")
 		}
-		return runSupervisor(mp, NewLogger(LogOutput(cfg.Log.File)))
+		return runSupervisor(mp, handed, func() error { return cfg.CheckMountpoint(mp) }, NewLogger(LogOutput(cfg.Log.File)))
 	}
+	// Under systemd (Type=notify) without a supervisor this process is
+	// the service's: it says when it serves. (A supervisor's daemon has
+	// no $NOTIFY_SOCKET: the supervisor speaks for it.)
+	notifier := sdnotify.FromEnv()
 	if !takeover {
 		if err := mountutil.Prepare(mp); err != nil {
 			return 1, err
@@ -228,6 +235,11 @@ func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc, 
 	// behind; one that arrives before the loop below waits in sigs.
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	if notifier != nil {
+		// The supervised unit's RestartKillSignal=: with no supervisor
+		// to keep the connection, a restart is a stop and a start.
+		signal.Notify(sigs, syscall.SIGUSR1)
+	}
 	defer signal.Stop(sigs)
 
 	mcfg := ov.Apply(cfg.Mount)
@@ -287,8 +299,16 @@ func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc, 
 	if mounted != nil {
 		mounted()
 	}
+	if notifier != nil {
+		if err := notifier.Notify("READY=1\nSTATUS=serving " + mp); err != nil {
+			log.Warn().Err(err).Msg("systemd: cannot say the mount serves")
+		}
+	}
 
 	reason, forced := waitForExit(server, mp, served, sigs, func() { d.Policy.Reload() }, log)
+	if notifier != nil {
+		notifier.Notify("STOPPING=1")
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), controlShutdownTimeout)
 	defer cancel()

@@ -28,6 +28,13 @@ type Config struct {
 	// gets EnvFD, and its ExtraFiles the supervisor's socket.
 	Command func() *exec.Cmd
 	Log     zerolog.Logger
+	// Prepare checks the mountpoint before the first daemon mounts; it
+	// is not called when the supervisor takes over a connection systemd
+	// kept (the mountpoint is then a mount nobody serves yet).
+	Prepare func() error
+	// Mounted reads the mount table's entry for a mountpoint, without
+	// touching the mount (systemd.go).
+	Mounted func(mountpoint string) (MountRef, error)
 }
 
 // maxQuickDeaths: a daemon that dies before it serves, this many times
@@ -113,6 +120,12 @@ func Run(c Config) int {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
+	sd := newUnitStore(c.Mountpoint, log)
+	if sd.storing() {
+		// systemctl restart (the unit's RestartKillSignal=): make way
+		// for the next supervisor, leaving the mount (systemd.go).
+		signal.Notify(sigs, syscall.SIGUSR1)
+	}
 
 	events := make(chan event, 16)
 	reqs := make(chan request)
@@ -139,10 +152,11 @@ func Run(c Config) int {
 		// exe: what daemons are started from (nil: this binary);
 		// trial: a binary `tierfs restart --binary` asked for, until
 		// one of its daemons serves; trialErr: why it did not.
-		exe, trial    *binary
-		trialTimeout  time.Duration
-		trialDeadline <-chan time.Time
-		trialErr      string
+		exe, trial     *binary
+		trialTimeout   time.Duration
+		trialDeadline  <-chan time.Time
+		trialErr       string
+		ready, leaving bool
 	)
 	defer func() {
 		if connFd >= 0 {
@@ -151,8 +165,29 @@ func Run(c Config) int {
 		exe.close()
 		trial.close()
 	}()
+	if fd, st, ok := sd.adopt(c.Mountpoint, c.Mounted); ok {
+		connFd, initReq, initReply, mountCfg, gen = fd, st.Init, st.Reply, st.Mount, st.Gen
+		pauseFrom = time.Now()
+		log.Info().Int("generation", gen).Msg("systemd kept the connection: taking it over")
+	} else if c.Prepare != nil {
+		if err := c.Prepare(); err != nil {
+			log.Error().Err(err).Msg("cannot mount")
+			return 1
+		}
+	}
+	// Every way out but making way for the next supervisor lets the
+	// connection go: systemd must not keep it for another.
+	release := func(status int) int {
+		if !leaving {
+			sd.release()
+		}
+		return status
+	}
 	start := func() error {
 		gen++
+		if connFd >= 0 {
+			sd.holdGen(gen)
+		}
 		bin := exe
 		if trial != nil {
 			bin = trial
@@ -184,7 +219,7 @@ func Run(c Config) int {
 	}
 	if err := start(); err != nil {
 		log.Error().Err(err).Msg("cannot start the daemon")
-		return 1
+		return release(1)
 	}
 	for {
 		select {
@@ -198,7 +233,28 @@ func Run(c Config) int {
 				syscall.Kill(-cur.pid, syscall.SIGKILL)
 			}
 		case sig := <-sigs:
+			if sig == syscall.SIGUSR1 && connFd >= 0 && sd.fuseStored {
+				if leaving || signalled {
+					continue
+				}
+				leaving = true
+				sd.notify("STOPPING=1\nSTATUS=making way: the connection stays in systemd's store for the next supervisor")
+				log.Info().Msg("systemd restarts the unit: draining the daemon; the mount stays, held by systemd")
+				failPending(pending, "systemd restarts the unit")
+				pending = nil
+				if cur != nil {
+					if !cur.serving || send(cur.sock, message{Op: "drain"}, -1) != nil {
+						cur.cmd.Process.Kill()
+					}
+				}
+				continue
+			}
+			if sig == syscall.SIGUSR1 {
+				// Nothing kept yet: a restart is a stop.
+				sig = syscall.SIGTERM
+			}
 			if sig != syscall.SIGHUP {
+				sd.notify("STOPPING=1")
 				// The operator wants the mount gone: the daemon
 				// unmounts, and none follows it.
 				signalled = true
@@ -224,7 +280,7 @@ func Run(c Config) int {
 					refuse = "a takeover is already under way"
 				case cur == nil || !cur.serving || connFd < 0:
 					refuse = "the daemon is not serving yet"
-				case signalled:
+				case signalled || leaving:
 					refuse = "the mount is being unmounted"
 				}
 				if refuse != "" {
@@ -256,6 +312,16 @@ func Run(c Config) int {
 					}
 					connFd, initReq, initReply, mountCfg = ev.fd, ev.m.Init, ev.m.Reply, ev.m.Mount
 					log.Info().Int("pid", ev.d.pid).Msg("holding the connection")
+					if sd.storing() {
+						st, err := connFacts(c.Mountpoint, connFd, c.Mounted)
+						if err != nil {
+							log.Warn().Err(err).Msg("systemd: cannot tell the new mount; a restart of the unit will lose it")
+							continue
+						}
+						st.Init, st.Reply, st.Mount = initReq, initReply, mountCfg
+						sd.holdConn(connFd, st)
+						sd.holdGen(ev.d.gen)
+					}
 				case "serving":
 					ev.d.serving = true
 					quick = 0
@@ -266,6 +332,12 @@ func Run(c Config) int {
 						exe.close()
 						exe, trial, trialDeadline = ev.d.bin, nil, nil
 						ev.d.trial = false
+					}
+					if !ready {
+						ready = true
+						sd.notify("READY=1\n" + statusLine(ev.d, takeovers+boolInt(!pauseFrom.IsZero())))
+					} else {
+						sd.notify(statusLine(ev.d, takeovers+boolInt(!pauseFrom.IsZero())))
 					}
 					if !pauseFrom.IsZero() {
 						ms := float64(time.Since(pauseFrom).Microseconds()) / 1000
@@ -300,10 +372,14 @@ func Run(c Config) int {
 				cur = nil
 				status := exitStatus(ev.status)
 				switch {
-				case d.exiting || signalled:
+				case leaving && !d.exiting:
+					log.Info().Int("pid", d.pid).Int("status", status).Msg("daemon gone; the connection waits in systemd's store for the next supervisor")
+					return 0
+				case d.exiting || signalled || leaving:
 					log.Info().Int("pid", d.pid).Int("status", status).Msg("daemon exited; the mount is gone")
 					failPending(pending, "the daemon exited and the mount is gone")
-					return status
+					leaving = false
+					return release(status)
 				case connFd < 0:
 					log.Error().Int("pid", d.pid).Err(ev.status).Msg("daemon died before it mounted")
 					failPending(pending, "the daemon died before it mounted")
@@ -325,7 +401,7 @@ func Run(c Config) int {
 				if quick >= maxQuickDeaths {
 					log.Error().Int("pid", d.pid).Err(ev.status).Int("tries", quick).Msg("the daemons die before they serve; letting the connection go (the mount aborts)")
 					failPending(pending, "the new daemons die before they serve")
-					return 1
+					return release(1)
 				}
 				if pauseFrom.IsZero() {
 					pauseFrom = time.Now()
@@ -334,11 +410,18 @@ func Run(c Config) int {
 				if err := start(); err != nil {
 					log.Error().Err(err).Msg("cannot start a daemon; letting the connection go (the mount aborts)")
 					failPending(pending, err.Error())
-					return 1
+					return release(1)
 				}
 			}
 		}
 	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func failPending(p *request, msg string) {

@@ -315,7 +315,7 @@ func testTakeovers(t *testing.T, o mountOpt, kind takeoverKind) {
 		l.maxLat.Store(0)
 		old := m.pid
 		if kind == takeoverRestart {
-			if _, err := supervisor.Restart(m.mnt); err != nil {
+			if _, err := supervisor.Restart(m.mnt, supervisor.RestartOptions{}); err != nil {
 				t.Fatalf("restart %d: %v\n%s", k+1, err, m.logs())
 			}
 		} else {

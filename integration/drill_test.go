@@ -291,6 +291,9 @@ type ackedProducer struct {
 	mu     sync.Mutex
 	acked  map[int64]ackedRec // value number → where
 	errors int
+	// ackTimes: when each acknowledgement was read, in order (for the
+	// throughput around a takeover).
+	ackTimes []time.Time
 }
 
 type ackedRec struct {
@@ -368,6 +371,7 @@ func (p *ackedProducer) line(l []byte) {
 	switch ev.Name {
 	case "producer_send_success":
 		p.acked[n] = ackedRec{ev.Partition, ev.Offset}
+		p.ackTimes = append(p.ackTimes, time.Now())
 	case "producer_send_error":
 		p.errors++
 	}

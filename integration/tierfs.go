@@ -24,10 +24,12 @@ import (
 )
 
 var (
-	buildMu    sync.Mutex
-	builtBin   = map[bool]string{} // race → binary, built once per test binary
-	buildDir   string
-	buildDirMu sync.Once
+	buildMu  sync.Mutex
+	builtBin = map[bool]string{} // race → binary, built once per test binary
+	// builtStamped: TierfsBinaryStamped's, by version and race.
+	builtStamped = map[string]string{}
+	buildDir     string
+	buildDirMu   sync.Once
 )
 
 // TierfsBinary builds ./cmd/tierfs once per test process (TIERFS_BIN
@@ -44,13 +46,7 @@ func TierfsBinary(t *testing.T) string {
 		}
 		return b
 	}
-	race := raceDetector
-	switch os.Getenv("TIERFS_KAFKA_RACE") {
-	case "1":
-		race = true
-	case "0":
-		race = false
-	}
+	race := buildRace()
 	buildMu.Lock()
 	defer buildMu.Unlock()
 	if b, ok := builtBin[race]; ok {
@@ -81,6 +77,60 @@ func TierfsBinary(t *testing.T) string {
 	t.Logf("built %s in %v", out, time.Since(start).Round(time.Millisecond))
 	builtBin[race] = out
 	return out
+}
+
+// TierfsBinaryStamped builds ./cmd/tierfs once per test process and
+// version, stamped with version v (the Makefile's -ldflags; -buildvcs=false
+// so that the stamp is what `tierfs version` and status show): another
+// build than TierfsBinary's, as an upgrade brings. It lies beside
+// TierfsBinary's, in a directory of root's that no one else can write
+// (what `tierfs restart --binary` asks of a binary).
+func TierfsBinaryStamped(t *testing.T, v string) string {
+	t.Helper()
+	race := buildRace()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	key := fmt.Sprintf("%s race=%v", v, race)
+	if b, ok := builtStamped[key]; ok {
+		return b
+	}
+	var derr error
+	buildDirMu.Do(func() { buildDir, derr = os.MkdirTemp("", "tierfs-kafka-bin-") })
+	if derr != nil {
+		fatalf(t, "%v", derr)
+	}
+	out := filepath.Join(buildDir, "tierfs-"+v)
+	args := []string{"build", "-buildvcs=false", "-ldflags", "-X github.com/tierfs/tierfs/internal/version.version=" + v}
+	if race {
+		out += "-race"
+		args = append(args, "-race")
+	}
+	args = append(args, "-o", out, "./cmd/tierfs")
+	goCmd := os.Getenv("GO")
+	if goCmd == "" {
+		goCmd = "go"
+	}
+	cmd := exec.Command(goCmd, args...)
+	cmd.Dir = RepoRoot(t)
+	start := time.Now()
+	if b, err := cmd.CombinedOutput(); err != nil {
+		fatalf(t, "go %s: %v\n%s", strings.Join(args, " "), err, b)
+	}
+	t.Logf("built %s in %v", out, time.Since(start).Round(time.Millisecond))
+	builtStamped[key] = out
+	return out
+}
+
+// buildRace says whether the binaries the tests build have the race
+// detector: as the tests do, unless TIERFS_KAFKA_RACE says.
+func buildRace() bool {
+	switch os.Getenv("TIERFS_KAFKA_RACE") {
+	case "1":
+		return true
+	case "0":
+		return false
+	}
+	return raceDetector
 }
 
 // CleanupBuilds removes the binaries TierfsBinary built; call it from
@@ -267,6 +317,10 @@ func (fs *Tierfs) Start(t *testing.T) {
 	}
 	cmd := exec.Command(fs.Bin, append(args, fs.Mnt)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// A race build sleeps a second at exit by default: a daemon drained
+	// by `tierfs restart` would hold the mount that long before its
+	// successor may start (it holds the tiers until it is gone).
+	cmd.Env = append(os.Environ(), "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	// SIGTERM on our death: tierfs unmounts itself.
 	if fs.p, err = startProc("tierfs", cmd, syscall.SIGTERM); err != nil {
 		fatalf(t, "%v", err)
@@ -453,6 +507,10 @@ type StatusJSON struct {
 		Transport string `json:"transport"`
 		DataPath  string `json:"data_path"`
 	} `json:"requests"`
+	Daemon *struct {
+		Pid     int    `json:"pid"`
+		Version string `json:"version"`
+	} `json:"daemon"`
 	Moves MovesJSON `json:"moves"`
 }
 

@@ -42,9 +42,12 @@ Usage:
         make the daemon re-read its configuration file (as SIGHUP does) and
         apply thresholds, rates, threads, intervals, pins and the log level;
         an invalid file is refused and the running configuration stays
-  tierfs restart [--json] MOUNTPOINT
+  tierfs restart [--json] [--binary FILE [--timeout D]] MOUNTPOINT
         replace the daemon of a mount made with [mount] supervisor = true:
-        the new daemon takes the live mount over; prints the pause
+        the new daemon takes the live mount over; prints the pause; with
+        --binary the new daemon runs FILE (an upgrade; root's, writable by
+        no one else), and if it does not serve within D the previous
+        binary takes back
   tierfs plan [--config FILE | --live MOUNTPOINT] [--peak RATE] [--slow-bw RATE | --measure] [--burst DURATION] [--json]
         size the fast tier for bursts: how long one at the peak rate is
         absorbed, how long the reserve takes to drain, the ingest the tiers
@@ -85,7 +88,7 @@ func init() {
 		{name: "pin", args: "--tier TIER [--wait] PATH...", short: "keep files on a tier (moving them there), across restarts", setup: setupPin},
 		{name: "unpin", args: "PATH...", short: "let the policy move pinned files again", setup: setupUnpin},
 		{name: "reload", args: "MOUNTPOINT", short: "make the daemon re-read its configuration file and apply it live", setup: setupReload},
-		{name: "restart", args: "[--json] MOUNTPOINT", short: "replace the daemon of a supervised mount, which stays mounted", setup: setupRestart},
+		{name: "restart", args: "[--json] [--binary FILE [--timeout D]] MOUNTPOINT", short: "replace the daemon of a supervised mount, which stays mounted", setup: setupRestart},
 		{name: "umount", args: "[--lazy] [--timeout D] MOUNTPOINT", short: "unmount a tierfs and wait until its daemon has exited", setup: setupUmount},
 		{name: "plan", args: planArgs, short: planShort, setup: setupPlan},
 		{name: "version", args: "", short: "print the version", setup: setupVersion},

@@ -139,6 +139,9 @@ func printStatus(st control.StatusResponse) {
 		if n := len(sv.PausesMs); n > 0 {
 			fmt.Fprintf(stdout, " (last pause %.1f ms)", sv.PausesMs[n-1])
 		}
+		if sv.Binary != "" {
+			fmt.Fprintf(stdout, "; daemons start from %s", sv.Binary)
+		}
 		fmt.Fprintln(stdout, ".")
 	}
 	fmt.Fprintf(stdout, "\nOpen files: %d.\n", st.OpenFiles)
@@ -341,5 +344,5 @@ func askSupervisor(mountpoint string) *control.SupervisorStatus {
 	if err != nil {
 		return nil
 	}
-	return &control.SupervisorStatus{Generation: s.Gen, Takeovers: s.Takeovers, PausesMs: s.Pauses}
+	return &control.SupervisorStatus{Generation: s.Gen, Takeovers: s.Takeovers, PausesMs: s.Pauses, Binary: s.Binary}
 }

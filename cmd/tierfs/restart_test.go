@@ -2,10 +2,12 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -15,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tierfs/tierfs/internal/control"
 	"github.com/tierfs/tierfs/internal/supervisor"
 )
 
@@ -232,4 +235,224 @@ func TestRestartCommand(t *testing.T) {
 	if mounted(e.mnt) {
 		t.Fatalf("still mounted after SIGTERM")
 	}
+}
+
+// buildStamped builds tierfs again into dir, stamped with version v (the
+// Makefile's -ldflags; -buildvcs=false so that the stamp is what shows),
+// and returns its path: a different build, as an upgrade would bring.
+func buildStamped(t *testing.T, dir, v string) string {
+	t.Helper()
+	out := filepath.Join(dir, "tierfs-"+v)
+	args := []string{"build", "-buildvcs=false", "-ldflags", "-X github.com/tierfs/tierfs/internal/version.version=" + v, "-o", out}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args, ".")...)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, b)
+	}
+	return out
+}
+
+// `tierfs restart --binary` hands a supervised mount to a daemon of
+// another build while a program reads and writes held files: status
+// shows the new version, a kill -9 after brings up the new build again,
+// and going back works the same way. A binary that exits at once, or
+// never serves, or that the supervisor refuses (a symlink, writable by
+// others) leaves the mount served by the previous binary: the program
+// sees no error, and every byte is there.
+func TestRestartBinary(t *testing.T) {
+	requireFUSE(t)
+	e := newEnv(t)
+	cfg, err := os.ReadFile(e.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, e.config, string(cfg)+"\n[mount]\nsupervisor = true\n")
+	bdir := t.TempDir() // root's, 0700: the supervisor accepts what is in it
+	const newVersion = "v9.9.9-restart-test"
+	newBin := buildStamped(t, bdir, newVersion)
+	d := startDaemon(t, e)
+	if err := os.MkdirAll(filepath.Join(e.mnt, "topic-0"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	for i := range 2 {
+		paths = append(paths, filepath.Join(e.mnt, "topic-0", fmt.Sprintf("%020d.log", i)))
+	}
+	l := startRWLoop(t, paths)
+	l.progress(t, 50)
+	oldVersion := statusVersion(t, e.mnt)
+	if strings.Contains(oldVersion, newVersion) {
+		t.Fatalf("the first daemon already says %q", oldVersion)
+	}
+
+	restartTo := func(bin, wantVersion string) supervisor.Result {
+		t.Helper()
+		before, err := supervisor.Query(e.mnt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := mustTierfs(t, "", "restart", "--json", "--binary", bin, e.mnt)
+		var r supervisor.Result
+		if err := json.Unmarshal([]byte(out), &r); err != nil {
+			t.Fatalf("tierfs restart --json printed %q: %v", out, err)
+		}
+		if r.Binary != bin || r.RolledBack || r.Error != "" || r.NewPid == before.Pid || r.Gen != before.Gen+1 {
+			t.Fatalf("restart --binary %s: %+v (before: pid %d, generation %d)", bin, r, before.Pid, before.Gen)
+		}
+		l.progress(t, 30)
+		if v := statusVersion(t, e.mnt); !strings.Contains(v, wantVersion) {
+			t.Fatalf("after restart --binary %s the daemon says %q, want %q", bin, v, wantVersion)
+		}
+		// It was started through a descriptor of the checked file; the
+		// descriptor does not stay open in it.
+		fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", r.NewPid))
+		for _, fd := range fds {
+			if target, _ := os.Readlink(fd); target == bin {
+				t.Errorf("the daemon of %s holds its binary open (%s)", bin, fd)
+			}
+		}
+		sj, _ := statusJSON(t, e.mnt)
+		if sj.Supervisor == nil || sj.Supervisor.Binary != bin || sj.Daemon == nil || sj.Daemon.Pid != r.NewPid {
+			t.Fatalf("status --json after restart --binary %s: supervisor %+v, daemon %+v", bin, sj.Supervisor, sj.Daemon)
+		}
+		return r
+	}
+	r := restartTo(newBin, newVersion)
+	t.Logf("restart --binary to %s: pause %.1f ms", newVersion, r.PauseMs)
+
+	// kill -9: the supervisor starts the new build again, not its own.
+	st, err := supervisor.Query(e.mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(st.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "a new daemon after kill -9", func() (bool, error) {
+		now, err := supervisor.Query(e.mnt)
+		return err == nil && now.Pid != st.Pid && now.Takeovers == st.Takeovers+1, err
+	})
+	l.progress(t, 30)
+	waitDaemon(t, e.mnt)
+	if v := statusVersion(t, e.mnt); !strings.Contains(v, newVersion) {
+		t.Fatalf("after kill -9 of the upgraded daemon, the next says %q, want %q", v, newVersion)
+	}
+
+	// Binaries that do not take over: the previous binary (the new
+	// build) serves again, and restart says so and fails.
+	exitsAtOnce := filepath.Join(bdir, "exits-at-once")
+	writeFile(t, exitsAtOnce, "#!/bin/sh\nexit 3\n")
+	never := filepath.Join(bdir, "never-serves")
+	writeFile(t, never, "#!/bin/sh\nexec sleep 600\n")
+	for _, c := range []struct {
+		bin, timeout, want string
+	}{
+		{exitsAtOnce, "10s", "exited before it served"},
+		{never, "300ms", "did not serve within 300ms"},
+	} {
+		if err := os.Chmod(c.bin, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		before, err := supervisor.Query(e.mnt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, errOut, code := tierfs(t, "", "restart", "--binary", c.bin, "--timeout", c.timeout, e.mnt)
+		if code != 1 || !strings.Contains(errOut, c.want) || !strings.Contains(errOut, "the previous binary serves again") {
+			t.Fatalf("restart --binary %s: exit %d, stdout %q, stderr %q; want exit 1 saying %q and that the previous binary serves again", c.bin, code, out, errOut, c.want)
+		}
+		l.progress(t, 30)
+		if !mounted(e.mnt) {
+			t.Fatalf("restart --binary %s: the mount is gone", c.bin)
+		}
+		now, err := supervisor.Query(e.mnt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if now.Pid == before.Pid || now.Binary != newBin {
+			t.Fatalf("after the failed restart --binary %s: supervisor %+v, want a new daemon of %s", c.bin, now, newBin)
+		}
+		if v := statusVersion(t, e.mnt); !strings.Contains(v, newVersion) {
+			t.Fatalf("after the failed restart --binary %s the daemon says %q, want %q", c.bin, v, newVersion)
+		}
+		t.Logf("restart --binary %s rolled back: %s", filepath.Base(c.bin), strings.TrimSpace(errOut))
+	}
+
+	// Refused before anything stops: the same daemon serves on.
+	link := filepath.Join(bdir, "link")
+	if err := os.Symlink(newBin, link); err != nil {
+		t.Fatal(err)
+	}
+	writable := filepath.Join(bdir, "writable")
+	if b, err := os.ReadFile(newBin); err != nil {
+		t.Fatal(err)
+	} else {
+		writeFile(t, writable, string(b))
+	}
+	if err := os.Chmod(writable, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ bin, want string }{
+		{link, "is a symbolic link"},
+		{writable, "writable by others"},
+		{filepath.Join(bdir, "missing"), "no such file"},
+	} {
+		before, err := supervisor.Query(e.mnt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, errOut, code := tierfs(t, "", "restart", "--binary", c.bin, e.mnt)
+		if code != 1 || !strings.Contains(errOut, "binary refused") || !strings.Contains(errOut, c.want) {
+			t.Fatalf("restart --binary %s: exit %d, stderr %q; want it refused: %q", c.bin, code, errOut, c.want)
+		}
+		now, err := supervisor.Query(e.mnt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if now.Pid != before.Pid || now.Gen != before.Gen {
+			t.Fatalf("a refused binary replaced the daemon: %+v -> %+v", before, now)
+		}
+	}
+
+	// And back to the first build.
+	restartTo(tierfsBin, oldVersion)
+	l.finish(t)
+	if s := d.stderr.String(); !strings.Contains(s, `"message":"the new binary serves the mount"`) ||
+		!strings.Contains(s, `"message":"the new binary did not take over; starting the previous one"`) {
+		t.Errorf("the supervisor's log does not tell the upgrades and the rollbacks")
+	}
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	if code := d.waitExit(t); code != 0 {
+		t.Fatalf("tierfs mount exited %d after SIGTERM", code)
+	}
+}
+
+// statusVersion is the serving daemon's version line, from status --json.
+func statusVersion(t *testing.T, mnt string) string {
+	t.Helper()
+	sj, _ := statusJSON(t, mnt)
+	if sj.Daemon == nil {
+		t.Fatalf("status --json names no daemon")
+	}
+	return sj.Daemon.Version
+}
+
+// waitDaemon waits until the control socket answers for the daemon the
+// supervisor says serves (it listens just after the mount is served).
+func waitDaemon(t *testing.T, mnt string) {
+	t.Helper()
+	c, err := control.NewClient(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "the new daemon's control socket", func() (bool, error) {
+		st, err := supervisor.Query(mnt)
+		if err != nil {
+			return false, err
+		}
+		cs, err := c.Status(context.Background())
+		return err == nil && cs.Daemon != nil && cs.Daemon.Pid == st.Pid, nil
+	})
 }

@@ -61,6 +61,9 @@ type SupervisorStatus struct {
 	Generation int       `json:"generation"`
 	Takeovers  int       `json:"takeovers"`
 	PausesMs   []float64 `json:"pauses_ms,omitempty"`
+	// Binary is the executable daemons start from after `tierfs restart
+	// --binary` ("" while it is the one that mounted).
+	Binary string `json:"binary,omitempty"`
 }
 
 // RequestsStatus is the FUSE transport of the mount and its data path.

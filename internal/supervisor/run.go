@@ -52,7 +52,13 @@ type Result struct {
 	NewPid  int     `json:"new_pid,omitempty"`
 	Gen     int     `json:"generation,omitempty"`
 	PauseMs float64 `json:"pause_ms,omitempty"`
-	Error   string  `json:"error,omitempty"`
+	// Binary is the executable the new daemon runs ("" for the
+	// supervisor's own).
+	Binary string `json:"binary,omitempty"`
+	// RolledBack: the binary asked for did not take over, and a daemon
+	// of the previous binary serves again (NewPid); Error says why.
+	RolledBack bool   `json:"rolled_back,omitempty"`
+	Error      string `json:"error,omitempty"`
 }
 
 // Status is the supervisor's account of its daemon.
@@ -64,6 +70,9 @@ type Status struct {
 	// Pauses are the last takeovers' pauses, in milliseconds, from the
 	// old daemon's death (or the drain's start) to the new one serving.
 	Pauses []float64 `json:"pauses_ms"`
+	// Binary is the executable daemons are started from, once `tierfs
+	// restart --binary` replaced the supervisor's own ("" until then).
+	Binary string `json:"binary,omitempty"`
 }
 
 // SocketPath is the supervisor's socket for mountpoint, beside the
@@ -88,6 +97,8 @@ type event struct {
 
 type daemon struct {
 	cmd     *exec.Cmd
+	bin     *binary // nil: the supervisor's own
+	trial   bool    // bin is on trial: the previous binary takes back if it fails
 	sock    int
 	pid     int
 	gen     int
@@ -99,6 +110,10 @@ type daemon struct {
 type request struct {
 	op    string
 	reply chan any
+	// restart: the binary to start instead (opened and checked), and
+	// how long it has to serve.
+	bin          *binary
+	trialTimeout time.Duration
 }
 
 // Run supervises daemons until one exits for good; it returns the exit
@@ -138,7 +153,14 @@ func Run(c Config) int {
 		pauses             []float64
 		pending            *request
 		oldPid             int
-		ready, leaving     bool
+		// exe: what daemons are started from (nil: this binary);
+		// trial: a binary `tierfs restart --binary` asked for, until
+		// one of its daemons serves; trialErr: why it did not.
+		exe, trial     *binary
+		trialTimeout   time.Duration
+		trialDeadline  <-chan time.Time
+		trialErr       string
+		ready, leaving bool
 	)
 	defer func() {
 		if connFd >= 0 {
@@ -147,6 +169,8 @@ func Run(c Config) int {
 		if ringFd >= 0 {
 			unix.Close(ringFd)
 		}
+		exe.close()
+		trial.close()
 	}()
 	if fd, st, ok := sd.adopt(c.Mountpoint, c.Mounted); ok {
 		connFd, initReq, initReply, mountCfg, gen = fd, st.Init, st.Reply, st.Mount, st.Gen
@@ -171,12 +195,33 @@ func Run(c Config) int {
 		if connFd >= 0 {
 			sd.holdGen(gen)
 		}
-		d, err := startDaemon(c, gen, connFd, ringFd, message{Init: initReq, Reply: initReply, Mount: mountCfg, Ring: ring}, events)
+		bin := exe
+		if trial != nil {
+			bin = trial
+		}
+		d, err := startDaemon(c, gen, connFd, ringFd, message{Init: initReq, Reply: initReply, Mount: mountCfg, Ring: ring}, bin, events)
+		if err != nil && trial != nil {
+			// The new binary cannot even start: the previous one
+			// takes back.
+			log.Error().Err(err).Str("binary", trial.path).Msg("cannot start the new binary; starting the previous one")
+			trialErr = fmt.Sprintf("%s: %v", trial.path, err)
+			trial.close()
+			trial = nil
+			d, err = startDaemon(c, gen, connFd, ringFd, message{Init: initReq, Reply: initReply, Mount: mountCfg, Ring: ring}, exe, events)
+		}
 		if err != nil {
 			return err
 		}
+		d.trial = trial != nil
 		cur = d
-		log.Info().Int("pid", d.pid).Int("generation", gen).Bool("takeover", connFd >= 0).Msg("daemon started")
+		ev := log.Info().Int("pid", d.pid).Int("generation", gen).Bool("takeover", connFd >= 0)
+		if d.bin != nil {
+			ev = ev.Str("binary", d.bin.path)
+		}
+		ev.Msg("daemon started")
+		if d.trial {
+			trialDeadline = time.After(trialTimeout)
+		}
 		return nil
 	}
 	if err := start(); err != nil {
@@ -185,6 +230,15 @@ func Run(c Config) int {
 	}
 	for {
 		select {
+		case <-trialDeadline:
+			trialDeadline = nil
+			if cur != nil && cur.trial && !cur.serving {
+				log.Error().Int("pid", cur.pid).Str("binary", cur.bin.path).Dur("timeout", trialTimeout).Msg("the new binary does not serve; killing it, the previous binary takes back")
+				trialErr = fmt.Sprintf("%s did not serve within %v", cur.bin.path, trialTimeout)
+				// Its own process group (startDaemon): whatever it
+				// started goes too.
+				syscall.Kill(-cur.pid, syscall.SIGKILL)
+			}
 		case sig := <-sigs:
 			if sig == syscall.SIGUSR1 && connFd >= 0 && sd.fuseStored {
 				if leaving || signalled {
@@ -219,25 +273,37 @@ func Run(c Config) int {
 			switch r.op {
 			case "status":
 				st := Status{Gen: gen, Takeovers: takeovers, Pauses: pauses}
+				if exe != nil {
+					st.Binary = exe.path
+				}
 				if cur != nil {
 					st.Pid, st.Started = cur.pid, cur.started
 				}
 				r.reply <- st
 			case "restart":
+				refuse := ""
 				switch {
 				case pending != nil || !pauseFrom.IsZero():
-					r.reply <- Result{Error: "a takeover is already under way"}
+					refuse = "a takeover is already under way"
 				case cur == nil || !cur.serving || connFd < 0:
-					r.reply <- Result{Error: "the daemon is not serving yet"}
+					refuse = "the daemon is not serving yet"
 				case signalled || leaving:
-					r.reply <- Result{Error: "the mount is being unmounted"}
-				default:
-					pending, oldPid, pauseFrom = &r, cur.pid, time.Now()
-					log.Info().Int("pid", cur.pid).Msg("restart asked for: draining the daemon")
-					if err := send(cur.sock, message{Op: "drain"}); err != nil {
-						log.Warn().Err(err).Msg("cannot ask the daemon to drain; killing it")
-						cur.cmd.Process.Kill()
-					}
+					refuse = "the mount is being unmounted"
+				}
+				if refuse != "" {
+					r.bin.close()
+					r.reply <- Result{Error: refuse}
+					continue
+				}
+				pending, oldPid, pauseFrom = &r, cur.pid, time.Now()
+				trial, trialTimeout, trialErr = r.bin, r.trialTimeout, ""
+				if trial != nil {
+					log.Info().Str("binary", trial.path).Msg("restart with a new binary asked for")
+				}
+				log.Info().Int("pid", cur.pid).Msg("restart asked for: draining the daemon")
+				if err := send(cur.sock, message{Op: "drain"}, -1); err != nil {
+					log.Warn().Err(err).Msg("cannot ask the daemon to drain; killing it")
+					cur.cmd.Process.Kill()
 				}
 			}
 		case ev := <-events:
@@ -274,6 +340,14 @@ func Run(c Config) int {
 				case "serving":
 					ev.d.serving = true
 					quick = 0
+					if ev.d.trial {
+						// The new binary serves: it is the one
+						// daemons start from now on.
+						log.Info().Int("pid", ev.d.pid).Str("binary", ev.d.bin.path).Msg("the new binary serves the mount")
+						exe.close()
+						exe, trial, trialDeadline = ev.d.bin, nil, nil
+						ev.d.trial = false
+					}
 					if !ready {
 						ready = true
 						sd.notify("READY=1\n" + statusLine(ev.d, takeovers+boolInt(!pauseFrom.IsZero())))
@@ -289,7 +363,14 @@ func Run(c Config) int {
 						takeovers++
 						log.Info().Int("pid", ev.d.pid).Int("generation", ev.d.gen).Float64("pause_ms", ms).Msg("takeover done: the new daemon serves")
 						if pending != nil {
-							pending.reply <- Result{OldPid: oldPid, NewPid: ev.d.pid, Gen: ev.d.gen, PauseMs: ms}
+							res := Result{OldPid: oldPid, NewPid: ev.d.pid, Gen: ev.d.gen, PauseMs: ms}
+							if ev.d.bin != nil {
+								res.Binary = ev.d.bin.path
+							}
+							if trialErr != "" {
+								res.RolledBack, res.Error = true, trialErr+"; the previous binary serves again"
+							}
+							pending.reply <- res
 							pending = nil
 						}
 						pauseFrom = time.Time{}
@@ -324,7 +405,17 @@ func Run(c Config) int {
 					failPending(pending, "the daemon died before it mounted")
 					return max(status, 1)
 				}
-				if !d.serving {
+				if d.trial && !d.serving {
+					// The new binary died before it served: the
+					// previous one takes back; its death is not the
+					// configuration's, and is not counted.
+					if trialErr == "" {
+						trialErr = fmt.Sprintf("%s exited before it served (%v)", d.bin.path, ev.status)
+					}
+					log.Error().Int("pid", d.pid).Str("binary", d.bin.path).Err(ev.status).Msg("the new binary did not take over; starting the previous one")
+					trial.close()
+					trial, trialDeadline = nil, nil
+				} else if !d.serving {
 					quick++
 				}
 				if quick >= maxQuickDeaths {
@@ -376,7 +467,7 @@ func exitStatus(err error) int {
 // startDaemon starts generation gen with its end of a socket pair, sends
 // it the start message (with the connection on a takeover) and relays
 // what it says and its exit as events.
-func startDaemon(c Config, gen, connFd, ringFd int, saved message, events chan<- event) (*daemon, error) {
+func startDaemon(c Config, gen, connFd, ringFd int, saved message, bin *binary, events chan<- event) (*daemon, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, err
@@ -384,6 +475,13 @@ func startDaemon(c Config, gen, connFd, ringFd int, saved message, events chan<-
 	theirs := os.NewFile(uintptr(fds[1]), "supervisor")
 	defer theirs.Close()
 	cmd := c.Command()
+	if bin != nil {
+		// Started through the descriptor that was checked (its fd 3
+		// in the child, which it closes), not through the name.
+		cmd.Path = "/proc/self/fd/3"
+		cmd.ExtraFiles = append([]*os.File{bin.f}, cmd.ExtraFiles...)
+		cmd.Env = append(cmd.Environ(), EnvExeFD+"=3")
+	}
 	cmd.ExtraFiles = append(cmd.ExtraFiles, theirs)
 	cmd.Env = append(cmd.Environ(), fmt.Sprintf("%s=%d", EnvFD, 2+len(cmd.ExtraFiles)))
 	// Its own process group: a terminal's ^C reaches the supervisor
@@ -393,7 +491,7 @@ func startDaemon(c Config, gen, connFd, ringFd int, saved message, events chan<-
 		unix.Close(fds[0])
 		return nil, err
 	}
-	d := &daemon{cmd: cmd, sock: fds[0], pid: cmd.Process.Pid, gen: gen, started: time.Now()}
+	d := &daemon{cmd: cmd, bin: bin, sock: fds[0], pid: cmd.Process.Pid, gen: gen, started: time.Now()}
 	m := message{Op: "start", Gen: gen}
 	if connFd >= 0 {
 		m.Init, m.Reply, m.Mount, m.Ring = saved.Init, saved.Reply, saved.Mount, saved.Ring
@@ -498,13 +596,29 @@ func serveConn(conn net.Conn, reqs chan<- request, log zerolog.Logger) {
 		return
 	}
 	var in struct {
-		Op string `json:"op"`
+		Op        string `json:"op"`
+		Binary    string `json:"binary,omitempty"`
+		TimeoutMs int64  `json:"timeout_ms,omitempty"`
 	}
 	if err := json.Unmarshal(line, &in); err != nil || (in.Op != "restart" && in.Op != "status") {
 		json.NewEncoder(conn).Encode(Result{Error: fmt.Sprintf("unknown request %q", strings.TrimSpace(string(line)))})
 		return
 	}
-	r := request{op: in.Op, reply: make(chan any, 1)}
+	r := request{op: in.Op, reply: make(chan any, 1), trialTimeout: DefaultTrialTimeout}
+	if in.TimeoutMs > 0 {
+		r.trialTimeout = time.Duration(in.TimeoutMs) * time.Millisecond
+	}
+	if in.Op == "restart" && in.Binary != "" {
+		// Checked before anything stops: a binary refused here leaves
+		// the daemon serving untouched.
+		b, err := openBinary(in.Binary)
+		if err != nil {
+			log.Warn().Err(err).Msg("restart: binary refused")
+			json.NewEncoder(conn).Encode(Result{Error: "binary refused: " + err.Error()})
+			return
+		}
+		r.bin = b
+	}
 	reqs <- r
 	json.NewEncoder(conn).Encode(<-r.reply)
 }
@@ -516,7 +630,7 @@ func (l *listener) close() {
 
 // ask sends one request to the supervisor of mountpoint and decodes its
 // answer into out.
-func ask(mountpoint, op string, out any, timeout time.Duration) error {
+func ask(mountpoint string, req any, out any, timeout time.Duration) error {
 	path, err := SocketPath(mountpoint)
 	if err != nil {
 		return err
@@ -530,16 +644,38 @@ func ask(mountpoint, op string, out any, timeout time.Duration) error {
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(timeout))
-	if _, err := fmt.Fprintf(conn, "{\"op\":%q}\n", op); err != nil {
+	b, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	if _, err := conn.Write(append(b, '\n')); err != nil {
 		return err
 	}
 	return json.NewDecoder(conn).Decode(out)
 }
 
-// Restart asks the supervisor of mountpoint to replace its daemon.
-func Restart(mountpoint string) (Result, error) {
+// RestartOptions shape a restart.
+type RestartOptions struct {
+	// Binary, if set, is the absolute path of the executable the new
+	// daemon runs (an upgrade); it is checked by the supervisor (root's,
+	// writable by no one else, no symlink on the way).
+	Binary string
+	// TrialTimeout is how long the new binary has to serve before the
+	// previous one takes back; 0: DefaultTrialTimeout.
+	TrialTimeout time.Duration
+}
+
+// Restart asks the supervisor of mountpoint to replace its daemon. On a
+// rollback (RolledBack) the error says why, and r says which daemon of
+// the previous binary serves.
+func Restart(mountpoint string, o RestartOptions) (Result, error) {
 	var r Result
-	if err := ask(mountpoint, "restart", &r, 5*time.Minute); err != nil {
+	req := struct {
+		Op        string `json:"op"`
+		Binary    string `json:"binary,omitempty"`
+		TimeoutMs int64  `json:"timeout_ms,omitempty"`
+	}{Op: "restart", Binary: o.Binary, TimeoutMs: o.TrialTimeout.Milliseconds()}
+	if err := ask(mountpoint, req, &r, 5*time.Minute); err != nil {
 		return r, err
 	}
 	if r.Error != "" {
@@ -556,6 +692,8 @@ func Query(mountpoint string) (Status, error) {
 // QueryWithin is Query, waiting at most d for the answer.
 func QueryWithin(mountpoint string, d time.Duration) (Status, error) {
 	var s Status
-	err := ask(mountpoint, "status", &s, d)
+	err := ask(mountpoint, struct {
+		Op string `json:"op"`
+	}{"status"}, &s, d)
 	return s, err
 }

@@ -165,6 +165,14 @@ func Current() (*Child, error) {
 		}
 		// Nothing this process starts is a daemon of ours.
 		os.Unsetenv(EnvFD)
+		// Started from a descriptor (restart --binary): the process
+		// runs; the descriptor is not to leak into what it opens.
+		if v := os.Getenv(EnvExeFD); v != "" {
+			os.Unsetenv(EnvExeFD)
+			if fd, err := strconv.Atoi(v); err == nil && fd > 2 {
+				unix.Close(fd)
+			}
+		}
 		sock, err := strconv.Atoi(v)
 		if err != nil {
 			childErr = fmt.Errorf("%s=%q: %w", EnvFD, v, err)

@@ -71,7 +71,8 @@ func MountSupervised(mountpoint string, rawFS fuse.RawFileSystem, mo fuse.MountO
 		mo.MaxWrite = 128 << 10
 	}
 	if c.IOUring {
-		log.Info().Msg("supervised mount: requests come through /dev/fuse (a takeover cannot keep a dead daemon's io_uring queues)")
+		log.Info().Bool("enable_uring_switch_ignored", c.EnableURingSwitch).
+			Msg("supervised mount: requests come through /dev/fuse (a takeover cannot keep a dead daemon's io_uring queues); the kernel's io_uring switch is left as it is")
 	}
 	s := &Server{mountpoint: mountpoint, rawFS: rawFS, c: c, log: log, devFd: -1, mo: mo, sup: sup}
 	if fd, init, reply, ok := sup.Takeover(); ok {

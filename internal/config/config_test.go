@@ -612,3 +612,32 @@ migrate_threshold = 0.5
 		}
 	}
 }
+
+// enable_uring_switch with io_uring = false is refused on its line.
+func TestEnableURingSwitchWithoutIOUring(t *testing.T) {
+	_, err := parse(t, base+"[mount]\nio_uring = false\nenable_uring_switch = true\n")
+	if err == nil || !strings.HasPrefix(err.Error(), "tierfs.toml:13: mount.enable_uring_switch: ") {
+		t.Errorf("got %v, want an error on line 13, mount.enable_uring_switch", err)
+	}
+	c, err := parse(t, base+"[mount]\nenable_uring_switch = true\n")
+	if err != nil || !c.Mount.EnableURingSwitch || !c.Mount.IOUring {
+		t.Errorf("enable_uring_switch with io_uring's default: %+v, %v", c, err)
+	}
+}
+
+// The example file, as installed for operators, turns the kernel's io_uring
+// switch on: the defaults the benchmarks judge are that file's.
+func TestExampleFileTurnsURingSwitchOn(t *testing.T) {
+	b, err := os.ReadFile("../../examples/tierfs.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := strings.NewReplacer("/mnt/pmem0/tierfs", "{A}", "/data/hdd0/tierfs", "{B}").Replace(string(b))
+	c, err := parse(t, src)
+	if err != nil {
+		t.Fatalf("examples/tierfs.toml with existing tier paths: %v", err)
+	}
+	if !c.Mount.IOUring || !c.Mount.EnableURingSwitch {
+		t.Errorf("examples/tierfs.toml: io_uring = %v, enable_uring_switch = %v; want both true", c.Mount.IOUring, c.Mount.EnableURingSwitch)
+	}
+}

@@ -98,11 +98,18 @@ func TestKafkaThroughput(t *testing.T) {
 
 	// tierfs: threshold 0.9 of a tier three runs large; nothing moves.
 	defaultsTransport := defaultsSwitch(t)
+	profDir, pprofAt := os.Getenv(envProfile), ""
+	if profDir != "" {
+		// This daemon alone: the others' would find the port taken.
+		pprofAt = freeAddr(t)
+		os.Setenv("TIERFS_PPROF", pprofAt)
+	}
 	fs := mountTierfsDefaults(t, "tierfs", filepath.Join(dir, "tierfs"), integration.TierfsOptions{
 		FastSize: fmt.Sprintf("%d", size), Extra: policyTable(0.9)}, "", defaultsTransport)
 	if defaultsTransport == transportURing && !switchTurnedOn(fs) {
 		t.Fatalf("the tierfs target (the defaults) is served over io_uring, but its log does not say that it turned the kernel's switch on (%s)", fs.Log)
 	}
+	os.Unsetenv("TIERFS_PPROF")
 	mk("tierfs", filepath.Join(fs.Mnt, "kafka-logs"), fs)
 	servedBefore := cliStatus(t, fs).served()
 
@@ -211,12 +218,19 @@ func TestKafkaThroughput(t *testing.T) {
 			one(tg, fmt.Sprintf("warmup-%d", i), records, false)
 		}
 	}
+	stopProfiles := func() int { return 0 }
+	if profDir != "" {
+		stopProfiles = startProfiles(t, pprofAt, profDir, 10*time.Second)
+	}
 	for i := 0; i < nRuns; i++ {
 		for j := range targets {
 			one(targets[(i+j)%len(targets)], fmt.Sprintf("run-%d", i), records, true)
 		}
 	}
 	took := time.Since(start)
+	if profDir != "" {
+		t.Logf("%d CPU profiles of the tierfs daemon (the defaults) over the measured runs in %s: go tool pprof %s/cpu-*.pb.gz", stopProfiles(), profDir, profDir)
+	}
 
 	st := newStatusClient(fs.Mnt).mustStatus(t)
 	stDef := requireTransport(t, "tierfs", fs, defaultsTransport)
@@ -391,7 +405,11 @@ func TestKafkaThroughput(t *testing.T) {
 	fmt.Fprintf(&md, "\nProblems in the brokers' and tierfs's logs:\n\n%s", codeBlock(problems))
 	fmt.Fprintf(&md, "\nRerun: `TIERFS_BENCH=1 go test -run '^TestKafkaThroughput$' -v -timeout 60m ./integration/bench/` "+
 		"(`TIERFS_BENCH_SCALE` scales the records, `TIERFS_BENCH_RUNS` the runs).\n")
-	if err := benchkit.Fragment(root, "kafka", md.String()); err != nil {
+	if profDir != "" {
+		fmt.Fprintf(&md, "\n**This run was profiled (%s=%s): the tierfs target's daemon served pprof and was profiled throughout "+
+			"the measured runs, at some cost in its CPU; its figures are for the profile, not for the verdicts.**\n", envProfile, profDir)
+	}
+	if err := benchkit.Fragment(benchkit.ReportRoot(root), "kafka", md.String()); err != nil {
 		t.Fatalf("%v", err)
 	}
 	t.Logf("docs/bench/kafka.md:\n%s\nverdicts on the defaults:\n%s", md.String(), strings.Join(judged, "\n"))

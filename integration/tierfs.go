@@ -162,6 +162,10 @@ type TierfsOptions struct {
 	// mount when TIERFS_TEST_IOURING=1. Otherwise --io-uring=false: the
 	// mount is served through /dev/fuse whatever the kernel allows.
 	IOUring bool
+	// ConfigTransport passes neither --io-uring nor --io-uring=false: the
+	// [mount] table in Extra decides, as for an operator (the benchmarks'
+	// defaults). TIERFS_TEST_IOURING=1 still means --io-uring.
+	ConfigTransport bool
 	// DirectIO mounts with --direct-io (files opened for direct I/O); so
 	// does every mount when TIERFS_TEST_DIRECTIO=1.
 	DirectIO bool
@@ -307,7 +311,7 @@ func (fs *Tierfs) Start(t *testing.T) {
 	directIO := fs.opts.DirectIO || os.Getenv("TIERFS_TEST_DIRECTIO") == "1"
 	if fs.opts.IOUring || os.Getenv("TIERFS_TEST_IOURING") == "1" {
 		args = append(args, "--io-uring")
-	} else {
+	} else if !fs.opts.ConfigTransport {
 		// The default is io_uring where the kernel allows it: say
 		// which transport the test measures.
 		args = append(args, "--io-uring=false")

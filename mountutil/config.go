@@ -50,6 +50,13 @@ type Config struct {
 	// false always uses /dev/fuse. `tierfs mount --io-uring[=false]`
 	// overrides it.
 	IOUring bool `toml:"io_uring"`
+	// EnableURingSwitch has the daemon turn the kernel's switch for FUSE
+	// over io_uring on (Y into /sys/module/fuse/parameters/enable_uring,
+	// which a stock kernel leaves N) before it mounts, so that IOUring
+	// gets io_uring without an operator's echo. Root only; logged. It
+	// never turns the switch off: other mounts may have come to rely on
+	// it. Only with IOUring. Default false; examples/tierfs.toml sets it.
+	EnableURingSwitch bool `toml:"enable_uring_switch"`
 	// DirectIO opens every file with FOPEN_DIRECT_IO: reads and writes go
 	// to the daemon without passing through the mount's page cache (one
 	// copy less per write, and no partly written pages), while sendfile
@@ -114,7 +121,8 @@ func parseControlMode(s string) (os.FileMode, error) {
 
 // Validate checks the values and reports every problem (joined with
 // errors.Join); errors are *units.KeyError with keys "mount.control_mode",
-// "mount.control_group" and "mount.read_ahead_kb".
+// "mount.control_group", "mount.enable_uring_switch" and
+// "mount.read_ahead_kb".
 func (c Config) Validate() error {
 	var errs []error
 	if _, err := parseControlMode(c.ControlMode); err != nil {
@@ -122,6 +130,10 @@ func (c Config) Validate() error {
 	}
 	if _, err := c.ControlGID(); err != nil {
 		errs = append(errs, units.Errorf("mount.control_group", "%v", err))
+	}
+	if c.EnableURingSwitch && !c.IOUring {
+		errs = append(errs, units.Errorf("mount.enable_uring_switch",
+			"turns the kernel's switch for FUSE over io_uring on, which io_uring = false never uses: set io_uring = true or enable_uring_switch = false"))
 	}
 	if c.ReadAheadKB < 0 || c.ReadAheadKB > MaxReadAheadKB {
 		errs = append(errs, units.Errorf("mount.read_ahead_kb", "must be between 0 and %d (KiB; 0 leaves the kernel's default), got %d",

@@ -41,8 +41,9 @@ type Server struct {
 // nothing else is served until Start, so that the caller can settle what
 // depends on the kernel's answer (KernelSettings) first. Of c it reads
 // IOUring (and asks the kernel for FUSE over io_uring where that can be
-// had: otherwise it says why in the log and serves through /dev/fuse) and
-// ReadAheadKB (set by Start).
+// had: otherwise it says why in the log and serves through /dev/fuse),
+// EnableURingSwitch (with IOUring, it turns the kernel's switch on first)
+// and ReadAheadKB (set by Start).
 func Mount(mountpoint string, rawFS fuse.RawFileSystem, mo fuse.MountOptions, c Config, log zerolog.Logger) (*Server, error) {
 	s := &Server{mountpoint: mountpoint, rawFS: rawFS, c: c, log: log, devFd: -1}
 	if mo.MaxWrite <= 0 {
@@ -52,6 +53,9 @@ func Mount(mountpoint string, rawFS fuse.RawFileSystem, mo fuse.MountOptions, c 
 	}
 	target := mountpoint
 	if c.IOUring {
+		if c.EnableURingSwitch {
+			switchURingOn(log)
+		}
 		u, fd, err := mountForURing(mountpoint, &mo, log)
 		if err != nil {
 			return nil, err

@@ -115,8 +115,15 @@ func MountSupervised(mountpoint string, rawFS fuse.RawFileSystem, mo fuse.MountO
 	if mo.MaxWrite <= 0 {
 		mo.MaxWrite = 128 << 10
 	}
-	if c.IOUring && !c.SupervisorIOUring && fuseuring.Available() == nil {
+	switch {
+	case c.IOUring && c.SupervisorIOUring:
+		if c.EnableURingSwitch {
+			switchURingOn(log)
+		}
+	case c.IOUring && fuseuring.Available() == nil:
 		log.Info().Msg("supervised mount: requests come through /dev/fuse (a kill -9 over io_uring can fail calls in flight: [mount] supervisor_io_uring)")
+	case c.IOUring && c.EnableURingSwitch:
+		log.Info().Msg("supervised mount: requests come through /dev/fuse, and the kernel's io_uring switch is left as it is (enable_uring_switch serves only with supervisor_io_uring or supervisor = false)")
 	}
 	s := &Server{mountpoint: mountpoint, rawFS: rawFS, c: c, log: log, devFd: -1, mo: mo, sup: sup}
 	if fd, init, reply, ok := sup.Takeover(); ok {

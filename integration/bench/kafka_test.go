@@ -18,16 +18,18 @@ import (
 // log.dirs on one target, all five on tmpfs:
 //
 //	raw           a private tmpfs directory (the limit)
-//	tierfs        tierfs whose fast tier is such a tmpfs (a plain directory
-//	              as the slow tier; the fast tier is roomy and nothing
-//	              moves), with the defaults of `tierfs mount` on a stock
-//	              kernel (served through /dev/fuse): the judged one
-//	mergerfs      mergerfs over the same two kinds of branch (benchkit's
-//	              options)
-//	tierfs-uring  opt-in: the same tierfs served over FUSE over io_uring
-//	              (--io-uring; the kernel's switch turned on for the test)
-//	tierfs-direct opt-in: the same tierfs with files opened for direct
-//	              I/O (--direct-io)
+//	tierfs          tierfs whose fast tier is such a tmpfs (a plain
+//	                directory as the slow tier; the fast tier is roomy and
+//	                nothing moves), with the defaults an operator gets:
+//	                examples/tierfs.toml's [mount] table on a stock kernel,
+//	                whose io_uring switch the daemon turns on itself, so
+//	                served over FUSE over io_uring: the judged one
+//	mergerfs        mergerfs over the same two kinds of branch (benchkit's
+//	                options)
+//	tierfs-devfuse  the same tierfs served through /dev/fuse
+//	                (--io-uring=false; the default before)
+//	tierfs-direct   opt-in: the same tierfs with files opened for direct
+//	                I/O (--direct-io)
 //
 // The brokers run side by side and take turns: after two warm-up runs on
 // each, every run produces R records (TIERFS_BENCH_SCALE × 300,000) into a
@@ -95,10 +97,21 @@ func TestKafkaThroughput(t *testing.T) {
 	mk("raw", filepath.Join(raw, "kafka-logs"), nil)
 
 	// tierfs: threshold 0.9 of a tier three runs large; nothing moves.
-	fs := integration.MountTierfs(t, filepath.Join(dir, "tierfs"), integration.TierfsOptions{
-		FastSize: fmt.Sprintf("%d", size), Extra: policyTable(0.9)})
-	requireTransport(t, "tierfs", fs, transportDevFuse)
+	defaultsTransport := defaultsSwitch(t)
+	profDir, pprofAt := os.Getenv(envProfile), ""
+	if profDir != "" {
+		// This daemon alone: the others' would find the port taken.
+		pprofAt = freeAddr(t)
+		os.Setenv("TIERFS_PPROF", pprofAt)
+	}
+	fs := mountTierfsDefaults(t, "tierfs", filepath.Join(dir, "tierfs"), integration.TierfsOptions{
+		FastSize: fmt.Sprintf("%d", size), Extra: policyTable(0.9)}, "", defaultsTransport)
+	if defaultsTransport == transportURing && !switchTurnedOn(fs) {
+		t.Fatalf("the tierfs target (the defaults) is served over io_uring, but its log does not say that it turned the kernel's switch on (%s)", fs.Log)
+	}
+	os.Unsetenv("TIERFS_PPROF")
 	mk("tierfs", filepath.Join(fs.Mnt, "kafka-logs"), fs)
+	servedBefore := cliStatus(t, fs).served()
 
 	// mergerfs: a tmpfs branch and a plain-directory branch.
 	mfast, mslow, mmnt := filepath.Join(dir, "mergerfs", "fast"), filepath.Join(dir, "mergerfs", "slow"), filepath.Join(dir, "mergerfs", "mnt")
@@ -127,17 +140,16 @@ func TestKafkaThroughput(t *testing.T) {
 	targets[len(targets)-1].daemon = func() int { return benchkit.PidOf("mergerfs", mmnt) }
 	targets[len(targets)-1].place = &benchkit.Placement{Target: "mergerfs", Fast: mfast, Others: []string{mslow}}
 
-	// tierfs-uring: the same tierfs over FUSE over io_uring.
-	fsU := mountTierfsURing(t, filepath.Join(dir, "tierfs-uring"), integration.TierfsOptions{
-		FastSize: fmt.Sprintf("%d", size), Extra: policyTable(0.9)})
-	mk("tierfs-uring", filepath.Join(fsU.Mnt, "kafka-logs"), fsU)
-	servedBefore := cliStatus(t, fsU).served()
+	// tierfs-devfuse: the same tierfs through /dev/fuse.
+	fsU := integration.MountTierfs(t, filepath.Join(dir, "tierfs-devfuse"), integration.TierfsOptions{
+		FastSize: fmt.Sprintf("%d", size), Extra: policyTable(0.9) + "\n[mount]\n" + strings.TrimPrefix(exampleMount(t), "[mount]\n")})
+	requireTransport(t, "tierfs-devfuse", fsU, transportDevFuse)
+	mk("tierfs-devfuse", filepath.Join(fsU.Mnt, "kafka-logs"), fsU)
 
 	// tierfs-direct: the defaults with files opened for direct I/O (the
 	// harness checks that the mount says so).
-	fsD := integration.MountTierfs(t, filepath.Join(dir, "tierfs-direct"), integration.TierfsOptions{
-		FastSize: fmt.Sprintf("%d", size), Extra: policyTable(0.9), DirectIO: true})
-	requireTransport(t, "tierfs-direct", fsD, transportDevFuse)
+	fsD := mountTierfsDefaults(t, "tierfs-direct", filepath.Join(dir, "tierfs-direct"), integration.TierfsOptions{
+		FastSize: fmt.Sprintf("%d", size), Extra: policyTable(0.9), DirectIO: true}, "", defaultsTransport)
 	mk("tierfs-direct", filepath.Join(fsD.Mnt, "kafka-logs"), fsD)
 
 	for _, tg := range targets {
@@ -206,19 +218,27 @@ func TestKafkaThroughput(t *testing.T) {
 			one(tg, fmt.Sprintf("warmup-%d", i), records, false)
 		}
 	}
+	stopProfiles := func() int { return 0 }
+	if profDir != "" {
+		stopProfiles = startProfiles(t, pprofAt, profDir, 10*time.Second)
+	}
 	for i := 0; i < nRuns; i++ {
 		for j := range targets {
 			one(targets[(i+j)%len(targets)], fmt.Sprintf("run-%d", i), records, true)
 		}
 	}
 	took := time.Since(start)
+	if profDir != "" {
+		t.Logf("%d CPU profiles of the tierfs daemon (the defaults) over the measured runs in %s: go tool pprof %s/cpu-*.pb.gz", stopProfiles(), profDir, profDir)
+	}
 
 	st := newStatusClient(fs.Mnt).mustStatus(t)
-	stU := requireTransport(t, "tierfs-uring", fsU, transportURing)
-	servedURing := stU.served() - servedBefore
-	if servedURing == 0 {
-		t.Errorf("tierfs-uring: no request was answered over io_uring during the runs (%s)", describeRequests(stU.Requests))
+	stDef := requireTransport(t, "tierfs", fs, defaultsTransport)
+	servedURing := stDef.served() - servedBefore
+	if defaultsTransport == transportURing && servedURing == 0 {
+		t.Errorf("tierfs: no request was answered over io_uring during the runs (%s)", describeRequests(stDef.Requests))
 	}
+	stU := requireTransport(t, "tierfs-devfuse", fsU, transportDevFuse)
 	var problems []string
 	for _, tg := range targets {
 		tg.b.Stop(t)
@@ -232,16 +252,16 @@ func TestKafkaThroughput(t *testing.T) {
 	}
 	_, spillsU, tfProblemsU := logFacts(fsU.Log)
 	for _, l := range tfProblemsU {
-		problems = append(problems, "tierfs-uring log: "+l)
+		problems = append(problems, "tierfs-devfuse log: "+l)
 	}
-	stD := requireTransport(t, "tierfs-direct", fsD, transportDevFuse)
+	stD := requireTransport(t, "tierfs-direct", fsD, defaultsTransport)
 	_, spillsD, tfProblemsD := logFacts(fsD.Log)
 	for _, l := range tfProblemsD {
 		problems = append(problems, "tierfs-direct log: "+l)
 	}
 
 	// The report.
-	names := []string{"raw", "tierfs", "mergerfs", "tierfs-uring", "tierfs-direct"}
+	names := []string{"raw", "tierfs", "mergerfs", "tierfs-devfuse", "tierfs-direct"}
 	var rows [][]string
 	for _, n := range names {
 		r := res[n]
@@ -253,7 +273,7 @@ func TestKafkaThroughput(t *testing.T) {
 			benchkit.Ratio(ra.cWarm, rb.cWarm), benchkit.Ratio(ra.cCold, rb.cCold)}
 	}
 	rows = append(rows, ratioRow("tierfs", "raw"), ratioRow("mergerfs", "raw"), ratioRow("tierfs", "mergerfs"),
-		ratioRow("tierfs-uring", "raw"), ratioRow("tierfs-uring", "mergerfs"), ratioRow("tierfs-uring", "tierfs"),
+		ratioRow("tierfs-devfuse", "raw"), ratioRow("tierfs-devfuse", "mergerfs"), ratioRow("tierfs-devfuse", "tierfs"),
 		ratioRow("tierfs-direct", "raw"), ratioRow("tierfs-direct", "tierfs"))
 	// Where the CPU went: medians of each run's CPU seconds per GiB.
 	cpuCell := func(us []benchkit.CPUUse) string {
@@ -282,18 +302,20 @@ func TestKafkaThroughput(t *testing.T) {
 	// the lowest of the rounds' paired ratios must reach the goal. The
 	// opt-in modes' ratios are on rows of their own, not judged.
 	configs := []struct{ name, label string }{
-		{"tierfs", "**defaults** (`tierfs mount`, /dev/fuse)"}, {"tierfs-uring", "io_uring, opt-in"},
-		{"tierfs-direct", "direct I/O, opt-in"}}
+		{"tierfs", "**defaults** (examples/tierfs.toml, " + defaultsTransport + ")"}, {"tierfs-devfuse", "/dev/fuse (`--io-uring=false`)"},
+		{"tierfs-direct", "direct I/O (`--direct-io`), opt-in"}}
 	var judged []string
 	judge := func(what string, of func(*result) []float64, goal float64) [][]string {
 		var rows [][]string
 		for i, c := range configs {
 			rs := benchkit.Paired(of(res[c.name]), of(mr))
-			lo, _ := benchkit.Spread(rs)
 			v := "not judged"
 			if i == 0 {
-				v = verdict(lo, goal) + " (lowest round)"
-				judged = append(judged, what+": "+v)
+				vd := benchkit.Verdict{Section: "kafka", Target: what, Config: "the defaults (" + defaultsTransport + ")",
+					Ratios: rs, Goal: goal, EveryRun: true}
+				recordVerdict(t, vd)
+				v = mdOutcome(vd) + " (lowest round)"
+				judged = append(judged, vd.Line())
 			}
 			first := ""
 			if i == 0 {
@@ -315,26 +337,28 @@ func TestKafkaThroughput(t *testing.T) {
 	fastUsedD, _ := stD.tier("fast")
 	slowUsedD, _ := stD.tier("slow")
 	var md strings.Builder
-	fmt.Fprintf(&md, "## Kafka throughput: raw tmpfs, tierfs (/dev/fuse, io_uring, direct I/O), mergerfs\n\n")
+	fmt.Fprintf(&md, "## Kafka throughput: raw tmpfs, tierfs (the defaults over io_uring, /dev/fuse, direct I/O), mergerfs\n\n")
 	fmt.Fprintf(&md, "Issue #6, item 3. `TestKafkaThroughput` (`integration/bench/kafka_test.go`): Kafka %s's own "+
 		"`ProducerPerformance` and `ConsumerPerformance`, %d records of 1 KiB a run (acks=all, idempotent, "+
 		"linger.ms=5, batch.size=64 KiB, 4 partitions, log.segment.bytes 64 MiB), against five single-node KRaft "+
 		"brokers (1 GiB heap) whose `log.dirs` are a raw tmpfs directory, tierfs over such a tmpfs (policy on, "+
-		"threshold 0.9, the fast tier %s so nothing moves) with the defaults of `tierfs mount` on a stock kernel (no "+
-		"`[mount]` table; requests through `/dev/fuse`), mergerfs %s over a tmpfs "+
+		"threshold 0.9, the fast tier %s so nothing moves) with the defaults an operator gets (`tierfs mount` with "+
+		"examples/tierfs.toml's `[mount]` table and no flags, on a stock kernel: the test turned the switch `%s` off "+
+		"before mounting and the daemon turned it on itself, `enable_uring_switch = true`, as its log said; served over FUSE "+
+		"over io_uring, one queue per CPU, here %d queues of %d threads; `tierfs status --json` said `\"transport\": \"io_uring\"`, "+
+		"and it answered %d requests over io_uring during the runs; the switch was put back as it was after the test), "+
+		"mergerfs %s over a tmpfs "+
 		"branch and a plain directory (`%s`: new files on the tmpfs branch, its caching matched to tierfs's, "+
-		"see the micro-benchmarks), and two opt-in modes of tierfs, each the defaults with one switch: *tierfs-uring*: the same tierfs, on a tmpfs of its own, served "+
-		"over FUSE over io_uring (`tierfs mount --io-uring`: one queue per CPU, here %d queues of %d threads; "+
-		"`tierfs status --json` said `\"transport\": \"io_uring\"`, and it answered %d requests over io_uring "+
-		"during the runs; the kernel's switch `%s` on for the test, turned on if it was off and put back after: "+
-		"it leaves the other mounts as they are), and *tierfs-direct*: the same tierfs with files opened for direct I/O "+
-		"(`tierfs mount --direct-io`, opt-in, through `/dev/fuse`: read and write bypass the mount's page cache, Kafka's sendfile "+
+		"see the micro-benchmarks), and two other modes of tierfs, each the defaults with one switch, each on a tmpfs of its own: "+
+		"*tierfs-devfuse*: served through `/dev/fuse` (`tierfs mount --io-uring=false`, the default before), "+
+		"and *tierfs-direct*: the defaults with files opened for direct I/O "+
+		"(`tierfs mount --direct-io`, opt-in, over io_uring: read and write bypass the mount's page cache, Kafka's sendfile "+
 		"and index mappings still use it; `tierfs status --json` said `\"data_path\": \"direct I/O\"`). "+
 		"The brokers take turns; each run goes to a new topic, deleted afterwards; the "+
 		"first target rotates. Medians of %d runs (min–max), after %d warm-up runs of the same size on each broker, in turns "+
 		"(the brokers' JIT compilers are still busy in the first runs).\n\n",
-		k.Version, records, mibStr(size), benchkit.MergerfsVersion(), benchkit.MergerfsOptions,
-		stU.Requests.Queues, stU.Requests.ThreadsPerQueue, servedURing, benchkit.URingParam, nRuns, warmups)
+		k.Version, records, mibStr(size), benchkit.URingParam, stDef.Requests.Queues, stDef.Requests.ThreadsPerQueue, servedURing,
+		benchkit.MergerfsVersion(), benchkit.MergerfsOptions, nRuns, warmups)
 	md.WriteString(benchkit.Table([]string{"log.dirs on", "producer MiB/s", "producer records/s", "consumer MiB/s, warm", "consumer MiB/s, cold FUSE cache"}, rows))
 	md.WriteString("\nProducer: `ProducerPerformance`'s summary (its \"MB/sec\" is MiB/s). Consumer: " +
 		"`ConsumerPerformance`'s `fetch.MB.sec` (MiB/s, the group join left out); *warm* right after the " +
@@ -364,15 +388,15 @@ func TestKafkaThroughput(t *testing.T) {
 		"waits for the daemon are no CPU time at all. A run that leaves the CPUs idle part of the time waits on " +
 		"something else than CPU: a FUSE target's consumer on the daemon's READs.\n\n")
 	md.WriteString(cpuTable)
-	md.WriteString("\nThe targets of issue 19, judged on the defaults alone (`tierfs mount` with no flags and no `[mount]` table, " +
-		"on a stock kernel: requests through `/dev/fuse`) and in every run: the verdict is on the lowest of the rounds' " +
-		"ratios, each round having run every broker once, in turns. The opt-in modes follow on rows of their own, not judged " +
+	md.WriteString("\nThe targets of issue 19, judged on the defaults alone (`tierfs mount` with examples/tierfs.toml's `[mount]` table, " +
+		"on a stock kernel: requests over FUSE over io_uring, the daemon having turned the kernel's switch on) and in every run: the verdict is on the lowest of the rounds' " +
+		"ratios, each round having run every broker once, in turns. The other modes follow on rows of their own, not judged " +
 		"(the kernel's write-back cache is not among them: with it a record Kafka acknowledged without fsync would live only " +
 		"in the kernel until written back, and be lost if the daemon died). Every run's records were checked to be on the " +
 		"target's tmpfs, none on its slow branch or tier, before the topic was deleted.\n\n")
 	md.WriteString(targetsTable)
 	fmt.Fprintf(&md, "\ntierfs at the end: fast tier %s used, slow tier %s used, %d policy moves, %d spills "+
-		"(both should be 0: the fast tier was roomy). tierfs-uring at the end: fast tier %s used, slow tier %s "+
+		"(both should be 0: the fast tier was roomy). tierfs-devfuse at the end: fast tier %s used, slow tier %s "+
 		"used, %d policy moves, %d spills. tierfs-direct at the end: fast tier %s used, slow tier %s used, "+
 		"%d policy moves, %d spills. Whole test: %v for the runs.\n",
 		mibStr(max(fastUsed, 0)), mibStr(max(slowUsed, 0)), policyDone(st), spills,
@@ -381,7 +405,11 @@ func TestKafkaThroughput(t *testing.T) {
 	fmt.Fprintf(&md, "\nProblems in the brokers' and tierfs's logs:\n\n%s", codeBlock(problems))
 	fmt.Fprintf(&md, "\nRerun: `TIERFS_BENCH=1 go test -run '^TestKafkaThroughput$' -v -timeout 60m ./integration/bench/` "+
 		"(`TIERFS_BENCH_SCALE` scales the records, `TIERFS_BENCH_RUNS` the runs).\n")
-	if err := benchkit.Fragment(root, "kafka", md.String()); err != nil {
+	if profDir != "" {
+		fmt.Fprintf(&md, "\n**This run was profiled (%s=%s): the tierfs target's daemon served pprof and was profiled throughout "+
+			"the measured runs, at some cost in its CPU; its figures are for the profile, not for the verdicts.**\n", envProfile, profDir)
+	}
+	if err := benchkit.Fragment(benchkit.ReportRoot(root), "kafka", md.String()); err != nil {
 		t.Fatalf("%v", err)
 	}
 	t.Logf("docs/bench/kafka.md:\n%s\nverdicts on the defaults:\n%s", md.String(), strings.Join(judged, "\n"))

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -25,6 +26,14 @@ import (
 
 func TestMain(m *testing.M) {
 	code := m.Run()
+	if len(verdicts.list) > 0 {
+		// make bench's last word: every target of the issue judged on the
+		// defaults in this run, one line each.
+		fmt.Printf("\nverdicts on the defaults, this run (%d):\n", len(verdicts.list))
+		for _, v := range verdicts.list {
+			fmt.Println(v.Line())
+		}
+	}
 	if memory.release != nil {
 		if err := memory.release(); err != nil {
 			fmt.Fprintf(os.Stderr, "%v\n", err)
@@ -85,4 +94,27 @@ func holdMemory(t *testing.T) {
 	if memory.err != nil {
 		t.Fatalf("holding the guest's memory for the runs: %v", memory.err)
 	}
+}
+
+// verdicts are the targets judged in this run, for TestMain's summary.
+var verdicts struct {
+	mu   sync.Mutex
+	list []benchkit.Verdict
+}
+
+// recordVerdict logs v's line and keeps it for the summary.
+func recordVerdict(t *testing.T, v benchkit.Verdict) {
+	t.Helper()
+	t.Log(v.Line())
+	verdicts.mu.Lock()
+	defer verdicts.mu.Unlock()
+	verdicts.list = append(verdicts.list, v)
+}
+
+// mdOutcome is v's outcome for a report's table, a miss in bold.
+func mdOutcome(v benchkit.Verdict) string {
+	if o := v.Outcome(); strings.HasPrefix(o, "missed") {
+		return "**missed**" + strings.TrimPrefix(o, "missed")
+	}
+	return v.Outcome()
 }

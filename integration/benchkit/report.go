@@ -141,12 +141,15 @@ func Machine() MachineInfo {
 const MethodText = `## Method
 
 - **The configuration judged.** Every target is judged on one configuration: the defaults an operator
-  gets from ` + "`tierfs mount`" + ` with examples/tierfs.toml's ` + "`[mount]`" + ` table as it ships (every key at its
-  default) on a stock kernel, where FUSE over io_uring is off (its switch,
-  ` + "`/sys/module/fuse/parameters/enable_uring`" + `, defaults to N), so requests come through ` + "`/dev/fuse`" + `. The
-  opt-in modes (` + "`--io-uring`" + `, ` + "`--direct-io`" + `, ` + "`writeback_cache`" + `) are measured too, each the defaults
-  with one switch, on rows of their own; no verdict is taken from them, and no target is judged on the
-  best of several configurations.
+  gets from ` + "`tierfs mount`" + ` with examples/tierfs.toml's ` + "`[mount]`" + ` table as it ships (the package installs
+  it as /etc/tierfs/tierfs.toml) and no flags, on a stock kernel, where FUSE over io_uring is off (its switch,
+  ` + "`/sys/module/fuse/parameters/enable_uring`" + `, defaults to N; the suite turns it off before mounting and puts
+  it back after): the file's ` + "`enable_uring_switch = true`" + ` has the daemon turn it on, so requests come over
+  FUSE over io_uring. The other modes (` + "`/dev/fuse`" + ` with ` + "`--io-uring=false`" + `, ` + "`--direct-io`" + `,
+  ` + "`writeback_cache`" + `) are measured too, each the defaults with one switch, on rows of their own; no verdict
+  is taken from them, and no target is judged on the best of several configurations. Each verdict is also
+  one ` + "`VERDICT`" + ` line in make bench's output (met or missed, the ratio, its spread, and whether the median
+  or the lowest round is judged), all of them repeated at its end.
 - **Peers write where tierfs writes.** mergerfs, the FUSE peer, runs over a branch on the same fast
   medium as tierfs's fast tier, first, and a slow branch, with ` + "`" + MergerfsOptions + "`" + `, chosen from
   mergerfs's documentation (mergerfs(1)): ` + "`minfreespace=0`" + `, since mergerfs's default of 4G makes its

@@ -120,8 +120,6 @@ func MountSupervised(mountpoint string, rawFS fuse.RawFileSystem, mo fuse.MountO
 		if c.EnableURingSwitch {
 			switchURingOn(log)
 		}
-	case c.IOUring && fuseuring.Available() == nil:
-		log.Info().Msg("supervised mount: requests come through /dev/fuse (a kill -9 over io_uring can fail calls in flight: [mount] supervisor_io_uring)")
 	case c.IOUring && c.EnableURingSwitch:
 		log.Info().Msg("supervised mount: requests come through /dev/fuse, and the kernel's io_uring switch is left as it is (enable_uring_switch serves only with supervisor_io_uring or supervisor = false)")
 	}

@@ -131,7 +131,9 @@ func mountReadAhead(t *testing.T, mnt string) string {
 // `tierfs status` says how requests reach the daemon: over io_uring
 // (queues, threads, a count that grows) by default where the kernel
 // allows it, through /dev/fuse with [mount] io_uring = false or where the
-// kernel's switch is off (an info line then, not a warning).
+// kernel's switch is off (an info line then, not a warning). Unsupervised:
+// a supervised mount serves /dev/fuse unless supervisor_io_uring
+// (TestSupervisionAndURing).
 func TestStatusShowsTransport(t *testing.T) {
 	requireFUSE(t)
 	testenv.HoldURingSwitch(t)
@@ -150,7 +152,7 @@ func TestStatusShowsTransport(t *testing.T) {
 	t.Run("switch off", func(t *testing.T) {
 		set("N")
 		e := newEnv(t)
-		e.setConfig(t, "", idlePolicy)
+		e.setConfig(t, "", idlePolicy+"\n[mount]\nsupervisor = false\n")
 		d := startDaemon(t, e)
 		st, _ := statusJSON(t, e.mnt)
 		if st.Requests == nil || st.Requests.Transport != "/dev/fuse" {
@@ -165,7 +167,7 @@ func TestStatusShowsTransport(t *testing.T) {
 	for _, uring := range []bool{false, true} {
 		t.Run(fmt.Sprintf("io_uring=%v", uring), func(t *testing.T) {
 			e := newEnv(t)
-			e.setConfig(t, "", idlePolicy+fmt.Sprintf("\n[mount]\nio_uring = %v\n", uring))
+			e.setConfig(t, "", idlePolicy+fmt.Sprintf("\n[mount]\nsupervisor = false\nio_uring = %v\n", uring))
 			startDaemon(t, e)
 			st, _ := statusJSON(t, e.mnt)
 			r := st.Requests

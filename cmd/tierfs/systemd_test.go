@@ -405,6 +405,7 @@ func killInNS(sd *systemdNS, pid int) error {
 func TestSystemdNotifyWithoutSupervisor(t *testing.T) {
 	requireFUSE(t)
 	e := newEnv(t)
+	e.setConfig(t, "", idlePolicy+"\n[mount]\nsupervisor = false\n")
 	logFile := filepath.Join(e.base, "tierfs.log")
 	unit := tierfsUnit(t, e, logFile) + "TimeoutStartSec=20s\n"
 	sd := startSystemdNS(t, e.base, map[string]string{"tierfs.service": unit})

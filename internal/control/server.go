@@ -634,8 +634,16 @@ func Listen(mountpoint string, cs *Server, perm os.FileMode, gid int) (*Listener
 	}
 	// Bind in a private directory, set the permissions, then rename into
 	// place: the process umask is 0 in the daemon, so a socket bound at
-	// its final name would be open to all for a moment.
-	tmpDir, err := os.MkdirTemp(SocketDir, ".bind-")
+	// its final name would be open to all for a moment. The directory is
+	// named for the mountpoint: one left by a daemon killed here is this
+	// mount's alone to remove (one daemon serves a mountpoint).
+	prefix := bindPrefix(path)
+	if left, _ := filepath.Glob(filepath.Join(SocketDir, prefix+"*")); len(left) > 0 {
+		for _, d := range left {
+			os.RemoveAll(d)
+		}
+	}
+	tmpDir, err := os.MkdirTemp(SocketDir, prefix)
 	if err != nil {
 		return nil, fmt.Errorf("control socket: %w", err)
 	}
@@ -674,6 +682,11 @@ func Listen(mountpoint string, cs *Server, perm os.FileMode, gid int) (*Listener
 
 // Path is the socket's path.
 func (c *Listener) Path() string { return c.path }
+
+// bindPrefix names the bind directories of the socket at path.
+func bindPrefix(path string) string {
+	return ".bind-" + strings.TrimSuffix(filepath.Base(path), ".sock") + "-"
+}
 
 // removeStaleSocket removes the socket file at path if no process listens
 // on it.

@@ -198,11 +198,24 @@ func TestControlSocketPath(t *testing.T) {
 }
 
 // Listen sets the mode and group before the socket appears,
-// refuses a live socket, replaces a stale one, and removes its own.
+// refuses a live socket, replaces a stale one, and removes its own bind
+// directory and one a daemon killed while binding left.
 func TestListenControl(t *testing.T) {
 	testenv.Root(t, "creating sockets in /run/tierfs")
 	mp := filepath.Join(t.TempDir(), "mnt") // never mounted: only names the socket
 	h := NewServer(&fakeStore{}, nil, mp, zerolog.Nop())
+	sock, err := SocketPath(mp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(SocketDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	killed, err := os.MkdirTemp(SocketDir, bindPrefix(sock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(killed) })
 	c, err := Listen(mp, h, 0o640, 4242)
 	if err != nil {
 		t.Fatal(err)
@@ -220,7 +233,7 @@ func TestListenControl(t *testing.T) {
 	if st.Mode&unix.S_IFMT != unix.S_IFSOCK || st.Mode&0o7777 != 0o640 || st.Gid != 4242 {
 		t.Errorf("socket mode %o gid %d, want socket 0640 gid 4242", st.Mode, st.Gid)
 	}
-	if left, _ := filepath.Glob(filepath.Join(SocketDir, ".bind-*")); len(left) != 0 {
+	if left, _ := filepath.Glob(filepath.Join(SocketDir, bindPrefix(c.path)+"*")); len(left) != 0 {
 		t.Errorf("temporary bind directories left: %v", left)
 	}
 	cl, _ := NewClient(mp)

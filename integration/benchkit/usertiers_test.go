@@ -135,9 +135,9 @@ func TestUserTiersMicroSuite(t *testing.T) {
 	_, err := exec.LookPath("mergerfs")
 	testenv.Require(t, err == nil, "mergerfs is missing (make deps installs it)")
 	_, err = os.Stat(URingParam)
-	testenv.Require(t, err == nil, "the micro suite's defaults need a kernel with FUSE over io_uring")
+	testenv.Require(t, err == nil, "the micro suite's io_uring row needs a kernel with FUSE over io_uring")
 	// The suite holds the io_uring switch's lock itself while it runs
-	// (its defaults' daemon turns the switch on): taking it here too would
+	// (its io_uring row's daemon turns the switch on): taking it here too would
 	// leave the suite waiting for this test.
 	root, err := RepoRoot()
 	if err != nil {

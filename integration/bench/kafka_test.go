@@ -21,13 +21,17 @@ import (
 //	tierfs          tierfs whose fast tier is such a tmpfs (a plain
 //	                directory as the slow tier; the fast tier is roomy and
 //	                nothing moves), with the defaults an operator gets:
-//	                examples/tierfs.toml's [mount] table on a stock kernel,
-//	                whose io_uring switch the daemon turns on itself, so
-//	                served over FUSE over io_uring: the judged one
+//	                examples/tierfs.toml's [mount] table as it ships, so
+//	                supervised and served through /dev/fuse: the judged one
 //	mergerfs        mergerfs over the same two kinds of branch (benchkit's
 //	                options)
-//	tierfs-devfuse  the same tierfs served through /dev/fuse
-//	                (--io-uring=false; the default before)
+//	tierfs-unsup    opt-in: the same tierfs without a supervisor, through
+//	                /dev/fuse (supervisor = false, io_uring = false; the
+//	                defaults before supervision)
+//	tierfs-uring    opt-in: the same tierfs without a supervisor, over
+//	                FUSE over io_uring, its daemon turning the kernel's
+//	                switch on (supervisor = false, enable_uring_switch =
+//	                true; the switch is off before, as on a stock kernel)
 //	tierfs-direct   opt-in: the same tierfs with files opened for direct
 //	                I/O (--direct-io)
 //
@@ -97,7 +101,7 @@ func TestKafkaThroughput(t *testing.T) {
 	mk("raw", filepath.Join(raw, "kafka-logs"), nil)
 
 	// tierfs: threshold 0.9 of a tier three runs large; nothing moves.
-	defaultsTransport := defaultsSwitch(t)
+	uringTransport := uringSwitchOff(t)
 	profDir, pprofAt := os.Getenv(envProfile), ""
 	if profDir != "" {
 		// This daemon alone: the others' would find the port taken.
@@ -105,13 +109,9 @@ func TestKafkaThroughput(t *testing.T) {
 		os.Setenv("TIERFS_PPROF", pprofAt)
 	}
 	fs := mountTierfsDefaults(t, "tierfs", filepath.Join(dir, "tierfs"), integration.TierfsOptions{
-		FastSize: fmt.Sprintf("%d", size), Extra: policyTable(0.9)}, "", defaultsTransport)
-	if defaultsTransport == transportURing && !switchTurnedOn(fs) {
-		t.Fatalf("the tierfs target (the defaults) is served over io_uring, but its log does not say that it turned the kernel's switch on (%s)", fs.Log)
-	}
+		FastSize: fmt.Sprintf("%d", size), Extra: policyTable(0.9)}, "", transportDevFuse, true)
 	os.Unsetenv("TIERFS_PPROF")
 	mk("tierfs", filepath.Join(fs.Mnt, "kafka-logs"), fs)
-	servedBefore := cliStatus(t, fs).served()
 
 	// mergerfs: a tmpfs branch and a plain-directory branch.
 	mfast, mslow, mmnt := filepath.Join(dir, "mergerfs", "fast"), filepath.Join(dir, "mergerfs", "slow"), filepath.Join(dir, "mergerfs", "mnt")
@@ -140,16 +140,25 @@ func TestKafkaThroughput(t *testing.T) {
 	targets[len(targets)-1].daemon = func() int { return benchkit.PidOf("mergerfs", mmnt) }
 	targets[len(targets)-1].place = &benchkit.Placement{Target: "mergerfs", Fast: mfast, Others: []string{mslow}}
 
-	// tierfs-devfuse: the same tierfs through /dev/fuse.
-	fsU := integration.MountTierfs(t, filepath.Join(dir, "tierfs-devfuse"), integration.TierfsOptions{
-		FastSize: fmt.Sprintf("%d", size), Extra: policyTable(0.9) + "\n[mount]\n" + strings.TrimPrefix(exampleMount(t), "[mount]\n")})
-	requireTransport(t, "tierfs-devfuse", fsU, transportDevFuse)
-	mk("tierfs-devfuse", filepath.Join(fsU.Mnt, "kafka-logs"), fsU)
+	// tierfs-unsup: the defaults without a supervisor, through /dev/fuse.
+	fsF := mountTierfsDefaults(t, "tierfs-unsup", filepath.Join(dir, "tierfs-unsup"), integration.TierfsOptions{
+		FastSize: fmt.Sprintf("%d", size), Extra: policyTable(0.9)}, mountUnsupervised, transportDevFuse, false)
+	mk("tierfs-unsup", filepath.Join(fsF.Mnt, "kafka-logs"), fsF)
+
+	// tierfs-uring: the defaults without a supervisor, over io_uring, the
+	// daemon turning the kernel's switch on.
+	fsU := mountTierfsDefaults(t, "tierfs-uring", filepath.Join(dir, "tierfs-uring"), integration.TierfsOptions{
+		FastSize: fmt.Sprintf("%d", size), Extra: policyTable(0.9)}, mountURingSwitch, uringTransport, false)
+	if uringTransport == transportURing && !switchTurnedOn(fsU) {
+		t.Fatalf("the tierfs-uring target is served over io_uring, but its log does not say that it turned the kernel's switch on (%s)", fsU.Log)
+	}
+	mk("tierfs-uring", filepath.Join(fsU.Mnt, "kafka-logs"), fsU)
+	servedBefore := cliStatus(t, fsU).served()
 
 	// tierfs-direct: the defaults with files opened for direct I/O (the
 	// harness checks that the mount says so).
 	fsD := mountTierfsDefaults(t, "tierfs-direct", filepath.Join(dir, "tierfs-direct"), integration.TierfsOptions{
-		FastSize: fmt.Sprintf("%d", size), Extra: policyTable(0.9), DirectIO: true}, "", defaultsTransport)
+		FastSize: fmt.Sprintf("%d", size), Extra: policyTable(0.9), DirectIO: true}, "", transportDevFuse, true)
 	mk("tierfs-direct", filepath.Join(fsD.Mnt, "kafka-logs"), fsD)
 
 	for _, tg := range targets {
@@ -233,12 +242,14 @@ func TestKafkaThroughput(t *testing.T) {
 	}
 
 	st := newStatusClient(fs.Mnt).mustStatus(t)
-	stDef := requireTransport(t, "tierfs", fs, defaultsTransport)
-	servedURing := stDef.served() - servedBefore
-	if defaultsTransport == transportURing && servedURing == 0 {
-		t.Errorf("tierfs: no request was answered over io_uring during the runs (%s)", describeRequests(stDef.Requests))
+	stDef := requireSupervision(t, "tierfs", requireTransport(t, "tierfs", fs, transportDevFuse), true)
+	requireNoTakeover(t, "tierfs", stDef)
+	stF := requireSupervision(t, "tierfs-unsup", requireTransport(t, "tierfs-unsup", fsF, transportDevFuse), false)
+	stU := requireSupervision(t, "tierfs-uring", requireTransport(t, "tierfs-uring", fsU, uringTransport), false)
+	servedURing := stU.served() - servedBefore
+	if uringTransport == transportURing && servedURing == 0 {
+		t.Errorf("tierfs-uring: no request was answered over io_uring during the runs (%s)", describeRequests(stU.Requests))
 	}
-	stU := requireTransport(t, "tierfs-devfuse", fsU, transportDevFuse)
 	var problems []string
 	for _, tg := range targets {
 		tg.b.Stop(t)
@@ -250,18 +261,22 @@ func TestKafkaThroughput(t *testing.T) {
 	for _, l := range tfProblems {
 		problems = append(problems, "tierfs log: "+l)
 	}
+	_, spillsF, tfProblemsF := logFacts(fsF.Log)
+	for _, l := range tfProblemsF {
+		problems = append(problems, "tierfs-unsup log: "+l)
+	}
 	_, spillsU, tfProblemsU := logFacts(fsU.Log)
 	for _, l := range tfProblemsU {
-		problems = append(problems, "tierfs-devfuse log: "+l)
+		problems = append(problems, "tierfs-uring log: "+l)
 	}
-	stD := requireTransport(t, "tierfs-direct", fsD, defaultsTransport)
+	stD := requireSupervision(t, "tierfs-direct", requireTransport(t, "tierfs-direct", fsD, transportDevFuse), true)
 	_, spillsD, tfProblemsD := logFacts(fsD.Log)
 	for _, l := range tfProblemsD {
 		problems = append(problems, "tierfs-direct log: "+l)
 	}
 
 	// The report.
-	names := []string{"raw", "tierfs", "mergerfs", "tierfs-devfuse", "tierfs-direct"}
+	names := []string{"raw", "tierfs", "mergerfs", "tierfs-unsup", "tierfs-uring", "tierfs-direct"}
 	var rows [][]string
 	for _, n := range names {
 		r := res[n]
@@ -273,7 +288,8 @@ func TestKafkaThroughput(t *testing.T) {
 			benchkit.Ratio(ra.cWarm, rb.cWarm), benchkit.Ratio(ra.cCold, rb.cCold)}
 	}
 	rows = append(rows, ratioRow("tierfs", "raw"), ratioRow("mergerfs", "raw"), ratioRow("tierfs", "mergerfs"),
-		ratioRow("tierfs-devfuse", "raw"), ratioRow("tierfs-devfuse", "mergerfs"), ratioRow("tierfs-devfuse", "tierfs"),
+		ratioRow("tierfs-unsup", "raw"), ratioRow("tierfs-unsup", "tierfs"),
+		ratioRow("tierfs-uring", "raw"), ratioRow("tierfs-uring", "mergerfs"), ratioRow("tierfs-uring", "tierfs"),
 		ratioRow("tierfs-direct", "raw"), ratioRow("tierfs-direct", "tierfs"))
 	// Where the CPU went: medians of each run's CPU seconds per GiB.
 	cpuCell := func(us []benchkit.CPUUse) string {
@@ -302,7 +318,9 @@ func TestKafkaThroughput(t *testing.T) {
 	// the lowest of the rounds' paired ratios must reach the goal. The
 	// opt-in modes' ratios are on rows of their own, not judged.
 	configs := []struct{ name, label string }{
-		{"tierfs", "**defaults** (examples/tierfs.toml, " + defaultsTransport + ")"}, {"tierfs-devfuse", "/dev/fuse (`--io-uring=false`)"},
+		{"tierfs", "**defaults** (examples/tierfs.toml: supervised, /dev/fuse)"},
+		{"tierfs-unsup", "unsupervised, /dev/fuse (`supervisor = false`, `io_uring = false`), opt-in"},
+		{"tierfs-uring", "unsupervised, io_uring, the daemon turns the switch on (`supervisor = false`, `enable_uring_switch = true`), opt-in"},
 		{"tierfs-direct", "direct I/O (`--direct-io`), opt-in"}}
 	var judged []string
 	judge := func(what string, of func(*result) []float64, goal float64) [][]string {
@@ -311,7 +329,7 @@ func TestKafkaThroughput(t *testing.T) {
 			rs := benchkit.Paired(of(res[c.name]), of(mr))
 			v := "not judged"
 			if i == 0 {
-				vd := benchkit.Verdict{Section: "kafka", Target: what, Config: "the defaults (" + defaultsTransport + ")",
+				vd := benchkit.Verdict{Section: "kafka", Target: what, Config: "the defaults (supervised, /dev/fuse)",
 					Ratios: rs, Goal: goal, EveryRun: true}
 				recordVerdict(t, vd)
 				v = mdOutcome(vd) + " (lowest round)"
@@ -332,33 +350,42 @@ func TestKafkaThroughput(t *testing.T) {
 	targetsTable := benchkit.Table([]string{"target (issue 19)", "configuration", "ratio to raw: median of the rounds (min–max)", "verdict"}, trows)
 	fastUsed, _ := st.tier("fast")
 	slowUsed, _ := st.tier("slow")
+	fastUsedF, _ := stF.tier("fast")
+	slowUsedF, _ := stF.tier("slow")
 	fastUsedU, _ := stU.tier("fast")
 	slowUsedU, _ := stU.tier("slow")
 	fastUsedD, _ := stD.tier("fast")
 	slowUsedD, _ := stD.tier("slow")
 	var md strings.Builder
-	fmt.Fprintf(&md, "## Kafka throughput: raw tmpfs, tierfs (the defaults over io_uring, /dev/fuse, direct I/O), mergerfs\n\n")
+	fmt.Fprintf(&md, "## Kafka throughput: raw tmpfs, tierfs (the defaults: supervised, /dev/fuse; unsupervised; io_uring; direct I/O), mergerfs\n\n")
 	fmt.Fprintf(&md, "Issue #6, item 3. `TestKafkaThroughput` (`integration/bench/kafka_test.go`): Kafka %s's own "+
 		"`ProducerPerformance` and `ConsumerPerformance`, %d records of 1 KiB a run (acks=all, idempotent, "+
-		"linger.ms=5, batch.size=64 KiB, 4 partitions, log.segment.bytes 64 MiB), against five single-node KRaft "+
+		"linger.ms=5, batch.size=64 KiB, 4 partitions, log.segment.bytes 64 MiB), against six single-node KRaft "+
 		"brokers (1 GiB heap) whose `log.dirs` are a raw tmpfs directory, tierfs over such a tmpfs (policy on, "+
 		"threshold 0.9, the fast tier %s so nothing moves) with the defaults an operator gets (`tierfs mount` with "+
-		"examples/tierfs.toml's `[mount]` table and no flags, on a stock kernel: the test turned the switch `%s` off "+
-		"before mounting and the daemon turned it on itself, `enable_uring_switch = true`, as its log said; served over FUSE "+
-		"over io_uring, one queue per CPU, here %d queues of %d threads; `tierfs status --json` said `\"transport\": \"io_uring\"`, "+
-		"and it answered %d requests over io_uring during the runs; the switch was put back as it was after the test), "+
+		"examples/tierfs.toml's `[mount]` table as it ships and no flags: supervised, a supervisor process holding "+
+		"`/dev/fuse` so that a daemon's kill -9 is a pause, and requests through `/dev/fuse`, since `supervisor_io_uring` "+
+		"is off; `tierfs status --json` said `\"transport\": \"/dev/fuse\"` and had a `supervisor` section, the first "+
+		"daemon serving throughout: generation %d, %d takeovers), "+
 		"mergerfs %s over a tmpfs "+
 		"branch and a plain directory (`%s`: new files on the tmpfs branch, its caching matched to tierfs's, "+
-		"see the micro-benchmarks), and two other modes of tierfs, each the defaults with one switch, each on a tmpfs of its own: "+
-		"*tierfs-devfuse*: served through `/dev/fuse` (`tierfs mount --io-uring=false`, the default before), "+
+		"see the micro-benchmarks), and three other modes of tierfs, each the defaults with one change, each on a tmpfs of its own: "+
+		"*tierfs-unsup*: without a supervisor, through `/dev/fuse` (`[mount] supervisor = false`, `io_uring = false`: the "+
+		"defaults before supervision); "+
+		"*tierfs-uring*: without a supervisor, over FUSE over io_uring (`[mount] supervisor = false`, `enable_uring_switch = true`: "+
+		"the test turned the switch `%s` off before mounting, as a stock kernel has it, and the daemon turned it on itself, as "+
+		"its log said; one queue per CPU, here %d queues of %d threads; `tierfs status --json` said `\"transport\": \"%s\"`, "+
+		"and it answered %d requests over io_uring during the runs; the switch was put back as it was after the test); "+
 		"and *tierfs-direct*: the defaults with files opened for direct I/O "+
-		"(`tierfs mount --direct-io`, opt-in, over io_uring: read and write bypass the mount's page cache, Kafka's sendfile "+
+		"(`tierfs mount --direct-io`, opt-in, supervised, through `/dev/fuse`: read and write bypass the mount's page cache, Kafka's sendfile "+
 		"and index mappings still use it; `tierfs status --json` said `\"data_path\": \"direct I/O\"`). "+
 		"The brokers take turns; each run goes to a new topic, deleted afterwards; the "+
 		"first target rotates. Medians of %d runs (min–max), after %d warm-up runs of the same size on each broker, in turns "+
 		"(the brokers' JIT compilers are still busy in the first runs).\n\n",
-		k.Version, records, mibStr(size), benchkit.URingParam, stDef.Requests.Queues, stDef.Requests.ThreadsPerQueue, servedURing,
-		benchkit.MergerfsVersion(), benchkit.MergerfsOptions, nRuns, warmups)
+		k.Version, records, mibStr(size), stDef.Supervisor.Generation, stDef.Supervisor.Takeovers,
+		benchkit.MergerfsVersion(), benchkit.MergerfsOptions,
+		benchkit.URingParam, stU.Requests.Queues, stU.Requests.ThreadsPerQueue, uringTransport, servedURing,
+		nRuns, warmups)
 	md.WriteString(benchkit.Table([]string{"log.dirs on", "producer MiB/s", "producer records/s", "consumer MiB/s, warm", "consumer MiB/s, cold FUSE cache"}, rows))
 	md.WriteString("\nProducer: `ProducerPerformance`'s summary (its \"MB/sec\" is MiB/s). Consumer: " +
 		"`ConsumerPerformance`'s `fetch.MB.sec` (MiB/s, the group join left out); *warm* right after the " +
@@ -389,17 +416,19 @@ func TestKafkaThroughput(t *testing.T) {
 		"something else than CPU: a FUSE target's consumer on the daemon's READs.\n\n")
 	md.WriteString(cpuTable)
 	md.WriteString("\nThe targets of issue 19, judged on the defaults alone (`tierfs mount` with examples/tierfs.toml's `[mount]` table, " +
-		"on a stock kernel: requests over FUSE over io_uring, the daemon having turned the kernel's switch on) and in every run: the verdict is on the lowest of the rounds' " +
+		"as it ships: supervised, requests through `/dev/fuse`) and in every run: the verdict is on the lowest of the rounds' " +
 		"ratios, each round having run every broker once, in turns. The other modes follow on rows of their own, not judged " +
 		"(the kernel's write-back cache is not among them: with it a record Kafka acknowledged without fsync would live only " +
 		"in the kernel until written back, and be lost if the daemon died). Every run's records were checked to be on the " +
 		"target's tmpfs, none on its slow branch or tier, before the topic was deleted.\n\n")
 	md.WriteString(targetsTable)
 	fmt.Fprintf(&md, "\ntierfs at the end: fast tier %s used, slow tier %s used, %d policy moves, %d spills "+
-		"(both should be 0: the fast tier was roomy). tierfs-devfuse at the end: fast tier %s used, slow tier %s "+
+		"(both should be 0: the fast tier was roomy). tierfs-unsup at the end: fast tier %s used, slow tier %s "+
+		"used, %d policy moves, %d spills. tierfs-uring at the end: fast tier %s used, slow tier %s "+
 		"used, %d policy moves, %d spills. tierfs-direct at the end: fast tier %s used, slow tier %s used, "+
 		"%d policy moves, %d spills. Whole test: %v for the runs.\n",
 		mibStr(max(fastUsed, 0)), mibStr(max(slowUsed, 0)), policyDone(st), spills,
+		mibStr(max(fastUsedF, 0)), mibStr(max(slowUsedF, 0)), policyDone(stF), spillsF,
 		mibStr(max(fastUsedU, 0)), mibStr(max(slowUsedU, 0)), policyDone(stU), spillsU,
 		mibStr(max(fastUsedD, 0)), mibStr(max(slowUsedD, 0)), policyDone(stD), spillsD, took.Round(time.Second))
 	fmt.Fprintf(&md, "\nProblems in the brokers' and tierfs's logs:\n\n%s", codeBlock(problems))

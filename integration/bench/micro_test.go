@@ -29,14 +29,18 @@ import (
 //	                tier a plain directory; the daemon built without
 //	                -race) with the defaults an operator gets: `tierfs
 //	                mount` with the [mount] table of examples/tierfs.toml
-//	                on a stock kernel (the io_uring switch off until the
-//	                daemon turns it on itself: enable_uring_switch), so
-//	                served over FUSE over io_uring; the configuration
-//	                every target is judged on;
+//	                as it ships, so supervised ([mount] supervisor) and
+//	                served through /dev/fuse (supervisor_io_uring off);
+//	                the configuration every target is judged on;
 //	mergerfs        mergerfs over a directory on that tmpfs (first branch)
 //	                and a plain directory, benchkit.MergerfsOptions;
-//	tierfs-devfuse  not the default: the defaults through /dev/fuse
-//	                (--io-uring=false);
+//	tierfs-unsup    opt-in: the defaults without a supervisor, through
+//	                /dev/fuse (supervisor = false, io_uring = false; the
+//	                defaults before supervision);
+//	tierfs-uring    opt-in: the defaults without a supervisor, over FUSE
+//	                over io_uring, the daemon turning the kernel's switch
+//	                on itself (supervisor = false, enable_uring_switch =
+//	                true; the switch is off before, as on a stock kernel);
 //	tierfs-direct   opt-in: the defaults with files opened for direct I/O
 //	                (--direct-io);
 //	tierfs-wbcache  opt-in: the defaults with the kernel's write-back cache
@@ -47,7 +51,7 @@ import (
 // (benchkit.Placement): a target writing elsewhere fails the test.
 //
 // Every workload runs TIERFS_BENCH_RUNS times (default 5) on each target,
-// interleaved (ABCDEF, FEDCBA, ABCDEF, ...), after one warm-up write per
+// interleaved (ABCDEFG, GFEDCBA, ABCDEFG, ...), after one warm-up write per
 // target; the fragment docs/bench/micro.md has medians, spreads and ratios.
 // TIERFS_BENCH_SCALE (default 1) scales the sizes: 512 MiB for the
 // sequential write at 1. It measures and judges the targets of issue 19;
@@ -87,13 +91,9 @@ func TestMicro(t *testing.T) {
 	// snapshots during the runs: interval 1h), since raw and mergerfs
 	// write into the same tmpfs, beside the tier's files.
 	policy := "\n[policy]\nmigrate_threshold = -1\ninterval = \"1h\"\n"
-	defaultsTransport := defaultsSwitch(t)
+	uringTransport := uringSwitchOff(t)
 	fs := mountTierfsDefaults(t, "tierfs", filepath.Join(dir, "tierfs"), opts("tierfs", integration.TierfsOptions{
-		FastSize: tmpfsSize, Extra: policy}), "", defaultsTransport)
-	turnedOn := switchTurnedOn(fs)
-	if defaultsTransport == transportURing && !turnedOn {
-		t.Fatalf("the tierfs target (the defaults) is served over io_uring, but its log does not say that it turned the kernel's switch on (%s)", fs.Log)
-	}
+		FastSize: tmpfsSize, Extra: policy}), "", transportDevFuse, true)
 	mkdir := func(p string) string {
 		t.Helper()
 		if err := os.MkdirAll(p, 0o755); err != nil {
@@ -101,20 +101,24 @@ func TestMicro(t *testing.T) {
 		}
 		return p
 	}
-	stDefault := requireTransport(t, "tierfs", fs, defaultsTransport)
-	if dp := stDefault.Requests.DataPath; dp != "page cache" {
+	if dp := cliStatus(t, fs).Requests.DataPath; dp != "page cache" {
 		t.Fatalf("the tierfs target (the defaults): data path %q, want \"page cache\"", dp)
 	}
-	// The other modes, each the defaults with one switch, each over a
+	// The other modes, each the defaults with one change, each over a
 	// tmpfs of its own of the same size.
-	fsF := integration.MountTierfs(t, filepath.Join(dir, "tierfs-devfuse"), opts("tierfs-devfuse", integration.TierfsOptions{
-		FastSize: tmpfsSize, Extra: policy + "\n[mount]\n" + strings.TrimPrefix(exampleMount(t), "[mount]\n")}))
-	requireTransport(t, "tierfs-devfuse", fsF, transportDevFuse)
+	fsF := mountTierfsDefaults(t, "tierfs-unsup", filepath.Join(dir, "tierfs-unsup"), opts("tierfs-unsup", integration.TierfsOptions{
+		FastSize: tmpfsSize, Extra: policy}), mountUnsupervised, transportDevFuse, false)
+	fsU := mountTierfsDefaults(t, "tierfs-uring", filepath.Join(dir, "tierfs-uring"), opts("tierfs-uring", integration.TierfsOptions{
+		FastSize: tmpfsSize, Extra: policy}), mountURingSwitch, uringTransport, false)
+	if uringTransport == transportURing && !switchTurnedOn(fsU) {
+		t.Fatalf("the tierfs-uring target is served over io_uring, but its log does not say that it turned the kernel's switch on (%s)", fsU.Log)
+	}
+	stURing := cliStatus(t, fsU)
 	fsD := mountTierfsDefaults(t, "tierfs-direct", filepath.Join(dir, "tierfs-direct"), opts("tierfs-direct", integration.TierfsOptions{
-		FastSize: tmpfsSize, Extra: policy, DirectIO: true}), "", defaultsTransport)
+		FastSize: tmpfsSize, Extra: policy, DirectIO: true}), "", transportDevFuse, true)
 	fsW := mountTierfsDefaults(t, "tierfs-wbcache", filepath.Join(dir, "tierfs-wbcache"), opts("tierfs-wbcache", integration.TierfsOptions{
-		FastSize: tmpfsSize, Extra: policy}), "writeback_cache = true\n", defaultsTransport)
-	if st := requireTransport(t, "tierfs-wbcache", fsW, defaultsTransport); st.Requests.DataPath != "write-back cache" {
+		FastSize: tmpfsSize, Extra: policy}), "writeback_cache = true\n", transportDevFuse, true)
+	if st := cliStatus(t, fsW); st.Requests.DataPath != "write-back cache" {
 		t.Fatalf("the tierfs-wbcache target: data path %q, want \"write-back cache\"", st.Requests.DataPath)
 	}
 	tierfsTarget := func(name string, m *integration.Tierfs) microTarget {
@@ -147,18 +151,20 @@ func TestMicro(t *testing.T) {
 		tierfsTarget("tierfs", fs),
 		{name: "mergerfs", dir: mkdir(filepath.Join(mfsMnt, "bench-mergerfs")), mnt: mfsMnt,
 			place: &benchkit.Placement{Target: "mergerfs", Fast: mfsBranch, Others: []string{mfsSlow}}},
-		tierfsTarget("tierfs-devfuse", fsF),
+		tierfsTarget("tierfs-unsup", fsF),
+		tierfsTarget("tierfs-uring", fsU),
 		tierfsTarget("tierfs-direct", fsD),
 		tierfsTarget("tierfs-wbcache", fsW),
 	}
 	// The other modes, as the report names them.
 	optIns := []struct{ name, label, flag string }{
-		{"tierfs-devfuse", "/dev/fuse", "--io-uring=false"},
+		{"tierfs-unsup", "unsupervised, /dev/fuse", "[mount] supervisor = false, io_uring = false"},
+		{"tierfs-uring", "unsupervised, io_uring, the daemon turns the switch on", "[mount] supervisor = false, enable_uring_switch = true"},
 		{"tierfs-direct", "direct I/O", "--direct-io"},
 		{"tierfs-wbcache", "write-back cache", "[mount] writeback_cache = true"},
 	}
 	workloads := microWorkloads(p)
-	servedBefore := stDefault.served()
+	servedBefore := stURing.served()
 	start := time.Now()
 	for _, tg := range targets {
 		// Warm-up: the daemons' first writes (thread and buffer pools).
@@ -172,7 +178,7 @@ func TestMicro(t *testing.T) {
 		for r := 0; r < runs; r++ {
 			for i := range targets {
 				tg := targets[i]
-				if r%2 == 1 { // ABCDEF FEDCBA: no target always first
+				if r%2 == 1 { // ABCDEFG GFEDCBA: no target always first
 					tg = targets[len(targets)-1-i]
 				}
 				unix.Sync()
@@ -181,21 +187,25 @@ func TestMicro(t *testing.T) {
 					t.Fatalf("%s on %s (run %d): %v", w.name, tg.name, r+1, err)
 				}
 				res[w.name][tg.name] = append(res[w.name][tg.name], v)
-				t.Logf("run %d %-32s %-14s %10.1f %s", r+1, w.name, tg.name, v, w.unit)
+				t.Logf("run %d %-32s %-15s %10.1f %s", r+1, w.name, tg.name, v, w.unit)
 			}
 		}
 	}
 	elapsed := time.Since(start)
-	// The defaults answered the runs' requests over io_uring.
-	stU := requireTransport(t, "tierfs", fs, defaultsTransport)
+	// The defaults stayed supervised on /dev/fuse, one daemon
+	// throughout; the io_uring opt-in answered the runs' requests over
+	// io_uring.
+	stDef := requireSupervision(t, "tierfs", requireTransport(t, "tierfs", fs, transportDevFuse), true)
+	requireNoTakeover(t, "tierfs", stDef)
+	stU := requireSupervision(t, "tierfs-uring", requireTransport(t, "tierfs-uring", fsU, uringTransport), false)
 	servedURing := stU.served() - servedBefore
-	if defaultsTransport == transportURing && servedURing == 0 {
-		t.Errorf("tierfs: no request was answered over io_uring during the runs (%s)", describeRequests(stU.Requests))
+	if uringTransport == transportURing && servedURing == 0 {
+		t.Errorf("tierfs-uring: no request was answered over io_uring during the runs (%s)", describeRequests(stU.Requests))
 	}
 	for _, m := range []struct {
 		name string
 		fs   *integration.Tierfs
-	}{{"tierfs", fs}, {"tierfs-devfuse", fsF}, {"tierfs-direct", fsD}, {"tierfs-wbcache", fsW}} {
+	}{{"tierfs", fs}, {"tierfs-unsup", fsF}, {"tierfs-uring", fsU}, {"tierfs-direct", fsD}, {"tierfs-wbcache", fsW}} {
 		if lines := m.fs.ErrorLines(); len(lines) > 0 {
 			t.Errorf("%s logged errors:\n%s", m.name, strings.Join(lines, "\n"))
 		}
@@ -242,11 +252,11 @@ func TestMicro(t *testing.T) {
 	var trows [][]string
 	var verdicts []string
 	for _, g := range goals {
-		v := benchkit.Verdict{Section: "micro", Target: g.what, Config: "the defaults (" + defaultsTransport + ")",
+		v := benchkit.Verdict{Section: "micro", Target: g.what, Config: "the defaults (supervised, /dev/fuse)",
 			Ratios: benchkit.Paired(res[g.w]["tierfs"], res[g.w][g.against]), Goal: g.goal}
 		recordVerdict(t, v)
 		verdicts = append(verdicts, v.Line())
-		trows = append(trows, []string{g.what, "**defaults** (examples/tierfs.toml, " + defaultsTransport + ")", ratioCell(g.w, "tierfs", g.against), mdOutcome(v)})
+		trows = append(trows, []string{g.what, "**defaults** (examples/tierfs.toml: supervised, /dev/fuse)", ratioCell(g.w, "tierfs", g.against), mdOutcome(v)})
 		for _, o := range optIns {
 			trows = append(trows, []string{"", o.label + " (`" + o.flag + "`)", ratioCell(g.w, o.name, g.against), "not judged"})
 		}
@@ -275,7 +285,7 @@ func TestMicro(t *testing.T) {
 	for _, o := range []struct {
 		name string
 		fs   *integration.Tierfs
-	}{{"tierfs-devfuse", fsF}, {"tierfs-direct", fsD}, {"tierfs-wbcache", fsW}} {
+	}{{"tierfs-unsup", fsF}, {"tierfs-uring", fsU}, {"tierfs-direct", fsD}, {"tierfs-wbcache", fsW}} {
 		c, _ := os.ReadFile(o.fs.Config)
 		if W(strings.ReplaceAll(string(c), filepath.Join(dir, o.name), filepath.Join(dir, "tierfs"))) == W(string(conf)) {
 			optConf += fmt.Sprintf("`$W/%s/tierfs.toml` is the same with `$W/%s` for `$W/tierfs` in the paths.\n", o.name, o.name)
@@ -286,8 +296,8 @@ func TestMicro(t *testing.T) {
 	var md strings.Builder
 	fmt.Fprintf(&md, "## Filesystem micro-benchmarks\n\n")
 	fmt.Fprintf(&md, "Six workloads on raw tmpfs, tierfs with the defaults an operator gets (examples/tierfs.toml's `[mount]` table: "+
-		"FUSE over io_uring, the daemon turning the kernel's switch on itself) and mergerfs over the same private "+
-		"tmpfs, and three other modes of tierfs, each the defaults with one switch, over tmpfses of their own of the same size; "+
+		"supervised, requests through `/dev/fuse`) and mergerfs over the same private "+
+		"tmpfs, and four other modes of tierfs, each the defaults with one change, over tmpfses of their own of the same size; "+
 		"medians of %d runs with their spread (min–max); ratios are the median (and spread) of the %d rounds' ratios, each round "+
 		"having run every target once, in turns. All from one run of `TestMicro` (%s). MB/s are 10⁶ bytes per second. "+
 		"After every file a workload writes on tierfs or mergerfs, the test checked that it was on the target's tmpfs and on "+
@@ -299,8 +309,8 @@ func TestMicro(t *testing.T) {
 			runs, runs, strconv.FormatFloat(scale, 'g', -1, 64))
 	}
 	md.WriteString("\nThe targets of issue 19, each judged on the defaults alone (`tierfs mount` with examples/tierfs.toml's " +
-		"`[mount]` table, which the package installs, and no flags, on a stock kernel whose io_uring switch is off until the " +
-		"daemon turns it on: requests over FUSE over io_uring, the page cache kept across opens). The other modes' ratios " +
+		"`[mount]` table, which the package installs, and no flags: a supervisor holding the FUSE connection, requests " +
+		"through `/dev/fuse`, the page cache kept across opens). The other modes' ratios " +
 		"follow on rows of their own; none is judged, and none stands in for the defaults:\n\n")
 	md.WriteString(targetsTable)
 	md.WriteString("\nThe other modes on every workload (the same run):\n\n")
@@ -312,21 +322,26 @@ Targets:
 - **tierfs** (the defaults): tierfs (%s, the daemon built without -race) with the tmpfs as its fast tier and a plain
   directory as its slow tier, the `+"`[mount]`"+` table of examples/tierfs.toml (every other key at its default);
   the policy engine off and quiet (`+"`migrate_threshold = -1`, `interval = \"1h\"`"+`: raw and mergerfs write into
-  the same tmpfs), the files in a directory of the mount. The test turned the kernel's switch `+"`%s`"+` off before
-  mounting, as a stock kernel has it; the daemon turned it on itself (`+"`enable_uring_switch = true`"+`; the test
-  checked that its log said so) and served over FUSE over io_uring: one queue per CPU, each answered by daemon threads bound to that CPU,
-  here %d queues of %d threads; it answered %d requests over io_uring during the runs. `+"`tierfs status --json`"+`
-  said `+"`\"transport\": \"%s\"`"+` and `+"`\"data_path\": \"page cache\"`"+`. The switch was put back as it was after
-  the test.
+  the same tmpfs), the files in a directory of the mount. Supervised (`+"`[mount] supervisor`"+`, default true:
+  a supervisor process holds `+"`/dev/fuse`"+`, so a daemon's kill -9 is a pause) and served through `+"`/dev/fuse`"+`
+  (`+"`supervisor_io_uring`"+` is off: a kill -9 over io_uring can fail calls in flight); `+"`tierfs status --json`"+`
+  said `+"`\"transport\": \"/dev/fuse\"`"+`, `+"`\"data_path\": \"page cache\"`"+` and had a `+"`supervisor`"+` section, the
+  first daemon serving throughout (generation %d, %d takeovers).
 - **mergerfs** %s over a directory on the same tmpfs (first branch) and a plain directory, with `+"`%s`"+`:
   `+"`minfreespace=0`"+` (mergerfs's default, 4G, makes its create policies skip a branch with less free space, as this
   tmpfs is: every file went to the disk branch), `+"`category.create=ff`"+` (new files and directories on the first
   branch with room, as tierfs's on its first tier), `+"`cache.files=full`"+` (the page cache kept across opens, tierfs's
   FOPEN_KEEP_CACHE), no write-back cache, tierfs's timeouts (an hour for attributes and entries, 1 s for negative entries), no
   `+"`dropcacheonclose`"+`.
-- **tierfs-devfuse** (not the default since examples/tierfs.toml turns the switch on; the default before): the defaults
-  served through `+"`/dev/fuse`"+` (`+"`tierfs mount --io-uring=false`"+`).
-- **tierfs-direct** (opt-in): the defaults with files opened for direct I/O (`+"`tierfs mount --direct-io`"+`): read(2)
+- **tierfs-unsup** (opt-in; the defaults before supervision): the defaults without a supervisor, through
+  `+"`/dev/fuse`"+` (`+"`[mount] supervisor = false`, `io_uring = false`"+`).
+- **tierfs-uring** (opt-in): the defaults without a supervisor, over FUSE over io_uring (`+"`[mount] supervisor = false`"+`,
+  `+"`enable_uring_switch = true`"+`). The test turned the kernel's switch `+"`%s`"+` off before mounting, as a stock
+  kernel has it; the daemon turned it on itself (the test checked that its log said so) and served over FUSE over
+  io_uring: one queue per CPU, each answered by daemon threads bound to that CPU, here %d queues of %d threads; it
+  answered %d requests over io_uring during the runs; `+"`tierfs status --json`"+` said `+"`\"transport\": \"%s\"`"+`.
+  The switch was put back as it was after the test.
+- **tierfs-direct** (opt-in): the defaults (supervised, `+"`/dev/fuse`"+`) with files opened for direct I/O (`+"`tierfs mount --direct-io`"+`): read(2)
   and write(2) bypass the mount's page cache, so its "cached re-read" comes from the daemon again.
 - **tierfs-wbcache** (opt-in): the defaults with the kernel's write-back cache (`+"`[mount] writeback_cache = true`"+`;
   a write not yet fsynced is lost if the daemon dies).
@@ -356,10 +371,12 @@ Commands (`+"`$W`"+` is the run's work directory):
     # the targets it sets up:
     echo N > %s    # as a stock kernel has it; put back after
     mount -t tmpfs -o size=%s tierfs-fast $W/tierfs/fast
-    tierfs mount --config $W/tierfs/tierfs.toml $W/tierfs/mnt     # turns the switch on
+    tierfs mount --config $W/tierfs/tierfs.toml $W/tierfs/mnt     # supervised, /dev/fuse
     mergerfs -f -o %s $W/tierfs/fast/bench-mergerfs:$W/mergerfs-slow $W/mergerfs-mnt
-    mount -t tmpfs -o size=%s tierfs-fast $W/tierfs-devfuse/fast
-    tierfs mount --io-uring=false --config $W/tierfs-devfuse/tierfs.toml $W/tierfs-devfuse/mnt
+    mount -t tmpfs -o size=%s tierfs-fast $W/tierfs-unsup/fast
+    tierfs mount --config $W/tierfs-unsup/tierfs.toml $W/tierfs-unsup/mnt
+    mount -t tmpfs -o size=%s tierfs-fast $W/tierfs-uring/fast
+    tierfs mount --config $W/tierfs-uring/tierfs.toml $W/tierfs-uring/mnt     # turns the switch on
     mount -t tmpfs -o size=%s tierfs-fast $W/tierfs-direct/fast
     tierfs mount --direct-io --config $W/tierfs-direct/tierfs.toml $W/tierfs-direct/mnt
     mount -t tmpfs -o size=%s tierfs-fast $W/tierfs-wbcache/fast
@@ -369,11 +386,12 @@ Commands (`+"`$W`"+` is the run's work directory):
 
 %s
 
-%s`, goFuse, benchkit.URingParam, stU.Requests.Queues, stU.Requests.ThreadsPerQueue, servedURing, defaultsTransport,
+%s`, goFuse, stDef.Supervisor.Generation, stDef.Supervisor.Takeovers,
 		benchkit.MergerfsVersion(), benchkit.MergerfsOptions,
+		benchkit.URingParam, stU.Requests.Queues, stU.Requests.ThreadsPerQueue, servedURing, uringTransport,
 		p.seq/8>>20, p.seq>>20, p.append>>20, p.read>>20, p.read>>20,
 		p.small, p.conc/8>>20, runs, strconv.FormatFloat(scale, 'g', -1, 64), benchkit.URingParam, tmpfsSize, benchkit.MergerfsOptions,
-		tmpfsSize, tmpfsSize, tmpfsSize, microIndent(W(string(conf)), "    "), optConf)
+		tmpfsSize, tmpfsSize, tmpfsSize, tmpfsSize, microIndent(W(string(conf)), "    "), optConf)
 	if err := benchkit.Fragment(benchkit.ReportRoot(root), "micro", md.String()); err != nil {
 		t.Fatal(err)
 	}

@@ -13,12 +13,13 @@ import (
 	"github.com/tierfs/tierfs/internal/testenv"
 )
 
-// The benchmarks measure tierfs over both of its FUSE transports: the
-// target "tierfs" has the defaults of examples/tierfs.toml, served over
-// FUSE over io_uring (one queue per CPU, each answered by daemon threads
-// bound to that CPU; internal/fuseuring) once its daemon has turned the
-// kernel's switch on ([mount] enable_uring_switch), the target
-// "tierfs-devfuse" the same through /dev/fuse (--io-uring=false).
+// The benchmarks judge tierfs on the defaults an operator gets: the
+// target "tierfs" has examples/tierfs.toml's [mount] table as it ships,
+// so it is supervised ([mount] supervisor, default true) and served
+// through /dev/fuse (a supervised mount uses io_uring only with
+// supervisor_io_uring: a daemon's kill -9 over io_uring can fail calls in
+// flight). FUSE over io_uring is an opt-in row of its own: unsupervised,
+// with the daemon turning the kernel's switch on (enable_uring_switch).
 
 // Transports as `tierfs status --json` names them ("requests"."transport").
 const (
@@ -56,18 +57,18 @@ func exampleMount(t *testing.T) string {
 	return strings.Join(out, "\n") + "\n"
 }
 
-// defaultsSwitch holds the kernel's FUSE-over-io_uring switch for t
+// uringSwitchOff holds the kernel's FUSE-over-io_uring switch for t
 // (testenv.HoldURingSwitch: no other test flips it meanwhile) and turns
-// it off, as a stock kernel has it, so that the defaults' daemon must
-// turn it on itself ([mount] enable_uring_switch in examples/tierfs.toml);
-// the old value is put back after the unmounts. It returns the transport
-// the defaults then get: io_uring, or /dev/fuse on a kernel without it.
-func defaultsSwitch(t *testing.T) string {
+// it off, as a stock kernel has it, so that the io_uring opt-in's daemon
+// must turn it on itself ([mount] enable_uring_switch); the old value is
+// put back after the unmounts. It returns the transport that opt-in then
+// gets: io_uring, or /dev/fuse on a kernel without it.
+func uringSwitchOff(t *testing.T) string {
 	t.Helper()
 	testenv.HoldURingSwitch(t)
 	old, err := os.ReadFile(benchkit.URingParam)
 	if errors.Is(err, os.ErrNotExist) {
-		t.Logf("%s: no FUSE over io_uring in this kernel; the defaults are served through /dev/fuse", benchkit.URingParam)
+		t.Logf("%s: no FUSE over io_uring in this kernel; the io_uring opt-in is served through /dev/fuse", benchkit.URingParam)
 		return transportDevFuse
 	}
 	if err != nil {
@@ -85,17 +86,53 @@ func defaultsSwitch(t *testing.T) string {
 	return transportURing
 }
 
+// The [mount] keys of the opt-in rows, appended to examples/tierfs.toml's
+// (which sets none of them).
+const (
+	// mountUnsupervised: no supervisor, requests through /dev/fuse
+	// whatever the switch says (the defaults before supervision).
+	mountUnsupervised = "supervisor = false\nio_uring = false\n"
+	// mountURingSwitch: no supervisor, and the daemon turns the
+	// kernel's io_uring switch on itself.
+	mountURingSwitch = "supervisor = false\nenable_uring_switch = true\n"
+)
+
 // mountTierfsDefaults is integration.MountTierfs with the [mount] table of
 // examples/tierfs.toml (plus extraMount's keys) and no transport flag: the
 // mount an operator gets. It fails the test unless the requests come
-// through want (defaultsSwitch's answer).
-func mountTierfsDefaults(t *testing.T, target, dir string, o integration.TierfsOptions, extraMount, want string) *integration.Tierfs {
+// through want and the mount is supervised or not as supervised says.
+func mountTierfsDefaults(t *testing.T, target, dir string, o integration.TierfsOptions, extraMount, want string, supervised bool) *integration.Tierfs {
 	t.Helper()
 	o.Extra += "\n[mount]\n" + strings.TrimPrefix(exampleMount(t), "[mount]\n") + extraMount
 	o.ConfigTransport = true
 	fs := integration.MountTierfs(t, dir, o)
-	requireTransport(t, target, fs, want)
+	requireSupervision(t, target, requireTransport(t, target, fs, want), supervised)
 	return fs
+}
+
+// requireSupervision fails the test unless st (`tierfs status --json`)
+// says that the target's mount is supervised (its supervisor section)
+// or, with want false, that it is not; it returns st.
+func requireSupervision(t *testing.T, target string, st *tfStatus, want bool) *tfStatus {
+	t.Helper()
+	switch got := st.Supervisor != nil; {
+	case got && !want:
+		t.Fatalf("the %s target is supervised (generation %d), want no supervisor", target, st.Supervisor.Generation)
+	case !got && want:
+		t.Fatalf("the %s target has no supervisor (`tierfs status --json` has no supervisor section), want a supervised mount, [mount] supervisor's default: root and Linux 6.9+ (see its log)", target)
+	case got:
+		t.Logf("%s: supervised, daemon generation %d, %d takeovers", target, st.Supervisor.Generation, st.Supervisor.Takeovers)
+	}
+	return st
+}
+
+// requireNoTakeover fails the test unless the supervised mount's first
+// daemon served throughout (no takeover: the figures are one daemon's).
+func requireNoTakeover(t *testing.T, target string, st *tfStatus) {
+	t.Helper()
+	if s := st.Supervisor; s == nil || s.Generation != 1 || s.Takeovers != 0 {
+		t.Errorf("the %s target: supervisor %+v, want generation 1 and no takeover during the runs", target, s)
+	}
 }
 
 // switchTurnedOn says whether the daemon's log says that it turned the

@@ -121,10 +121,9 @@ func userMicroReport(u *benchkit.UserTiers, runs int, scale float64, elapsed tim
 	fmt.Fprintf(&md, "## Filesystem micro-benchmarks on your tiers\n\n")
 	fmt.Fprintf(&md, "`make bench BENCH_FAST_DIR=%s BENCH_SLOW_DIR=%s`: the fast tier %s, the slow tier %s. "+
 		"Targets: **raw**, a directory on the fast tier, no FUSE (the limit); **tierfs** with the defaults an operator gets "+
-		"(`tierfs mount` with examples/tierfs.toml's `[mount]` table: the daemon turns the kernel's io_uring switch on and "+
-		"serves over FUSE over io_uring where the kernel has it), its fast tier a directory on the fast tier and its slow tier one on the slow tier; "+
-		"**mergerfs** (%s, `%s`) over a directory on each, the fast one first; and tierfs's other modes (through `/dev/fuse`, "+
-		"direct I/O, write-back cache), each the defaults with one switch, over directories of their own. Six workloads, medians of %d runs with their spread (min–max); "+
+		"(`tierfs mount` with examples/tierfs.toml's `[mount]` table as it ships: supervised, requests through `/dev/fuse`), its fast tier a directory on the fast tier and its slow tier one on the slow tier; "+
+		"**mergerfs** (%s, `%s`) over a directory on each, the fast one first; and tierfs's other modes (unsupervised through `/dev/fuse`; "+
+		"unsupervised over FUSE over io_uring, the daemon turning the kernel's switch on; direct I/O; write-back cache), each the defaults with one change, over directories of their own. Six workloads, medians of %d runs with their spread (min–max); "+
 		"ratios are the median (and spread) of the rounds' ratios. After every file a workload writes on tierfs or mergerfs, "+
 		"the test checked that it was on the fast tier's directory and nowhere else. All from one run of `TestMicro` (%s). "+
 		"MB/s are 10⁶ bytes per second. Everything it wrote under the two directories was removed after.\n\n",

@@ -142,11 +142,14 @@ const MethodText = `## Method
 
 - **The configuration judged.** Every target is judged on one configuration: the defaults an operator
   gets from ` + "`tierfs mount`" + ` with examples/tierfs.toml's ` + "`[mount]`" + ` table as it ships (the package installs
-  it as /etc/tierfs/tierfs.toml) and no flags, on a stock kernel, where FUSE over io_uring is off (its switch,
-  ` + "`/sys/module/fuse/parameters/enable_uring`" + `, defaults to N; the suite turns it off before mounting and puts
-  it back after): the file's ` + "`enable_uring_switch = true`" + ` has the daemon turn it on, so requests come over
-  FUSE over io_uring. The other modes (` + "`/dev/fuse`" + ` with ` + "`--io-uring=false`" + `, ` + "`--direct-io`" + `,
-  ` + "`writeback_cache`" + `) are measured too, each the defaults with one switch, on rows of their own; no verdict
+  it as /etc/tierfs/tierfs.toml) and no flags: supervised (` + "`supervisor`" + ` defaults to true: a supervisor
+  process holds ` + "`/dev/fuse`" + `, so that a daemon's kill -9 is a pause), and so served through ` + "`/dev/fuse`" + `
+  (` + "`supervisor_io_uring`" + ` is off: a kill -9 over io_uring can fail calls in flight). The other modes are
+  measured too, each the defaults with one change, on rows of their own: unsupervised through ` + "`/dev/fuse`" + `
+  (` + "`supervisor = false`" + `, ` + "`io_uring = false`" + `); unsupervised over FUSE over io_uring, the daemon turning
+  the kernel's switch on itself (` + "`supervisor = false`" + `, ` + "`enable_uring_switch = true`" + `; the suite turns
+  ` + "`/sys/module/fuse/parameters/enable_uring`" + ` off before mounting, as a stock kernel has it, and puts it back
+  after); ` + "`--direct-io`" + `; and, in the micro-benchmarks only, ` + "`writeback_cache`" + `. No verdict
   is taken from them, and no target is judged on the best of several configurations. Each verdict is also
   one ` + "`VERDICT`" + ` line in make bench's output (met or missed, the ratio, its spread, and whether the median
   or the lowest round is judged), all of them repeated at its end.

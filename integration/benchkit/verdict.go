@@ -12,7 +12,7 @@ import (
 type Verdict struct {
 	Section string // "micro", "kafka"
 	Target  string // "1 MiB writes ≥ 1.5× mergerfs"
-	Config  string // what was judged: "defaults (io_uring)"
+	Config  string // what was judged: "the defaults (supervised, /dev/fuse)"
 	Ratios  []float64
 	Goal    float64
 	// EveryRun judges the lowest round instead of the median.
@@ -50,7 +50,7 @@ func (v Verdict) Outcome() string {
 // Line is the verdict on one line of make bench's output: section,
 // target, configuration, outcome, and the ratio with its spread:
 //
-//	VERDICT micro: 1 MiB writes ≥ 1.5× mergerfs on defaults (io_uring): met; 1.62× (1.55–1.70), median of 5 rounds
+//	VERDICT micro: 1 MiB writes ≥ 1.5× mergerfs on the defaults (supervised, /dev/fuse): met; 1.62× (1.55–1.70), median of 5 rounds
 func (v Verdict) Line() string {
 	on := fmt.Sprintf("median of %d rounds", len(v.Ratios))
 	if v.EveryRun {

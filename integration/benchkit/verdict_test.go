@@ -11,9 +11,9 @@ func TestVerdict(t *testing.T) {
 		met  bool
 		line string
 	}{
-		{Verdict{Section: "micro", Target: "1 MiB writes ≥ 1.5× mergerfs", Config: "defaults (io_uring)",
+		{Verdict{Section: "micro", Target: "1 MiB writes ≥ 1.5× mergerfs", Config: "the defaults (supervised, /dev/fuse)",
 			Ratios: []float64{1.6, 1.55, 1.7, 1.4, 1.62}, Goal: 1.5}, true,
-			"VERDICT micro: 1 MiB writes ≥ 1.5× mergerfs on defaults (io_uring): met; 1.60× (1.40–1.70), median of 5 rounds"},
+			"VERDICT micro: 1 MiB writes ≥ 1.5× mergerfs on the defaults (supervised, /dev/fuse): met; 1.60× (1.40–1.70), median of 5 rounds"},
 		// The same rounds judged in every run: the lowest (1.40) misses.
 		{Verdict{Section: "kafka", Target: "producer ≥ 1.5× raw in every run", Config: "defaults",
 			Ratios: []float64{1.6, 1.55, 1.7, 1.4, 1.62}, Goal: 1.5, EveryRun: true}, false,

@@ -450,7 +450,10 @@ func waitJobs(cmd string, jobs []*queued) int {
 			drawn = true
 		} else {
 			for _, q := range jobs {
-				if q.last.State == control.JobMoving && now.Sub(q.printed) >= time.Second {
+				// A line a second, from the first second of copying on: a
+				// move that ends at once (or finds the file already there)
+				// prints none.
+				if q.last.State == control.JobMoving && !q.moving.IsZero() && now.Sub(q.moving) >= time.Second && now.Sub(q.printed) >= time.Second {
 					q.printed = now
 					fmt.Fprintf(stdout, "%s: %d%% (%s of %s%s) to %s\n", q.rel, percent(q.last),
 						units.Human(q.last.BytesDone), units.Human(q.last.BytesTotal), rateText(", ", q.rate(now)), q.last.To)

@@ -64,17 +64,7 @@ func TierfsBinary(t *testing.T) string {
 		args = []string{"build", "-race", "-o", out}
 	}
 	args = append(args, "./cmd/tierfs")
-	goCmd := os.Getenv("GO")
-	if goCmd == "" {
-		goCmd = "go"
-	}
-	cmd := exec.Command(goCmd, args...)
-	cmd.Dir = RepoRoot(t)
-	start := time.Now()
-	if b, err := cmd.CombinedOutput(); err != nil {
-		fatalf(t, "go %s: %v\n%s", strings.Join(args, " "), err, b)
-	}
-	t.Logf("built %s in %v", out, time.Since(start).Round(time.Millisecond))
+	goBuild(t, out, args)
 	builtBin[race] = out
 	return out
 }
@@ -106,6 +96,14 @@ func TierfsBinaryStamped(t *testing.T, v string) string {
 		args = append(args, "-race")
 	}
 	args = append(args, "-o", out, "./cmd/tierfs")
+	goBuild(t, out, args)
+	builtStamped[key] = out
+	return out
+}
+
+// goBuild runs go (or $GO) with args in the repository, building out.
+func goBuild(t *testing.T, out string, args []string) {
+	t.Helper()
 	goCmd := os.Getenv("GO")
 	if goCmd == "" {
 		goCmd = "go"
@@ -117,8 +115,6 @@ func TierfsBinaryStamped(t *testing.T, v string) string {
 		fatalf(t, "go %s: %v\n%s", strings.Join(args, " "), err, b)
 	}
 	t.Logf("built %s in %v", out, time.Since(start).Round(time.Millisecond))
-	builtStamped[key] = out
-	return out
 }
 
 // buildRace says whether the binaries the tests build have the race

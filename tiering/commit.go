@@ -490,13 +490,7 @@ func (m *move) dropSource() {
 // commit, the source's last descriptors, whose close frees its pages
 // (tens of ms for a large file on tmpfs, which no one else waits for).
 func (m *move) end() {
-	f := m.f
-	f.mu.Lock()
-	if f.sealed != nil {
-		close(f.sealed)
-		f.sealed = nil
-	}
-	f.mu.Unlock()
+	m.unseal()
 	if !m.committed {
 		if m.marked {
 			_ = m.unmark()

@@ -73,6 +73,30 @@ func holdAt(t *testing.T, what, step string, op func() error) (release func() er
 // within runs op and fails the test if it has not returned within nsWait:
 // the namespace lock was held across the step a move or rename is held
 // at.
+// othersGoOn checks that a stat and an open of "other" and a create of
+// dir/name complete while a commit is held.
+func othersGoOn(t *testing.T, s *Store, dir, name string) {
+	t.Helper()
+	within(t, "stat of another file", func() error {
+		_, err := s.Getattr(RelPath("other"))
+		return err
+	})
+	within(t, "open of another file", func() error {
+		h, err := s.Open(RelPath("other"), unix.O_RDONLY)
+		if err == nil {
+			h.Release()
+		}
+		return err
+	})
+	within(t, "create of a new file", func() error {
+		h, _, err := s.Create(RelPath(dir), name, unix.O_RDWR|unix.O_EXCL, 0o644, Owner{})
+		if err == nil {
+			h.Release()
+		}
+		return err
+	})
+}
+
 func within(t *testing.T, what string, op func() error) {
 	t.Helper()
 	done := make(chan error, 1)
@@ -111,24 +135,7 @@ func TestCommitLeavesNamespaceFree(t *testing.T) {
 			defer h.Release()
 			release := holdMove(t, s, "moving", "slow", step)
 
-			within(t, "stat of another file", func() error {
-				_, err := s.Getattr(RelPath("other"))
-				return err
-			})
-			within(t, "open of another file", func() error {
-				h, err := s.Open(RelPath("other"), unix.O_RDONLY)
-				if err == nil {
-					h.Release()
-				}
-				return err
-			})
-			within(t, "create of a new file", func() error {
-				h, _, err := s.Create(RelPath(""), "new-"+filepath.Base(step), unix.O_RDWR|unix.O_EXCL, 0o644, Owner{})
-				if err == nil {
-					h.Release()
-				}
-				return err
-			})
+			othersGoOn(t, s, "", "new-"+filepath.Base(step))
 			if err := release(); err != nil {
 				t.Fatalf("move: %v", err)
 			}
@@ -351,24 +358,7 @@ func TestLinkedCommitLeavesNamespaceFree(t *testing.T) {
 			writeStoreFile(t, s, "", "other", []byte("other"))
 			release := holdMove(t, s, "a/f", "slow", c.step)
 
-			within(t, "stat of another file", func() error {
-				_, err := s.Getattr(RelPath("other"))
-				return err
-			})
-			within(t, "open of another file", func() error {
-				h, err := s.Open(RelPath("other"), unix.O_RDONLY)
-				if err == nil {
-					h.Release()
-				}
-				return err
-			})
-			within(t, "create of a new file", func() error {
-				h, _, err := s.Create(RelPath("a"), "new", unix.O_RDWR|unix.O_EXCL, 0o644, Owner{})
-				if err == nil {
-					h.Release()
-				}
-				return err
-			})
+			othersGoOn(t, s, "a", "new")
 			for _, n := range names {
 				within(t, "lookup of "+n, func() error {
 					a, err := s.Lookup(RelPath(filepath.Dir(n)), filepath.Base(n))

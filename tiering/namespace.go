@@ -760,6 +760,12 @@ func (s *Store) makeSpecial(dir Path, name string, ft uint32, o Owner, mk func(p
 		_ = unix.Unlinkat(pfd, name, 0)
 		return Attr{}, err
 	}
+	return s.madeAttr(d, t, pfd, name)
+}
+
+// madeAttr notes that directory d changed on t, where name was just made
+// in pfd, and answers the new entry's attributes. Caller holds ns.
+func (s *Store) madeAttr(d []string, t *Tier, pfd int, name string) (Attr, error) {
 	s.dirChanged(d, t)
 	var st unix.Stat_t
 	if err := unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
@@ -845,13 +851,7 @@ func (s *Store) Link(target Path, dir Path, name string) (Attr, error) {
 	if err := unix.Linkat(sfd, "", pfd, name, unix.AT_EMPTY_PATH); err != nil {
 		return Attr{}, err
 	}
-	s.dirChanged(d, t)
-	var st unix.Stat_t
-	if err := unix.Fstatat(pfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return Attr{}, err
-	}
-	l := loc{tier: t, dirfd: pfd, name: name, st: st}
-	return s.attrOf(&l)
+	return s.madeAttr(d, t, pfd, name)
 }
 
 // Unlink removes a name that is not a directory. commit runs under the

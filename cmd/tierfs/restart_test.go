@@ -34,6 +34,36 @@ type rwLoop struct {
 	done   chan struct{}
 }
 
+// segmentPaths makes dir/topic-0 and names n segment files in it.
+func segmentPaths(t *testing.T, dir string, n int) []string {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Join(dir, "topic-0"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	for i := range n {
+		paths = append(paths, filepath.Join(dir, "topic-0", fmt.Sprintf("%020d.log", i)))
+	}
+	return paths
+}
+
+// killServingDaemon kills the daemon serving mnt with SIGKILL and waits
+// until its supervisor has started the next one.
+func killServingDaemon(t *testing.T, mnt string) {
+	t.Helper()
+	st, err := supervisor.Query(mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(st.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "a new daemon after kill -9", func() (bool, error) {
+		now, err := supervisor.Query(mnt)
+		return err == nil && now.Pid != st.Pid && now.Takeovers == st.Takeovers+1, err
+	})
+}
+
 func startRWLoop(t *testing.T, paths []string) *rwLoop {
 	l := &rwLoop{stop: make(chan struct{}), done: make(chan struct{})}
 	for _, p := range paths {
@@ -150,14 +180,7 @@ func TestRestartCommand(t *testing.T) {
 	}
 	writeFile(t, e.config, string(cfg)+"\n[mount]\nsupervisor = true\n")
 	d := startDaemon(t, e)
-	if err := os.MkdirAll(filepath.Join(e.mnt, "topic-0"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	var paths []string
-	for i := range 3 {
-		paths = append(paths, filepath.Join(e.mnt, "topic-0", fmt.Sprintf("%020d.log", i)))
-	}
-	l := startRWLoop(t, paths)
+	l := startRWLoop(t, segmentPaths(t, e.mnt, 3))
 	l.progress(t, 50)
 
 	var told, seen []float64
@@ -196,17 +219,7 @@ func TestRestartCommand(t *testing.T) {
 	}
 
 	// kill -9 of the daemon: the supervisor starts the next one.
-	st, err := supervisor.Query(e.mnt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Kill(st.Pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	poll(t, "a new daemon after kill -9", func() (bool, error) {
-		now, err := supervisor.Query(e.mnt)
-		return err == nil && now.Pid != st.Pid && now.Takeovers == st.Takeovers+1, err
-	})
+	killServingDaemon(t, e.mnt)
 	l.progress(t, 30)
 	// status names the daemon that serves now and the supervisor's count
 	// (issue 20): the control socket is the new daemon's.
@@ -273,14 +286,7 @@ func TestRestartBinary(t *testing.T) {
 	const newVersion = "v9.9.9-restart-test"
 	newBin := buildStamped(t, bdir, newVersion)
 	d := startDaemon(t, e)
-	if err := os.MkdirAll(filepath.Join(e.mnt, "topic-0"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	var paths []string
-	for i := range 2 {
-		paths = append(paths, filepath.Join(e.mnt, "topic-0", fmt.Sprintf("%020d.log", i)))
-	}
-	l := startRWLoop(t, paths)
+	l := startRWLoop(t, segmentPaths(t, e.mnt, 2))
 	l.progress(t, 50)
 	oldVersion := statusVersion(t, e.mnt)
 	if strings.Contains(oldVersion, newVersion) {
@@ -323,17 +329,7 @@ func TestRestartBinary(t *testing.T) {
 	t.Logf("restart --binary to %s: pause %.1f ms", newVersion, r.PauseMs)
 
 	// kill -9: the supervisor starts the new build again, not its own.
-	st, err := supervisor.Query(e.mnt)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Kill(st.Pid, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	poll(t, "a new daemon after kill -9", func() (bool, error) {
-		now, err := supervisor.Query(e.mnt)
-		return err == nil && now.Pid != st.Pid && now.Takeovers == st.Takeovers+1, err
-	})
+	killServingDaemon(t, e.mnt)
 	l.progress(t, 30)
 	waitDaemon(t, e.mnt)
 	if v := statusVersion(t, e.mnt); !strings.Contains(v, newVersion) {

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -11,7 +10,6 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/tierfs/tierfs/internal/fuseuring"
 	"github.com/tierfs/tierfs/internal/metrics/metricstest"
 	"github.com/tierfs/tierfs/internal/supervisor"
 	"github.com/tierfs/tierfs/internal/testenv"
@@ -240,13 +238,7 @@ func TestMountStopSignalledTwice(t *testing.T) {
 // supervisor and takes io_uring; supervisor = false takes io_uring alone.
 func TestSupervisionAndURing(t *testing.T) {
 	requireFUSE(t)
-	testenv.HoldURingSwitch(t)
-	b, err := os.ReadFile(fuseuring.EnableParam)
-	testenv.Require(t, err == nil, fmt.Sprintf("this kernel has no FUSE over io_uring: %v", err))
-	t.Cleanup(func() { os.WriteFile(fuseuring.EnableParam, b, 0o644) })
-	if err := os.WriteFile(fuseuring.EnableParam, []byte("Y"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	testenv.SetURingSwitch(t, "Y")
 	for _, c := range []struct {
 		conf      string
 		supervise bool

@@ -308,14 +308,7 @@ func TestSystemdRestartKeepsMount(t *testing.T) {
 		t.Fatalf("the unit's store holds %s descriptors, want 2 (the connection and its state)", n)
 	}
 	mnt := sd.path(e.mnt)
-	if err := os.MkdirAll(filepath.Join(mnt, "topic-0"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	var paths []string
-	for i := range 3 {
-		paths = append(paths, filepath.Join(mnt, "topic-0", fmt.Sprintf("%020d.log", i)))
-	}
-	l := startRWLoop(t, paths)
+	l := startRWLoop(t, segmentPaths(t, mnt, 3))
 	l.progress(t, 50)
 
 	pid := sd.show(t, "tierfs.service", "MainPID")

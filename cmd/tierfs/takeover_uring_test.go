@@ -3,12 +3,9 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"syscall"
 	"testing"
 
-	"github.com/tierfs/tierfs/internal/fuseuring"
 	"github.com/tierfs/tierfs/internal/supervisor"
 	"github.com/tierfs/tierfs/internal/testenv"
 )
@@ -21,24 +18,11 @@ import (
 // can cost a call ECANCELED: fs's TestTakeoverURingKill.)
 func TestRestartOverURing(t *testing.T) {
 	requireFUSE(t)
-	testenv.HoldURingSwitch(t)
-	b, err := os.ReadFile(fuseuring.EnableParam)
-	testenv.Require(t, err == nil, fmt.Sprintf("this kernel has no FUSE over io_uring: %v", err))
-	t.Cleanup(func() { os.WriteFile(fuseuring.EnableParam, b, 0o644) })
-	if err := os.WriteFile(fuseuring.EnableParam, []byte("Y"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	testenv.SetURingSwitch(t, "Y")
 	e := newEnv(t)
 	e.setConfig(t, "", idlePolicy+"\n[mount]\nsupervisor = true\nsupervisor_io_uring = true\n")
 	d := startDaemon(t, e)
-	if err := os.MkdirAll(filepath.Join(e.mnt, "topic-0"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	var paths []string
-	for i := range 3 {
-		paths = append(paths, filepath.Join(e.mnt, "topic-0", fmt.Sprintf("%020d.log", i)))
-	}
-	l := startRWLoop(t, paths)
+	l := startRWLoop(t, segmentPaths(t, e.mnt, 3))
 	l.progress(t, 50)
 	transport := func(when string) {
 		t.Helper()

@@ -66,6 +66,21 @@ func HoldURingSwitch(t testing.TB) {
 	t.Cleanup(unlock)
 }
 
+// SetURingSwitch holds the switch's lock (HoldURingSwitch) and sets the
+// kernel's FUSE-over-io_uring switch to v ("Y" or "N") until t ends, when
+// it gets back what it was. A kernel without the switch skips t (fails
+// it under CI).
+func SetURingSwitch(t testing.TB, v string) {
+	t.Helper()
+	HoldURingSwitch(t)
+	was, err := os.ReadFile(fuseuring.EnableParam)
+	Require(t, err == nil, fmt.Sprintf("this kernel has no FUSE over io_uring: %v", err))
+	t.Cleanup(func() { os.WriteFile(fuseuring.EnableParam, was, 0o644) })
+	if err := os.WriteFile(fuseuring.EnableParam, []byte(v), 0o644); err != nil {
+		t.Fatalf("setting %s to %s: %v", fuseuring.EnableParam, v, err)
+	}
+}
+
 func lockURingSwitch() (unlock func(), err error) {
 	fd, err := unix.Open("/run/lock/tierfs-test-enable-uring.lock", unix.O_RDWR|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
 	if errors.Is(err, unix.ENOENT) {

@@ -80,31 +80,25 @@ func TestMetricsFromAMount(t *testing.T) {
 		t.Errorf("failed demotions: %v", n)
 	}
 
-	// An operator's move, and a read of a file on the slow tier: the
-	// kernel's cache of it dropped first, so that the reads reach the
-	// daemon.
-	var onFast, onSlow string
-	for i := 0; i < 3; i++ {
-		rel := fmt.Sprintf("events-0/%020d.log", i)
-		if m.tierOf(t, rel) == 0 {
-			onFast = rel
-		} else {
-			onSlow = rel
-		}
+	// An operator's move, and a read of the moved file on the slow tier.
+	// The file is one the policy never moves (a segment Kafka has deleted
+	// and not yet removed), so that no promotion can take it back to fast
+	// before or during the read, and the read counts on slow.
+	deleted := "events-0/00000000000000000099.log.deleted"
+	mustOK(t, os.WriteFile(m.path(deleted), data[:1<<20], 0o644), "write a deleted segment")
+	mustOK(t, m.move(t, deleted, "slow"), "move")
+	if tier := m.tierOf(t, deleted); tier != 1 {
+		t.Fatalf("%s on tier %d after the move to slow", deleted, tier)
 	}
-	if onFast == "" || onSlow == "" {
-		t.Fatalf("want a segment on each tier after the demotions")
-	}
-	mustOK(t, m.move(t, onFast, "slow"), "move")
 	// O_DIRECT: the read must reach the daemon (a FADV_DONTNEED of the
 	// mount's cache can leave pages behind, and the read then counts
 	// nothing: seen in make test's io_uring rerun).
-	f, err := os.OpenFile(m.path(onSlow), os.O_RDONLY|unix.O_DIRECT, 0)
+	f, err := os.OpenFile(m.path(deleted), os.O_RDONLY|unix.O_DIRECT, 0)
 	mustOK(t, err, "open")
-	buf := make([]byte, len(data))
+	buf := make([]byte, 1<<20)
 	n, err := f.ReadAt(buf, 0)
 	f.Close()
-	if n != len(data) {
+	if n != len(buf) {
 		t.Fatalf("read back %d bytes: %v", n, err)
 	}
 	sc1 := metricstest.Get(t, addr)

@@ -135,6 +135,14 @@ func (c Config) Validate() error {
 		errs = append(errs, units.Errorf("mount.enable_uring_switch",
 			"turns the kernel's switch for FUSE over io_uring on, which io_uring = false never uses: set io_uring = true or enable_uring_switch = false"))
 	}
+	if c.SupervisorIOUring && !c.Supervisor {
+		errs = append(errs, units.Errorf("mount.supervisor_io_uring",
+			"serves a supervised mount over io_uring, and supervisor = false asks for none (an unsupervised mount uses io_uring = true alone): set supervisor = true or remove supervisor_io_uring"))
+	}
+	if c.SupervisorIOUring && !c.IOUring {
+		errs = append(errs, units.Errorf("mount.supervisor_io_uring",
+			"serves a supervised mount over io_uring, which io_uring = false never uses: set io_uring = true or remove supervisor_io_uring"))
+	}
 	if c.ReadAheadKB < 0 || c.ReadAheadKB > MaxReadAheadKB {
 		errs = append(errs, units.Errorf("mount.read_ahead_kb", "must be between 0 and %d (KiB; 0 leaves the kernel's default), got %d",
 			MaxReadAheadKB, c.ReadAheadKB))

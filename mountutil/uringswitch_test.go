@@ -77,6 +77,33 @@ func TestEnableURingSwitchNeedsIOUring(t *testing.T) {
 	}
 }
 
+// supervisor_io_uring without a supervisor, or without io_uring, is
+// refused, naming the key, rather than silently doing nothing.
+func TestSupervisorIOUringNeedsBoth(t *testing.T) {
+	c := DefaultConfig()
+	c.SupervisorIOUring = true
+	if err := c.Validate(); err != nil {
+		t.Errorf("with supervisor and io_uring: %v", err)
+	}
+	for _, tc := range []struct {
+		name string
+		set  func(*Config)
+		want string
+	}{
+		{"supervisor = false", func(c *Config) { c.Supervisor = false }, "supervisor = false"},
+		{"io_uring = false", func(c *Config) { c.IOUring = false }, "io_uring = false"},
+	} {
+		c := DefaultConfig()
+		c.SupervisorIOUring = true
+		tc.set(&c)
+		err := c.Validate()
+		var ke *units.KeyError
+		if !errors.As(err, &ke) || ke.Key != "mount.supervisor_io_uring" || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error on mount.supervisor_io_uring naming %q", tc.name, err, tc.want)
+		}
+	}
+}
+
 // A mount with enable_uring_switch on a kernel whose switch is off turns
 // it on, says so in the log, and is served over io_uring; unmounting
 // leaves the switch on (another mount may rely on it).

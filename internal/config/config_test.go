@@ -647,6 +647,14 @@ func TestEnableURingSwitchWithoutIOUring(t *testing.T) {
 	}
 }
 
+// supervisor_io_uring with supervisor = false is refused on its line.
+func TestSupervisorIOUringWithoutSupervisor(t *testing.T) {
+	_, err := parse(t, base+"[mount]\nsupervisor = false\nsupervisor_io_uring = true\n")
+	if err == nil || !strings.HasPrefix(err.Error(), "tierfs.toml:13: mount.supervisor_io_uring: ") {
+		t.Errorf("got %v, want an error on line 13, mount.supervisor_io_uring", err)
+	}
+}
+
 // The example file, as installed for operators, gives the supervised
 // default, which serves /dev/fuse: it does not turn the kernel's io_uring
 // switch on (that serves only an unsupervised or supervisor_io_uring

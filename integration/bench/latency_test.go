@@ -403,18 +403,24 @@ func sealedSegments(t *testing.T, logDir, topic string) []string {
 // TestLatencyKafka: Kafka's produce latency (ProducerPerformance at a
 // fixed rate, TIERFS_BENCH_LAT_RATE records/s of 1 KiB for
 // TIERFS_BENCH_LAT_SECONDS, acks=all) on a broker whose log.dirs are on
-// tierfs (tmpfs fast tier, throttled HDD slow tier, 64 MiB segments):
-// once with the policy moving nothing (migrate_threshold = -1), once
-// while the sealed segments of another topic, written before, are
-// demoted to the HDD (as many as the HDD takes in a producer run and a
-// fifth more, so that the demotions last the whole run). Target: p99
-// while demoting within 1.2× of the run without. Writes
+// tierfs (tmpfs fast tier, throttled HDD slow tier, 64 MiB segments), in
+// TIERFS_BENCH_RUNS rounds (5) on one broker: each round one run with the
+// policy moving nothing (migrate_threshold = -1) and one while the sealed
+// segments of another topic, written before, are demoted to the HDD (as
+// many as the HDD takes in a producer run and a fifth more, so that the
+// demotions last the whole run); between rounds, unmeasured, the segments
+// are promoted back. Which run of a round comes first alternates. The
+// broker's own p99 moves from run to run on two cores more than a
+// demotion does (docs/perf.md, 17), so one pair says little: the target,
+// p99 while demoting within 1.2× of the run without, is judged on the
+// median of the rounds' ratios, with their spread. Writes
 // docs/bench/latency-kafka.md.
 func TestLatencyKafka(t *testing.T) {
 	k := benchSetup(t, map[string]string{"mkfs.xfs": "xfsprogs"})
 	root := integration.RepoRoot(t)
 	rate := int(envBytes(t, "TIERFS_BENCH_LAT_RATE", 20000, false))
 	secs := envFloat(t, "TIERFS_BENCH_LAT_SECONDS", 20)
+	rounds := microEnvInt(t, "TIERFS_BENCH_RUNS", 5)
 	const segment = 64 << 20
 	records := int64(float64(rate) * secs)
 	dir := integration.WorkDir(t)
@@ -422,7 +428,8 @@ func TestLatencyKafka(t *testing.T) {
 	// Enough sealed segments that their demotion outlasts a producer run.
 	prefill := max(2*segment*4, int64(float64(hdd.BPS)*secs*1.2))
 	prefillRecords := prefill / recordSize
-	fast := prefill + 3*records*1100 + gib
+	// Each round's two topics are deleted before the next round.
+	fast := prefill + 4*records*1100 + gib
 
 	fs := integration.MountTierfs(t, filepath.Join(dir, "tierfs"), integration.TierfsOptions{
 		FastSize: fmt.Sprintf("%d", fast), SlowDir: filepath.Join(hdd.Dir, "tierfs-slow"), Extra: policyTable(-1)})
@@ -444,50 +451,110 @@ func TestLatencyKafka(t *testing.T) {
 		t.Fatalf("no sealed segment of topic old under %s", logDir)
 	}
 	produce("warmup", min(records, int64(rate)*5), rate)
+	deleteTopic(t, b, bdir, "warmup")
 
-	off := produce("lat-off", records, rate)
-	b.CreateTopic(t, bdir, "lat-demoting", 4)
-	start := time.Now()
-	wait := startMigrate(t, fs, "slow", segs)
-	dem := startProducer(t, b, bdir, "lat-demoting", records, rate).wait(t, 30*time.Minute)
-	prodEnd := time.Now()
-	migEnd := wait()
-	checkOnTier(t, fs, fs.SlowData, segs)
-	overlap := prodEnd.Sub(start)
-	if migEnd.Before(prodEnd) {
-		overlap = migEnd.Sub(start)
+	type round struct {
+		off, dem      perfReport
+		po, pd        [4]float64
+		overlap, run  time.Duration
+		demotingFirst bool
+	}
+	var rs []round
+	for r := 0; r < rounds; r++ {
+		var rd round
+		rd.demotingFirst = r%2 == 1
+		runOff := func() {
+			rd.off = produce(fmt.Sprintf("lat-off-%d", r), records, rate)
+		}
+		runDemoting := func() {
+			topic := fmt.Sprintf("lat-demoting-%d", r)
+			b.CreateTopic(t, bdir, topic, 4)
+			start := time.Now()
+			wait := startMigrate(t, fs, "slow", segs)
+			rd.dem = startProducer(t, b, bdir, topic, records, rate).wait(t, 30*time.Minute)
+			prodEnd := time.Now()
+			migEnd := wait()
+			checkOnTier(t, fs, fs.SlowData, segs)
+			rd.run, rd.overlap = prodEnd.Sub(start), prodEnd.Sub(start)
+			if migEnd.Before(prodEnd) {
+				rd.overlap = migEnd.Sub(start)
+			}
+			// Back to fast, unmeasured, so that the next round demotes the
+			// same segments and the next run with nothing moving has
+			// nothing moving.
+			startMigrate(t, fs, "fast", segs)()
+			checkOnTier(t, fs, fs.FastData, segs)
+		}
+		if rd.demotingFirst {
+			runDemoting()
+			runOff()
+		} else {
+			runOff()
+			runDemoting()
+		}
+		deleteTopic(t, b, bdir, fmt.Sprintf("lat-off-%d", r))
+		deleteTopic(t, b, bdir, fmt.Sprintf("lat-demoting-%d", r))
+		rd.po, rd.pd = producePercentiles(t, rd.off), producePercentiles(t, rd.dem)
+		t.Logf("round %d: p99 %v ms with nothing moving, %v ms while demoting (overlap %v of %v)",
+			r+1, rd.po[2], rd.pd[2], rd.overlap.Round(100*time.Millisecond), rd.run.Round(100*time.Millisecond))
+		rs = append(rs, rd)
 	}
 	b.Stop(t)
 	problems, _ := brokerProblems(b)
 	_, _, tfProblems := logFacts(fs.Log)
 
-	po, pd := producePercentiles(t, off), producePercentiles(t, dem)
+	var ratios, p95ratios []float64
+	var rows [][]string
+	for i, rd := range rs {
+		ratio := rd.pd[2] / rd.po[2]
+		ratios = append(ratios, ratio)
+		p95ratios = append(p95ratios, rd.pd[1]/rd.po[1])
+		order := "off, then demoting"
+		if rd.demotingFirst {
+			order = "demoting, then off"
+		}
+		rows = append(rows, []string{strconv.Itoa(i + 1), order,
+			benchkit.Num(rd.off.RecPerSec), benchkit.Num(rd.po[1]), benchkit.Num(rd.po[2]), benchkit.Num(rd.off.MaxLatMs),
+			benchkit.Num(rd.dem.RecPerSec), benchkit.Num(rd.pd[1]), benchkit.Num(rd.pd[2]), benchkit.Num(rd.dem.MaxLatMs),
+			benchkit.Num(ratio) + "×", rd.overlap.Round(100*time.Millisecond).String() + " of " + rd.run.Round(100*time.Millisecond).String()})
+	}
+	med := benchkit.Median(ratios)
+	lo, hi := benchkit.Spread(ratios)
 	v := "met"
-	if pd[2] > latKafkaFactor*po[2] {
-		v = fmt.Sprintf("**missed**: p99 %s× (target ≤ %s×)", benchkit.Num(pd[2]/po[2]), benchkit.Num(latKafkaFactor))
+	if !(med <= latKafkaFactor) {
+		v = fmt.Sprintf("**missed** by %.0f%%", 100*(med-latKafkaFactor)/latKafkaFactor)
 	}
-	row := func(name string, r perfReport, p [4]float64) []string {
-		return []string{name, benchkit.Num(r.RecPerSec), benchkit.Num(p[0]), benchkit.Num(p[1]), benchkit.Num(p[2]),
-			benchkit.Num(p[3]), benchkit.Num(r.MaxLatMs), benchkit.Num(r.AvgLatMs)}
+	met := 0
+	for _, r := range ratios {
+		if r <= latKafkaFactor {
+			met++
+		}
 	}
-	table := benchkit.Table([]string{"run", "records/s", "p50 ms", "p95 ms", "p99 ms", "p99.9 ms", "max ms", "avg ms"}, [][]string{
-		row("policy off, nothing moving", off, po), row("while segments are demoted", dem, pd)})
+	verdict := fmt.Sprintf("VERDICT latency: Kafka produce p99 while demoting ≤ %s× policy off on the defaults (supervised, /dev/fuse): %s; %s× (%s–%s), median of %d rounds (%d of %d rounds within)",
+		benchkit.Num(latKafkaFactor), strings.ReplaceAll(v, "**", ""), benchkit.Num(med), benchkit.Num(lo), benchkit.Num(hi), len(ratios), met, len(ratios))
+	fmt.Println(verdict)
+	table := benchkit.Table([]string{"round", "order", "off: records/s", "p95 ms", "p99 ms", "max ms",
+		"demoting: records/s", "p95 ms", "p99 ms", "max ms", "p99 demoting / off", "demotion overlapped"}, rows)
 
 	var md strings.Builder
 	fmt.Fprintf(&md, "## Kafka produce latency while segments are demoted\n\n")
 	fmt.Fprintf(&md, "Issue 17, item 5. `TestLatencyKafka` (`integration/bench/latency_test.go`): one Kafka %s broker "+
 		"(1 GiB heap, log.segment.bytes 64 MiB, 4 partitions) with `log.dirs` on tierfs with the defaults of `tierfs "+
-		"mount` (requests through `/dev/fuse`; `migrate_threshold = -1`: the policy plans no move of its own), its fast "+
+		"mount` (supervised, requests through `/dev/fuse`; `migrate_threshold = -1`: the policy plans no move of its own), its fast "+
 		"tier a tmpfs, its slow tier xfs on a loop device throttled to %s/s. `ProducerPerformance` at a fixed %d records/s "+
-		"of 1 KiB (acks=all, idempotent, linger.ms=5) for %d records, twice into a new topic: with nothing moving, then "+
-		"while the %d sealed segments (%s) of a topic written before are demoted to the HDD (`tierfs migrate --to slow "+
-		"--wait`, one move at a time through the policy's mover), which overlapped the producer's run for %v of its %v. "+
-		"The percentiles are ProducerPerformance's own (whole milliseconds).\n\n",
-		k.Version, mibStr(hdd.BPS), rate, records, len(segs), mibStr(int64(len(segs))*segment), overlap.Round(100*time.Millisecond),
-		prodEnd.Sub(start).Round(100*time.Millisecond))
+		"of 1 KiB (acks=all, idempotent, linger.ms=5) for %d records, into a new topic each run, in %d rounds on the same broker: "+
+		"each round one run with nothing moving and one while the %d sealed segments (%s) of a topic written before are demoted "+
+		"to the HDD (`tierfs migrate --to slow --wait`, one move at a time through the policy's mover); after it, unmeasured, the "+
+		"segments are promoted back (`tierfs migrate --to fast --wait`) and the round's topics deleted. The order within a round "+
+		"alternates. The percentiles are ProducerPerformance's own (whole milliseconds).\n\n",
+		k.Version, mibStr(hdd.BPS), rate, records, rounds, len(segs), mibStr(int64(len(segs))*segment))
 	md.WriteString(table)
-	fmt.Fprintf(&md, "\nTarget (issue 17): produce p99 while demoting within %s× of the run with nothing moving: %s.\n",
-		benchkit.Num(latKafkaFactor), v)
+	p95med := benchkit.Median(p95ratios)
+	p95lo, p95hi := benchkit.Spread(p95ratios)
+	fmt.Fprintf(&md, "\nTarget (issue 17): produce p99 while demoting within %s× of the run with nothing moving, judged on the "+
+		"median of the rounds' ratios: %s, %s× (%s–%s), %d of %d rounds within. The p95 ratio: %s× (%s–%s).\n\n    %s\n",
+		benchkit.Num(latKafkaFactor), v, benchkit.Num(med), benchkit.Num(lo), benchkit.Num(hi), met, len(ratios),
+		benchkit.Num(p95med), benchkit.Num(p95lo), benchkit.Num(p95hi), verdict)
 	var all []string
 	for _, p := range problems {
 		all = append(all, "broker: "+p)
@@ -497,7 +564,7 @@ func TestLatencyKafka(t *testing.T) {
 	}
 	fmt.Fprintf(&md, "\nProblems in the broker's and tierfs's logs:\n\n%s", codeBlock(all))
 	fmt.Fprintf(&md, "\nRerun: `TIERFS_BENCH=1 go test -run '^TestLatencyKafka$' -v -timeout 60m ./integration/bench/`; "+
-		"`TIERFS_BENCH_LAT_RATE` (records/s), `TIERFS_BENCH_LAT_SECONDS` and `TIERFS_BENCH_HDD_BPS` size it.\n")
+		"`TIERFS_BENCH_RUNS` (rounds), `TIERFS_BENCH_LAT_RATE` (records/s), `TIERFS_BENCH_LAT_SECONDS` and `TIERFS_BENCH_HDD_BPS` size it.\n")
 	if err := benchkit.Fragment(root, "latency-kafka", md.String()); err != nil {
 		t.Fatal(err)
 	}

@@ -82,6 +82,15 @@ type Server struct {
 	stopping bool
 	waiting  int // readers in read(2)
 	readers  int
+	// free holds the buffers of readers that ended, for the next reader
+	// to start, so that a buffer is allocated and prefaulted once, not
+	// once per reader: readers come and go with the load. A slice under
+	// mu, not a sync.Pool, whose clearing at each GC would drop the
+	// prefaulted buffers the list is for. Readers and free together hold
+	// at most maxReaders buffers.
+	free     []*buffers
+	started  atomic.Uint64 // readers started, for tests
+	made     atomic.Uint64 // buffers allocated, for tests
 	handling sync.WaitGroup
 	served   atomic.Uint64
 	done     chan struct{} // closed when the connection is gone
@@ -213,18 +222,41 @@ func (s *Server) Stop() {
 	s.handling.Wait()
 }
 
+// buffers are a reader's: the request read into in, the reply made in
+// out.
+type buffers struct{ in, out []byte }
+
 func (s *Server) startReaderLocked() {
 	s.readers++
-	go s.reader()
+	s.started.Add(1)
+	var b *buffers
+	if n := len(s.free); n > 0 {
+		b, s.free[n-1] = s.free[n-1], nil
+		s.free = s.free[:n-1]
+	}
+	go s.reader(b)
 }
 
-func (s *Server) reader() {
-	in := prefault(make([]byte, s.inSize))
-	out := prefault(make([]byte, s.outSize))
+// endReaderLocked counts a reader out and keeps its buffers for the next.
+func (s *Server) endReaderLocked(b *buffers) {
+	s.readers--
+	if len(s.free) < maxReaders {
+		s.free = append(s.free, b)
+	}
+}
+
+// reader serves requests with the buffers b, or new ones if nil.
+func (s *Server) reader(b *buffers) {
+	if b == nil {
+		// Outside mu: touching a few MiB takes a while.
+		b = &buffers{in: prefault(make([]byte, s.inSize)), out: prefault(make([]byte, s.outSize))}
+		s.made.Add(1)
+	}
+	in, out := b.in, b.out
 	for {
 		s.mu.Lock()
 		if s.stopping {
-			s.readers--
+			s.endReaderLocked(b)
 			s.mu.Unlock()
 			return
 		}
@@ -244,14 +276,14 @@ func (s *Server) reader() {
 				s.log.Error().Err(err).Msg("reading /dev/fuse; this reader stops")
 			}
 			s.mu.Lock()
-			s.readers--
+			s.endReaderLocked(b)
 			s.mu.Unlock()
 			s.doneOnce.Do(func() { close(s.done) })
 			return
 		}
 		if s.stopping {
 			// Left for the successor: the kernel resends it.
-			s.readers--
+			s.endReaderLocked(b)
 			s.mu.Unlock()
 			return
 		}
@@ -266,7 +298,7 @@ func (s *Server) reader() {
 
 		s.mu.Lock()
 		if s.waiting >= idleReaders && s.readers > minReaders {
-			s.readers--
+			s.endReaderLocked(b)
 			s.mu.Unlock()
 			return
 		}

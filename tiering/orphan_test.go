@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tierfs/tierfs/internal/testenv"
+	"github.com/tierfs/tierfs/pmem"
 )
 
 // orphanPath is where a tier keeps the open file with inode number ino
@@ -249,4 +250,92 @@ func TestOrphanDirTrustsNothingPlanted(t *testing.T) {
 	if _, err := Open(tiers, Options{}); err == nil || !strings.Contains(err.Error(), "uid 65534") {
 		t.Fatalf("a mount with another user's orphan directory: %v, want it refused", err)
 	}
+}
+
+// A rename over an open file whose copy is on another tier leaves it
+// with no name, like an unlink: it keeps one in its tier's orphan
+// directory until its last release.
+func TestOrphanOfRenameOverAnotherTier(t *testing.T) {
+	tiers := twoTiers(t, TypeNVMe, 0)
+	s := openTest(t, tiers, Options{})
+	h, a, err := s.Create(RelPath(""), "x", unix.O_RDWR, 0o644, Owner{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Release()
+	if _, err := h.Write([]byte("old x"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Move("x", "slow"); err != nil {
+		t.Fatal(err)
+	}
+	h2, _, err := s.Create(RelPath(""), "y", unix.O_RDWR, 0o644, Owner{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h2.Release()
+	if err := s.Rename(RelPath(""), "y", RelPath(""), "x", 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(orphanPath(tiers[1], a.Ino)); err != nil || string(b) != "old x" {
+		t.Fatalf("the replaced open file on slow: %q, %v; want it kept as an orphan", b, err)
+	}
+	got := make([]byte, 5)
+	if n, err := h.Read(got, 0); err != nil || string(got[:n]) != "old x" {
+		t.Fatalf("read of the replaced file: %q, %v", got[:n], err)
+	}
+	h.Release()
+	if _, err := os.Lstat(orphanPath(tiers[1], a.Ino)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the orphan is still there after the last release: %v", err)
+	}
+}
+
+// A pmem segment unlinked while open is kept as an orphan like any file
+// (its mapping and logical size with it), adopted by a takeover, and
+// given back to the pool once it goes.
+func TestOrphanPMemSegment(t *testing.T) {
+	s, tiers := openPool(t, 8*testSeg, 0.5)
+	if _, err := s.Mkdir(RelPath(""), "topic-0", 0o755, Owner{}); err != nil {
+		t.Fatal(err)
+	}
+	h, a, err := s.Create(RelPath("topic-0"), "00000000000000000000.log", unix.O_RDWR, 0o640, Owner{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte("kafka record "), 1000)
+	if _, err := h.Write(data, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Fsync(false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Unlink(RelPath("topic-0"), "00000000000000000000.log", nil); err != nil {
+		t.Fatal(err)
+	}
+	if st, size, ok := backingStat(t, orphanPath(tiers[0], a.Ino)); !ok || size != int64(len(data)) || st.Size != testSeg {
+		t.Fatalf("orphan of a segment: size %d, logical %d (%v); want the slot with %d", st.Size, size, ok, len(data))
+	}
+	if ha, err := h.Stat(); err != nil || ha.Size != int64(len(data)) || ha.Nlink != 0 {
+		t.Fatalf("fstat: size %d nlink %d, %v", ha.Size, ha.Nlink, err)
+	}
+	if got := readAll(t, h); !bytes.Equal(got, data) {
+		t.Fatalf("read %d bytes, want %d", len(got), len(data))
+	}
+	s.Close() // the daemon dies with it open
+
+	cfg := pmem.Config{PoolRatio: 0.5, SegmentSize: testSeg, PoolFiles: pmem.DefaultPoolFiles}
+	s = openTest(t, tiers, Options{SegmentSize: testSeg, PMem: &cfg, TakingOver: true})
+	h, err = s.OpenOrphan(a.Ino, unix.O_RDWR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := readAll(t, h); !bytes.Equal(got, data) {
+		t.Fatalf("after a takeover: read %d bytes, want %d", len(got), len(data))
+	}
+	h.Release()
+	s.Forgotten(a.Ino)
+	if _, err := os.Lstat(orphanPath(tiers[0], a.Ino)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the orphan is still there: %v", err)
+	}
+	waitPool(t, s, "the orphan's slot back in the pool", func(target int, slots int64) bool { return slots == int64(target) })
 }

@@ -28,6 +28,10 @@ type File struct {
 	// ETXTBSY): what an open for writing gets.
 	readOnly error
 	moving   atomic.Bool // a move is copying this file
+	// orphan: the backing's name is in its tier's orphan directory
+	// (orphan.go), where the file has no name in the mount. Set once,
+	// with unlinked.
+	orphan atomic.Bool
 	// sealed, while non-nil, is closed when a move lets the file's
 	// reads, writes, fallocates and fsyncs go on (rlockIO): from its last
 	// copy until its rename is durable (commit.go).
@@ -687,13 +691,11 @@ func (h *Handle) Stat() (Attr, error) {
 	st.Size = f.shownSize(st.Size)
 	st.Ctim = f.s.ct.shown(f.tier, &st)
 	st.Ino = f.ino
-	f.s.openMu.Lock()
-	if f.unlinked {
+	if f.orphan.Load() {
 		// Its backing keeps a name in the orphan directory; the kernel
 		// must see none, or it would keep the inode once closed.
 		st.Nlink = 0
 	}
-	f.s.openMu.Unlock()
 	return Attr{Stat_t: st, Tier: f.tier.Index}, nil
 }
 

@@ -164,6 +164,7 @@ func (s *Store) orphanLocked(l *loc, ino uint64) (done bool) {
 	} else {
 		f.unlinked = true
 		f.path = nil
+		f.orphan.Store(true)
 	}
 	s.orphans[ino] = o
 	return true
@@ -239,6 +240,7 @@ func (s *Store) OpenOrphan(ino uint64, flags int) (*Handle, error) {
 	if !f.unlinked {
 		f.unlinked = true
 		f.path = nil
+		f.orphan.Store(true)
 		// The File counts the file on its tier from here (getFile took
 		// its share from the same backing, which nobody wrote since).
 		o.tier.addUsed(usedBytes(&l.st) - o.blocks)

@@ -108,3 +108,48 @@ func TestTakeoverUnlinkedOpenFile(t *testing.T) {
 		})
 	}
 }
+
+// TestUnlinkAfterTakeover: a program holds a file open across a kill -9
+// and unlinks it through the new daemon, which never saw the handle: the
+// file must still be there for the handle (a daemon that took over keeps
+// every file whose last name goes until the kernel forgets it), and go
+// once the program closes it.
+func TestUnlinkAfterTakeover(t *testing.T) {
+	m := mount(t, mountOpt{supervised: true, devFuse: true})
+	mustOK(t, os.MkdirAll(m.path("topic-0"), 0o755), "mkdir")
+	p := m.path("topic-0/00000000000000000000.log")
+	const block = 64 << 10
+	want := bytes.Repeat([]byte{'k'}, block)
+	mustOK(t, os.WriteFile(p, want, 0o644), "write")
+	f, err := os.OpenFile(p, os.O_RDWR|unix.O_DIRECT, 0)
+	mustOK(t, err, "open")
+	defer f.Close()
+	var st unix.Stat_t
+	mustOK(t, unix.Fstat(int(f.Fd()), &st), "fstat")
+	old := m.pid
+	mustOK(t, syscall.Kill(old, syscall.SIGKILL), "kill -9 the daemon")
+	m.nextDaemon(t, old)
+	mustOK(t, os.Remove(p), "unlink through the new daemon")
+	buf := make([]byte, block)
+	if n, err := f.ReadAt(buf, 0); err != nil || n != block || !bytes.Equal(buf, want) {
+		t.Fatalf("read through the descriptor the dead daemon gave, after the unlink: %d bytes, %v\n%s", n, err, m.logs())
+	}
+	if n, err := f.WriteAt(want, block); err != nil || n != block {
+		t.Fatalf("write: %d, %v", n, err)
+	}
+	var st2 unix.Stat_t
+	mustOK(t, unix.Fstat(int(f.Fd()), &st2), "fstat")
+	if st2.Ino != st.Ino || st2.Size != 2*block || st2.Nlink != 0 {
+		t.Fatalf("fstat: ino %d size %d nlink %d, want %d, %d, 0", st2.Ino, st2.Size, st2.Nlink, st.Ino, 2*block)
+	}
+	mustOK(t, f.Close(), "close")
+	waitFor(t, "the orphan to go once the program closed the file", func() bool {
+		for _, r := range m.roots {
+			if ents, _ := os.ReadDir(filepath.Join(r, ".tierfs", "orphans")); len(ents) != 0 {
+				return false
+			}
+		}
+		return true
+	})
+	checkClean(t, m)
+}

@@ -422,6 +422,9 @@ func (m *move) commitOrphan() error {
 	o := s.orphans[f.ino]
 	s.openMu.Unlock()
 	var srcDet *pmem.Detached
+	if o != nil && m.dest.orphans < 0 {
+		return fmt.Errorf("spill of an open file with no name left: tier %s has no orphan directory (read-only at mount): %w", m.dest.Name, unix.EROFS)
+	}
 	if o != nil {
 		name := orphanName(f.ino)
 		if err := unix.Renameat2(m.sfd, m.staging, m.dest.orphans, name, unix.RENAME_NOREPLACE); err != nil {

@@ -47,7 +47,9 @@ func orphanName(ino uint64) string { return strconv.FormatUint(ino, 10) }
 // openOrphanDir makes and opens the tier's orphan directory: only a
 // directory that is root's (ours) and open to no one else is used.
 func (t *Tier) openOrphanDir() error {
-	if err := unix.Mkdirat(t.meta, orphanDir, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+	if err := unix.Mkdirat(t.meta, orphanDir, 0o700); errors.Is(err, unix.EROFS) {
+		return nil // nothing can be unlinked there either
+	} else if err != nil && !errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("mkdir %s: %w", orphanDir, err)
 	}
 	fd, err := unix.Openat(t.meta, orphanDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
@@ -64,7 +66,7 @@ func (t *Tier) openOrphanDir() error {
 		return fmt.Errorf("%s/%s/%s belongs to uid %d, not to tierfs's user: remove it (tierfs makes it again)", t.Path, metaDir, orphanDir, st.Uid)
 	}
 	if st.Mode&0o077 != 0 {
-		if err := unix.Fchmod(fd, 0o700); err != nil {
+		if err := unix.Fchmod(fd, 0o700); err != nil && !errors.Is(err, unix.EROFS) {
 			unix.Close(fd)
 			return err
 		}
@@ -106,6 +108,9 @@ func orphanAt(t *Tier, name string) (st unix.Stat_t, ino uint64, ok bool) {
 // them on their tiers.
 func (s *Store) settleOrphans(maxIno *uint64) error {
 	for _, t := range s.tiers {
+		if t.orphans < 0 {
+			continue
+		}
 		names, err := readNamesQuiet(t.orphans)
 		if err != nil {
 			return fmt.Errorf("tier %s: read %s: %w", t.Name, orphanDir, err)
@@ -150,7 +155,7 @@ func (s *Store) orphanLocked(l *loc, ino uint64) (done bool) {
 	s.openMu.Lock()
 	defer s.openMu.Unlock()
 	f := s.open[ino]
-	if f != nil && f.tier != t || f == nil && !s.opts.TakingOver {
+	if t.orphans < 0 || f != nil && f.tier != t || f == nil && !s.opts.TakingOver {
 		return false
 	}
 	err := unix.Renameat2(l.dirfd, l.name, t.orphans, orphanName(ino), unix.RENAME_NOREPLACE)

@@ -23,6 +23,9 @@ func checkClean(t *testing.T, m *testMount) {
 		if len(ents) != 0 {
 			t.Fatalf("staged copies left on %s: %v", d, ents)
 		}
+		if ents, _ := os.ReadDir(filepath.Join(m.roots[i], ".tierfs", "orphans")); len(ents) != 0 {
+			t.Fatalf("open files with no name left kept on %s: %v", d, ents)
+		}
 		filepath.WalkDir(d, func(p string, e os.DirEntry, err error) error {
 			if err != nil || e.IsDir() {
 				return nil

@@ -75,6 +75,7 @@ var (
 	_ gofs.NodeRemovexattrer  = (*Node)(nil)
 	_ gofs.NodeOpendirHandler = (*Node)(nil)
 	_ gofs.NodeIoctler        = (*Node)(nil)
+	_ gofs.NodeLookupNoder    = (*Node)(nil)
 )
 
 // noFlush spares every close(2) a FLUSH round trip (Linux 5.16+; older
@@ -216,11 +217,34 @@ func (n *Node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	return n.child(ctx, name, &a, out), 0
 }
 
+// orphan says whether n is an open file with no name left, which the
+// store keeps for the handles the kernel holds (tiering/orphan.go).
+func (n *Node) orphan() bool {
+	return !n.IsRoot() && n.at.Load() == nil && n.fs.Store.Orphan(n.Ino())
+}
+
+// LookupNode answers for a node ID that no name leads to: only an open
+// file whose last name went, which a daemon that took the mount over
+// adopts (takeover.go). Called on the root alone.
+func (n *Node) LookupNode(ctx context.Context, id uint64, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if !n.IsRoot() || !n.fs.Store.Orphan(id) {
+		return nil, syscall.ESTALE
+	}
+	a, err := n.fs.Store.OrphanAttr(id)
+	if err != nil {
+		return nil, n.errno("lookup orphan", err)
+	}
+	fillAttr(&a, &out.Attr)
+	return n.NewInode(ctx, &Node{fs: n.fs}, gofs.StableAttr{Mode: unix.S_IFREG, Ino: id}), 0
+}
+
 func (n *Node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	var a tiering.Attr
 	var err error
 	if h, ok := fh.(*fileHandle); ok {
 		a, err = h.h.Stat()
+	} else if n.orphan() {
+		a, err = n.fs.Store.OrphanAttr(n.Ino())
 	} else {
 		a, err = n.fs.Store.Getattr(n)
 		if d, ok := fh.(*dirHandle); ok && errors.Is(err, syscall.ENOENT) {
@@ -284,7 +308,15 @@ func (n *Node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 }
 
 func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	h, err := n.fs.Store.Open(n, int(flags))
+	var h *tiering.Handle
+	var err error
+	if n.orphan() {
+		// Only a daemon that took over opens one: a handle a dead
+		// daemon gave, opened again on its first use.
+		h, err = n.fs.Store.OpenOrphan(n.Ino(), int(flags))
+	} else {
+		h, err = n.fs.Store.Open(n, int(flags))
+	}
 	if err != nil {
 		return nil, 0, n.errno("open", err)
 	}

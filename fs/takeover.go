@@ -21,7 +21,8 @@ import (
 //
 // Lookup counts: a node the kernel knew before this daemon started has a
 // count only the dead daemon knew, so a daemon that took over answers no
-// FORGET (its nodes stay until it exits). Every node the kernel learns
+// FORGET (its nodes stay until it exits), except to let an open file with
+// no name left go (tiering/orphan.go). Every node the kernel learns
 // comes from a reply this wrapper sees (a READDIRPLUS answer's entries
 // read back), which is how it knows what go-fuse knows.
 type takeoverFS struct {
@@ -158,6 +159,19 @@ func (t *takeoverFS) adopt(id uint64) fuse.Status {
 	if k {
 		return fuse.OK
 	}
+	if t.fs.Store.Orphan(id) {
+		// An open file whose last name went: kept under its number
+		// for this (tiering/orphan.go), and known by it alone.
+		var out fuse.EntryOut
+		if st := t.RawFileSystem.Lookup(nil, &fuse.InHeader{NodeId: id}, ".", &out); !st.Ok() || out.NodeId != id {
+			t.fs.Log.Warn().Uint64("ino", id).Err(syscall.Errno(st)).Msg("takeover: cannot adopt an open file with no name left; ESTALE")
+			return fuse.Status(syscall.ESTALE)
+		}
+		t.markKnown(id)
+		t.adopted.Add(1)
+		t.fs.Log.Debug().Uint64("ino", id).Msg("takeover: adopted an open file with no name left")
+		return fuse.OK
+	}
 	for fresh := false; ; fresh = true {
 		if t.index == nil || fresh {
 			idx, err := t.fs.Store.InoIndex()
@@ -186,8 +200,9 @@ func (t *takeoverFS) adopt(id uint64) fuse.Status {
 			}
 		}
 		if fresh {
-			// An open file whose last name went died with the daemon
-			// that held it: nothing is left to serve.
+			// No name, and not kept as an orphan (a name that could not
+			// be kept, or a daemon from before orphans): nothing is
+			// left to serve.
 			t.fs.Log.Warn().Uint64("ino", id).Msg("takeover: the kernel holds a node that has no name left; ESTALE")
 			return fuse.Status(syscall.ESTALE)
 		}
@@ -238,7 +253,10 @@ func (t *takeoverFS) Symlink(cancel <-chan struct{}, h *fuse.InHeader, target, n
 
 func (t *takeoverFS) Forget(nodeid, nlookup uint64) {
 	if t.adopting {
-		return // counts unknown: the node stays
+		// Counts unknown: the node stays. But the kernel has let go of
+		// the inode, so a file with no name left that it held can go.
+		t.fs.Store.Forgotten(nodeid)
+		return
 	}
 	t.RawFileSystem.Forget(nodeid, nlookup)
 }

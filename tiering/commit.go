@@ -162,6 +162,7 @@ func (m *move) seal() error {
 	f.mu.Lock()
 	s.openMu.Lock()
 	gone := f.unlinked && m.o.Reason != ReasonSpill // only a spill moves an orphan
+	orphan := f.unlinked
 	s.openMu.Unlock()
 	if gone {
 		f.mu.Unlock()
@@ -218,7 +219,7 @@ func (m *move) seal() error {
 	}
 	m.shown = shown
 	failPoint("move:synced")
-	if m.st.Nlink == 1 {
+	if m.st.Nlink == 1 && !orphan { // an orphan's name is no name in the mount
 		if !m.marked {
 			if err := m.mark(); err != nil {
 				return err
@@ -344,8 +345,7 @@ func (m *move) commitLocked() (again bool, err error) {
 			// Deleted meanwhile: only a write that needs room moves it.
 			return false, ErrGone
 		}
-		m.commitOrphan()
-		return false, nil
+		return false, m.commitOrphan()
 	}
 	if comps = s.nameOf(f, m.src, &st, comps); comps == nil {
 		return false, ErrGone
@@ -410,21 +410,49 @@ func (m *move) name() (comps []string, unlinked bool) {
 }
 
 // commitOrphan commits the spill of an open file whose last name went:
-// there is no name to commit under and nothing to keep across a crash
-// (the file goes with its last descriptor, as on any filesystem), so the
-// handles take the copy and its staging name goes. It is not counted
-// among its tier's files. Caller holds ns and f.mu exclusively.
-func (m *move) commitOrphan() {
+// its copy takes the file's name in the destination's orphan directory
+// and the source's goes, before the handles take the copy (orphan.go). A
+// daemon killed in between leaves both names, with the same bytes (the
+// file is sealed): its successor keeps one. Nothing is fsynced: the name
+// is for a successor on the same running kernel. It is not counted among
+// its tier's files. Caller holds ns and f.mu exclusively.
+func (m *move) commitOrphan() error {
 	s, f := m.s, m.f
+	s.openMu.Lock()
+	o := s.orphans[f.ino]
+	s.openMu.Unlock()
+	var srcDet *pmem.Detached
+	if o != nil && m.dest.orphans < 0 {
+		return fmt.Errorf("spill of an open file with no name left: tier %s has no orphan directory (read-only at mount): %w", m.dest.Name, unix.EROFS)
+	}
+	if o != nil {
+		name := orphanName(f.ino)
+		if err := unix.Renameat2(m.sfd, m.staging, m.dest.orphans, name, unix.RENAME_NOREPLACE); err != nil {
+			return fmt.Errorf("spill of an open file with no name left: keep its copy's name: %w", err)
+		}
+		var nst unix.Stat_t
+		_ = unix.Fstat(m.dfd, &nst)
+		src := *o
+		s.openMu.Lock()
+		o.tier, o.dev, o.ino = m.dest, nst.Dev, nst.Ino
+		s.openMu.Unlock()
+		// The source's descriptor and mapping are closed after the
+		// commit, and a pool file is recycled only then.
+		srcDet = s.removeOrphan(&src, f.ino, false)
+	} else {
+		_ = unix.Unlinkat(m.sfd, m.staging, 0)
+	}
 	s.ct.keep(m.dest, m.dfd, m.shown)
 	old, oldPM := s.swapTo(f, m.src, m.dest, m.dfd, false)
 	m.committed = true
 	m.bytes = m.st.Size
-	_ = unix.Unlinkat(m.sfd, m.staging, 0)
 	s.openMu.Lock()
 	det := f.detached // the pool's hold on the source, now free
 	f.detached = nil
 	s.openMu.Unlock()
+	if det == nil {
+		det = srcDet
+	}
 	m.release = append(m.release, func() {
 		if oldPM != nil {
 			oldPM.Close()
@@ -434,6 +462,7 @@ func (m *move) commitOrphan() {
 			s.recycle(m.src, det)
 		}
 	})
+	return nil
 }
 
 // checkName locates dir/name, which must be f, whose backing st

@@ -41,7 +41,9 @@
 //	              File.path and File.unlinked (set with ns held in either
 //	              mode: an open records the name it used under ns shared),
 //	              and for what getattr remembers of plain files
-//	              (Store.plain, plain.go); a leaf: nothing is taken while
-//	              holding it.
+//	              (Store.plain, plain.go) and the files with no name left
+//	              kept for a successor (Store.orphans, orphan.go); a leaf:
+//	              nothing is taken while holding it (an unlink's rename
+//	              into the orphan directory is made under it).
 //	Store.inoMu   Mutex for the inode counter; a leaf.
 package tiering

@@ -28,6 +28,10 @@ type File struct {
 	// ETXTBSY): what an open for writing gets.
 	readOnly error
 	moving   atomic.Bool // a move is copying this file
+	// orphan: the backing's name is in its tier's orphan directory
+	// (orphan.go), where the file has no name in the mount. Set once,
+	// with unlinked.
+	orphan atomic.Bool
 	// sealed, while non-nil, is closed when a move lets the file's
 	// reads, writes, fallocates and fsyncs go on (rlockIO): from its last
 	// copy until its rename is durable (commit.go).
@@ -303,6 +307,22 @@ func (s *Store) release(f *File) {
 	unlinked := f.unlinked
 	detached := f.detached
 	f.detached = nil
+	// An orphan goes with its last handle, unless the kernel may hold
+	// handles this daemon never saw (it took over): then when the kernel
+	// forgets it (orphan.go).
+	// Nothing else holds f now (a move holds a reference), so its tier
+	// and share are read as they are.
+	o := s.orphans[f.ino]
+	if !unlinked {
+		o = nil
+	}
+	keep := o != nil && s.opts.TakingOver && !o.forgotten
+	if keep {
+		o.tier, o.blocks = f.tier, f.blocks // counted by the orphan from here
+		f.blocks = 0
+	} else if o != nil {
+		delete(s.orphans, f.ino)
+	}
 	s.openMu.Unlock()
 	f.mu.Lock()
 	hadPM := f.pm != nil
@@ -325,6 +345,9 @@ func (s *Store) release(f *File) {
 		t.addUsed(-f.blocks)
 		f.blocks = 0
 		f.acctMu.Unlock()
+		if o != nil && !keep {
+			s.removeOrphan(o, f.ino, true)
+		}
 	}
 	if detached != nil {
 		s.recycle(t, detached)
@@ -668,6 +691,11 @@ func (h *Handle) Stat() (Attr, error) {
 	st.Size = f.shownSize(st.Size)
 	st.Ctim = f.s.ct.shown(f.tier, &st)
 	st.Ino = f.ino
+	if f.orphan.Load() {
+		// Its backing keeps a name in the orphan directory; the kernel
+		// must see none, or it would keep the inode once closed.
+		st.Nlink = 0
+	}
 	return Attr{Stat_t: st, Tier: f.tier.Index}, nil
 }
 

@@ -900,6 +900,11 @@ func (s *Store) removeFileLocked(l *loc) error {
 		ino, _ = getIno(l.dirfd, l.name)
 		s.forgetPlain(ino)
 	}
+	last := l.st.Nlink <= 1
+	if l.st.Mode&unix.S_IFMT == unix.S_IFREG && last && ino != 0 && s.orphanLocked(l, ino) {
+		l.tier.files.Add(-1)
+		return nil // its space is freed when the orphan goes
+	}
 	// A pool file goes back to the pool (a rename), to be recycled
 	// once nothing has it open.
 	var detached *pmem.Detached
@@ -918,7 +923,6 @@ func (s *Store) removeFileLocked(l *loc) error {
 	if l.st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return nil
 	}
-	last := l.st.Nlink <= 1
 	if last {
 		l.tier.files.Add(-1)
 	}

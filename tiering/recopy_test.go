@@ -2,6 +2,7 @@ package tiering
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -181,8 +182,9 @@ func TestMoveByAForgottenName(t *testing.T) {
 // its tier is full: its writes got ENOSPC although the other tier had
 // room (and writes through a mapping of it were lost).
 func TestSpillOfAnUnlinkedOpenFile(t *testing.T) {
-	s := openTest(t, twoTiers(t, TypeNVMe, 1<<20), Options{})
-	h, _, err := s.Create(RelPath(""), "a", unix.O_RDWR, 0o644, Owner{})
+	tiers := twoTiers(t, TypeNVMe, 1<<20)
+	s := openTest(t, tiers, Options{})
+	h, ca, err := s.Create(RelPath(""), "a", unix.O_RDWR, 0o644, Owner{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +210,19 @@ func TestSpillOfAnUnlinkedOpenFile(t *testing.T) {
 	if files := s.tiers[0].files.Load() + s.tiers[1].files.Load(); files != filesBefore {
 		t.Errorf("files counted after the spill: %d, before %d", files, filesBefore)
 	}
+	// Its orphan name (orphan.go) went with it, with what was written.
+	if _, err := os.Lstat(orphanPath(tiers[0], ca.Ino)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the orphan name is still on fast after the spill: %v", err)
+	}
+	if b, err := os.ReadFile(orphanPath(tiers[1], ca.Ino)); err != nil || !bytes.Equal(b, append(first, second...)) {
+		t.Errorf("the orphan name on slow after the spill: %d bytes, %v", len(b), err)
+	}
 	h.Release()
+	for _, tc := range tiers {
+		if _, err := os.Lstat(orphanPath(tc, ca.Ino)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the orphan name is still on %s after the last release: %v", tc.Name, err)
+		}
+	}
 	for _, tr := range s.tiers {
 		if u := tr.used.Load(); u != 0 {
 			t.Errorf("tier %s counts %d bytes used once the file is closed, want 0", tr.Name, u)

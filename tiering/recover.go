@@ -32,6 +32,9 @@ func (s *Store) recover() error {
 	if err := s.ct.load(s.tiers); err != nil {
 		return err
 	}
+	if err := s.settleOrphans(&maxIno); err != nil {
+		return err
+	}
 	if err := s.scanDir(nil, &maxIno); err != nil {
 		return err
 	}

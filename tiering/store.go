@@ -43,6 +43,12 @@ type Options struct {
 	// (per tier), given its path when it is first opened: the daemon
 	// counts by Kafka topic. A file keeps its bucket while open.
 	IOBucket func(comps []string) *IOBucket
+	// TakingOver: the daemon takes a live FUSE connection over from a
+	// dead or drained one. The open files whose last name went are
+	// adopted, not removed (orphan.go), and since the kernel may hold
+	// handles this store never opened, every file whose last name goes
+	// is kept until the kernel forgets it (Forgotten).
+	TakingOver bool
 }
 
 // IOBucket counts the bytes read from files, by tier index. Its counters
@@ -127,6 +133,9 @@ type Store struct {
 	// by openMu, with plainGen.
 	plain    map[uint64]plainKey
 	plainGen uint64 // bumped by every forgetPlain
+	// orphans is the files with no name left kept in their tier's
+	// orphan directory, by inode number (orphan.go). Guarded by openMu.
+	orphans map[uint64]*orphan
 
 	// sizeXattrReads counts the reads of the pmem size attribute that
 	// attrOf makes (tests).
@@ -172,7 +181,7 @@ func Open(tiers []TierConfig, opts Options) (*Store, error) {
 	if opts.MinFree == 0 {
 		opts.MinFree = 1 << 20
 	}
-	s := &Store{opts: opts, log: opts.Log, open: map[uint64]*File{}, reads: map[uint64]int64{}, plain: map[uint64]plainKey{}}
+	s := &Store{opts: opts, log: opts.Log, open: map[uint64]*File{}, reads: map[uint64]int64{}, plain: map[uint64]plainKey{}, orphans: map[uint64]*orphan{}}
 	for i, c := range tiers {
 		t, err := openTier(i, c, &opts, s.tiers)
 		if err != nil {

@@ -54,7 +54,10 @@ type Tier struct {
 	base int // O_DIRECTORY fd of Path, the tier directory
 	root int // O_DIRECTORY fd of Path/data, the tier's copy of the mount's root
 	meta int // O_DIRECTORY fd of Path/.tierfs
-	lock int // Path/.tierfs/lock, flock'd for as long as the tier is open
+	// orphans is the O_DIRECTORY fd of Path/.tierfs/orphans: the open
+	// files whose last name went (orphan.go).
+	orphans int
+	lock    int // Path/.tierfs/lock, flock'd for as long as the tier is open
 
 	dev, ino uint64 // of the tier directory: the same directory twice is refused
 
@@ -81,7 +84,7 @@ type Tier struct {
 // openTier opens, locks and (at the first mount) lays out a tier: nothing
 // in it is read or changed before its lock is held.
 func openTier(i int, c TierConfig, o *Options, prev []*Tier) (*Tier, error) {
-	t := &Tier{Index: i, Name: c.Name, Type: c.Type, Path: c.Path, capacity: int64(c.Capacity), base: -1, root: -1, meta: -1, lock: -1}
+	t := &Tier{Index: i, Name: c.Name, Type: c.Type, Path: c.Path, capacity: int64(c.Capacity), base: -1, root: -1, meta: -1, lock: -1, orphans: -1}
 	fail := func(err error) (*Tier, error) {
 		t.close()
 		return nil, fmt.Errorf("tier %s: %w", c.Name, err)
@@ -131,11 +134,14 @@ func openTier(i int, c TierConfig, o *Options, prev []*Tier) (*Tier, error) {
 			return fail(fmt.Errorf("mkdir %s: %w", d, err))
 		}
 	}
+	if err := t.openOrphanDir(); err != nil {
+		return fail(err)
+	}
 	return t, nil
 }
 
 func (t *Tier) close() {
-	for _, fd := range []*int{&t.root, &t.meta, &t.base, &t.lock} {
+	for _, fd := range []*int{&t.orphans, &t.root, &t.meta, &t.base, &t.lock} {
 		if *fd >= 0 {
 			unix.Close(*fd)
 			*fd = -1

@@ -85,6 +85,8 @@ func Open(cfg *config.Config, o Options) (*Daemon, error) {
 		Log:         o.Log,
 		Holder:      fmt.Sprintf("pid %d, mountpoint %s", os.Getpid(), o.Mountpoint),
 		IOBucket:    topics.Bucket,
+		// A successor adopts the open files with no name left.
+		TakingOver: mountutil.TakingOver(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("opening the tiers: %w", err)

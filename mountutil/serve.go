@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -92,8 +93,9 @@ func (s *Server) KernelSettings() *fuse.InitIn {
 }
 
 // Start serves the mount: over io_uring if it was asked for and the
-// kernel agreed at INIT, with /dev/fuse beside it; then it sets the
-// mount's read-ahead. On error nothing is mounted any more.
+// kernel agreed at INIT, with /dev/fuse beside it; then it turns FUSE_POLL
+// off (stopPolls) and sets the mount's read-ahead. On error nothing is
+// mounted any more.
 func (s *Server) Start() error {
 	if s.started {
 		return errors.New("mountutil: Start called twice")
@@ -120,6 +122,13 @@ func (s *Server) Start() error {
 	go s.srv.Serve()
 	if err := s.srv.WaitMount(); err != nil {
 		return err
+	}
+	if s.byHand {
+		// go-fuse's WaitMount does this only on a mount it made itself,
+		// not on our /dev/fd/N one.
+		if err := stopPolls(s.mountpoint); err != nil {
+			s.log.Warn().Err(err).Msg("cannot turn FUSE_POLL off; a file this process opens on its own mount may hang it")
+		}
 	}
 	if s.c.ReadAheadKB > 0 {
 		if err := setReadAhead(s.mountpoint, s.c.ReadAheadKB); err != nil {
@@ -221,6 +230,31 @@ func mountForURing(mountpoint string, mo *fuse.MountOptions, log zerolog.Logger)
 		return nil, -1, err
 	}
 	return u, fd, nil
+}
+
+// pollHackName is the file go-fuse answers for itself on every mount
+// (its poll hack): a POLL of it is answered ENOSYS.
+const pollHackName = ".go-fuse-epoll-hack"
+
+// stopPolls makes the kernel answer every poll on the mount itself
+// (fc->no_poll, set by one FUSE_POLL answered ENOSYS). Otherwise a file
+// this process opens on its own mount is added to the Go runtime's epoll,
+// and the kernel holds that epoll's lock while the FUSE_POLL waits: sysmon
+// and the netpoller block on it, the threads that hold the Ps do too, and
+// the serving goroutines that would answer get no P (TestURingOwnOpens).
+func stopPolls(mountpoint string) error {
+	fd, err := unix.Open(filepath.Join(mountpoint, pollHackName), unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	// poll(2), not the runtime's epoll: it holds no lock while it waits.
+	for {
+		_, err = unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0)
+		if err != unix.EINTR {
+			return err
+		}
+	}
 }
 
 // mountDevFuse opens /dev/fuse and mounts it at mountpoint with the

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tierfs/tierfs/internal/testenv"
 )
 
 // needRoot skips a test that mounts when not root.
@@ -352,6 +354,9 @@ func TestEnableURing(t *testing.T) {
 // while the benchmark runs, as it was afterwards.
 func TestEnableFUSEURing(t *testing.T) {
 	needRoot(t)
+	// The switch is the kernel's, and the cmd and fs packages' tests set
+	// it at the same time, under this lock.
+	testenv.HoldURingSwitch(t)
 	before, err := os.ReadFile(URingParam)
 	if errors.Is(err, os.ErrNotExist) {
 		if _, err := EnableFUSEURing(); err == nil || !strings.Contains(err.Error(), "no FUSE over io_uring") {

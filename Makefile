@@ -128,9 +128,13 @@ vet:
 	$(GO) vet ./...
 
 # Everything but the real-Kafka tests (test-kafka) and the benchmarks
-# (bench); the benchmark kit's own tests run here.
+# (bench); the benchmark kit's own tests run here. The fs tests mount as
+# `tierfs mount` does by default: under a supervisor, requests through
+# internal/fusedev, WRITEs spliced (those that kill the daemon on purpose
+# excepted); test-directio runs them unsupervised, through go-fuse's
+# server.
 unit:
-	TIERFS_STRESS_DURATION=$(STRESS_DURATION) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v -e '/integration$$' -e '/integration/bench$$')
+	TIERFS_TEST_SUPERVISED=1 TIERFS_STRESS_DURATION=$(STRESS_DURATION) $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $$($(GO) list ./... | grep -v -e '/integration$$' -e '/integration/bench$$')
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDifferential$$' -fuzztime $(FUZZTIME) ./fs/

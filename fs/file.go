@@ -7,6 +7,7 @@ import (
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/tierfs/tierfs/internal/fusedev"
 	"github.com/tierfs/tierfs/tiering"
 )
 
@@ -43,12 +44,30 @@ func (f *fileHandle) Read(ctx context.Context, dest []byte, off int64) (fuse.Rea
 }
 
 func (f *fileHandle) Write(ctx context.Context, data []byte, off int64) (uint32, syscall.Errno) {
-	n, err := f.h.Write(data, off)
+	var n int
+	var err error
+	if p := payloadOf(ctx, data); p != nil {
+		n, err = f.h.WritePipe(p.Fd, p.Len, off)
+	} else {
+		n, err = f.h.Write(data, off)
+	}
 	if err != nil && n == 0 {
 		return 0, f.errno("write", err)
 	}
 	f.node.fs.drop.wrote(f.node, off, n)
 	return uint32(n), 0
+}
+
+// payloadOf returns the pipe a WRITE's data waits in when the bridge
+// passed none (killprivFS.WritePayload), or nil.
+func payloadOf(ctx context.Context, data []byte) *fusedev.Payload {
+	if len(data) != 0 {
+		return nil
+	}
+	if c, ok := ctx.(*fuse.Context); ok {
+		return fusedev.PayloadOf(c.Cancel)
+	}
+	return nil
 }
 
 func (f *fileHandle) Fsync(ctx context.Context, flags uint32) syscall.Errno {

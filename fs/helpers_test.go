@@ -73,6 +73,9 @@ func TestMain(m *testing.M) {
 // test-iouring); a mount that falls back to /dev/fuse fails its test.
 const iouringEnv = "TIERFS_TEST_IOURING"
 
+// supervisedEnv=1 serves test mounts under a supervisor (mount).
+const supervisedEnv = "TIERFS_TEST_SUPERVISED"
+
 // uringForRun: TestMain holds the io_uring switch on for the whole run.
 var uringForRun bool
 
@@ -121,6 +124,9 @@ type reply struct {
 	// URing answers "uring": whether requests come over io_uring, and
 	// how many did.
 	URing *uringInfo `json:"uring,omitempty"`
+	// Spliced answers "spliced": the WRITEs whose data went from a pipe
+	// to the backing.
+	Spliced uint64 `json:"spliced,omitempty"`
 	// Reads answers "reads": READ requests that reached the daemon.
 	Reads uint64 `json:"reads,omitempty"`
 	// Pipes answers "reads" too: the splice pipes go-fuse has made.
@@ -206,6 +212,7 @@ func serve(cfgJSON string) int {
 		AllowOther: cfg.AllowOther, WritebackCache: cfg.Writeback, IOUring: cfg.IOUring, DirectIO: cfg.DirectIO, ReadAheadKB: testReadAheadKB,
 		// A supervised test mount asked to serve over io_uring does.
 		SupervisorIOUring: cfg.IOUring,
+		SpliceWrites:      true,
 	}})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -260,6 +267,8 @@ func serve(cfgJSON string) int {
 				rep.Adopted = srv.tk.adopted.Load()
 			}
 			rep.ReadDirPlus = srv.stats.Latency(reqReaddirplus).Snapshot().Count
+		case "spliced":
+			rep.Spliced = srv.SplicedWrites()
 		case "uring":
 			rep.URing = &uringInfo{Active: srv.IOUring(), Served: srv.URingServed()}
 		case "held":
@@ -383,7 +392,10 @@ func mount(t testing.TB, o mountOpt) *testMount {
 	cfg.Writeback = o.writeback || os.Getenv("TIERFS_TEST_WRITEBACK") == "1"
 	cfg.IOUring = (o.iouring || os.Getenv(iouringEnv) == "1") && !o.devFuse
 	cfg.DirectIO = o.directIO || os.Getenv("TIERFS_TEST_DIRECTIO") == "1"
-	cfg.Supervised = o.supervised
+	// supervisedEnv=1 serves every mount that does not kill its daemon on
+	// purpose as `tierfs mount` does by default: under a supervisor,
+	// through internal/fusedev.
+	cfg.Supervised = o.supervised || (os.Getenv(supervisedEnv) == "1" && o.crashAt == "" && !cfg.IOUring)
 	if o.metrics {
 		cfg.Metrics = "127.0.0.1:0"
 	}
@@ -437,6 +449,9 @@ func startServer(t testing.TB, cfg serverConfig) *testMount {
 		m.stop(t)
 		logMu.Lock()
 		defer logMu.Unlock()
+		if i := strings.Index(logs.String(), "WARNING: DATA RACE"); i >= 0 {
+			t.Errorf("the race detector in tierfs's process:\n%s", logs.String()[i:min(logs.Len(), i+12000)])
+		}
 		for _, line := range strings.Split(logs.String(), "\n") {
 			if strings.Contains(line, `"level":"error"`) && !m.allowErrors {
 				t.Errorf("unexpected error log from tierfs: %s", line)

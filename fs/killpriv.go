@@ -3,6 +3,8 @@ package fs
 import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
+
+	"github.com/tierfs/tierfs/internal/fusedev"
 )
 
 // killprivFS negotiates FUSE_HANDLE_KILLPRIV_V2: the daemon, not the
@@ -68,6 +70,18 @@ func (k killprivFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte)
 		}
 	}
 	return k.RawFileSystem.Write(cancel, in, data)
+}
+
+// WritePayload is Write of data waiting in a pipe: go-fuse's bridge
+// calls the file handle's Write with no data and the payload's channel,
+// by which the handle finds the pipe (fileHandle.Write).
+func (k killprivFS) WritePayload(in *fuse.WriteIn, p *fusedev.Payload) (uint32, fuse.Status) {
+	if in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
+		if st := k.killSuidgid(p.Cancel, &in.InHeader, in.Fh); !st.Ok() {
+			return 0, st
+		}
+	}
+	return k.RawFileSystem.Write(p.Cancel, in, nil)
 }
 
 func (k killprivFS) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {

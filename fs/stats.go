@@ -5,6 +5,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/tierfs/tierfs/internal/fusedev"
 	"github.com/tierfs/tierfs/internal/iostats"
 )
 
@@ -250,6 +251,15 @@ func (s statsFS) SetLkw(cancel <-chan struct{}, input *fuse.LkIn) fuse.Status {
 func (s statsFS) Write(cancel <-chan struct{}, input *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
 	t := time.Now()
 	r, st := s.RawFileSystem.Write(cancel, input, data)
+	s.done(reqWrite, t, st)
+	return r, st
+}
+
+// WritePayload counts a WRITE whose data is in a pipe, when the file
+// system below takes one (killprivFS).
+func (s statsFS) WritePayload(in *fuse.WriteIn, p *fusedev.Payload) (uint32, fuse.Status) {
+	t := time.Now()
+	r, st := s.RawFileSystem.(fusedev.PayloadWriter).WritePayload(in, p)
 	s.done(reqWrite, t, st)
 	return r, st
 }

@@ -6,6 +6,8 @@ import (
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/tierfs/tierfs/internal/fusedev"
 )
 
 // takeoverFS lets a daemon answer for what its predecessors on the same
@@ -357,6 +359,16 @@ func (t *takeoverFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte
 	}
 	in.Fh = fh
 	return t.RawFileSystem.Write(cancel, in, data)
+}
+
+// WritePayload is Write of data waiting in a pipe (fusedev).
+func (t *takeoverFS) WritePayload(in *fuse.WriteIn, p *fusedev.Payload) (uint32, fuse.Status) {
+	fh, st := t.handle(in.Fh, in.NodeId, false, false)
+	if !st.Ok() {
+		return 0, st
+	}
+	in.Fh = fh
+	return t.RawFileSystem.(fusedev.PayloadWriter).WritePayload(in, p)
 }
 
 func (t *takeoverFS) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {

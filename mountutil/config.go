@@ -83,6 +83,15 @@ type Config struct {
 	// kernel's, docs/design.md), which /dev/fuse never does; a restart
 	// loses nothing either way. Default false.
 	SupervisorIOUring bool `toml:"supervisor_io_uring"`
+	// SpliceWrites has a supervised mount's /dev/fuse readers splice each
+	// request into a pipe, so that a WRITE's data goes from the mount's
+	// page cache to the backing file in one copy (splice) instead of two
+	// (read(2) of the device, pwrite(2)). Each reader's pipe holds a whole
+	// request, 2 MiB: above the kernel's pipe-max-size (1 MiB) that needs
+	// CAP_SYS_RESOURCE, and a root daemon without it (a container) raises
+	// /proc/sys/fs/pipe-max-size to 2 MiB, logged, or reads requests if
+	// it cannot. Default true; false reads requests and changes nothing.
+	SpliceWrites bool `toml:"splice_writes"`
 }
 
 const defaultControlMode os.FileMode = 0o600
@@ -99,7 +108,7 @@ const MaxReadAheadKB = 65536
 
 // DefaultConfig returns the [mount] defaults.
 func DefaultConfig() Config {
-	return Config{ControlMode: "0600", ReadAheadKB: DefaultReadAheadKB, IOUring: true, Supervisor: true}
+	return Config{ControlMode: "0600", ReadAheadKB: DefaultReadAheadKB, IOUring: true, Supervisor: true, SpliceWrites: true}
 }
 
 // parseControlMode parses an octal mode such as "0660", "660" or "0o660".

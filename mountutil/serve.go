@@ -188,6 +188,15 @@ func (s *Server) Unmount() error {
 	return nil
 }
 
+// SplicedWrites counts the WRITEs whose data went from a pipe to the
+// backing (a supervised mount, [mount] splice_writes).
+func (s *Server) SplicedWrites() uint64 {
+	if s.dev == nil {
+		return 0
+	}
+	return s.dev.SplicedWrites()
+}
+
 // Wait waits until the filesystem is unmounted and every request served.
 func (s *Server) Wait() {
 	if s.dev != nil {

@@ -131,6 +131,7 @@ func MountSupervised(mountpoint string, rawFS fuse.RawFileSystem, mo fuse.MountO
 			s.mo.ExtraCapabilities |= fuse.CAP_OVER_IO_URING
 		}
 		s.dev = fusedev.New(fd, rawFS, &s.mo, log)
+		preparePipes(s.dev, c, log)
 		if err := s.dev.Replay(init, reply); err != nil {
 			return nil, err
 		}
@@ -166,6 +167,7 @@ func MountSupervised(mountpoint string, rawFS fuse.RawFileSystem, mo fuse.MountO
 		}
 		s.devFd, s.byHand = fd, true
 		s.dev = fusedev.New(fd, rawFS, &s.mo, log)
+		preparePipes(s.dev, c, log)
 		init, reply, err := s.dev.ReadInit()
 		if err == nil && u != nil {
 			if s.uringAgreed() {

@@ -469,21 +469,33 @@ func (f *File) readLocked(p []byte, off int64) (int, error) {
 // another tier with room (spill: slower ones first) and the write goes on
 // there: the caller sees ENOSPC only when no tier can take the file.
 func (h *Handle) Write(p []byte, off int64) (int, error) {
+	return h.write(&wsrc{p: p, n: len(p), pipe: -1}, off)
+}
+
+// WritePipe is Write of the n bytes waiting in the pipe whose read end is
+// pipe (a FUSE WRITE's data, spliced from /dev/fuse): they are spliced
+// into the backing, one copy, where Write's caller has already made one
+// into p. What it does not write stays in the pipe.
+func (h *Handle) WritePipe(pipe, n int, off int64) (int, error) {
+	return h.write(&wsrc{n: n, pipe: pipe}, off)
+}
+
+func (h *Handle) write(src *wsrc, off int64) (int, error) {
 	f := h.f
-	end := off + int64(len(p))
+	end := off + int64(src.n)
 	grows := f.beginWrite(end)
 	defer f.endWrite(grows, end)
 	done := 0
 	var full []*Tier // the tiers this write found full
 	for {
 		f.rlockIO()
-		n, err := f.writeLocked(p[done:], off+int64(done))
+		n, err := f.writeLocked(src, done, off+int64(done))
 		t := f.tier
 		t.writtenBytes.Add(int64(n))
 		f.mu.RUnlock()
 		done += n
 		if err == nil {
-			if done == len(p) {
+			if done == src.n {
 				failPoint("write:done")
 				return done, nil
 			}
@@ -493,7 +505,7 @@ func (h *Handle) Write(p []byte, off int64) (int, error) {
 			return done, err
 		}
 		full = append(full, t)
-		if serr := f.s.spill(f, t, int64(len(p)-done), full); serr != nil {
+		if serr := f.s.spill(f, t, int64(src.n-done), full); serr != nil {
 			f.s.log.Warn().Str("tier", t.Name).Uint64("ino", f.ino).Err(serr).Msg("tier full and the file cannot move on")
 			if done > 0 {
 				return done, nil
@@ -503,33 +515,103 @@ func (h *Handle) Write(p []byte, off int64) (int, error) {
 	}
 }
 
-func (f *File) writeLocked(p []byte, off int64) (int, error) {
+// wsrc is a write's data: n bytes in memory (p), or waiting in a pipe
+// until written (pipe >= 0, p nil), consumed in order.
+type wsrc struct {
+	p    []byte
+	n    int
+	pipe int
+}
+
+// bytes returns the data from from on, in memory: a pipe's is read out
+// first (a PMem tier copies into its mapping; a backing that cannot take
+// a splice), and the source is in memory from then on.
+func (s *wsrc) bytes(from int) ([]byte, error) {
+	if s.p == nil && s.n > 0 {
+		p := make([]byte, s.n)
+		for got := from; got < s.n; {
+			m, err := unix.Read(s.pipe, p[got:])
+			if err == unix.EINTR {
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			if m == 0 {
+				return nil, io.ErrUnexpectedEOF
+			}
+			got += m
+		}
+		s.p = p
+	}
+	return s.p[from:s.n], nil
+}
+
+// pwrite writes the data from from on at off in fd, returning what it
+// wrote before an error.
+func (s *wsrc) pwrite(fd, from int, off int64) (int, error) {
+	n := 0
+	if s.p == nil && s.pipe >= 0 {
+		for from+n < s.n {
+			o := off + int64(n)
+			m, err := unix.Splice(s.pipe, nil, fd, &o, s.n-from-n, unix.SPLICE_F_MOVE)
+			if err == unix.EINTR {
+				continue
+			}
+			if err == unix.EINVAL && n == 0 {
+				// A backing whose filesystem takes no splice: from memory.
+				break
+			}
+			if err != nil {
+				return n, err
+			}
+			if m == 0 {
+				return n, io.ErrUnexpectedEOF
+			}
+			n += int(m)
+		}
+		if from+n == s.n {
+			return n, nil
+		}
+	}
+	p, err := s.bytes(from + n)
+	if err != nil {
+		return n, err
+	}
+	for len(p) > 0 {
+		m, err := unix.Pwrite(fd, p, off+int64(n))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		n += m
+		p = p[m:]
+	}
+	return n, nil
+}
+
+// writeLocked writes src from from on at off.
+func (f *File) writeLocked(src *wsrc, from int, off int64) (int, error) {
 	if f.fd < 0 {
 		return 0, unix.EBADF
 	}
 	t := f.tier
-	if t.capacity > 0 && t.used.Load()+int64(len(p)) > t.capacity && f.allocates(off, off+int64(len(p))) {
+	size := int64(src.n - from)
+	if t.capacity > 0 && t.used.Load()+size > t.capacity && f.allocates(off, off+size) {
 		// Over the configured capacity: as if the backing were full.
 		return 0, unix.ENOSPC
 	}
-	f.recordDirty(off, off+int64(len(p)))
+	f.recordDirty(off, off+size)
 	if f.pm != nil {
+		p, err := src.bytes(from)
+		if err != nil {
+			return 0, err
+		}
 		return f.writePMem(p, off)
 	}
-	n := 0
-	var err error
-	for n < len(p) {
-		var m int
-		m, err = unix.Pwrite(f.fd, p[n:], off+int64(n))
-		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				err = nil
-				continue
-			}
-			break
-		}
-		n += m
-	}
+	n, err := src.pwrite(f.fd, from, off)
 	f.account()
 	return n, err
 }

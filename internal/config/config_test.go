@@ -669,7 +669,12 @@ func TestExampleFileDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatalf("examples/tierfs.toml with existing tier paths: %v", err)
 	}
-	if !c.Mount.Supervisor || c.Mount.SupervisorIOUring || c.Mount.EnableURingSwitch {
-		t.Errorf("examples/tierfs.toml: supervisor = %v, supervisor_io_uring = %v, enable_uring_switch = %v; want true, false, false", c.Mount.Supervisor, c.Mount.SupervisorIOUring, c.Mount.EnableURingSwitch)
+	if !c.Mount.Supervisor || c.Mount.SupervisorIOUring || c.Mount.EnableURingSwitch || !c.Mount.SpliceWrites {
+		t.Errorf("examples/tierfs.toml: supervisor = %v, supervisor_io_uring = %v, enable_uring_switch = %v, splice_writes = %v; want true, false, false, true", c.Mount.Supervisor, c.Mount.SupervisorIOUring, c.Mount.EnableURingSwitch, c.Mount.SpliceWrites)
+	}
+	if c, err := parse(t, base+"[mount]\nsplice_writes = false\n"); err != nil {
+		t.Errorf("splice_writes = false: %v", err)
+	} else if c.Mount.SpliceWrites {
+		t.Errorf("splice_writes = false parsed as true")
 	}
 }

@@ -35,6 +35,7 @@ const (
 	OpForget        = 2
 	OpRename        = 12
 	OpLink          = 13
+	OpWrite         = 16
 	OpInit          = 26
 	OpInterrupt     = 36
 	OpDestroy       = 38
@@ -49,6 +50,8 @@ const (
 
 	inHeaderSize  = int(unsafe.Sizeof(fuse.InHeader{}))
 	outHeaderSize = int(unsafe.Sizeof(fuse.OutHeader{}))
+	// A WRITE's header and arguments, before its data.
+	writeInSize = int(unsafe.Sizeof(fuse.WriteIn{}))
 )
 
 // Readers: at least minReaders threads wait in read(2) on the device;
@@ -61,11 +64,54 @@ const (
 	maxReaders  = 32
 )
 
+// PayloadWriter is a file system that takes a WRITE's data from a pipe.
+// Its server splices every request from /dev/fuse into a pipe of the
+// reader's: the kernel lends the pipe the pages of the mount's page cache
+// that hold a WRITE's data instead of copying them into the daemon, and
+// the data goes on to the backing file with one splice, one copy where a
+// read(2) of the device and a pwrite(2) make two.
+type PayloadWriter interface {
+	WritePayload(in *fuse.WriteIn, p *Payload) (uint32, fuse.Status)
+}
+
+// Payload is a WRITE's data waiting in a pipe: Len bytes at the head of
+// the pipe whose read end is Fd. What the writer leaves there the server
+// drops once it has answered.
+type Payload struct {
+	Fd  int
+	Len int
+	// Cancel stands for the request's cancel channel where the payload
+	// goes through go-fuse's node bridge: a file handle's Write called
+	// with no data finds the payload by it (PayloadOf). One per reader,
+	// never closed.
+	Cancel chan struct{}
+}
+
+// payloads maps each reader's Payload.Cancel to its payload.
+var payloads sync.Map
+
+// PayloadOf returns the payload whose Cancel channel is cancel, or nil:
+// how a file handle's Write, called by go-fuse's bridge with the channel
+// WritePayload passed it and no data, finds its data.
+func PayloadOf(cancel <-chan struct{}) *Payload {
+	if cancel == nil {
+		return nil
+	}
+	if p, ok := payloads.Load(cancel); ok {
+		return p.(*Payload)
+	}
+	return nil
+}
+
 // Server serves one FUSE connection's /dev/fuse descriptor.
 type Server struct {
 	fd  int
 	ps  *fuse.ProtocolServer
 	log zerolog.Logger
+	// pw, when the file system is one, takes WRITEs from the pipe;
+	// noSplice is set when the kernel refuses to splice from the device.
+	pw       PayloadWriter
+	noSplice atomic.Bool
 	// Before, when set, is called with each request's opcode and the
 	// node IDs it names (the header's, and a RENAME's new parent, a
 	// LINK's target, a COPY_FILE_RANGE's destination) before it is
@@ -88,10 +134,15 @@ type Server struct {
 	// mu, not a sync.Pool, whose clearing at each GC would drop the
 	// prefaulted buffers the list is for. Readers and free together hold
 	// at most maxReaders buffers.
-	free     []*buffers
-	started  atomic.Uint64 // readers started, for tests
-	made     atomic.Uint64 // buffers allocated, for tests
-	handling sync.WaitGroup
+	free    []*buffers
+	started atomic.Uint64 // readers started, for tests
+	spliced atomic.Uint64 // WRITEs answered from a pipe
+	made    atomic.Uint64 // buffers allocated, for tests
+	// handling counts the requests being answered, under mu: a
+	// WaitGroup's Add from zero must happen before its Wait, and a reader
+	// can take a request while Wait runs (the unmount's last ones).
+	handling int
+	idle     *sync.Cond // on mu: handling fell to zero
 	served   atomic.Uint64
 	done     chan struct{} // closed when the connection is gone
 	doneOnce sync.Once
@@ -108,10 +159,13 @@ func New(fd int, rawFS fuse.RawFileSystem, mo *fuse.MountOptions, log zerolog.Lo
 	// A WRITE's header and data, or a SETXATTR's value (up to 64 KiB);
 	// replies: a READ of MaxWrite, a LISTXATTR or READDIR of up to 64 KiB.
 	size := max(maxWrite, 64<<10) + 64<<10
-	return &Server{
+	s := &Server{
 		fd: fd, ps: fuse.NewProtocolServer(rawFS, mo), log: log,
 		inSize: size, outSize: size, done: make(chan struct{}),
 	}
+	s.idle = sync.NewCond(&s.mu)
+	s.pw, _ = rawFS.(PayloadWriter)
+	return s
 }
 
 // ReadInit reads the kernel's INIT from the device and answers it: a
@@ -209,6 +263,10 @@ func (s *Server) Serve() {
 // Done is closed once the connection is gone.
 func (s *Server) Done() <-chan struct{} { return s.done }
 
+// SplicedWrites counts the WRITEs whose data the file system took from a
+// pipe.
+func (s *Server) SplicedWrites() uint64 { return s.spliced.Load() }
+
 // Served counts the requests answered.
 func (s *Server) Served() uint64 { return s.served.Load() }
 
@@ -219,12 +277,90 @@ func (s *Server) Stop() {
 	s.mu.Lock()
 	s.stopping = true
 	s.mu.Unlock()
-	s.handling.Wait()
+	s.waitHandled()
 }
 
 // buffers are a reader's: the request read into in, the reply made in
-// out.
-type buffers struct{ in, out []byte }
+// out, and the pipe requests are spliced into when the file system takes
+// WRITEs from one (nil otherwise, or when the pipe could not be made).
+type buffers struct {
+	in, out []byte
+	pipe    *pipe
+}
+
+// pipe is a reader's pipe and the payload that names it.
+type pipe struct {
+	r, w    int
+	payload *Payload
+}
+
+// newPipe makes a pipe that holds a whole request: F_SETPIPE_SZ beyond
+// /proc/sys/fs/pipe-max-size needs CAP_SYS_RESOURCE, which the daemon
+// has as root. The kernel fails a request with EIO when its pages do not
+// fit the pipe, so a pipe too small is not used at all.
+func (s *Server) newPipe() (*pipe, error) {
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
+		return nil, err
+	}
+	// Every page of the largest request in a slot of its own, one more
+	// for data that does not start on a page, and the header's.
+	want := s.PipeSize()
+	got, err := unix.FcntlInt(uintptr(fds[1]), unix.F_SETPIPE_SZ, want)
+	if err == nil && got < want {
+		err = fmt.Errorf("the pipe holds %d bytes, %d needed", got, want)
+	}
+	if err != nil {
+		unix.Close(fds[0])
+		unix.Close(fds[1])
+		return nil, err
+	}
+	p := &pipe{r: fds[0], w: fds[1]}
+	p.payload = &Payload{Fd: p.r, Cancel: make(chan struct{})}
+	payloads.Store((<-chan struct{})(p.payload.Cancel), p.payload)
+	return p, nil
+}
+
+// close closes the pipe; what is in it is dropped.
+func (p *pipe) close() {
+	payloads.Delete((<-chan struct{})(p.payload.Cancel))
+	unix.Close(p.r)
+	unix.Close(p.w)
+}
+
+// readFull reads exactly len(b) bytes from the pipe.
+func (p *pipe) readFull(b []byte) error {
+	for got := 0; got < len(b); {
+		n, err := unix.Read(p.r, b[got:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return errors.New("the pipe is empty")
+		}
+		got += n
+	}
+	return nil
+}
+
+// drain drops what is left in the pipe, reading it into scratch.
+func (p *pipe) drain(scratch []byte) error {
+	for {
+		left, err := unix.IoctlGetInt(p.r, unix.TIOCINQ) // FIONREAD
+		if err != nil {
+			return err
+		}
+		if left == 0 {
+			return nil
+		}
+		if err := p.readFull(scratch[:min(left, len(scratch))]); err != nil {
+			return err
+		}
+	}
+}
 
 func (s *Server) startReaderLocked() {
 	s.readers++
@@ -252,6 +388,13 @@ func (s *Server) reader(b *buffers) {
 		b = &buffers{in: prefault(make([]byte, s.inSize)), out: prefault(make([]byte, s.outSize))}
 		s.made.Add(1)
 	}
+	if b.pipe == nil && s.pw != nil && !s.noSplice.Load() {
+		p, err := s.newPipe()
+		if err != nil {
+			s.log.Warn().Err(err).Msg("no pipe to splice requests into: this reader reads them")
+		}
+		b.pipe = p
+	}
 	in, out := b.in, b.out
 	for {
 		s.mu.Lock()
@@ -262,7 +405,16 @@ func (s *Server) reader(b *buffers) {
 		}
 		s.waiting++
 		s.mu.Unlock()
-		n, err := unix.Read(s.fd, in)
+		spliced := b.pipe != nil && !s.noSplice.Load()
+		var n int
+		var err error
+		if spliced {
+			var n64 int64
+			n64, err = unix.Splice(s.fd, nil, b.pipe.w, nil, s.inSize, 0)
+			n = int(n64)
+		} else {
+			n, err = unix.Read(s.fd, in)
+		}
 		s.mu.Lock()
 		s.waiting--
 		if err != nil {
@@ -271,6 +423,14 @@ func (s *Server) reader(b *buffers) {
 			case unix.EINTR, unix.ENOENT, unix.EAGAIN:
 				// ENOENT: the request was interrupted before we got it.
 				continue
+			case unix.EINVAL:
+				if spliced {
+					// Checked before a request is taken: none is lost.
+					s.log.Warn().Err(err).Msg("the kernel does not splice requests from /dev/fuse; reading them")
+					s.noSplice.Store(true)
+					continue
+				}
+				s.log.Error().Err(err).Msg("reading /dev/fuse; this reader stops")
 			case unix.ENODEV:
 			default:
 				s.log.Error().Err(err).Msg("reading /dev/fuse; this reader stops")
@@ -283,20 +443,29 @@ func (s *Server) reader(b *buffers) {
 		}
 		if s.stopping {
 			// Left for the successor: the kernel resends it.
+			if spliced {
+				s.dropPipeLocked(b)
+			}
 			s.endReaderLocked(b)
 			s.mu.Unlock()
 			return
 		}
-		s.handling.Add(1)
+		s.handling++
 		if s.waiting == 0 && s.readers < maxReaders {
 			s.startReaderLocked()
 		}
 		s.mu.Unlock()
 
-		s.handle(in[:n], out)
-		s.handling.Done()
+		if spliced {
+			s.handleSpliced(b, n)
+		} else {
+			s.handle(in[:n], out)
+		}
 
 		s.mu.Lock()
+		if s.handling--; s.handling == 0 {
+			s.idle.Broadcast()
+		}
 		if s.waiting >= idleReaders && s.readers > minReaders {
 			s.endReaderLocked(b)
 			s.mu.Unlock()
@@ -317,6 +486,113 @@ func prefault(b []byte) []byte {
 		b[i] = 0
 	}
 	return b
+}
+
+// Splices says whether the server splices requests into pipes, its file
+// system taking WRITEs from them (PayloadWriter).
+func (s *Server) Splices() bool { return s.pw != nil && !s.noSplice.Load() }
+
+// NoSplice has the server read requests instead. Before Serve.
+func (s *Server) NoSplice() { s.noSplice.Store(true) }
+
+// PipeSize is the size in bytes of a reader's pipe: the largest request,
+// each of its pages in a slot of its own.
+func (s *Server) PipeSize() int { return s.inSize + 2*4096 }
+
+// TryPipe makes a pipe of size bytes and closes it: whether this process
+// may (CAP_SYS_RESOURCE, or size within /proc/sys/fs/pipe-max-size).
+func TryPipe(size int) error {
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
+		return err
+	}
+	defer unix.Close(fds[0])
+	defer unix.Close(fds[1])
+	_, err := unix.FcntlInt(uintptr(fds[1]), unix.F_SETPIPE_SZ, size)
+	return err
+}
+
+// waitHandled returns once no request is being answered.
+func (s *Server) waitHandled() {
+	s.mu.Lock()
+	for s.handling > 0 {
+		s.idle.Wait()
+	}
+	s.mu.Unlock()
+}
+
+// dropPipeLocked empties b's pipe, or closes it if it cannot.
+func (s *Server) dropPipeLocked(b *buffers) {
+	if err := b.pipe.drain(b.in); err != nil {
+		b.pipe.close()
+		b.pipe = nil
+	}
+}
+
+// handleSpliced answers the request of n bytes in b's pipe. A WRITE's
+// data stays in the pipe for the file system (PayloadWriter); any other
+// request is read into b.in and answered as one read from the device.
+func (s *Server) handleSpliced(b *buffers, n int) {
+	in, p := b.in, b.pipe
+	head := min(n, writeInSize)
+	err := p.readFull(in[:head])
+	if err == nil && head == writeInSize && (*fuse.InHeader)(unsafe.Pointer(&in[0])).Opcode == OpWrite {
+		if wi := (*fuse.WriteIn)(unsafe.Pointer(&in[0])); int(wi.Size) == n-writeInSize {
+			s.handleWrite(b, wi)
+			if err := p.drain(in); err != nil {
+				s.log.Error().Err(err).Msg("emptying a reader's pipe; closing it")
+				p.close()
+				b.pipe = nil
+			}
+			return
+		}
+	}
+	if err == nil {
+		err = p.readFull(in[head:n])
+	}
+	if err != nil {
+		// Not seen: a pipe that holds less than splice put in it.
+		s.log.Error().Err(err).Int("bytes", n).Msg("reading a request from a reader's pipe; closing it")
+		p.close()
+		b.pipe = nil
+		if head >= inHeaderSize {
+			h := (*fuse.InHeader)(unsafe.Pointer(&in[0]))
+			s.reply(b.out[:errorReply(b.out, h.Unique, fuse.EIO)], h.Opcode)
+		}
+		return
+	}
+	s.handle(in[:n], b.out)
+}
+
+// handleWrite answers a WRITE whose data is in b's pipe.
+func (s *Server) handleWrite(b *buffers, in *fuse.WriteIn) {
+	st := fuse.OK
+	if s.Before != nil && in.NodeId != 0 {
+		st = s.Before(OpWrite, []uint64{in.NodeId})
+	}
+	var written uint32
+	if st.Ok() {
+		b.pipe.payload.Len = int(in.Size)
+		written, st = s.pw.WritePayload(in, b.pipe.payload)
+		s.spliced.Add(1)
+	}
+	out := b.out
+	n := errorReply(out, in.Unique, st)
+	if st.Ok() {
+		wo := fuse.WriteOut{Size: written}
+		n += copy(out[n:], bytesOf(&wo))
+		(*fuse.OutHeader)(unsafe.Pointer(&out[0])).Length = uint32(n)
+	}
+	s.reply(out[:n], OpWrite)
+}
+
+// reply writes an answer to the device.
+func (s *Server) reply(out []byte, opcode uint32) {
+	if _, err := unix.Write(s.fd, out); err != nil && err != unix.ENOENT {
+		// ENOENT: the request was interrupted and is gone.
+		s.log.Debug().Err(err).Uint32("opcode", opcode).Msg("writing a reply to /dev/fuse")
+	}
+	s.served.Add(1)
 }
 
 // handle answers one request.
@@ -341,11 +617,7 @@ func (s *Server) handle(req, out []byte) {
 		}
 		n = errorReply(out, unique, st)
 	}
-	if _, err := unix.Write(s.fd, out[:n]); err != nil && err != unix.ENOENT {
-		// ENOENT: the request was interrupted and is gone.
-		s.log.Debug().Err(err).Uint32("opcode", opcode).Msg("writing a reply to /dev/fuse")
-	}
-	s.served.Add(1)
+	s.reply(out[:n], opcode)
 }
 
 // errorReply writes an error answer to unique into out.
@@ -480,5 +752,5 @@ func (n *Notifier) InodeNotifyStoreCache(node uint64, offset int64, data []byte)
 // answered.
 func (s *Server) Wait() {
 	<-s.done
-	s.handling.Wait()
+	s.waitHandled()
 }

@@ -1,0 +1,161 @@
+package fusedev_test
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+
+	"github.com/tierfs/tierfs/internal/fusedev"
+)
+
+// pipeFS serves files f0 and f1 backed by files of a directory, and takes
+// WRITEs from the pipe as tierfs does: spliced into the backing. f1's
+// writer takes only the first half of each payload and fails, which
+// leaves the rest in the pipe for the server to drop.
+type pipeFS struct {
+	fuse.RawFileSystem
+	backing [2]*os.File
+	// spliced and copied count the WRITEs that came from the pipe and
+	// from memory.
+	spliced, copied atomic.Int64
+}
+
+func (f *pipeFS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
+	var i int
+	if _, err := fmt.Sscanf(name, "f%d", &i); err != nil || h.NodeId != fuse.FUSE_ROOT_ID || i < 0 || i > 1 {
+		return fuse.ENOENT
+	}
+	out.NodeId = uint64(i) + 2
+	out.SetEntryTimeout(time.Hour)
+	out.SetAttrTimeout(time.Hour)
+	(&gateFS{}).attr(out.NodeId, &out.Attr)
+	return fuse.OK
+}
+
+func (f *pipeFS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
+	out.SetTimeout(time.Hour)
+	(&gateFS{}).attr(in.NodeId, &out.Attr)
+	return fuse.OK
+}
+
+func (f *pipeFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	return fuse.OK
+}
+
+func (f *pipeFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
+	f.copied.Add(1)
+	n, err := f.backing[in.NodeId-2].WriteAt(data, int64(in.Offset))
+	if err != nil {
+		return uint32(n), fuse.EIO
+	}
+	return uint32(n), fuse.OK
+}
+
+func (f *pipeFS) WritePayload(in *fuse.WriteIn, p *fusedev.Payload) (uint32, fuse.Status) {
+	f.spliced.Add(1)
+	if p.Len != int(in.Size) {
+		return 0, fuse.Status(syscall.EBADMSG)
+	}
+	want, fail := p.Len, in.NodeId == 3
+	if fail {
+		want /= 2
+	}
+	off := int64(in.Offset)
+	done := 0
+	for done < want {
+		n, err := unix.Splice(p.Fd, nil, int(f.backing[in.NodeId-2].Fd()), &off, want-done, 0)
+		if err != nil {
+			return uint32(done), fuse.ToStatus(err)
+		}
+		done += int(n)
+	}
+	if fail {
+		return 0, fuse.EIO
+	}
+	return uint32(done), fuse.OK
+}
+
+// A file system that takes WRITEs from the pipe gets every WRITE there,
+// whatever its size and alignment, with the bytes the program wrote; what
+// it leaves in the pipe is dropped before the next request is read.
+func TestWritesFromThePipe(t *testing.T) {
+	dir := t.TempDir()
+	fs := &pipeFS{RawFileSystem: fuse.NewDefaultRawFileSystem()}
+	for i := range fs.backing {
+		b, err := os.Create(filepath.Join(dir, fmt.Sprintf("b%d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { b.Close() })
+		if err := b.Truncate(1 << 20); err != nil {
+			t.Fatal(err)
+		}
+		fs.backing[i] = b
+	}
+	_, mp, _ := mount(t, fs)
+	f0, err := os.OpenFile(filepath.Join(mp, "f0"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f0.Close()
+	f1, err := os.OpenFile(filepath.Join(mp, "f1"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f1.Close()
+
+	const span = 1 << 20
+	want := make([]byte, span)
+	rng := rand.New(rand.NewPCG(1, 2))
+	writes := 0
+	for i := range 300 {
+		// Sizes up to twice the mount's max_write (128 KiB): the kernel
+		// splits those into WRITEs of its own.
+		size := 1 + rng.IntN(256<<10)
+		if i%5 == 0 {
+			size = 128 << 10
+		}
+		off := rng.IntN(span - size)
+		p := make([]byte, size)
+		for j := range p {
+			p[j] = byte(rng.Uint32())
+		}
+		if n, err := f0.WriteAt(p, int64(off)); err != nil || n != size {
+			t.Fatalf("write %d (%d bytes at %d): %d, %v", i, size, off, n, err)
+		}
+		copy(want[off:], p)
+		writes++
+		if i%50 == 0 {
+			// A payload half taken: the write fails, and the rest of its
+			// data must not be read as the next request.
+			if _, err := f1.WriteAt(p, 0); err == nil {
+				t.Fatalf("a write the file system failed succeeded")
+			}
+		}
+	}
+	got := make([]byte, span)
+	if _, err := fs.backing[0].ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		i := 0
+		for got[i] == want[i] {
+			i++
+		}
+		t.Fatalf("the backing differs from what was written, first at byte %d", i)
+	}
+	sp, cp := fs.spliced.Load(), fs.copied.Load()
+	t.Logf("%d writes: %d WRITEs from the pipe, %d from memory", writes, sp, cp)
+	if cp != 0 || sp < int64(writes) {
+		t.Errorf("%d WRITEs from the pipe and %d from memory for %d writes; want every one from the pipe", sp, cp, writes)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -29,6 +30,38 @@ func TestIsProblem(t *testing.T) {
 	} {
 		if got := isProblem(c.line); got != c.want {
 			errorf(t, "isProblem(%q) = %v, want %v", c.line, got, c.want)
+		}
+	}
+}
+
+// Kafka's controller startup race (controllerStartupRaceRE) is not a
+// problem; the same ERROR line followed by anything else is, and so is
+// every other ERROR around it.
+func TestProblemLinesSkipControllerStartupRace(t *testing.T) {
+	const apiErr = "[2026-12-05 21:03:28,482] ERROR [ControllerApis nodeId=3] Unexpected error handling request RequestHeader(apiKey=API_VERSIONS, apiVersion=4, clientId=raft-client-1, correlationId=259, headerVersion=2) -- ApiVersionsRequestData(clientSoftwareName='apache-kafka-java', clientSoftwareVersion='4.1.1') with context RequestContext(...) (kafka.server.ControllerApis)"
+	const npe = `java.lang.NullPointerException: Cannot invoke "kafka.raft.KafkaRaftManager.client()" because the return value of "kafka.server.ControllerServer.raftManager()" is null`
+	const other = "java.lang.IllegalStateException: something else"
+	const frame = "\tat kafka.server.ControllerServer.$anonfun$startup$7(ControllerServer.scala:159) ~[kafka_2.13-4.1.1.jar:?]"
+	const flushErr = "[2026-12-05 21:03:29,000] ERROR Error while flushing log for perf-0 in dir /m/kafka-logs with offset 10 (org.apache.kafka.storage.internals.log.LogDirFailureChannel)"
+	log := strings.Join([]string{apiErr, npe, frame, frame, apiErr, other, frame, flushErr, apiErr}, "\n") + "\n"
+	path := filepath.Join(t.TempDir(), "broker.log")
+	if err := os.WriteFile(path, []byte(log), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got := ProblemLinesIn(path)
+	var heads []string
+	for _, l := range got {
+		if !strings.HasPrefix(l, "    ") {
+			heads = append(heads, strings.TrimPrefix(l, "broker.log: "))
+		}
+	}
+	want := []string{apiErr, flushErr, apiErr}
+	if strings.Join(heads, "\n") != strings.Join(want, "\n") {
+		t.Errorf("problem lines:\n%s\nwant the ERROR not followed by the race's exception, the flush error, and the last ERROR (nothing after it)", strings.Join(got, "\n"))
+	}
+	for _, l := range got {
+		if strings.Contains(l, "raftManager()") {
+			t.Errorf("the race's exception was reported: %s", l)
 		}
 	}
 }

@@ -380,3 +380,77 @@ func TestLinkedFilesUnderMovesOnFullTier(t *testing.T) {
 		checkLinked(t, m2, m2.tierOf(t, f.names[0]), f.ino, f.model, f.names...)
 	}
 }
+
+// A file with two names, open by the first: the first is unlinked, the
+// last descriptor closed, and a hard link made to the name left, which
+// must work (fs.TestStress once had "link d/b2 a7" answer ENOENT right
+// after "unlink a4" and the last close). The node the kernel links is the
+// one opened by the name that went; the file moves before or after the
+// unlink; and the kernel drops its dentries (as drop_caches elsewhere on
+// the machine does) between the names' changes, so that it looks the
+// directory up again, gets a new node for it, and the FUSE tree keeps
+// names under the old one that the file no longer has.
+func TestLinkFromTheNameLeftAfterUnlink(t *testing.T) {
+	m := mount(t, mountOpt{ntiers: 3})
+	mustOK(t, os.Mkdir(m.path("d"), 0o755), "mkdir d")
+	r := rand.New(rand.NewSource(13))
+	i := 0
+	for _, move := range []string{"none", "before-unlink", "after-unlink", "after-close"} {
+		for _, drop := range []bool{false, true} {
+			for _, closeFirst := range []bool{false, true} {
+				i++
+				what := fmt.Sprintf("move %s, drop dentries %v, close before the unlink %v", move, drop, closeFirst)
+				a, b, old, c := fmt.Sprintf("a%d", i), fmt.Sprintf("d/b%d", i), fmt.Sprintf("d/old%d", i), fmt.Sprintf("c%d", i)
+				data := randBytes(r, 100_000+i)
+				fd, err := unix.Open(m.path(a), unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, 0o644)
+				mustOK(t, err, what+": create")
+				_, err = unix.Pwrite(fd, data, 0)
+				mustOK(t, err, what+": write")
+				mustOK(t, unix.Link(m.path(a), m.path(old)), what+": link a old")
+				dropDentries := func() {
+					if drop {
+						mustOK(t, os.WriteFile("/proc/sys/vm/drop_caches", []byte("2"), 0), "drop the dentry cache")
+					}
+				}
+				moveTo := func(when, rel string) {
+					if move == when {
+						mustOK(t, m.move(t, rel, tierNames[1+i%2]), what+": move")
+					}
+				}
+				dropDentries()
+				mustOK(t, unix.Link(m.path(a), m.path(b)), what+": link a b")
+				mustOK(t, unix.Unlink(m.path(old)), what+": unlink old")
+				moveTo("before-unlink", a)
+				if closeFirst {
+					mustOK(t, unix.Close(fd), what+": close")
+				}
+				mustOK(t, unix.Unlink(m.path(a)), what+": unlink a")
+				moveTo("after-unlink", b)
+				var st unix.Stat_t
+				if !closeFirst {
+					mustOK(t, unix.Fstat(fd, &st), what+": fstat")
+					if st.Nlink != 1 {
+						t.Errorf("%s: the descriptor shows %d links after the unlink, want 1", what, st.Nlink)
+					}
+					mustOK(t, unix.Close(fd), what+": close")
+				}
+				moveTo("after-close", b)
+				if err := unix.Link(m.path(b), m.path(c)); err != nil {
+					t.Fatalf("%s: link b c: %v", what, err)
+				}
+				for _, n := range []string{b, c} {
+					mustOK(t, unix.Stat(m.path(n), &st), what+": stat "+n)
+					if st.Nlink != 2 {
+						t.Errorf("%s: %s has %d links, want 2", what, n, st.Nlink)
+					}
+					got, err := os.ReadFile(m.path(n))
+					mustOK(t, err, what+": read "+n)
+					if !bytes.Equal(got, data) {
+						t.Errorf("%s: %s reads %d bytes that differ from the %d written", what, n, diffBytes(got, data), len(data))
+					}
+				}
+				checkLinked(t, m, m.tierOf(t, b), st.Ino, data, b, c)
+			}
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -453,4 +454,77 @@ func TestLinkFromTheNameLeftAfterUnlink(t *testing.T) {
 			}
 		}
 	}
+}
+
+// Linux's FUSE client lowers a file's cached link count itself once
+// tierfs answered the unlink of one of its names, after the reply; an
+// attribute reply for the file that another process's request brought
+// meanwhile (here: a listing of d, whose entries carry attributes, and
+// stats), and that counts the unlink already, can be applied in between,
+// and the count reaches 0. link(2) of the name left then fails with ENOENT
+// in the kernel, without asking tierfs (TestStress once failed so: "link
+// d/b2 a7" after "unlink a4", the mover listing the workers' files). tierfs
+// is not wrong there: a stat of the name left answers the file with one
+// link (which the kernel needs: the unlink left its attributes stale), and
+// a link made again works; the name left is never lost.
+func TestLinkRacingALookup(t *testing.T) {
+	m := mount(t, mountOpt{})
+	mustOK(t, os.Mkdir(m.path("d"), 0o755), "mkdir d")
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // another thread looking at the names
+		defer wg.Done()
+		runtime.LockOSThread()
+		var st unix.Stat_t
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			os.ReadDir(m.path("d"))
+			unix.Lstat(m.path("d/b"), &st)
+			unix.Lstat(m.path("a"), &st)
+		}
+	}()
+	defer func() { close(done); wg.Wait() }()
+	races := 0
+	const iterations = 500
+	for i := range iterations {
+		fd, err := unix.Open(m.path("a"), unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, 0o644)
+		mustOK(t, err, "create a")
+		var st unix.Stat_t
+		mustOK(t, unix.Fstat(fd, &st), "fstat")
+		ino := st.Ino
+		_, err = unix.Pwrite(fd, []byte("tierfs"), 0)
+		mustOK(t, err, "write")
+		mustOK(t, unix.Link(m.path("a"), m.path("d/b")), "link a d/b")
+		mustOK(t, unix.Unlink(m.path("a")), "unlink a")
+		mustOK(t, unix.Close(fd), "close")
+		err = unix.Link(m.path("d/b"), m.path("c"))
+		if errors.Is(err, unix.ENOENT) {
+			races++
+			mustOK(t, unix.Lstat(m.path("d/b"), &st), "stat d/b after link's ENOENT")
+			if st.Ino != ino || st.Nlink != 1 {
+				t.Fatalf("iteration %d: link d/b c: ENOENT, and stat d/b says inode %d with %d links; want inode %d with 1", i, st.Ino, st.Nlink, ino)
+			}
+			err = unix.Link(m.path("d/b"), m.path("c"))
+		}
+		if err != nil {
+			t.Fatalf("iteration %d: link d/b c: %v", i, err)
+		}
+		for _, n := range []string{"d/b", "c"} {
+			mustOK(t, unix.Stat(m.path(n), &st), "stat "+n)
+			if st.Ino != ino || st.Nlink != 2 {
+				t.Fatalf("iteration %d: %s is inode %d with %d links; want inode %d with 2", i, n, st.Ino, st.Nlink, ino)
+			}
+		}
+		if b, err := os.ReadFile(m.path("c")); err != nil || string(b) != "tierfs" {
+			t.Fatalf("iteration %d: c reads %q, %v", i, b, err)
+		}
+		mustOK(t, unix.Unlink(m.path("d/b")), "unlink d/b")
+		mustOK(t, unix.Unlink(m.path("c")), "unlink c")
+	}
+	t.Logf("%d of %d links to the name left got the kernel's ENOENT first", races, iterations)
 }

@@ -3,6 +3,7 @@ package tiering
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -338,4 +339,120 @@ func TestOrphanPMemSegment(t *testing.T) {
 		t.Fatalf("the orphan is still there: %v", err)
 	}
 	waitPool(t, s, "the orphan's slot back in the pool", func(target int, slots int64) bool { return slots == int64(target) })
+}
+
+// treeNode is a FUSE node as package fs has it: at is its last known name
+// (nil once that name went), tree the name the FUSE library's tree gives
+// (nil for none). Relearn takes what the store found.
+type treeNode struct {
+	ino      uint64
+	at, tree *[]string
+}
+
+func (n treeNode) Components() ([]string, bool) { return *n.at, *n.at != nil }
+func (n treeNode) Ino() uint64                  { return n.ino }
+func (n treeNode) Relocate() ([]string, bool)   { return *n.tree, *n.tree != nil }
+func (n treeNode) Relearn(c []string)           { *n.at = c }
+
+// Unlinking one of the two names of an open file is not its last name:
+// the backing stays under the other name (nothing goes to the orphan
+// directory, the handle shows one link), and once the handle is released
+// a hard link to the name left is made through the node that was opened
+// by the name that went, whatever the FUSE tree says of its names. Also
+// with a move of the file under way at each step it passes while the
+// name goes and the handle is released (fs.TestStress once had "link d/b2
+// a7" answer ENOENT right after "unlink a4" and the last close).
+func TestUnlinkOneOfTwoNamesOfAnOpenFile(t *testing.T) {
+	data := bytes.Repeat([]byte("tierfs "), 300_000)
+	// Steps a move of a file with two names passes before the names are
+	// held (the unlink waits for those), and after; "" unlinks before the
+	// move starts.
+	steps := []string{"", "move:copied", "move:converged", "link-move:found", "move:synced", "move:release"}
+	trees := map[string][]string{"right": {"d", "b"}, "stale": {"a"}, "none": nil}
+	for _, step := range steps {
+		for _, closeWhen := range []string{"with-the-unlink", "after-the-move"} {
+			for treeName, tree := range trees {
+				name := fmt.Sprintf("%s/close-%s/tree-%s", step, closeWhen, treeName)
+				if step == "" {
+					name = fmt.Sprintf("before-the-move/close-%s/tree-%s", closeWhen, treeName)
+				}
+				t.Run(name, func(t *testing.T) {
+					tiers := twoTiers(t, TypeNVMe, 0)
+					s := openTest(t, tiers, Options{})
+					linkedOn(t, s, data, "a", "d/b")
+					a, err := s.Getattr(RelPath("a"))
+					if err != nil {
+						t.Fatal(err)
+					}
+					at, fuseTree := []string{"a"}, []string{"a"}
+					node := treeNode{ino: a.Ino, at: &at, tree: &fuseTree}
+					h, err := s.Open(node, unix.O_RDWR)
+					if err != nil {
+						t.Fatal(err)
+					}
+					released := false
+					unlink := func() {
+						// fs's Unlink forgets the node's name under ns.
+						if err := s.Unlink(RelPath(""), "a", func() { at, fuseTree = nil, tree }); err != nil {
+							t.Errorf("unlink a: %v", err)
+							return
+						}
+						if s.Orphan(a.Ino) {
+							t.Errorf("a file with a name left is kept as an orphan")
+						}
+						if st, err := h.Stat(); err != nil || st.Nlink != 1 {
+							t.Errorf("the handle after the unlink: %d links, %v; want 1", st.Nlink, err)
+						}
+						if closeWhen == "with-the-unlink" {
+							h.Release()
+							released = true
+						}
+					}
+					reached := step == ""
+					if step == "" {
+						unlink()
+					} else {
+						FailPoint = func(x string) {
+							if x == step && !reached {
+								reached = true
+								unlink()
+							}
+						}
+						t.Cleanup(func() { FailPoint = nil })
+					}
+					if err := s.Move("d/b", "slow"); err != nil && !errors.Is(err, ErrBusy) {
+						t.Fatalf("move: %v", err)
+					}
+					FailPoint = nil
+					if !reached {
+						t.Fatalf("the move did not pass %s", step)
+					}
+					if !released {
+						if st, err := h.Stat(); err != nil || st.Nlink != 1 {
+							t.Errorf("the handle after the move: %d links, %v; want 1", st.Nlink, err)
+						}
+						h.Release()
+					}
+					if s.Orphan(a.Ino) {
+						t.Errorf("kept as an orphan after the last release")
+					}
+					for _, tc := range tiers {
+						if _, err := os.Lstat(orphanPath(tc, a.Ino)); !errors.Is(err, os.ErrNotExist) {
+							t.Errorf("tier %s has an orphan name for the file: %v", tc.Name, err)
+						}
+					}
+					if _, err := s.Link(node, RelPath(""), "c"); err != nil {
+						t.Fatalf("link d/b c through the node opened as a: %v", err)
+					}
+					for _, n := range []string{"d/b", "c"} {
+						got, err := s.Getattr(RelPath(n))
+						if err != nil || got.Ino != a.Ino || got.Nlink != 2 {
+							t.Errorf("%s: inode %d with %d links, %v; want inode %d with 2", n, got.Ino, got.Nlink, err, a.Ino)
+						}
+					}
+					onlyOn(t, tiers, 1, data, "d/b", "c")
+				})
+			}
+		}
+	}
 }

@@ -449,7 +449,7 @@ func (b *Broker) cleanup(t *testing.T) {
 // exist" in normal operation: two cleaner passes over the same base
 // offset reuse one .deleted name).
 var (
-	failedDirRE    = regexp.MustCompile(`KafkaStorageException|Shutdown broker because|Stopping serving logs in dir|[Oo]ffline log dir|failed log dir|Operation not supported|Stale file handle|Input/output error|Transport endpoint is not connected|No space left on device`)
+	failedDirRE = regexp.MustCompile(`KafkaStorageException|Shutdown broker because|Stopping serving logs in dir|[Oo]ffline log dir|failed log dir|Operation not supported|Stale file handle|Input/output error|Transport endpoint is not connected|No space left on device`)
 	// A KRaft controller that a peer's raft client asks for its API
 	// versions before the controller's own raft manager is up answers
 	// with a NullPointerException (Kafka 4.1's ControllerServer.startup,
@@ -458,7 +458,7 @@ var (
 	// line is dropped when the next line is that exception.
 	controllerApiVersionsRE = regexp.MustCompile(`\] ERROR \[ControllerApis nodeId=\d+\] Unexpected error handling request RequestHeader\(apiKey=API_VERSIONS,`)
 	controllerStartupRaceRE = regexp.MustCompile(`^java\.lang\.NullPointerException: Cannot invoke "kafka\.raft\.KafkaRaftManager\.client\(\)" because the return value of "kafka\.server\.ControllerServer\.raftManager\(\)" is null$`)
-	storageErrorRE = regexp.MustCompile(`Error while|Failed to|IOException|AccessDeniedException|FileSystemException|NoSuchFileException|[Cc]orrupt|invalid`)
+	storageErrorRE          = regexp.MustCompile(`Error while|Failed to|IOException|AccessDeniedException|FileSystemException|NoSuchFileException|[Cc]orrupt|invalid`)
 )
 
 // ProblemLines returns, from every run's broker log, the lines at ERROR or

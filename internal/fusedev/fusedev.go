@@ -112,6 +112,10 @@ type Server struct {
 	// noSplice is set when the kernel refuses to splice from the device.
 	pw       PayloadWriter
 	noSplice atomic.Bool
+	// spliceMin: a reader splices the request after a WRITE of at
+	// least this many bytes, and reads the others; 0 splices every
+	// request. SpliceMin by default.
+	spliceMin int
 	// Before, when set, is called with each request's opcode and the
 	// node IDs it names (the header's, and a RENAME's new parent, a
 	// LINK's target, a COPY_FILE_RANGE's destination) before it is
@@ -164,6 +168,7 @@ func New(fd int, rawFS fuse.RawFileSystem, mo *fuse.MountOptions, log zerolog.Lo
 		inSize: size, outSize: size, done: make(chan struct{}),
 	}
 	s.idle = sync.NewCond(&s.mu)
+	s.spliceMin = SpliceMin
 	s.pw, _ = rawFS.(PayloadWriter)
 	return s
 }
@@ -286,6 +291,9 @@ func (s *Server) Stop() {
 type buffers struct {
 	in, out []byte
 	pipe    *pipe
+	// spliceNext: the reader's last request was a WRITE of at least
+	// spliceMin bytes, and it splices the next one.
+	spliceNext bool
 }
 
 // pipe is a reader's pipe and the payload that names it.
@@ -405,7 +413,7 @@ func (s *Server) reader(b *buffers) {
 		}
 		s.waiting++
 		s.mu.Unlock()
-		spliced := b.pipe != nil && !s.noSplice.Load()
+		spliced := b.pipe != nil && b.spliceNext && !s.noSplice.Load()
 		var n int
 		var err error
 		if spliced {
@@ -461,6 +469,12 @@ func (s *Server) reader(b *buffers) {
 		} else {
 			s.handle(in[:n], out)
 		}
+		// Splice the next request if this one was a large WRITE: the
+		// splice costs each request more than a read (a page for the
+		// header, the pipe's slots), which only a large WRITE's copy
+		// saved pays back (perf.md 27).
+		b.spliceNext = s.spliceMin == 0 || (n >= writeInSize+s.spliceMin &&
+			(*fuse.InHeader)(unsafe.Pointer(&in[0])).Opcode == OpWrite)
 
 		s.mu.Lock()
 		if s.handling--; s.handling == 0 {
@@ -487,6 +501,14 @@ func prefault(b []byte) []byte {
 	}
 	return b
 }
+
+// SpliceMin is the smallest WRITE after which a reader splices its next
+// request: below it, the copy a splice saves costs less than what the
+// splice adds to every request.
+const SpliceMin = 64 << 10
+
+// SetSpliceMin sets the threshold; 0 splices every request. Before Serve.
+func (s *Server) SetSpliceMin(n int) { s.spliceMin = n }
 
 // Splices says whether the server splices requests into pipes, its file
 // system taking WRITEs from them (PayloadWriter).

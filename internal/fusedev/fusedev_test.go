@@ -98,6 +98,12 @@ func (f *gateFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (u
 // does, and serves it with a fusedev.Server until the test ends.
 func mount(t *testing.T, rawFS fuse.RawFileSystem) (s *fusedev.Server, mp string, abortConn func()) {
 	t.Helper()
+	return mountWith(t, rawFS, nil)
+}
+
+// mountWith is mount with setup called on the server before it serves.
+func mountWith(t *testing.T, rawFS fuse.RawFileSystem, setup func(*fusedev.Server)) (s *fusedev.Server, mp string, abortConn func()) {
+	t.Helper()
 	testenv.FUSE(t)
 	mp = filepath.Join(t.TempDir(), "mnt")
 	if err := os.Mkdir(mp, 0o755); err != nil {
@@ -135,6 +141,9 @@ func mount(t *testing.T, rawFS fuse.RawFileSystem) (s *fusedev.Server, mp string
 	})
 	if _, _, err := s.ReadInit(); err != nil {
 		t.Fatal(err)
+	}
+	if setup != nil {
+		setup(s)
 	}
 	s.Serve()
 	var st unix.Stat_t

@@ -84,10 +84,8 @@ func (f *pipeFS) WritePayload(in *fuse.WriteIn, p *fusedev.Payload) (uint32, fus
 	return uint32(done), fuse.OK
 }
 
-// A file system that takes WRITEs from the pipe gets every WRITE there,
-// whatever its size and alignment, with the bytes the program wrote; what
-// it leaves in the pipe is dropped before the next request is read.
-func TestWritesFromThePipe(t *testing.T) {
+// newPipeFS makes a pipeFS over two 1 MiB backing files.
+func newPipeFS(t *testing.T) *pipeFS {
 	dir := t.TempDir()
 	fs := &pipeFS{RawFileSystem: fuse.NewDefaultRawFileSystem()}
 	for i := range fs.backing {
@@ -101,7 +99,16 @@ func TestWritesFromThePipe(t *testing.T) {
 		}
 		fs.backing[i] = b
 	}
-	_, mp, _ := mount(t, fs)
+	return fs
+}
+
+// A file system that takes WRITEs from the pipe gets every WRITE there
+// when every request is spliced, whatever its size and alignment, with
+// the bytes the program wrote; what it leaves in the pipe is dropped
+// before the next request is read.
+func TestWritesFromThePipe(t *testing.T) {
+	fs := newPipeFS(t)
+	_, mp, _ := mountWith(t, fs, func(s *fusedev.Server) { s.SetSpliceMin(0) })
 	f0, err := os.OpenFile(filepath.Join(mp, "f0"), os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -157,5 +164,42 @@ func TestWritesFromThePipe(t *testing.T) {
 	t.Logf("%d writes: %d WRITEs from the pipe, %d from memory", writes, sp, cp)
 	if cp != 0 || sp < int64(writes) {
 		t.Errorf("%d WRITEs from the pipe and %d from memory for %d writes; want every one from the pipe", sp, cp, writes)
+	}
+}
+
+// By default a reader splices only after a large WRITE (SpliceMin): a
+// stream of large writes comes from the pipe, but for the first WRITE
+// each reader takes; small writes, and every other request, are read.
+func TestSpliceAfterLargeWrites(t *testing.T) {
+	fs := newPipeFS(t)
+	_, mp, _ := mount(t, fs)
+	f, err := os.OpenFile(filepath.Join(mp, "f0"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	const large, small = 60, 200
+	big := bytes.Repeat([]byte{7}, 128<<10) // the mount's max_write
+	for i := range large {
+		if _, err := f.WriteAt(big, int64(i%8)*int64(len(big))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sp, cp := fs.spliced.Load(), fs.copied.Load()
+	t.Logf("%d writes of 128 KiB: %d WRITEs from the pipe, %d from memory", large, sp, cp)
+	// A reader's first WRITE is read; a sequential writer keeps a few
+	// readers busy at most.
+	if sp < large-8 || sp+cp != large {
+		t.Errorf("%d of %d large WRITEs from the pipe (%d from memory); want all but a few readers' first", sp, large, cp)
+	}
+	for i := range small {
+		if _, err := f.WriteAt(big[:4096], int64(i)*4096); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sp2, cp2 := fs.spliced.Load()-sp, fs.copied.Load()-cp
+	t.Logf("%d writes of 4 KiB: %d WRITEs from the pipe, %d from memory", small, sp2, cp2)
+	if cp2 < small-8 || sp2+cp2 != small {
+		t.Errorf("%d of %d small WRITEs read into memory (%d from the pipe); want all but those right after a large one", cp2, small, sp2)
 	}
 }

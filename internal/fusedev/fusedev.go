@@ -112,10 +112,12 @@ type Server struct {
 	// noSplice is set when the kernel refuses to splice from the device.
 	pw       PayloadWriter
 	noSplice atomic.Bool
-	// spliceMin: a reader splices the request after a WRITE of at
-	// least this many bytes, and reads the others; 0 splices every
-	// request. SpliceMin by default.
-	spliceMin int
+	// spliceMin: the readers splice the requests after a WRITE of at
+	// least this many bytes, and read the others; 0 splices every
+	// request. SpliceMin by default. spliceNext: the last request
+	// answered was such a WRITE.
+	spliceMin  int
+	spliceNext atomic.Bool
 	// Before, when set, is called with each request's opcode and the
 	// node IDs it names (the header's, and a RENAME's new parent, a
 	// LINK's target, a COPY_FILE_RANGE's destination) before it is
@@ -291,9 +293,6 @@ func (s *Server) Stop() {
 type buffers struct {
 	in, out []byte
 	pipe    *pipe
-	// spliceNext: the reader's last request was a WRITE of at least
-	// spliceMin bytes, and it splices the next one.
-	spliceNext bool
 }
 
 // pipe is a reader's pipe and the payload that names it.
@@ -413,7 +412,7 @@ func (s *Server) reader(b *buffers) {
 		}
 		s.waiting++
 		s.mu.Unlock()
-		spliced := b.pipe != nil && b.spliceNext && !s.noSplice.Load()
+		spliced := b.pipe != nil && (s.spliceNext.Load() || s.spliceMin == 0) && !s.noSplice.Load()
 		var n int
 		var err error
 		if spliced {
@@ -469,12 +468,16 @@ func (s *Server) reader(b *buffers) {
 		} else {
 			s.handle(in[:n], out)
 		}
-		// Splice the next request if this one was a large WRITE: the
-		// splice costs each request more than a read (a page for the
-		// header, the pipe's slots), which only a large WRITE's copy
-		// saved pays back (perf.md 27).
-		b.spliceNext = s.spliceMin == 0 || (n >= writeInSize+s.spliceMin &&
-			(*fuse.InHeader)(unsafe.Pointer(&in[0])).Opcode == OpWrite)
+		// The readers splice their next requests if this one was a
+		// large WRITE: a splice costs each request more than a read (a
+		// page for the header, the pipe's slots), which only a large
+		// WRITE's saved copy pays back (perf.md 27). One flag for all
+		// readers, so that a reader that starts (they come and go with
+		// the load) joins a stream of writes at once.
+		large := n >= writeInSize+s.spliceMin && (*fuse.InHeader)(unsafe.Pointer(&in[0])).Opcode == OpWrite
+		if s.spliceNext.Load() != large {
+			s.spliceNext.Store(large)
+		}
 
 		s.mu.Lock()
 		if s.handling--; s.handling == 0 {

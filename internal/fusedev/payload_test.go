@@ -167,9 +167,9 @@ func TestWritesFromThePipe(t *testing.T) {
 	}
 }
 
-// By default a reader splices only after a large WRITE (SpliceMin): a
-// stream of large writes comes from the pipe, but for the first WRITE
-// each reader takes; small writes, and every other request, are read.
+// By default the readers splice only after a large WRITE (SpliceMin): a
+// stream of large writes comes from the pipe, but for its first few
+// WRITEs; small writes, and every other request, are read.
 func TestSpliceAfterLargeWrites(t *testing.T) {
 	fs := newPipeFS(t)
 	_, mp, _ := mount(t, fs)
@@ -187,10 +187,10 @@ func TestSpliceAfterLargeWrites(t *testing.T) {
 	}
 	sp, cp := fs.spliced.Load(), fs.copied.Load()
 	t.Logf("%d writes of 128 KiB: %d WRITEs from the pipe, %d from memory", large, sp, cp)
-	// A reader's first WRITE is read; a sequential writer keeps a few
-	// readers busy at most.
-	if sp < large-8 || sp+cp != large {
-		t.Errorf("%d of %d large WRITEs from the pipe (%d from memory); want all but a few readers' first", sp, large, cp)
+	// The first is read, and so is the next of each reader that was
+	// already waiting in read(2) then (a few; more on a busy machine).
+	if sp < large*3/4 || sp+cp != large {
+		t.Errorf("%d of %d large WRITEs from the pipe (%d from memory); want all but the first few", sp, large, cp)
 	}
 	for i := range small {
 		if _, err := f.WriteAt(big[:4096], int64(i)*4096); err != nil {
@@ -199,7 +199,7 @@ func TestSpliceAfterLargeWrites(t *testing.T) {
 	}
 	sp2, cp2 := fs.spliced.Load()-sp, fs.copied.Load()-cp
 	t.Logf("%d writes of 4 KiB: %d WRITEs from the pipe, %d from memory", small, sp2, cp2)
-	if cp2 < small-8 || sp2+cp2 != small {
+	if cp2 < small*3/4 || sp2+cp2 != small {
 		t.Errorf("%d of %d small WRITEs read into memory (%d from the pipe); want all but those right after a large one", cp2, small, sp2)
 	}
 }

@@ -188,6 +188,10 @@ func (s *Server) Unmount() error {
 	return nil
 }
 
+// Splices says whether large WRITEs' data is spliced from /dev/fuse to
+// the backing (a supervised mount, [mount] splice_writes, pipes made).
+func (s *Server) Splices() bool { return s.dev != nil && s.uring == nil && s.dev.Splices() }
+
 // SplicedWrites counts the WRITEs whose data went from a pipe to the
 // backing (a supervised mount, [mount] splice_writes).
 func (s *Server) SplicedWrites() uint64 {

@@ -77,6 +77,8 @@ func (s fuseServer) Requests() *control.RequestsStatus {
 	if s.IOUring() {
 		r.Transport, r.ServedIOUring = "io_uring", s.URingServed()
 		r.Queues, r.ThreadsPerQueue = s.URingQueues()
+	} else if s.Splices() {
+		r.SpliceWrites, r.SplicedWrites = true, s.SplicedWrites()
 	}
 	return r
 }

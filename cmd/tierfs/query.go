@@ -124,6 +124,8 @@ func printStatus(st control.StatusResponse) {
 		if r.Transport == "io_uring" {
 			fmt.Fprintf(stdout, "Requests: over io_uring, %d queues (one per CPU) of %d threads, %d answered.\n",
 				r.Queues, r.ThreadsPerQueue, r.ServedIOUring)
+		} else if r.SpliceWrites {
+			fmt.Fprintf(stdout, "Requests: through %s; writes of 64 KiB and more spliced to the tiers, %d so far.\n", r.Transport, r.SplicedWrites)
 		} else {
 			fmt.Fprintf(stdout, "Requests: through %s.\n", r.Transport)
 		}

@@ -2,7 +2,9 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -255,5 +257,46 @@ func TestSupervisionAndURing(t *testing.T) {
 		if (st.Supervisor != nil) != c.supervise || st.Requests == nil || st.Requests.Transport != c.transport {
 			t.Errorf("%q with the switch on: supervisor %+v, requests %+v; want supervised %v over %s", c.conf, st.Supervisor, st.Requests, c.supervise, c.transport)
 		}
+	}
+}
+
+// Status says whether large writes are spliced from /dev/fuse to the tiers
+// (the default, supervised mount) and counts them; splice_writes = false
+// turns it off, and the log of a daemon that lacked CAP_SYS_RESOURCE says
+// what it did to fs.pipe-max-size.
+func TestStatusShowsSplicedWrites(t *testing.T) {
+	requireFUSE(t)
+	for _, on := range []bool{true, false} {
+		t.Run(fmt.Sprintf("splice_writes=%v", on), func(t *testing.T) {
+			e := newEnv(t)
+			e.setConfig(t, "", idlePolicy+fmt.Sprintf("\n[mount]\nsplice_writes = %v\n", on))
+			d := startDaemon(t, e)
+			// 16 MiB: 1 MiB WRITEs, all but the first few spliced (the
+			// readers already waiting in read(2) read theirs).
+			if err := os.WriteFile(filepath.Join(e.mnt, "seg.log"), bytes.Repeat([]byte("k"), 16<<20), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			st, _ := statusJSON(t, e.mnt)
+			r := st.Requests
+			if st.Supervisor == nil || r == nil || r.Transport != "/dev/fuse" {
+				t.Fatalf("supervisor %+v, requests %+v; want the default supervised mount through /dev/fuse", st.Supervisor, r)
+			}
+			out := mustTierfs(t, "", "status", e.mnt)
+			if !on {
+				if r.SpliceWrites || r.SplicedWrites != 0 || !strings.Contains(out, "Requests: through /dev/fuse.\n") {
+					t.Errorf("splice_writes = false: requests %+v; status:\n%s", r, out)
+				}
+				return
+			}
+			if !r.SpliceWrites || r.SplicedWrites < 2 {
+				t.Errorf("requests %+v after 16 MiB written; want splicing on and WRITEs spliced", r)
+			}
+			if want := fmt.Sprintf("Requests: through /dev/fuse; writes of 64 KiB and more spliced to the tiers, %d so far.", r.SplicedWrites); !strings.Contains(out, want) {
+				t.Errorf("status output lacks %q:\n%s", want, out)
+			}
+			if log := d.stderr.String(); strings.Contains(log, "cannot make pipes") {
+				t.Errorf("the daemon could not make its pipes:\n%s", log)
+			}
+		})
 	}
 }

@@ -78,6 +78,10 @@ type RequestsStatus struct {
 	// DataPath is how file data moves: "page cache", "write-back cache"
 	// or "direct I/O" (fs.Server.DataPath).
 	DataPath string `json:"data_path"`
+	// SpliceWrites: through /dev/fuse, large WRITEs' data is spliced
+	// to the tiers ([mount] splice_writes); SplicedWrites counts them.
+	SpliceWrites  bool   `json:"splice_writes,omitempty"`
+	SplicedWrites uint64 `json:"spliced_writes,omitempty"`
 }
 
 // JobResponse is a queued move, in the replies of POST /v1/migrate,

@@ -361,6 +361,14 @@ func (t *takeoverFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte
 	return t.RawFileSystem.Write(cancel, in, data)
 }
 
+// Each layer between fusedev and go-fuse's bridge passes a pipe's payload
+// on (statsFS and takeoverFS assert the one below does).
+var (
+	_ fusedev.PayloadWriter = (*takeoverFS)(nil)
+	_ fusedev.PayloadWriter = statsFS{}
+	_ fusedev.PayloadWriter = killprivFS{}
+)
+
 // WritePayload is Write of data waiting in a pipe (fusedev).
 func (t *takeoverFS) WritePayload(in *fuse.WriteIn, p *fusedev.Payload) (uint32, fuse.Status) {
 	fh, st := t.handle(in.Fh, in.NodeId, false, false)

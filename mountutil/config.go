@@ -83,10 +83,11 @@ type Config struct {
 	// kernel's, docs/design.md), which /dev/fuse never does; a restart
 	// loses nothing either way. Default false.
 	SupervisorIOUring bool `toml:"supervisor_io_uring"`
-	// SpliceWrites has a supervised mount's /dev/fuse readers splice each
-	// request into a pipe, so that a WRITE's data goes from the mount's
-	// page cache to the backing file in one copy (splice) instead of two
-	// (read(2) of the device, pwrite(2)). Each reader's pipe holds a whole
+	// SpliceWrites has a supervised mount's /dev/fuse readers splice the
+	// requests that follow a WRITE of 64 KiB or more into a pipe, so that
+	// a large WRITE's data goes from the mount's page cache to the backing
+	// file in one copy (splice) instead of two (read(2) of the device,
+	// pwrite(2)). Each reader's pipe holds a whole
 	// request, 2 MiB: above the kernel's pipe-max-size (1 MiB) that needs
 	// CAP_SYS_RESOURCE, and a root daemon without it (a container) raises
 	// /proc/sys/fs/pipe-max-size to 2 MiB, logged, or reads requests if

@@ -17,15 +17,16 @@ import (
 // may make (fs.pipe-max-size).
 const pipeMaxSize = "/proc/sys/fs/pipe-max-size"
 
-// preparePipes settles whether dev splices requests ([mount]
-// splice_writes): off, or where this daemon cannot make pipes that hold
-// a whole request, it reads them. A root daemon without CAP_SYS_RESOURCE
-// raises pipe-max-size to what it needs, never lowering it.
-func preparePipes(dev *fusedev.Server, c Config, log zerolog.Logger) {
+// preparePipes settles, before dev serves, whether it splices requests
+// ([mount] splice_writes): off, over io_uring (WRITEs come over the
+// rings), or where this daemon cannot make pipes that hold a whole
+// request, it reads them. A root daemon without CAP_SYS_RESOURCE raises
+// pipe-max-size to what it needs, never lowering it.
+func preparePipes(dev *fusedev.Server, c Config, uring bool, log zerolog.Logger) {
 	if !dev.Splices() {
 		return
 	}
-	if !c.SpliceWrites {
+	if !c.SpliceWrites || uring {
 		dev.NoSplice()
 		return
 	}

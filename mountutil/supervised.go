@@ -131,7 +131,6 @@ func MountSupervised(mountpoint string, rawFS fuse.RawFileSystem, mo fuse.MountO
 			s.mo.ExtraCapabilities |= fuse.CAP_OVER_IO_URING
 		}
 		s.dev = fusedev.New(fd, rawFS, &s.mo, log)
-		preparePipes(s.dev, c, log)
 		if err := s.dev.Replay(init, reply); err != nil {
 			return nil, err
 		}
@@ -167,7 +166,6 @@ func MountSupervised(mountpoint string, rawFS fuse.RawFileSystem, mo fuse.MountO
 		}
 		s.devFd, s.byHand = fd, true
 		s.dev = fusedev.New(fd, rawFS, &s.mo, log)
-		preparePipes(s.dev, c, log)
 		init, reply, err := s.dev.ReadInit()
 		if err == nil && u != nil {
 			if s.uringAgreed() {
@@ -254,6 +252,7 @@ func (s *Server) startSupervised() error {
 		}
 		s.dev.Stop()
 	})
+	preparePipes(s.dev, s.c, s.uring != nil, s.log)
 	s.dev.Serve()
 	if s.uring != nil {
 		if err := s.uring.Start(s.devFd, s.rawFS, &s.mo, s.dev.KernelSettings()); err != nil {

@@ -65,11 +65,12 @@ const (
 )
 
 // PayloadWriter is a file system that takes a WRITE's data from a pipe.
-// Its server splices every request from /dev/fuse into a pipe of the
-// reader's: the kernel lends the pipe the pages of the mount's page cache
-// that hold a WRITE's data instead of copying them into the daemon, and
-// the data goes on to the backing file with one splice, one copy where a
-// read(2) of the device and a pwrite(2) make two.
+// While the last request answered was a large WRITE (SpliceMin), its
+// server splices requests from /dev/fuse into a pipe of the reader's: the
+// kernel lends the pipe the pages of the mount's page cache that hold a
+// WRITE's data instead of copying them into the daemon, and the data goes
+// on to the backing file with one splice, one copy where a read(2) of the
+// device and a pwrite(2) make two.
 type PayloadWriter interface {
 	WritePayload(in *fuse.WriteIn, p *Payload) (uint32, fuse.Status)
 }
@@ -301,10 +302,10 @@ type pipe struct {
 	payload *Payload
 }
 
-// newPipe makes a pipe that holds a whole request: F_SETPIPE_SZ beyond
-// /proc/sys/fs/pipe-max-size needs CAP_SYS_RESOURCE, which the daemon
-// has as root. The kernel fails a request with EIO when its pages do not
-// fit the pipe, so a pipe too small is not used at all.
+// newPipe makes a pipe that holds a whole request (PipeSize; beyond
+// /proc/sys/fs/pipe-max-size that needs CAP_SYS_RESOURCE, see
+// mountutil's preparePipes). The kernel fails a request with EIO when its
+// pages do not fit the pipe, so a pipe too small is not used at all.
 func (s *Server) newPipe() (*pipe, error) {
 	var fds [2]int
 	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC); err != nil {
@@ -549,9 +550,14 @@ func (s *Server) waitHandled() {
 // dropPipeLocked empties b's pipe, or closes it if it cannot.
 func (s *Server) dropPipeLocked(b *buffers) {
 	if err := b.pipe.drain(b.in); err != nil {
-		b.pipe.close()
-		b.pipe = nil
+		b.closePipe()
 	}
+}
+
+// closePipe gives b's pipe up: the reader reads requests from then on.
+func (b *buffers) closePipe() {
+	b.pipe.close()
+	b.pipe = nil
 }
 
 // handleSpliced answers the request of n bytes in b's pipe. A WRITE's
@@ -566,8 +572,7 @@ func (s *Server) handleSpliced(b *buffers, n int) {
 			s.handleWrite(b, wi)
 			if err := p.drain(in); err != nil {
 				s.log.Error().Err(err).Msg("emptying a reader's pipe; closing it")
-				p.close()
-				b.pipe = nil
+				b.closePipe()
 			}
 			return
 		}
@@ -578,8 +583,7 @@ func (s *Server) handleSpliced(b *buffers, n int) {
 	if err != nil {
 		// Not seen: a pipe that holds less than splice put in it.
 		s.log.Error().Err(err).Int("bytes", n).Msg("reading a request from a reader's pipe; closing it")
-		p.close()
-		b.pipe = nil
+		b.closePipe()
 		if head >= inHeaderSize {
 			h := (*fuse.InHeader)(unsafe.Pointer(&in[0]))
 			s.reply(b.out[:errorReply(b.out, h.Unique, fuse.EIO)], h.Opcode)

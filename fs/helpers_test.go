@@ -105,6 +105,9 @@ type serverConfig struct {
 	// Supervised serves the mount from a daemon under a supervisor
 	// (takeover_test.go): the test's child is the supervisor.
 	Supervised bool `json:"supervised,omitempty"`
+	// Passthrough mounts with [mount] passthrough; the policy (Policy's
+	// pins) says which files stay where they are.
+	Passthrough bool `json:"passthrough,omitempty"`
 	// Metrics, when set, is where the daemon serves its Prometheus
 	// endpoint ("127.0.0.1:0": a port of its own); "metrics" answers
 	// the address.
@@ -115,6 +118,7 @@ type request struct {
 	Op   string `json:"op"`
 	Path string `json:"path,omitempty"`
 	Tier string `json:"tier,omitempty"`
+	Ino  uint64 `json:"ino,omitempty"`
 }
 
 type reply struct {
@@ -145,6 +149,10 @@ type reply struct {
 	// took over adopted (takeover.go), and the READDIRPLUS it answered.
 	Adopted     uint64 `json:"adopted,omitempty"`
 	ReadDirPlus uint64 `json:"readdirplus,omitempty"`
+	// PT and Refs answer "handles": the passthrough handles of the open
+	// file Ino, and all its references (0 when it is not open).
+	PT   int `json:"pt,omitempty"`
+	Refs int `json:"refs,omitempty"`
 }
 
 type uringInfo struct {
@@ -213,7 +221,8 @@ func serve(cfgJSON string) int {
 		// A supervised test mount asked to serve over io_uring does.
 		SupervisorIOUring: cfg.IOUring,
 		SpliceWrites:      true,
-	}})
+		Passthrough:       cfg.Passthrough,
+	}, StaysOn: d.Engine.StaysOn})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
@@ -269,6 +278,8 @@ func serve(cfgJSON string) int {
 			rep.ReadDirPlus = srv.stats.Latency(reqReaddirplus).Snapshot().Count
 		case "spliced":
 			rep.Spliced = srv.SplicedWrites()
+		case "handles":
+			rep.PT, rep.Refs = st.PassthroughHandles(req.Ino), st.OpenRefs(req.Ino)
 		case "uring":
 			rep.URing = &uringInfo{Active: srv.IOUring(), Served: srv.URingServed()}
 		case "held":
@@ -346,6 +357,9 @@ type mountOpt struct {
 	directIO   bool         // open files for direct I/O
 	supervised bool         // a daemon under a supervisor (takeover_test.go)
 	metrics    bool         // serve the Prometheus endpoint on a port of its own
+	// passthrough mounts with [mount] passthrough (never supervised:
+	// the two do not go together).
+	passthrough bool
 }
 
 var tierNames = []string{"fast", "slow", "cold", "colder"}
@@ -395,7 +409,8 @@ func mount(t testing.TB, o mountOpt) *testMount {
 	// supervisedEnv=1 serves every mount that does not kill its daemon on
 	// purpose as `tierfs mount` does by default: under a supervisor,
 	// through internal/fusedev.
-	cfg.Supervised = o.supervised || (os.Getenv(supervisedEnv) == "1" && o.crashAt == "" && !cfg.IOUring)
+	cfg.Supervised = o.supervised || (os.Getenv(supervisedEnv) == "1" && o.crashAt == "" && !cfg.IOUring && !o.passthrough)
+	cfg.Passthrough = o.passthrough
 	if o.metrics {
 		cfg.Metrics = "127.0.0.1:0"
 	}

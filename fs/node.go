@@ -34,6 +34,9 @@ type FS struct {
 	// with [mount] direct_io), with FOPEN_NOFLUSH. Set by Mount before
 	// the first request.
 	openFlags uint32
+	// pt is kernel passthrough's state ([mount] passthrough,
+	// passthrough.go); nil when off. Set by Mount before the first request.
+	pt *passthrough
 }
 
 // Node is a file or directory of the mount.
@@ -241,7 +244,7 @@ func (n *Node) LookupNode(ctx context.Context, id uint64, out *fuse.EntryOut) (*
 func (n *Node) Getattr(ctx context.Context, fh gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	var a tiering.Attr
 	var err error
-	if h, ok := fh.(*fileHandle); ok {
+	if h := asFileHandle(fh); h != nil {
 		a, err = h.h.Stat()
 	} else if n.orphan() {
 		a, err = n.fs.Store.OrphanAttr(n.Ino())
@@ -292,7 +295,7 @@ func (n *Node) Setattr(ctx context.Context, fh gofs.FileHandle, in *fuse.SetAttr
 	}
 	var a tiering.Attr
 	var err error
-	if h, ok := fh.(*fileHandle); ok {
+	if h := asFileHandle(fh); h != nil {
 		a, err = h.h.Setattr(sa)
 	} else {
 		a, err = n.fs.Store.Setattr(n, sa)
@@ -319,6 +322,9 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	}
 	if err != nil {
 		return nil, 0, n.errno("open", err)
+	}
+	if fh, ok := n.fs.pt.open(n, h, flags); ok {
+		return fh, n.fs.pt.flags, 0
 	}
 	// The backing is written only through us, so the kernel's page cache
 	// stays valid across opens and moves (FOPEN_KEEP_CACHE; with direct
@@ -508,6 +514,10 @@ type Options struct {
 	mountutil.Config
 	// Debug logs every FUSE request.
 	Debug bool
+	// StaysOn says whether the policy keeps the file at rel (inode ino)
+	// on the tier named tier: with [mount] passthrough, only such a file
+	// gets kernel passthrough handles. nil: none does.
+	StaysOn func(rel string, ino uint64, tier string) bool
 }
 
 // maxBackground is the mount's max_background: how many asynchronous
@@ -658,6 +668,11 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 	}
 	var ms *mountutil.Server
 	var tk *takeoverFS
+	var pt *passthrough
+	var cb *ptServer
+	if supervised && o.Passthrough {
+		root.fs.Log.Warn().Msg("passthrough: not on a supervised mount (a successor could not know the kernel's passthrough handles); files are read through the daemon")
+	}
 	if supervised {
 		// A connection that outlives this daemon (takeover.go).
 		opts.ExternalNodeID = true
@@ -665,6 +680,13 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 		opts.ServerCallbacks = notify
 		tk = newTakeoverFS(statsFS{killprivFS{gofs.NewNodeFS(root, opts)}, stats}, root.fs, gen)
 		ms, err = mountutil.MountSupervised(mountpoint, tk, opts.MountOptions, o.Config, root.fs.Log, notify, tk.before)
+	} else if o.Passthrough {
+		// The bridge reaches the kernel through ptServer (passthrough.go).
+		pt = &passthrough{staysOn: o.StaysOn}
+		cb = &ptServer{pt: pt, fs: root.fs}
+		opts.ServerCallbacks = cb
+		rawFS := initFS{statsFS{killprivFS{gofs.NewNodeFS(root, opts)}, stats}, cb}
+		ms, err = mountutil.Mount(mountpoint, rawFS, opts.MountOptions, o.Config, root.fs.Log)
 	} else {
 		rawFS := statsFS{killprivFS{gofs.NewNodeFS(root, opts)}, stats}
 		ms, err = mountutil.Mount(mountpoint, rawFS, opts.MountOptions, o.Config, root.fs.Log)
@@ -687,6 +709,9 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 	if !s.writeback && !s.DirectIO() {
 		// Only then do writes leave pages partly written in the cache.
 		root.fs.drop = newPageDropper()
+	}
+	if pt != nil {
+		root.fs.pt = settlePassthrough(pt, cb, k, root)
 	}
 	if err := ms.Start(); err != nil {
 		root.fs.drop.stop()

@@ -63,6 +63,7 @@ type File struct {
 
 	// Guarded by Store.openMu.
 	refs     int
+	pt       int  // passthrough handles (passthrough.go)
 	path     Path // last known name; nil once unlinked
 	unlinked bool
 	// detached is the pool's hold on a pmem file unlinked while open:
@@ -75,6 +76,7 @@ type Handle struct {
 	f     *File
 	flags int
 	once  sync.Once
+	pt    bool // a passthrough handle; set under openMu (passthrough.go)
 }
 
 func (s *Store) registerNew(ino uint64, t *Tier, fd int, pm *pmem.File, p Path, st *unix.Stat_t) *File {
@@ -104,6 +106,10 @@ func (s *Store) openLoc(l *loc, ino uint64, p Path, flags int) (*Handle, error) 
 	if flags&unix.O_ACCMODE != unix.O_RDONLY && f.readOnly != nil {
 		h.Release()
 		return nil, f.readOnly
+	}
+	if (flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_TRUNC != 0) && s.passthroughHeld(f) {
+		h.Release()
+		return nil, ErrPassthroughWriter
 	}
 	if flags&unix.O_TRUNC != 0 && flags&unix.O_ACCMODE != unix.O_RDONLY {
 		if err := h.Truncate(0); err != nil {
@@ -273,7 +279,14 @@ func (s *Store) Open(p Path, flags int) (*Handle, error) {
 
 // Release drops the handle; the last one closes the backing.
 func (h *Handle) Release() {
-	h.once.Do(func() { h.f.s.release(h.f) })
+	h.once.Do(func() {
+		if h.pt {
+			h.f.s.openMu.Lock()
+			h.f.pt--
+			h.f.s.openMu.Unlock()
+		}
+		h.f.s.release(h.f)
+	})
 }
 
 func (s *Store) release(f *File) {

@@ -324,6 +324,13 @@ func (s *Store) moveRecorded(ctx context.Context, f *File, dest *Tier, o *MoveOp
 		s.ledger.unclaim(f, c, false, nil, nil, nil)
 		return ErrAlreadyThere
 	}
+	// This move holds a reference on f, so no passthrough handle can
+	// come once this says there is none (passthrough.go).
+	if s.passthroughHeld(f) {
+		s.ledger.unclaim(f, c, false, nil, nil, nil)
+		s.ledger.skip(reason, name, ErrPassthrough)
+		return ErrPassthrough
+	}
 	s.ledger.begin(c)
 	err := s.moveFileWith(ctx, f, dest, o)
 	s.ledger.unclaim(f, c, true, src, dest, err)

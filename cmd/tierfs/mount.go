@@ -56,13 +56,13 @@ func mountFlagOverrides(fs *flag.FlagSet) daemon.Overrides {
 
 // fsOptions are the FUSE mount's settings for the effective [mount]
 // table (flags applied).
-func fsOptions(m mountutil.Config, debug bool) tfs.Options {
-	return tfs.Options{Config: m, Debug: debug}
+func fsOptions(m mountutil.Config, debug bool, staysOn func(string, uint64, string) bool) tfs.Options {
+	return tfs.Options{Config: m, Debug: debug, StaysOn: staysOn}
 }
 
 // mountFS is the daemon's daemon.MountFunc: package fs serves the store.
-func mountFS(store *tiering.Store, mp string, m mountutil.Config, debug bool, log zerolog.Logger) (daemon.Server, error) {
-	srv, err := tfs.Mount(tfs.NewRoot(store, log), mp, fsOptions(m, debug))
+func mountFS(store *tiering.Store, mp string, m mountutil.Config, debug bool, staysOn func(string, uint64, string) bool, log zerolog.Logger) (daemon.Server, error) {
+	srv, err := tfs.Mount(tfs.NewRoot(store, log), mp, fsOptions(m, debug, staysOn))
 	if err != nil {
 		return nil, err
 	}
@@ -80,5 +80,6 @@ func (s fuseServer) Requests() *control.RequestsStatus {
 	} else if s.Splices() {
 		r.SpliceWrites, r.SplicedWrites = true, s.SplicedWrites()
 	}
+	r.Passthrough, r.PassthroughOpen, r.PassthroughGiven = s.Passthrough()
 	return r
 }

@@ -48,7 +48,7 @@ func TestMountFlagsOverrideFile(t *testing.T) {
 			file := mountutil.DefaultConfig()
 			file.WritebackCache, file.IOUring, file.DirectIO = tt.file == "on", tt.file == "on", tt.file == "on"
 			file.ReadAheadKB, file.AllowOther = 256, true
-			o := fsOptions(mountFlagOverrides(fs).Apply(file), true)
+			o := fsOptions(mountFlagOverrides(fs).Apply(file), true, nil)
 			if o.WritebackCache != tt.wb || o.IOUring != tt.uring || o.DirectIO != tt.dio {
 				t.Errorf("writeback %v, io_uring %v, direct_io %v; want %v, %v, %v",
 					o.WritebackCache, o.IOUring, o.DirectIO, tt.wb, tt.uring, tt.dio)

@@ -132,6 +132,10 @@ func printStatus(st control.StatusResponse) {
 		if d, ok := dataPathText[r.DataPath]; ok {
 			fmt.Fprintf(stdout, "Data: %s.\n", d)
 		}
+		if r.Passthrough {
+			fmt.Fprintf(stdout, "Passthrough: pinned files opened read-only are read by the kernel from their tier; %d such handles open, %d given since the mount.\n",
+				r.PassthroughOpen, r.PassthroughGiven)
+		}
 	}
 	if d := st.Daemon; d != nil {
 		fmt.Fprintf(stdout, "Daemon: pid %d, %s, serving since %s.\n", d.Pid, d.Version, d.Started.Format(time.RFC3339))

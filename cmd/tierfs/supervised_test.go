@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/tierfs/tierfs/internal/control"
 	"github.com/tierfs/tierfs/internal/metrics/metricstest"
 	"github.com/tierfs/tierfs/internal/supervisor"
 	"github.com/tierfs/tierfs/internal/testenv"
@@ -299,4 +300,59 @@ func TestStatusShowsSplicedWrites(t *testing.T) {
 			}
 		})
 	}
+}
+
+// [mount] passthrough through `tierfs mount`: the daemon wires the
+// policy's pins to the mount, a read-only open of a pinned file gets a
+// passthrough handle, and status says so; an unpinned one gets none.
+func TestStatusShowsPassthrough(t *testing.T) {
+	requireFUSE(t)
+	e := newEnv(t)
+	e.setConfig(t, "", idlePolicy+"pin = [\"keep*\"]\n\n[mount]\nsupervisor = false\npassthrough = true\n")
+	startDaemon(t, e)
+	for _, name := range []string{"keep.dat", "other.dat"} {
+		if err := os.WriteFile(filepath.Join(e.mnt, name), bytes.Repeat([]byte("p"), 1<<20), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The writers' RELEASEs come in the background; a reader beside a
+	// writer is served through the daemon.
+	waitForOpen := func(want int64) *control.RequestsStatus {
+		var r *control.RequestsStatus
+		testenv.WaitFor(t, fmt.Sprintf("%d passthrough handles open", want), func() bool {
+			st, _ := statusJSON(t, e.mnt)
+			r = st.Requests
+			return r != nil && r.PassthroughOpen == want
+		})
+		return r
+	}
+	var f *os.File
+	testenv.WaitFor(t, "a passthrough handle on keep.dat", func() bool {
+		var err error
+		if f, err = os.Open(filepath.Join(e.mnt, "keep.dat")); err != nil {
+			t.Fatal(err)
+		}
+		st, _ := statusJSON(t, e.mnt)
+		if st.Requests != nil && st.Requests.PassthroughOpen == 1 {
+			return true
+		}
+		f.Close()
+		return false
+	})
+	o, err := os.Open(filepath.Join(e.mnt, "other.dat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := waitForOpen(1)
+	if !r.Passthrough || r.PassthroughGiven < 1 {
+		t.Fatalf("requests %+v; want passthrough on, one handle given", r)
+	}
+	out := mustTierfs(t, "", "status", e.mnt)
+	want := fmt.Sprintf("Passthrough: pinned files opened read-only are read by the kernel from their tier; 1 such handles open, %d given since the mount.", r.PassthroughGiven)
+	if !strings.Contains(out, want) {
+		t.Errorf("status output lacks %q:\n%s", want, out)
+	}
+	o.Close()
+	f.Close()
+	waitForOpen(0)
 }

@@ -655,6 +655,19 @@ func TestSupervisorIOUringWithoutSupervisor(t *testing.T) {
 	}
 }
 
+// passthrough needs supervisor = false, said on passthrough's line; with
+// it, it parses.
+func TestPassthroughWithoutSupervisor(t *testing.T) {
+	_, err := parse(t, base+"[mount]\npassthrough = true\n")
+	if err == nil || !strings.HasPrefix(err.Error(), "tierfs.toml:12: mount.passthrough: ") || !strings.Contains(err.Error(), "supervisor = false") {
+		t.Errorf("got %v, want an error on line 12, mount.passthrough, naming supervisor = false", err)
+	}
+	c, err := parse(t, base+"[mount]\nsupervisor = false\npassthrough = true\n")
+	if err != nil || !c.Mount.Passthrough || c.Mount.Supervisor {
+		t.Errorf("passthrough with supervisor = false: %+v, %v", c.Mount, err)
+	}
+}
+
 // The example file, as installed for operators, gives the supervised
 // default, which serves /dev/fuse: it does not turn the kernel's io_uring
 // switch on (that serves only an unsupervised or supervisor_io_uring
@@ -669,8 +682,8 @@ func TestExampleFileDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatalf("examples/tierfs.toml with existing tier paths: %v", err)
 	}
-	if !c.Mount.Supervisor || c.Mount.SupervisorIOUring || c.Mount.EnableURingSwitch || !c.Mount.SpliceWrites {
-		t.Errorf("examples/tierfs.toml: supervisor = %v, supervisor_io_uring = %v, enable_uring_switch = %v, splice_writes = %v; want true, false, false, true", c.Mount.Supervisor, c.Mount.SupervisorIOUring, c.Mount.EnableURingSwitch, c.Mount.SpliceWrites)
+	if !c.Mount.Supervisor || c.Mount.SupervisorIOUring || c.Mount.EnableURingSwitch || !c.Mount.SpliceWrites || c.Mount.Passthrough {
+		t.Errorf("examples/tierfs.toml: supervisor = %v, supervisor_io_uring = %v, enable_uring_switch = %v, splice_writes = %v, passthrough = %v; want true, false, false, true, false", c.Mount.Supervisor, c.Mount.SupervisorIOUring, c.Mount.EnableURingSwitch, c.Mount.SpliceWrites, c.Mount.Passthrough)
 	}
 	if c, err := parse(t, base+"[mount]\nsplice_writes = false\n"); err != nil {
 		t.Errorf("splice_writes = false: %v", err)

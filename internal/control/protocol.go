@@ -82,6 +82,13 @@ type RequestsStatus struct {
 	// to the tiers ([mount] splice_writes); SplicedWrites counts them.
 	SpliceWrites  bool   `json:"splice_writes,omitempty"`
 	SplicedWrites uint64 `json:"spliced_writes,omitempty"`
+	// Passthrough: pinned files' read-only opens are served by the
+	// kernel from their backing ([mount] passthrough); PassthroughOpen
+	// is how many such handles are open now, PassthroughGiven how many
+	// were given since the mount.
+	Passthrough      bool   `json:"passthrough,omitempty"`
+	PassthroughOpen  int64  `json:"passthrough_open,omitempty"`
+	PassthroughGiven uint64 `json:"passthrough_given,omitempty"`
 }
 
 // JobResponse is a queued move, in the replies of POST /v1/migrate,

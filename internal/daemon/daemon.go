@@ -161,10 +161,12 @@ type Server interface {
 	Requests() *control.RequestsStatus
 }
 
-// MountFunc mounts store at mountpoint with the effective [mount] table.
+// MountFunc mounts store at mountpoint with the effective [mount] table;
+// staysOn is the policy's word on which files stay on their tier (the
+// files [mount] passthrough may serve from the kernel).
 // It is the caller's: package fs translates, the daemon does not import
 // it (fs's own tests start daemons).
-type MountFunc func(store *tiering.Store, mountpoint string, m mountutil.Config, debug bool, log zerolog.Logger) (Server, error)
+type MountFunc func(store *tiering.Store, mountpoint string, m mountutil.Config, debug bool, staysOn func(rel string, ino uint64, tier string) bool, log zerolog.Logger) (Server, error)
 
 // Run is `tierfs mount`: it loads the configuration, opens the tiers,
 // mounts them, serves the control socket and the policy until the mount
@@ -285,7 +287,7 @@ func Run(cfgPath, mountpoint string, debug bool, ov Overrides, mount MountFunc, 
 	defer signal.Stop(sigs)
 
 	mcfg := ov.Apply(cfg.Mount)
-	server, err := mount(d.Store, mp, mcfg, debug, log)
+	server, err := mount(d.Store, mp, mcfg, debug, d.Engine.StaysOn, log)
 	if err != nil {
 		if metricsLn != nil {
 			metricsLn.Close()

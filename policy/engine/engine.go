@@ -557,6 +557,22 @@ func (e *Engine) pinOfLocked(rel string, ino uint64, known bool) *pin {
 	return nil
 }
 
+// StaysOn says whether the plan leaves the file at rel (inode number ino)
+// on the tier named tier by an operator's word: a [policy] pin glob
+// matches its name, or a CLI pin holds it on that tier. The daemon gives
+// only such files kernel passthrough handles (fs/passthrough.go).
+func (e *Engine) StaysOn(rel string, ino uint64, tier string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, g := range e.cfg.Policy.Pin {
+		if policy.MatchGlob(g, rel) {
+			return true
+		}
+	}
+	p := e.pinOfLocked(rel, ino, true)
+	return p != nil && p.Tier == tier
+}
+
 func newJob(path, to, reason string, manual bool) *Job {
 	return &Job{Path: path, To: to, Reason: reason, Manual: manual, fin: make(chan struct{})}
 }

@@ -1,0 +1,123 @@
+package tiering
+
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// Kernel passthrough ([mount] passthrough, fs/passthrough.go): the kernel
+// reads a passthrough handle's file from the backing it was given at open,
+// without asking the daemon, and keeps that backing for as long as any
+// passthrough handle of the inode is open. So a file may get passthrough
+// handles only while nothing can change which backing is right or what is
+// written through the daemon:
+//   - while File.pt > 0 no move starts (moveRecorded: ErrPassthrough), and
+//     no open for writing is granted (ErrPassthroughWriter);
+//   - the first passthrough handle is granted only to a read-only open
+//     that is the file's one reference (no writer, no move in flight: a
+//     move holds a reference), of a plain file (a pmem file's logical
+//     size is not its backing's), on the tier the policy said it stays
+//     on;
+//   - every later read-only open shares it, as the kernel requires (an
+//     inode's opens are all passthrough or none).
+// All of it is decided under openMu, where refs and File.pt change.
+
+// ErrPassthrough is a move's answer for a file open with kernel
+// passthrough: the kernel would go on reading the old copy.
+var ErrPassthrough = fmt.Errorf("file is open with kernel passthrough (its readers read the backing directly): %w", unix.EBUSY)
+
+// ErrPassthroughWriter is what an open for writing gets while the file has
+// passthrough handles: a write through the daemon would bypass what those
+// handles see of the kernel's cache, and the kernel refuses to mix the
+// two kinds of open on one inode. ETXTBSY, as for an executable running.
+var ErrPassthroughWriter = fmt.Errorf("file is open for reading with kernel passthrough: %w", unix.ETXTBSY)
+
+// Passthrough makes h a passthrough handle and returns the backing fd to
+// give the kernel (valid until h is released), when it can be: when the
+// file has passthrough handles already (any tier), or, with tier non-empty,
+// when h may be the first (see above) and the file is on the tier of that
+// name. The fd is registered by the caller before h can be released.
+func (h *Handle) Passthrough(tier string) (fd int, ok bool) {
+	if h.flags&unix.O_ACCMODE != unix.O_RDONLY || h.flags&unix.O_TRUNC != 0 {
+		return -1, false
+	}
+	f, s := h.f, h.f.s
+	// f.mu keeps the fd from being swapped while it is read; openMu is
+	// a leaf under it.
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	s.openMu.Lock()
+	defer s.openMu.Unlock()
+	if h.pt || f.fd < 0 {
+		return -1, false
+	}
+	switch {
+	case f.pt > 0:
+	case tier != "" && f.refs == 1 && f.pm == nil && f.tier.Name == tier && !f.moving.Load():
+	default:
+		return -1, false
+	}
+	f.pt++
+	h.pt = true
+	return f.fd, true
+}
+
+// IsPassthrough says whether h was made a passthrough handle.
+func (h *Handle) IsPassthrough() bool { return h.pt }
+
+// Where is the file's name in the mount now ("" once unlinked) and the
+// name of the tier it is on, for the caller's decision before Passthrough.
+func (h *Handle) Where() (rel, tier string) {
+	h.f.mu.RLock()
+	tier = h.f.tier.Name
+	h.f.mu.RUnlock()
+	return h.f.s.currentName(h.f), tier
+}
+
+// PassthroughHandles is how many passthrough handles the open file ino
+// has (0 when it is not open).
+func (s *Store) PassthroughHandles(ino uint64) int {
+	s.openMu.Lock()
+	defer s.openMu.Unlock()
+	if f := s.open[ino]; f != nil {
+		return f.pt
+	}
+	return 0
+}
+
+// passthroughHeld says whether f has passthrough handles.
+func (s *Store) passthroughHeld(f *File) bool {
+	s.openMu.Lock()
+	defer s.openMu.Unlock()
+	return f.pt > 0
+}
+
+// Unpassthrough makes h an ordinary handle again: the kernel refused its
+// backing, so it reads through the daemon.
+func (h *Handle) Unpassthrough() {
+	h.f.s.openMu.Lock()
+	defer h.f.s.openMu.Unlock()
+	if h.pt {
+		h.pt = false
+		h.f.pt--
+	}
+}
+
+// ProbeFile is a new file with no name on t, open read-write, for asking
+// the kernel whether it takes t's files as passthrough backings; the
+// caller closes it.
+func (s *Store) ProbeFile(t *Tier) (int, error) {
+	return unix.Openat(t.root, ".", unix.O_TMPFILE|unix.O_RDWR|unix.O_CLOEXEC, 0o600)
+}
+
+// OpenRefs is how many references the open file ino has: its handles and
+// the moves under way (0 when it is not open).
+func (s *Store) OpenRefs(ino uint64) int {
+	s.openMu.Lock()
+	defer s.openMu.Unlock()
+	if f := s.open[ino]; f != nil {
+		return f.refs
+	}
+	return 0
+}

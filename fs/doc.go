@@ -3,6 +3,8 @@
 // (parent and name, updated under the Store's namespace lock by the commit
 // callbacks of Rename and Unlink) and never touches a backing file itself.
 //
-// No handle here offers kernel passthrough or returns fuse.ReadResultFd:
-// the backing of an open file can be swapped by a move at any time.
+// No read returns fuse.ReadResultFd: the backing of an open file can be
+// swapped by a move at any time. Kernel passthrough ([mount] passthrough,
+// passthrough.go) is given only to files tiering keeps from moving while
+// a passthrough handle is open.
 package fs

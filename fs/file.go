@@ -11,8 +11,9 @@ import (
 	"github.com/tierfs/tierfs/tiering"
 )
 
-// fileHandle is an open file. It deliberately has no PassthroughFd and
-// never answers with ReadResultFd: its backing can move.
+// fileHandle is an open file. It has no PassthroughFd (ptHandle, for
+// files that cannot move, has) and never answers with ReadResultFd: its
+// backing can move.
 type fileHandle struct {
 	h    *tiering.Handle
 	node *Node

@@ -504,8 +504,10 @@ type StatusJSON struct {
 	OpenFiles int         `json:"open_files"`
 	Policy    *PolicyJSON `json:"policy"`
 	Requests  struct {
-		Transport string `json:"transport"`
-		DataPath  string `json:"data_path"`
+		Transport        string `json:"transport"`
+		DataPath         string `json:"data_path"`
+		Passthrough      bool   `json:"passthrough"`
+		PassthroughGiven uint64 `json:"passthrough_given"`
 	} `json:"requests"`
 	Daemon *struct {
 		Pid     int    `json:"pid"`

@@ -26,6 +26,8 @@ import (
 //
 //	TIERFS_LEVER_A_BIN, TIERFS_LEVER_B_BIN     the binaries (default: the suite's)
 //	TIERFS_LEVER_A_MOUNT, TIERFS_LEVER_B_MOUNT lines of their [mount] tables
+//	TIERFS_LEVER_A_POLICY, TIERFS_LEVER_B_POLICY lines added to their [policy]
+//	                        tables (pin = ["bench/**"] for passthrough)
 //	TIERFS_LEVER_WORKLOADS  a comma list of seq1m, seq4m, cold, small, stat
 //	                        (default: all)
 //	TIERFS_BENCH_RUNS       rounds (default 5)
@@ -44,6 +46,10 @@ func TestLevers(t *testing.T) {
 		up := strings.ToUpper(name)
 		table := os.Getenv("TIERFS_LEVER_" + up + "_MOUNT")
 		extra := policy
+		pol := os.Getenv("TIERFS_LEVER_" + up + "_POLICY")
+		if pol != "" {
+			extra += strings.ReplaceAll(pol, ";", "\n") + "\n"
+		}
 		if table != "" {
 			extra += "\n[mount]\n" + strings.ReplaceAll(table, ";", "\n") + "\n"
 		}
@@ -53,6 +59,9 @@ func TestLevers(t *testing.T) {
 		fs := integration.MountTierfs(t, filepath.Join(dir, name), integration.TierfsOptions{FastSize: tmpfsSize, Extra: extra})
 		requireTransport(t, name, fs, transportDevFuse)
 		desc := fmt.Sprintf("%s, [mount] %q", fs.Bin, table)
+		if pol != "" {
+			desc += fmt.Sprintf(", [policy] %q", pol)
+		}
 		t.Logf("%s: %s", name, desc)
 		return fs, desc
 	}
@@ -144,6 +153,10 @@ func TestLevers(t *testing.T) {
 	for _, m := range []*integration.Tierfs{fsA, fsB} {
 		if lines := m.ErrorLines(); len(lines) > 0 {
 			t.Errorf("%s logged errors:\n%s", m.Mnt, strings.Join(lines, "\n"))
+		}
+		// What a passthrough lever did: files opened without the daemon.
+		if r := m.Status(t).Requests; r.Passthrough {
+			t.Logf("%s: %d passthrough handles given", m.Mnt, r.PassthroughGiven)
 		}
 	}
 	var rows [][]string

@@ -44,7 +44,11 @@ import (
 //	tierfs-direct   opt-in: the defaults with files opened for direct I/O
 //	                (--direct-io);
 //	tierfs-wbcache  opt-in: the defaults with the kernel's write-back cache
-//	                ([mount] writeback_cache = true).
+//	                ([mount] writeback_cache = true);
+//	tierfs-pt       opt-in: unsupervised, through /dev/fuse, with kernel
+//	                passthrough for pinned files ([mount] passthrough =
+//	                true, [policy] pin = the benchmark's directory): its
+//	                read-only opens are read by the kernel from the tier.
 //
 // After each workload writes a file on tierfs, another mode or mergerfs,
 // the file is checked to be on the target's fast tmpfs and nowhere else
@@ -91,6 +95,8 @@ func TestMicro(t *testing.T) {
 	// snapshots during the runs: interval 1h), since raw and mergerfs
 	// write into the same tmpfs, beside the tier's files.
 	policy := "\n[policy]\nmigrate_threshold = -1\ninterval = \"1h\"\n"
+	// tierfs-pt pins every file of the workloads (bench-tierfs/, below).
+	const ptPin = "pin = [\"bench-tierfs/**\"]\n"
 	uringTransport := uringSwitchOff(t)
 	fs := mountTierfsDefaults(t, "tierfs", filepath.Join(dir, "tierfs"), opts("tierfs", integration.TierfsOptions{
 		FastSize: tmpfsSize, Extra: policy}), "", transportDevFuse, true)
@@ -120,6 +126,16 @@ func TestMicro(t *testing.T) {
 		FastSize: tmpfsSize, Extra: policy}), "writeback_cache = true\n", transportDevFuse, true)
 	if st := cliStatus(t, fsW); st.Requests.DataPath != "write-back cache" {
 		t.Fatalf("the tierfs-wbcache target: data path %q, want \"write-back cache\"", st.Requests.DataPath)
+	}
+	fsP := mountTierfsDefaults(t, "tierfs-pt", filepath.Join(dir, "tierfs-pt"), opts("tierfs-pt", integration.TierfsOptions{
+		FastSize: tmpfsSize, Extra: policy + ptPin}), mountUnsupervised+"passthrough = true\n", transportDevFuse, false)
+	ptOn := cliStatus(t, fsP).Requests.Passthrough
+	switch {
+	case !ptOn && user == nil:
+		t.Fatalf("the tierfs-pt target does not give passthrough handles (see its log, %s)", fsP.Log)
+	case !ptOn:
+		// An operator's tier on a stacked filesystem, or an older kernel.
+		t.Logf("tierfs-pt: the kernel takes no passthrough backing on your tiers (see %s); its figures are the daemon's", fsP.Log)
 	}
 	tierfsTarget := func(name string, m *integration.Tierfs) microTarget {
 		return microTarget{name: name, dir: mkdir(filepath.Join(m.Mnt, "bench-tierfs")), mnt: m.Mnt,
@@ -155,6 +171,7 @@ func TestMicro(t *testing.T) {
 		tierfsTarget("tierfs-uring", fsU),
 		tierfsTarget("tierfs-direct", fsD),
 		tierfsTarget("tierfs-wbcache", fsW),
+		tierfsTarget("tierfs-pt", fsP),
 	}
 	// The other modes, as the report names them.
 	optIns := []struct{ name, label, flag string }{
@@ -162,6 +179,7 @@ func TestMicro(t *testing.T) {
 		{"tierfs-uring", "unsupervised, io_uring, the daemon turns the switch on", "[mount] supervisor = false, enable_uring_switch = true"},
 		{"tierfs-direct", "direct I/O", "--direct-io"},
 		{"tierfs-wbcache", "write-back cache", "[mount] writeback_cache = true"},
+		{"tierfs-pt", "unsupervised, kernel passthrough for pinned files", "[mount] supervisor = false, passthrough = true; [policy] pin"},
 	}
 	workloads := microWorkloads(p)
 	servedBefore := stURing.served()
@@ -199,13 +217,17 @@ func TestMicro(t *testing.T) {
 	requireNoTakeover(t, "tierfs", stDef)
 	stU := requireSupervision(t, "tierfs-uring", requireTransport(t, "tierfs-uring", fsU, uringTransport), false)
 	servedURing := stU.served() - servedBefore
+	ptGiven := cliStatus(t, fsP).Requests.PassthroughGiven
+	if ptOn && ptGiven == 0 {
+		t.Errorf("tierfs-pt: no passthrough handle was given during the runs")
+	}
 	if uringTransport == transportURing && servedURing == 0 {
 		t.Errorf("tierfs-uring: no request was answered over io_uring during the runs (%s)", describeRequests(stU.Requests))
 	}
 	for _, m := range []struct {
 		name string
 		fs   *integration.Tierfs
-	}{{"tierfs", fs}, {"tierfs-unsup", fsF}, {"tierfs-uring", fsU}, {"tierfs-direct", fsD}, {"tierfs-wbcache", fsW}} {
+	}{{"tierfs", fs}, {"tierfs-unsup", fsF}, {"tierfs-uring", fsU}, {"tierfs-direct", fsD}, {"tierfs-wbcache", fsW}, {"tierfs-pt", fsP}} {
 		if lines := m.fs.ErrorLines(); len(lines) > 0 {
 			t.Errorf("%s logged errors:\n%s", m.name, strings.Join(lines, "\n"))
 		}
@@ -285,7 +307,7 @@ func TestMicro(t *testing.T) {
 	for _, o := range []struct {
 		name string
 		fs   *integration.Tierfs
-	}{{"tierfs-unsup", fsF}, {"tierfs-uring", fsU}, {"tierfs-direct", fsD}, {"tierfs-wbcache", fsW}} {
+	}{{"tierfs-unsup", fsF}, {"tierfs-uring", fsU}, {"tierfs-direct", fsD}, {"tierfs-wbcache", fsW}, {"tierfs-pt", fsP}} {
 		c, _ := os.ReadFile(o.fs.Config)
 		if W(strings.ReplaceAll(string(c), filepath.Join(dir, o.name), filepath.Join(dir, "tierfs"))) == W(string(conf)) {
 			optConf += fmt.Sprintf("`$W/%s/tierfs.toml` is the same with `$W/%s` for `$W/tierfs` in the paths.\n", o.name, o.name)
@@ -297,7 +319,7 @@ func TestMicro(t *testing.T) {
 	fmt.Fprintf(&md, "## Filesystem micro-benchmarks\n\n")
 	fmt.Fprintf(&md, "Six workloads on raw tmpfs, tierfs with the defaults an operator gets (examples/tierfs.toml's `[mount]` table: "+
 		"supervised, requests through `/dev/fuse`) and mergerfs over the same private "+
-		"tmpfs, and four other modes of tierfs, each the defaults with one change, over tmpfses of their own of the same size; "+
+		"tmpfs, and five other modes of tierfs, each the defaults with one change, over tmpfses of their own of the same size; "+
 		"medians of %d runs with their spread (min–max); ratios are the median (and spread) of the %d rounds' ratios, each round "+
 		"having run every target once, in turns. All from one run of `TestMicro` (%s). MB/s are 10⁶ bytes per second. "+
 		"After every file a workload writes on tierfs or mergerfs, the test checked that it was on the target's tmpfs and on "+
@@ -345,6 +367,10 @@ Targets:
   and write(2) bypass the mount's page cache, so its "cached re-read" comes from the daemon again.
 - **tierfs-wbcache** (opt-in): the defaults with the kernel's write-back cache (`+"`[mount] writeback_cache = true`"+`;
   a write not yet fsynced is lost if the daemon dies).
+- **tierfs-pt** (opt-in): unsupervised, through `+"`/dev/fuse`"+`, with kernel passthrough for pinned files
+  (`+"`[mount] supervisor = false`, `io_uring = false`, `passthrough = true`; `[policy] pin = [\"bench-tierfs/**\"]`"+`, every
+  file of the workloads pinned): a read-only open of a file nothing else has open gets a handle the kernel reads from
+  the tier itself; writes go through the daemon as on the other modes. It gave %d passthrough handles during the runs.
 
 Workloads (a Go harness making the system calls directly; every file written is checked to be on the target's fast
 tmpfs and then removed after its measurement; each measurement is preceded by sync(2); one untimed warm-up write of
@@ -381,6 +407,8 @@ Commands (`+"`$W`"+` is the run's work directory):
     tierfs mount --direct-io --config $W/tierfs-direct/tierfs.toml $W/tierfs-direct/mnt
     mount -t tmpfs -o size=%s tierfs-fast $W/tierfs-wbcache/fast
     tierfs mount --config $W/tierfs-wbcache/tierfs.toml $W/tierfs-wbcache/mnt
+    mount -t tmpfs -o size=%s tierfs-fast $W/tierfs-pt/fast
+    tierfs mount --config $W/tierfs-pt/tierfs.toml $W/tierfs-pt/mnt
 
 `+"`$W/tierfs/tierfs.toml`"+`:
 
@@ -388,10 +416,10 @@ Commands (`+"`$W`"+` is the run's work directory):
 
 %s`, goFuse, stDef.Supervisor.Generation, stDef.Supervisor.Takeovers,
 		benchkit.MergerfsVersion(), benchkit.MergerfsOptions,
-		benchkit.URingParam, stU.Requests.Queues, stU.Requests.ThreadsPerQueue, servedURing, uringTransport,
+		benchkit.URingParam, stU.Requests.Queues, stU.Requests.ThreadsPerQueue, servedURing, uringTransport, ptGiven,
 		p.seq/8>>20, p.seq>>20, p.append>>20, p.read>>20, p.read>>20,
 		p.small, p.conc/8>>20, runs, strconv.FormatFloat(scale, 'g', -1, 64), benchkit.URingParam, tmpfsSize, benchkit.MergerfsOptions,
-		tmpfsSize, tmpfsSize, tmpfsSize, tmpfsSize, microIndent(W(string(conf)), "    "), optConf)
+		tmpfsSize, tmpfsSize, tmpfsSize, tmpfsSize, tmpfsSize, microIndent(W(string(conf)), "    "), optConf)
 	if err := benchkit.Fragment(benchkit.ReportRoot(root), "micro", md.String()); err != nil {
 		t.Fatal(err)
 	}

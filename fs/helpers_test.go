@@ -150,9 +150,12 @@ type reply struct {
 	Adopted     uint64 `json:"adopted,omitempty"`
 	ReadDirPlus uint64 `json:"readdirplus,omitempty"`
 	// PT and Refs answer "handles": the passthrough handles of the open
-	// file Ino, and all its references (0 when it is not open).
-	PT   int `json:"pt,omitempty"`
-	Refs int `json:"refs,omitempty"`
+	// file Ino, and all its references (0 when it is not open); Recorded
+	// the passthrough handles in a supervised mount's registry, the
+	// kernel's, inherited ones too.
+	PT       int `json:"pt,omitempty"`
+	Refs     int `json:"refs,omitempty"`
+	Recorded int `json:"recorded,omitempty"`
 }
 
 type uringInfo struct {
@@ -279,7 +282,7 @@ func serve(cfgJSON string) int {
 		case "spliced":
 			rep.Spliced = srv.SplicedWrites()
 		case "handles":
-			rep.PT, rep.Refs = st.PassthroughHandles(req.Ino), st.OpenRefs(req.Ino)
+			rep.PT, rep.Refs, rep.Recorded = st.PassthroughHandles(req.Ino), st.OpenRefs(req.Ino), st.PassthroughRecorded()
 		case "uring":
 			rep.URing = &uringInfo{Active: srv.IOUring(), Served: srv.URingServed()}
 		case "held":
@@ -357,9 +360,10 @@ type mountOpt struct {
 	directIO   bool         // open files for direct I/O
 	supervised bool         // a daemon under a supervisor (takeover_test.go)
 	metrics    bool         // serve the Prometheus endpoint on a port of its own
-	// passthrough mounts with [mount] passthrough (never supervised:
-	// the two do not go together).
+	// passthrough mounts with [mount] passthrough.
 	passthrough bool
+	// unsupervised: never under a supervisor, whatever supervisedEnv says.
+	unsupervised bool
 }
 
 var tierNames = []string{"fast", "slow", "cold", "colder"}
@@ -409,7 +413,7 @@ func mount(t testing.TB, o mountOpt) *testMount {
 	// supervisedEnv=1 serves every mount that does not kill its daemon on
 	// purpose as `tierfs mount` does by default: under a supervisor,
 	// through internal/fusedev.
-	cfg.Supervised = o.supervised || (os.Getenv(supervisedEnv) == "1" && o.crashAt == "" && !cfg.IOUring && !o.passthrough)
+	cfg.Supervised = o.supervised || (os.Getenv(supervisedEnv) == "1" && o.crashAt == "" && !cfg.IOUring && !o.unsupervised)
 	cfg.Passthrough = o.passthrough
 	if o.metrics {
 		cfg.Metrics = "127.0.0.1:0"

@@ -323,8 +323,8 @@ func (n *Node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	if err != nil {
 		return nil, 0, n.errno("open", err)
 	}
-	if fh, ok := n.fs.pt.open(n, h, flags); ok {
-		return fh, n.fs.pt.flags, 0
+	if fh, fl, ok := n.fs.pt.open(n, h, flags); ok {
+		return fh, fl, 0
 	}
 	// The backing is written only through us, so the kernel's page cache
 	// stays valid across opens and moves (FOPEN_KEEP_CACHE; with direct
@@ -670,19 +670,22 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 	var tk *takeoverFS
 	var pt *passthrough
 	var cb *ptServer
-	if supervised && o.Passthrough {
-		root.fs.Log.Warn().Msg("passthrough: not on a supervised mount (a successor could not know the kernel's passthrough handles); files are read through the daemon")
-	}
 	if supervised {
 		// A connection that outlives this daemon (takeover.go).
 		opts.ExternalNodeID = true
 		notify := &fusedev.Notifier{}
 		opts.ServerCallbacks = notify
+		if o.Passthrough {
+			pt = &passthrough{staysOn: o.StaysOn, fresh: gen <= 1}
+			cb = &ptServer{pt: pt, fs: root.fs}
+			cb.set(notify)
+			opts.ServerCallbacks = cb
+		}
 		tk = newTakeoverFS(statsFS{killprivFS{gofs.NewNodeFS(root, opts)}, stats}, root.fs, gen)
 		ms, err = mountutil.MountSupervised(mountpoint, tk, opts.MountOptions, o.Config, root.fs.Log, notify, tk.before)
 	} else if o.Passthrough {
 		// The bridge reaches the kernel through ptServer (passthrough.go).
-		pt = &passthrough{staysOn: o.StaysOn}
+		pt = &passthrough{staysOn: o.StaysOn, fresh: true}
 		cb = &ptServer{pt: pt, fs: root.fs}
 		opts.ServerCallbacks = cb
 		rawFS := initFS{statsFS{killprivFS{gofs.NewNodeFS(root, opts)}, stats}, cb}
@@ -711,7 +714,7 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 		root.fs.drop = newPageDropper()
 	}
 	if pt != nil {
-		root.fs.pt = settlePassthrough(pt, cb, k, root)
+		root.fs.pt = settlePassthrough(pt, cb, k, root, supervised, gen > 1)
 	}
 	if err := ms.Start(); err != nil {
 		root.fs.drop.stop()

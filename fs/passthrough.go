@@ -65,6 +65,10 @@ func (s *Server) Passthrough() (on bool, open int64, given uint64) {
 	if pt == nil || pt.off.Load() {
 		return false, 0, 0
 	}
+	if s.tk != nil {
+		// Supervised: the registry counts the kernel's, inherited ones too.
+		return true, int64(s.fs.Store.PassthroughRecorded()), pt.given.Load()
+	}
 	return true, pt.nopen.Load(), pt.given.Load()
 }
 
@@ -72,6 +76,12 @@ func (s *Server) Passthrough() (on bool, open int64, given uint64) {
 type passthrough struct {
 	staysOn func(rel string, ino uint64, tier string) bool
 	flags   uint32 // the open flags of a passthrough handle
+	// fresh: new passthrough handles may be given. A daemon that took
+	// a supervised mount over gives none (it cannot know which files
+	// the kernel holds open without passthrough, which the kernel would
+	// then refuse); it keeps those the kernel holds (ptregistry.go).
+	fresh   bool
+	cb      *ptServer
 	off     atomic.Bool
 	given   atomic.Uint64 // passthrough handles given
 	nopen   atomic.Int64  // and open now
@@ -84,36 +94,58 @@ type passthrough struct {
 // the file has passthrough handles already (the kernel requires every
 // open of such an inode to be one), else when the policy keeps it where
 // it is.
-func (pt *passthrough) open(n *Node, h *tiering.Handle, flags uint32) (gofs.FileHandle, bool) {
-	if pt == nil || pt.off.Load() || flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0 {
-		return nil, false
+func (pt *passthrough) open(n *Node, h *tiering.Handle, flags uint32) (gofs.FileHandle, uint32, bool) {
+	if pt == nil || flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0 {
+		return nil, 0, false
+	}
+	if _, ok := n.fs.Store.PassthroughInherited(n.Ino()); ok {
+		// A predecessor's backing id, which takeoverFS gives the
+		// kernel (the bridge knows nothing of it).
+		pt.given.Add(1)
+		return &fileHandle{h: h, node: n}, pt.flags | fuse.FOPEN_PASSTHROUGH, true
+	}
+	if !pt.fresh || pt.off.Load() {
+		return nil, 0, false
 	}
 	fd, ok := h.Passthrough("")
 	if !ok {
 		rel, tier := h.Where()
 		if rel == "" || !pt.staysOn(rel, n.Ino(), tier) {
-			return nil, false
+			return nil, 0, false
 		}
 		if fd, ok = h.Passthrough(tier); !ok {
-			return nil, false
+			return nil, 0, false
 		}
 	}
 	pt.given.Add(1)
 	pt.nopen.Add(1)
-	return &ptHandle{fileHandle: &fileHandle{h: h, node: n}, fd: fd, pt: pt}, true
+	return &ptHandle{fileHandle: &fileHandle{h: h, node: n}, fd: fd, pt: pt}, pt.flags, true
 }
 
-// ptServer is the bridge's way to the kernel on a mount with passthrough:
-// go-fuse's server, with a failed registration seen. The bridge then
-// serves every later open without passthrough, so no more are decided,
-// and the handle that asked is made an ordinary one again.
+// kernelCalls is what the bridge calls the kernel with: go-fuse's server
+// on an unsupervised mount, fusedev's Notifier on a supervised one.
+type kernelCalls interface {
+	gofs.ServerCallbacks
+	RegisterBackingFd(*fuse.BackingMap) (int32, syscall.Errno)
+	UnregisterBackingFd(id int32) syscall.Errno
+}
+
+// ptServer is the bridge's way to the kernel on a mount with passthrough,
+// with a failed registration seen (the bridge then serves every later open
+// without passthrough, so no more are decided, and the handle that asked
+// is made an ordinary one again) and, on a supervised mount, a backing id
+// marked closing in the registry before it is taken back.
 type ptServer struct {
-	srv atomic.Pointer[fuse.Server]
+	srv atomic.Pointer[kernelCallsBox]
 	pt  *passthrough
 	fs  *FS
 }
 
-func (p *ptServer) server() *fuse.Server { return p.srv.Load() }
+type kernelCallsBox struct{ kernelCalls }
+
+func (p *ptServer) set(k kernelCalls) { p.srv.Store(&kernelCallsBox{k}) }
+
+func (p *ptServer) server() kernelCalls { return p.srv.Load().kernelCalls }
 
 func (p *ptServer) DeleteNotify(parent, child uint64, name string) fuse.Status {
 	return p.server().DeleteNotify(parent, child, name)
@@ -152,6 +184,7 @@ func (p *ptServer) RegisterBackingFd(m *fuse.BackingMap) (int32, syscall.Errno) 
 }
 
 func (p *ptServer) UnregisterBackingFd(id int32) syscall.Errno {
+	p.fs.Store.MarkClosing(id)
 	errno := p.server().UnregisterBackingFd(id)
 	if errno != 0 {
 		p.fs.Log.Warn().Err(errno).Int32("id", id).Msg("passthrough: unregistering a backing file")
@@ -166,7 +199,7 @@ type initFS struct {
 	cb *ptServer
 }
 
-func (i initFS) Init(s *fuse.Server) { i.cb.srv.Store(s) }
+func (i initFS) Init(s *fuse.Server) { i.cb.set(s) }
 
 // probePassthrough registers a file of each tier with the kernel and
 // unregisters it: the tiers whose files the kernel takes as backings
@@ -193,8 +226,9 @@ func probePassthrough(cb *ptServer, st *tiering.Store) (ok map[string]bool, why 
 
 // settlePassthrough decides, once INIT is answered, whether the mount
 // gives passthrough handles and for which tiers' files; nil when none.
-func settlePassthrough(pt *passthrough, cb *ptServer, kernel uint64, root *Node) *passthrough {
+func settlePassthrough(pt *passthrough, cb *ptServer, kernel uint64, root *Node, supervised, takeover bool) *passthrough {
 	log := root.fs.Log
+	pt.cb = cb
 	if kernel&fuse.CAP_PASSTHROUGH == 0 {
 		log.Warn().Msg("passthrough: the kernel offers none (FUSE_PASSTHROUGH, Linux 6.9 with CONFIG_FUSE_PASSTHROUGH); files are read through the daemon")
 		return nil
@@ -215,6 +249,24 @@ func settlePassthrough(pt *passthrough, cb *ptServer, kernel uint64, root *Node)
 	// The kernel refuses FOPEN_KEEP_CACHE with passthrough: the page
 	// cache is not used.
 	pt.flags = root.fs.openFlags &^ fuse.FOPEN_KEEP_CACHE
+	if supervised {
+		closing, err := root.fs.Store.OpenPassthroughRegistry(takeover)
+		if err != nil {
+			log.Error().Err(err).Msg("passthrough: files are read through the daemon")
+			return nil
+		}
+		for _, id := range closing {
+			// A predecessor died taking these back.
+			if errno := cb.server().UnregisterBackingFd(id); errno != 0 && errno != syscall.ENOENT {
+				log.Warn().Err(errno).Int32("id", id).Msg("passthrough: taking back a backing id a predecessor was taking back")
+			}
+			root.fs.Store.FinishClose(id)
+		}
+	}
+	if !pt.fresh {
+		log.Info().Int("inherited", root.fs.Store.PassthroughRecorded()).Msg("passthrough: after a takeover, the kernel's passthrough handles are kept and shared by their files' read-only opens; no new ones are given until the next mount (this daemon cannot know which files the kernel has open otherwise)")
+		return pt
+	}
 	log.Info().Int("tiers", len(ok)).Msg("passthrough: read-only opens of pinned files are served by the kernel from their backing")
 	return pt
 }

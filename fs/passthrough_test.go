@@ -5,12 +5,14 @@ import (
 	"errors"
 	"math/rand"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tierfs/tierfs/internal/supervisor"
 	"github.com/tierfs/tierfs/internal/units"
 	"github.com/tierfs/tierfs/policy"
 )
@@ -65,10 +67,22 @@ func readAllAt(t testing.TB, fd int, n int) []byte {
 // last one closes, both work, and a reader beside a writer is served
 // through the daemon (the kernel allows no mix).
 func TestPassthroughPinnedFiles(t *testing.T) {
+	for _, sup := range []bool{false, true} {
+		t.Run(map[bool]string{false: "unsupervised", true: "supervised"}[sup], func(t *testing.T) {
+			testPassthroughPinnedFiles(t, ptMount(t, sup))
+		})
+	}
+}
+
+// ptMount mounts with passthrough, the files keep* pinned.
+func ptMount(t *testing.T, supervised bool) *testMount {
 	pc := policy.DefaultConfig()
 	pc.Interval = units.Duration(time.Hour)
 	pc.Pin = []string{"keep*"}
-	m := mount(t, mountOpt{passthrough: true, policy: &pc})
+	return mount(t, mountOpt{passthrough: true, policy: &pc, supervised: supervised, unsupervised: !supervised, devFuse: supervised})
+}
+
+func testPassthroughPinnedFiles(t *testing.T, m *testMount) {
 	r := rand.New(rand.NewSource(9))
 	want := randBytes(r, 3<<20+123)
 	mustOK(t, os.WriteFile(m.path("keep.dat"), want, 0o644), "write keep.dat")
@@ -211,4 +225,155 @@ func TestPassthroughPinnedFiles(t *testing.T) {
 	if st.Size != 5000 || st.Nlink != 0 {
 		t.Fatalf("fstat of the unlinked file: size %d nlink %d, want 5000 and 0", st.Size, st.Nlink)
 	}
+}
+
+// recorded is the supervised mount's count of the kernel's passthrough
+// handles (the registry, tiering/ptregistry.go).
+func (m *testMount) recorded(t testing.TB) int {
+	t.Helper()
+	return m.call(t, request{Op: "handles"}).Recorded
+}
+
+// A daemon that takes a supervised mount over (kill -9, or a restart on
+// request) keeps the kernel's passthrough handles: the old descriptor reads
+// on, a new read-only open of that file shares the backing (the kernel
+// would refuse any other answer) with no READ for the daemon, and writers
+// and moves are still kept out until the last of them closes; then the
+// backing id is taken back and the file is an ordinary one again. The
+// successor gives no new passthrough handle.
+func TestPassthroughAcrossTakeover(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		kind takeoverKind
+	}{{"kill", takeoverKill}, {"restart", takeoverRestart}} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := ptMount(t, true)
+			r := rand.New(rand.NewSource(11))
+			want := randBytes(r, 2<<20+77)
+			mustOK(t, os.WriteFile(m.path("keep.dat"), want, 0o644), "write keep.dat")
+			mustOK(t, os.WriteFile(m.path("keep2.dat"), want, 0o644), "write keep2.dat")
+			m.waitClosed(t, "keep.dat")
+			m.waitClosed(t, "keep2.dat")
+			a, err := unix.Open(m.path("keep.dat"), unix.O_RDONLY, 0)
+			mustOK(t, err, "open keep.dat")
+			defer func() { unix.Close(a) }()
+			if pt, _ := m.handles(t, "keep.dat"); pt != 1 || m.recorded(t) != 1 {
+				t.Fatalf("keep.dat: %d passthrough handles, %d recorded; want 1 and 1", pt, m.recorded(t))
+			}
+
+			old := m.pid
+			if tc.kind == takeoverRestart {
+				if _, err := supervisor.Restart(m.mnt, supervisor.RestartOptions{}); err != nil {
+					t.Fatalf("restart: %v\n%s", err, m.logs())
+				}
+			} else {
+				mustOK(t, syscall.Kill(old, syscall.SIGKILL), "kill -9 the daemon")
+			}
+			m.nextDaemon(t, old)
+
+			if !bytes.Equal(readAllAt(t, a, len(want)), want) {
+				t.Fatal("the old descriptor after the takeover: wrong content")
+			}
+			if n := m.recorded(t); n != 1 {
+				t.Fatalf("the successor knows %d passthrough handles, want the kernel's 1", n)
+			}
+			dropCaches(t)
+			before := m.readsSoFar(t)
+			b, err := unix.Open(m.path("keep.dat"), unix.O_RDONLY, 0)
+			mustOK(t, err, "a new read-only open of the file after the takeover")
+			defer func() { unix.Close(b) }()
+			if !bytes.Equal(readAllAt(t, b, len(want)), want) {
+				t.Fatal("the new descriptor: wrong content")
+			}
+			if after := m.readsSoFar(t); after != before {
+				t.Fatalf("%d READs reached the successor for a handle sharing the kernel's backing", after-before)
+			}
+			if n := m.recorded(t); n != 2 {
+				t.Fatalf("%d passthrough handles recorded, want 2", n)
+			}
+			if fd, err := unix.Open(m.path("keep.dat"), unix.O_RDWR, 0); !errors.Is(err, unix.ETXTBSY) {
+				if err == nil {
+					unix.Close(fd)
+				}
+				t.Fatalf("open for writing beside inherited passthrough handles: %v, want ETXTBSY", err)
+			}
+			if err := m.move(t, "keep.dat", "slow"); !errors.Is(err, syscall.EBUSY) {
+				t.Fatalf("move beside inherited passthrough handles: %v, want EBUSY", err)
+			}
+			// No new passthrough handle from a successor.
+			c, err := unix.Open(m.path("keep2.dat"), unix.O_RDONLY, 0)
+			mustOK(t, err, "open keep2.dat")
+			if !bytes.Equal(readAllAt(t, c, len(want)), want) {
+				t.Fatal("keep2.dat: wrong content")
+			}
+			if pt, _ := m.handles(t, "keep2.dat"); pt != 0 || m.recorded(t) != 2 {
+				t.Fatalf("the successor gave keep2.dat a passthrough handle (%d, %d recorded)", pt, m.recorded(t))
+			}
+			unix.Close(c)
+
+			unix.Close(a)
+			unix.Close(b)
+			a, b = -1, -1
+			waitFor(t, "the passthrough handles released", func() bool { return m.recorded(t) == 0 })
+			m.waitClosed(t, "keep.dat")
+			w, err := unix.Open(m.path("keep.dat"), unix.O_RDWR, 0)
+			mustOK(t, err, "open for writing once the passthrough handles are gone")
+			patch := []byte("after the takeover")
+			_, err = unix.Pwrite(w, patch, 4096)
+			mustOK(t, err, "pwrite")
+			copy(want[4096:], patch)
+			unix.Close(w)
+			m.waitClosed(t, "keep.dat")
+			mustOK(t, m.move(t, "keep.dat", "slow"), "move once the passthrough handles are gone")
+			d, err := unix.Open(m.path("keep.dat"), unix.O_RDONLY, 0)
+			mustOK(t, err, "open after the move")
+			defer unix.Close(d)
+			if !bytes.Equal(readAllAt(t, d, len(want)), want) {
+				t.Fatal("after the move: wrong content")
+			}
+			if strings.Contains(m.logs(), "taking an inherited backing back") {
+				t.Fatalf("the successor could not take the inherited backing id back:\n%s", m.logs())
+			}
+		})
+	}
+}
+
+// The daemon dies after recording a passthrough handle and before the
+// reply: the kernel resends the OPEN to the successor, which answers it
+// with the handle recorded, counted once. The program's open succeeds.
+func TestPassthroughOpenResent(t *testing.T) {
+	pc := policy.DefaultConfig()
+	pc.Interval = units.Duration(time.Hour)
+	pc.Pin = []string{"keep*"}
+	m := mount(t, mountOpt{passthrough: true, policy: &pc, supervised: true, devFuse: true, crashAt: "passthrough-recorded"})
+	want := randBytes(rand.New(rand.NewSource(12)), 1<<20)
+	mustOK(t, os.WriteFile(m.path("keep.dat"), want, 0o644), "write keep.dat")
+	m.waitClosed(t, "keep.dat")
+	old := m.pid
+	opened := make(chan error, 1)
+	var fd int
+	go func() {
+		var err error
+		fd, err = unix.Open(m.path("keep.dat"), unix.O_RDONLY, 0)
+		opened <- err
+	}()
+	m.nextDaemon(t, old)
+	mustOK(t, <-opened, "the open whose daemon died before answering")
+	defer unix.Close(fd)
+	if !bytes.Equal(readAllAt(t, fd, len(want)), want) {
+		t.Fatal("wrong content")
+	}
+	if n := m.recorded(t); n != 1 {
+		t.Fatalf("%d passthrough handles recorded after the resent OPEN, want 1", n)
+	}
+	if !strings.Contains(m.logs(), "passthrough: after a takeover") {
+		t.Fatalf("no takeover with passthrough in the log:\n%s", m.logs())
+	}
+	unix.Close(fd)
+	fd = -1
+	waitFor(t, "the passthrough handle released", func() bool { return m.recorded(t) == 0 })
+	m.waitClosed(t, "keep.dat")
+	w, err := unix.Open(m.path("keep.dat"), unix.O_RDWR, 0)
+	mustOK(t, err, "open for writing after the resent handle closed")
+	unix.Close(w)
 }

@@ -51,6 +51,13 @@ const (
 	fhMask   = 1<<fhBits - 1
 	fhGenSh  = 48
 	reopened = syscall.O_CREAT | syscall.O_EXCL | syscall.O_TRUNC
+	// fhPassthrough, among a handle's open flags (no open flag has
+	// this bit), marks a passthrough handle: its release ends its slot
+	// in the passthrough registry.
+	fhPassthrough = 1 << 23
+	// uniqueResend is FUSE_UNIQUE_RESEND: set in the unique of a request
+	// the kernel queued again for a successor.
+	uniqueResend = 1 << 63
 )
 
 func newTakeoverFS(inner fuse.RawFileSystem, fsys *FS, gen int) *takeoverFS {
@@ -103,7 +110,7 @@ func (t *takeoverFS) handle(kfh, node uint64, dir, release bool) (uint64, fuse.S
 	if ok {
 		return fh, fuse.OK
 	}
-	in := fuse.OpenIn{InHeader: fuse.InHeader{NodeId: node}, Flags: uint32(kfh>>fhBits&fhMask) &^ reopened}
+	in := fuse.OpenIn{InHeader: fuse.InHeader{NodeId: node}, Flags: uint32(kfh>>fhBits&fhMask) &^ (reopened | fhPassthrough)}
 	var out fuse.OpenOut
 	var st fuse.Status
 	if dir {
@@ -281,6 +288,9 @@ func (t *takeoverFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name stri
 }
 
 func (t *takeoverFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	if t.fs.pt != nil {
+		return t.openPassthrough(cancel, in, out)
+	}
 	st := t.RawFileSystem.Open(cancel, in, out)
 	if !st.Ok() {
 		return st
@@ -292,6 +302,75 @@ func (t *takeoverFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.Ope
 	}
 	out.Fh = kfh
 	return fuse.OK
+}
+
+// openPassthrough is Open on a mount with passthrough: a passthrough
+// handle is recorded in the registry (tiering/ptregistry.go) before the
+// reply gives it to the kernel, an inode a predecessor gave passthrough
+// handles gets their backing id, and an OPEN the kernel resends (the dead
+// daemon recorded the handle but never answered) gets the handle recorded.
+func (t *takeoverFS) openPassthrough(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	st := t.fs.Store
+	unique := in.Unique &^ uniqueResend
+	if in.Unique&uniqueResend != 0 {
+		if kfh, id, ok := st.PassthroughByUnique(unique); ok {
+			out.Fh, out.BackingID, out.OpenFlags = kfh, id, t.fs.pt.flags|fuse.FOPEN_PASSTHROUGH
+			return fuse.OK
+		}
+	}
+	var inherited int32
+	held := false
+	if in.Flags&syscall.O_ACCMODE == syscall.O_RDONLY {
+		inherited, held = st.AcquireInherited(in.NodeId)
+	}
+	drop := func() {
+		if !held {
+			return
+		}
+		if id, last := st.DropPending(in.NodeId); last {
+			t.closeBacking(id)
+		}
+	}
+	s := t.RawFileSystem.Open(cancel, in, out)
+	if !s.Ok() {
+		drop()
+		return s
+	}
+	pt := out.OpenFlags&fuse.FOPEN_PASSTHROUGH != 0
+	flags := in.Flags
+	if pt {
+		flags |= fhPassthrough
+	}
+	kfh, ok := t.encode(out.Fh, flags)
+	if !ok {
+		t.RawFileSystem.Release(cancel, &fuse.ReleaseIn{InHeader: in.InHeader, Fh: out.Fh})
+		drop()
+		return fuse.Status(syscall.EMFILE)
+	}
+	if !pt {
+		drop()
+		out.Fh = kfh
+		return fuse.OK
+	}
+	own := !held
+	if held {
+		out.BackingID = inherited // the bridge left it 0
+	}
+	if err := st.RecordPassthrough(in.NodeId, kfh, unique, out.BackingID, own); err != nil {
+		t.RawFileSystem.Release(cancel, &fuse.ReleaseIn{InHeader: in.InHeader, Fh: out.Fh})
+		return fuse.Status(syscall.ENFILE)
+	}
+	out.Fh = kfh
+	return fuse.OK
+}
+
+// closeBacking takes an inherited backing id back from the kernel, its
+// last handle gone.
+func (t *takeoverFS) closeBacking(id int32) {
+	if errno := t.fs.pt.cb.server().UnregisterBackingFd(id); errno != 0 && errno != syscall.ENOENT {
+		t.fs.Log.Warn().Err(errno).Int32("id", id).Msg("passthrough: taking an inherited backing back")
+	}
+	t.fs.Store.FinishClose(id)
 }
 
 func (t *takeoverFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
@@ -425,12 +504,17 @@ func (t *takeoverFS) SetLkw(cancel <-chan struct{}, in *fuse.LkIn) fuse.Status {
 }
 
 func (t *takeoverFS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
+	kfh := in.Fh
 	fh, st := t.handle(in.Fh, in.NodeId, false, true)
-	if !st.Ok() {
-		return // a predecessor's handle this daemon never opened
+	if st.Ok() { // else a predecessor's handle this daemon never opened
+		in.Fh = fh
+		t.RawFileSystem.Release(cancel, in)
 	}
-	in.Fh = fh
-	t.RawFileSystem.Release(cancel, in)
+	if kfh>>fhBits&fhPassthrough != 0 {
+		if id, last := t.fs.Store.ReleasePassthrough(kfh); last {
+			t.closeBacking(id)
+		}
+	}
 }
 
 func (t *takeoverFS) ReleaseDir(in *fuse.ReleaseIn) {

@@ -98,9 +98,10 @@ type Config struct {
 	// [policy] pin glob or a CLI pin keeps on its tier gets a handle whose
 	// reads go from the backing file to the reader with no request to the
 	// daemon. While such a handle is open the file does not move (a move
-	// fails with EBUSY) and an open for writing fails with ETXTBSY. Not
-	// with supervisor (a successor could not know the kernel's passthrough
-	// handles). Default false.
+	// fails with EBUSY) and an open for writing fails with ETXTBSY. On a
+	// supervised mount a daemon that takes over keeps the kernel's
+	// passthrough handles (their files' read-only opens share them) but
+	// gives no new ones until the next mount. Default false.
 	Passthrough bool `toml:"passthrough"`
 }
 
@@ -141,8 +142,7 @@ func parseControlMode(s string) (os.FileMode, error) {
 // Validate checks the values and reports every problem (joined with
 // errors.Join); errors are *units.KeyError with keys "mount.control_mode",
 // "mount.control_group", "mount.enable_uring_switch",
-// "mount.supervisor_io_uring", "mount.passthrough" and
-// "mount.read_ahead_kb".
+// "mount.supervisor_io_uring" and "mount.read_ahead_kb".
 func (c Config) Validate() error {
 	var errs []error
 	if _, err := parseControlMode(c.ControlMode); err != nil {
@@ -162,10 +162,6 @@ func (c Config) Validate() error {
 	if c.SupervisorIOUring && !c.IOUring {
 		errs = append(errs, units.Errorf("mount.supervisor_io_uring",
 			"serves a supervised mount over io_uring, which io_uring = false never uses: set io_uring = true or remove supervisor_io_uring"))
-	}
-	if c.Passthrough && c.Supervisor {
-		errs = append(errs, units.Errorf("mount.passthrough",
-			"gives pinned files kernel passthrough handles, which a supervised mount's successor could not know after a takeover: set supervisor = false (a restart then unmounts) or passthrough = false"))
 	}
 	if c.ReadAheadKB < 0 || c.ReadAheadKB > MaxReadAheadKB {
 		errs = append(errs, units.Errorf("mount.read_ahead_kb", "must be between 0 and %d (KiB; 0 leaves the kernel's default), got %d",

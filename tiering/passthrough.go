@@ -86,11 +86,13 @@ func (s *Store) PassthroughHandles(ino uint64) int {
 	return 0
 }
 
-// passthroughHeld says whether f has passthrough handles.
+// passthroughHeld says whether f has passthrough handles: this daemon's,
+// or on a supervised mount any the kernel holds (ptregistry.go).
 func (s *Store) passthroughHeld(f *File) bool {
 	s.openMu.Lock()
-	defer s.openMu.Unlock()
-	return f.pt > 0
+	held := f.pt > 0
+	s.openMu.Unlock()
+	return held || s.ptHeld(f.ino)
 }
 
 // Unpassthrough makes h an ordinary handle again: the kernel refused its

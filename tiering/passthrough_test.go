@@ -2,6 +2,8 @@ package tiering
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -130,5 +132,92 @@ func TestPassthroughNeverForPMem(t *testing.T) {
 	}
 	if _, ok := r.Passthrough(tiers[0].Name); ok {
 		t.Fatal("a pmem file got a passthrough handle")
+	}
+}
+
+// The registry as a successor finds it: the handles recorded, inherited;
+// a slot left closing, its id to take back; a release counted once; a
+// file of someone else's not trusted.
+func TestPassthroughRegistryAcrossDaemons(t *testing.T) {
+	tiers := twoTiers(t, TypeNVMe, 0)
+	s := openTest(t, tiers, Options{})
+	if _, err := s.OpenPassthroughRegistry(false); err != nil {
+		t.Fatal(err)
+	}
+	// Two handles on inode 10 (id 3), one on inode 11 (id 4), whose id
+	// the first daemon was taking back when it died.
+	for _, r := range []struct {
+		ino, kfh, unique uint64
+		id               int32
+	}{{10, 100, 1000, 3}, {10, 101, 1001, 3}, {11, 110, 1100, 4}} {
+		if err := s.RecordPassthrough(r.ino, r.kfh, r.unique, r.id, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !s.ptHeld(10) || s.PassthroughRecorded() != 3 {
+		t.Fatalf("held %v, %d recorded; want inode 10 held and 3", s.ptHeld(10), s.PassthroughRecorded())
+	}
+	if _, ok := s.PassthroughInherited(10); ok {
+		t.Fatal("a daemon's own handles counted as inherited")
+	}
+	s.MarkClosing(4)
+	s.Close()
+
+	s = openTest(t, tiers, Options{TakingOver: true})
+	closing, err := s.OpenPassthroughRegistry(true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(closing) != 1 || closing[0] != 4 {
+		t.Fatalf("ids left closing: %v, want [4]", closing)
+	}
+	s.FinishClose(4)
+	if s.ptHeld(11) || s.PassthroughRecorded() != 2 {
+		t.Fatalf("after the closing id: inode 11 held %v, %d recorded; want false and 2", s.ptHeld(11), s.PassthroughRecorded())
+	}
+	if id, ok := s.PassthroughInherited(10); !ok || id != 3 {
+		t.Fatalf("inode 10 inherited: %d, %v; want id 3", id, ok)
+	}
+	if kfh, id, ok := s.PassthroughByUnique(1001); !ok || kfh != 101 || id != 3 {
+		t.Fatalf("by unique 1001: %d, %d, %v", kfh, id, ok)
+	}
+	// A successor's open shares it, then every handle goes; the last
+	// says to take id 3 back.
+	if id, ok := s.AcquireInherited(10); !ok || id != 3 {
+		t.Fatal("AcquireInherited")
+	}
+	if err := s.RecordPassthrough(10, 200, 2000, 3, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, kfh := range []uint64{100, 100, 101} {
+		if _, last := s.ReleasePassthrough(kfh); last {
+			t.Fatalf("release of %d: the last, with handle 200 open", kfh)
+		}
+	}
+	id, last := s.ReleasePassthrough(200)
+	if !last || id != 3 {
+		t.Fatalf("the last release: %d, %v; want id 3 to take back", id, last)
+	}
+	s.FinishClose(3)
+	if s.ptHeld(10) || s.PassthroughRecorded() != 0 {
+		t.Fatal("inode 10 still held after its last handle")
+	}
+	s.Close()
+
+	// Another owner's file in its place is not read.
+	meta := filepath.Join(tiers[0].Path, ".tierfs", ptFile)
+	if err := os.Chown(meta, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	s = openTest(t, tiers, Options{TakingOver: true})
+	if _, err := s.OpenPassthroughRegistry(true); err != nil {
+		t.Fatal(err)
+	}
+	if s.PassthroughRecorded() != 0 {
+		t.Fatal("a registry owned by another user was read")
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(meta, &st); err != nil || st.Uid != 0 {
+		t.Fatalf("the untrusted registry was not replaced by one of ours: %v, uid %d", err, st.Uid)
 	}
 }

@@ -123,6 +123,9 @@ type Store struct {
 	nameDrops atomic.Uint64
 
 	openMu sync.Mutex
+	// ptReg is a supervised mount's passthrough registry (ptregistry.go),
+	// set before the first request; nil otherwise.
+	ptReg atomic.Pointer[ptRegistry]
 	open   map[uint64]*File
 	reads  map[uint64]int64 // last read (unix ns) of files no longer open
 	// plain remembers, by inode number, regular files whose backing is
@@ -225,6 +228,9 @@ func (s *Store) StatePath(name string) string {
 // Close releases the tiers' directory descriptors. Open files must be
 // released first.
 func (s *Store) Close() error {
+	if r := s.ptReg.Swap(nil); r != nil {
+		unix.Close(r.fd)
+	}
 	s.openMu.Lock()
 	for _, f := range s.open {
 		f.mu.Lock()

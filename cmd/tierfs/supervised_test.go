@@ -307,9 +307,20 @@ func TestStatusShowsSplicedWrites(t *testing.T) {
 // passthrough handle, and status says so; an unpinned one gets none.
 func TestStatusShowsPassthrough(t *testing.T) {
 	requireFUSE(t)
+	for _, sup := range []string{"", "supervisor = false\n"} {
+		t.Run(map[string]string{"": "supervised", "supervisor = false\n": "unsupervised"}[sup], func(t *testing.T) {
+			testStatusShowsPassthrough(t, sup)
+		})
+	}
+}
+
+func testStatusShowsPassthrough(t *testing.T, mountLines string) {
 	e := newEnv(t)
-	e.setConfig(t, "", idlePolicy+"pin = [\"keep*\"]\n\n[mount]\nsupervisor = false\npassthrough = true\n")
-	startDaemon(t, e)
+	e.setConfig(t, "", idlePolicy+"pin = [\"keep*\"]\n\n[mount]\n"+mountLines+"passthrough = true\n")
+	d := startDaemon(t, e)
+	if st, _ := statusJSON(t, e.mnt); (st.Supervisor != nil) != (mountLines == "") {
+		t.Fatalf("supervisor %+v with [mount] %q", st.Supervisor, mountLines)
+	}
 	for _, name := range []string{"keep.dat", "other.dat"} {
 		if err := os.WriteFile(filepath.Join(e.mnt, name), bytes.Repeat([]byte("p"), 1<<20), 0o644); err != nil {
 			t.Fatal(err)
@@ -355,4 +366,7 @@ func TestStatusShowsPassthrough(t *testing.T) {
 	o.Close()
 	f.Close()
 	waitForOpen(0)
+	if log := d.stderr.String(); strings.Contains(log, `"level":"error"`) {
+		t.Errorf("the daemon logged errors:\n%s", log)
+	}
 }

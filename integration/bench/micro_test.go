@@ -45,10 +45,10 @@ import (
 //	                (--direct-io);
 //	tierfs-wbcache  opt-in: the defaults with the kernel's write-back cache
 //	                ([mount] writeback_cache = true);
-//	tierfs-pt       opt-in: unsupervised, through /dev/fuse, with kernel
-//	                passthrough for pinned files ([mount] passthrough =
-//	                true, [policy] pin = the benchmark's directory): its
-//	                read-only opens are read by the kernel from the tier.
+//	tierfs-pt       opt-in: the defaults with kernel passthrough for
+//	                pinned files ([mount] passthrough = true, [policy] pin
+//	                = the benchmark's directory): its read-only opens are
+//	                read by the kernel from the tier.
 //
 // After each workload writes a file on tierfs, another mode or mergerfs,
 // the file is checked to be on the target's fast tmpfs and nowhere else
@@ -128,7 +128,7 @@ func TestMicro(t *testing.T) {
 		t.Fatalf("the tierfs-wbcache target: data path %q, want \"write-back cache\"", st.Requests.DataPath)
 	}
 	fsP := mountTierfsDefaults(t, "tierfs-pt", filepath.Join(dir, "tierfs-pt"), opts("tierfs-pt", integration.TierfsOptions{
-		FastSize: tmpfsSize, Extra: policy + ptPin}), mountUnsupervised+"passthrough = true\n", transportDevFuse, false)
+		FastSize: tmpfsSize, Extra: policy + ptPin}), "passthrough = true\n", transportDevFuse, true)
 	ptOn := cliStatus(t, fsP).Requests.Passthrough
 	switch {
 	case !ptOn && user == nil:
@@ -179,7 +179,7 @@ func TestMicro(t *testing.T) {
 		{"tierfs-uring", "unsupervised, io_uring, the daemon turns the switch on", "[mount] supervisor = false, enable_uring_switch = true"},
 		{"tierfs-direct", "direct I/O", "--direct-io"},
 		{"tierfs-wbcache", "write-back cache", "[mount] writeback_cache = true"},
-		{"tierfs-pt", "unsupervised, kernel passthrough for pinned files", "[mount] supervisor = false, passthrough = true; [policy] pin"},
+		{"tierfs-pt", "kernel passthrough for pinned files", "[mount] passthrough = true; [policy] pin"},
 	}
 	workloads := microWorkloads(p)
 	servedBefore := stURing.served()
@@ -367,9 +367,8 @@ Targets:
   and write(2) bypass the mount's page cache, so its "cached re-read" comes from the daemon again.
 - **tierfs-wbcache** (opt-in): the defaults with the kernel's write-back cache (`+"`[mount] writeback_cache = true`"+`;
   a write not yet fsynced is lost if the daemon dies).
-- **tierfs-pt** (opt-in): unsupervised, through `+"`/dev/fuse`"+`, with kernel passthrough for pinned files
-  (`+"`[mount] supervisor = false`, `io_uring = false`, `passthrough = true`; `[policy] pin = [\"bench-tierfs/**\"]`"+`, every
-  file of the workloads pinned): a read-only open of a file nothing else has open gets a handle the kernel reads from
+- **tierfs-pt** (opt-in): the defaults (supervised, `+"`/dev/fuse`"+`) with kernel passthrough for pinned files
+  (`+"`[mount] passthrough = true`; `[policy] pin = [\"bench-tierfs/**\"]`"+`, every file of the workloads pinned): a read-only open of a file nothing else has open gets a handle the kernel reads from
   the tier itself; writes go through the daemon as on the other modes. It gave %d passthrough handles during the runs.
 
 Workloads (a Go harness making the system calls directly; every file written is checked to be on the target's fast

@@ -655,16 +655,13 @@ func TestSupervisorIOUringWithoutSupervisor(t *testing.T) {
 	}
 }
 
-// passthrough needs supervisor = false, said on passthrough's line; with
-// it, it parses.
-func TestPassthroughWithoutSupervisor(t *testing.T) {
-	_, err := parse(t, base+"[mount]\npassthrough = true\n")
-	if err == nil || !strings.HasPrefix(err.Error(), "tierfs.toml:12: mount.passthrough: ") || !strings.Contains(err.Error(), "supervisor = false") {
-		t.Errorf("got %v, want an error on line 12, mount.passthrough, naming supervisor = false", err)
-	}
-	c, err := parse(t, base+"[mount]\nsupervisor = false\npassthrough = true\n")
-	if err != nil || !c.Mount.Passthrough || c.Mount.Supervisor {
-		t.Errorf("passthrough with supervisor = false: %+v, %v", c.Mount, err)
+// passthrough parses, supervised or not.
+func TestPassthroughParses(t *testing.T) {
+	for _, sup := range []string{"", "supervisor = false\n"} {
+		c, err := parse(t, base+"[mount]\n"+sup+"passthrough = true\n")
+		if err != nil || !c.Mount.Passthrough || c.Mount.Supervisor != (sup == "") {
+			t.Errorf("passthrough with %q: %+v, %v", sup, c.Mount, err)
+		}
 	}
 }
 

@@ -777,6 +777,39 @@ func (n *Notifier) InodeNotifyStoreCache(node uint64, offset int64, data []byte)
 	return fuse.ENOSYS
 }
 
+// The kernel's ioctls on /dev/fuse for passthrough backings (uapi
+// FUSE_DEV_IOC_BACKING_OPEN and _CLOSE: _IOW(229, 1, struct
+// fuse_backing_map) and _IOW(229, 2, uint32_t)).
+const (
+	iocBackingOpen  = 0x4010e501
+	iocBackingClose = 0x4004e502
+)
+
+// RegisterBackingFd gives the kernel m.Fd as a passthrough backing and
+// returns its id (Linux 6.9+, CAP_SYS_ADMIN).
+func (n *Notifier) RegisterBackingFd(m *fuse.BackingMap) (int32, syscall.Errno) {
+	s := n.server()
+	if s == nil {
+		return 0, syscall.ENOSYS
+	}
+	id, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(s.fd), iocBackingOpen, uintptr(unsafe.Pointer(m)))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int32(id), 0
+}
+
+// UnregisterBackingFd takes a backing id back; the passthrough handles
+// opened with it keep their backing.
+func (n *Notifier) UnregisterBackingFd(id int32) syscall.Errno {
+	s := n.server()
+	if s == nil {
+		return syscall.ENOSYS
+	}
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(s.fd), iocBackingClose, uintptr(unsafe.Pointer(&id)))
+	return errno
+}
+
 // Wait returns once the connection is gone and no request is being
 // answered.
 func (s *Server) Wait() {

@@ -80,11 +80,11 @@ type passthrough struct {
 	// a supervised mount over gives none (it cannot know which files
 	// the kernel holds open without passthrough, which the kernel would
 	// then refuse); it keeps those the kernel holds (ptregistry.go).
-	fresh   bool
-	cb      *ptServer
-	off     atomic.Bool
-	given   atomic.Uint64 // passthrough handles given
-	nopen   atomic.Int64  // and open now
+	fresh bool
+	cb    *ptServer
+	off   atomic.Bool
+	given atomic.Uint64 // passthrough handles given
+	nopen atomic.Int64  // and open now
 
 	mu    sync.Mutex
 	asked *ptHandle // the handle whose fd is being registered

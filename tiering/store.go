@@ -126,8 +126,8 @@ type Store struct {
 	// ptReg is a supervised mount's passthrough registry (ptregistry.go),
 	// set before the first request; nil otherwise.
 	ptReg atomic.Pointer[ptRegistry]
-	open   map[uint64]*File
-	reads  map[uint64]int64 // last read (unix ns) of files no longer open
+	open  map[uint64]*File
+	reads map[uint64]int64 // last read (unix ns) of files no longer open
 	// plain remembers, by inode number, regular files whose backing is
 	// known to carry no pmem logical size (pmem.SizeXattr), so that a
 	// getattr of a file whose size is whole pages need not ask for it

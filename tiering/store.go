@@ -123,11 +123,8 @@ type Store struct {
 	nameDrops atomic.Uint64
 
 	openMu sync.Mutex
-	// ptReg is a supervised mount's passthrough registry (ptregistry.go),
-	// set before the first request; nil otherwise.
-	ptReg atomic.Pointer[ptRegistry]
-	open  map[uint64]*File
-	reads map[uint64]int64 // last read (unix ns) of files no longer open
+	open   map[uint64]*File
+	reads  map[uint64]int64 // last read (unix ns) of files no longer open
 	// plain remembers, by inode number, regular files whose backing is
 	// known to carry no pmem logical size (pmem.SizeXattr), so that a
 	// getattr of a file whose size is whole pages need not ask for it
@@ -139,6 +136,10 @@ type Store struct {
 	// orphans is the files with no name left kept in their tier's
 	// orphan directory, by inode number (orphan.go). Guarded by openMu.
 	orphans map[uint64]*orphan
+
+	// ptReg is a supervised mount's passthrough registry (ptregistry.go),
+	// set before the first request; nil otherwise.
+	ptReg atomic.Pointer[ptRegistry]
 
 	// sizeXattrReads counts the reads of the pmem size attribute that
 	// attrOf makes (tests).

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tierfs/tierfs/internal/metrics/metricstest"
 	"github.com/tierfs/tierfs/internal/supervisor"
 	"github.com/tierfs/tierfs/internal/units"
 	"github.com/tierfs/tierfs/policy"
@@ -79,7 +80,7 @@ func ptMount(t *testing.T, supervised bool) *testMount {
 	pc := policy.DefaultConfig()
 	pc.Interval = units.Duration(time.Hour)
 	pc.Pin = []string{"keep*"}
-	return mount(t, mountOpt{passthrough: true, policy: &pc, supervised: supervised, unsupervised: !supervised, devFuse: supervised})
+	return mount(t, mountOpt{passthrough: true, policy: &pc, supervised: supervised, unsupervised: !supervised, devFuse: supervised, metrics: true})
 }
 
 func testPassthroughPinnedFiles(t *testing.T, m *testMount) {
@@ -139,6 +140,13 @@ func testPassthroughPinnedFiles(t *testing.T, m *testMount) {
 	}
 	if pt, _ := m.handles(t, "keep.dat"); pt != 2 {
 		t.Fatalf("%d passthrough handles, want 2", pt)
+	}
+	mt := metricstest.Get(t, m.call(t, request{Op: "metrics"}).Addr)
+	if open, _ := mt.Value("tierfs_passthrough_handles"); open != 2 {
+		t.Fatalf("tierfs_passthrough_handles %v, want 2", open)
+	}
+	if given, _ := mt.Value("tierfs_passthrough_handles_given_total"); given < 2 {
+		t.Fatalf("tierfs_passthrough_handles_given_total %v, want at least 2", given)
 	}
 
 	// Nothing may change the backing under them.

@@ -105,6 +105,7 @@ func Open(cfg *config.Config, o Options) (*Daemon, error) {
 type FUSE interface {
 	Stats() *iostats.Requests
 	IOUring() bool
+	Passthrough() (on bool, open int64, given uint64)
 }
 
 // ServeMetrics serves the Prometheus endpoint on ln (metrics.Listen,
@@ -122,7 +123,8 @@ func (d *Daemon) ServeMetrics(ln net.Listener, srv FUSE) *metrics.Server {
 			}
 			return "/dev/fuse"
 		},
-		Topics: d.Topics,
+		Passthrough: srv.Passthrough,
+		Topics:      d.Topics,
 	}
 	if c, _ := supervisor.Current(); c != nil {
 		src.Supervisor = func() (supervisor.Status, error) {

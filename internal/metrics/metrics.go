@@ -42,7 +42,10 @@ type Sources struct {
 	// requests reach the daemon ("io_uring" or "/dev/fuse").
 	Requests  *iostats.Requests
 	Transport func() string
-	Topics    *Topics
+	// Passthrough, with [mount] passthrough, says the kernel passthrough
+	// handles open now and given since the mount (ok false: off).
+	Passthrough func() (ok bool, open int64, given uint64)
+	Topics      *Topics
 	// Supervisor, on a supervised mount, asks the supervisor for its
 	// account of the daemons it ran.
 	Supervisor func() (supervisor.Status, error)
@@ -148,6 +151,8 @@ var (
 	dRequests  = desc("fuse_request_duration_seconds", "FUSE requests by operation: how long the daemon took to answer.", "op")
 	dErrors    = desc("fuse_errors_total", "FUSE requests answered with an error, by errno.", "errno")
 	dTransport = desc("fuse_transport_info", "How requests reach the daemon (always 1): io_uring or /dev/fuse.", "transport")
+	dPTOpen    = desc("passthrough_handles", "With [mount] passthrough: kernel passthrough handles open now (pinned files the kernel reads from their tier).")
+	dPTGiven   = desc("passthrough_handles_given_total", "With [mount] passthrough: kernel passthrough handles given since the mount.")
 
 	dGeneration = desc("daemon_generation", "On a supervised mount, the serving daemon's generation: 1 for the daemon that mounted, one more for each daemon started on the same connection since.")
 	dTakeovers  = desc("takeovers_total", "On a supervised mount, the daemons that took the live connection over from one that died or was replaced (tierfs restart).")
@@ -170,7 +175,7 @@ func newCollector(src Sources) *collector {
 	c := &collector{src: src, build: buildInfo(), ingest: newIngestRate(src.Store)}
 	c.descs = []*prometheus.Desc{dBuildInfo, dCapacity, dUsed, dFree, dFiles, dThreshold, dLag, dReadB, dWrittenB, dReads,
 		dPromos, dOpen, dStarted, dFinished, dMovedB, dMoveDur, dInFlight, dQueued, dInFlightB, dThrottled,
-		dReserve, dReserveS, dIngest, dRequests, dErrors, dTransport, dGeneration, dTakeovers, dLastPause, dTopicBytes, dTopicRead}
+		dReserve, dReserveS, dIngest, dRequests, dErrors, dTransport, dPTOpen, dPTGiven, dGeneration, dTakeovers, dLastPause, dTopicBytes, dTopicRead}
 	return c
 }
 
@@ -296,6 +301,12 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.src.Transport != nil {
 		gauge(ch, dTransport, 1, c.src.Transport())
+	}
+	if c.src.Passthrough != nil {
+		if ok, open, given := c.src.Passthrough(); ok {
+			gauge(ch, dPTOpen, float64(open))
+			counter(ch, dPTGiven, float64(given))
+		}
 	}
 
 	if c.src.Supervisor != nil {

@@ -207,6 +207,18 @@ func TestMoveUnderUsedDirectory(t *testing.T) {
 		}
 		h.Release()
 	}
+	// The old names anew: a file moved there lands there on each tier.
+	if err := createIn(s, "t/p-0", "new"); !errors.Is(err, unix.ENOENT) {
+		t.Errorf("create under the old name t/p-0: %v, want ENOENT", err)
+	}
+	mkdirs(t, s, "t", "t/p-0")
+	writeStoreFile(t, s, "t/p-0", "new", []byte("new"))
+	if err := s.Move("t/p-0/new", "slow"); err != nil {
+		t.Fatal(err)
+	}
+	wantOn(t, tiers[1], "t/p-0/new")
+	wantNotOn(t, tiers[1], "u/p-0.del/new")
+	wantNotOn(t, tiers[0], "t/p-0/new")
 	if err := s.Move("u/p-0.del/idx", "fast"); err != nil {
 		t.Fatal(err)
 	}
@@ -282,6 +294,7 @@ func TestDirRenamesRaceCreates(t *testing.T) {
 		}
 	}()
 	var created sync.Map // file name -> true, for creates that succeeded
+	var tried sync.Map   // directory -> true, for every one a create tried
 	for w := range 4 {
 		wg.Add(1)
 		go func() {
@@ -298,6 +311,7 @@ func TestDirRenamesRaceCreates(t *testing.T) {
 				dir := parent + "/" + names[n%dirs]
 				mu.Unlock()
 				name := fmt.Sprintf("w%d-%d", w, n)
+				tried.Store(dir, true)
 				switch err := createIn(s, dir, name); {
 				case err == nil:
 					created.Store(name, true)
@@ -360,17 +374,61 @@ func TestDirRenamesRaceCreates(t *testing.T) {
 
 	// Under the names there are now, files land there; under the old
 	// ones, a create is ENOENT.
+	now := map[string]bool{}
 	for i := range dirs {
 		dir := parent + "/" + names[i]
+		now[dir] = true
 		writeStoreFile(t, s, dir, "check", nil)
 		wantOn(t, tiers[0], dir+"/check")
-		for _, old := range []string{"p/" + names[i], parent + fmt.Sprintf("/d%d-%d", i, 148), parent + fmt.Sprintf("/d%d", i)} {
-			if old == dir {
-				continue
-			}
+	}
+	tried.Range(func(k, _ any) bool {
+		if old := k.(string); !now[old] {
 			if err := createIn(s, old, "check2"); !errors.Is(err, unix.ENOENT) {
 				t.Errorf("create under the old name %s: %v, want ENOENT", old, err)
 			}
+		}
+		return true
+	})
+}
+
+// Programs listing one directory at once each get all its names (each
+// listing reads through a description of its own), in a subdirectory
+// and in the root.
+func TestConcurrentReaddirOfOneDirectory(t *testing.T) {
+	tiers := twoTiers(t, TypeNVMe, 0)
+	s := openTest(t, tiers, Options{})
+	mkdirs(t, s, "a", "a/b")
+	const files = 300
+	for i := range files {
+		writeStoreFile(t, s, "a/b", fmt.Sprintf("f%03d", i), nil)
+		writeStoreFile(t, s, "", fmt.Sprintf("r%03d", i), nil)
+	}
+	for _, c := range []struct {
+		dir  string
+		want int
+	}{{"a/b", files}, {"", files + 1}} {
+		var wg sync.WaitGroup
+		errc := make(chan error, 8)
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 20 {
+					ents, err := s.Readdir(RelPath(c.dir))
+					if err == nil && len(ents) != c.want {
+						err = fmt.Errorf("%d names, want %d", len(ents), c.want)
+					}
+					if err != nil {
+						errc <- fmt.Errorf("readdir %q: %w", c.dir, err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errc)
+		for err := range errc {
+			t.Error(err)
 		}
 	}
 }

@@ -365,17 +365,20 @@ func readNamesQuiet(fd int) ([]string, error) {
 }
 
 // readNames lists a directory fd's names, without "." and "..". The fd
-// stays open.
+// stays open. It reads through an open of its own (with fd's O_NOATIME):
+// a dup would share its offset with fd, and listings of the mount's root
+// all read the tier's root at once.
 func readNames(fd int) ([]string, error) {
-	d, err := unix.Dup(fd)
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil {
+		return nil, err
+	}
+	d, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC|fl&unix.O_NOATIME, 0)
 	if err != nil {
 		return nil, err
 	}
 	f := os.NewFile(uintptr(d), "dir")
 	defer f.Close()
-	if _, err := unix.Seek(d, 0, 0); err != nil {
-		return nil, err
-	}
 	return f.Readdirnames(-1)
 }
 

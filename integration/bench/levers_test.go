@@ -28,8 +28,8 @@ import (
 //	TIERFS_LEVER_A_MOUNT, TIERFS_LEVER_B_MOUNT lines of their [mount] tables
 //	TIERFS_LEVER_A_POLICY, TIERFS_LEVER_B_POLICY lines added to their [policy]
 //	                        tables (pin = ["bench/**"] for passthrough)
-//	TIERFS_LEVER_WORKLOADS  a comma list of seq1m, seq4m, cold, small, stat
-//	                        (default: all)
+//	TIERFS_LEVER_WORKLOADS  a comma list of seq1m, seq4m, cold, small, stat,
+//	                        smallsub, statsub (default: all)
 //	TIERFS_BENCH_RUNS       rounds (default 5)
 //
 //	TIERFS_BENCH=1 TIERFS_LEVER_A_BIN=/tmp/tierfs-before \
@@ -112,8 +112,22 @@ func TestLevers(t *testing.T) {
 			d, err := leverStat(filepath.Join(tg.dir, "stat"), stats)
 			return float64(stats) / d.Seconds(), err
 		}},
+		// Kafka's files sit a directory or more below the root: each of
+		// their creates, lookups and unlinks resolves it on the tiers.
+		"smallsub": {"small files in a/b/: create, write 4 KiB, close, unlink", "ops/s", func(tg microTarget) (float64, error) {
+			d, err := leverSub(tg.dir, func(sub string) (time.Duration, error) {
+				return microSmallFiles(filepath.Join(sub, "small"), small, tg.placed)
+			})
+			return float64(small) / d.Seconds(), err
+		}},
+		"statsub": {fmt.Sprintf("stat %d files in a/b/, 1.5 s after the last look", stats), "stats/s", func(tg microTarget) (float64, error) {
+			d, err := leverSub(tg.dir, func(sub string) (time.Duration, error) {
+				return leverStat(filepath.Join(sub, "stat"), stats)
+			})
+			return float64(stats) / d.Seconds(), err
+		}},
 	}
-	order := []string{"seq1m", "seq4m", "cold", "small", "stat"}
+	order := []string{"seq1m", "seq4m", "cold", "small", "stat", "smallsub", "statsub"}
 	if s := os.Getenv("TIERFS_LEVER_WORKLOADS"); s != "" {
 		order = strings.Split(s, ",")
 	}
@@ -230,4 +244,16 @@ func leverStat(dir string, n int) (time.Duration, error) {
 	}
 	d := time.Since(start)
 	return d, os.RemoveAll(dir)
+}
+
+// leverSub runs a workload in dir/a/b (made before, removed after, both
+// untimed): run makes and removes its own directory in there.
+func leverSub(dir string, run func(sub string) (time.Duration, error)) (time.Duration, error) {
+	a := filepath.Join(dir, "a")
+	sub := filepath.Join(a, "b")
+	if err := os.MkdirAll(sub, 0o755); err != nil {
+		return 0, err
+	}
+	d, err := run(sub)
+	return d, errors.Join(err, os.Remove(sub), os.Remove(a))
 }

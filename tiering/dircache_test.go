@@ -432,3 +432,48 @@ func TestConcurrentReaddirOfOneDirectory(t *testing.T) {
 		}
 	}
 }
+
+// A directory walked once is a dup after that: Kafka's creates, lookups
+// and unlinks one level down reuse the descriptor. The tier keeps at
+// most dirCacheMax of them, closing what it drops.
+func TestWalkKeepsDirectoriesOpen(t *testing.T) {
+	tiers := twoTiers(t, TypeNVMe, 0)
+	s := openTest(t, tiers, Options{})
+	fast := s.Tiers()[0]
+	mkdirs(t, s, "a", "a/b")
+	before := fast.dirs.hits.Load()
+	for i := range 50 {
+		name := fmt.Sprintf("f%d", i)
+		writeStoreFile(t, s, "a/b", name, nil)
+		if err := s.Unlink(RelPath("a/b"), name, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Each create and unlink walks a/b on the fast tier at least once.
+	if hits := fast.dirs.hits.Load() - before; hits < 100 {
+		t.Errorf("%d walks of a/b answered from the kept descriptor, want at least 100", hits)
+	}
+
+	fds := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ents)
+	}
+	base := fds()
+	for i := range dirCacheMax + 200 {
+		name := fmt.Sprintf("d%d", i)
+		mkdirs(t, s, name)
+		writeStoreFile(t, s, name, "f", nil)
+	}
+	fast.dirs.mu.Lock()
+	kept := len(fast.dirs.m)
+	fast.dirs.mu.Unlock()
+	if kept > dirCacheMax {
+		t.Errorf("%d directories kept, want at most %d", kept, dirCacheMax)
+	}
+	if grown := fds() - base; grown > len(tiers)*dirCacheMax {
+		t.Errorf("%d more descriptors open after %d directories, want at most %d", grown, dirCacheMax+200, len(tiers)*dirCacheMax)
+	}
+}

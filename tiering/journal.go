@@ -332,7 +332,7 @@ func (s *Store) replayRecord(on *Tier, rec *renameRecord) error {
 			}
 		}
 		s.log.Info().Str("tier", src[i].tier.Name).Str("journal", on.Name).Strs("from", rec.From).Strs("to", rec.To).Msg("recovery: finishing interrupted directory rename")
-		if _, err := s.renameDirOnTier(src[i].tier, &src[i], rec.To); err != nil {
+		if _, err := s.renameDirOnTier(src[i].tier, &src[i], rec.From, rec.To); err != nil {
 			return fmt.Errorf("recovery: rename on tier %s: %w", src[i].tier.Name, err)
 		}
 	}

@@ -366,8 +366,8 @@ func readNamesQuiet(fd int) ([]string, error) {
 
 // readNames lists a directory fd's names, without "." and "..". The fd
 // stays open. It reads through an open of its own (with fd's O_NOATIME):
-// a dup would share its offset with fd, and listings of the mount's root
-// all read the tier's root at once.
+// a dup would share its offset with fd, which listings read at once (the
+// tier's root, a directory the tier keeps open: dircache.go).
 func readNames(fd int) ([]string, error) {
 	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
 	if err != nil {
@@ -650,6 +650,7 @@ func (s *Store) Mkdir(dir Path, name string, mode uint32, o Owner) (Attr, error)
 	st, ino, err := s.finishMkdir(pfd, name, mode, o)
 	if err != nil {
 		_ = unix.Unlinkat(pfd, name, unix.AT_REMOVEDIR)
+		t.forgetDir(d, name)
 		unix.Close(pfd)
 		return Attr{}, err
 	}
@@ -983,7 +984,9 @@ func (s *Store) Rmdir(dir Path, name string, commit func()) error {
 	// Slowest tier first: the fastest tier's copy speaks for the directory
 	// until the last moment.
 	for i := len(ls) - 1; i >= 0; i-- {
-		if err := unix.Unlinkat(ls[i].dirfd, name, unix.AT_REMOVEDIR); err != nil {
+		err := unix.Unlinkat(ls[i].dirfd, name, unix.AT_REMOVEDIR)
+		ls[i].tier.forgetDir(d, name)
+		if err != nil {
 			return err
 		}
 		s.dirChanged(d, ls[i].tier)

@@ -43,6 +43,10 @@ func (s *Store) recover() error {
 		return err
 	}
 	s.seenIno(maxIno)
+	// Recovery walked everything: serving starts with no directory kept.
+	for _, t := range s.tiers {
+		t.dirs.forget(nil)
+	}
 	// Nothing is known of plain files before recovery; say so, should
 	// anything have learnt something meanwhile.
 	s.openMu.Lock()

@@ -145,7 +145,12 @@ func (s *Store) renameExchangeLocked(sd []string, srcName string, dd []string, d
 	}
 	s.forgetPlainAt(&src[0])
 	s.forgetPlainAt(&dst[0])
-	if err := unix.Renameat2(src[0].dirfd, srcName, dst[0].dirfd, dstName, unix.RENAME_EXCHANGE); err != nil {
+	err := unix.Renameat2(src[0].dirfd, srcName, dst[0].dirfd, dstName, unix.RENAME_EXCHANGE)
+	if isDir(&src[0].st) || isDir(&dst[0].st) {
+		src[0].tier.forgetDir(sd, srcName)
+		src[0].tier.forgetDir(dd, dstName)
+	}
+	if err != nil {
 		return err
 	}
 	s.dirChanged(sd, src[0].tier)
@@ -366,7 +371,9 @@ func (s *Store) renameDirLocked(sd []string, srcName string, dd []string, dstNam
 	}
 	for i := range dst {
 		if !has[dst[i].tier] {
-			if err := unix.Unlinkat(dst[i].dirfd, dstName, unix.AT_REMOVEDIR); err != nil {
+			err := unix.Unlinkat(dst[i].dirfd, dstName, unix.AT_REMOVEDIR)
+			dst[i].tier.forgetDir(dd, dstName)
+			if err != nil {
 				if multi {
 					s.clearJournal(jt) // no copy renamed: nothing to roll forward
 				}
@@ -378,7 +385,7 @@ func (s *Store) renameDirLocked(sd []string, srcName string, dd []string, dstNam
 		failPoint("rename-dir:journaled")
 	}
 	for i := range src {
-		if renamed, err := s.renameDirOnTier(src[i].tier, &src[i], rec.To); err != nil {
+		if renamed, err := s.renameDirOnTier(src[i].tier, &src[i], rec.From, rec.To); err != nil {
 			switch {
 			case !multi:
 			case i == 0 && !renamed:
@@ -403,16 +410,22 @@ func (s *Store) renameDirLocked(sd []string, srcName string, dd []string, dstNam
 	return nil
 }
 
-// renameDirOnTier renames t's copy of a directory; renamed says whether
-// the rename happened (an error after it is from making it durable).
-func (s *Store) renameDirOnTier(t *Tier, src *loc, to []string) (renamed bool, err error) {
+// renameDirOnTier renames t's copy of a directory (from, src) to to;
+// renamed says whether the rename happened (an error after it is from
+// making it durable).
+func (s *Store) renameDirOnTier(t *Tier, src *loc, from, to []string) (renamed bool, err error) {
 	dd := to[:len(to)-1]
 	pfd, err := t.walk(dd, s.dirMetaFor(dd))
 	if err != nil {
 		return false, err
 	}
 	defer unix.Close(pfd)
-	if err := unix.Renameat(src.dirfd, src.name, pfd, to[len(to)-1]); err != nil {
+	err = unix.Renameat(src.dirfd, src.name, pfd, to[len(to)-1])
+	// Both names: the one left, and the one whose empty directory the
+	// rename may have replaced.
+	t.forgetDir(from[:len(from)-1], from[len(from)-1])
+	t.forgetDir(dd, to[len(to)-1])
+	if err != nil {
 		return false, err
 	}
 	if err := fsyncDirAt(pfd); err != nil {

@@ -61,6 +61,8 @@ type Tier struct {
 
 	dev, ino uint64 // of the tier directory: the same directory twice is refused
 
+	dirs dirCache // directories under root kept open (dircache.go)
+
 	// legacy: the tier still has attributes under their old user.tierfs.
 	// names, taken over by the scan at mount (format.go).
 	legacy bool
@@ -141,6 +143,7 @@ func openTier(i int, c TierConfig, o *Options, prev []*Tier) (*Tier, error) {
 }
 
 func (t *Tier) close() {
+	t.dirs.forget(nil)
 	for _, fd := range []*int{&t.orphans, &t.root, &t.meta, &t.base, &t.lock} {
 		if *fd >= 0 {
 			unix.Close(*fd)
@@ -187,8 +190,24 @@ func (t *Tier) Free() int64 {
 // walk opens the directory named by comps on this tier and returns its fd
 // (the caller closes it). With create, missing directories are made, copying
 // mode, owner and inode number from what create returns for each depth;
-// a directory that create knows on no tier is ENOENT, never made.
+// a directory that create knows on no tier is ENOENT, never made. A
+// directory walked before is a dup of the descriptor kept (dircache.go).
 func (t *Tier) walk(comps []string, create func(depth int) (dirMeta, bool)) (int, error) {
+	if len(comps) == 0 {
+		return unix.Dup(t.root)
+	}
+	key := dirKey(comps)
+	fd, gen, ok, err := t.dirs.get(key)
+	if ok {
+		return fd, err
+	}
+	if fd, err = t.walkFrom(comps, create); err == nil {
+		t.dirs.put(key, fd, gen)
+	}
+	return fd, err
+}
+
+func (t *Tier) walkFrom(comps []string, create func(depth int) (dirMeta, bool)) (int, error) {
 	fd, err := unix.Dup(t.root)
 	if err != nil {
 		return -1, err

@@ -358,6 +358,7 @@ func (t *takeoverFS) openPassthrough(cancel <-chan struct{}, in *fuse.OpenIn, ou
 	}
 	if err := st.RecordPassthrough(in.NodeId, kfh, unique, out.BackingID, own); err != nil {
 		t.RawFileSystem.Release(cancel, &fuse.ReleaseIn{InHeader: in.InHeader, Fh: out.Fh})
+		drop()
 		return fuse.Status(syscall.ENFILE)
 	}
 	out.Fh = kfh

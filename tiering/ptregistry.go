@@ -228,9 +228,10 @@ func (s *Store) DropPending(ino uint64) (int32, bool) {
 	return r.lastLocked(ino, e)
 }
 
-// lastLocked ends an inherited entry with no handle left: its slots are
-// gone, so it says to take the id back (the caller does, MarkClosing
-// having been written by nobody: no slot is left to mark).
+// lastLocked ends an entry with no handle recorded and no open being
+// decided, and says whether its id is the caller's to take back (an
+// inherited one). No slot is left to mark closing: a kill -9 before the id
+// is taken back leaves it with the kernel until unmount.
 func (r *ptRegistry) lastLocked(ino uint64, e *ptEntry) (int32, bool) {
 	if e.slots > 0 || e.pending > 0 {
 		return 0, false
@@ -251,10 +252,7 @@ func (s *Store) RecordPassthrough(ino, kfh, unique uint64, id int32, own bool) e
 	defer r.mu.Unlock()
 	e := r.byIno[ino]
 	if len(r.free) == 0 {
-		if e != nil && !own {
-			e.pending--
-		}
-		return ErrPassthroughFull
+		return ErrPassthroughFull // an inherited open's pending: DropPending
 	}
 	if e == nil {
 		e = &ptEntry{id: id, own: own}

@@ -20,6 +20,9 @@ import (
 // bridge, which registers the backing with the kernel at the inode's first
 // passthrough open and gives the same backing id to the later ones
 // (FilePassthroughFder), through ptServer, which sees a registration fail.
+// On a supervised mount takeoverFS records every passthrough handle
+// (tiering/ptregistry.go), and a successor answers the opens of the
+// inodes it inherits with their backing id itself.
 
 // ptHandle is a fileHandle whose reads the kernel makes itself.
 type ptHandle struct {
@@ -104,11 +107,13 @@ func (pt *passthrough) open(n *Node, h *tiering.Handle, flags uint32) (gofs.File
 		pt.given.Add(1)
 		return &fileHandle{h: h, node: n}, pt.flags | fuse.FOPEN_PASSTHROUGH, true
 	}
-	if !pt.fresh || pt.off.Load() {
-		return nil, 0, false
-	}
+	// Shared first: the kernel fails an open of an inode with passthrough
+	// handles that is not one, whatever became of new ones since.
 	fd, ok := h.Passthrough("")
 	if !ok {
+		if !pt.fresh || pt.off.Load() {
+			return nil, 0, false
+		}
 		rel, tier := h.Where()
 		if rel == "" || !pt.staysOn(rel, n.Ino(), tier) {
 			return nil, 0, false
@@ -167,6 +172,10 @@ func (p *ptServer) InodeNotifyStoreCache(node uint64, offset int64, data []byte)
 	return p.server().InodeNotifyStoreCache(node, offset, data)
 }
 
+// RegisterBackingFd answers a refusal with id 0 and no error: the bridge
+// then serves this open without passthrough (no backing id is 0) and goes
+// on sharing the backings it has, where an error would turn it off for
+// every inode, those whose passthrough handles the kernel holds too.
 func (p *ptServer) RegisterBackingFd(m *fuse.BackingMap) (int32, syscall.Errno) {
 	id, errno := p.server().RegisterBackingFd(m)
 	if errno != 0 {
@@ -178,9 +187,10 @@ func (p *ptServer) RegisterBackingFd(m *fuse.BackingMap) (int32, syscall.Errno) 
 		if h != nil {
 			h.h.Unpassthrough()
 		}
-		p.fs.Log.Error().Err(errno).Msg("passthrough: the kernel refused a backing file; serving every file through the daemon from now on")
+		p.fs.Log.Error().Err(errno).Msg("passthrough: the kernel refused a backing file; no new passthrough handle is given from now on")
+		return 0, 0
 	}
-	return id, errno
+	return id, 0
 }
 
 func (p *ptServer) UnregisterBackingFd(id int32) syscall.Errno {

@@ -5,17 +5,22 @@ import (
 	"errors"
 	"math/rand"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
 	"github.com/tierfs/tierfs/internal/metrics/metricstest"
 	"github.com/tierfs/tierfs/internal/supervisor"
 	"github.com/tierfs/tierfs/internal/units"
 	"github.com/tierfs/tierfs/policy"
+	"github.com/tierfs/tierfs/tiering"
 )
 
 // handles is the daemon's count of passthrough handles and references of
@@ -384,4 +389,73 @@ func TestPassthroughOpenResent(t *testing.T) {
 	w, err := unix.Open(m.path("keep.dat"), unix.O_RDWR, 0)
 	mustOK(t, err, "open for writing after the resent handle closed")
 	unix.Close(w)
+}
+
+// refusingKernel is a kernel that refuses every backing: what a kernel
+// whose probe passed could still answer (EMFILE, ENOMEM), which no test
+// can make the real one do on demand. The refusal's bookkeeping is
+// ptServer's own, tested against it.
+type refusingKernel struct {
+	kernelCalls
+	asked int
+}
+
+func (k *refusingKernel) RegisterBackingFd(*fuse.BackingMap) (int32, syscall.Errno) {
+	k.asked++
+	return 0, syscall.EMFILE
+}
+
+// A refused registration makes the handle that asked an ordinary one
+// (no passthrough counted, so writers and moves are not refused because
+// of it), answers the bridge with no backing and no error (an error turns
+// go-fuse's passthrough off for every inode, those the kernel holds
+// passthrough handles of too), and stops new passthrough handles.
+func TestPassthroughRefusedRegistration(t *testing.T) {
+	base := t.TempDir()
+	var tiers []tiering.TierConfig
+	for _, n := range []string{"fast", "slow"} {
+		d := filepath.Join(base, n)
+		mustOK(t, os.Mkdir(d, 0o755), "mkdir")
+		tiers = append(tiers, tiering.TierConfig{Name: n, Type: "nvme", Path: d})
+	}
+	st, err := tiering.Open(tiers, tiering.Options{Log: zerolog.Nop()})
+	mustOK(t, err, "open the tiers")
+	defer st.Close()
+	w, _, err := st.Create(tiering.RelPath(""), "keep", unix.O_RDWR, 0o644, tiering.Owner{})
+	mustOK(t, err, "create")
+	w.Release()
+
+	root := NewRoot(st, zerolog.Nop())
+	pt := &passthrough{staysOn: func(string, uint64, string) bool { return true }, fresh: true}
+	k := &refusingKernel{}
+	cb := &ptServer{pt: pt, fs: root.fs}
+	cb.set(k)
+	root.fs.pt = pt
+	h, err := st.Open(tiering.RelPath("keep"), unix.O_RDONLY)
+	mustOK(t, err, "open")
+	a, err := st.Getattr(tiering.RelPath("keep"))
+	mustOK(t, err, "getattr")
+	node := &Node{fs: root.fs}
+	fh, _, ok := pt.open(node, h, unix.O_RDONLY)
+	if !ok || st.PassthroughHandles(a.Ino) != 1 {
+		t.Fatalf("the decision before the registration: %v, %d handles", ok, st.PassthroughHandles(a.Ino))
+	}
+	fd, _ := fh.(gofs.FilePassthroughFder).PassthroughFd()
+	id, errno := cb.RegisterBackingFd(&fuse.BackingMap{Fd: int32(fd)})
+	if id != 0 || errno != 0 || k.asked != 1 {
+		t.Fatalf("a refused registration answered the bridge %d, %v (asked %d); want 0 and no error", id, errno, k.asked)
+	}
+	if st.PassthroughHandles(a.Ino) != 0 || !pt.off.Load() {
+		t.Fatalf("after the refusal: %d passthrough handles, off %v; want 0 and off", st.PassthroughHandles(a.Ino), pt.off.Load())
+	}
+	w2, err := st.Open(tiering.RelPath("keep"), unix.O_RDWR)
+	mustOK(t, err, "a writer beside the handle the kernel refused")
+	w2.Release()
+	h2, err := st.Open(tiering.RelPath("keep"), unix.O_RDONLY)
+	mustOK(t, err, "open again")
+	defer h2.Release()
+	if _, _, ok := pt.open(node, h2, unix.O_RDONLY); ok {
+		t.Fatal("a passthrough handle given after a refusal")
+	}
+	h.Release()
 }

@@ -407,7 +407,8 @@ func mount(t testing.TB, o mountOpt) *testMount {
 	cfg.Policy = o.policy
 	cfg.PMem = o.pmem
 	cfg.AllowOther = o.allowOther
-	cfg.Writeback = o.writeback || os.Getenv("TIERFS_TEST_WRITEBACK") == "1"
+	// The kernel gives no passthrough with the write-back cache.
+	cfg.Writeback = o.writeback || os.Getenv("TIERFS_TEST_WRITEBACK") == "1" && !o.passthrough
 	cfg.IOUring = (o.iouring || os.Getenv(iouringEnv) == "1") && !o.devFuse
 	cfg.DirectIO = o.directIO || os.Getenv("TIERFS_TEST_DIRECTIO") == "1"
 	// supervisedEnv=1 serves every mount that does not kill its daemon on

@@ -713,7 +713,10 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 		// Only then do writes leave pages partly written in the cache.
 		root.fs.drop = newPageDropper()
 	}
-	if pt != nil {
+	if pt != nil && s.writeback {
+		// `tierfs mount --writeback-cache` over a file that asks for both.
+		root.fs.Log.Warn().Msg("passthrough: not with the write-back cache (the kernel refuses the two together); files are read through the daemon")
+	} else if pt != nil {
 		root.fs.pt = settlePassthrough(pt, cb, k, root, supervised, gen > 1)
 	}
 	if err := ms.Start(); err != nil {

@@ -256,9 +256,11 @@ func settlePassthrough(pt *passthrough, cb *ptServer, kernel uint64, root *Node,
 	}
 	stays := pt.staysOn
 	pt.staysOn = func(rel string, ino uint64, tier string) bool { return ok[tier] && stays(rel, ino, tier) }
-	// The kernel refuses FOPEN_KEEP_CACHE with passthrough: the page
-	// cache is not used.
-	pt.flags = root.fs.openFlags &^ fuse.FOPEN_KEEP_CACHE
+	// The kernel refuses FOPEN_KEEP_CACHE with passthrough (the mount's
+	// page cache is not used), and FOPEN_DIRECT_IO ([mount] direct_io)
+	// would send its reads to the daemon again: the kernel lets it
+	// override passthrough.
+	pt.flags = root.fs.openFlags &^ (fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_DIRECT_IO)
 	if supervised {
 		closing, err := root.fs.Store.OpenPassthroughRegistry(takeover)
 		if err != nil {

@@ -101,7 +101,8 @@ type Config struct {
 	// fails with EBUSY) and an open for writing fails with ETXTBSY. On a
 	// supervised mount a daemon that takes over keeps the kernel's
 	// passthrough handles (their files' read-only opens share them) but
-	// gives no new ones until the next mount. Default false.
+	// gives no new ones until the next mount. Not with WritebackCache:
+	// the kernel refuses the two together. Default false.
 	Passthrough bool `toml:"passthrough"`
 }
 
@@ -142,7 +143,8 @@ func parseControlMode(s string) (os.FileMode, error) {
 // Validate checks the values and reports every problem (joined with
 // errors.Join); errors are *units.KeyError with keys "mount.control_mode",
 // "mount.control_group", "mount.enable_uring_switch",
-// "mount.supervisor_io_uring" and "mount.read_ahead_kb".
+// "mount.supervisor_io_uring", "mount.passthrough" and
+// "mount.read_ahead_kb".
 func (c Config) Validate() error {
 	var errs []error
 	if _, err := parseControlMode(c.ControlMode); err != nil {
@@ -162,6 +164,10 @@ func (c Config) Validate() error {
 	if c.SupervisorIOUring && !c.IOUring {
 		errs = append(errs, units.Errorf("mount.supervisor_io_uring",
 			"serves a supervised mount over io_uring, which io_uring = false never uses: set io_uring = true or remove supervisor_io_uring"))
+	}
+	if c.Passthrough && c.WritebackCache {
+		errs = append(errs, units.Errorf("mount.passthrough",
+			"the kernel gives no passthrough on a mount with the write-back cache (writeback_cache = true): set one of them false"))
 	}
 	if c.ReadAheadKB < 0 || c.ReadAheadKB > MaxReadAheadKB {
 		errs = append(errs, units.Errorf("mount.read_ahead_kb", "must be between 0 and %d (KiB; 0 leaves the kernel's default), got %d",

@@ -370,3 +370,20 @@ func testStatusShowsPassthrough(t *testing.T, mountLines string) {
 		t.Errorf("the daemon logged errors:\n%s", log)
 	}
 }
+
+// `tierfs mount --writeback-cache` over a file that asks for passthrough:
+// the kernel refuses the two on one mount, so the mount serves with the
+// write-back cache and without passthrough, and says so.
+func TestPassthroughGivesWayToWritebackFlag(t *testing.T) {
+	requireFUSE(t)
+	e := newEnv(t)
+	e.setConfig(t, "", idlePolicy+"pin = [\"keep*\"]\n\n[mount]\npassthrough = true\n")
+	d := startDaemon(t, e, "--writeback-cache")
+	st, _ := statusJSON(t, e.mnt)
+	if st.Requests == nil || st.Requests.Passthrough || st.Requests.DataPath != "write-back cache" {
+		t.Fatalf("requests %+v; want the write-back cache and no passthrough", st.Requests)
+	}
+	if log := d.stderr.String(); !strings.Contains(log, "passthrough: not with the write-back cache") {
+		t.Fatalf("no warning in the daemon's log:\n%s", log)
+	}
+}

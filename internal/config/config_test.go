@@ -655,13 +655,18 @@ func TestSupervisorIOUringWithoutSupervisor(t *testing.T) {
 	}
 }
 
-// passthrough parses, supervised or not.
+// passthrough parses, supervised or not; with the write-back cache, which
+// the kernel refuses it beside, it is an error on its line.
 func TestPassthroughParses(t *testing.T) {
 	for _, sup := range []string{"", "supervisor = false\n"} {
 		c, err := parse(t, base+"[mount]\n"+sup+"passthrough = true\n")
 		if err != nil || !c.Mount.Passthrough || c.Mount.Supervisor != (sup == "") {
 			t.Errorf("passthrough with %q: %+v, %v", sup, c.Mount, err)
 		}
+	}
+	_, err := parse(t, base+"[mount]\nwriteback_cache = true\npassthrough = true\n")
+	if err == nil || !strings.HasPrefix(err.Error(), "tierfs.toml:13: mount.passthrough: ") || !strings.Contains(err.Error(), "write-back cache") {
+		t.Errorf("passthrough with the write-back cache: %v, want an error on line 13, mount.passthrough", err)
 	}
 }
 

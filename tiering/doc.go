@@ -44,6 +44,14 @@
 //	              (Store.plain, plain.go) and the files with no name left
 //	              kept for a successor (Store.orphans, orphan.go); a leaf:
 //	              nothing is taken while holding it (an unlink's rename
-//	              into the orphan directory is made under it).
+//	              into the orphan directory is made under it). It also
+//	              counts a file's passthrough handles (File.pt,
+//	              passthrough.go), so that the first is decided against
+//	              the same reference count a writer and a move check.
 //	Store.inoMu   Mutex for the inode counter; a leaf.
+//	ptRegistry.mu Mutex for a supervised mount's passthrough registry
+//	              (ptregistry.go), whose slots are written under it; a
+//	              leaf, never taken with openMu held.
+//	dirCache.mu   Mutex for a tier's open directories (dircache.go); a
+//	              leaf.
 package tiering

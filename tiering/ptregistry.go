@@ -187,34 +187,28 @@ func (s *Store) registry() *ptRegistry { return s.ptReg.Load() }
 // PassthroughInherited says whether ino has passthrough handles a
 // predecessor gave, with their backing id: every read-only open of it must
 // be given that id.
-func (s *Store) PassthroughInherited(ino uint64) (int32, bool) {
-	r := s.registry()
-	if r == nil {
-		return 0, false
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if e := r.byIno[ino]; e != nil && !e.own {
-		return e.id, true
-	}
-	return 0, false
-}
+func (s *Store) PassthroughInherited(ino uint64) (int32, bool) { return s.inherited(ino, false) }
 
 // AcquireInherited is PassthroughInherited for an open about to be
 // answered: the id stays the kernel's until RecordPassthrough or
 // DropPending.
-func (s *Store) AcquireInherited(ino uint64) (int32, bool) {
+func (s *Store) AcquireInherited(ino uint64) (int32, bool) { return s.inherited(ino, true) }
+
+func (s *Store) inherited(ino uint64, take bool) (int32, bool) {
 	r := s.registry()
 	if r == nil {
 		return 0, false
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if e := r.byIno[ino]; e != nil && !e.own {
-		e.pending++
-		return e.id, true
+	e := r.byIno[ino]
+	if e == nil || e.own {
+		return 0, false
 	}
-	return 0, false
+	if take {
+		e.pending++
+	}
+	return e.id, true
 }
 
 // DropPending ends an AcquireInherited whose open was not answered with a

@@ -668,30 +668,31 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 	}
 	var ms *mountutil.Server
 	var tk *takeoverFS
-	var pt *passthrough
 	var cb *ptServer
+	if o.Passthrough {
+		// The bridge reaches the kernel through ptServer (passthrough.go);
+		// a daemon that took over gives no new passthrough handles.
+		cb = &ptServer{pt: &passthrough{staysOn: o.StaysOn, fresh: gen <= 1}, fs: root.fs}
+	}
 	if supervised {
 		// A connection that outlives this daemon (takeover.go).
 		opts.ExternalNodeID = true
 		notify := &fusedev.Notifier{}
 		opts.ServerCallbacks = notify
-		if o.Passthrough {
-			pt = &passthrough{staysOn: o.StaysOn, fresh: gen <= 1}
-			cb = &ptServer{pt: pt, fs: root.fs}
-			cb.set(notify)
+		if cb != nil {
+			cb.k = notify
 			opts.ServerCallbacks = cb
 		}
 		tk = newTakeoverFS(statsFS{killprivFS{gofs.NewNodeFS(root, opts)}, stats}, root.fs, gen)
 		ms, err = mountutil.MountSupervised(mountpoint, tk, opts.MountOptions, o.Config, root.fs.Log, notify, tk.before)
-	} else if o.Passthrough {
-		// The bridge reaches the kernel through ptServer (passthrough.go).
-		pt = &passthrough{staysOn: o.StaysOn, fresh: true}
-		cb = &ptServer{pt: pt, fs: root.fs}
-		opts.ServerCallbacks = cb
-		rawFS := initFS{statsFS{killprivFS{gofs.NewNodeFS(root, opts)}, stats}, cb}
-		ms, err = mountutil.Mount(mountpoint, rawFS, opts.MountOptions, o.Config, root.fs.Log)
 	} else {
-		rawFS := statsFS{killprivFS{gofs.NewNodeFS(root, opts)}, stats}
+		if cb != nil {
+			opts.ServerCallbacks = cb
+		}
+		var rawFS fuse.RawFileSystem = statsFS{killprivFS{gofs.NewNodeFS(root, opts)}, stats}
+		if cb != nil {
+			rawFS = initFS{rawFS, cb} // go-fuse's server to cb, not the bridge
+		}
 		ms, err = mountutil.Mount(mountpoint, rawFS, opts.MountOptions, o.Config, root.fs.Log)
 	}
 	if err != nil {
@@ -713,11 +714,8 @@ func Mount(root *Node, mountpoint string, o Options) (*Server, error) {
 		// Only then do writes leave pages partly written in the cache.
 		root.fs.drop = newPageDropper()
 	}
-	if pt != nil && s.writeback {
-		// `tierfs mount --writeback-cache` over a file that asks for both.
-		root.fs.Log.Warn().Msg("passthrough: not with the write-back cache (the kernel refuses the two together); files are read through the daemon")
-	} else if pt != nil {
-		root.fs.pt = settlePassthrough(pt, cb, k, root, supervised, gen > 1)
+	if cb != nil {
+		root.fs.pt = settlePassthrough(cb, k, root, supervised, s.writeback)
 	}
 	if err := ms.Start(); err != nil {
 		root.fs.drop.stop()

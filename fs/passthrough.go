@@ -98,7 +98,7 @@ type passthrough struct {
 // open of such an inode to be one), else when the policy keeps it where
 // it is.
 func (pt *passthrough) open(n *Node, h *tiering.Handle, flags uint32) (gofs.FileHandle, uint32, bool) {
-	if pt == nil || flags&syscall.O_ACCMODE != syscall.O_RDONLY || flags&syscall.O_TRUNC != 0 {
+	if pt == nil || !tiering.ReadOnlyOpen(int(flags)) {
 		return nil, 0, false
 	}
 	if _, ok := n.fs.Store.PassthroughInherited(n.Ino()); ok {
@@ -141,16 +141,14 @@ type kernelCalls interface {
 // is made an ordinary one again) and, on a supervised mount, a backing id
 // marked closing in the registry before it is taken back.
 type ptServer struct {
-	srv atomic.Pointer[kernelCallsBox]
-	pt  *passthrough
-	fs  *FS
+	// k is set before the first request: by Mount on a supervised
+	// mount, by go-fuse's NewServer (initFS) on another.
+	k  kernelCalls
+	pt *passthrough
+	fs *FS
 }
 
-type kernelCallsBox struct{ kernelCalls }
-
-func (p *ptServer) set(k kernelCalls) { p.srv.Store(&kernelCallsBox{k}) }
-
-func (p *ptServer) server() kernelCalls { return p.srv.Load().kernelCalls }
+func (p *ptServer) server() kernelCalls { return p.k }
 
 func (p *ptServer) DeleteNotify(parent, child uint64, name string) fuse.Status {
 	return p.server().DeleteNotify(parent, child, name)
@@ -209,7 +207,7 @@ type initFS struct {
 	cb *ptServer
 }
 
-func (i initFS) Init(s *fuse.Server) { i.cb.set(s) }
+func (i initFS) Init(s *fuse.Server) { i.cb.k = s }
 
 // probePassthrough registers a file of each tier with the kernel and
 // unregisters it: the tiers whose files the kernel takes as backings
@@ -234,11 +232,27 @@ func probePassthrough(cb *ptServer, st *tiering.Store) (ok map[string]bool, why 
 	return ok, why
 }
 
+// takeBack takes a backing id back from the kernel whose last handle went
+// (an inherited one, or one a predecessor died taking back), and frees its
+// slots in the registry.
+func (p *ptServer) takeBack(id int32) {
+	if errno := p.server().UnregisterBackingFd(id); errno != 0 && errno != syscall.ENOENT {
+		p.fs.Log.Warn().Err(errno).Int32("id", id).Msg("passthrough: taking a backing id back")
+	}
+	p.fs.Store.FinishClose(id)
+}
+
 // settlePassthrough decides, once INIT is answered, whether the mount
 // gives passthrough handles and for which tiers' files; nil when none.
-func settlePassthrough(pt *passthrough, cb *ptServer, kernel uint64, root *Node, supervised, takeover bool) *passthrough {
-	log := root.fs.Log
+// writeback: the kernel agreed to the write-back cache.
+func settlePassthrough(cb *ptServer, kernel uint64, root *Node, supervised, writeback bool) *passthrough {
+	log, pt := root.fs.Log, cb.pt
 	pt.cb = cb
+	if writeback {
+		// `tierfs mount --writeback-cache` over a file that asks for both.
+		log.Warn().Msg("passthrough: not with the write-back cache (the kernel refuses the two together); files are read through the daemon")
+		return nil
+	}
 	if kernel&fuse.CAP_PASSTHROUGH == 0 {
 		log.Warn().Msg("passthrough: the kernel offers none (FUSE_PASSTHROUGH, Linux 6.9 with CONFIG_FUSE_PASSTHROUGH); files are read through the daemon")
 		return nil
@@ -262,17 +276,13 @@ func settlePassthrough(pt *passthrough, cb *ptServer, kernel uint64, root *Node,
 	// override passthrough.
 	pt.flags = root.fs.openFlags &^ (fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_DIRECT_IO)
 	if supervised {
-		closing, err := root.fs.Store.OpenPassthroughRegistry(takeover)
+		closing, err := root.fs.Store.OpenPassthroughRegistry(!pt.fresh)
 		if err != nil {
 			log.Error().Err(err).Msg("passthrough: files are read through the daemon")
 			return nil
 		}
 		for _, id := range closing {
-			// A predecessor died taking these back.
-			if errno := cb.server().UnregisterBackingFd(id); errno != 0 && errno != syscall.ENOENT {
-				log.Warn().Err(errno).Int32("id", id).Msg("passthrough: taking back a backing id a predecessor was taking back")
-			}
-			root.fs.Store.FinishClose(id)
+			cb.takeBack(id) // a predecessor died taking these back
 		}
 	}
 	if !pt.fresh {

@@ -17,7 +17,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tierfs/tierfs/internal/metrics/metricstest"
-	"github.com/tierfs/tierfs/internal/supervisor"
 	"github.com/tierfs/tierfs/internal/units"
 	"github.com/tierfs/tierfs/policy"
 	"github.com/tierfs/tierfs/tiering"
@@ -41,6 +40,18 @@ func (m *testMount) waitClosed(t testing.TB, rel string) {
 		_, refs := m.handles(t, rel)
 		return refs == 0
 	})
+}
+
+// patchFile opens path for writing (which passthrough handles would
+// refuse), writes data at off and into want, and returns the descriptor.
+func patchFile(t testing.TB, path string, want []byte, off int, data []byte) int {
+	t.Helper()
+	w, err := unix.Open(path, unix.O_RDWR, 0)
+	mustOK(t, err, "open for writing once the passthrough handles are gone")
+	_, err = unix.Pwrite(w, data, int64(off))
+	mustOK(t, err, "pwrite")
+	copy(want[off:], data)
+	return w
 }
 
 func (m *testMount) readsSoFar(t testing.TB) uint64 {
@@ -183,12 +194,7 @@ func testPassthroughPinnedFiles(t *testing.T, m *testMount) {
 
 	// Closed: a writer may come, and a reader beside it is served
 	// through the daemon.
-	w, err := unix.Open(m.path("keep.dat"), unix.O_RDWR, 0)
-	mustOK(t, err, "open for writing after the readers closed")
-	patch := []byte("written after passthrough")
-	_, err = unix.Pwrite(w, patch, 1000)
-	mustOK(t, err, "pwrite")
-	copy(want[1000:], patch)
+	w := patchFile(t, m.path("keep.dat"), want, 1000, []byte("written after passthrough"))
 	c, err := unix.Open(m.path("keep.dat"), unix.O_RDONLY, 0)
 	mustOK(t, err, "open beside a writer")
 	if !bytes.Equal(readAllAt(t, c, len(want)), want) {
@@ -274,15 +280,7 @@ func TestPassthroughAcrossTakeover(t *testing.T) {
 				t.Fatalf("keep.dat: %d passthrough handles, %d recorded; want 1 and 1", pt, m.recorded(t))
 			}
 
-			old := m.pid
-			if tc.kind == takeoverRestart {
-				if _, err := supervisor.Restart(m.mnt, supervisor.RestartOptions{}); err != nil {
-					t.Fatalf("restart: %v\n%s", err, m.logs())
-				}
-			} else {
-				mustOK(t, syscall.Kill(old, syscall.SIGKILL), "kill -9 the daemon")
-			}
-			m.nextDaemon(t, old)
+			m.takeover(t, tc.kind)
 
 			if !bytes.Equal(readAllAt(t, a, len(want)), want) {
 				t.Fatal("the old descriptor after the takeover: wrong content")
@@ -329,13 +327,7 @@ func TestPassthroughAcrossTakeover(t *testing.T) {
 			a, b = -1, -1
 			waitFor(t, "the passthrough handles released", func() bool { return m.recorded(t) == 0 })
 			m.waitClosed(t, "keep.dat")
-			w, err := unix.Open(m.path("keep.dat"), unix.O_RDWR, 0)
-			mustOK(t, err, "open for writing once the passthrough handles are gone")
-			patch := []byte("after the takeover")
-			_, err = unix.Pwrite(w, patch, 4096)
-			mustOK(t, err, "pwrite")
-			copy(want[4096:], patch)
-			unix.Close(w)
+			unix.Close(patchFile(t, m.path("keep.dat"), want, 4096, []byte("after the takeover")))
 			m.waitClosed(t, "keep.dat")
 			mustOK(t, m.move(t, "keep.dat", "slow"), "move once the passthrough handles are gone")
 			d, err := unix.Open(m.path("keep.dat"), unix.O_RDONLY, 0)
@@ -344,7 +336,7 @@ func TestPassthroughAcrossTakeover(t *testing.T) {
 			if !bytes.Equal(readAllAt(t, d, len(want)), want) {
 				t.Fatal("after the move: wrong content")
 			}
-			if strings.Contains(m.logs(), "taking an inherited backing back") {
+			if strings.Contains(m.logs(), "passthrough: taking a backing id back") {
 				t.Fatalf("the successor could not take the inherited backing id back:\n%s", m.logs())
 			}
 		})
@@ -429,7 +421,7 @@ func TestPassthroughRefusedRegistration(t *testing.T) {
 	pt := &passthrough{staysOn: func(string, uint64, string) bool { return true }, fresh: true}
 	k := &refusingKernel{}
 	cb := &ptServer{pt: pt, fs: root.fs}
-	cb.set(k)
+	cb.k = k
 	root.fs.pt = pt
 	h, err := st.Open(tiering.RelPath("keep"), unix.O_RDONLY)
 	mustOK(t, err, "open")

@@ -8,6 +8,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 
 	"github.com/tierfs/tierfs/internal/fusedev"
+	"github.com/tierfs/tierfs/tiering"
 )
 
 // takeoverFS lets a daemon answer for what its predecessors on the same
@@ -320,7 +321,7 @@ func (t *takeoverFS) openPassthrough(cancel <-chan struct{}, in *fuse.OpenIn, ou
 	}
 	var inherited int32
 	held := false
-	if in.Flags&syscall.O_ACCMODE == syscall.O_RDONLY {
+	if tiering.ReadOnlyOpen(int(in.Flags)) {
 		inherited, held = st.AcquireInherited(in.NodeId)
 	}
 	drop := func() {
@@ -328,7 +329,7 @@ func (t *takeoverFS) openPassthrough(cancel <-chan struct{}, in *fuse.OpenIn, ou
 			return
 		}
 		if id, last := st.DropPending(in.NodeId); last {
-			t.closeBacking(id)
+			t.fs.pt.cb.takeBack(id)
 		}
 	}
 	s := t.RawFileSystem.Open(cancel, in, out)
@@ -363,15 +364,6 @@ func (t *takeoverFS) openPassthrough(cancel <-chan struct{}, in *fuse.OpenIn, ou
 	}
 	out.Fh = kfh
 	return fuse.OK
-}
-
-// closeBacking takes an inherited backing id back from the kernel, its
-// last handle gone.
-func (t *takeoverFS) closeBacking(id int32) {
-	if errno := t.fs.pt.cb.server().UnregisterBackingFd(id); errno != 0 && errno != syscall.ENOENT {
-		t.fs.Log.Warn().Err(errno).Int32("id", id).Msg("passthrough: taking an inherited backing back")
-	}
-	t.fs.Store.FinishClose(id)
 }
 
 func (t *takeoverFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
@@ -513,7 +505,7 @@ func (t *takeoverFS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 	}
 	if kfh>>fhBits&fhPassthrough != 0 {
 		if id, last := t.fs.Store.ReleasePassthrough(kfh); last {
-			t.closeBacking(id)
+			t.fs.pt.cb.takeBack(id)
 		}
 	}
 }

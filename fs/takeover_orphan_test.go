@@ -11,8 +11,6 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/tierfs/tierfs/internal/supervisor"
 )
 
 // TestTakeoverUnlinkedOpenFile: a program opens a file and unlinks it
@@ -60,15 +58,7 @@ func TestTakeoverUnlinkedOpenFile(t *testing.T) {
 			}
 			buf := make([]byte, block)
 			for k := range takeovers {
-				old := m.pid
-				if tc.kind == takeoverRestart {
-					if _, err := supervisor.Restart(m.mnt, supervisor.RestartOptions{}); err != nil {
-						t.Fatalf("restart: %v\n%s", err, m.logs())
-					}
-				} else {
-					mustOK(t, syscall.Kill(old, syscall.SIGKILL), "kill -9 the daemon")
-				}
-				m.nextDaemon(t, old)
+				m.takeover(t, tc.kind)
 
 				for off := 0; off < len(want); off += block {
 					n, err := f.ReadAt(buf, int64(off))

@@ -301,6 +301,21 @@ const (
 	takeoverRestart
 )
 
+// takeover replaces the serving daemon (kill -9, or a restart asked of the
+// supervisor) and waits until its successor serves.
+func (m *testMount) takeover(t *testing.T, kind takeoverKind) {
+	t.Helper()
+	old := m.pid
+	if kind == takeoverRestart {
+		if _, err := supervisor.Restart(m.mnt, supervisor.RestartOptions{}); err != nil {
+			t.Fatalf("restart: %v\n%s", err, m.logs())
+		}
+	} else {
+		mustOK(t, syscall.Kill(old, syscall.SIGKILL), "kill -9 the daemon")
+	}
+	m.nextDaemon(t, old)
+}
+
 func testTakeovers(t *testing.T, o mountOpt, kind takeoverKind) {
 	m := mount(t, o)
 	uring := o.iouring
@@ -313,15 +328,7 @@ func testTakeovers(t *testing.T, o mountOpt, kind takeoverKind) {
 	var pauses []time.Duration
 	for k := 0; k < 10; k++ {
 		l.maxLat.Store(0)
-		old := m.pid
-		if kind == takeoverRestart {
-			if _, err := supervisor.Restart(m.mnt, supervisor.RestartOptions{}); err != nil {
-				t.Fatalf("restart %d: %v\n%s", k+1, err, m.logs())
-			}
-		} else {
-			mustOK(t, syscall.Kill(old, syscall.SIGKILL), "kill -9 the daemon")
-		}
-		m.nextDaemon(t, old)
+		m.takeover(t, kind)
 		l.progress(t, 30)
 		pauses = append(pauses, time.Duration(l.maxLat.Load()))
 		if !isMounted(m.mnt) {

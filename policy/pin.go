@@ -12,6 +12,16 @@ func MatchGlob(glob, p string) bool {
 	return matchSegs(strings.Split(glob, "/"), strings.Split(p, "/"))
 }
 
+// PinnedByGlob says whether one of the [policy] pin globs matches p.
+func PinnedByGlob(globs []string, p string) bool {
+	for _, g := range globs {
+		if MatchGlob(g, p) {
+			return true
+		}
+	}
+	return false
+}
+
 func matchSegs(g, p []string) bool {
 	for len(g) > 0 {
 		if g[0] == "**" {

@@ -62,8 +62,10 @@ type File struct {
 	sizeFrom int64
 
 	// Guarded by Store.openMu.
-	refs     int
-	pt       int  // passthrough handles (passthrough.go)
+	refs int
+	// pt counts the passthrough handles (passthrough.go): changed under
+	// openMu with refs, read without it.
+	pt       atomic.Int32
 	path     Path // last known name; nil once unlinked
 	unlinked bool
 	// detached is the pool's hold on a pmem file unlinked while open:
@@ -76,7 +78,7 @@ type Handle struct {
 	f     *File
 	flags int
 	once  sync.Once
-	pt    bool // a passthrough handle; set under openMu (passthrough.go)
+	pt    atomic.Bool // a passthrough handle (passthrough.go)
 }
 
 func (s *Store) registerNew(ino uint64, t *Tier, fd int, pm *pmem.File, p Path, st *unix.Stat_t) *File {
@@ -107,7 +109,7 @@ func (s *Store) openLoc(l *loc, ino uint64, p Path, flags int) (*Handle, error) 
 		h.Release()
 		return nil, f.readOnly
 	}
-	if (flags&unix.O_ACCMODE != unix.O_RDONLY || flags&unix.O_TRUNC != 0) && s.passthroughHeld(f) {
+	if !ReadOnlyOpen(flags) && s.passthroughHeld(f) {
 		h.Release()
 		return nil, ErrPassthroughWriter
 	}
@@ -280,11 +282,7 @@ func (s *Store) Open(p Path, flags int) (*Handle, error) {
 // Release drops the handle; the last one closes the backing.
 func (h *Handle) Release() {
 	h.once.Do(func() {
-		if h.pt {
-			h.f.s.openMu.Lock()
-			h.f.pt--
-			h.f.s.openMu.Unlock()
-		}
+		h.Unpassthrough()
 		h.f.s.release(h.f)
 	})
 }

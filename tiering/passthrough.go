@@ -21,7 +21,8 @@ import (
 //     on;
 //   - every later read-only open shares it, as the kernel requires (an
 //     inode's opens are all passthrough or none).
-// All of it is decided under openMu, where refs and File.pt change.
+// The first is decided under openMu, where refs change; File.pt is
+// changed there too and read anywhere.
 
 // ErrPassthrough is a move's answer for a file open with kernel
 // passthrough: the kernel would go on reading the old copy.
@@ -39,7 +40,7 @@ var ErrPassthroughWriter = fmt.Errorf("file is open for reading with kernel pass
 // when h may be the first (see above) and the file is on the tier of that
 // name. The fd is registered by the caller before h can be released.
 func (h *Handle) Passthrough(tier string) (fd int, ok bool) {
-	if h.flags&unix.O_ACCMODE != unix.O_RDONLY || h.flags&unix.O_TRUNC != 0 {
+	if !ReadOnlyOpen(h.flags) {
 		return -1, false
 	}
 	f, s := h.f, h.f.s
@@ -49,22 +50,28 @@ func (h *Handle) Passthrough(tier string) (fd int, ok bool) {
 	defer f.mu.RUnlock()
 	s.openMu.Lock()
 	defer s.openMu.Unlock()
-	if h.pt || f.fd < 0 {
+	if h.pt.Load() || f.fd < 0 {
 		return -1, false
 	}
 	switch {
-	case f.pt > 0:
+	case f.pt.Load() > 0:
 	case tier != "" && f.refs == 1 && f.pm == nil && f.tier.Name == tier && !f.moving.Load():
 	default:
 		return -1, false
 	}
-	f.pt++
-	h.pt = true
+	f.pt.Add(1)
+	h.pt.Store(true)
 	return f.fd, true
 }
 
+// ReadOnlyOpen says whether an open with flags may have a passthrough
+// handle or share one: it neither writes nor truncates.
+func ReadOnlyOpen(flags int) bool {
+	return flags&unix.O_ACCMODE == unix.O_RDONLY && flags&unix.O_TRUNC == 0
+}
+
 // IsPassthrough says whether h was made a passthrough handle.
-func (h *Handle) IsPassthrough() bool { return h.pt }
+func (h *Handle) IsPassthrough() bool { return h.pt.Load() }
 
 // Where is the file's name in the mount now ("" once unlinked) and the
 // name of the tier it is on, for the caller's decision before Passthrough.
@@ -81,28 +88,24 @@ func (s *Store) PassthroughHandles(ino uint64) int {
 	s.openMu.Lock()
 	defer s.openMu.Unlock()
 	if f := s.open[ino]; f != nil {
-		return f.pt
+		return int(f.pt.Load())
 	}
 	return 0
 }
 
 // passthroughHeld says whether f has passthrough handles: this daemon's,
-// or on a supervised mount any the kernel holds (ptregistry.go).
+// or on a supervised mount any the kernel holds (ptregistry.go). The
+// caller holds a reference on f, taken under openMu: a first passthrough
+// handle decided before it is seen here, none can be decided after.
 func (s *Store) passthroughHeld(f *File) bool {
-	s.openMu.Lock()
-	held := f.pt > 0
-	s.openMu.Unlock()
-	return held || s.ptHeld(f.ino)
+	return f.pt.Load() > 0 || s.ptHeld(f.ino)
 }
 
-// Unpassthrough makes h an ordinary handle again: the kernel refused its
-// backing, so it reads through the daemon.
+// Unpassthrough makes h an ordinary handle again (the kernel refused its
+// backing, so it reads through the daemon; or it is released).
 func (h *Handle) Unpassthrough() {
-	h.f.s.openMu.Lock()
-	defer h.f.s.openMu.Unlock()
-	if h.pt {
-		h.pt = false
-		h.f.pt--
+	if h.pt.CompareAndSwap(true, false) {
+		h.f.pt.Add(-1)
 	}
 }
 

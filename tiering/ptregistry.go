@@ -83,8 +83,7 @@ func (s *ptSlot) encode() []byte {
 // (their slots are freed once it has, by FinishClose).
 func (s *Store) OpenPassthroughRegistry(takeover bool) (closing []int32, err error) {
 	meta := s.tiers[0].meta
-	r := &ptRegistry{fd: -1, byKfh: map[uint64]int{}, byUniq: map[uint64]int{}, byIno: map[uint64]*ptEntry{}, closing: map[int32]bool{}}
-	r.slots = make([]ptSlot, ptSlots)
+	r := &ptRegistry{fd: -1, slots: make([]ptSlot, ptSlots), byKfh: map[uint64]int{}, byUniq: map[uint64]int{}, byIno: map[uint64]*ptEntry{}, closing: map[int32]bool{}}
 	if takeover {
 		closing, err = r.load(meta)
 		if err != nil {
@@ -102,7 +101,6 @@ func (s *Store) OpenPassthroughRegistry(takeover bool) (closing []int32, err err
 			return nil, fmt.Errorf("passthrough registry: %w", err)
 		}
 		r.fd = fd
-		r.slots = make([]ptSlot, ptSlots)
 	}
 	for i := ptSlots - 1; i >= 0; i-- {
 		if r.slots[i].state == ptFree {
@@ -376,7 +374,8 @@ func (s *Store) FinishClose(id int32) {
 	}
 }
 
-// PassthroughRecorded is how many handles the registry holds (tests).
+// PassthroughRecorded is how many passthrough handles the registry holds:
+// the kernel's, a predecessor's too (status, tests).
 func (s *Store) PassthroughRecorded() int {
 	r := s.registry()
 	if r == nil {

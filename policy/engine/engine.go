@@ -447,10 +447,8 @@ func (e *Engine) Plan() int {
 	}
 	for i := range snap.Files {
 		f := &snap.Files[i]
-		for _, g := range cfg.Policy.Pin {
-			if policy.MatchGlob(g, f.Path) {
-				f.Pinned = true
-			}
+		if policy.PinnedByGlob(cfg.Policy.Pin, f.Path) {
+			f.Pinned = true
 		}
 		if t, ok := pins[f.Ino]; ok {
 			f.Pinned = true
@@ -564,10 +562,8 @@ func (e *Engine) pinOfLocked(rel string, ino uint64, known bool) *pin {
 func (e *Engine) StaysOn(rel string, ino uint64, tier string) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	for _, g := range e.cfg.Policy.Pin {
-		if policy.MatchGlob(g, rel) {
-			return true
-		}
+	if policy.PinnedByGlob(e.cfg.Policy.Pin, rel) {
+		return true
 	}
 	p := e.pinOfLocked(rel, ino, true)
 	return p != nil && p.Tier == tier

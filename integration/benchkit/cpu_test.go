@@ -18,7 +18,13 @@ func TestCPUAccounting(t *testing.T) {
 	}
 	defer cmd.Process.Kill()
 	pid := cmd.Process.Pid
-	if got := PidOf("tierfs-cpu-test-7391", "sleep 60"); got != pid {
+	// Until the child has exec'd the shell, its command line is this
+	// test's (seen on a loaded machine in a CI run): wait for the exec.
+	got := 0
+	for deadline := time.Now().Add(10 * time.Second); got != pid && time.Now().Before(deadline); {
+		got = PidOf("tierfs-cpu-test-7391", "sleep 60")
+	}
+	if got != pid {
 		t.Errorf("PidOf = %d, want %d", got, pid)
 	}
 	if got := PidOf("no-such-process-tierfs-cpu-test"); got != 0 {

@@ -232,6 +232,21 @@ func probePassthrough(cb *ptServer, st *tiering.Store) (ok map[string]bool, why 
 	return ok, why
 }
 
+// inheritPassthrough opens the registry of a supervised mount: empty on a
+// fresh mount, a predecessor's handles on a takeover (the ids of those it
+// died taking back are taken back now). False: it cannot be opened.
+func inheritPassthrough(cb *ptServer, root *Node) bool {
+	closing, err := root.fs.Store.OpenPassthroughRegistry(!cb.pt.fresh)
+	if err != nil {
+		root.fs.Log.Error().Err(err).Msg("passthrough: files are read through the daemon")
+		return false
+	}
+	for _, id := range closing {
+		cb.takeBack(id) // a predecessor died taking these back
+	}
+	return true
+}
+
 // takeBack takes a backing id back from the kernel whose last handle went
 // (an inherited one, or one a predecessor died taking back), and frees its
 // slots in the registry.
@@ -248,6 +263,22 @@ func (p *ptServer) takeBack(id int32) {
 func settlePassthrough(cb *ptServer, kernel uint64, root *Node, supervised, writeback bool) *passthrough {
 	log, pt := root.fs.Log, cb.pt
 	pt.cb = cb
+	// The kernel refuses FOPEN_KEEP_CACHE with passthrough (the mount's
+	// page cache is not used), and FOPEN_DIRECT_IO ([mount] direct_io)
+	// would send its reads to the daemon again: the kernel lets it
+	// override passthrough.
+	pt.flags = root.fs.openFlags &^ (fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_DIRECT_IO)
+	if !pt.fresh && supervised {
+		// A successor (its [mount] is the one the mount was made with,
+		// mountutil.TakeoverConfig) honours the handles its predecessors
+		// gave, which the kernel holds whatever a probe of the tiers would
+		// say now, and gives no new ones: no probe.
+		if !inheritPassthrough(cb, root) {
+			return nil
+		}
+		log.Info().Int("inherited", root.fs.Store.PassthroughRecorded()).Msg("passthrough: after a takeover, the kernel's passthrough handles are kept and shared by their files' read-only opens; no new ones are given until the next mount (this daemon cannot know which files the kernel has open otherwise)")
+		return pt
+	}
 	if writeback {
 		// `tierfs mount --writeback-cache` over a file that asks for both.
 		log.Warn().Msg("passthrough: not with the write-back cache (the kernel refuses the two together); files are read through the daemon")
@@ -270,24 +301,8 @@ func settlePassthrough(cb *ptServer, kernel uint64, root *Node, supervised, writ
 	}
 	stays := pt.staysOn
 	pt.staysOn = func(rel string, ino uint64, tier string) bool { return ok[tier] && stays(rel, ino, tier) }
-	// The kernel refuses FOPEN_KEEP_CACHE with passthrough (the mount's
-	// page cache is not used), and FOPEN_DIRECT_IO ([mount] direct_io)
-	// would send its reads to the daemon again: the kernel lets it
-	// override passthrough.
-	pt.flags = root.fs.openFlags &^ (fuse.FOPEN_KEEP_CACHE | fuse.FOPEN_DIRECT_IO)
-	if supervised {
-		closing, err := root.fs.Store.OpenPassthroughRegistry(!pt.fresh)
-		if err != nil {
-			log.Error().Err(err).Msg("passthrough: files are read through the daemon")
-			return nil
-		}
-		for _, id := range closing {
-			cb.takeBack(id) // a predecessor died taking these back
-		}
-	}
-	if !pt.fresh {
-		log.Info().Int("inherited", root.fs.Store.PassthroughRecorded()).Msg("passthrough: after a takeover, the kernel's passthrough handles are kept and shared by their files' read-only opens; no new ones are given until the next mount (this daemon cannot know which files the kernel has open otherwise)")
-		return pt
+	if supervised && !inheritPassthrough(cb, root) {
+		return nil
 	}
 	log.Info().Int("tiers", len(ok)).Msg("passthrough: read-only opens of pinned files are served by the kernel from their backing")
 	return pt

@@ -343,6 +343,45 @@ func TestPassthroughAcrossTakeover(t *testing.T) {
 	}
 }
 
+// A fresh mount removes an earlier mount's passthrough registry: a
+// successor of it (with passthrough on again) would otherwise take the
+// slots for its predecessor's and answer opens with backing ids the
+// kernel of the new connection never gave. The earlier mount here leaves
+// a handle recorded, as one whose supervisor and daemon were both killed
+// does, and the next fresh mount has passthrough off.
+func TestPassthroughRegistryOfAnEarlierMount(t *testing.T) {
+	m := ptMount(t, true)
+	want := randBytes(rand.New(rand.NewSource(14)), 64<<10)
+	mustOK(t, os.WriteFile(m.path("keep.dat"), want, 0o644), "write keep.dat")
+	m.waitClosed(t, "keep.dat")
+	fd, err := unix.Open(m.path("keep.dat"), unix.O_RDONLY, 0)
+	mustOK(t, err, "open keep.dat")
+	if n := m.recorded(t); n != 1 {
+		t.Fatalf("%d passthrough handles recorded, want 1", n)
+	}
+	reg := filepath.Join(m.roots[0], ".tierfs", "passthrough")
+	saved, err := os.ReadFile(reg)
+	mustOK(t, err, "read the registry")
+	unix.Close(fd)
+	waitFor(t, "the handle released", func() bool { return m.recorded(t) == 0 })
+	m.stop(t)
+	// What a mount whose supervisor and daemon were both killed leaves.
+	mustOK(t, os.WriteFile(reg, saved, 0o600), "put the registry with its slot back")
+
+	cfg := m.cfg
+	cfg.Passthrough = false
+	m2 := startServer(t, cfg)
+	if _, err := os.Stat(reg); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a fresh mount left an earlier mount's passthrough registry in place (%v)", err)
+	}
+	b, err := unix.Open(m2.path("keep.dat"), unix.O_RDONLY, 0)
+	mustOK(t, err, "open keep.dat on the new mount")
+	if !bytes.Equal(readAllAt(t, b, len(want)), want) {
+		t.Fatal("wrong content")
+	}
+	unix.Close(b)
+}
+
 // The daemon dies after recording a passthrough handle and before the
 // reply: the kernel resends the OPEN to the successor, which answers it
 // with the handle recorded, counted once. The program's open succeeds.
@@ -395,6 +434,51 @@ type refusingKernel struct {
 func (k *refusingKernel) RegisterBackingFd(*fuse.BackingMap) (int32, syscall.Errno) {
 	k.asked++
 	return 0, syscall.EMFILE
+}
+
+// A successor honours the passthrough handles its predecessor recorded
+// even when its own probe of the tiers fails (here a kernel that refuses
+// every backing): it gives no new handles anyway, and the kernel fails a
+// read-only open of an inherited file that is not a passthrough one.
+func TestPassthroughSuccessorWithoutProbe(t *testing.T) {
+	base := t.TempDir()
+	var tiers []tiering.TierConfig
+	for _, n := range []string{"fast", "slow"} {
+		d := filepath.Join(base, n)
+		mustOK(t, os.Mkdir(d, 0o755), "mkdir")
+		tiers = append(tiers, tiering.TierConfig{Name: n, Type: "nvme", Path: d})
+	}
+	// The predecessor: one passthrough handle recorded on "keep".
+	st, err := tiering.Open(tiers, tiering.Options{Log: zerolog.Nop()})
+	mustOK(t, err, "open the tiers")
+	w, a, err := st.Create(tiering.RelPath(""), "keep", unix.O_RDWR, 0o644, tiering.Owner{})
+	mustOK(t, err, "create")
+	w.Release()
+	_, err = st.OpenPassthroughRegistry(false)
+	mustOK(t, err, "the predecessor's registry")
+	mustOK(t, st.RecordPassthrough(a.Ino, 77, 7, 5, true), "record a handle")
+	mustOK(t, st.Close(), "close the predecessor's store")
+
+	st2, err := tiering.Open(tiers, tiering.Options{Log: zerolog.Nop(), TakingOver: true})
+	mustOK(t, err, "the successor opens the tiers")
+	defer st2.Close()
+	root := NewRoot(st2, zerolog.Nop())
+	k := &refusingKernel{}
+	cb := &ptServer{pt: &passthrough{staysOn: func(string, uint64, string) bool { return true }, fresh: false}, fs: root.fs}
+	cb.k = k
+	pt := settlePassthrough(cb, fuse.CAP_PASSTHROUGH, root, true, false)
+	if pt == nil {
+		t.Fatal("a successor whose probe would fail does not honour its predecessor's passthrough handles")
+	}
+	if k.asked != 0 {
+		t.Fatalf("the successor probed the tiers (%d registrations asked)", k.asked)
+	}
+	if id, ok := st2.PassthroughInherited(a.Ino); !ok || id != 5 {
+		t.Fatalf("inherited: %d, %v; want the predecessor's backing id 5", id, ok)
+	}
+	if pt.flags&fuse.FOPEN_KEEP_CACHE != 0 {
+		t.Fatalf("the successor's passthrough open flags %#x keep the cache, which the kernel refuses with passthrough", pt.flags)
+	}
 }
 
 // A refused registration makes the handle that asked an ordinary one

@@ -111,6 +111,21 @@ func (s *Store) OpenPassthroughRegistry(takeover bool) (closing []int32, err err
 	return closing, nil
 }
 
+// settlePassthroughRegistry runs at mount: a fresh mount removes the
+// registry an earlier mount left (the kernel holds no passthrough handle
+// of a new connection, and a successor must not take that one's slots for
+// its predecessor's); a daemon that takes over keeps it for
+// OpenPassthroughRegistry.
+func (s *Store) settlePassthroughRegistry() error {
+	if s.opts.TakingOver {
+		return nil
+	}
+	if err := unix.Unlinkat(s.tiers[0].meta, ptFile, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("tier %s: remove an earlier mount's passthrough registry: %w", s.tiers[0].Name, err)
+	}
+	return nil
+}
+
 // load reads the registry a predecessor left: only a regular file of ours
 // with one link and the registry's size is trusted.
 func (r *ptRegistry) load(meta int) ([]int32, error) {

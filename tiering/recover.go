@@ -35,6 +35,9 @@ func (s *Store) recover() error {
 	if err := s.settleOrphans(&maxIno); err != nil {
 		return err
 	}
+	if err := s.settlePassthroughRegistry(); err != nil {
+		return err
+	}
 	if err := s.scanDir(nil, &maxIno); err != nil {
 		return err
 	}

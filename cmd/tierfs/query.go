@@ -17,6 +17,7 @@ import (
 
 	tfs "github.com/tierfs/tierfs/fs"
 	"github.com/tierfs/tierfs/internal/control"
+	"github.com/tierfs/tierfs/internal/fusedev"
 	"github.com/tierfs/tierfs/internal/supervisor"
 	"github.com/tierfs/tierfs/internal/units"
 	"github.com/tierfs/tierfs/mountutil"
@@ -125,7 +126,7 @@ func printStatus(st control.StatusResponse) {
 			fmt.Fprintf(stdout, "Requests: over io_uring, %d queues (one per CPU) of %d threads, %d answered.\n",
 				r.Queues, r.ThreadsPerQueue, r.ServedIOUring)
 		} else if r.SpliceWrites {
-			fmt.Fprintf(stdout, "Requests: through %s; writes of 64 KiB and more spliced to the tiers, %d so far.\n", r.Transport, r.SplicedWrites)
+			fmt.Fprintf(stdout, "Requests: through %s; writes of %d KiB and more spliced to the tiers, %d so far.\n", r.Transport, fusedev.SpliceMin>>10, r.SplicedWrites)
 		} else {
 			fmt.Fprintf(stdout, "Requests: through %s.\n", r.Transport)
 		}

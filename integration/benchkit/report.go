@@ -26,7 +26,7 @@ const (
 
 // SectionOrder is the order of the known fragments in docs/BENCHMARKS.md;
 // any other fragment follows them, alphabetically.
-var SectionOrder = []string{"micro", "kafka", "latency", "latency-kafka", "burst", "steady", "migration", "pmem", "takeover", "takeover-io_uring"}
+var SectionOrder = []string{"micro", "where", "kafka", "latency", "latency-kafka", "burst", "steady", "migration", "pmem", "takeover", "takeover-io_uring"}
 
 // RepoRoot is the directory holding the module's go.mod, found from the
 // working directory upwards (go test runs in the package directory).

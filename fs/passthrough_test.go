@@ -426,6 +426,19 @@ func TestPassthroughOpenResent(t *testing.T) {
 // whose probe passed could still answer (EMFILE, ENOMEM), which no test
 // can make the real one do on demand. The refusal's bookkeeping is
 // ptServer's own, tested against it.
+// twoTiers is the configuration of two empty tiers, fast and slow, for a
+// store the test opens itself.
+func twoTiers(t *testing.T) []tiering.TierConfig {
+	base := t.TempDir()
+	var tiers []tiering.TierConfig
+	for _, n := range []string{"fast", "slow"} {
+		d := filepath.Join(base, n)
+		mustOK(t, os.Mkdir(d, 0o755), "mkdir")
+		tiers = append(tiers, tiering.TierConfig{Name: n, Type: "nvme", Path: d})
+	}
+	return tiers
+}
+
 type refusingKernel struct {
 	kernelCalls
 	asked int
@@ -441,13 +454,7 @@ func (k *refusingKernel) RegisterBackingFd(*fuse.BackingMap) (int32, syscall.Err
 // every backing): it gives no new handles anyway, and the kernel fails a
 // read-only open of an inherited file that is not a passthrough one.
 func TestPassthroughSuccessorWithoutProbe(t *testing.T) {
-	base := t.TempDir()
-	var tiers []tiering.TierConfig
-	for _, n := range []string{"fast", "slow"} {
-		d := filepath.Join(base, n)
-		mustOK(t, os.Mkdir(d, 0o755), "mkdir")
-		tiers = append(tiers, tiering.TierConfig{Name: n, Type: "nvme", Path: d})
-	}
+	tiers := twoTiers(t)
 	// The predecessor: one passthrough handle recorded on "keep".
 	st, err := tiering.Open(tiers, tiering.Options{Log: zerolog.Nop()})
 	mustOK(t, err, "open the tiers")
@@ -487,13 +494,7 @@ func TestPassthroughSuccessorWithoutProbe(t *testing.T) {
 // go-fuse's passthrough off for every inode, those the kernel holds
 // passthrough handles of too), and stops new passthrough handles.
 func TestPassthroughRefusedRegistration(t *testing.T) {
-	base := t.TempDir()
-	var tiers []tiering.TierConfig
-	for _, n := range []string{"fast", "slow"} {
-		d := filepath.Join(base, n)
-		mustOK(t, os.Mkdir(d, 0o755), "mkdir")
-		tiers = append(tiers, tiering.TierConfig{Name: n, Type: "nvme", Path: d})
-	}
+	tiers := twoTiers(t)
 	st, err := tiering.Open(tiers, tiering.Options{Log: zerolog.Nop()})
 	mustOK(t, err, "open the tiers")
 	defer st.Close()

@@ -150,10 +150,7 @@ func TestLevers(t *testing.T) {
 		res[w.name] = map[string][]float64{}
 		for r := 0; r < runs; r++ {
 			for i := range targets {
-				tg := targets[i]
-				if r%2 == 1 {
-					tg = targets[len(targets)-1-i]
-				}
+				tg := targets[inTurn(r, i, len(targets))]
 				unix.Sync()
 				v, err := w.run(tg)
 				if err != nil {

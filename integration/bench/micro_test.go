@@ -195,10 +195,7 @@ func TestMicro(t *testing.T) {
 		res[w.name] = map[string][]float64{}
 		for r := 0; r < runs; r++ {
 			for i := range targets {
-				tg := targets[i]
-				if r%2 == 1 { // ABCDEFG GFEDCBA: no target always first
-					tg = targets[len(targets)-1-i]
-				}
+				tg := targets[inTurn(r, i, len(targets))]
 				unix.Sync()
 				v, err := w.run(tg)
 				if err != nil {
@@ -691,6 +688,16 @@ func microConcurrent(dir string, k int, each int64, check microCheck) (time.Dura
 		}
 	}
 	return d, errors.Join(errs...)
+}
+
+// inTurn is the target that round r runs i-th of n: forwards in even
+// rounds, backwards in odd ones (ABC CBA), so that no target always goes
+// first and each round's figures are taken within minutes of each other.
+func inTurn(r, i, n int) int {
+	if r%2 == 1 {
+		return n - 1 - i
+	}
+	return i
 }
 
 func microIndent(s, prefix string) string {

@@ -160,10 +160,7 @@ func TestPMem(t *testing.T) {
 		res[w.name] = map[string][]float64{}
 		for r := 0; r < runs; r++ {
 			for i := range targets {
-				tg := targets[i]
-				if r%2 == 1 {
-					tg = targets[len(targets)-1-i]
-				}
+				tg := targets[inTurn(r, i, len(targets))]
 				poolFull(tg)
 				unix.Sync()
 				v := w.run(tg)

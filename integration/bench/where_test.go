@@ -138,10 +138,7 @@ func TestWhereTimeGoes(t *testing.T) {
 			res[w.name] = map[string][]whereSample{}
 			for r := 0; r < runs; r++ {
 				for i := range targets {
-					tg := targets[i]
-					if r%2 == 1 {
-						tg = targets[len(targets)-1-i]
-					}
+					tg := targets[inTurn(r, i, len(targets))]
 					unix.Sync()
 					s, err := w.measure(tg)
 					if err != nil {

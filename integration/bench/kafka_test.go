@@ -127,15 +127,7 @@ func TestKafkaThroughput(t *testing.T) {
 	if err := os.MkdirAll(mslow, 0o755); err != nil {
 		t.Fatalf("%v", err)
 	}
-	unmountM, err := benchkit.MountMergerfs(mmnt, mfast, mslow)
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	t.Cleanup(func() {
-		if err := unmountM(); err != nil {
-			t.Errorf("%v", err)
-		}
-	})
+	mountMergerfs(t, mmnt, mfast, mslow)
 	mk("mergerfs", filepath.Join(mmnt, "kafka-logs"), nil)
 	targets[len(targets)-1].daemon = func() int { return benchkit.PidOf("mergerfs", mmnt) }
 	targets[len(targets)-1].place = &benchkit.Placement{Target: "mergerfs", Fast: mfast, Others: []string{mslow}}

@@ -100,13 +100,7 @@ func TestMicro(t *testing.T) {
 	uringTransport := uringSwitchOff(t)
 	fs := mountTierfsDefaults(t, "tierfs", filepath.Join(dir, "tierfs"), opts("tierfs", integration.TierfsOptions{
 		FastSize: tmpfsSize, Extra: policy}), "", transportDevFuse, true)
-	mkdir := func(p string) string {
-		t.Helper()
-		if err := os.MkdirAll(p, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	mkdir := func(p string) string { return mkdirAll(t, p) }
 	if dp := cliStatus(t, fs).Requests.DataPath; dp != "page cache" {
 		t.Fatalf("the tierfs target (the defaults): data path %q, want \"page cache\"", dp)
 	}
@@ -152,15 +146,7 @@ func TestMicro(t *testing.T) {
 	}
 	mfsMnt := filepath.Join(dir, "mergerfs-mnt")
 	// Registered after MountTierfs: unmounted before the tmpfs under it.
-	umountMfs, err := benchkit.MountMergerfs(mfsMnt, mfsBranch, mfsSlow)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := umountMfs(); err != nil {
-			t.Errorf("unmounting mergerfs: %v", err)
-		}
-	})
+	mountMergerfs(t, mfsMnt, mfsBranch, mfsSlow)
 
 	targets := []microTarget{
 		{name: "raw", dir: rawDir},
@@ -688,6 +674,31 @@ func microConcurrent(dir string, k int, each int64, check microCheck) (time.Dura
 		}
 	}
 	return d, errors.Join(errs...)
+}
+
+// mkdirAll makes directory p and its parents, and returns p.
+func mkdirAll(t *testing.T, p string) string {
+	t.Helper()
+	if err := os.MkdirAll(p, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// mountMergerfs mounts mergerfs on mnt over branch (where new files go)
+// and slow (benchkit.MergerfsOptions), unmounted when t ends (registered
+// after the mounts under it, so before them).
+func mountMergerfs(t *testing.T, mnt, branch, slow string) {
+	t.Helper()
+	umount, err := benchkit.MountMergerfs(mnt, branch, slow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := umount(); err != nil {
+			t.Errorf("unmounting mergerfs: %v", err)
+		}
+	})
 }
 
 // inTurn is the target that round r runs i-th of n: forwards in even

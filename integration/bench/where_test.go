@@ -7,7 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -49,25 +49,11 @@ func TestWhereTimeGoes(t *testing.T) {
 	dir := integration.WorkDir(t)
 	fs := mountTierfsDefaults(t, "tierfs", filepath.Join(dir, "tierfs"), integration.TierfsOptions{
 		FastSize: tmpfsSize, Extra: policy}, "", transportDevFuse, true)
-	mkdir := func(p string) string {
-		t.Helper()
-		if err := os.MkdirAll(p, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	mkdir := func(p string) string { return mkdirAll(t, p) }
 	mfsBranch := mkdir(filepath.Join(fs.Fast, "bench-mergerfs"))
 	mfsSlow := mkdir(filepath.Join(dir, "mergerfs-slow"))
 	mfsMnt := filepath.Join(dir, "mergerfs-mnt")
-	umountMfs, err := benchkit.MountMergerfs(mfsMnt, mfsBranch, mfsSlow)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := umountMfs(); err != nil {
-			t.Errorf("unmounting mergerfs: %v", err)
-		}
-	})
+	mountMergerfs(t, mfsMnt, mfsBranch, mfsSlow)
 	mfsPid := benchkit.PidOf("mergerfs", mfsMnt)
 	if mfsPid == 0 {
 		t.Fatalf("no mergerfs process for %s", mfsMnt)
@@ -96,11 +82,7 @@ func TestWhereTimeGoes(t *testing.T) {
 		if !haveHaltPoll {
 			t.Fatalf("TIERFS_WHERE_HALTPOLL: this machine has no %s (not a KVM guest with cpuidle-haltpoll)", haltPollParam)
 		}
-		t.Cleanup(func() {
-			if err := os.WriteFile(haltPollParam, []byte(found), 0o644); err != nil {
-				t.Errorf("restoring %s to %s: %v", haltPollParam, found, err)
-			}
-		})
+		t.Cleanup(func() { setHaltPoll(t, found) })
 	}
 	for _, tg := range targets {
 		if _, err := microSeqWrite(tg.dir, seq/8, 1<<20, tg.placed); err != nil {
@@ -122,9 +104,7 @@ func TestWhereTimeGoes(t *testing.T) {
 	for _, p := range polls {
 		label := "guest_halt_poll_ns as found"
 		if p != "" {
-			if err := os.WriteFile(haltPollParam, []byte(p), 0o644); err != nil {
-				t.Fatalf("setting %s to %s: %v", haltPollParam, p, err)
-			}
+			setHaltPoll(t, p)
 			label = "guest_halt_poll_ns = " + p
 		}
 		cur, _ := haltPoll()
@@ -162,10 +142,7 @@ func TestWhereTimeGoes(t *testing.T) {
 	}
 	if perfDir := os.Getenv("TIERFS_WHERE_PERF"); perfDir != "" {
 		if haveHaltPoll {
-			// The profiles are of the machine as found.
-			if err := os.WriteFile(haltPollParam, []byte(found), 0o644); err != nil {
-				t.Fatalf("restoring %s to %s: %v", haltPollParam, found, err)
-			}
+			setHaltPoll(t, found) // the profiles are of the machine as found
 		}
 		wherePerf(t, perfDir, workloads, targets[1:])
 		fmt.Fprintf(&md, "System-wide profiles of one more round of each workload on tierfs and mergerfs (`perf record -a -g`, "+
@@ -279,7 +256,7 @@ func (w whereWorkload) measure(tg whereTarget) (whereSample, error) {
 	if pid != 0 {
 		s.daemon = us(b.daemon - a.daemon)
 	}
-	s.rest = max(0, s.wall*float64(a.cpus)-s.idle-s.caller-s.daemon)
+	s.rest = max(0, s.wall*float64(runtime.NumCPU())-s.idle-s.caller-s.daemon)
 	return s, nil
 }
 
@@ -298,7 +275,6 @@ func whereRow(w whereWorkload, target string, ss []whereSample) []string {
 		for i, s := range ss {
 			v[i] = f(s)
 		}
-		sort.Float64s(v)
 		return strconv.FormatFloat(benchkit.Median(v), 'f', prec, 64)
 	}
 	daemon := col(func(s whereSample) float64 { return s.daemon }, 1)
@@ -314,7 +290,6 @@ func whereRow(w whereWorkload, target string, ss []whereSample) []string {
 // whereSnap is the machine's counters at one instant.
 type whereSnap struct {
 	wall     time.Time
-	cpus     int
 	self     float64 // this process's user+system seconds (getrusage)
 	daemon   float64 // the daemon's run time over its threads (schedstat), seconds; -1 unknown
 	idle     float64 // seconds in idle states, summed over the CPUs
@@ -332,9 +307,7 @@ func takeWhere(pid int) whereSnap {
 		s.daemon = schedRun(pid)
 	}
 	states, _ := filepath.Glob("/sys/devices/system/cpu/cpu[0-9]*/cpuidle/state[0-9]*")
-	cpus := map[string]bool{}
 	for _, st := range states {
-		cpus[filepath.Dir(filepath.Dir(st))] = true
 		name, _ := os.ReadFile(filepath.Join(st, "name"))
 		us, _ := readUint(filepath.Join(st, "time"))
 		s.idle += float64(us) / 1e6
@@ -343,11 +316,10 @@ func takeWhere(pid int) whereSnap {
 			s.idles += n
 		}
 	}
-	s.cpus = len(cpus)
-	if s.cpus == 0 {
+	if len(states) == 0 {
 		// No cpuidle: /proc/stat's idle, in ticks.
 		c := benchkit.TakeCPU()
-		s.idle, s.cpus = c.Total-c.Busy, runtimeCPUs()
+		s.idle = c.Total - c.Busy
 	}
 	if b, err := os.ReadFile("/proc/stat"); err == nil {
 		for _, l := range strings.Split(string(b), "\n") {
@@ -389,15 +361,15 @@ func readUint(path string) (uint64, error) {
 	return strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
 }
 
-func runtimeCPUs() int {
-	var set unix.CPUSet
-	if unix.SchedGetaffinity(0, &set) == nil {
-		return set.Count()
-	}
-	return 1
-}
-
 const haltPollParam = "/sys/module/haltpoll/parameters/guest_halt_poll_ns"
+
+// setHaltPoll sets the guest's halt polling to v nanoseconds.
+func setHaltPoll(t *testing.T, v string) {
+	t.Helper()
+	if err := os.WriteFile(haltPollParam, []byte(v), 0o644); err != nil {
+		t.Errorf("setting %s to %s: %v", haltPollParam, v, err)
+	}
+}
 
 // haltPoll is the guest's halt polling (ns) as it is now, and whether the
 // machine has it.

@@ -2,6 +2,7 @@ package tiering
 
 import (
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 
@@ -266,21 +267,15 @@ func (s *Store) Listxattr(p Path, dest []byte) (int, error) {
 	}
 	defer ls.close()
 	var buf []byte
-	var n int
 	err = onObject(&ls[0], func(pp string) error {
-		sz, err := unix.Listxattr(pp, nil)
-		if err != nil {
-			return err
-		}
-		buf = make([]byte, sz+1024)
-		n, err = unix.Listxattr(pp, buf)
+		buf, err = readXattr(func(b []byte) (int, error) { return unix.Listxattr(pp, b) })
 		return err
 	})
 	if err != nil {
 		return 0, err
 	}
 	var out []byte
-	for _, a := range strings.Split(string(buf[:n]), "\x00") {
+	for _, a := range strings.Split(string(buf), "\x00") {
 		if a == "" || reserved(a) || posixACL(a) {
 			continue
 		}
@@ -305,32 +300,48 @@ type xattrKV struct {
 // ownXattrs reads the extended attributes of the object at path, but
 // tierfs's own.
 func ownXattrs(path string) ([]xattrKV, error) {
-	sz, err := unix.Listxattr(path, nil)
-	if err != nil || sz == 0 {
-		return nil, err
-	}
-	buf := make([]byte, sz+1024) // room for one set meanwhile
-	n, err := unix.Listxattr(path, buf)
+	list, err := readXattr(func(b []byte) (int, error) { return unix.Listxattr(path, b) })
 	if err != nil {
 		return nil, err
 	}
 	var out []xattrKV
-	for _, name := range strings.Split(string(buf[:n]), "\x00") {
+	for _, name := range strings.Split(string(list), "\x00") {
 		if name == "" || reserved(name) {
 			continue
 		}
-		vsz, err := unix.Getxattr(path, name, nil)
-		if err != nil {
+		v, err := readXattr(func(b []byte) (int, error) { return unix.Getxattr(path, name, b) })
+		if errors.Is(err, unix.ENODATA) {
 			continue // removed meanwhile
 		}
-		v := make([]byte, vsz)
-		vn, err := unix.Getxattr(path, name, v)
 		if err != nil {
-			continue
+			return nil, fmt.Errorf("xattr %s: %w", name, err)
 		}
-		out = append(out, xattrKV{name, v[:vn]})
+		out = append(out, xattrKV{name, v})
 	}
 	return out, nil
+}
+
+// readXattr reads an extended attribute's value, or a list of names, with
+// read (a nil buffer asks the size). It asks again when what it reads grew
+// between the size and the read (ERANGE): a tier's file changes its
+// attributes while a move copies them, and one left out or a move failed
+// for it would show.
+func readXattr(read func([]byte) (int, error)) ([]byte, error) {
+	for try := 0; ; try++ {
+		sz, err := read(nil)
+		if err != nil || sz == 0 {
+			return nil, err
+		}
+		b := make([]byte, sz)
+		n, err := read(b)
+		if errors.Is(err, unix.ERANGE) && try < 8 {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return b[:n], nil
+	}
 }
 
 // Setxattr sets an extended attribute, on every copy of a directory. The

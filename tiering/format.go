@@ -405,32 +405,25 @@ func checkAncestors(path string) (owned string, err error) {
 // copyXattrs copies the extended attributes of src that keep says to dst
 // (both fds of files or directories).
 func copyXattrs(dst, src int, keep func(string) bool) error {
-	sz, err := unix.Flistxattr(src, nil)
+	list, err := readXattr(func(b []byte) (int, error) { return unix.Flistxattr(src, b) })
 	if errors.Is(err, unix.ENOTSUP) {
 		return nil
 	}
-	if err != nil || sz == 0 {
-		return err
-	}
-	buf := make([]byte, sz)
-	n, err := unix.Flistxattr(src, buf)
 	if err != nil {
 		return err
 	}
-	for _, name := range strings.Split(string(buf[:n]), "\x00") {
+	for _, name := range strings.Split(string(list), "\x00") {
 		if name == "" || !keep(name) {
 			continue
 		}
-		vsz, err := unix.Fgetxattr(src, name, nil)
-		if err != nil {
-			continue
+		v, err := readXattr(func(b []byte) (int, error) { return unix.Fgetxattr(src, name, b) })
+		if errors.Is(err, unix.ENODATA) {
+			continue // removed meanwhile
 		}
-		v := make([]byte, vsz)
-		vn, err := unix.Fgetxattr(src, name, v)
 		if err != nil {
-			continue
+			return fmt.Errorf("copy xattr %s: %w", name, err)
 		}
-		if err := unix.Fsetxattr(dst, name, v[:vn], 0); err != nil && !errors.Is(err, unix.ENOTSUP) {
+		if err := unix.Fsetxattr(dst, name, v, 0); err != nil && !errors.Is(err, unix.ENOTSUP) {
 			return fmt.Errorf("copy xattr %s: %w", name, err)
 		}
 	}
